@@ -1,0 +1,499 @@
+//! Capture: read the whole state of a stopped process (DESIGN §3) and stream
+//! it into an image.
+
+use std::path::Path;
+
+use libc::pid_t;
+
+use crate::image::format::{
+    CpuSummary, FileIdentity, Header, MmFields, ProcessState, Region, RegionKind, Rlimit,
+    SigAction, ThreadState,
+};
+use crate::image::{ImageStats, ImageWriter};
+use crate::maps::{self, Mapping};
+use crate::plugin::{CaptureCtx, Plugin, ResumeCtx, StdioIds};
+use crate::sys::ptrace;
+use crate::tracee::{Injector, ThreadStop, Tracee, PAGE, TRAMPOLINE_SIZE};
+use crate::vids::VirtualIds;
+use crate::Error;
+
+/// Everything but SIGKILL and SIGSTOP: blocked in every thread while the
+/// tracer works, so no handler runs in the middle of a capture.
+const BLOCK_ALL: u64 = !((1u64 << (libc::SIGKILL - 1)) | (1u64 << (libc::SIGSTOP - 1)));
+
+/// What a capture needs besides the tracee.
+pub struct CaptureEnv<'a> {
+    pub stdio: &'a StdioIds,
+    pub vids: &'a VirtualIds,
+    /// Virtual pid of the parent, as the program knows it.
+    pub vppid: i32,
+}
+
+/// Result of a checkpoint.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    pub stats: ImageStats,
+    pub warnings: Vec<String>,
+    pub millis: f64,
+}
+
+/// Write a checkpoint image of `tracee`, whose threads must all be stopped.
+/// The threads stay stopped (with their signal masks restored) afterwards.
+pub fn checkpoint(
+    tracee: &mut Tracee,
+    plugins: &mut [Box<dyn Plugin>],
+    env: &CaptureEnv,
+    path: &Path,
+) -> Result<Checkpoint, Error> {
+    let t0 = std::time::Instant::now();
+    block_signals(tracee)?;
+    let result = checkpoint_blocked(tracee, plugins, env, path);
+    let unblocked = unblock_signals(tracee);
+    let ckpt = result?;
+    unblocked?;
+    Ok(Checkpoint { millis: t0.elapsed().as_secs_f64() * 1e3, ..ckpt })
+}
+
+fn block_signals(tracee: &mut Tracee) -> Result<(), Error> {
+    for t in tracee.threads.values_mut() {
+        let mask = ptrace::getsigmask(t.tid).map_err(|e| Error::ptrace("PTRACE_GETSIGMASK", t.tid, e))?;
+        t.saved_mask = Some(mask);
+        ptrace::setsigmask(t.tid, BLOCK_ALL).map_err(|e| Error::ptrace("PTRACE_SETSIGMASK", t.tid, e))?;
+    }
+    Ok(())
+}
+
+fn unblock_signals(tracee: &mut Tracee) -> Result<(), Error> {
+    for t in tracee.threads.values_mut() {
+        if let Some(mask) = t.saved_mask.take() {
+            ptrace::setsigmask(t.tid, mask).map_err(|e| Error::ptrace("PTRACE_SETSIGMASK", t.tid, e))?;
+        }
+    }
+    Ok(())
+}
+
+fn checkpoint_blocked(
+    tracee: &mut Tracee,
+    plugins: &mut [Box<dyn Plugin>],
+    env: &CaptureEnv,
+    path: &Path,
+) -> Result<Checkpoint, Error> {
+    let mappings = maps::read(tracee.pid)?;
+    let taken: Vec<(u64, u64)> = mappings.iter().map(|m| (m.start, m.end)).collect();
+    let hole = maps::find_hole(&taken, TRAMPOLINE_SIZE, 0x7fff_0000_0000)
+        .ok_or_else(|| Error::Tracee("no room in the address space for the trampoline".into()))?;
+    let injector = Injector::install(tracee, tracee.pid, hole)?;
+    let result = capture_with(tracee, &injector, &mappings, plugins, env, path);
+    let removed = injector.remove(tracee.pid);
+    let ckpt = result?;
+    removed?;
+    Ok(ckpt)
+}
+
+fn capture_with(
+    tracee: &Tracee,
+    injector: &Injector,
+    mappings: &[Mapping],
+    plugins: &mut [Box<dyn Plugin>],
+    env: &CaptureEnv,
+    path: &Path,
+) -> Result<Checkpoint, Error> {
+    let pid = tracee.pid;
+    let mut state = process_state(tracee, injector, env)?;
+    state.regions = regions(mappings, injector.addr)?;
+    let mut warnings = Vec::new();
+    for p in plugins.iter_mut() {
+        let mut ctx = CaptureCtx {
+            tracee,
+            injector,
+            state: &mut state,
+            stdio: env.stdio,
+            vids: env.vids,
+            warnings: &mut warnings,
+        };
+        p.pre_checkpoint(&mut ctx)?;
+    }
+    let header = header(tracee, &state)?;
+    let mut writer = ImageWriter::create(path, &header, &state)?;
+    write_memory(pid, tracee, &state.regions, &mut writer)?;
+    let stats = writer.finish()?;
+    for p in plugins.iter_mut() {
+        p.resume(&mut ResumeCtx { tracee, state: &state })?;
+    }
+    Ok(Checkpoint { stats, warnings, millis: 0.0 })
+}
+
+fn header(tracee: &Tracee, state: &ProcessState) -> Result<Header, Error> {
+    let uname = nix::sys::utsname::uname().map_err(|e| Error::Tracee(format!("uname: {e}")))?;
+    let xstate = state.threads.first().map(|t| t.xstate.as_slice()).unwrap_or(&[]);
+    let prog = Path::new(&state.exe)
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| format!("pid{}", tracee.pid));
+    Ok(Header {
+        kernel: uname.release().to_string_lossy().into_owned(),
+        arch: "x86_64".into(),
+        cpu: cpu_summary(xstate),
+        created_unix: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        prog,
+        vpid: state.vpid,
+        writer: format!("rewind {}", env!("CARGO_PKG_VERSION")),
+    })
+}
+
+/// CPU summary of this machine; `xstate` is any thread's xsave area.
+pub fn cpu_summary(xstate: &[u8]) -> CpuSummary {
+    let vendor = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("vendor_id"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_default();
+    CpuSummary { vendor, xcr0: xcr0_of(xstate), xsave_size: xstate.len() as u32 }
+}
+
+/// XCR0 as the kernel reports it in the software-reserved bytes of an xsave
+/// area (struct _fpx_sw_bytes at offset 464: magic, size, xfeatures).
+pub fn xcr0_of(xstate: &[u8]) -> u64 {
+    xstate
+        .get(472..480)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_le_bytes)
+        .unwrap_or(0)
+}
+
+fn read_proc(pid: pid_t, what: &str) -> Result<String, Error> {
+    let path = format!("/proc/{pid}/{what}");
+    std::fs::read_to_string(&path).map_err(|e| Error::io(path, e))
+}
+
+fn readlink_proc(pid: pid_t, what: &str) -> Result<String, Error> {
+    let path = format!("/proc/{pid}/{what}");
+    std::fs::read_link(&path)
+        .map(|p| p.to_string_lossy().into_owned())
+        .map_err(|e| Error::io(path, e))
+}
+
+/// Fields of /proc/pid/stat, numbered as in proc(5) (1-based).
+fn stat_fields(pid: pid_t) -> Result<Vec<u64>, Error> {
+    let text = read_proc(pid, "stat")?;
+    let after = text
+        .rfind(')')
+        .map(|i| &text[i + 1..])
+        .ok_or_else(|| Error::Tracee("malformed /proc/pid/stat".into()))?;
+    // Index 0 is unused; fields 1..=3 (pid, comm, state) are not numbers
+    // we need, so the first pushed value is field 4.
+    let mut v = vec![0u64; 4];
+    v.extend(after.split_whitespace().skip(1).map(|f| f.parse::<i64>().unwrap_or(0) as u64));
+    Ok(v)
+}
+
+fn mm_fields(pid: pid_t, brk: u64) -> Result<MmFields, Error> {
+    let f = stat_fields(pid)?;
+    let get = |n: usize| f.get(n).copied().unwrap_or(0);
+    Ok(MmFields {
+        start_code: get(26),
+        end_code: get(27),
+        start_stack: get(28),
+        start_data: get(45),
+        end_data: get(46),
+        start_brk: get(47),
+        brk,
+        arg_start: get(48),
+        arg_end: get(49),
+        env_start: get(50),
+        env_end: get(51),
+    })
+}
+
+fn process_state(tracee: &Tracee, inj: &Injector, env: &CaptureEnv) -> Result<ProcessState, Error> {
+    let pid = tracee.pid;
+    let leader = pid;
+    let scratch = inj.scratch();
+    let brk = inj.call(leader, "brk(0)", libc::SYS_brk, &[0])?;
+    let mut sigactions = Vec::with_capacity(64);
+    for sig in 1..=64u64 {
+        if sig == libc::SIGKILL as u64 || sig == libc::SIGSTOP as u64 {
+            sigactions.push(SigAction::default());
+            continue;
+        }
+        inj.call(leader, "rt_sigaction", libc::SYS_rt_sigaction, &[sig, 0, scratch, 8])?;
+        let mut b = [0u8; 32];
+        tracee.read_mem(scratch, &mut b)?;
+        let w = |i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
+        sigactions.push(SigAction { handler: w(0), flags: w(1), restorer: w(2), mask: w(3) });
+    }
+    let mut itimers = [(0u64, 0u64); 3];
+    for (which, slot) in itimers.iter_mut().enumerate() {
+        inj.call(leader, "getitimer", libc::SYS_getitimer, &[which as u64, scratch])?;
+        let mut b = [0u8; 32];
+        tracee.read_mem(scratch, &mut b)?;
+        let w = |i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
+        *slot = (w(0) * 1_000_000 + w(1), w(2) * 1_000_000 + w(3));
+    }
+    let mut threads = Vec::new();
+    for t in tracee.threads.values() {
+        threads.push(thread_state(tracee, inj, t.tid, env.vids)?);
+        if let (ThreadStop::Signal(_), Some(info)) = (t.stop, t.stop_siginfo) {
+            // The signal was taken off the queue when the thread stopped for
+            // it: it is pending as far as the program is concerned.
+            if let Some(ts) = threads.last_mut() {
+                ts.pending.insert(0, info.to_vec());
+            }
+        }
+        if let Some(ts) = threads.last_mut() {
+            ts.sigmask = t.saved_mask.unwrap_or(ts.sigmask);
+        }
+    }
+    // The leader comes first.
+    threads.sort_by_key(|t| t.vtid != env.vids.to_virtual(pid));
+    let status = read_proc(pid, "status")?;
+    let umask = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Umask:"))
+        .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        .unwrap_or(0o022);
+    let personality = u32::from_str_radix(read_proc(pid, "personality")?.trim(), 16).unwrap_or(0);
+    let mut rlimits = Vec::new();
+    for resource in 0..16u32 {
+        if let Ok((cur, max)) = crate::sys::process::prlimit_get(pid, resource) {
+            rlimits.push(Rlimit { resource, cur, max });
+        }
+    }
+    let stat = stat_fields(pid)?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map_err(|e| Error::io(format!("/proc/{pid}/cmdline"), e))?
+        .split(|&b| b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect();
+    let auxv = std::fs::read(format!("/proc/{pid}/auxv"))
+        .map_err(|e| Error::io(format!("/proc/{pid}/auxv"), e))?;
+    Ok(ProcessState {
+        vpid: env.vids.to_virtual(pid),
+        vppid: env.vppid,
+        vpgid: env.vids.to_virtual(stat.get(5).copied().unwrap_or(0) as i32),
+        vsid: env.vids.to_virtual(stat.get(6).copied().unwrap_or(0) as i32),
+        exe: readlink_proc(pid, "exe")?,
+        cmdline,
+        cwd: readlink_proc(pid, "cwd")?,
+        umask,
+        personality,
+        rlimits,
+        mm: mm_fields(pid, brk)?,
+        auxv,
+        regions: Vec::new(),
+        threads,
+        sigactions,
+        shared_pending: ptrace::peek_pending(pid, true)
+            .map_err(|e| Error::ptrace("PTRACE_PEEKSIGINFO", pid, e))?,
+        itimers,
+        fds: Vec::new(),
+        vids: env.vids.pairs(),
+        plugin_data: Vec::new(),
+    })
+}
+
+/// `user_regs_struct` as 27 words, in kernel order.
+pub fn regs_to_vec(r: &libc::user_regs_struct) -> Vec<u64> {
+    vec![
+        r.r15, r.r14, r.r13, r.r12, r.rbp, r.rbx, r.r11, r.r10, r.r9, r.r8, r.rax, r.rcx, r.rdx,
+        r.rsi, r.rdi, r.orig_rax, r.rip, r.cs, r.eflags, r.rsp, r.ss, r.fs_base, r.gs_base, r.ds,
+        r.es, r.fs, r.gs,
+    ]
+}
+
+pub fn regs_from_slice(v: &[u64]) -> Option<libc::user_regs_struct> {
+    if v.len() != 27 {
+        return None;
+    }
+    Some(libc::user_regs_struct {
+        r15: v[0],
+        r14: v[1],
+        r13: v[2],
+        r12: v[3],
+        rbp: v[4],
+        rbx: v[5],
+        r11: v[6],
+        r10: v[7],
+        r9: v[8],
+        r8: v[9],
+        rax: v[10],
+        rcx: v[11],
+        rdx: v[12],
+        rsi: v[13],
+        rdi: v[14],
+        orig_rax: v[15],
+        rip: v[16],
+        cs: v[17],
+        eflags: v[18],
+        rsp: v[19],
+        ss: v[20],
+        fs_base: v[21],
+        gs_base: v[22],
+        ds: v[23],
+        es: v[24],
+        fs: v[25],
+        gs: v[26],
+    })
+}
+
+fn thread_state(tracee: &Tracee, inj: &Injector, tid: pid_t, vids: &VirtualIds) -> Result<ThreadState, Error> {
+    let regs = ptrace::getregs(tid).map_err(|e| Error::ptrace("PTRACE_GETREGS", tid, e))?;
+    let xstate = ptrace::get_xstate(tid).map_err(|e| Error::ptrace("PTRACE_GETREGSET", tid, e))?;
+    let sigmask = ptrace::getsigmask(tid).map_err(|e| Error::ptrace("PTRACE_GETSIGMASK", tid, e))?;
+    let pending = ptrace::peek_pending(tid, false).map_err(|e| Error::ptrace("PTRACE_PEEKSIGINFO", tid, e))?;
+    let scratch = inj.scratch();
+    inj.call(tid, "sigaltstack", libc::SYS_sigaltstack, &[0, scratch])?;
+    let mut ss = [0u8; 24];
+    tracee.read_mem(scratch, &mut ss)?;
+    let altstack = (
+        u64::from_le_bytes(ss[0..8].try_into().unwrap_or([0; 8])),
+        i32::from_le_bytes(ss[8..12].try_into().unwrap_or([0; 4])),
+        u64::from_le_bytes(ss[16..24].try_into().unwrap_or([0; 8])),
+    );
+    inj.call(tid, "prctl(PR_GET_TID_ADDRESS)", libc::SYS_prctl, &[libc::PR_GET_TID_ADDRESS as u64, scratch])?;
+    let clear_child_tid = tracee.read_u64(scratch)?;
+    Ok(ThreadState {
+        vtid: vids.to_virtual(tid),
+        regs: regs_to_vec(&regs),
+        xstate,
+        sigmask,
+        pending,
+        altstack,
+        rseq: ptrace::rseq_configuration(tid).map_err(|e| Error::ptrace("PTRACE_GET_RSEQ_CONFIGURATION", tid, e))?,
+        clear_child_tid,
+        robust_list: ptrace::robust_list(tid).map_err(|e| Error::ptrace("get_robust_list", tid, e))?,
+    })
+}
+
+/// Classify every mapping (the trampoline at `skip` is ours, not the program's).
+fn regions(mappings: &[Mapping], skip: u64) -> Result<Vec<Region>, Error> {
+    let mut out = Vec::new();
+    for m in mappings {
+        if m.contains(skip) || m.name == "[vsyscall]" {
+            continue;
+        }
+        let kind = match m.name.as_str() {
+            "[vdso]" => RegionKind::Vdso,
+            "[vvar]" => RegionKind::Vvar,
+            "[vvar_vclock]" => RegionKind::VvarVclock,
+            "" | "[heap]" | "[stack]" if !m.shared => RegionKind::Anon,
+            n if n.starts_with("[anon:") && !m.shared => RegionKind::Anon,
+            n if n.starts_with('/') && !n.ends_with(" (deleted)") && !n.starts_with("/memfd:") => {
+                match file_identity(n, m) {
+                    Some(identity) => RegionKind::File { path: n.to_string(), offset: m.offset, identity },
+                    None => RegionKind::Contents,
+                }
+            }
+            _ => RegionKind::Contents,
+        };
+        out.push(Region {
+            start: m.start,
+            end: m.end,
+            prot: m.prot,
+            shared: m.shared,
+            kind,
+            name: m.name.clone(),
+        });
+    }
+    Ok(out)
+}
+
+/// The identity of the file at `path` if it is still the file mapped.
+fn file_identity(path: &str, m: &Mapping) -> Option<FileIdentity> {
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::metadata(path).ok()?;
+    if md.ino() != m.inode {
+        return None;
+    }
+    Some(FileIdentity {
+        dev: md.dev(),
+        ino: md.ino(),
+        size: md.size(),
+        mtime_ns: md.mtime() as i128 * 1_000_000_000 + md.mtime_nsec() as i128,
+    })
+}
+
+/// pagemap bits (Documentation/admin-guide/mm/pagemap.rst).
+const PM_PRESENT: u64 = 1 << 63;
+const PM_SWAP: u64 = 1 << 62;
+const PM_FILE: u64 = 1 << 61;
+
+/// Which pages of a region must be stored: runs of (first page, count).
+fn pages_to_store(pagemap: &std::fs::File, r: &Region) -> Result<Vec<(u64, u64)>, Error> {
+    use std::os::unix::fs::FileExt;
+    let npages = (r.end - r.start) / PAGE;
+    let keep_private_file = matches!(r.kind, RegionKind::File { .. }) && !r.shared;
+    let keep = match r.kind {
+        RegionKind::Vdso | RegionKind::Vvar | RegionKind::VvarVclock => return Ok(Vec::new()),
+        RegionKind::File { .. } if r.shared => return Ok(Vec::new()),
+        _ => true,
+    };
+    if !keep {
+        return Ok(Vec::new());
+    }
+    let mut runs: Vec<(u64, u64)> = Vec::new();
+    let batch = 64 * 1024u64;
+    let mut buf = vec![0u8; (batch * 8) as usize];
+    let mut first = 0;
+    while first < npages {
+        let n = batch.min(npages - first);
+        let bytes = &mut buf[..(n * 8) as usize];
+        pagemap
+            .read_exact_at(bytes, (r.start / PAGE + first) * 8)
+            .map_err(|e| Error::io("/proc/pid/pagemap", e))?;
+        for i in 0..n {
+            let off = (i * 8) as usize;
+            let e = u64::from_le_bytes(bytes[off..off + 8].try_into().unwrap_or([0; 8]));
+            let store = if keep_private_file {
+                // A private file page that is not the file's own page was
+                // written (copied on write): it differs from the file.
+                (e & PM_PRESENT != 0 && e & PM_FILE == 0) || e & PM_SWAP != 0
+            } else {
+                e & (PM_PRESENT | PM_SWAP) != 0
+            };
+            if store {
+                let page = first + i;
+                match runs.last_mut() {
+                    Some((s, c)) if *s + *c == page => *c += 1,
+                    _ => runs.push((page, 1)),
+                }
+            }
+        }
+        first += n;
+    }
+    Ok(runs)
+}
+
+fn write_memory(pid: pid_t, tracee: &Tracee, regions: &[Region], writer: &mut ImageWriter) -> Result<(), Error> {
+    let pagemap_path = format!("/proc/{pid}/pagemap");
+    let pagemap = std::fs::File::open(&pagemap_path).map_err(|e| Error::io(&pagemap_path, e))?;
+    const BATCH: u64 = 4 << 20;
+    let mut buf = vec![0u8; BATCH as usize];
+    for r in regions {
+        for (first, count) in pages_to_store(&pagemap, r)? {
+            let mut addr = r.start + first * PAGE;
+            let end = addr + count * PAGE;
+            while addr < end {
+                let len = BATCH.min(end - addr) as usize;
+                let chunk = &mut buf[..len];
+                match ptrace::vm_read(pid, addr, chunk) {
+                    Ok(n) if n == len => {}
+                    // Unreadable through process_vm_readv (PROT_NONE...):
+                    // /proc/pid/mem reads whatever may be read.
+                    _ => tracee.read_mem(addr, chunk)?,
+                }
+                writer.add_pages(addr, chunk)?;
+                addr += len as u64;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,235 @@
+//! Every structure of the durable image format, declared in one place (DESIGN §8).
+//!
+//! Layout of an image file:
+//!
+//! ```text
+//! [ Preamble: 8-byte MAGIC, u32 LE format version, u32 LE header length ]
+//! [ Header: bincode (serde, standard config), `header length` bytes     ]
+//! [ Section: u32 LE length, bincode `ProcessState`                      ]
+//! [ MemoryChunk]*  each: u32 LE CHUNK_MAGIC, u32 LE raw length,
+//!                  u32 LE compressed length, u32 LE runs length,
+//!                  bincode Vec<PageRun>, zstd frame (content checksum on)
+//! [ Trailer: u32 LE TRAILER_MAGIC, u64 LE chunk count, u64 LE raw bytes ]
+//! ```
+//!
+//! The format version changes whenever any structure below changes shape.
+//! All-zero pages are never stored: a page of a region that no run covers
+//! is zero (anonymous) or comes from the mapped file (file-backed).
+
+use serde::{Deserialize, Serialize};
+
+/// First bytes of every image.
+pub const MAGIC: [u8; 8] = *b"RWNDIMG\0";
+/// Current version of everything in this module.
+pub const FORMAT_VERSION: u32 = 1;
+/// Start of every memory chunk.
+pub const CHUNK_MAGIC: u32 = 0x4b4e_4843; // "CHNK"
+/// Start of the trailer that closes a complete image.
+pub const TRAILER_MAGIC: u32 = 0x444e_4557; // "WEND"
+
+/// Machine and program summary; readable without decoding the process state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Header {
+    /// `uname -r` of the machine that wrote the image.
+    pub kernel: String,
+    /// Always "x86_64" for now.
+    pub arch: String,
+    pub cpu: CpuSummary,
+    /// Seconds since the epoch when the checkpoint was taken.
+    pub created_unix: u64,
+    /// Program name (comm or exe basename) and its virtual pid.
+    pub prog: String,
+    pub vpid: i32,
+    /// Version of rewind that wrote the image (informational).
+    pub writer: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CpuSummary {
+    pub vendor: String,
+    /// XCR0 of the writing machine: the xsave features registers may use.
+    pub xcr0: u64,
+    /// Size of the xsave area the kernel gave for NT_X86_XSTATE.
+    pub xsave_size: u32,
+}
+
+/// The whole process except the contents of its memory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProcessState {
+    pub vpid: i32,
+    pub vppid: i32,
+    /// Virtual process group and session ids (informational for single processes).
+    pub vpgid: i32,
+    pub vsid: i32,
+    pub exe: String,
+    pub cmdline: Vec<String>,
+    pub cwd: String,
+    pub umask: u32,
+    pub personality: u32,
+    pub rlimits: Vec<Rlimit>,
+    pub mm: MmFields,
+    /// Raw auxv bytes as the kernel gave them.
+    pub auxv: Vec<u8>,
+    pub regions: Vec<Region>,
+    /// Thread 0 is the thread-group leader.
+    pub threads: Vec<ThreadState>,
+    /// Signal actions for signals 1..=64 (index 0 is signal 1).
+    pub sigactions: Vec<SigAction>,
+    /// Process-wide pending signals (raw 128-byte siginfo each).
+    pub shared_pending: Vec<Vec<u8>>,
+    /// ITIMER_REAL, ITIMER_VIRTUAL, ITIMER_PROF: (interval, value) in microseconds.
+    pub itimers: [(u64, u64); 3],
+    pub fds: Vec<FdState>,
+    /// Virtual-to-real id table of the process when it was captured
+    /// (informational; restart builds a new one).
+    pub vids: Vec<(i32, i32)>,
+    /// Opaque state saved by plugins, by plugin name.
+    pub plugin_data: Vec<(String, Vec<u8>)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rlimit {
+    pub resource: u32,
+    pub cur: u64,
+    pub max: u64,
+}
+
+/// The mm fields that `prctl(PR_SET_MM_MAP)` restores (see `struct prctl_mm_map`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MmFields {
+    pub start_code: u64,
+    pub end_code: u64,
+    pub start_data: u64,
+    pub end_data: u64,
+    pub start_brk: u64,
+    pub brk: u64,
+    pub start_stack: u64,
+    pub arg_start: u64,
+    pub arg_end: u64,
+    pub env_start: u64,
+    pub env_end: u64,
+}
+
+/// One line of /proc/pid/maps, and how to bring it back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Region {
+    pub start: u64,
+    pub end: u64,
+    /// PROT_* bits.
+    pub prot: u32,
+    pub shared: bool,
+    pub kind: RegionKind,
+    /// The name /proc/pid/maps showed (path or [heap], [stack]...).
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RegionKind {
+    /// Private anonymous memory (including [heap] and [stack]): every
+    /// non-zero page is stored.
+    Anon,
+    /// A file mapping re-mapped from `path` at restart; for private mappings
+    /// the pages that differ from the file are stored.
+    File {
+        path: String,
+        offset: u64,
+        identity: FileIdentity,
+    },
+    /// Memory whose backing cannot be re-opened (deleted file, memfd,
+    /// MAP_SHARED|MAP_ANONYMOUS, SysV shm): contents are stored and the
+    /// region is recreated as anonymous memory of the same sharing.
+    Contents,
+    /// The kernel's [vdso], [vvar] and [vvar_vclock]: moved, never written.
+    Vdso,
+    Vvar,
+    VvarVclock,
+}
+
+/// What a file looked like at checkpoint; restart refuses a file that changed
+/// under a mapping whose pages were not all stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileIdentity {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_ns: i128,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThreadState {
+    pub vtid: i32,
+    /// `struct user_regs_struct`, 27 u64 in kernel order.
+    pub regs: Vec<u64>,
+    /// NT_X86_XSTATE bytes.
+    pub xstate: Vec<u8>,
+    pub sigmask: u64,
+    /// Thread-directed pending signals (raw 128-byte siginfo each).
+    pub pending: Vec<Vec<u8>>,
+    /// sigaltstack: (ss_sp, ss_flags, ss_size).
+    pub altstack: (u64, i32, u64),
+    /// rseq registration: (address, length, signature).
+    pub rseq: Option<(u64, u32, u32)>,
+    pub clear_child_tid: u64,
+    /// (head, len) of the robust futex list.
+    pub robust_list: (u64, u64),
+}
+
+/// One `struct kernel_sigaction` (handler, flags, restorer, mask).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SigAction {
+    pub handler: u64,
+    pub flags: u64,
+    pub restorer: u64,
+    pub mask: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FdState {
+    pub fd: i32,
+    /// O_* flags from fdinfo (access mode, O_APPEND, O_NONBLOCK...).
+    pub flags: u32,
+    pub cloexec: bool,
+    pub kind: FdKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FdKind {
+    /// One of the descriptors `rewind launch` passed in (its stdin, stdout or
+    /// stderr): restart passes its own descriptor of the same number.
+    Inherited { from: i32 },
+    /// A terminal: re-bound to the terminal of `rewind restart`.
+    Tty { path: String },
+    /// A file or device node re-opened by path.
+    Path { path: String, pos: u64 },
+    /// A file that was deleted while open: contents stored.
+    DeletedFile { path: String, pos: u64, contents: Vec<u8> },
+    /// One end of a pipe; pipes are matched by `id` (the kernel inode).
+    Pipe { id: u64, write_end: bool, buffered: Vec<u8> },
+    EventFd { count: u64, semaphore: bool },
+    TimerFd {
+        clockid: i32,
+        /// (interval, value) in nanoseconds; value is relative to capture time.
+        interval_ns: u64,
+        value_ns: u64,
+        ticks: u64,
+    },
+    SignalFd { mask: u64 },
+    Epoll { watches: Vec<EpollWatch> },
+    /// Something the engine cannot recreate (socket to the outside world...):
+    /// restored as /dev/null with a warning naming it.
+    Unsupported { what: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpollWatch {
+    pub fd: i32,
+    pub events: u32,
+    pub data: u64,
+}
+
+/// A run of consecutive stored pages inside one memory chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageRun {
+    pub addr: u64,
+    pub len: u64,
+}

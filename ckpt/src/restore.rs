@@ -1,0 +1,651 @@
+//! Restore an image into a fresh process (DESIGN §3): a husk is forked,
+//! seized, emptied and refilled by injected syscalls; finally every thread
+//! gets its saved registers. Nothing runs program code until the session
+//! resumes the threads; on any error the husk is killed, so no half-restored
+//! process is ever left.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use libc::pid_t;
+
+use crate::capture::{regs_from_slice, xcr0_of};
+use crate::image::format::{ProcessState, Region, RegionKind};
+use crate::image::ImageReader;
+use crate::maps::{self, Mapping};
+use crate::plugin::{Plugin, RestoreCtx};
+use crate::sys::ptrace::{self, Stop, PTRACE_EVENT_STOP};
+use crate::tracee::{errno_text, Injector, Thread, ThreadStop, Tracee, PAGE, TRAMPOLINE_SIZE};
+use crate::vids::VirtualIds;
+use crate::Error;
+
+const PR_SET_MM: u64 = 35;
+const PR_SET_MM_MAP: u64 = 14;
+const MAP_FIXED_NOREPLACE: u64 = 0x10_0000;
+const RSEQ_FLAG_UNREGISTER: u64 = 1;
+const SS_DISABLE: i32 = 2;
+const BLOCK_ALL: u64 = !((1u64 << (libc::SIGKILL - 1)) | (1u64 << (libc::SIGSTOP - 1)));
+const ERESTARTSYS: i64 = -512;
+const ERESTARTNOINTR: i64 = -513;
+const ERESTARTNOHAND: i64 = -514;
+const ERESTART_RESTARTBLOCK: i64 = -516;
+
+/// What `rewind restart` may change (DMTCP's modify-env).
+#[derive(Debug, Clone, Default)]
+pub struct RestartOptions {
+    /// Environment variables to set in the restored program.
+    pub env: Vec<(String, String)>,
+}
+
+/// A restored process, every thread stopped and ready to run.
+pub struct Restored {
+    pub tracee: Tracee,
+    pub state: ProcessState,
+    pub vids: VirtualIds,
+    pub warnings: Vec<String>,
+    pub millis: f64,
+}
+
+/// Restore the image at `path`.
+pub fn restart(path: &Path, plugins: &mut [Box<dyn Plugin>], opts: &RestartOptions) -> Result<Restored, Error> {
+    let t0 = std::time::Instant::now();
+    let mut reader = ImageReader::open(path)?;
+    let state = reader.state.clone();
+    preflight(&state, path)?;
+    let own = maps::read(std::process::id() as pid_t)?;
+    let mut taken: Vec<(u64, u64)> = state.regions.iter().map(|r| (r.start, r.end)).collect();
+    taken.extend(own.iter().map(|m| (m.start, m.end)));
+    let tramp = maps::find_hole(&taken, TRAMPOLINE_SIZE, 0x7fff_0000_0000)
+        .ok_or_else(|| Error::Restore("no room for the trampoline in the image's address space".into()))?;
+
+    let husk = crate::sys::process::spawn_husk().map_err(|e| Error::Restore(format!("fork: {e}")))?;
+    let result = (|| {
+        ptrace::seize(husk, ptrace::default_options()).map_err(|e| Error::ptrace("PTRACE_SEIZE", husk, e))?;
+        ptrace::interrupt(husk).map_err(|e| Error::ptrace("PTRACE_INTERRUPT", husk, e))?;
+        loop {
+            match ptrace::wait(husk, false).map_err(|e| Error::ptrace("waitpid", husk, e))? {
+                Some((_, Stop::Event(PTRACE_EVENT_STOP, _))) => break,
+                Some((_, Stop::Exited(_) | Stop::Killed(_))) => {
+                    return Err(Error::Restore("the new process died before restore".into()))
+                }
+                Some(_) => ptrace::cont(husk, 0).map_err(|e| Error::ptrace("PTRACE_CONT", husk, e))?,
+                None => {}
+            }
+        }
+        let mut tracee = Tracee::new(husk)?;
+        if let Some(t) = tracee.threads.get_mut(&husk) {
+            t.stop = ThreadStop::Interrupted;
+        }
+        let mut r = Refill { tracee, inj: Injector { addr: 0 }, state: &state, warnings: Vec::new(), tids: Vec::new() };
+        r.run(&mut reader, tramp, plugins, opts)
+    })();
+    match result {
+        Ok((tracee, vids, warnings)) => Ok(Restored {
+            tracee,
+            state,
+            vids,
+            warnings,
+            millis: t0.elapsed().as_secs_f64() * 1e3,
+        }),
+        Err(e) => {
+            let _ = crate::sys::process::kill(husk, libc::SIGKILL);
+            let _ = ptrace::wait(husk, false);
+            Err(e)
+        }
+    }
+}
+
+/// Checks that need no process: files the image depends on, CPU features.
+fn preflight(state: &ProcessState, path: &Path) -> Result<(), Error> {
+    if state.threads.is_empty() {
+        return Err(Error::Restore(format!("{}: image has no threads", path.display())));
+    }
+    for r in &state.regions {
+        if let RegionKind::File { path: file, identity, .. } = &r.kind {
+            use std::os::unix::fs::MetadataExt;
+            let md = std::fs::metadata(file).map_err(|e| {
+                Error::Restore(format!("file {file}, mapped at {:#x}-{:#x}, is gone: {e}", r.start, r.end))
+            })?;
+            let mtime_ns = md.mtime() as i128 * 1_000_000_000 + md.mtime_nsec() as i128;
+            if md.size() != identity.size || mtime_ns != identity.mtime_ns {
+                return Err(Error::Restore(format!(
+                    "file {file}, mapped at {:#x}-{:#x}, changed since the checkpoint (size or mtime differ)",
+                    r.start, r.end
+                )));
+            }
+        }
+    }
+    crate::fds::check_paths(&state.fds)?;
+    Ok(())
+}
+
+struct Refill<'a> {
+    tracee: Tracee,
+    inj: Injector,
+    state: &'a ProcessState,
+    warnings: Vec<String>,
+    /// Real tids, in the order of the image's threads.
+    tids: Vec<pid_t>,
+}
+
+impl Refill<'_> {
+    fn pid(&self) -> pid_t {
+        self.tracee.pid
+    }
+
+    fn call(&self, what: &str, nr: i64, args: &[u64]) -> Result<u64, Error> {
+        self.inj.call(self.pid(), what, nr, args)
+    }
+
+    fn run(
+        &mut self,
+        reader: &mut ImageReader,
+        tramp: u64,
+        plugins: &mut [Box<dyn Plugin>],
+        opts: &RestartOptions,
+    ) -> Result<(Tracee, VirtualIds, Vec<String>), Error> {
+        let pid = self.pid();
+        let state = self.state;
+        self.check_cpu()?;
+        ptrace::setsigmask(pid, BLOCK_ALL).map_err(|e| Error::ptrace("PTRACE_SETSIGMASK", pid, e))?;
+        self.inj = Injector::install(&self.tracee, pid, tramp)?;
+        // The husk inherited rewind's own rseq registration, whose area is
+        // about to be unmapped.
+        if let Some((addr, len, sig)) = ptrace::rseq_configuration(pid).ok().flatten() {
+            self.call("rseq unregister", libc::SYS_rseq, &[addr, len as u64, RSEQ_FLAG_UNREGISTER, sig as u64])?;
+        }
+        self.install_filter(plugins)?;
+        self.empty()?;
+        self.move_vdso()?;
+        self.map_regions()?;
+        self.fill_memory(reader)?;
+        self.protect_regions()?;
+        self.restore_mm()?;
+        self.restore_process_attrs()?;
+        let mut vids = VirtualIds::default();
+        vids.insert(state.vpid, pid);
+        self.create_threads(&mut vids)?;
+        for p in plugins.iter_mut() {
+            let mut ctx = RestoreCtx {
+                tracee: &self.tracee,
+                injector: &self.inj,
+                state,
+                vids: &mut vids,
+                warnings: &mut self.warnings,
+            };
+            p.restart(&mut ctx)?;
+        }
+        if !opts.env.is_empty() {
+            crate::environ::set_vars(&self.tracee, &self.inj, state, &opts.env)?;
+        }
+        self.queue_pending()?;
+        let inj = self.inj;
+        inj.remove(pid)?;
+        self.final_registers()?;
+        let tracee = std::mem::replace(&mut self.tracee, Tracee::new(pid)?);
+        Ok((tracee, vids, std::mem::take(&mut self.warnings)))
+    }
+
+    /// Refuse to restore state a CPU lacks (DESIGN §10 xsave).
+    fn check_cpu(&self) -> Result<(), Error> {
+        let pid = self.pid();
+        let ours = ptrace::get_xstate(pid).map_err(|e| Error::ptrace("PTRACE_GETREGSET", pid, e))?;
+        let have = xcr0_of(&ours);
+        for t in &self.state.threads {
+            let need = xcr0_of(&t.xstate);
+            if need & !have != 0 {
+                return Err(Error::Restore(format!(
+                    "this CPU lacks register state the image uses (XCR0 {need:#x}, this CPU {have:#x}): restart on a CPU with the same features"
+                )));
+            }
+            if t.xstate.len() > ours.len() {
+                return Err(Error::Restore(format!(
+                    "the image's xsave area ({} bytes) is larger than this CPU's ({} bytes)",
+                    t.xstate.len(),
+                    ours.len()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn install_filter(&self, plugins: &[Box<dyn Plugin>]) -> Result<(), Error> {
+        let mut traced: Vec<i64> = plugins.iter().flat_map(|p| p.syscalls().iter().copied()).collect();
+        traced.sort_unstable();
+        traced.dedup();
+        if traced.is_empty() {
+            return Ok(());
+        }
+        let prog = crate::seccomp::filter(&traced, self.inj.addr + 2);
+        let scratch = self.inj.scratch();
+        let filter_at = scratch + 64;
+        if prog.len() as u64 + 64 > PAGE {
+            return Err(Error::Restore("seccomp filter too large".into()));
+        }
+        self.tracee.write_mem(filter_at, &prog)?;
+        let mut fprog = ((prog.len() / 8) as u64).to_le_bytes().to_vec();
+        fprog.extend_from_slice(&filter_at.to_le_bytes());
+        self.tracee.write_mem(scratch, &fprog)?;
+        if !nix::unistd::geteuid().is_root() {
+            self.call("prctl(PR_SET_NO_NEW_PRIVS)", libc::SYS_prctl, &[libc::PR_SET_NO_NEW_PRIVS as u64, 1, 0, 0, 0])?;
+        }
+        // SECCOMP_SET_MODE_FILTER = 1
+        self.call("seccomp(SET_MODE_FILTER)", libc::SYS_seccomp, &[1, 0, scratch])?;
+        Ok(())
+    }
+
+    fn husk_maps(&self) -> Result<Vec<Mapping>, Error> {
+        maps::read(self.pid())
+    }
+
+    fn is_special(m: &Mapping) -> bool {
+        matches!(m.name.as_str(), "[vdso]" | "[vvar]" | "[vvar_vclock]" | "[vsyscall]")
+    }
+
+    /// Unmap everything of the husk but the trampoline and the kernel's
+    /// special mappings.
+    fn empty(&self) -> Result<(), Error> {
+        for m in self.husk_maps()? {
+            if Self::is_special(&m) || m.contains(self.inj.addr) {
+                continue;
+            }
+            self.call(&format!("munmap {:#x}-{:#x}", m.start, m.end), libc::SYS_munmap, &[m.start, m.len()])?;
+        }
+        Ok(())
+    }
+
+    /// Move [vvar], [vvar_vclock] and [vdso] to where the image had them.
+    fn move_vdso(&self) -> Result<(), Error> {
+        let husk = self.husk_maps()?;
+        let kinds = [(RegionKind::Vvar, "[vvar]"), (RegionKind::VvarVclock, "[vvar_vclock]"), (RegionKind::Vdso, "[vdso]")];
+        let mut moves = Vec::new();
+        for (kind, name) in kinds {
+            let want = self.state.regions.iter().find(|r| r.kind == kind);
+            let have = husk.iter().find(|m| m.name == name);
+            match (want, have) {
+                (Some(w), Some(h)) if w.end - w.start != h.len() => {
+                    return Err(Error::Restore(format!(
+                        "this kernel's {name} is {} bytes, the image's {}: restart on the kernel that wrote the image",
+                        h.len(),
+                        w.end - w.start
+                    )))
+                }
+                (Some(w), Some(h)) => moves.push((h.start, w.start, h.len())),
+                (Some(_), None) => {
+                    return Err(Error::Restore(format!("this kernel has no {name}, the image needs one")))
+                }
+                (None, Some(h)) => {
+                    self.call("munmap", libc::SYS_munmap, &[h.start, h.len()])?;
+                }
+                (None, None) => {}
+            }
+        }
+        if moves.iter().all(|(from, to, _)| from == to) {
+            return Ok(());
+        }
+        // Through a hole first, so no move overlaps another's source.
+        let mut taken: Vec<(u64, u64)> = self.state.regions.iter().map(|r| (r.start, r.end)).collect();
+        taken.extend(husk.iter().map(|m| (m.start, m.end)));
+        let total: u64 = moves.iter().map(|m| m.2).sum();
+        let mut tmp = maps::find_hole(&taken, total, 0x7fff_0000_0000)
+            .ok_or_else(|| Error::Restore("no room to move the vdso".into()))?;
+        let mremap = |from: u64, to: u64, len: u64| {
+            self.call(
+                "mremap vdso",
+                libc::SYS_mremap,
+                &[from, len, len, (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64, to],
+            )
+        };
+        let mut staged = Vec::new();
+        for &(from, to, len) in &moves {
+            mremap(from, tmp, len)?;
+            staged.push((tmp, to, len));
+            tmp += len;
+        }
+        for (from, to, len) in staged {
+            mremap(from, to, len)?;
+        }
+        Ok(())
+    }
+
+    fn map_regions(&mut self) -> Result<(), Error> {
+        let mut files: HashMap<(String, bool), u64> = HashMap::new();
+        let scratch = self.inj.scratch();
+        let result = (|| {
+            for r in &self.state.regions {
+                let len = r.end - r.start;
+                let shared = if r.shared { libc::MAP_SHARED } else { libc::MAP_PRIVATE } as u64;
+                let growsdown = if r.name == "[stack]" { libc::MAP_GROWSDOWN as u64 } else { 0 };
+                let (prot, flags, fd, offset) = match &r.kind {
+                    RegionKind::Vdso | RegionKind::Vvar | RegionKind::VvarVclock => continue,
+                    RegionKind::Anon | RegionKind::Contents => (
+                        r.prot as u64 | libc::PROT_WRITE as u64,
+                        shared | libc::MAP_ANONYMOUS as u64 | growsdown,
+                        u64::MAX,
+                        0,
+                    ),
+                    RegionKind::File { path, offset, .. } => {
+                        let writable_shared = r.shared && r.prot & libc::PROT_WRITE as u32 != 0;
+                        let key = (path.clone(), writable_shared);
+                        let fd = match files.get(&key) {
+                            Some(&fd) => fd,
+                            None => {
+                                let mut bytes = path.as_bytes().to_vec();
+                                bytes.push(0);
+                                self.tracee.write_mem(scratch, &bytes)?;
+                                let mode = if writable_shared { libc::O_RDWR } else { libc::O_RDONLY };
+                                let fd = self.call(
+                                    &format!("open {path}"),
+                                    libc::SYS_openat,
+                                    &[libc::AT_FDCWD as u64, scratch, (mode | libc::O_CLOEXEC) as u64, 0],
+                                )?;
+                                files.insert(key, fd);
+                                fd
+                            }
+                        };
+                        // Private mappings get written; shared ones keep their
+                        // protection (the file holds their contents).
+                        let prot = if r.shared { r.prot as u64 } else { r.prot as u64 | libc::PROT_WRITE as u64 };
+                        (prot, shared, fd, *offset)
+                    }
+                };
+                let ret = self.inj.syscall(
+                    self.pid(),
+                    libc::SYS_mmap,
+                    &[r.start, len, prot, flags | MAP_FIXED_NOREPLACE, fd, offset],
+                )?;
+                if ret as u64 != r.start {
+                    let what = if ret == -(libc::EEXIST as i64) {
+                        let husk = self.husk_maps().unwrap_or_default();
+                        let other = husk
+                            .iter()
+                            .find(|m| m.start < r.end && r.start < m.end)
+                            .map(|m| format!("{} at {:#x}-{:#x}", if m.name.is_empty() { "anonymous memory" } else { &m.name }, m.start, m.end))
+                            .unwrap_or_else(|| "another mapping".into());
+                        format!("address conflict: region {} at {:#x}-{:#x} overlaps {other}", region_name(r), r.start, r.end)
+                    } else {
+                        format!("cannot map region {} at {:#x}-{:#x}: {}", region_name(r), r.start, r.end, errno_text(ret))
+                    };
+                    return Err(Error::Restore(what));
+                }
+            }
+            Ok(())
+        })();
+        for fd in files.values() {
+            let _ = self.call("close", libc::SYS_close, &[*fd]);
+        }
+        result
+    }
+
+    fn fill_memory(&self, reader: &mut ImageReader) -> Result<(), Error> {
+        let pid = self.pid();
+        while let Some(chunk) = reader.next_chunk()? {
+            let mut off = 0usize;
+            for run in &chunk.runs {
+                let len = run.len as usize;
+                let data = chunk.data.get(off..off + len).ok_or_else(|| {
+                    Error::Restore("memory chunk shorter than its runs".into())
+                })?;
+                if !covered(&self.state.regions, run.addr, run.len) {
+                    return Err(Error::Restore(format!(
+                        "image memory at {:#x} (+{:#x}) lies in no region of the image",
+                        run.addr, run.len
+                    )));
+                }
+                match ptrace::vm_write(pid, run.addr, data) {
+                    Ok(n) if n == len => {}
+                    _ => self.tracee.write_mem(run.addr, data)?,
+                }
+                off += len;
+            }
+        }
+        Ok(())
+    }
+
+    fn protect_regions(&self) -> Result<(), Error> {
+        for r in &self.state.regions {
+            let added_write = match r.kind {
+                RegionKind::Vdso | RegionKind::Vvar | RegionKind::VvarVclock => false,
+                RegionKind::File { .. } if r.shared => false,
+                _ => r.prot & libc::PROT_WRITE as u32 == 0,
+            };
+            if added_write {
+                self.call("mprotect", libc::SYS_mprotect, &[r.start, r.end - r.start, r.prot as u64])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// brk, stack, arg and env bounds, auxv and exe link (PR_SET_MM_MAP).
+    fn restore_mm(&mut self) -> Result<(), Error> {
+        let st = self.state;
+        let scratch = self.inj.scratch();
+        let exe_fd = {
+            let mut bytes = st.exe.as_bytes().to_vec();
+            bytes.push(0);
+            self.tracee.write_mem(scratch, &bytes)?;
+            match self.inj.syscall(self.pid(), libc::SYS_openat, &[libc::AT_FDCWD as u64, scratch, (libc::O_RDONLY | libc::O_CLOEXEC) as u64, 0])? {
+                fd if fd >= 0 => Some(fd as u64),
+                _ => {
+                    self.warnings.push(format!("executable {} is gone; /proc/self/exe keeps its old target", st.exe));
+                    None
+                }
+            }
+        };
+        let mm = &st.mm;
+        let auxv_at = scratch + 1024;
+        if st.auxv.len() > 2048 {
+            return Err(Error::Restore("auxv in the image is too large".into()));
+        }
+        self.tracee.write_mem(auxv_at, &st.auxv)?;
+        let mut map: Vec<u8> = [
+            mm.start_code, mm.end_code, mm.start_data, mm.end_data, mm.start_brk, mm.brk, mm.start_stack,
+            mm.arg_start, mm.arg_end, mm.env_start, mm.env_end, auxv_at,
+        ]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+        map.extend_from_slice(&(st.auxv.len() as u32).to_le_bytes());
+        map.extend_from_slice(&(exe_fd.map(|f| f as u32).unwrap_or(u32::MAX)).to_le_bytes());
+        self.tracee.write_mem(scratch, &map)?;
+        tracing::debug!("PR_SET_MM_MAP {mm:x?} auxv {} bytes exe_fd {exe_fd:?}", st.auxv.len());
+        let ret = self.inj.syscall(self.pid(), libc::SYS_prctl, &[PR_SET_MM, PR_SET_MM_MAP, scratch, map.len() as u64, 0])?;
+        if let Some(fd) = exe_fd {
+            self.call("close", libc::SYS_close, &[fd])?;
+        }
+        if ret == -(libc::EPERM as i64) {
+            return Err(Error::Restore(
+                "prctl(PR_SET_MM_MAP) was refused: restoring the heap and mm layout needs CAP_SYS_RESOURCE or CAP_CHECKPOINT_RESTORE".into(),
+            ));
+        }
+        if ret < 0 {
+            return Err(Error::Restore(format!("prctl(PR_SET_MM_MAP) failed: {}", errno_text(ret))));
+        }
+        Ok(())
+    }
+
+    fn restore_process_attrs(&self) -> Result<(), Error> {
+        let st = self.state;
+        let pid = self.pid();
+        let scratch = self.inj.scratch();
+        let mut cwd = st.cwd.as_bytes().to_vec();
+        cwd.push(0);
+        self.tracee.write_mem(scratch, &cwd)?;
+        if self.inj.syscall(pid, libc::SYS_chdir, &[scratch])? < 0 {
+            return Err(Error::Restore(format!("the working directory {} is gone", st.cwd)));
+        }
+        self.call("umask", libc::SYS_umask, &[st.umask as u64])?;
+        self.call("personality", libc::SYS_personality, &[st.personality as u64])?;
+        for l in &st.rlimits {
+            crate::sys::process::prlimit_set(pid, l.resource, l.cur, l.max).map_err(|e| {
+                Error::Restore(format!("cannot restore resource limit {}: {e}", l.resource))
+            })?;
+        }
+        for (sig, a) in st.sigactions.iter().enumerate() {
+            let sig = sig as u64 + 1;
+            if sig == libc::SIGKILL as u64 || sig == libc::SIGSTOP as u64 {
+                continue;
+            }
+            let bytes: Vec<u8> = [a.handler, a.flags, a.restorer, a.mask].iter().flat_map(|v| v.to_le_bytes()).collect();
+            self.tracee.write_mem(scratch, &bytes)?;
+            self.call("rt_sigaction", libc::SYS_rt_sigaction, &[sig, scratch, 0, 8])?;
+        }
+        for (which, (interval, value)) in st.itimers.iter().enumerate() {
+            if *value == 0 {
+                continue;
+            }
+            let v: Vec<u8> = [interval / 1_000_000, interval % 1_000_000, value / 1_000_000, value % 1_000_000]
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect();
+            self.tracee.write_mem(scratch, &v)?;
+            self.call("setitimer", libc::SYS_setitimer, &[which as u64, scratch, 0])?;
+        }
+        Ok(())
+    }
+
+    fn create_threads(&mut self, vids: &mut VirtualIds) -> Result<(), Error> {
+        let pid = self.pid();
+        let flags = (libc::CLONE_VM
+            | libc::CLONE_FS
+            | libc::CLONE_FILES
+            | libc::CLONE_SIGHAND
+            | libc::CLONE_THREAD
+            | libc::CLONE_SYSVSEM) as u64;
+        let mut tids = vec![pid];
+        for t in self.state.threads.iter().skip(1) {
+            let tid = self.call("clone", libc::SYS_clone, &[flags, 0, 0, 0, 0])? as pid_t;
+            // The new thread starts in a PTRACE_EVENT_STOP (auto-attached).
+            loop {
+                match ptrace::wait(tid, false).map_err(|e| Error::ptrace("waitpid", tid, e))? {
+                    Some((_, Stop::Event(PTRACE_EVENT_STOP, _))) => break,
+                    Some((_, Stop::Exited(_) | Stop::Killed(_))) => {
+                        return Err(Error::Restore("a restored thread died before it ran".into()))
+                    }
+                    _ => {}
+                }
+            }
+            let mut th = Thread::new(tid);
+            th.stop = ThreadStop::Interrupted;
+            self.tracee.threads.insert(tid, th);
+            ptrace::setsigmask(tid, BLOCK_ALL).map_err(|e| Error::ptrace("PTRACE_SETSIGMASK", tid, e))?;
+            vids.insert(t.vtid, tid);
+            tids.push(tid);
+        }
+        self.tids = tids.clone();
+        let scratch = self.inj.scratch();
+        for (t, &tid) in self.state.threads.iter().zip(&tids) {
+            let inj = self.inj;
+            inj.call(tid, "set_tid_address", libc::SYS_set_tid_address, &[t.clear_child_tid])?;
+            if t.robust_list.0 != 0 {
+                inj.call(tid, "set_robust_list", libc::SYS_set_robust_list, &[t.robust_list.0, t.robust_list.1])?;
+            }
+            let (sp, fl, size) = t.altstack;
+            let mut ss = sp.to_le_bytes().to_vec();
+            ss.extend_from_slice(&(if fl & SS_DISABLE != 0 { SS_DISABLE } else { fl & !1 }).to_le_bytes());
+            ss.extend_from_slice(&[0u8; 4]);
+            ss.extend_from_slice(&size.to_le_bytes());
+            self.tracee.write_mem(scratch, &ss)?;
+            inj.call(tid, "sigaltstack", libc::SYS_sigaltstack, &[scratch, 0])?;
+            if let Some((addr, len, sig)) = t.rseq {
+                inj.call(tid, "rseq", libc::SYS_rseq, &[addr, len as u64, 0, sig as u64])?;
+            }
+        }
+        Ok(())
+    }
+
+    fn queue_pending(&self) -> Result<(), Error> {
+        let pid = self.pid();
+        let scratch = self.inj.scratch();
+        let sig_of = |info: &[u8]| info.get(0..4).map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as u64).unwrap_or(0);
+        for info in &self.state.shared_pending {
+            self.tracee.write_mem(scratch, info)?;
+            self.call("rt_sigqueueinfo", libc::SYS_rt_sigqueueinfo, &[pid as u64, sig_of(info), scratch])?;
+        }
+        let tids: Vec<pid_t> = self.thread_tids();
+        for (t, tid) in self.state.threads.iter().zip(tids) {
+            for info in &t.pending {
+                self.tracee.write_mem(scratch, info)?;
+                self.call("rt_tgsigqueueinfo", libc::SYS_rt_tgsigqueueinfo, &[pid as u64, tid as u64, sig_of(info), scratch])?;
+            }
+        }
+        Ok(())
+    }
+
+    fn thread_tids(&self) -> Vec<pid_t> {
+        self.tids.clone()
+    }
+
+    fn final_registers(&self) -> Result<(), Error> {
+        for (t, tid) in self.state.threads.iter().zip(self.thread_tids()) {
+            let mut regs = regs_from_slice(&t.regs)
+                .ok_or_else(|| Error::Restore(format!("thread {}: malformed registers in the image", t.vtid)))?;
+            restart_interrupted_syscall(&mut regs);
+            if let Some((rseq, _, _)) = t.rseq {
+                self.rseq_abort(rseq, &mut regs)?;
+            }
+            ptrace::set_xstate(tid, &t.xstate).map_err(|e| Error::ptrace("PTRACE_SETREGSET(xstate)", tid, e))?;
+            ptrace::setregs(tid, &regs).map_err(|e| Error::ptrace("PTRACE_SETREGS", tid, e))?;
+            ptrace::setsigmask(tid, t.sigmask).map_err(|e| Error::ptrace("PTRACE_SETSIGMASK", tid, e))?;
+        }
+        Ok(())
+    }
+
+    /// A thread captured inside an rseq critical section resumes at its
+    /// abort handler (the kernel would have sent it there on preemption).
+    fn rseq_abort(&self, rseq: u64, regs: &mut libc::user_regs_struct) -> Result<(), Error> {
+        let cs = self.tracee.read_u64(rseq + 8)?;
+        if cs == 0 {
+            return Ok(());
+        }
+        let mut b = [0u8; 32];
+        if self.tracee.read_mem(cs, &mut b).is_err() {
+            return Ok(());
+        }
+        let start = u64::from_le_bytes(b[8..16].try_into().unwrap_or([0; 8]));
+        let post = u64::from_le_bytes(b[16..24].try_into().unwrap_or([0; 8]));
+        let abort = u64::from_le_bytes(b[24..32].try_into().unwrap_or([0; 8]));
+        if regs.rip >= start && regs.rip < start.wrapping_add(post) {
+            regs.rip = abort;
+        }
+        Ok(())
+    }
+}
+
+/// Whether `[addr, addr + len)` lies inside the regions (adjacent regions
+/// may share one run of pages).
+fn covered(regions: &[Region], addr: u64, len: u64) -> bool {
+    let end = addr.saturating_add(len);
+    let mut at = addr;
+    while at < end {
+        match regions.iter().find(|r| r.start <= at && at < r.end) {
+            Some(r) => at = r.end,
+            None => return false,
+        }
+    }
+    true
+}
+
+fn region_name(r: &Region) -> String {
+    if r.name.is_empty() {
+        "(anonymous)".into()
+    } else {
+        r.name.clone()
+    }
+}
+
+/// A thread captured inside a sleeping syscall shows rax = -ERESTART*:
+/// rewind it so the syscall runs again (DESIGN §10). restart_syscall would
+/// need kernel state this process lacks, so RESTARTBLOCK restarts the
+/// original call.
+pub fn restart_interrupted_syscall(regs: &mut libc::user_regs_struct) {
+    let rax = regs.rax as i64;
+    if (regs.orig_rax as i64) < 0 {
+        return;
+    }
+    if matches!(rax, ERESTARTSYS | ERESTARTNOINTR | ERESTARTNOHAND | ERESTART_RESTARTBLOCK) {
+        regs.rax = regs.orig_rax;
+        regs.rip -= 2;
+    }
+    regs.orig_rax = u64::MAX;
+}

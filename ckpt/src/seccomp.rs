@@ -1,0 +1,103 @@
+//! The seccomp-bpf filter of restarted (and later recorded) programs: only
+//! the syscalls plugins declared stop in the tracer; everything else runs at
+//! native speed, and syscalls injected from the trampoline always pass.
+
+/// struct seccomp_data offsets.
+const NR: u32 = 0;
+const ARCH: u32 = 4;
+const IP_LO: u32 = 8;
+const IP_HI: u32 = 12;
+const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+pub const RET_ALLOW: u32 = 0x7fff_0000;
+pub const RET_TRACE: u32 = 0x7ff0_0000;
+pub const RET_KILL_PROCESS: u32 = 0x8000_0000;
+
+const LD_W_ABS: u16 = 0x20;
+const JEQ_K: u16 = 0x15;
+const JGE_K: u16 = 0x35;
+const RET_K: u16 = 0x06;
+
+fn insn(code: u16, jt: u8, jf: u8, k: u32) -> [u8; 8] {
+    let mut b = [0u8; 8];
+    b[0..2].copy_from_slice(&code.to_le_bytes());
+    b[2] = jt;
+    b[3] = jf;
+    b[4..8].copy_from_slice(&k.to_le_bytes());
+    b
+}
+
+/// The filter as raw `struct sock_filter` bytes: syscalls in `traced` stop
+/// with SECCOMP_RET_TRACE unless made from `trampoline_ip` (the address
+/// after the trampoline's `syscall` instruction).
+pub fn filter(traced: &[i64], trampoline_ip: u64) -> Vec<u8> {
+    let mut prog: Vec<[u8; 8]> = vec![
+        insn(LD_W_ABS, 0, 0, ARCH),
+        insn(JEQ_K, 1, 0, AUDIT_ARCH_X86_64),
+        insn(RET_K, 0, 0, RET_KILL_PROCESS),
+        insn(LD_W_ABS, 0, 0, IP_HI),
+        insn(JEQ_K, 0, 3, (trampoline_ip >> 32) as u32),
+        insn(LD_W_ABS, 0, 0, IP_LO),
+        insn(JEQ_K, 0, 1, trampoline_ip as u32),
+        insn(RET_K, 0, 0, RET_ALLOW),
+        insn(LD_W_ABS, 0, 0, NR),
+        // x32 syscalls are not ours to translate.
+        insn(JGE_K, 0, 1, X32_SYSCALL_BIT),
+        insn(RET_K, 0, 0, RET_ALLOW),
+    ];
+    let n = traced.len();
+    for (i, &nr) in traced.iter().enumerate() {
+        // On a match jump to the RET_TRACE after the remaining checks and
+        // the final RET_ALLOW.
+        let to_trace = (n - i - 1 + 1) as u8;
+        prog.push(insn(JEQ_K, to_trace, 0, nr as u32));
+    }
+    prog.push(insn(RET_K, 0, 0, RET_ALLOW));
+    prog.push(insn(RET_K, 0, 0, RET_TRACE));
+    prog.concat()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tiny interpreter for the instructions the filter uses.
+    fn run(prog: &[u8], nr: u32, ip: u64) -> u32 {
+        let data = |off: u32| match off {
+            NR => nr,
+            ARCH => AUDIT_ARCH_X86_64,
+            IP_LO => ip as u32,
+            IP_HI => (ip >> 32) as u32,
+            _ => 0,
+        };
+        let mut pc = 0usize;
+        let mut acc = 0u32;
+        loop {
+            let i = &prog[pc * 8..pc * 8 + 8];
+            let code = u16::from_le_bytes([i[0], i[1]]);
+            let (jt, jf) = (i[2] as usize, i[3] as usize);
+            let k = u32::from_le_bytes([i[4], i[5], i[6], i[7]]);
+            pc += 1;
+            match code {
+                LD_W_ABS => acc = data(k),
+                JEQ_K => pc += if acc == k { jt } else { jf },
+                JGE_K => pc += if acc >= k { jt } else { jf },
+                RET_K => return k,
+                _ => panic!("unknown opcode"),
+            }
+        }
+    }
+
+    #[test]
+    fn traces_listed_syscalls_except_from_trampoline() {
+        let prog = filter(&[39, 62, 186], 0x7f00_0000_1002);
+        assert_eq!(run(&prog, 39, 0x401000), RET_TRACE);
+        assert_eq!(run(&prog, 62, 0x401000), RET_TRACE);
+        assert_eq!(run(&prog, 186, 0x401000), RET_TRACE);
+        assert_eq!(run(&prog, 0, 0x401000), RET_ALLOW);
+        assert_eq!(run(&prog, 1, 0x401000), RET_ALLOW);
+        assert_eq!(run(&prog, 39, 0x7f00_0000_1002), RET_ALLOW);
+        assert_eq!(run(&prog, 39, 0x7f01_0000_1002), RET_TRACE);
+        assert_eq!(run(&prog, 39 | X32_SYSCALL_BIT, 0x401000), RET_ALLOW);
+    }
+}

@@ -1,0 +1,168 @@
+//! Creating tracees: fork with a child that only makes raw syscalls, so it is
+//! safe even when the parent has threads.
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use libc::pid_t;
+use nix::errno::Errno;
+
+/// A child forked and waiting for its parent's go-ahead.
+pub struct Child {
+    pub pid: pid_t,
+    /// Closing this lets the child go on.
+    go: Option<OwnedFd>,
+    /// Becomes readable with an errno if exec fails; EOF when exec succeeded.
+    exec_err: Option<OwnedFd>,
+}
+
+impl Child {
+    /// Let the child continue (call after seizing it).
+    pub fn release(&mut self) {
+        self.go = None;
+    }
+
+    /// After release: Err(errno) if the child's execve failed.
+    pub fn exec_result(&mut self) -> Result<(), Errno> {
+        let Some(fd) = self.exec_err.take() else { return Ok(()) };
+        let mut buf = [0u8; 4];
+        let n = nix::unistd::read(fd.as_raw_fd(), &mut buf).unwrap_or(0);
+        if n == 4 {
+            Err(Errno::from_raw(i32::from_ne_bytes(buf)))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+fn pipe_cloexec() -> Result<(OwnedFd, OwnedFd), Errno> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+}
+
+/// Fork a child that waits until released, then execs `path` with `argv`
+/// and `envp`. Everything the child needs is prepared before fork.
+pub fn spawn_waiting(path: &CString, argv: &[CString], envp: &[CString]) -> Result<Child, Errno> {
+    let (go_r, go_w) = pipe_cloexec()?;
+    let (err_r, err_w) = pipe_cloexec()?;
+    let mut argv_p: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    argv_p.push(std::ptr::null());
+    let mut envp_p: Vec<*const libc::c_char> = envp.iter().map(|a| a.as_ptr()).collect();
+    envp_p.push(std::ptr::null());
+    let (go_r_fd, go_w_fd, err_r_fd, err_w_fd) =
+        (go_r.as_raw_fd(), go_w.as_raw_fd(), err_r.as_raw_fd(), err_w.as_raw_fd());
+    // SAFETY: the child only makes raw syscalls (close, sigaction,
+    // sigprocmask, read, execve, write, _exit) on data prepared before fork, so it never touches a lock another
+    // thread of the parent may hold.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(Errno::last());
+    }
+    if pid == 0 {
+        // SAFETY: raw syscalls on valid fds and pointers prepared above.
+        unsafe {
+            libc::close(go_w_fd);
+            libc::close(err_r_fd);
+            // The program starts with default dispositions for what rewind
+            // ignores and with nothing blocked (rewind blocks SIGCHLD).
+            for sig in [libc::SIGPIPE, libc::SIGINT, libc::SIGQUIT] {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+            let mut empty: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut empty);
+            libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+            let mut b = 0u8;
+            while libc::read(go_r_fd, &mut b as *mut u8 as *mut libc::c_void, 1) != 0 {
+                if *libc::__errno_location() != libc::EINTR {
+                    break;
+                }
+            }
+            libc::execve(path.as_ptr(), argv_p.as_ptr(), envp_p.as_ptr());
+            let e = (*libc::__errno_location()).to_ne_bytes();
+            libc::write(err_w_fd, e.as_ptr() as *const libc::c_void, 4);
+            libc::_exit(127);
+        }
+    }
+    drop(go_r);
+    drop(err_w);
+    Ok(Child { pid, go: Some(go_w), exec_err: Some(err_r) })
+}
+
+/// Fork a husk for restart: a child that sleeps in pause() forever, to be
+/// seized, emptied and refilled by injected syscalls.
+pub fn spawn_husk() -> Result<pid_t, Errno> {
+    // SAFETY: the child only calls pause() in a loop (a raw syscall).
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(Errno::last());
+    }
+    if pid == 0 {
+        loop {
+            // SAFETY: pause takes no arguments.
+            unsafe { libc::pause() };
+        }
+    }
+    Ok(pid)
+}
+
+/// Block `signals` in the calling thread (before creating a signalfd for them).
+pub fn block_signals(signals: &[i32]) -> Result<(), Errno> {
+    let mut set = nix::sys::signal::SigSet::empty();
+    for &s in signals {
+        set.add(nix::sys::signal::Signal::try_from(s)?);
+    }
+    set.thread_block()
+}
+
+/// getrlimit of another process.
+pub fn prlimit_get(pid: pid_t, resource: u32) -> Result<(u64, u64), Errno> {
+    let mut old = libc::rlimit64 { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: new_limit is null (read only); old is a valid out-pointer.
+    let ret = unsafe {
+        libc::prlimit64(pid, resource as libc::__rlimit_resource_t, std::ptr::null(), &mut old)
+    };
+    if ret != 0 {
+        return Err(Errno::last());
+    }
+    Ok((old.rlim_cur, old.rlim_max))
+}
+
+/// setrlimit of another process.
+pub fn prlimit_set(pid: pid_t, resource: u32, cur: u64, max: u64) -> Result<(), Errno> {
+    let new = libc::rlimit64 { rlim_cur: cur, rlim_max: max };
+    // SAFETY: new is valid for reading; old is null.
+    let ret = unsafe {
+        libc::prlimit64(pid, resource as libc::__rlimit_resource_t, &new, std::ptr::null_mut())
+    };
+    if ret != 0 {
+        return Err(Errno::last());
+    }
+    Ok(())
+}
+
+/// Send a signal to one thread of a process.
+pub fn tgkill(pid: pid_t, tid: pid_t, sig: i32) -> Result<(), Errno> {
+    // SAFETY: plain syscall with integer arguments.
+    let ret = unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, sig) };
+    if ret != 0 {
+        return Err(Errno::last());
+    }
+    Ok(())
+}
+
+/// Send a signal to a process.
+pub fn kill(pid: pid_t, sig: i32) -> Result<(), Errno> {
+    // SAFETY: plain syscall with integer arguments.
+    if unsafe { libc::kill(pid, sig) } != 0 {
+        return Err(Errno::last());
+    }
+    Ok(())
+}
+
+/// `rewind launch`/`restart` leave Ctrl-C and Ctrl-\ to the program, which
+/// gets them from the terminal too: the session ends when the program does.
+pub fn ignore_terminal_signals() {
+    for sig in [libc::SIGINT, libc::SIGQUIT] {
+        // SAFETY: SIG_IGN installs no handler code.
+        unsafe { libc::signal(sig, libc::SIG_IGN) };
+    }
+}

@@ -1,0 +1,327 @@
+//! A process under ptrace control: its threads, its memory, and syscall
+//! injection through a trampoline page.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+
+use libc::{pid_t, user_regs_struct};
+use nix::errno::Errno;
+
+use crate::sys::ptrace::{self, Stop, PTRACE_EVENT_STOP};
+use crate::Error;
+
+pub const PAGE: u64 = 4096;
+/// `syscall; int3; int3` — the whole code of the trampoline.
+const TRAMPOLINE_CODE: [u8; 4] = [0x0f, 0x05, 0xcc, 0xcc];
+/// Code page + scratch page.
+pub const TRAMPOLINE_SIZE: u64 = 2 * PAGE;
+
+/// Why a thread is stopped (only meaningful while the tracer holds it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThreadStop {
+    Running,
+    /// Stopped by us (PTRACE_INTERRUPT) or in a group-stop.
+    Interrupted,
+    /// Stopped on the way to deliver a signal the program must still get.
+    Signal(i32),
+}
+
+/// One thread under control.
+#[derive(Debug, Clone)]
+pub struct Thread {
+    pub tid: pid_t,
+    pub stop: ThreadStop,
+    /// Signal mask the program had before the tracer blocked everything.
+    pub saved_mask: Option<u64>,
+    /// siginfo of `ThreadStop::Signal`, kept to re-deliver it.
+    pub stop_siginfo: Option<[u8; ptrace::SIGINFO_SIZE]>,
+}
+
+/// A traced process (thread group).
+pub struct Tracee {
+    pub pid: pid_t,
+    pub threads: BTreeMap<pid_t, Thread>,
+    mem: File,
+}
+
+impl Tracee {
+    /// Take control of an already-seized process whose leader is `pid`.
+    pub fn new(pid: pid_t) -> Result<Tracee, Error> {
+        let mem = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(format!("/proc/{pid}/mem"))
+            .map_err(|e| Error::io(format!("/proc/{pid}/mem"), e))?;
+        let mut threads = BTreeMap::new();
+        threads.insert(pid, Thread::new(pid));
+        Ok(Tracee { pid, threads, mem })
+    }
+
+    /// Re-open /proc/pid/mem (after exec the old handle is stale).
+    pub fn reopen_mem(&mut self) -> Result<(), Error> {
+        let pid = self.pid;
+        self.mem = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(format!("/proc/{pid}/mem"))
+            .map_err(|e| Error::io(format!("/proc/{pid}/mem"), e))?;
+        Ok(())
+    }
+
+    /// Read memory, whatever its protection (FOLL_FORCE through /proc/pid/mem).
+    pub fn read_mem(&self, addr: u64, buf: &mut [u8]) -> Result<(), Error> {
+        self.mem.read_exact_at(buf, addr).map_err(|e| {
+            Error::Tracee(format!("cannot read {} bytes at {addr:#x}: {e}", buf.len()))
+        })
+    }
+
+    /// Write memory, whatever its protection.
+    pub fn write_mem(&self, addr: u64, buf: &[u8]) -> Result<(), Error> {
+        self.mem.write_all_at(buf, addr).map_err(|e| {
+            Error::Tracee(format!("cannot write {} bytes at {addr:#x}: {e}", buf.len()))
+        })
+    }
+
+    pub fn read_u64(&self, addr: u64) -> Result<u64, Error> {
+        let mut b = [0u8; 8];
+        self.read_mem(addr, &mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+
+    /// Threads the kernel lists for the process right now.
+    pub fn list_tasks(&self) -> Result<Vec<pid_t>, Error> {
+        let dir = format!("/proc/{}/task", self.pid);
+        let mut tids: Vec<pid_t> = std::fs::read_dir(&dir)
+            .map_err(|e| Error::io(&dir, e))?
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect();
+        tids.sort_unstable();
+        Ok(tids)
+    }
+
+    pub fn all_stopped(&self) -> bool {
+        self.threads.values().all(|t| t.stop != ThreadStop::Running)
+    }
+
+    /// Resume every stopped thread, giving back signals it was stopped for.
+    pub fn resume_all(&mut self) -> Result<(), Error> {
+        for t in self.threads.values_mut() {
+            let sig = match t.stop {
+                ThreadStop::Running => continue,
+                ThreadStop::Interrupted => 0,
+                ThreadStop::Signal(s) => s,
+            };
+            if let Some(info) = t.stop_siginfo.take() {
+                let _ = ptrace::setsiginfo(t.tid, &info);
+            }
+            match ptrace::cont(t.tid, sig) {
+                Ok(()) | Err(Errno::ESRCH) => t.stop = ThreadStop::Running,
+                Err(e) => return Err(Error::Tracee(format!("cannot resume thread {}: {e}", t.tid))),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Thread {
+    pub fn new(tid: pid_t) -> Thread {
+        Thread { tid, stop: ThreadStop::Running, saved_mask: None, stop_siginfo: None }
+    }
+}
+
+/// Wait until thread `tid` reaches a SIGTRAP (or, with `want_segv`, SIGSEGV)
+/// signal-delivery-stop, letting clone and group-stop events pass.
+fn wait_trap(tid: pid_t, want_segv: bool) -> Result<(), Error> {
+    loop {
+        let Some((_, stop)) = ptrace::wait(tid, false).map_err(|e| Error::ptrace("waitpid", tid, e))? else {
+            continue;
+        };
+        match stop {
+            Stop::Signal(libc::SIGTRAP) => return Ok(()),
+            Stop::Signal(libc::SIGSEGV) if want_segv => return Ok(()),
+            Stop::Signal(sig) => {
+                return Err(Error::Tracee(format!(
+                    "thread {tid} got signal {sig} during an injected syscall"
+                )))
+            }
+            Stop::Event(_, _) | Stop::Syscall => {
+                ptrace::cont(tid, 0).map_err(|e| Error::ptrace("PTRACE_CONT", tid, e))?;
+            }
+            Stop::Exited(code) => {
+                return Err(Error::Gone(format!("the program exited (status {code})")))
+            }
+            Stop::Killed(sig) => {
+                return Err(Error::Gone(format!("the program was killed by signal {sig}")))
+            }
+        }
+    }
+}
+
+/// A mapped trampoline page through which syscalls are injected.
+#[derive(Debug, Clone, Copy)]
+pub struct Injector {
+    /// Address of the code page; the scratch page follows it.
+    pub addr: u64,
+}
+
+impl Injector {
+    pub fn scratch(&self) -> u64 {
+        self.addr + PAGE
+    }
+
+    /// Map a trampoline at `addr` in the stopped thread `tid` by briefly
+    /// writing `syscall; int3` at its instruction pointer.
+    pub fn install(tracee: &Tracee, tid: pid_t, addr: u64) -> Result<Injector, Error> {
+        let saved = ptrace::getregs(tid).map_err(|e| Error::ptrace("PTRACE_GETREGS", tid, e))?;
+        let mut orig = [0u8; 4];
+        tracee.read_mem(saved.rip, &mut orig)?;
+        tracee.write_mem(saved.rip, &TRAMPOLINE_CODE)?;
+        let mut regs = saved;
+        set_syscall(
+            &mut regs,
+            libc::SYS_mmap,
+            &[
+                addr,
+                TRAMPOLINE_SIZE,
+                (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) as u64,
+                (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE) as u64,
+                u64::MAX,
+                0,
+            ],
+        );
+        let result = run_to_trap(tid, &regs, false);
+        // Put the code and registers back whatever happened.
+        let restored = tracee.write_mem(saved.rip, &orig);
+        let _ = ptrace::setregs(tid, &saved);
+        let ret = result?;
+        restored?;
+        if ret as u64 != addr {
+            return Err(Error::Tracee(format!(
+                "cannot map the trampoline at {addr:#x}: {}",
+                errno_text(ret)
+            )));
+        }
+        tracee.write_mem(addr, &TRAMPOLINE_CODE)?;
+        Ok(Injector { addr })
+    }
+
+    /// Run syscall `nr` in stopped thread `tid`; returns the raw result
+    /// (negative errno on failure). The thread's registers are unchanged.
+    pub fn syscall(&self, tid: pid_t, nr: i64, args: &[u64]) -> Result<i64, Error> {
+        let saved = ptrace::getregs(tid).map_err(|e| Error::ptrace("PTRACE_GETREGS", tid, e))?;
+        let mut regs = saved;
+        regs.rip = self.addr;
+        set_syscall(&mut regs, nr, args);
+        let result = run_to_trap(tid, &regs, false);
+        ptrace::setregs(tid, &saved).map_err(|e| Error::ptrace("PTRACE_SETREGS", tid, e))?;
+        result
+    }
+
+    /// Like `syscall`, failing with the syscall's name on a negative result.
+    pub fn call(&self, tid: pid_t, what: &str, nr: i64, args: &[u64]) -> Result<u64, Error> {
+        let ret = self.syscall(tid, nr, args)?;
+        if ret < 0 && ret > -4096 {
+            return Err(Error::Injected { what: what.to_string(), errno: Errno::from_raw(-ret as i32) });
+        }
+        Ok(ret as u64)
+    }
+
+    /// Unmap the trampoline itself. The thread faults on the next
+    /// instruction fetch; that SIGSEGV is swallowed.
+    pub fn remove(self, tid: pid_t) -> Result<(), Error> {
+        let saved = ptrace::getregs(tid).map_err(|e| Error::ptrace("PTRACE_GETREGS", tid, e))?;
+        let mut regs = saved;
+        regs.rip = self.addr;
+        set_syscall(&mut regs, libc::SYS_munmap, &[self.addr, TRAMPOLINE_SIZE]);
+        let result = run_to_trap(tid, &regs, true);
+        ptrace::setregs(tid, &saved).map_err(|e| Error::ptrace("PTRACE_SETREGS", tid, e))?;
+        let ret = result?;
+        if ret != 0 {
+            return Err(Error::Tracee(format!("cannot unmap the trampoline: {}", errno_text(ret))));
+        }
+        Ok(())
+    }
+}
+
+fn set_syscall(regs: &mut user_regs_struct, nr: i64, args: &[u64]) {
+    regs.rax = nr as u64;
+    // orig_rax = -1: the kernel must not treat this stop as inside a syscall
+    // (no restart logic on our registers).
+    regs.orig_rax = u64::MAX;
+    let get = |i: usize| args.get(i).copied().unwrap_or(0);
+    regs.rdi = get(0);
+    regs.rsi = get(1);
+    regs.rdx = get(2);
+    regs.r10 = get(3);
+    regs.r8 = get(4);
+    regs.r9 = get(5);
+}
+
+fn run_to_trap(tid: pid_t, regs: &user_regs_struct, want_segv: bool) -> Result<i64, Error> {
+    ptrace::setregs(tid, regs).map_err(|e| Error::ptrace("PTRACE_SETREGS", tid, e))?;
+    ptrace::cont(tid, 0).map_err(|e| Error::ptrace("PTRACE_CONT", tid, e))?;
+    wait_trap(tid, want_segv)?;
+    let after = ptrace::getregs(tid).map_err(|e| Error::ptrace("PTRACE_GETREGS", tid, e))?;
+    Ok(after.rax as i64)
+}
+
+pub fn errno_text(ret: i64) -> String {
+    if ret < 0 && ret > -4096 {
+        Errno::from_raw(-ret as i32).desc().to_string()
+    } else {
+        format!("unexpected result {ret:#x}")
+    }
+}
+
+/// Stop every thread of `tracee` (PTRACE_INTERRUPT), following threads that
+/// appear or vanish meanwhile. Other stops seen on the way are passed to
+/// `other`, which must resume the thread or mark it stopped.
+pub fn stop_all(
+    tracee: &mut Tracee,
+    mut other: impl FnMut(&mut Tracee, pid_t, Stop) -> Result<(), Error>,
+) -> Result<(), Error> {
+    for t in tracee.threads.values() {
+        if t.stop == ThreadStop::Running {
+            match ptrace::interrupt(t.tid) {
+                Ok(()) | Err(Errno::ESRCH) => {}
+                Err(e) => return Err(Error::ptrace("PTRACE_INTERRUPT", t.tid, e)),
+            }
+        }
+    }
+    while !tracee.all_stopped() {
+        let Some((tid, stop)) =
+            ptrace::wait(-1, false).map_err(|e| Error::ptrace("waitpid", tracee.pid, e))?
+        else {
+            continue;
+        };
+        match stop {
+            Stop::Event(PTRACE_EVENT_STOP, _) => {
+                if let Some(t) = tracee.threads.get_mut(&tid) {
+                    t.stop = ThreadStop::Interrupted;
+                } else {
+                    // A thread we have not heard of (its clone event is
+                    // still queued): take it as stopped.
+                    let mut t = Thread::new(tid);
+                    t.stop = ThreadStop::Interrupted;
+                    tracee.threads.insert(tid, t);
+                }
+            }
+            Stop::Signal(sig) if tracee.threads.contains_key(&tid) => {
+                let info = ptrace::getsiginfo(tid).ok();
+                if let Some(t) = tracee.threads.get_mut(&tid) {
+                    t.stop = ThreadStop::Signal(sig);
+                    t.stop_siginfo = info;
+                }
+            }
+            Stop::Exited(_) | Stop::Killed(_) if tid == tracee.pid => {
+                return Err(Error::Gone("the program exited".into()));
+            }
+            Stop::Exited(_) | Stop::Killed(_) => {
+                tracee.threads.remove(&tid);
+            }
+            _ => other(tracee, tid, stop)?,
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,181 @@
+//! What each subcommand does, callable from tests as well as from `main`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rewind_ckpt::control::{self, Request};
+use rewind_ckpt::restore::RestartOptions;
+use rewind_ckpt::session::{Session, SessionOptions};
+
+/// A failure of a subcommand: one line for the user and an exit code
+/// (1 for target or user errors, 2 for usage).
+#[derive(Debug)]
+pub struct CliError {
+    pub message: String,
+    pub usage: bool,
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> u8 {
+        if self.usage {
+            2
+        } else {
+            1
+        }
+    }
+    fn usage(message: impl Into<String>) -> CliError {
+        CliError { message: message.into(), usage: true }
+    }
+}
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<rewind_ckpt::Error> for CliError {
+    fn from(e: rewind_ckpt::Error) -> CliError {
+        CliError { message: e.to_string(), usage: false }
+    }
+}
+
+pub type CliResult = Result<u8, CliError>;
+
+pub fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("REWIND_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .with_target(false)
+        .try_init();
+}
+
+fn interval(s: Option<f64>) -> Result<Option<Duration>, CliError> {
+    match s {
+        None => Ok(None),
+        Some(v) if v.is_finite() && v > 0.0 => Ok(Some(Duration::from_secs_f64(v))),
+        Some(v) => Err(CliError::usage(format!("--interval must be a positive number of seconds, not {v}"))),
+    }
+}
+
+fn check_dir(dir: &std::path::Path) -> Result<(), CliError> {
+    if !dir.is_dir() {
+        return Err(CliError { message: format!("checkpoint directory {} does not exist", dir.display()), usage: false });
+    }
+    Ok(())
+}
+
+fn exit_status(code: i32) -> u8 {
+    code.clamp(0, 255) as u8
+}
+
+pub struct LaunchRequest {
+    pub argv: Vec<String>,
+    pub ckpt_dir: PathBuf,
+    pub interval: Option<f64>,
+    pub plugins: Vec<String>,
+}
+
+pub fn launch(req: LaunchRequest) -> CliResult {
+    check_dir(&req.ckpt_dir)?;
+    let opts = SessionOptions { ckpt_dir: req.ckpt_dir, interval: interval(req.interval)?, plugins: req.plugins };
+    rewind_ckpt::sys::process::ignore_terminal_signals();
+    let mut session = Session::launch(&req.argv, opts)?;
+    tracing::info!("launched {} as pid {}", req.argv[0], session.tracee.pid);
+    Ok(exit_status(session.run()?))
+}
+
+pub struct CommandRequest {
+    pub ckpt_dir: PathBuf,
+    pub checkpoint: bool,
+    pub kill: bool,
+    pub status: bool,
+    pub quit: bool,
+    pub json: bool,
+}
+
+pub fn command(req: CommandRequest) -> CliResult {
+    let request = if req.checkpoint {
+        Request::Checkpoint { kill: req.kill }
+    } else if req.status {
+        Request::Status
+    } else if req.kill {
+        Request::Kill
+    } else if req.quit {
+        Request::Quit
+    } else {
+        return Err(CliError::usage("say what to do: --checkpoint, --status, --kill or --quit"));
+    };
+    let path = control::socket_path(&req.ckpt_dir);
+    let resp = control::request(&path, &request)?;
+    if req.json {
+        println!("{}", serde_json::to_string_pretty(&resp).unwrap_or_default());
+        return Ok(if resp.ok { 0 } else { 1 });
+    }
+    for w in &resp.warnings {
+        eprintln!("rewind: warning: {w}");
+    }
+    if !resp.ok {
+        return Err(CliError { message: resp.error.unwrap_or_else(|| "the session refused".into()), usage: false });
+    }
+    if let Some(image) = &resp.image {
+        println!("{image}");
+    }
+    if let Some(s) = &resp.status {
+        println!("program:  {} (pid {}{})", s.program, s.pid, if s.pid != s.real_pid { format!(", real pid {}", s.real_pid) } else { String::new() });
+        println!("argv:     {}", s.argv.join(" "));
+        println!("threads:  {}", s.threads.len());
+        println!("ckpt dir: {}", s.ckpt_dir);
+        if s.restarted {
+            println!("restarted from an image");
+        }
+        match &s.last_checkpoint_ms {
+            Some(ms) => println!("last checkpoint took {ms:.1} ms"),
+            None => println!("no checkpoint yet"),
+        }
+        for i in &s.images {
+            println!("image:    {i}");
+        }
+    }
+    Ok(0)
+}
+
+pub struct RestartRequest {
+    pub images: Vec<PathBuf>,
+    pub ckpt_dir: PathBuf,
+    pub env: Vec<String>,
+    pub interval: Option<f64>,
+    pub plugins: Vec<String>,
+}
+
+pub fn restart(req: RestartRequest) -> CliResult {
+    let [image] = req.images.as_slice() else {
+        return Err(CliError {
+            message: "restarting several images at once (a process tree or a distributed computation) is not supported yet; restart one image".into(),
+            usage: false,
+        });
+    };
+    check_dir(&req.ckpt_dir)?;
+    let mut env = Vec::new();
+    for kv in &req.env {
+        match kv.split_once('=') {
+            Some((k, v)) if !k.is_empty() => env.push((k.to_string(), v.to_string())),
+            _ => return Err(CliError::usage(format!("--env wants K=V, not {kv:?}"))),
+        }
+    }
+    let opts = SessionOptions { ckpt_dir: req.ckpt_dir, interval: interval(req.interval)?, plugins: req.plugins };
+    rewind_ckpt::sys::process::ignore_terminal_signals();
+    let (mut session, warnings) = Session::restart(image, opts, &RestartOptions { env })?;
+    for w in warnings {
+        eprintln!("rewind: warning: {w}");
+    }
+    Ok(exit_status(session.run()?))
+}

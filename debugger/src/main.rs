@@ -1,0 +1,138 @@
+//! `rewind`: the command line. It parses (clap derive) and calls library
+//! functions; it holds no logic of its own.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use rewind_debugger::cli;
+
+/// Checkpoint, restart and (soon) reverse-debug unmodified Linux x86-64
+/// programs, without hardware performance counters.
+#[derive(Parser, Debug)]
+#[command(name = "rewind", version, about, long_about = None)]
+struct Cli {
+    /// Log what the engine does on stderr (-v info, -vv debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a program under the checkpoint engine, in the foreground.
+    ///
+    /// The program's stdin, stdout and stderr are rewind's. rewind exits with
+    /// the program's exit status (128 + signal number when it is killed).
+    /// While it runs, `rewind command` checkpoints it through a control socket
+    /// (mode 0600) in the checkpoint directory, or at $REWIND_CONTROL.
+    Launch(LaunchArgs),
+    /// Talk to a running `rewind launch` or `rewind restart`.
+    ///
+    /// Finds the session by $REWIND_CONTROL if set, else by the control socket
+    /// in --ckpt-dir (default: the current directory).
+    #[command(group(clap::ArgGroup::new("action").required(true).multiple(true).args(["checkpoint", "status", "kill", "quit"])))]
+    Command(CommandArgs),
+    /// Bring a checkpointed program back to life, in the foreground.
+    ///
+    /// The program continues where the checkpoint caught it, in a new process
+    /// whose stdin, stdout and stderr are rewind's; it sees the same pid and
+    /// thread ids as before. rewind exits with the program's exit status.
+    Restart(RestartArgs),
+}
+
+#[derive(Args, Debug)]
+struct LaunchArgs {
+    /// Also checkpoint every S seconds (fractions allowed).
+    #[arg(long, value_name = "S")]
+    interval: Option<f64>,
+    /// Directory for images and the control socket.
+    #[arg(long, value_name = "D", default_value = ".")]
+    ckpt_dir: PathBuf,
+    /// Plugins to load, comma-separated (files and pids are always loaded).
+    #[arg(long, value_name = "P,..", value_delimiter = ',')]
+    plugin: Vec<String>,
+    /// The program and its arguments.
+    #[arg(required = true, last = true, value_name = "PROG ARGS")]
+    argv: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+struct CommandArgs {
+    /// Directory of the session to talk to (where its control socket is).
+    #[arg(long, value_name = "D", default_value = ".")]
+    ckpt_dir: PathBuf,
+    /// Write a checkpoint image now; prints its path when it is complete.
+    #[arg(long)]
+    checkpoint: bool,
+    /// Kill the program (with --checkpoint: right after the image is written,
+    /// before the program runs on).
+    #[arg(long)]
+    kill: bool,
+    /// Print the program, its pids and its images.
+    #[arg(long)]
+    status: bool,
+    /// Stop supervising: the program runs on without rewind (launched
+    /// programs only).
+    #[arg(long)]
+    quit: bool,
+    /// Print machine-readable JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct RestartArgs {
+    /// Directory for later images and the control socket.
+    #[arg(long, value_name = "D", default_value = ".")]
+    ckpt_dir: PathBuf,
+    /// Set an environment variable in the restored program (repeatable).
+    #[arg(long = "env", value_name = "K=V")]
+    env: Vec<String>,
+    /// Checkpoint every S seconds after the restart.
+    #[arg(long, value_name = "S")]
+    interval: Option<f64>,
+    /// Plugins to load, comma-separated.
+    #[arg(long, value_name = "P,..", value_delimiter = ',')]
+    plugin: Vec<String>,
+    /// The image to restart (ckpt_<prog>_<pid>.rwd).
+    #[arg(value_name = "IMAGE", required = true)]
+    images: Vec<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    cli::init_logging(cli.verbose);
+    let result = match cli.command {
+        Command::Launch(a) => cli::launch(cli::LaunchRequest {
+            argv: a.argv,
+            ckpt_dir: a.ckpt_dir,
+            interval: a.interval,
+            plugins: a.plugin,
+        }),
+        Command::Command(a) => cli::command(cli::CommandRequest {
+            ckpt_dir: a.ckpt_dir,
+            checkpoint: a.checkpoint,
+            kill: a.kill,
+            status: a.status,
+            quit: a.quit,
+            json: a.json,
+        }),
+        Command::Restart(a) => cli::restart(cli::RestartRequest {
+            images: a.images,
+            ckpt_dir: a.ckpt_dir,
+            env: a.env,
+            interval: a.interval,
+            plugins: a.plugin,
+        }),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("rewind: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
