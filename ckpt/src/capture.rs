@@ -51,14 +51,19 @@ pub fn checkpoint(
     let unblocked = unblock_signals(tracee);
     let ckpt = result?;
     unblocked?;
-    Ok(Checkpoint { millis: t0.elapsed().as_secs_f64() * 1e3, ..ckpt })
+    Ok(Checkpoint {
+        millis: t0.elapsed().as_secs_f64() * 1e3,
+        ..ckpt
+    })
 }
 
 fn block_signals(tracee: &mut Tracee) -> Result<(), Error> {
     for t in tracee.threads.values_mut() {
-        let mask = ptrace::getsigmask(t.tid).map_err(|e| Error::ptrace("PTRACE_GETSIGMASK", t.tid, e))?;
+        let mask =
+            ptrace::getsigmask(t.tid).map_err(|e| Error::ptrace("PTRACE_GETSIGMASK", t.tid, e))?;
         t.saved_mask = Some(mask);
-        ptrace::setsigmask(t.tid, BLOCK_ALL).map_err(|e| Error::ptrace("PTRACE_SETSIGMASK", t.tid, e))?;
+        ptrace::setsigmask(t.tid, BLOCK_ALL)
+            .map_err(|e| Error::ptrace("PTRACE_SETSIGMASK", t.tid, e))?;
     }
     Ok(())
 }
@@ -66,7 +71,8 @@ fn block_signals(tracee: &mut Tracee) -> Result<(), Error> {
 fn unblock_signals(tracee: &mut Tracee) -> Result<(), Error> {
     for t in tracee.threads.values_mut() {
         if let Some(mask) = t.saved_mask.take() {
-            ptrace::setsigmask(t.tid, mask).map_err(|e| Error::ptrace("PTRACE_SETSIGMASK", t.tid, e))?;
+            ptrace::setsigmask(t.tid, mask)
+                .map_err(|e| Error::ptrace("PTRACE_SETSIGMASK", t.tid, e))?;
         }
     }
     Ok(())
@@ -118,14 +124,25 @@ fn capture_with(
     write_memory(pid, tracee, &state.regions, &mut writer)?;
     let stats = writer.finish()?;
     for p in plugins.iter_mut() {
-        p.resume(&mut ResumeCtx { tracee, state: &state })?;
+        p.resume(&mut ResumeCtx {
+            tracee,
+            state: &state,
+        })?;
     }
-    Ok(Checkpoint { stats, warnings, millis: 0.0 })
+    Ok(Checkpoint {
+        stats,
+        warnings,
+        millis: 0.0,
+    })
 }
 
 fn header(tracee: &Tracee, state: &ProcessState) -> Result<Header, Error> {
     let uname = nix::sys::utsname::uname().map_err(|e| Error::Tracee(format!("uname: {e}")))?;
-    let xstate = state.threads.first().map(|t| t.xstate.as_slice()).unwrap_or(&[]);
+    let xstate = state
+        .threads
+        .first()
+        .map(|t| t.xstate.as_slice())
+        .unwrap_or(&[]);
     let prog = Path::new(&state.exe)
         .file_name()
         .map(|s| s.to_string_lossy().into_owned())
@@ -155,7 +172,11 @@ pub fn cpu_summary(xstate: &[u8]) -> CpuSummary {
                 .map(|v| v.trim().to_string())
         })
         .unwrap_or_default();
-    CpuSummary { vendor, xcr0: xcr0_of(xstate), xsave_size: xstate.len() as u32 }
+    CpuSummary {
+        vendor,
+        xcr0: xcr0_of(xstate),
+        xsave_size: xstate.len() as u32,
+    }
 }
 
 /// XCR0 as the kernel reports it in the software-reserved bytes of an xsave
@@ -190,7 +211,12 @@ fn stat_fields(pid: pid_t) -> Result<Vec<u64>, Error> {
     // Index 0 is unused; fields 1..=3 (pid, comm, state) are not numbers
     // we need, so the first pushed value is field 4.
     let mut v = vec![0u64; 4];
-    v.extend(after.split_whitespace().skip(1).map(|f| f.parse::<i64>().unwrap_or(0) as u64));
+    v.extend(
+        after
+            .split_whitespace()
+            .skip(1)
+            .map(|f| f.parse::<i64>().unwrap_or(0) as u64),
+    );
     Ok(v)
 }
 
@@ -223,15 +249,30 @@ fn process_state(tracee: &Tracee, inj: &Injector, env: &CaptureEnv) -> Result<Pr
             sigactions.push(SigAction::default());
             continue;
         }
-        inj.call(leader, "rt_sigaction", libc::SYS_rt_sigaction, &[sig, 0, scratch, 8])?;
+        inj.call(
+            leader,
+            "rt_sigaction",
+            libc::SYS_rt_sigaction,
+            &[sig, 0, scratch, 8],
+        )?;
         let mut b = [0u8; 32];
         tracee.read_mem(scratch, &mut b)?;
         let w = |i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
-        sigactions.push(SigAction { handler: w(0), flags: w(1), restorer: w(2), mask: w(3) });
+        sigactions.push(SigAction {
+            handler: w(0),
+            flags: w(1),
+            restorer: w(2),
+            mask: w(3),
+        });
     }
     let mut itimers = [(0u64, 0u64); 3];
     for (which, slot) in itimers.iter_mut().enumerate() {
-        inj.call(leader, "getitimer", libc::SYS_getitimer, &[which as u64, scratch])?;
+        inj.call(
+            leader,
+            "getitimer",
+            libc::SYS_getitimer,
+            &[which as u64, scratch],
+        )?;
         let mut b = [0u8; 32];
         tracee.read_mem(scratch, &mut b)?;
         let w = |i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
@@ -278,8 +319,12 @@ fn process_state(tracee: &Tracee, inj: &Injector, env: &CaptureEnv) -> Result<Pr
     Ok(ProcessState {
         vpid: env.vids.to_virtual(pid),
         vppid: env.vppid,
-        vpgid: env.vids.to_virtual(stat.get(5).copied().unwrap_or(0) as i32),
-        vsid: env.vids.to_virtual(stat.get(6).copied().unwrap_or(0) as i32),
+        vpgid: env
+            .vids
+            .to_virtual(stat.get(5).copied().unwrap_or(0) as i32),
+        vsid: env
+            .vids
+            .to_virtual(stat.get(6).copied().unwrap_or(0) as i32),
         exe: readlink_proc(pid, "exe")?,
         cmdline,
         cwd: readlink_proc(pid, "cwd")?,
@@ -344,11 +389,18 @@ pub fn regs_from_slice(v: &[u64]) -> Option<libc::user_regs_struct> {
     })
 }
 
-fn thread_state(tracee: &Tracee, inj: &Injector, tid: pid_t, vids: &VirtualIds) -> Result<ThreadState, Error> {
+fn thread_state(
+    tracee: &Tracee,
+    inj: &Injector,
+    tid: pid_t,
+    vids: &VirtualIds,
+) -> Result<ThreadState, Error> {
     let regs = ptrace::getregs(tid).map_err(|e| Error::ptrace("PTRACE_GETREGS", tid, e))?;
     let xstate = ptrace::get_xstate(tid).map_err(|e| Error::ptrace("PTRACE_GETREGSET", tid, e))?;
-    let sigmask = ptrace::getsigmask(tid).map_err(|e| Error::ptrace("PTRACE_GETSIGMASK", tid, e))?;
-    let pending = ptrace::peek_pending(tid, false).map_err(|e| Error::ptrace("PTRACE_PEEKSIGINFO", tid, e))?;
+    let sigmask =
+        ptrace::getsigmask(tid).map_err(|e| Error::ptrace("PTRACE_GETSIGMASK", tid, e))?;
+    let pending = ptrace::peek_pending(tid, false)
+        .map_err(|e| Error::ptrace("PTRACE_PEEKSIGINFO", tid, e))?;
     let scratch = inj.scratch();
     inj.call(tid, "sigaltstack", libc::SYS_sigaltstack, &[0, scratch])?;
     let mut ss = [0u8; 24];
@@ -358,18 +410,29 @@ fn thread_state(tracee: &Tracee, inj: &Injector, tid: pid_t, vids: &VirtualIds) 
         i32::from_le_bytes(ss[8..12].try_into().unwrap_or([0; 4])),
         u64::from_le_bytes(ss[16..24].try_into().unwrap_or([0; 8])),
     );
-    inj.call(tid, "prctl(PR_GET_TID_ADDRESS)", libc::SYS_prctl, &[libc::PR_GET_TID_ADDRESS as u64, scratch])?;
+    inj.call(
+        tid,
+        "prctl(PR_GET_TID_ADDRESS)",
+        libc::SYS_prctl,
+        &[libc::PR_GET_TID_ADDRESS as u64, scratch],
+    )?;
     let clear_child_tid = tracee.read_u64(scratch)?;
+    let comm = std::fs::read_to_string(format!("/proc/{}/task/{tid}/comm", tracee.pid))
+        .map(|c| c.trim_end_matches('\n').to_string())
+        .unwrap_or_default();
     Ok(ThreadState {
         vtid: vids.to_virtual(tid),
+        comm,
         regs: regs_to_vec(&regs),
         xstate,
         sigmask,
         pending,
         altstack,
-        rseq: ptrace::rseq_configuration(tid).map_err(|e| Error::ptrace("PTRACE_GET_RSEQ_CONFIGURATION", tid, e))?,
+        rseq: ptrace::rseq_configuration(tid)
+            .map_err(|e| Error::ptrace("PTRACE_GET_RSEQ_CONFIGURATION", tid, e))?,
         clear_child_tid,
-        robust_list: ptrace::robust_list(tid).map_err(|e| Error::ptrace("get_robust_list", tid, e))?,
+        robust_list: ptrace::robust_list(tid)
+            .map_err(|e| Error::ptrace("get_robust_list", tid, e))?,
     })
 }
 
@@ -388,7 +451,11 @@ fn regions(mappings: &[Mapping], skip: u64) -> Result<Vec<Region>, Error> {
             n if n.starts_with("[anon:") && !m.shared => RegionKind::Anon,
             n if n.starts_with('/') && !n.ends_with(" (deleted)") && !n.starts_with("/memfd:") => {
                 match file_identity(n, m) {
-                    Some(identity) => RegionKind::File { path: n.to_string(), offset: m.offset, identity },
+                    Some(identity) => RegionKind::File {
+                        path: n.to_string(),
+                        offset: m.offset,
+                        identity,
+                    },
                     None => RegionKind::Contents,
                 }
             }
@@ -472,7 +539,12 @@ fn pages_to_store(pagemap: &std::fs::File, r: &Region) -> Result<Vec<(u64, u64)>
     Ok(runs)
 }
 
-fn write_memory(pid: pid_t, tracee: &Tracee, regions: &[Region], writer: &mut ImageWriter) -> Result<(), Error> {
+fn write_memory(
+    pid: pid_t,
+    tracee: &Tracee,
+    regions: &[Region],
+    writer: &mut ImageWriter,
+) -> Result<(), Error> {
     let pagemap_path = format!("/proc/{pid}/pagemap");
     let pagemap = std::fs::File::open(&pagemap_path).map_err(|e| Error::io(&pagemap_path, e))?;
     const BATCH: u64 = 4 << 20;

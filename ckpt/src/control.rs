@@ -21,7 +21,9 @@ pub const ENV_CONTROL: &str = "REWIND_CONTROL";
 pub enum Request {
     /// Write an image; with `kill`, kill the program right after it,
     /// without letting it run on.
-    Checkpoint { kill: bool },
+    Checkpoint {
+        kill: bool,
+    },
     Status,
     /// Kill the program.
     Kill,
@@ -83,11 +85,17 @@ impl ControlSocket {
             // A stale socket of a session that died.
             let _ = std::fs::remove_file(path);
         }
-        let listener = UnixListener::bind(path).map_err(|e| Error::io(path.display().to_string(), e))?;
+        let listener =
+            UnixListener::bind(path).map_err(|e| Error::io(path.display().to_string(), e))?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
             .map_err(|e| Error::io(path.display().to_string(), e))?;
-        listener.set_nonblocking(true).map_err(|e| Error::io(path.display().to_string(), e))?;
-        Ok(ControlSocket { listener, path: path.to_path_buf() })
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| Error::io(path.display().to_string(), e))?;
+        Ok(ControlSocket {
+            listener,
+            path: path.to_path_buf(),
+        })
     }
 
     /// Accept one pending client, if any: its request and a way to answer.
@@ -127,13 +135,18 @@ pub fn request(path: &Path, req: &Request) -> Result<Response, Error> {
     })?;
     let mut text = serde_json::to_string(req).map_err(|e| Error::Usage(e.to_string()))?;
     text.push('\n');
-    stream.write_all(text.as_bytes()).map_err(|e| Error::io(path.display().to_string(), e))?;
+    stream
+        .write_all(text.as_bytes())
+        .map_err(|e| Error::io(path.display().to_string(), e))?;
     let mut line = String::new();
     BufReader::new(&stream)
         .read_line(&mut line)
         .map_err(|e| Error::io(path.display().to_string(), e))?;
     if line.trim().is_empty() {
-        return Err(Error::Gone("the session ended without answering (did the program exit?)".into()));
+        return Err(Error::Gone(
+            "the session ended without answering (did the program exit?)".into(),
+        ));
     }
-    serde_json::from_str(line.trim()).map_err(|e| Error::Usage(format!("bad answer from the session: {e}")))
+    serde_json::from_str(line.trim())
+        .map_err(|e| Error::Usage(format!("bad answer from the session: {e}")))
 }

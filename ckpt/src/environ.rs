@@ -13,7 +13,10 @@ use crate::Error;
 fn environ_address(state: &ProcessState) -> Option<u64> {
     let mut files: Vec<(&str, u64)> = Vec::new();
     for r in &state.regions {
-        if let RegionKind::File { path, offset: 0, .. } = &r.kind {
+        if let RegionKind::File {
+            path, offset: 0, ..
+        } = &r.kind
+        {
             if !files.iter().any(|(p, _)| p == path) {
                 files.push((path, r.start));
             }
@@ -21,8 +24,12 @@ fn environ_address(state: &ProcessState) -> Option<u64> {
     }
     files.sort_by_key(|(p, _)| *p != state.exe);
     for (path, base) in files {
-        let Ok(data) = std::fs::read(path) else { continue };
-        let Ok(obj) = object::File::parse(&*data) else { continue };
+        let Ok(data) = std::fs::read(path) else {
+            continue;
+        };
+        let Ok(obj) = object::File::parse(&*data) else {
+            continue;
+        };
         let found = obj
             .dynamic_symbols()
             .chain(obj.symbols())
@@ -34,7 +41,11 @@ fn environ_address(state: &ProcessState) -> Option<u64> {
                 .map(|s| object::ObjectSegment::address(&s))
                 .min()
                 .unwrap_or(0);
-            return Some(if is_dyn { base + sym.address() - (min_vaddr & !(PAGE - 1)) } else { sym.address() });
+            return Some(if is_dyn {
+                base + sym.address() - (min_vaddr & !(PAGE - 1))
+            } else {
+                sym.address()
+            });
         }
     }
     None
@@ -61,9 +72,17 @@ fn read_cstr(tracee: &Tracee, addr: u64) -> Result<Vec<u8>, Error> {
 }
 
 /// Set `vars` in the stopped, restored program.
-pub fn set_vars(tracee: &Tracee, inj: &Injector, state: &ProcessState, vars: &[(String, String)]) -> Result<(), Error> {
+pub fn set_vars(
+    tracee: &Tracee,
+    inj: &Injector,
+    state: &ProcessState,
+    vars: &[(String, String)],
+) -> Result<(), Error> {
     let at = environ_address(state).ok_or_else(|| {
-        Error::Restore("--env: cannot find the program's `environ` (no symbol in its executable or libraries)".into())
+        Error::Restore(
+            "--env: cannot find the program's `environ` (no symbol in its executable or libraries)"
+                .into(),
+        )
     })?;
     let array = tracee.read_u64(at)?;
     let mut entries: Vec<Vec<u8>> = Vec::new();
@@ -91,7 +110,14 @@ pub fn set_vars(tracee: &Tracee, inj: &Injector, state: &ProcessState, vars: &[(
         tracee.pid,
         "mmap for the environment",
         libc::SYS_mmap,
-        &[0, size, (libc::PROT_READ | libc::PROT_WRITE) as u64, (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64, u64::MAX, 0],
+        &[
+            0,
+            size,
+            (libc::PROT_READ | libc::PROT_WRITE) as u64,
+            (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
+            u64::MAX,
+            0,
+        ],
     )?;
     let mut ptrs = Vec::with_capacity(ptrs_len as usize);
     let mut strings = Vec::with_capacity(strings_len as usize);

@@ -34,24 +34,34 @@ impl Plugin for Files {
 pub fn own_stdio() -> StdioIds {
     let mut ids = [None; 3];
     for (fd, id) in ids.iter_mut().enumerate() {
-        *id = std::fs::metadata(format!("/proc/self/fd/{fd}")).ok().map(|m| (m.dev(), m.ino()));
+        *id = std::fs::metadata(format!("/proc/self/fd/{fd}"))
+            .ok()
+            .map(|m| (m.dev(), m.ino()));
     }
     ids
 }
 
 fn fdinfo_field<'a>(info: &'a str, key: &str) -> Option<&'a str> {
-    info.lines().find_map(|l| l.strip_prefix(key)).map(str::trim)
+    info.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .map(str::trim)
 }
 
 fn parse_pair(s: &str) -> (u64, u64) {
     // "(sec, nsec)"
     let inner = s.trim().trim_start_matches('(').trim_end_matches(')');
-    let mut it = inner.split(',').map(|x| x.trim().parse::<u64>().unwrap_or(0));
+    let mut it = inner
+        .split(',')
+        .map(|x| x.trim().parse::<u64>().unwrap_or(0));
     (it.next().unwrap_or(0), it.next().unwrap_or(0))
 }
 
 /// Capture every descriptor of `pid`.
-pub fn capture(pid: pid_t, stdio: &StdioIds, warnings: &mut Vec<String>) -> Result<Vec<FdState>, Error> {
+pub fn capture(
+    pid: pid_t,
+    stdio: &StdioIds,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<FdState>, Error> {
     let dir = format!("/proc/{pid}/fd");
     let mut fds: Vec<i32> = std::fs::read_dir(&dir)
         .map_err(|e| Error::io(&dir, e))?
@@ -62,15 +72,23 @@ pub fn capture(pid: pid_t, stdio: &StdioIds, warnings: &mut Vec<String>) -> Resu
     let mut out = Vec::new();
     for fd in fds {
         let link_path = format!("/proc/{pid}/fd/{fd}");
-        let Ok(link) = std::fs::read_link(&link_path) else { continue };
+        let Ok(link) = std::fs::read_link(&link_path) else {
+            continue;
+        };
         let link = link.to_string_lossy().into_owned();
         let info_path = format!("/proc/{pid}/fdinfo/{fd}");
         let info = std::fs::read_to_string(&info_path).map_err(|e| Error::io(&info_path, e))?;
-        let flags = fdinfo_field(&info, "flags:").and_then(|v| u32::from_str_radix(v, 8).ok()).unwrap_or(0);
-        let pos = fdinfo_field(&info, "pos:").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let flags = fdinfo_field(&info, "flags:")
+            .and_then(|v| u32::from_str_radix(v, 8).ok())
+            .unwrap_or(0);
+        let pos = fdinfo_field(&info, "pos:")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
         let cloexec = flags & libc::O_CLOEXEC as u32 != 0;
         let flags = flags & !(libc::O_CLOEXEC as u32);
-        let ident = std::fs::metadata(&link_path).ok().map(|m| (m.dev(), m.ino()));
+        let ident = std::fs::metadata(&link_path)
+            .ok()
+            .map(|m| (m.dev(), m.ino()));
         let inherited = ident.and_then(|id| stdio.iter().position(|s| *s == Some(id)));
         let kind = if let Some(from) = inherited {
             FdKind::Inherited { from: from as i32 }
@@ -81,42 +99,73 @@ pub fn capture(pid: pid_t, stdio: &StdioIds, warnings: &mut Vec<String>) -> Resu
             } else {
                 Vec::new()
             };
-            FdKind::Pipe { id, write_end: flags & libc::O_ACCMODE as u32 == libc::O_WRONLY as u32, buffered }
+            FdKind::Pipe {
+                id,
+                write_end: flags & libc::O_ACCMODE as u32 == libc::O_WRONLY as u32,
+                buffered,
+            }
         } else if link == "anon_inode:[eventfd]" {
             FdKind::EventFd {
-                count: fdinfo_field(&info, "eventfd-count:").and_then(|v| u64::from_str_radix(v, 16).ok()).unwrap_or(0),
+                count: fdinfo_field(&info, "eventfd-count:")
+                    .and_then(|v| u64::from_str_radix(v, 16).ok())
+                    .unwrap_or(0),
                 semaphore: fdinfo_field(&info, "eventfd-semaphore:") == Some("1"),
             }
         } else if link == "anon_inode:[timerfd]" {
             let (vs, vn) = parse_pair(fdinfo_field(&info, "it_value:").unwrap_or(""));
             let (is, inn) = parse_pair(fdinfo_field(&info, "it_interval:").unwrap_or(""));
             FdKind::TimerFd {
-                clockid: fdinfo_field(&info, "clockid:").and_then(|v| v.parse().ok()).unwrap_or(0),
+                clockid: fdinfo_field(&info, "clockid:")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0),
                 interval_ns: is * 1_000_000_000 + inn,
                 value_ns: vs * 1_000_000_000 + vn,
-                ticks: fdinfo_field(&info, "ticks:").and_then(|v| v.parse().ok()).unwrap_or(0),
+                ticks: fdinfo_field(&info, "ticks:")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0),
             }
         } else if link == "anon_inode:[signalfd]" {
             FdKind::SignalFd {
-                mask: fdinfo_field(&info, "sigmask:").and_then(|v| u64::from_str_radix(v, 16).ok()).unwrap_or(0),
+                mask: fdinfo_field(&info, "sigmask:")
+                    .and_then(|v| u64::from_str_radix(v, 16).ok())
+                    .unwrap_or(0),
             }
         } else if link == "anon_inode:[eventpoll]" {
-            FdKind::Epoll { watches: epoll_watches(&info) }
-        } else if link.starts_with("/dev/pts/") || link.starts_with("/dev/tty") || link == "/dev/console" {
+            FdKind::Epoll {
+                watches: epoll_watches(&info),
+            }
+        } else if link.starts_with("/dev/pts/")
+            || link.starts_with("/dev/tty")
+            || link == "/dev/console"
+        {
             FdKind::Tty { path: link.clone() }
         } else if let Some(path) = link.strip_suffix(" (deleted)") {
             let mut contents = Vec::new();
             std::fs::File::open(&link_path)
                 .and_then(|mut f| f.read_to_end(&mut contents))
                 .map_err(|e| Error::io(&link_path, e))?;
-            FdKind::DeletedFile { path: path.to_string(), pos, contents }
+            FdKind::DeletedFile {
+                path: path.to_string(),
+                pos,
+                contents,
+            }
         } else if link.starts_with('/') {
-            FdKind::Path { path: link.clone(), pos }
+            FdKind::Path {
+                path: link.clone(),
+                pos,
+            }
         } else {
-            warnings.push(format!("fd {fd} ({link}) cannot be checkpointed yet; it will be /dev/null after restart"));
+            warnings.push(format!(
+                "fd {fd} ({link}) cannot be checkpointed yet; it will be /dev/null after restart"
+            ));
             FdKind::Unsupported { what: link.clone() }
         };
-        out.push(FdState { fd, flags, cloexec, kind });
+        out.push(FdState {
+            fd,
+            flags,
+            cloexec,
+            kind,
+        });
     }
     Ok(out)
 }
@@ -127,7 +176,11 @@ fn epoll_watches(info: &str) -> Vec<EpollWatch> {
         .filter(|l| l.starts_with("tfd:"))
         .filter_map(|l| {
             let toks: Vec<&str> = l.split_whitespace().collect();
-            let after = |key: &str| toks.iter().position(|t| *t == key).and_then(|i| toks.get(i + 1));
+            let after = |key: &str| {
+                toks.iter()
+                    .position(|t| *t == key)
+                    .and_then(|i| toks.get(i + 1))
+            };
             Some(EpollWatch {
                 fd: after("tfd:")?.parse().ok()?,
                 events: u32::from_str_radix(after("events:")?, 16).ok()?,
@@ -146,9 +199,11 @@ fn drain_and_refill(link_path: &str) -> Result<Vec<u8>, Error> {
         .custom_flags(libc::O_NONBLOCK)
         .open(link_path)
         .map_err(|e| Error::io(link_path, e))?;
-    let n = crate::sys::fionread(pipe.as_raw_fd()).map_err(|e| Error::Tracee(format!("FIONREAD on {link_path}: {e}")))?;
+    let n = crate::sys::fionread(pipe.as_raw_fd())
+        .map_err(|e| Error::Tracee(format!("FIONREAD on {link_path}: {e}")))?;
     let mut data = vec![0u8; n];
-    pipe.read_exact(&mut data).map_err(|e| Error::io(link_path, e))?;
+    pipe.read_exact(&mut data)
+        .map_err(|e| Error::io(link_path, e))?;
     pipe.write_all(&data).map_err(|e| Error::io(link_path, e))?;
     Ok(data)
 }
@@ -171,7 +226,12 @@ pub fn check_paths(fds: &[FdState]) -> Result<(), Error> {
 
 /// Recreate `fds` in the stopped husk. Descriptors 0..2 of the husk are its
 /// parent's (rewind restart's) stdio, used for `Inherited` and terminals.
-pub fn restore(tracee: &Tracee, inj: &Injector, fds: &[FdState], warnings: &mut Vec<String>) -> Result<(), Error> {
+pub fn restore(
+    tracee: &Tracee,
+    inj: &Injector,
+    fds: &[FdState],
+    warnings: &mut Vec<String>,
+) -> Result<(), Error> {
     let tid = tracee.pid;
     let scratch = inj.scratch();
     let call = |what: &str, nr: i64, args: &[u64]| inj.call(tid, what, nr, args);
@@ -179,10 +239,18 @@ pub fn restore(tracee: &Tracee, inj: &Injector, fds: &[FdState], warnings: &mut 
     // Park our stdio above every target number, close everything else.
     let mut parked = [0u64; 3];
     for (i, p) in parked.iter_mut().enumerate() {
-        *p = call("fcntl(F_DUPFD)", libc::SYS_fcntl, &[i as u64, libc::F_DUPFD as u64, hi])?;
+        *p = call(
+            "fcntl(F_DUPFD)",
+            libc::SYS_fcntl,
+            &[i as u64, libc::F_DUPFD as u64, hi],
+        )?;
     }
     call("close_range", libc::SYS_close_range, &[0, hi - 1, 0])?;
-    call("close_range", libc::SYS_close_range, &[parked[2] + 1, u32::MAX as u64, 0])?;
+    call(
+        "close_range",
+        libc::SYS_close_range,
+        &[parked[2] + 1, u32::MAX as u64, 0],
+    )?;
     let high = parked[2] + 1;
     // Put `tmp` at number `target`.
     let place = |tmp: u64, target: i32| -> Result<(), Error> {
@@ -199,32 +267,59 @@ pub fn restore(tracee: &Tracee, inj: &Injector, fds: &[FdState], warnings: &mut 
             return Err(Error::Restore(format!("path too long: {path}")));
         }
         tracee.write_mem(scratch, &bytes)?;
-        inj.call(tid, &format!("open {path}"), libc::SYS_openat, &[libc::AT_FDCWD as u64, scratch, flags, 0o600])
+        inj.call(
+            tid,
+            &format!("open {path}"),
+            libc::SYS_openat,
+            &[libc::AT_FDCWD as u64, scratch, flags, 0o600],
+        )
     };
     let mut pipes: HashMap<u64, (u64, u64)> = HashMap::new();
     let mut pipe_data: Vec<(i32, Vec<u8>)> = Vec::new();
-    for f in fds.iter().filter(|f| !matches!(f.kind, FdKind::Epoll { .. })) {
-        let keep_flags = f.flags as u64 & (libc::O_APPEND | libc::O_NONBLOCK | libc::O_ASYNC | libc::O_NOATIME) as u64;
+    for f in fds
+        .iter()
+        .filter(|f| !matches!(f.kind, FdKind::Epoll { .. }))
+    {
+        let keep_flags = f.flags as u64
+            & (libc::O_APPEND | libc::O_NONBLOCK | libc::O_ASYNC | libc::O_NOATIME) as u64;
         let open_flags = f.flags as u64 & !((libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL) as u64);
         match &f.kind {
             FdKind::Inherited { from } => {
-                call("dup2", libc::SYS_dup2, &[parked[*from as usize % 3], f.fd as u64])?;
+                call(
+                    "dup2",
+                    libc::SYS_dup2,
+                    &[parked[*from as usize % 3], f.fd as u64],
+                )?;
             }
             FdKind::Tty { path } => {
                 // Re-bound to the terminal of `rewind restart`.
                 let from = if f.fd < 3 { f.fd as usize } else { 0 };
                 call("dup2", libc::SYS_dup2, &[parked[from], f.fd as u64])?;
                 if f.fd >= 3 {
-                    warnings.push(format!("fd {} ({path}) now refers to restart's standard input", f.fd));
+                    warnings.push(format!(
+                        "fd {} ({path}) now refers to restart's standard input",
+                        f.fd
+                    ));
                 }
             }
             FdKind::Path { path, pos } => {
                 let tmp = open_path(path, open_flags)?;
                 place(tmp, f.fd)?;
-                call("lseek", libc::SYS_lseek, &[f.fd as u64, *pos, libc::SEEK_SET as u64])?;
+                call(
+                    "lseek",
+                    libc::SYS_lseek,
+                    &[f.fd as u64, *pos, libc::SEEK_SET as u64],
+                )?;
             }
-            FdKind::DeletedFile { path, pos, contents } => {
-                let dir = std::path::Path::new(path).parent().and_then(|p| p.to_str()).unwrap_or("/tmp");
+            FdKind::DeletedFile {
+                path,
+                pos,
+                contents,
+            } => {
+                let dir = std::path::Path::new(path)
+                    .parent()
+                    .and_then(|p| p.to_str())
+                    .unwrap_or("/tmp");
                 let tmp = open_path(dir, (libc::O_TMPFILE | libc::O_RDWR) as u64)
                     .or_else(|_| open_path("/tmp", (libc::O_TMPFILE | libc::O_RDWR) as u64))?;
                 place(tmp, f.fd)?;
@@ -234,9 +329,17 @@ pub fn restore(tracee: &Tracee, inj: &Injector, fds: &[FdState], warnings: &mut 
                     .open(&proc_path)
                     .and_then(|mut file| file.write_all(contents))
                     .map_err(|e| Error::io(&proc_path, e))?;
-                call("lseek", libc::SYS_lseek, &[f.fd as u64, *pos, libc::SEEK_SET as u64])?;
+                call(
+                    "lseek",
+                    libc::SYS_lseek,
+                    &[f.fd as u64, *pos, libc::SEEK_SET as u64],
+                )?;
             }
-            FdKind::Pipe { id, write_end, buffered } => {
+            FdKind::Pipe {
+                id,
+                write_end,
+                buffered,
+            } => {
                 let (r, w) = match pipes.get(id) {
                     Some(&ends) => ends,
                     None => {
@@ -246,51 +349,101 @@ pub fn restore(tracee: &Tracee, inj: &Injector, fds: &[FdState], warnings: &mut 
                         let r = i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as u64;
                         let w = i32::from_le_bytes([b[4], b[5], b[6], b[7]]) as u64;
                         // Keep both ends above the target numbers.
-                        let r2 = call("fcntl(F_DUPFD)", libc::SYS_fcntl, &[r, libc::F_DUPFD as u64, high])?;
-                        let w2 = call("fcntl(F_DUPFD)", libc::SYS_fcntl, &[w, libc::F_DUPFD as u64, high])?;
+                        let r2 = call(
+                            "fcntl(F_DUPFD)",
+                            libc::SYS_fcntl,
+                            &[r, libc::F_DUPFD as u64, high],
+                        )?;
+                        let w2 = call(
+                            "fcntl(F_DUPFD)",
+                            libc::SYS_fcntl,
+                            &[w, libc::F_DUPFD as u64, high],
+                        )?;
                         call("close", libc::SYS_close, &[r])?;
                         call("close", libc::SYS_close, &[w])?;
                         pipes.insert(*id, (r2, w2));
                         (r2, w2)
                     }
                 };
-                call("dup2", libc::SYS_dup2, &[if *write_end { w } else { r }, f.fd as u64])?;
+                call(
+                    "dup2",
+                    libc::SYS_dup2,
+                    &[if *write_end { w } else { r }, f.fd as u64],
+                )?;
                 if !buffered.is_empty() {
                     pipe_data.push((f.fd, buffered.clone()));
                 }
-                call("fcntl(F_SETFL)", libc::SYS_fcntl, &[f.fd as u64, libc::F_SETFL as u64, keep_flags])?;
+                call(
+                    "fcntl(F_SETFL)",
+                    libc::SYS_fcntl,
+                    &[f.fd as u64, libc::F_SETFL as u64, keep_flags],
+                )?;
             }
             FdKind::EventFd { count, semaphore } => {
-                let fl = (f.flags as u64 & libc::O_NONBLOCK as u64) | if *semaphore { libc::EFD_SEMAPHORE as u64 } else { 0 };
+                let fl = (f.flags as u64 & libc::O_NONBLOCK as u64)
+                    | if *semaphore {
+                        libc::EFD_SEMAPHORE as u64
+                    } else {
+                        0
+                    };
                 let tmp = call("eventfd2", libc::SYS_eventfd2, &[*count, fl])?;
                 place(tmp, f.fd)?;
             }
-            FdKind::TimerFd { clockid, interval_ns, value_ns, ticks } => {
+            FdKind::TimerFd {
+                clockid,
+                interval_ns,
+                value_ns,
+                ticks,
+            } => {
                 let fl = f.flags as u64 & libc::O_NONBLOCK as u64;
-                let tmp = call("timerfd_create", libc::SYS_timerfd_create, &[*clockid as u64, fl])?;
+                let tmp = call(
+                    "timerfd_create",
+                    libc::SYS_timerfd_create,
+                    &[*clockid as u64, fl],
+                )?;
                 place(tmp, f.fd)?;
-                let spec: Vec<u8> = [interval_ns / 1_000_000_000, interval_ns % 1_000_000_000, value_ns / 1_000_000_000, value_ns % 1_000_000_000]
-                    .iter()
-                    .flat_map(|v| v.to_le_bytes())
-                    .collect();
+                let spec: Vec<u8> = [
+                    interval_ns / 1_000_000_000,
+                    interval_ns % 1_000_000_000,
+                    value_ns / 1_000_000_000,
+                    value_ns % 1_000_000_000,
+                ]
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect();
                 tracee.write_mem(scratch, &spec)?;
-                call("timerfd_settime", libc::SYS_timerfd_settime, &[f.fd as u64, 0, scratch, 0])?;
+                call(
+                    "timerfd_settime",
+                    libc::SYS_timerfd_settime,
+                    &[f.fd as u64, 0, scratch, 0],
+                )?;
                 if *ticks > 0 {
                     tracee.write_mem(scratch, &ticks.to_le_bytes())?;
                     // TFD_IOC_SET_TICKS = _IOW('T', 0, u64)
-                    call("ioctl(TFD_IOC_SET_TICKS)", libc::SYS_ioctl, &[f.fd as u64, 0x4008_5400, scratch])?;
+                    call(
+                        "ioctl(TFD_IOC_SET_TICKS)",
+                        libc::SYS_ioctl,
+                        &[f.fd as u64, 0x4008_5400, scratch],
+                    )?;
                 }
             }
             FdKind::SignalFd { mask } => {
                 tracee.write_mem(scratch, &mask.to_le_bytes())?;
                 let fl = f.flags as u64 & libc::O_NONBLOCK as u64;
-                let tmp = call("signalfd4", libc::SYS_signalfd4, &[u64::MAX, scratch, 8, fl])?;
+                let tmp = call(
+                    "signalfd4",
+                    libc::SYS_signalfd4,
+                    &[u64::MAX, scratch, 8, fl],
+                )?;
                 place(tmp, f.fd)?;
             }
             FdKind::Unsupported { what } => {
                 let tmp = open_path("/dev/null", libc::O_RDWR as u64)?;
                 place(tmp, f.fd)?;
-                warnings.push(format!("fd {} ({what}) was not restored; it is /dev/null now", f.fd));
+                warnings.push(format!(
+                    "fd {} ({what}) was not restored; it is /dev/null now",
+                    f.fd
+                ));
             }
             FdKind::Epoll { .. } => {}
         }
@@ -303,17 +456,34 @@ pub fn restore(tracee: &Tracee, inj: &Injector, fds: &[FdState], warnings: &mut 
                 let mut ev = w.events.to_le_bytes().to_vec();
                 ev.extend_from_slice(&w.data.to_le_bytes());
                 tracee.write_mem(scratch, &ev)?;
-                call("epoll_ctl", libc::SYS_epoll_ctl, &[f.fd as u64, libc::EPOLL_CTL_ADD as u64, w.fd as u64, scratch])?;
+                call(
+                    "epoll_ctl",
+                    libc::SYS_epoll_ctl,
+                    &[
+                        f.fd as u64,
+                        libc::EPOLL_CTL_ADD as u64,
+                        w.fd as u64,
+                        scratch,
+                    ],
+                )?;
             }
         }
     }
     for f in fds {
         if f.cloexec {
-            call("fcntl(F_SETFD)", libc::SYS_fcntl, &[f.fd as u64, libc::F_SETFD as u64, libc::FD_CLOEXEC as u64])?;
+            call(
+                "fcntl(F_SETFD)",
+                libc::SYS_fcntl,
+                &[f.fd as u64, libc::F_SETFD as u64, libc::FD_CLOEXEC as u64],
+            )?;
         }
     }
     // Pipe ends and parked stdio above the targets go away.
-    call("close_range", libc::SYS_close_range, &[hi, u32::MAX as u64, 0])?;
+    call(
+        "close_range",
+        libc::SYS_close_range,
+        &[hi, u32::MAX as u64, 0],
+    )?;
     for (fd, data) in pipe_data {
         let proc_path = format!("/proc/{tid}/fd/{fd}");
         std::fs::OpenOptions::new()

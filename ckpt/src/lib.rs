@@ -30,14 +30,21 @@ use nix::errno::Errno;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Tracee(String),
     /// The program is gone (exited or killed).
     #[error("{0}")]
     Gone(String),
     #[error("{op} on thread {tid} failed: {}", errno.desc())]
-    Ptrace { op: &'static str, tid: i32, errno: Errno },
+    Ptrace {
+        op: &'static str,
+        tid: i32,
+        errno: Errno,
+    },
     #[error("{what} in the target failed: {}", errno.desc())]
     Injected { what: String, errno: Errno },
     #[error(transparent)]
@@ -50,7 +57,10 @@ pub enum Error {
 
 impl Error {
     pub fn io(path: impl Into<String>, source: std::io::Error) -> Error {
-        Error::Io { path: path.into(), source }
+        Error::Io {
+            path: path.into(),
+            source,
+        }
     }
     pub fn ptrace(op: &'static str, tid: i32, errno: Errno) -> Error {
         Error::Ptrace { op, tid, errno }

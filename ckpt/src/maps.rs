@@ -31,7 +31,10 @@ impl Mapping {
 
 /// Parse the text of /proc/pid/maps.
 pub fn parse(text: &str) -> Result<Vec<Mapping>, Error> {
-    text.lines().filter(|l| !l.trim().is_empty()).map(parse_line).collect()
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(parse_line)
+        .collect()
 }
 
 /// Read and parse /proc/<pid>/maps.

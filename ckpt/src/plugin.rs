@@ -98,7 +98,10 @@ pub trait Plugin {
 
 /// The plugins every session has.
 pub fn builtin() -> Vec<Box<dyn Plugin>> {
-    vec![Box::new(crate::fds::Files), Box::new(crate::vids::Pids::new())]
+    vec![
+        Box::new(crate::fds::Files),
+        Box::new(crate::vids::Pids::new()),
+    ]
 }
 
 /// Plugins by name (`--plugin a,b`); the built-in ones always come first.

@@ -47,7 +47,11 @@ pub struct Restored {
 }
 
 /// Restore the image at `path`.
-pub fn restart(path: &Path, plugins: &mut [Box<dyn Plugin>], opts: &RestartOptions) -> Result<Restored, Error> {
+pub fn restart(
+    path: &Path,
+    plugins: &mut [Box<dyn Plugin>],
+    opts: &RestartOptions,
+) -> Result<Restored, Error> {
     let t0 = std::time::Instant::now();
     let mut reader = ImageReader::open(path)?;
     let state = reader.state.clone();
@@ -55,12 +59,17 @@ pub fn restart(path: &Path, plugins: &mut [Box<dyn Plugin>], opts: &RestartOptio
     let own = maps::read(std::process::id() as pid_t)?;
     let mut taken: Vec<(u64, u64)> = state.regions.iter().map(|r| (r.start, r.end)).collect();
     taken.extend(own.iter().map(|m| (m.start, m.end)));
-    let tramp = maps::find_hole(&taken, TRAMPOLINE_SIZE, 0x7fff_0000_0000)
-        .ok_or_else(|| Error::Restore("no room for the trampoline in the image's address space".into()))?;
+    let tramp = maps::find_hole(&taken, TRAMPOLINE_SIZE, 0x7fff_0000_0000).ok_or_else(|| {
+        Error::Restore("no room for the trampoline in the image's address space".into())
+    })?;
 
-    let husk = crate::sys::process::spawn_husk().map_err(|e| Error::Restore(format!("fork: {e}")))?;
+    // The original pid when it is free: then the kernel and the program
+    // agree on ids everywhere, /proc contents included.
+    let husk = crate::sys::process::spawn_husk(Some(state.vpid))
+        .map_err(|e| Error::Restore(format!("fork: {e}")))?;
     let result = (|| {
-        ptrace::seize(husk, ptrace::default_options()).map_err(|e| Error::ptrace("PTRACE_SEIZE", husk, e))?;
+        ptrace::seize(husk, ptrace::default_options())
+            .map_err(|e| Error::ptrace("PTRACE_SEIZE", husk, e))?;
         ptrace::interrupt(husk).map_err(|e| Error::ptrace("PTRACE_INTERRUPT", husk, e))?;
         loop {
             match ptrace::wait(husk, false).map_err(|e| Error::ptrace("waitpid", husk, e))? {
@@ -68,7 +77,9 @@ pub fn restart(path: &Path, plugins: &mut [Box<dyn Plugin>], opts: &RestartOptio
                 Some((_, Stop::Exited(_) | Stop::Killed(_))) => {
                     return Err(Error::Restore("the new process died before restore".into()))
                 }
-                Some(_) => ptrace::cont(husk, 0).map_err(|e| Error::ptrace("PTRACE_CONT", husk, e))?,
+                Some(_) => {
+                    ptrace::cont(husk, 0).map_err(|e| Error::ptrace("PTRACE_CONT", husk, e))?
+                }
                 None => {}
             }
         }
@@ -76,7 +87,13 @@ pub fn restart(path: &Path, plugins: &mut [Box<dyn Plugin>], opts: &RestartOptio
         if let Some(t) = tracee.threads.get_mut(&husk) {
             t.stop = ThreadStop::Interrupted;
         }
-        let mut r = Refill { tracee, inj: Injector { addr: 0 }, state: &state, warnings: Vec::new(), tids: Vec::new() };
+        let mut r = Refill {
+            tracee,
+            inj: Injector { addr: 0 },
+            state: &state,
+            warnings: Vec::new(),
+            tids: Vec::new(),
+        };
         r.run(&mut reader, tramp, plugins, opts)
     })();
     match result {
@@ -98,13 +115,24 @@ pub fn restart(path: &Path, plugins: &mut [Box<dyn Plugin>], opts: &RestartOptio
 /// Checks that need no process: files the image depends on, CPU features.
 fn preflight(state: &ProcessState, path: &Path) -> Result<(), Error> {
     if state.threads.is_empty() {
-        return Err(Error::Restore(format!("{}: image has no threads", path.display())));
+        return Err(Error::Restore(format!(
+            "{}: image has no threads",
+            path.display()
+        )));
     }
     for r in &state.regions {
-        if let RegionKind::File { path: file, identity, .. } = &r.kind {
+        if let RegionKind::File {
+            path: file,
+            identity,
+            ..
+        } = &r.kind
+        {
             use std::os::unix::fs::MetadataExt;
             let md = std::fs::metadata(file).map_err(|e| {
-                Error::Restore(format!("file {file}, mapped at {:#x}-{:#x}, is gone: {e}", r.start, r.end))
+                Error::Restore(format!(
+                    "file {file}, mapped at {:#x}-{:#x}, is gone: {e}",
+                    r.start, r.end
+                ))
             })?;
             let mtime_ns = md.mtime() as i128 * 1_000_000_000 + md.mtime_nsec() as i128;
             if md.size() != identity.size || mtime_ns != identity.mtime_ns {
@@ -147,14 +175,18 @@ impl Refill<'_> {
         let pid = self.pid();
         let state = self.state;
         self.check_cpu()?;
-        ptrace::setsigmask(pid, BLOCK_ALL).map_err(|e| Error::ptrace("PTRACE_SETSIGMASK", pid, e))?;
+        ptrace::setsigmask(pid, BLOCK_ALL)
+            .map_err(|e| Error::ptrace("PTRACE_SETSIGMASK", pid, e))?;
         self.inj = Injector::install(&self.tracee, pid, tramp)?;
         // The husk inherited rewind's own rseq registration, whose area is
         // about to be unmapped.
         if let Some((addr, len, sig)) = ptrace::rseq_configuration(pid).ok().flatten() {
-            self.call("rseq unregister", libc::SYS_rseq, &[addr, len as u64, RSEQ_FLAG_UNREGISTER, sig as u64])?;
+            self.call(
+                "rseq unregister",
+                libc::SYS_rseq,
+                &[addr, len as u64, RSEQ_FLAG_UNREGISTER, sig as u64],
+            )?;
         }
-        self.install_filter(plugins)?;
         self.empty()?;
         self.move_vdso()?;
         self.map_regions()?;
@@ -175,6 +207,11 @@ impl Refill<'_> {
             };
             p.restart(&mut ctx)?;
         }
+        if !vids.is_identity() {
+            // Some id could not be kept: the program's pid syscalls need
+            // translating from now on.
+            self.install_filter(plugins)?;
+        }
         if !opts.env.is_empty() {
             crate::environ::set_vars(&self.tracee, &self.inj, state, &opts.env)?;
         }
@@ -189,7 +226,8 @@ impl Refill<'_> {
     /// Refuse to restore state a CPU lacks (DESIGN §10 xsave).
     fn check_cpu(&self) -> Result<(), Error> {
         let pid = self.pid();
-        let ours = ptrace::get_xstate(pid).map_err(|e| Error::ptrace("PTRACE_GETREGSET", pid, e))?;
+        let ours =
+            ptrace::get_xstate(pid).map_err(|e| Error::ptrace("PTRACE_GETREGSET", pid, e))?;
         let have = xcr0_of(&ours);
         for t in &self.state.threads {
             let need = xcr0_of(&t.xstate);
@@ -210,7 +248,10 @@ impl Refill<'_> {
     }
 
     fn install_filter(&self, plugins: &[Box<dyn Plugin>]) -> Result<(), Error> {
-        let mut traced: Vec<i64> = plugins.iter().flat_map(|p| p.syscalls().iter().copied()).collect();
+        let mut traced: Vec<i64> = plugins
+            .iter()
+            .flat_map(|p| p.syscalls().iter().copied())
+            .collect();
         traced.sort_unstable();
         traced.dedup();
         if traced.is_empty() {
@@ -227,10 +268,19 @@ impl Refill<'_> {
         fprog.extend_from_slice(&filter_at.to_le_bytes());
         self.tracee.write_mem(scratch, &fprog)?;
         if !nix::unistd::geteuid().is_root() {
-            self.call("prctl(PR_SET_NO_NEW_PRIVS)", libc::SYS_prctl, &[libc::PR_SET_NO_NEW_PRIVS as u64, 1, 0, 0, 0])?;
+            self.call(
+                "prctl(PR_SET_NO_NEW_PRIVS)",
+                libc::SYS_prctl,
+                &[libc::PR_SET_NO_NEW_PRIVS as u64, 1, 0, 0, 0],
+            )?;
         }
-        // SECCOMP_SET_MODE_FILTER = 1
-        self.call("seccomp(SET_MODE_FILTER)", libc::SYS_seccomp, &[1, 0, scratch])?;
+        // SECCOMP_SET_MODE_FILTER = 1, SECCOMP_FILTER_FLAG_TSYNC = 1: every
+        // thread gets the filter.
+        self.call(
+            "seccomp(SET_MODE_FILTER)",
+            libc::SYS_seccomp,
+            &[1, 1, scratch],
+        )?;
         Ok(())
     }
 
@@ -239,7 +289,10 @@ impl Refill<'_> {
     }
 
     fn is_special(m: &Mapping) -> bool {
-        matches!(m.name.as_str(), "[vdso]" | "[vvar]" | "[vvar_vclock]" | "[vsyscall]")
+        matches!(
+            m.name.as_str(),
+            "[vdso]" | "[vvar]" | "[vvar_vclock]" | "[vsyscall]"
+        )
     }
 
     /// Unmap everything of the husk but the trampoline and the kernel's
@@ -249,7 +302,11 @@ impl Refill<'_> {
             if Self::is_special(&m) || m.contains(self.inj.addr) {
                 continue;
             }
-            self.call(&format!("munmap {:#x}-{:#x}", m.start, m.end), libc::SYS_munmap, &[m.start, m.len()])?;
+            self.call(
+                &format!("munmap {:#x}-{:#x}", m.start, m.end),
+                libc::SYS_munmap,
+                &[m.start, m.len()],
+            )?;
         }
         Ok(())
     }
@@ -257,7 +314,11 @@ impl Refill<'_> {
     /// Move [vvar], [vvar_vclock] and [vdso] to where the image had them.
     fn move_vdso(&self) -> Result<(), Error> {
         let husk = self.husk_maps()?;
-        let kinds = [(RegionKind::Vvar, "[vvar]"), (RegionKind::VvarVclock, "[vvar_vclock]"), (RegionKind::Vdso, "[vdso]")];
+        let kinds = [
+            (RegionKind::Vvar, "[vvar]"),
+            (RegionKind::VvarVclock, "[vvar_vclock]"),
+            (RegionKind::Vdso, "[vdso]"),
+        ];
         let mut moves = Vec::new();
         for (kind, name) in kinds {
             let want = self.state.regions.iter().find(|r| r.kind == kind);
@@ -284,7 +345,12 @@ impl Refill<'_> {
             return Ok(());
         }
         // Through a hole first, so no move overlaps another's source.
-        let mut taken: Vec<(u64, u64)> = self.state.regions.iter().map(|r| (r.start, r.end)).collect();
+        let mut taken: Vec<(u64, u64)> = self
+            .state
+            .regions
+            .iter()
+            .map(|r| (r.start, r.end))
+            .collect();
         taken.extend(husk.iter().map(|m| (m.start, m.end)));
         let total: u64 = moves.iter().map(|m| m.2).sum();
         let mut tmp = maps::find_hole(&taken, total, 0x7fff_0000_0000)
@@ -293,7 +359,13 @@ impl Refill<'_> {
             self.call(
                 "mremap vdso",
                 libc::SYS_mremap,
-                &[from, len, len, (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64, to],
+                &[
+                    from,
+                    len,
+                    len,
+                    (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64,
+                    to,
+                ],
             )
         };
         let mut staged = Vec::new();
@@ -314,8 +386,16 @@ impl Refill<'_> {
         let result = (|| {
             for r in &self.state.regions {
                 let len = r.end - r.start;
-                let shared = if r.shared { libc::MAP_SHARED } else { libc::MAP_PRIVATE } as u64;
-                let growsdown = if r.name == "[stack]" { libc::MAP_GROWSDOWN as u64 } else { 0 };
+                let shared = if r.shared {
+                    libc::MAP_SHARED
+                } else {
+                    libc::MAP_PRIVATE
+                } as u64;
+                let growsdown = if r.name == "[stack]" {
+                    libc::MAP_GROWSDOWN as u64
+                } else {
+                    0
+                };
                 let (prot, flags, fd, offset) = match &r.kind {
                     RegionKind::Vdso | RegionKind::Vvar | RegionKind::VvarVclock => continue,
                     RegionKind::Anon | RegionKind::Contents => (
@@ -333,11 +413,20 @@ impl Refill<'_> {
                                 let mut bytes = path.as_bytes().to_vec();
                                 bytes.push(0);
                                 self.tracee.write_mem(scratch, &bytes)?;
-                                let mode = if writable_shared { libc::O_RDWR } else { libc::O_RDONLY };
+                                let mode = if writable_shared {
+                                    libc::O_RDWR
+                                } else {
+                                    libc::O_RDONLY
+                                };
                                 let fd = self.call(
                                     &format!("open {path}"),
                                     libc::SYS_openat,
-                                    &[libc::AT_FDCWD as u64, scratch, (mode | libc::O_CLOEXEC) as u64, 0],
+                                    &[
+                                        libc::AT_FDCWD as u64,
+                                        scratch,
+                                        (mode | libc::O_CLOEXEC) as u64,
+                                        0,
+                                    ],
                                 )?;
                                 files.insert(key, fd);
                                 fd
@@ -345,7 +434,11 @@ impl Refill<'_> {
                         };
                         // Private mappings get written; shared ones keep their
                         // protection (the file holds their contents).
-                        let prot = if r.shared { r.prot as u64 } else { r.prot as u64 | libc::PROT_WRITE as u64 };
+                        let prot = if r.shared {
+                            r.prot as u64
+                        } else {
+                            r.prot as u64 | libc::PROT_WRITE as u64
+                        };
                         (prot, shared, fd, *offset)
                     }
                 };
@@ -360,11 +453,33 @@ impl Refill<'_> {
                         let other = husk
                             .iter()
                             .find(|m| m.start < r.end && r.start < m.end)
-                            .map(|m| format!("{} at {:#x}-{:#x}", if m.name.is_empty() { "anonymous memory" } else { &m.name }, m.start, m.end))
+                            .map(|m| {
+                                format!(
+                                    "{} at {:#x}-{:#x}",
+                                    if m.name.is_empty() {
+                                        "anonymous memory"
+                                    } else {
+                                        &m.name
+                                    },
+                                    m.start,
+                                    m.end
+                                )
+                            })
                             .unwrap_or_else(|| "another mapping".into());
-                        format!("address conflict: region {} at {:#x}-{:#x} overlaps {other}", region_name(r), r.start, r.end)
+                        format!(
+                            "address conflict: region {} at {:#x}-{:#x} overlaps {other}",
+                            region_name(r),
+                            r.start,
+                            r.end
+                        )
                     } else {
-                        format!("cannot map region {} at {:#x}-{:#x}: {}", region_name(r), r.start, r.end, errno_text(ret))
+                        format!(
+                            "cannot map region {} at {:#x}-{:#x}: {}",
+                            region_name(r),
+                            r.start,
+                            r.end,
+                            errno_text(ret)
+                        )
                     };
                     return Err(Error::Restore(what));
                 }
@@ -383,9 +498,10 @@ impl Refill<'_> {
             let mut off = 0usize;
             for run in &chunk.runs {
                 let len = run.len as usize;
-                let data = chunk.data.get(off..off + len).ok_or_else(|| {
-                    Error::Restore("memory chunk shorter than its runs".into())
-                })?;
+                let data = chunk
+                    .data
+                    .get(off..off + len)
+                    .ok_or_else(|| Error::Restore("memory chunk shorter than its runs".into()))?;
                 if !covered(&self.state.regions, run.addr, run.len) {
                     return Err(Error::Restore(format!(
                         "image memory at {:#x} (+{:#x}) lies in no region of the image",
@@ -410,7 +526,11 @@ impl Refill<'_> {
                 _ => r.prot & libc::PROT_WRITE as u32 == 0,
             };
             if added_write {
-                self.call("mprotect", libc::SYS_mprotect, &[r.start, r.end - r.start, r.prot as u64])?;
+                self.call(
+                    "mprotect",
+                    libc::SYS_mprotect,
+                    &[r.start, r.end - r.start, r.prot as u64],
+                )?;
             }
         }
         Ok(())
@@ -424,10 +544,22 @@ impl Refill<'_> {
             let mut bytes = st.exe.as_bytes().to_vec();
             bytes.push(0);
             self.tracee.write_mem(scratch, &bytes)?;
-            match self.inj.syscall(self.pid(), libc::SYS_openat, &[libc::AT_FDCWD as u64, scratch, (libc::O_RDONLY | libc::O_CLOEXEC) as u64, 0])? {
+            match self.inj.syscall(
+                self.pid(),
+                libc::SYS_openat,
+                &[
+                    libc::AT_FDCWD as u64,
+                    scratch,
+                    (libc::O_RDONLY | libc::O_CLOEXEC) as u64,
+                    0,
+                ],
+            )? {
                 fd if fd >= 0 => Some(fd as u64),
                 _ => {
-                    self.warnings.push(format!("executable {} is gone; /proc/self/exe keeps its old target", st.exe));
+                    self.warnings.push(format!(
+                        "executable {} is gone; /proc/self/exe keeps its old target",
+                        st.exe
+                    ));
                     None
                 }
             }
@@ -439,8 +571,18 @@ impl Refill<'_> {
         }
         self.tracee.write_mem(auxv_at, &st.auxv)?;
         let mut map: Vec<u8> = [
-            mm.start_code, mm.end_code, mm.start_data, mm.end_data, mm.start_brk, mm.brk, mm.start_stack,
-            mm.arg_start, mm.arg_end, mm.env_start, mm.env_end, auxv_at,
+            mm.start_code,
+            mm.end_code,
+            mm.start_data,
+            mm.end_data,
+            mm.start_brk,
+            mm.brk,
+            mm.start_stack,
+            mm.arg_start,
+            mm.arg_end,
+            mm.env_start,
+            mm.env_end,
+            auxv_at,
         ]
         .iter()
         .flat_map(|v| v.to_le_bytes())
@@ -448,8 +590,15 @@ impl Refill<'_> {
         map.extend_from_slice(&(st.auxv.len() as u32).to_le_bytes());
         map.extend_from_slice(&(exe_fd.map(|f| f as u32).unwrap_or(u32::MAX)).to_le_bytes());
         self.tracee.write_mem(scratch, &map)?;
-        tracing::debug!("PR_SET_MM_MAP {mm:x?} auxv {} bytes exe_fd {exe_fd:?}", st.auxv.len());
-        let ret = self.inj.syscall(self.pid(), libc::SYS_prctl, &[PR_SET_MM, PR_SET_MM_MAP, scratch, map.len() as u64, 0])?;
+        tracing::debug!(
+            "PR_SET_MM_MAP {mm:x?} auxv {} bytes exe_fd {exe_fd:?}",
+            st.auxv.len()
+        );
+        let ret = self.inj.syscall(
+            self.pid(),
+            libc::SYS_prctl,
+            &[PR_SET_MM, PR_SET_MM_MAP, scratch, map.len() as u64, 0],
+        )?;
         if let Some(fd) = exe_fd {
             self.call("close", libc::SYS_close, &[fd])?;
         }
@@ -459,7 +608,10 @@ impl Refill<'_> {
             ));
         }
         if ret < 0 {
-            return Err(Error::Restore(format!("prctl(PR_SET_MM_MAP) failed: {}", errno_text(ret))));
+            return Err(Error::Restore(format!(
+                "prctl(PR_SET_MM_MAP) failed: {}",
+                errno_text(ret)
+            )));
         }
         Ok(())
     }
@@ -472,10 +624,17 @@ impl Refill<'_> {
         cwd.push(0);
         self.tracee.write_mem(scratch, &cwd)?;
         if self.inj.syscall(pid, libc::SYS_chdir, &[scratch])? < 0 {
-            return Err(Error::Restore(format!("the working directory {} is gone", st.cwd)));
+            return Err(Error::Restore(format!(
+                "the working directory {} is gone",
+                st.cwd
+            )));
         }
         self.call("umask", libc::SYS_umask, &[st.umask as u64])?;
-        self.call("personality", libc::SYS_personality, &[st.personality as u64])?;
+        self.call(
+            "personality",
+            libc::SYS_personality,
+            &[st.personality as u64],
+        )?;
         for l in &st.rlimits {
             crate::sys::process::prlimit_set(pid, l.resource, l.cur, l.max).map_err(|e| {
                 Error::Restore(format!("cannot restore resource limit {}: {e}", l.resource))
@@ -486,20 +645,36 @@ impl Refill<'_> {
             if sig == libc::SIGKILL as u64 || sig == libc::SIGSTOP as u64 {
                 continue;
             }
-            let bytes: Vec<u8> = [a.handler, a.flags, a.restorer, a.mask].iter().flat_map(|v| v.to_le_bytes()).collect();
+            let bytes: Vec<u8> = [a.handler, a.flags, a.restorer, a.mask]
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect();
             self.tracee.write_mem(scratch, &bytes)?;
-            self.call("rt_sigaction", libc::SYS_rt_sigaction, &[sig, scratch, 0, 8])?;
+            self.call(
+                "rt_sigaction",
+                libc::SYS_rt_sigaction,
+                &[sig, scratch, 0, 8],
+            )?;
         }
         for (which, (interval, value)) in st.itimers.iter().enumerate() {
             if *value == 0 {
                 continue;
             }
-            let v: Vec<u8> = [interval / 1_000_000, interval % 1_000_000, value / 1_000_000, value % 1_000_000]
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect();
+            let v: Vec<u8> = [
+                interval / 1_000_000,
+                interval % 1_000_000,
+                value / 1_000_000,
+                value % 1_000_000,
+            ]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
             self.tracee.write_mem(scratch, &v)?;
-            self.call("setitimer", libc::SYS_setitimer, &[which as u64, scratch, 0])?;
+            self.call(
+                "setitimer",
+                libc::SYS_setitimer,
+                &[which as u64, scratch, 0],
+            )?;
         }
         Ok(())
     }
@@ -513,14 +688,33 @@ impl Refill<'_> {
             | libc::CLONE_THREAD
             | libc::CLONE_SYSVSEM) as u64;
         let mut tids = vec![pid];
+        let scratch = self.inj.scratch();
         for t in self.state.threads.iter().skip(1) {
-            let tid = self.call("clone", libc::SYS_clone, &[flags, 0, 0, 0, 0])? as pid_t;
+            // clone3 with set_tid gives the thread its old id when free.
+            let mut args = [0u64; 11];
+            args[0] = flags;
+            args[8] = scratch + 256;
+            args[9] = 1;
+            let bytes: Vec<u8> = args.iter().flat_map(|v| v.to_le_bytes()).collect();
+            self.tracee.write_mem(scratch, &bytes)?;
+            self.tracee
+                .write_mem(scratch + 256, &t.vtid.to_le_bytes())?;
+            let ret = self
+                .inj
+                .syscall(pid, libc::SYS_clone3, &[scratch, bytes.len() as u64])?;
+            let tid = if ret > 0 {
+                ret as pid_t
+            } else {
+                self.call("clone", libc::SYS_clone, &[flags, 0, 0, 0, 0])? as pid_t
+            };
             // The new thread starts in a PTRACE_EVENT_STOP (auto-attached).
             loop {
                 match ptrace::wait(tid, false).map_err(|e| Error::ptrace("waitpid", tid, e))? {
                     Some((_, Stop::Event(PTRACE_EVENT_STOP, _))) => break,
                     Some((_, Stop::Exited(_) | Stop::Killed(_))) => {
-                        return Err(Error::Restore("a restored thread died before it ran".into()))
+                        return Err(Error::Restore(
+                            "a restored thread died before it ran".into(),
+                        ))
                     }
                     _ => {}
                 }
@@ -528,27 +722,64 @@ impl Refill<'_> {
             let mut th = Thread::new(tid);
             th.stop = ThreadStop::Interrupted;
             self.tracee.threads.insert(tid, th);
-            ptrace::setsigmask(tid, BLOCK_ALL).map_err(|e| Error::ptrace("PTRACE_SETSIGMASK", tid, e))?;
+            ptrace::setsigmask(tid, BLOCK_ALL)
+                .map_err(|e| Error::ptrace("PTRACE_SETSIGMASK", tid, e))?;
             vids.insert(t.vtid, tid);
             tids.push(tid);
         }
         self.tids = tids.clone();
-        let scratch = self.inj.scratch();
         for (t, &tid) in self.state.threads.iter().zip(&tids) {
             let inj = self.inj;
-            inj.call(tid, "set_tid_address", libc::SYS_set_tid_address, &[t.clear_child_tid])?;
+            let mut comm = t
+                .comm
+                .as_bytes()
+                .iter()
+                .copied()
+                .take(15)
+                .collect::<Vec<u8>>();
+            comm.push(0);
+            self.tracee.write_mem(scratch, &comm)?;
+            inj.call(
+                tid,
+                "prctl(PR_SET_NAME)",
+                libc::SYS_prctl,
+                &[libc::PR_SET_NAME as u64, scratch],
+            )?;
+            inj.call(
+                tid,
+                "set_tid_address",
+                libc::SYS_set_tid_address,
+                &[t.clear_child_tid],
+            )?;
             if t.robust_list.0 != 0 {
-                inj.call(tid, "set_robust_list", libc::SYS_set_robust_list, &[t.robust_list.0, t.robust_list.1])?;
+                inj.call(
+                    tid,
+                    "set_robust_list",
+                    libc::SYS_set_robust_list,
+                    &[t.robust_list.0, t.robust_list.1],
+                )?;
             }
             let (sp, fl, size) = t.altstack;
             let mut ss = sp.to_le_bytes().to_vec();
-            ss.extend_from_slice(&(if fl & SS_DISABLE != 0 { SS_DISABLE } else { fl & !1 }).to_le_bytes());
+            ss.extend_from_slice(
+                &(if fl & SS_DISABLE != 0 {
+                    SS_DISABLE
+                } else {
+                    fl & !1
+                })
+                .to_le_bytes(),
+            );
             ss.extend_from_slice(&[0u8; 4]);
             ss.extend_from_slice(&size.to_le_bytes());
             self.tracee.write_mem(scratch, &ss)?;
             inj.call(tid, "sigaltstack", libc::SYS_sigaltstack, &[scratch, 0])?;
             if let Some((addr, len, sig)) = t.rseq {
-                inj.call(tid, "rseq", libc::SYS_rseq, &[addr, len as u64, 0, sig as u64])?;
+                inj.call(
+                    tid,
+                    "rseq",
+                    libc::SYS_rseq,
+                    &[addr, len as u64, 0, sig as u64],
+                )?;
             }
         }
         Ok(())
@@ -557,16 +788,28 @@ impl Refill<'_> {
     fn queue_pending(&self) -> Result<(), Error> {
         let pid = self.pid();
         let scratch = self.inj.scratch();
-        let sig_of = |info: &[u8]| info.get(0..4).map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as u64).unwrap_or(0);
+        let sig_of = |info: &[u8]| {
+            info.get(0..4)
+                .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as u64)
+                .unwrap_or(0)
+        };
         for info in &self.state.shared_pending {
             self.tracee.write_mem(scratch, info)?;
-            self.call("rt_sigqueueinfo", libc::SYS_rt_sigqueueinfo, &[pid as u64, sig_of(info), scratch])?;
+            self.call(
+                "rt_sigqueueinfo",
+                libc::SYS_rt_sigqueueinfo,
+                &[pid as u64, sig_of(info), scratch],
+            )?;
         }
         let tids: Vec<pid_t> = self.thread_tids();
         for (t, tid) in self.state.threads.iter().zip(tids) {
             for info in &t.pending {
                 self.tracee.write_mem(scratch, info)?;
-                self.call("rt_tgsigqueueinfo", libc::SYS_rt_tgsigqueueinfo, &[pid as u64, tid as u64, sig_of(info), scratch])?;
+                self.call(
+                    "rt_tgsigqueueinfo",
+                    libc::SYS_rt_tgsigqueueinfo,
+                    &[pid as u64, tid as u64, sig_of(info), scratch],
+                )?;
             }
         }
         Ok(())
@@ -578,15 +821,21 @@ impl Refill<'_> {
 
     fn final_registers(&self) -> Result<(), Error> {
         for (t, tid) in self.state.threads.iter().zip(self.thread_tids()) {
-            let mut regs = regs_from_slice(&t.regs)
-                .ok_or_else(|| Error::Restore(format!("thread {}: malformed registers in the image", t.vtid)))?;
+            let mut regs = regs_from_slice(&t.regs).ok_or_else(|| {
+                Error::Restore(format!(
+                    "thread {}: malformed registers in the image",
+                    t.vtid
+                ))
+            })?;
             restart_interrupted_syscall(&mut regs);
             if let Some((rseq, _, _)) = t.rseq {
                 self.rseq_abort(rseq, &mut regs)?;
             }
-            ptrace::set_xstate(tid, &t.xstate).map_err(|e| Error::ptrace("PTRACE_SETREGSET(xstate)", tid, e))?;
+            ptrace::set_xstate(tid, &t.xstate)
+                .map_err(|e| Error::ptrace("PTRACE_SETREGSET(xstate)", tid, e))?;
             ptrace::setregs(tid, &regs).map_err(|e| Error::ptrace("PTRACE_SETREGS", tid, e))?;
-            ptrace::setsigmask(tid, t.sigmask).map_err(|e| Error::ptrace("PTRACE_SETSIGMASK", tid, e))?;
+            ptrace::setsigmask(tid, t.sigmask)
+                .map_err(|e| Error::ptrace("PTRACE_SETSIGMASK", tid, e))?;
         }
         Ok(())
     }
@@ -643,7 +892,10 @@ pub fn restart_interrupted_syscall(regs: &mut libc::user_regs_struct) {
     if (regs.orig_rax as i64) < 0 {
         return;
     }
-    if matches!(rax, ERESTARTSYS | ERESTARTNOINTR | ERESTARTNOHAND | ERESTART_RESTARTBLOCK) {
+    if matches!(
+        rax,
+        ERESTARTSYS | ERESTARTNOINTR | ERESTARTNOHAND | ERESTART_RESTARTBLOCK
+    ) {
         regs.rax = regs.orig_rax;
         regs.rip -= 2;
     }

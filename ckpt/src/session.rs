@@ -55,7 +55,9 @@ pub struct Session {
 pub fn resolve_program(prog: &str) -> Result<PathBuf, Error> {
     let candidate = |p: &Path| {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+        std::fs::metadata(p)
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
     };
     if prog.contains('/') {
         let p = PathBuf::from(prog);
@@ -86,12 +88,17 @@ fn exit_code(stop: Stop) -> Option<i32> {
 impl Session {
     /// Start `argv` under the engine (`rewind launch`).
     pub fn launch(argv: &[String], opts: SessionOptions) -> Result<Session, Error> {
-        let prog = argv.first().ok_or_else(|| Error::Usage("no program given".into()))?;
+        let prog = argv
+            .first()
+            .ok_or_else(|| Error::Usage("no program given".into()))?;
         let path = resolve_program(prog)?;
         let plugins = crate::plugin::by_names(&opts.plugins)?;
         let control = ControlSocket::bind(&control::socket_path(&opts.ckpt_dir))?;
         let c_path = cstring(&path.to_string_lossy())?;
-        let c_argv = argv.iter().map(|a| cstring(a)).collect::<Result<Vec<_>, _>>()?;
+        let c_argv = argv
+            .iter()
+            .map(|a| cstring(a))
+            .collect::<Result<Vec<_>, _>>()?;
         let c_env = std::env::vars_os()
             .map(|(k, v)| {
                 let mut kv = k.into_encoded_bytes();
@@ -113,13 +120,19 @@ impl Session {
             match ptrace::wait(pid, false).map_err(|e| Error::ptrace("waitpid", pid, e))? {
                 Some((_, Stop::Event(libc::PTRACE_EVENT_EXEC, _))) => break,
                 Some((_, Stop::Exited(_) | Stop::Killed(_))) => {
-                    let why = child.exec_result().err().map(|e| e.desc().to_string()).unwrap_or_default();
+                    let why = child
+                        .exec_result()
+                        .err()
+                        .map(|e| e.desc().to_string())
+                        .unwrap_or_default();
                     return Err(Error::Usage(format!("cannot run {prog}: {why}")));
                 }
                 Some((_, Stop::Signal(sig))) => {
                     ptrace::cont(pid, sig).map_err(|e| Error::ptrace("PTRACE_CONT", pid, e))?
                 }
-                Some(_) => ptrace::cont(pid, 0).map_err(|e| Error::ptrace("PTRACE_CONT", pid, e))?,
+                Some(_) => {
+                    ptrace::cont(pid, 0).map_err(|e| Error::ptrace("PTRACE_CONT", pid, e))?
+                }
                 None => {}
             }
         }
@@ -128,7 +141,14 @@ impl Session {
             t.stop = ThreadStop::Interrupted;
         }
         tracee.resume_all()?;
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        // The name the kernel gives the program (comm), as ps shows it.
+        let name = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .map(|c| c.trim_end().to_string())
+            .unwrap_or_else(|_| {
+                path.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            });
         Ok(Session {
             tracee,
             plugins,
@@ -148,13 +168,19 @@ impl Session {
     }
 
     /// Bring back the program of an image (`rewind restart`).
-    pub fn restart(image: &Path, opts: SessionOptions, ropts: &RestartOptions) -> Result<(Session, Vec<String>), Error> {
+    pub fn restart(
+        image: &Path,
+        opts: SessionOptions,
+        ropts: &RestartOptions,
+    ) -> Result<(Session, Vec<String>), Error> {
         let mut plugins = crate::plugin::by_names(&opts.plugins)?;
         let control = ControlSocket::bind(&control::socket_path(&opts.ckpt_dir))?;
         let restored = restore::restart(image, &mut plugins, ropts)?;
-        let prog = Path::new(&restored.state.exe)
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
+        let prog = restored
+            .state
+            .threads
+            .first()
+            .map(|t| t.comm.clone())
             .unwrap_or_default();
         let mut s = Session {
             tracee: restored.tracee,
@@ -181,9 +207,18 @@ impl Session {
         let name: String = self
             .prog
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
-        self.opts.ckpt_dir.join(format!("ckpt_{name}_{}.rwd", self.vids.to_virtual(self.tracee.pid)))
+        self.opts.ckpt_dir.join(format!(
+            "ckpt_{name}_{}.rwd",
+            self.vids.to_virtual(self.tracee.pid)
+        ))
     }
 
     /// Stop the program, write an image, then resume it (or kill it).
@@ -200,7 +235,11 @@ impl Session {
             return Err(e);
         }
         let path = self.image_path();
-        let env = CaptureEnv { stdio: &self.stdio, vids: &self.vids, vppid: self.vppid };
+        let env = CaptureEnv {
+            stdio: &self.stdio,
+            vids: &self.vids,
+            vppid: self.vppid,
+        };
         let result = capture::checkpoint(&mut self.tracee, &mut self.plugins, &env, &path);
         if kill {
             self.kill();
@@ -242,9 +281,18 @@ impl Session {
             argv: self.argv.clone(),
             pid: self.vids.to_virtual(self.tracee.pid),
             real_pid: self.tracee.pid,
-            threads: self.tracee.threads.keys().map(|&t| self.vids.to_virtual(t)).collect(),
+            threads: self
+                .tracee
+                .threads
+                .keys()
+                .map(|&t| self.vids.to_virtual(t))
+                .collect(),
             ckpt_dir: self.opts.ckpt_dir.display().to_string(),
-            images: self.images.iter().map(|p| p.display().to_string()).collect(),
+            images: self
+                .images
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect(),
             restarted: self.restarted,
             last_checkpoint_ms: self.last_checkpoint_ms,
         }
@@ -255,15 +303,22 @@ impl Session {
     pub fn run(&mut self) -> Result<i32, Error> {
         let mut mask = SigSet::empty();
         mask.add(Signal::SIGCHLD);
-        mask.thread_block().map_err(|e| Error::Tracee(format!("sigprocmask: {e}")))?;
+        mask.thread_block()
+            .map_err(|e| Error::Tracee(format!("sigprocmask: {e}")))?;
         let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
             .map_err(|e| Error::Tracee(format!("signalfd: {e}")))?;
         let timer = match self.opts.interval {
             Some(d) if !d.is_zero() => {
-                let t = TimerFd::new(ClockId::CLOCK_MONOTONIC, TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC)
-                    .map_err(|e| Error::Tracee(format!("timerfd: {e}")))?;
-                t.set(Expiration::Interval(TimeSpec::from_duration(d)), TimerSetTimeFlags::empty())
-                    .map_err(|e| Error::Tracee(format!("timerfd: {e}")))?;
+                let t = TimerFd::new(
+                    ClockId::CLOCK_MONOTONIC,
+                    TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
+                )
+                .map_err(|e| Error::Tracee(format!("timerfd: {e}")))?;
+                t.set(
+                    Expiration::Interval(TimeSpec::from_duration(d)),
+                    TimerSetTimeFlags::empty(),
+                )
+                .map_err(|e| Error::Tracee(format!("timerfd: {e}")))?;
                 Some(t)
             }
             _ => None,
@@ -313,10 +368,20 @@ impl Session {
 
     fn serve_control(&mut self) {
         let Some(control) = &self.control else { return };
-        let Some((req, stream)) = control.accept() else { return };
+        let Some((req, stream)) = control.accept() else {
+            return;
+        };
         let resp = match req {
-            Err(e) => Response { ok: false, error: Some(e), ..Default::default() },
-            Ok(Request::Status) => Response { ok: true, status: Some(self.status()), ..Default::default() },
+            Err(e) => Response {
+                ok: false,
+                error: Some(e),
+                ..Default::default()
+            },
+            Ok(Request::Status) => Response {
+                ok: true,
+                status: Some(self.status()),
+                ..Default::default()
+            },
             Ok(Request::Checkpoint { kill }) => match self.checkpoint(kill) {
                 Ok(c) => Response {
                     ok: true,
@@ -324,15 +389,29 @@ impl Session {
                     warnings: c.warnings,
                     ..Default::default()
                 },
-                Err(e) => Response { ok: false, error: Some(e.to_string()), ..Default::default() },
+                Err(e) => Response {
+                    ok: false,
+                    error: Some(e.to_string()),
+                    ..Default::default()
+                },
             },
             Ok(Request::Kill) => {
                 self.kill();
-                Response { ok: true, ..Default::default() }
+                Response {
+                    ok: true,
+                    ..Default::default()
+                }
             }
             Ok(Request::Quit) => match self.detach() {
-                Ok(()) => Response { ok: true, ..Default::default() },
-                Err(e) => Response { ok: false, error: Some(e.to_string()), ..Default::default() },
+                Ok(()) => Response {
+                    ok: true,
+                    ..Default::default()
+                },
+                Err(e) => Response {
+                    ok: false,
+                    error: Some(e.to_string()),
+                    ..Default::default()
+                },
             },
         };
         control::respond(stream, &resp);
@@ -346,7 +425,9 @@ impl Session {
             ));
         }
         let (plugins, vids) = (&mut self.plugins, &self.vids);
-        tracee::stop_all(&mut self.tracee, |t, tid, stop| handle_other_stop(t, plugins, vids, tid, stop).map(drop))?;
+        tracee::stop_all(&mut self.tracee, |t, tid, stop| {
+            handle_other_stop(t, plugins, vids, tid, stop).map(drop)
+        })?;
         for t in self.tracee.threads.values() {
             let sig = match t.stop {
                 ThreadStop::Signal(s) => s,
@@ -386,8 +467,14 @@ impl Session {
                     let _ = ptrace::cont(tid, sig);
                 }
                 Stop::Event(PTRACE_EVENT_STOP, sig) => {
-                    self.tracee.threads.entry(tid).or_insert_with(|| Thread::new(tid));
-                    if matches!(sig, libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU) {
+                    self.tracee
+                        .threads
+                        .entry(tid)
+                        .or_insert_with(|| Thread::new(tid));
+                    if matches!(
+                        sig,
+                        libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU
+                    ) {
                         // A group-stop: stay stopped until SIGCONT.
                         let _ = ptrace::listen(tid);
                     } else {
@@ -437,7 +524,10 @@ fn handle_other_stop(
         Stop::Event(libc::PTRACE_EVENT_CLONE, _) => {
             if let Ok(new) = ptrace::geteventmsg(tid) {
                 let new = new as pid_t;
-                tracee.threads.entry(new).or_insert_with(|| Thread::new(new));
+                tracee
+                    .threads
+                    .entry(new)
+                    .or_insert_with(|| Thread::new(new));
             }
             let _ = ptrace::cont(tid, 0);
         }
@@ -449,11 +539,18 @@ fn handle_other_stop(
             let _ = ptrace::cont(tid, 0);
         }
         Stop::Event(libc::PTRACE_EVENT_SECCOMP, _) => {
-            let mut regs = ptrace::getregs(tid).map_err(|e| Error::ptrace("PTRACE_GETREGS", tid, e))?;
+            let mut regs =
+                ptrace::getregs(tid).map_err(|e| Error::ptrace("PTRACE_GETREGS", tid, e))?;
             let nr = regs.orig_rax as i64;
             let mut action = SyscallAction::Run;
             for p in plugins.iter_mut().filter(|p| p.syscalls().contains(&nr)) {
-                let mut ctx = SyscallCtx { tracee, tid, regs: &mut regs, vids, scratch: None };
+                let mut ctx = SyscallCtx {
+                    tracee,
+                    tid,
+                    regs: &mut regs,
+                    vids,
+                    scratch: None,
+                };
                 action = p.on_syscall(&mut ctx)?;
                 if action != SyscallAction::Run {
                     break;

@@ -79,7 +79,10 @@ impl Tracee {
     /// Write memory, whatever its protection.
     pub fn write_mem(&self, addr: u64, buf: &[u8]) -> Result<(), Error> {
         self.mem.write_all_at(buf, addr).map_err(|e| {
-            Error::Tracee(format!("cannot write {} bytes at {addr:#x}: {e}", buf.len()))
+            Error::Tracee(format!(
+                "cannot write {} bytes at {addr:#x}: {e}",
+                buf.len()
+            ))
         })
     }
 
@@ -117,7 +120,12 @@ impl Tracee {
             }
             match ptrace::cont(t.tid, sig) {
                 Ok(()) | Err(Errno::ESRCH) => t.stop = ThreadStop::Running,
-                Err(e) => return Err(Error::Tracee(format!("cannot resume thread {}: {e}", t.tid))),
+                Err(e) => {
+                    return Err(Error::Tracee(format!(
+                        "cannot resume thread {}: {e}",
+                        t.tid
+                    )))
+                }
             }
         }
         Ok(())
@@ -126,7 +134,12 @@ impl Tracee {
 
 impl Thread {
     pub fn new(tid: pid_t) -> Thread {
-        Thread { tid, stop: ThreadStop::Running, saved_mask: None, stop_siginfo: None }
+        Thread {
+            tid,
+            stop: ThreadStop::Running,
+            saved_mask: None,
+            stop_siginfo: None,
+        }
     }
 }
 
@@ -134,7 +147,9 @@ impl Thread {
 /// signal-delivery-stop, letting clone and group-stop events pass.
 fn wait_trap(tid: pid_t, want_segv: bool) -> Result<(), Error> {
     loop {
-        let Some((_, stop)) = ptrace::wait(tid, false).map_err(|e| Error::ptrace("waitpid", tid, e))? else {
+        let Some((_, stop)) =
+            ptrace::wait(tid, false).map_err(|e| Error::ptrace("waitpid", tid, e))?
+        else {
             continue;
         };
         match stop {
@@ -152,7 +167,9 @@ fn wait_trap(tid: pid_t, want_segv: bool) -> Result<(), Error> {
                 return Err(Error::Gone(format!("the program exited (status {code})")))
             }
             Stop::Killed(sig) => {
-                return Err(Error::Gone(format!("the program was killed by signal {sig}")))
+                return Err(Error::Gone(format!(
+                    "the program was killed by signal {sig}"
+                )))
             }
         }
     }
@@ -222,7 +239,10 @@ impl Injector {
     pub fn call(&self, tid: pid_t, what: &str, nr: i64, args: &[u64]) -> Result<u64, Error> {
         let ret = self.syscall(tid, nr, args)?;
         if ret < 0 && ret > -4096 {
-            return Err(Error::Injected { what: what.to_string(), errno: Errno::from_raw(-ret as i32) });
+            return Err(Error::Injected {
+                what: what.to_string(),
+                errno: Errno::from_raw(-ret as i32),
+            });
         }
         Ok(ret as u64)
     }
@@ -238,7 +258,10 @@ impl Injector {
         ptrace::setregs(tid, &saved).map_err(|e| Error::ptrace("PTRACE_SETREGS", tid, e))?;
         let ret = result?;
         if ret != 0 {
-            return Err(Error::Tracee(format!("cannot unmap the trampoline: {}", errno_text(ret))));
+            return Err(Error::Tracee(format!(
+                "cannot unmap the trampoline: {}",
+                errno_text(ret)
+            )));
         }
         Ok(())
     }

@@ -66,27 +66,6 @@ impl VirtualIds {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn translates_both_ways_and_leaves_unknown_ids() {
-        let mut v = VirtualIds::default();
-        v.insert(100, 5000);
-        assert_eq!(v.to_real(100), 5000);
-        assert_eq!(v.to_virtual(5000), 100);
-        assert_eq!(v.to_real(7), 7);
-        assert_eq!(v.pid_arg_to_real(-100), -5000);
-        assert_eq!(v.pid_arg_to_real(-1), -1);
-        assert_eq!(v.proc_path_to_real("/proc/100/status").as_deref(), Some("/proc/5000/status"));
-        assert_eq!(v.proc_path_to_real("/proc/100").as_deref(), Some("/proc/5000"));
-        assert_eq!(v.proc_path_to_real("/proc/self/maps"), None);
-        assert_eq!(v.proc_path_to_real("/proc/7/maps"), None);
-        assert!(!v.is_identity());
-    }
-}
-
 /// The built-in Pids plugin: translates the pid-carrying syscalls of a
 /// restarted program between its virtual ids and the kernel's.
 pub struct Pids {
@@ -137,7 +116,10 @@ impl crate::plugin::Plugin for Pids {
         Ok(())
     }
 
-    fn on_syscall(&mut self, ctx: &mut crate::plugin::SyscallCtx) -> Result<crate::plugin::SyscallAction, crate::Error> {
+    fn on_syscall(
+        &mut self,
+        ctx: &mut crate::plugin::SyscallCtx,
+    ) -> Result<crate::plugin::SyscallAction, crate::Error> {
         use crate::plugin::SyscallAction::{Emulate, Run};
         let v = ctx.vids;
         let r = &mut *ctx.regs;
@@ -180,5 +162,32 @@ impl crate::plugin::Plugin for Pids {
             }
             _ => Run,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn translates_both_ways_and_leaves_unknown_ids() {
+        let mut v = VirtualIds::default();
+        v.insert(100, 5000);
+        assert_eq!(v.to_real(100), 5000);
+        assert_eq!(v.to_virtual(5000), 100);
+        assert_eq!(v.to_real(7), 7);
+        assert_eq!(v.pid_arg_to_real(-100), -5000);
+        assert_eq!(v.pid_arg_to_real(-1), -1);
+        assert_eq!(
+            v.proc_path_to_real("/proc/100/status").as_deref(),
+            Some("/proc/5000/status")
+        );
+        assert_eq!(
+            v.proc_path_to_real("/proc/100").as_deref(),
+            Some("/proc/5000")
+        );
+        assert_eq!(v.proc_path_to_real("/proc/self/maps"), None);
+        assert_eq!(v.proc_path_to_real("/proc/7/maps"), None);
+        assert!(!v.is_identity());
     }
 }

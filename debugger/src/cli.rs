@@ -24,7 +24,10 @@ impl CliError {
         }
     }
     fn usage(message: impl Into<String>) -> CliError {
-        CliError { message: message.into(), usage: true }
+        CliError {
+            message: message.into(),
+            usage: true,
+        }
     }
 }
 
@@ -36,7 +39,10 @@ impl std::fmt::Display for CliError {
 
 impl From<rewind_ckpt::Error> for CliError {
     fn from(e: rewind_ckpt::Error) -> CliError {
-        CliError { message: e.to_string(), usage: false }
+        CliError {
+            message: e.to_string(),
+            usage: false,
+        }
     }
 }
 
@@ -62,13 +68,18 @@ fn interval(s: Option<f64>) -> Result<Option<Duration>, CliError> {
     match s {
         None => Ok(None),
         Some(v) if v.is_finite() && v > 0.0 => Ok(Some(Duration::from_secs_f64(v))),
-        Some(v) => Err(CliError::usage(format!("--interval must be a positive number of seconds, not {v}"))),
+        Some(v) => Err(CliError::usage(format!(
+            "--interval must be a positive number of seconds, not {v}"
+        ))),
     }
 }
 
 fn check_dir(dir: &std::path::Path) -> Result<(), CliError> {
     if !dir.is_dir() {
-        return Err(CliError { message: format!("checkpoint directory {} does not exist", dir.display()), usage: false });
+        return Err(CliError {
+            message: format!("checkpoint directory {} does not exist", dir.display()),
+            usage: false,
+        });
     }
     Ok(())
 }
@@ -86,7 +97,11 @@ pub struct LaunchRequest {
 
 pub fn launch(req: LaunchRequest) -> CliResult {
     check_dir(&req.ckpt_dir)?;
-    let opts = SessionOptions { ckpt_dir: req.ckpt_dir, interval: interval(req.interval)?, plugins: req.plugins };
+    let opts = SessionOptions {
+        ckpt_dir: req.ckpt_dir,
+        interval: interval(req.interval)?,
+        plugins: req.plugins,
+    };
     rewind_ckpt::sys::process::ignore_terminal_signals();
     let mut session = Session::launch(&req.argv, opts)?;
     tracing::info!("launched {} as pid {}", req.argv[0], session.tracee.pid);
@@ -112,25 +127,42 @@ pub fn command(req: CommandRequest) -> CliResult {
     } else if req.quit {
         Request::Quit
     } else {
-        return Err(CliError::usage("say what to do: --checkpoint, --status, --kill or --quit"));
+        return Err(CliError::usage(
+            "say what to do: --checkpoint, --status, --kill or --quit",
+        ));
     };
     let path = control::socket_path(&req.ckpt_dir);
     let resp = control::request(&path, &request)?;
     if req.json {
-        println!("{}", serde_json::to_string_pretty(&resp).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&resp).unwrap_or_default()
+        );
         return Ok(if resp.ok { 0 } else { 1 });
     }
     for w in &resp.warnings {
         eprintln!("rewind: warning: {w}");
     }
     if !resp.ok {
-        return Err(CliError { message: resp.error.unwrap_or_else(|| "the session refused".into()), usage: false });
+        return Err(CliError {
+            message: resp.error.unwrap_or_else(|| "the session refused".into()),
+            usage: false,
+        });
     }
     if let Some(image) = &resp.image {
         println!("{image}");
     }
     if let Some(s) = &resp.status {
-        println!("program:  {} (pid {}{})", s.program, s.pid, if s.pid != s.real_pid { format!(", real pid {}", s.real_pid) } else { String::new() });
+        println!(
+            "program:  {} (pid {}{})",
+            s.program,
+            s.pid,
+            if s.pid != s.real_pid {
+                format!(", real pid {}", s.real_pid)
+            } else {
+                String::new()
+            }
+        );
         println!("argv:     {}", s.argv.join(" "));
         println!("threads:  {}", s.threads.len());
         println!("ckpt dir: {}", s.ckpt_dir);
@@ -171,7 +203,11 @@ pub fn restart(req: RestartRequest) -> CliResult {
             _ => return Err(CliError::usage(format!("--env wants K=V, not {kv:?}"))),
         }
     }
-    let opts = SessionOptions { ckpt_dir: req.ckpt_dir, interval: interval(req.interval)?, plugins: req.plugins };
+    let opts = SessionOptions {
+        ckpt_dir: req.ckpt_dir,
+        interval: interval(req.interval)?,
+        plugins: req.plugins,
+    };
     rewind_ckpt::sys::process::ignore_terminal_signals();
     let (mut session, warnings) = Session::restart(image, opts, &RestartOptions { env })?;
     for w in warnings {

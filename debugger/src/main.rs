@@ -21,6 +21,7 @@ struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+#[allow(clippy::enum_variant_names)] // `rewind command` is the contract
 enum Command {
     /// Run a program under the checkpoint engine, in the foreground.
     ///

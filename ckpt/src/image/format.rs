@@ -158,6 +158,8 @@ pub struct FileIdentity {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ThreadState {
     pub vtid: i32,
+    /// The thread's name (/proc/pid/task/tid/comm).
+    pub comm: String,
     /// `struct user_regs_struct`, 27 u64 in kernel order.
     pub regs: Vec<u64>,
     /// NT_X86_XSTATE bytes.
@@ -196,16 +198,34 @@ pub struct FdState {
 pub enum FdKind {
     /// One of the descriptors `rewind launch` passed in (its stdin, stdout or
     /// stderr): restart passes its own descriptor of the same number.
-    Inherited { from: i32 },
+    Inherited {
+        from: i32,
+    },
     /// A terminal: re-bound to the terminal of `rewind restart`.
-    Tty { path: String },
+    Tty {
+        path: String,
+    },
     /// A file or device node re-opened by path.
-    Path { path: String, pos: u64 },
+    Path {
+        path: String,
+        pos: u64,
+    },
     /// A file that was deleted while open: contents stored.
-    DeletedFile { path: String, pos: u64, contents: Vec<u8> },
+    DeletedFile {
+        path: String,
+        pos: u64,
+        contents: Vec<u8>,
+    },
     /// One end of a pipe; pipes are matched by `id` (the kernel inode).
-    Pipe { id: u64, write_end: bool, buffered: Vec<u8> },
-    EventFd { count: u64, semaphore: bool },
+    Pipe {
+        id: u64,
+        write_end: bool,
+        buffered: Vec<u8>,
+    },
+    EventFd {
+        count: u64,
+        semaphore: bool,
+    },
     TimerFd {
         clockid: i32,
         /// (interval, value) in nanoseconds; value is relative to capture time.
@@ -213,11 +233,17 @@ pub enum FdKind {
         value_ns: u64,
         ticks: u64,
     },
-    SignalFd { mask: u64 },
-    Epoll { watches: Vec<EpollWatch> },
+    SignalFd {
+        mask: u64,
+    },
+    Epoll {
+        watches: Vec<EpollWatch>,
+    },
     /// Something the engine cannot recreate (socket to the outside world...):
     /// restored as /dev/null with a warning naming it.
-    Unsupported { what: String },
+    Unsupported {
+        what: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -34,9 +34,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 pub use error::ImageError;
-use format::{
-    Header, PageRun, ProcessState, CHUNK_MAGIC, FORMAT_VERSION, MAGIC, TRAILER_MAGIC,
-};
+use format::{Header, PageRun, ProcessState, CHUNK_MAGIC, FORMAT_VERSION, MAGIC, TRAILER_MAGIC};
 
 /// Memory is stored in pages of this size.
 pub const PAGE_SIZE: u64 = 4096;
@@ -95,8 +93,8 @@ impl MemoryChunk {
         self.runs.iter().map(move |run| {
             // `len` was checked against `data` when the chunk was decoded.
             let len = usize::try_from(run.len).unwrap_or(0);
-            let bytes = self.data.get(at..at + len).unwrap_or(&[]);
-            at += len;
+            let bytes = self.data.get(at..at.saturating_add(len)).unwrap_or(&[]);
+            at = at.saturating_add(len);
             (run, bytes)
         })
     }
@@ -220,12 +218,12 @@ impl ImageWriter {
     /// while they compress; it blocks only when enough chunks are in flight.
     pub fn add_pages(&mut self, addr: u64, data: &[u8]) -> Result<(), ImageError> {
         self.usable()?;
-        if addr % PAGE_SIZE != 0 {
+        if !page_aligned(addr) {
             return Err(ImageError::Encode(format!(
                 "add_pages: address {addr:#x} is not page aligned"
             )));
         }
-        if data.len() % PAGE != 0 {
+        if !page_aligned(data.len() as u64) {
             return Err(ImageError::Encode(format!(
                 "add_pages: {} bytes at {addr:#x} are not a whole number of pages",
                 data.len()
@@ -623,6 +621,11 @@ fn compress_chunk(
     Ok(())
 }
 
+/// Whether `x` is a multiple of the page size.
+fn page_aligned(x: u64) -> bool {
+    x & (PAGE_SIZE - 1) == 0
+}
+
 /// Whether a page is all zero bytes (OR-folds 64-byte blocks, which the
 /// compiler turns into vector instructions).
 fn is_zero(page: &[u8]) -> bool {
@@ -643,7 +646,8 @@ fn encode<T: Serialize>(value: &T, what: &str, max: u32) -> Result<Vec<u8>, Imag
 }
 
 fn len_u32(len: usize) -> Result<u32, ImageError> {
-    u32::try_from(len).map_err(|_| ImageError::Encode(format!("{len} bytes do not fit a u32 length")))
+    u32::try_from(len)
+        .map_err(|_| ImageError::Encode(format!("{len} bytes do not fit a u32 length")))
 }
 
 fn sync_parent_dir(path: &Path) -> Result<(), ImageError> {
@@ -891,7 +895,11 @@ impl<R: Read> Decoder<R> {
         }
     }
 
-    fn read_array<const N: usize>(&mut self, what: &str, start: u64) -> Result<[u8; N], ImageError> {
+    fn read_array<const N: usize>(
+        &mut self,
+        what: &str,
+        start: u64,
+    ) -> Result<[u8; N], ImageError> {
         let mut buf = [0u8; N];
         self.fill(&mut buf, what, start)?;
         Ok(buf)
@@ -972,7 +980,8 @@ impl<R: Read> Decoder<R> {
         }
         let mut bytes = Vec::new();
         self.read_into(&mut bytes, header_len, "header", PREAMBLE_LEN)?;
-        let header = decode_exact(&bytes).map_err(|why| self.corrupt("header", PREAMBLE_LEN, why))?;
+        let header =
+            decode_exact(&bytes).map_err(|why| self.corrupt("header", PREAMBLE_LEN, why))?;
         self.stage = Stage::State;
         Ok(header)
     }
@@ -999,7 +1008,8 @@ impl<R: Read> Decoder<R> {
         }
         let mut bytes = Vec::new();
         self.read_into(&mut bytes, len, WHAT, start)?;
-        let state: ProcessState = decode_exact(&bytes).map_err(|why| self.corrupt(WHAT, start, why))?;
+        let state: ProcessState =
+            decode_exact(&bytes).map_err(|why| self.corrupt(WHAT, start, why))?;
         self.spans = region_spans(&state);
         self.stage = Stage::Chunks;
         Ok(state)
@@ -1011,11 +1021,7 @@ impl<R: Read> Decoder<R> {
             Stage::Chunks => {}
             Stage::End => return Ok(None),
             Stage::Failed => {
-                return Err(self.corrupt(
-                    "image",
-                    self.pos,
-                    "reading stopped at an earlier error",
-                ))
+                return Err(self.corrupt("image", self.pos, "reading stopped at an earlier error"))
             }
             Stage::Preamble | Stage::State => {
                 return Err(self.corrupt("memory chunk", self.pos, "decoder used out of order"))
@@ -1046,11 +1052,13 @@ impl<R: Read> Decoder<R> {
         let head: [u8; 12] = self.read_array(&what, start)?;
         let field = |i: usize| u32::from_le_bytes([head[i], head[i + 1], head[i + 2], head[i + 3]]);
         let (raw_len, frame_len, runs_len) = (field(0), field(4), field(8));
-        if raw_len == 0 || raw_len > MAX_CHUNK_BYTES || u64::from(raw_len) % PAGE_SIZE != 0 {
+        if raw_len == 0 || raw_len > MAX_CHUNK_BYTES || !page_aligned(u64::from(raw_len)) {
             return Err(self.corrupt(
                 &what,
                 start,
-                format!("raw length {raw_len} is not a whole number of pages up to {MAX_CHUNK_BYTES}"),
+                format!(
+                    "raw length {raw_len} is not a whole number of pages up to {MAX_CHUNK_BYTES}"
+                ),
             ));
         }
         if frame_len > MAX_CHUNK_BYTES {
@@ -1107,7 +1115,7 @@ impl<R: Read> Decoder<R> {
         for run in runs {
             let end = run.addr.checked_add(run.len);
             match end {
-                _ if run.len == 0 || run.len % PAGE_SIZE != 0 || run.addr % PAGE_SIZE != 0 => {
+                _ if run.len == 0 || !page_aligned(run.len) || !page_aligned(run.addr) => {
                     return Err(format!(
                         "page run {:#x}+{:#x} is not whole pages",
                         run.addr, run.len
@@ -1167,14 +1175,20 @@ impl<R: Read> Decoder<R> {
             return Err(self.corrupt(
                 "trailer",
                 start,
-                format!("it counts {count} memory chunks but the image has {}", self.chunk_index),
+                format!(
+                    "it counts {count} memory chunks but the image has {}",
+                    self.chunk_index
+                ),
             ));
         }
         if raw != self.raw_total {
             return Err(self.corrupt(
                 "trailer",
                 start,
-                format!("it counts {raw} bytes of memory but the chunks hold {}", self.raw_total),
+                format!(
+                    "it counts {raw} bytes of memory but the chunks hold {}",
+                    self.raw_total
+                ),
             ));
         }
         if self.remaining() != 0 {
@@ -1205,8 +1219,25 @@ fn decode_exact<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
         };
     }
     limited!(
-        1 << 12, 1 << 14, 1 << 16, 1 << 18, 1 << 20, 1 << 21, 1 << 22, 1 << 23, 1 << 24, 1 << 25,
-        1 << 26, 1 << 27, 1 << 28, 1 << 29, 1 << 30, 1 << 31, 1 << 32, 1 << 33, 1 << 34
+        1 << 12,
+        1 << 14,
+        1 << 16,
+        1 << 18,
+        1 << 20,
+        1 << 21,
+        1 << 22,
+        1 << 23,
+        1 << 24,
+        1 << 25,
+        1 << 26,
+        1 << 27,
+        1 << 28,
+        1 << 29,
+        1 << 30,
+        1 << 31,
+        1 << 32,
+        1 << 33,
+        1 << 34
     );
     Err(format!("{} bytes are too many to decode", bytes.len()))
 }

@@ -24,7 +24,9 @@ impl Child {
 
     /// After release: Err(errno) if the child's execve failed.
     pub fn exec_result(&mut self) -> Result<(), Errno> {
-        let Some(fd) = self.exec_err.take() else { return Ok(()) };
+        let Some(fd) = self.exec_err.take() else {
+            return Ok(());
+        };
         let mut buf = [0u8; 4];
         let n = nix::unistd::read(fd.as_raw_fd(), &mut buf).unwrap_or(0);
         if n == 4 {
@@ -48,8 +50,12 @@ pub fn spawn_waiting(path: &CString, argv: &[CString], envp: &[CString]) -> Resu
     argv_p.push(std::ptr::null());
     let mut envp_p: Vec<*const libc::c_char> = envp.iter().map(|a| a.as_ptr()).collect();
     envp_p.push(std::ptr::null());
-    let (go_r_fd, go_w_fd, err_r_fd, err_w_fd) =
-        (go_r.as_raw_fd(), go_w.as_raw_fd(), err_r.as_raw_fd(), err_w.as_raw_fd());
+    let (go_r_fd, go_w_fd, err_r_fd, err_w_fd) = (
+        go_r.as_raw_fd(),
+        go_w.as_raw_fd(),
+        err_r.as_raw_fd(),
+        err_w.as_raw_fd(),
+    );
     // SAFETY: the child only makes raw syscalls (close, sigaction,
     // sigprocmask, read, execve, write, _exit) on data prepared before fork, so it never touches a lock another
     // thread of the parent may hold.
@@ -84,14 +90,63 @@ pub fn spawn_waiting(path: &CString, argv: &[CString], envp: &[CString]) -> Resu
     }
     drop(go_r);
     drop(err_w);
-    Ok(Child { pid, go: Some(go_w), exec_err: Some(err_r) })
+    Ok(Child {
+        pid,
+        go: Some(go_w),
+        exec_err: Some(err_r),
+    })
+}
+
+/// `struct clone_args` of clone3(2).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
 }
 
 /// Fork a husk for restart: a child that sleeps in pause() forever, to be
-/// seized, emptied and refilled by injected syscalls.
-pub fn spawn_husk() -> Result<pid_t, Errno> {
-    // SAFETY: the child only calls pause() in a loop (a raw syscall).
-    let pid = unsafe { libc::fork() };
+/// seized, emptied and refilled by injected syscalls. With `want_pid`, the
+/// child gets that pid if it is free and we may choose it (clone3 set_tid,
+/// CAP_CHECKPOINT_RESTORE); otherwise any pid.
+pub fn spawn_husk(want_pid: Option<pid_t>) -> Result<pid_t, Errno> {
+    let pid = match want_pid {
+        Some(p) => {
+            let tids = [p];
+            let args = CloneArgs {
+                exit_signal: libc::SIGCHLD as u64,
+                set_tid: tids.as_ptr() as u64,
+                set_tid_size: 1,
+                ..Default::default()
+            };
+            // SAFETY: clone3 without CLONE_VM is a fork; args and tids live
+            // across the call; the child only calls pause() below.
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_clone3,
+                    &args as *const CloneArgs,
+                    std::mem::size_of::<CloneArgs>(),
+                )
+            };
+            if r < 0 {
+                // SAFETY: as for fork below.
+                unsafe { libc::fork() }
+            } else {
+                r as pid_t
+            }
+        }
+        // SAFETY: the child only calls pause() in a loop (a raw syscall).
+        None => unsafe { libc::fork() },
+    };
     if pid < 0 {
         return Err(Errno::last());
     }
@@ -115,10 +170,18 @@ pub fn block_signals(signals: &[i32]) -> Result<(), Errno> {
 
 /// getrlimit of another process.
 pub fn prlimit_get(pid: pid_t, resource: u32) -> Result<(u64, u64), Errno> {
-    let mut old = libc::rlimit64 { rlim_cur: 0, rlim_max: 0 };
+    let mut old = libc::rlimit64 {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: new_limit is null (read only); old is a valid out-pointer.
     let ret = unsafe {
-        libc::prlimit64(pid, resource as libc::__rlimit_resource_t, std::ptr::null(), &mut old)
+        libc::prlimit64(
+            pid,
+            resource as libc::__rlimit_resource_t,
+            std::ptr::null(),
+            &mut old,
+        )
     };
     if ret != 0 {
         return Err(Errno::last());
@@ -128,10 +191,18 @@ pub fn prlimit_get(pid: pid_t, resource: u32) -> Result<(u64, u64), Errno> {
 
 /// setrlimit of another process.
 pub fn prlimit_set(pid: pid_t, resource: u32, cur: u64, max: u64) -> Result<(), Errno> {
-    let new = libc::rlimit64 { rlim_cur: cur, rlim_max: max };
+    let new = libc::rlimit64 {
+        rlim_cur: cur,
+        rlim_max: max,
+    };
     // SAFETY: new is valid for reading; old is null.
     let ret = unsafe {
-        libc::prlimit64(pid, resource as libc::__rlimit_resource_t, &new, std::ptr::null_mut())
+        libc::prlimit64(
+            pid,
+            resource as libc::__rlimit_resource_t,
+            &new,
+            std::ptr::null_mut(),
+        )
     };
     if ret != 0 {
         return Err(Errno::last());

@@ -9,6 +9,7 @@ use nix::errno::Errno;
 pub type Result<T> = std::result::Result<T, Errno>;
 
 pub const PTRACE_EVENT_STOP: i32 = 128;
+const NULL: *mut c_void = std::ptr::null_mut();
 const PTRACE_GETSIGMASK: libc::c_uint = 0x420a;
 const PTRACE_SETSIGMASK: libc::c_uint = 0x420b;
 const PTRACE_PEEKSIGINFO: libc::c_uint = 0x4209;
@@ -38,48 +39,41 @@ fn check(ret: c_long) -> Result<c_long> {
 
 pub fn seize(pid: pid_t, options: c_int) -> Result<()> {
     // SAFETY: PTRACE_SEIZE takes no pointers; data carries the option bits.
-    check(unsafe { libc::ptrace(libc::PTRACE_SEIZE, pid, 0 as *mut c_void, options as c_long) })
-        .map(drop)
+    check(unsafe { libc::ptrace(libc::PTRACE_SEIZE, pid, NULL, options as c_long) }).map(drop)
 }
 
 pub fn interrupt(tid: pid_t) -> Result<()> {
     // SAFETY: no pointers are passed.
-    check(unsafe { libc::ptrace(libc::PTRACE_INTERRUPT, tid, 0 as *mut c_void, 0 as *mut c_void) })
-        .map(drop)
+    check(unsafe { libc::ptrace(libc::PTRACE_INTERRUPT, tid, NULL, NULL) }).map(drop)
 }
 
 /// Resume a stopped thread, delivering `sig` (0 for none).
 pub fn cont(tid: pid_t, sig: i32) -> Result<()> {
     // SAFETY: no pointers are passed; data is the signal number.
-    check(unsafe { libc::ptrace(libc::PTRACE_CONT, tid, 0 as *mut c_void, sig as c_long) })
-        .map(drop)
+    check(unsafe { libc::ptrace(libc::PTRACE_CONT, tid, NULL, sig as c_long) }).map(drop)
 }
 
 /// Resume until the next syscall entry or exit.
 pub fn syscall(tid: pid_t, sig: i32) -> Result<()> {
     // SAFETY: no pointers are passed; data is the signal number.
-    check(unsafe { libc::ptrace(libc::PTRACE_SYSCALL, tid, 0 as *mut c_void, sig as c_long) })
-        .map(drop)
+    check(unsafe { libc::ptrace(libc::PTRACE_SYSCALL, tid, NULL, sig as c_long) }).map(drop)
 }
 
 /// Execute one instruction.
 pub fn singlestep(tid: pid_t, sig: i32) -> Result<()> {
     // SAFETY: no pointers are passed; data is the signal number.
-    check(unsafe { libc::ptrace(libc::PTRACE_SINGLESTEP, tid, 0 as *mut c_void, sig as c_long) })
-        .map(drop)
+    check(unsafe { libc::ptrace(libc::PTRACE_SINGLESTEP, tid, NULL, sig as c_long) }).map(drop)
 }
 
 /// Leave a group-stop reported as PTRACE_EVENT_STOP without resuming.
 pub fn listen(tid: pid_t) -> Result<()> {
     // SAFETY: no pointers are passed.
-    check(unsafe { libc::ptrace(libc::PTRACE_LISTEN, tid, 0 as *mut c_void, 0 as *mut c_void) })
-        .map(drop)
+    check(unsafe { libc::ptrace(libc::PTRACE_LISTEN, tid, NULL, NULL) }).map(drop)
 }
 
 pub fn detach(tid: pid_t, sig: i32) -> Result<()> {
     // SAFETY: no pointers are passed.
-    check(unsafe { libc::ptrace(libc::PTRACE_DETACH, tid, 0 as *mut c_void, sig as c_long) })
-        .map(drop)
+    check(unsafe { libc::ptrace(libc::PTRACE_DETACH, tid, NULL, sig as c_long) }).map(drop)
 }
 
 pub fn getregs(tid: pid_t) -> Result<user_regs_struct> {
@@ -87,7 +81,12 @@ pub fn getregs(tid: pid_t) -> Result<user_regs_struct> {
     let mut regs: user_regs_struct = unsafe { std::mem::zeroed() };
     // SAFETY: the kernel writes exactly one user_regs_struct to the pointer.
     check(unsafe {
-        libc::ptrace(libc::PTRACE_GETREGS, tid, 0 as *mut c_void, &mut regs as *mut _ as *mut c_void)
+        libc::ptrace(
+            libc::PTRACE_GETREGS,
+            tid,
+            NULL,
+            &mut regs as *mut _ as *mut c_void,
+        )
     })?;
     Ok(regs)
 }
@@ -95,7 +94,12 @@ pub fn getregs(tid: pid_t) -> Result<user_regs_struct> {
 pub fn setregs(tid: pid_t, regs: &user_regs_struct) -> Result<()> {
     // SAFETY: the kernel reads one user_regs_struct from the pointer.
     check(unsafe {
-        libc::ptrace(libc::PTRACE_SETREGS, tid, 0 as *mut c_void, regs as *const _ as *mut c_void)
+        libc::ptrace(
+            libc::PTRACE_SETREGS,
+            tid,
+            NULL,
+            regs as *const _ as *mut c_void,
+        )
     })
     .map(drop)
 }
@@ -103,7 +107,10 @@ pub fn setregs(tid: pid_t, regs: &user_regs_struct) -> Result<()> {
 /// The full xsave area (NT_X86_XSTATE) of a thread.
 pub fn get_xstate(tid: pid_t) -> Result<Vec<u8>> {
     let mut buf = vec![0u8; 64 * 1024];
-    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr() as *mut c_void, iov_len: buf.len() };
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr() as *mut c_void,
+        iov_len: buf.len(),
+    };
     // SAFETY: the iovec describes `buf`, which outlives the call; the kernel
     // writes at most iov_len bytes and updates iov_len.
     check(unsafe {
@@ -120,7 +127,10 @@ pub fn get_xstate(tid: pid_t) -> Result<Vec<u8>> {
 
 pub fn set_xstate(tid: pid_t, xstate: &[u8]) -> Result<()> {
     let mut copy = xstate.to_vec();
-    let mut iov = libc::iovec { iov_base: copy.as_mut_ptr() as *mut c_void, iov_len: copy.len() };
+    let mut iov = libc::iovec {
+        iov_base: copy.as_mut_ptr() as *mut c_void,
+        iov_len: copy.len(),
+    };
     // SAFETY: the iovec describes `copy`, alive for the call; the kernel reads it.
     check(unsafe {
         libc::ptrace(
@@ -138,7 +148,12 @@ pub fn getsiginfo(tid: pid_t) -> Result<[u8; SIGINFO_SIZE]> {
     let mut buf = [0u8; SIGINFO_SIZE];
     // SAFETY: siginfo_t is 128 bytes; the kernel writes at most that.
     check(unsafe {
-        libc::ptrace(libc::PTRACE_GETSIGINFO, tid, 0 as *mut c_void, buf.as_mut_ptr() as *mut c_void)
+        libc::ptrace(
+            libc::PTRACE_GETSIGINFO,
+            tid,
+            NULL,
+            buf.as_mut_ptr() as *mut c_void,
+        )
     })?;
     Ok(buf)
 }
@@ -146,7 +161,12 @@ pub fn getsiginfo(tid: pid_t) -> Result<[u8; SIGINFO_SIZE]> {
 pub fn setsiginfo(tid: pid_t, info: &[u8; SIGINFO_SIZE]) -> Result<()> {
     // SAFETY: the kernel reads 128 bytes from the buffer.
     check(unsafe {
-        libc::ptrace(libc::PTRACE_SETSIGINFO, tid, 0 as *mut c_void, info.as_ptr() as *mut c_void)
+        libc::ptrace(
+            libc::PTRACE_SETSIGINFO,
+            tid,
+            NULL,
+            info.as_ptr() as *mut c_void,
+        )
     })
     .map(drop)
 }
@@ -155,7 +175,12 @@ pub fn getsigmask(tid: pid_t) -> Result<u64> {
     let mut mask: u64 = 0;
     // SAFETY: addr is the size of the mask (8), data points to a u64.
     check(unsafe {
-        libc::ptrace(PTRACE_GETSIGMASK, tid, 8 as *mut c_void, &mut mask as *mut u64 as *mut c_void)
+        libc::ptrace(
+            PTRACE_GETSIGMASK,
+            tid,
+            8 as *mut c_void,
+            &mut mask as *mut u64 as *mut c_void,
+        )
     })?;
     Ok(mask)
 }
@@ -163,7 +188,12 @@ pub fn getsigmask(tid: pid_t) -> Result<u64> {
 pub fn setsigmask(tid: pid_t, mask: u64) -> Result<()> {
     // SAFETY: addr is the size of the mask (8), data points to a u64.
     check(unsafe {
-        libc::ptrace(PTRACE_SETSIGMASK, tid, 8 as *mut c_void, &mask as *const u64 as *mut c_void)
+        libc::ptrace(
+            PTRACE_SETSIGMASK,
+            tid,
+            8 as *mut c_void,
+            &mask as *const u64 as *mut c_void,
+        )
     })
     .map(drop)
 }
@@ -235,7 +265,12 @@ pub fn geteventmsg(tid: pid_t) -> Result<u64> {
     let mut msg: libc::c_ulong = 0;
     // SAFETY: the kernel writes one unsigned long.
     check(unsafe {
-        libc::ptrace(libc::PTRACE_GETEVENTMSG, tid, 0 as *mut c_void, &mut msg as *mut _ as *mut c_void)
+        libc::ptrace(
+            libc::PTRACE_GETEVENTMSG,
+            tid,
+            NULL,
+            &mut msg as *mut _ as *mut c_void,
+        )
     })?;
     Ok(msg as u64)
 }
@@ -246,7 +281,12 @@ pub fn robust_list(tid: pid_t) -> Result<(u64, u64)> {
     let mut len: libc::size_t = 0;
     // SAFETY: both out-pointers are valid for the call.
     check(unsafe {
-        libc::syscall(libc::SYS_get_robust_list, tid, &mut head as *mut u64, &mut len as *mut libc::size_t)
+        libc::syscall(
+            libc::SYS_get_robust_list,
+            tid,
+            &mut head as *mut u64,
+            &mut len as *mut libc::size_t,
+        )
     })?;
     Ok((head, len as u64))
 }
@@ -305,14 +345,20 @@ pub fn decode_status(status: c_int) -> Stop {
 
 /// Read memory of another process: returns the number of bytes read.
 pub fn vm_read(pid: pid_t, addr: u64, buf: &mut [u8]) -> Result<usize> {
-    let remote = [nix::sys::uio::RemoteIoVec { base: addr as usize, len: buf.len() }];
+    let remote = [nix::sys::uio::RemoteIoVec {
+        base: addr as usize,
+        len: buf.len(),
+    }];
     let mut local = [IoSliceMut::new(buf)];
     nix::sys::uio::process_vm_readv(nix::unistd::Pid::from_raw(pid), &mut local, &remote)
 }
 
 /// Write memory of another process (the pages must be writable).
 pub fn vm_write(pid: pid_t, addr: u64, buf: &[u8]) -> Result<usize> {
-    let remote = [nix::sys::uio::RemoteIoVec { base: addr as usize, len: buf.len() }];
+    let remote = [nix::sys::uio::RemoteIoVec {
+        base: addr as usize,
+        len: buf.len(),
+    }];
     let local = [std::io::IoSlice::new(buf)];
     nix::sys::uio::process_vm_writev(nix::unistd::Pid::from_raw(pid), &local, &remote)
 }
