@@ -30,11 +30,13 @@ const ERESTARTNOINTR: i64 = -513;
 const ERESTARTNOHAND: i64 = -514;
 const ERESTART_RESTARTBLOCK: i64 = -516;
 
-/// What `rewind restart` may change (DMTCP's modify-env).
-#[derive(Debug, Clone, Default)]
-pub struct RestartOptions {
+/// What `rewind restart` may change (DMTCP's modify-env), and how it reports.
+#[derive(Default)]
+pub struct RestartOptions<'a> {
     /// Environment variables to set in the restored program.
     pub env: Vec<(String, String)>,
+    /// Called as memory is restored, with the bytes written so far.
+    pub progress: Option<&'a dyn Fn(u64)>,
 }
 
 /// A restored process, every thread stopped and ready to run.
@@ -190,7 +192,7 @@ impl Refill<'_> {
         self.empty()?;
         self.move_vdso()?;
         self.map_regions()?;
-        self.fill_memory(reader)?;
+        self.fill_memory(reader, opts.progress)?;
         self.protect_regions()?;
         self.restore_mm()?;
         self.restore_process_attrs()?;
@@ -492,9 +494,18 @@ impl Refill<'_> {
         result
     }
 
-    fn fill_memory(&self, reader: &mut ImageReader) -> Result<(), Error> {
+    fn fill_memory(
+        &self,
+        reader: &mut ImageReader,
+        progress: Option<&dyn Fn(u64)>,
+    ) -> Result<(), Error> {
         let pid = self.pid();
+        let mut done = 0u64;
         while let Some(chunk) = reader.next_chunk()? {
+            done += chunk.data.len() as u64;
+            if let Some(report) = progress {
+                report(done);
+            }
             let mut off = 0usize;
             for run in &chunk.runs {
                 let len = run.len as usize;
@@ -861,6 +872,58 @@ impl Refill<'_> {
     }
 }
 
+/// Highest user address on x86-64 with 4-level page tables, and the fixed
+/// [vsyscall] page no process can unmap.
+const TASK_SIZE: u64 = 0x7fff_ffff_f000;
+const VSYSCALL: (u64, u64) = (0xffff_ffff_ff60_0000, 0xffff_ffff_ff60_1000);
+
+/// The image's regions must be page-aligned, inside user space and
+/// disjoint; say which ones are not.
+pub fn check_layout(regions: &[Region]) -> Result<(), Error> {
+    let mut sorted: Vec<&Region> = regions.iter().collect();
+    sorted.sort_by_key(|r| r.start);
+    for r in &sorted {
+        if r.start >= r.end || r.start % PAGE != 0 || r.end % PAGE != 0 {
+            return Err(Error::Restore(format!(
+                "region {} at {:#x}-{:#x} is not a page-aligned range",
+                region_name(r),
+                r.start,
+                r.end
+            )));
+        }
+        if r.start < VSYSCALL.1 && VSYSCALL.0 < r.end {
+            return Err(Error::Restore(format!(
+                "address conflict: region {} at {:#x}-{:#x} overlaps the kernel's [vsyscall] page",
+                region_name(r),
+                r.start,
+                r.end
+            )));
+        }
+        if r.end > TASK_SIZE {
+            return Err(Error::Restore(format!(
+                "region {} at {:#x}-{:#x} lies beyond this kernel's user address space (5-level paging image?)",
+                region_name(r),
+                r.start,
+                r.end
+            )));
+        }
+    }
+    for w in sorted.windows(2) {
+        if w[1].start < w[0].end {
+            return Err(Error::Restore(format!(
+                "address conflict: region {} at {:#x}-{:#x} overlaps region {} at {:#x}-{:#x}",
+                region_name(w[1]),
+                w[1].start,
+                w[1].end,
+                region_name(w[0]),
+                w[0].start,
+                w[0].end
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Whether `[addr, addr + len)` lies inside the regions (adjacent regions
 /// may share one run of pages).
 fn covered(regions: &[Region], addr: u64, len: u64) -> bool {
@@ -900,4 +963,64 @@ pub fn restart_interrupted_syscall(regs: &mut libc::user_regs_struct) {
         regs.rip -= 2;
     }
     regs.orig_rax = u64::MAX;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn region(start: u64, end: u64, name: &str) -> Region {
+        Region {
+            start,
+            end,
+            prot: 3,
+            shared: false,
+            kind: RegionKind::Anon,
+            name: name.into(),
+        }
+    }
+
+    #[test]
+    fn layout_conflicts_name_both_regions() {
+        let ok = [region(0x1000, 0x3000, "[heap]"), region(0x3000, 0x5000, "")];
+        assert!(check_layout(&ok).is_ok());
+        let bad = [
+            region(0x1000, 0x4000, "[heap]"),
+            region(0x3000, 0x5000, "/lib/x.so"),
+        ];
+        let msg = check_layout(&bad).unwrap_err().to_string();
+        assert!(
+            msg.contains("address conflict") && msg.contains("/lib/x.so") && msg.contains("[heap]"),
+            "{msg}"
+        );
+        let unaligned = [region(0x1001, 0x3000, "")];
+        assert!(check_layout(&unaligned)
+            .unwrap_err()
+            .to_string()
+            .contains("page-aligned"));
+        let vsys = [region(0xffff_ffff_ff60_0000, 0xffff_ffff_ff60_1000, "x")];
+        assert!(check_layout(&vsys)
+            .unwrap_err()
+            .to_string()
+            .contains("[vsyscall]"));
+    }
+
+    #[test]
+    fn interrupted_syscalls_are_rewound() {
+        let mut r = regs_from_slice(&[0; 27]).unwrap();
+        r.orig_rax = libc::SYS_read as u64;
+        r.rax = ERESTARTSYS as u64;
+        r.rip = 0x1002;
+        restart_interrupted_syscall(&mut r);
+        assert_eq!(
+            (r.rax, r.rip, r.orig_rax),
+            (libc::SYS_read as u64, 0x1000, u64::MAX)
+        );
+        // A finished syscall is left alone (its result stays).
+        r.orig_rax = libc::SYS_read as u64;
+        r.rax = 5;
+        r.rip = 0x2002;
+        restart_interrupted_syscall(&mut r);
+        assert_eq!((r.rax, r.rip), (5, 0x2002));
+    }
 }

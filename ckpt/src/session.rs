@@ -176,6 +176,12 @@ impl Session {
         let mut plugins = crate::plugin::by_names(&opts.plugins)?;
         let control = ControlSocket::bind(&control::socket_path(&opts.ckpt_dir))?;
         let restored = restore::restart(image, &mut plugins, ropts)?;
+        tracing::info!(
+            "restored {} ({} threads) in {:.1} ms",
+            image.display(),
+            restored.state.threads.len(),
+            restored.millis
+        );
         let prog = restored
             .state
             .threads
@@ -234,6 +240,7 @@ impl Session {
             self.reap_if_gone();
             return Err(e);
         }
+        tracing::debug!("all threads stopped");
         let path = self.image_path();
         let env = CaptureEnv {
             stdio: &self.stdio,
@@ -247,6 +254,12 @@ impl Session {
             self.tracee.resume_all()?;
         }
         let ckpt = result?;
+        tracing::info!(
+            "checkpoint {} written in {:.1} ms ({} bytes)",
+            ckpt.stats.path.display(),
+            ckpt.millis,
+            ckpt.stats.file_bytes
+        );
         self.last_checkpoint_ms = Some(ckpt.millis);
         if !self.images.contains(&path) {
             self.images.push(path);

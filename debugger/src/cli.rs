@@ -48,6 +48,20 @@ impl From<rewind_ckpt::Error> for CliError {
 
 pub type CliResult = Result<u8, CliError>;
 
+/// A spinner on stderr, only when stderr is a terminal.
+fn spinner(template: &str) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new_spinner();
+    if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+        bar.set_style(style);
+    }
+    bar.enable_steady_tick(Duration::from_millis(100));
+    Some(bar)
+}
+
 pub fn init_logging(verbose: u8) {
     let level = match verbose {
         0 => "warn",
@@ -132,7 +146,15 @@ pub fn command(req: CommandRequest) -> CliResult {
         ));
     };
     let path = control::socket_path(&req.ckpt_dir);
-    let resp = control::request(&path, &request)?;
+    let bar = match request {
+        Request::Checkpoint { .. } => spinner("{spinner} checkpointing... {elapsed}"),
+        _ => None,
+    };
+    let resp = control::request(&path, &request);
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let resp = resp?;
     if req.json {
         println!(
             "{}",
@@ -209,7 +231,24 @@ pub fn restart(req: RestartRequest) -> CliResult {
         plugins: req.plugins,
     };
     rewind_ckpt::sys::process::ignore_terminal_signals();
-    let (mut session, warnings) = Session::restart(image, opts, &RestartOptions { env })?;
+    let bar = spinner("{spinner} restoring {msg} {elapsed}");
+    let report = |bytes: u64| {
+        if let Some(bar) = &bar {
+            bar.set_message(indicatif::HumanBytes(bytes).to_string());
+        }
+    };
+    let restored = Session::restart(
+        image,
+        opts,
+        &RestartOptions {
+            env,
+            progress: Some(&report),
+        },
+    );
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    let (mut session, warnings) = restored?;
     for w in warnings {
         eprintln!("rewind: warning: {w}");
     }

@@ -229,3 +229,50 @@ fn usage_errors_exit_2() {
         );
     }
 }
+
+/// A copy of `image` whose process state was changed by `change`, memory
+/// carried over page run by page run (written by the engine's own writer).
+fn rewrite_state(
+    image: &Path,
+    dest: &Path,
+    change: impl FnOnce(&mut rewind_ckpt::image::format::ProcessState),
+) -> PathBuf {
+    use rewind_ckpt::image::{ImageReader, ImageWriter};
+    let mut reader = ImageReader::open(image).unwrap();
+    let mut state = reader.state.clone();
+    change(&mut state);
+    let mut writer = ImageWriter::create(dest, &reader.header, &state).unwrap();
+    while let Some(chunk) = reader.next_chunk().unwrap() {
+        for (run, data) in chunk.pages() {
+            writer.add_pages(run.addr, data).unwrap();
+        }
+    }
+    writer.finish().unwrap();
+    dest.to_owned()
+}
+
+#[test]
+fn restart_address_conflict_names_region() {
+    use rewind_ckpt::image::format::{Region, RegionKind};
+    let scratch = Scratch::new("restart_address_conflict_names_region");
+    let image = loop_heap_image(&scratch);
+    let bad = rewrite_state(&image, &scratch.join("conflict.rwd"), |state| {
+        // A region laid over the middle of the first one.
+        let first = state.regions[0].clone();
+        state.regions.push(Region {
+            start: first.start,
+            end: first.start + 0x1000,
+            prot: 3,
+            shared: false,
+            kind: RegionKind::Anon,
+            name: "[anon:intruder]".into(),
+        });
+    });
+    let done = refused_restart(&scratch, &bad);
+    assert_fails_clearly(&done, &["address conflict"]);
+    assert!(
+        done.stderr.contains("[anon:intruder]"),
+        "the message must name the region:\n{}",
+        done.describe()
+    );
+}

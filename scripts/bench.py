@@ -1,0 +1,207 @@
+#!/usr/bin/env python3
+"""rewind benchmarks: checkpoint time, image size and restart time, measured
+side by side with criu (when it runs on this kernel) in one run.
+
+Prints a table and writes bench-results.json: a list of
+{name, value, unit, peer, peer_value, ratio, note}. Run through scripts/bench.sh.
+"""
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REWIND = os.path.join(ROOT, "target", "release", "rewind")
+
+
+def wait_for(path, pattern, timeout=120.0):
+    """Wait until the file at `path` matches `pattern`; return the match."""
+    deadline = time.monotonic() + timeout
+    rx = re.compile(pattern)
+    while time.monotonic() < deadline:
+        try:
+            with open(path, errors="replace") as f:
+                m = rx.search(f.read())
+            if m:
+                return m
+        except FileNotFoundError:
+            pass
+        time.sleep(0.005)
+    raise TimeoutError(f"{path}: no {pattern!r} after {timeout} s")
+
+
+def rewind(*args, check=True):
+    return subprocess.run([REWIND, *args], capture_output=True, text=True, check=check, timeout=600)
+
+
+class Case:
+    def __init__(self, name, mib, mode):
+        self.name, self.mib, self.mode = name, mib, mode
+
+
+def bench_rewind(case, target, work, reps):
+    """Median checkpoint (engine and wall) time, image size, restart time."""
+    ckpt_engine, ckpt_wall, sizes, restarts = [], [], [], []
+    for rep in range(reps):
+        d = os.path.join(work, f"rw-{case.name}-{rep}")
+        d2 = d + "-restart"
+        os.makedirs(d)
+        os.makedirs(d2)
+        out = os.path.join(d, "out")
+        launch = subprocess.Popen(
+            [REWIND, "launch", "--ckpt-dir", d, "--", target, str(case.mib), case.mode],
+            stdout=open(out, "w"), stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            wait_for(out, r"ready")
+            t = time.monotonic()
+            image = rewind("command", "--ckpt-dir", d, "--checkpoint").stdout.strip()
+            ckpt_wall.append((time.monotonic() - t) * 1e3)
+            st = json.loads(rewind("command", "--ckpt-dir", d, "--status", "--json").stdout)
+            ckpt_engine.append(st["status"]["last_checkpoint_ms"])
+            image = os.path.join(d, os.path.basename(image))
+            sizes.append(os.path.getsize(image))
+            rewind("command", "--ckpt-dir", d, "--kill")
+            launch.wait(timeout=60)
+            err = os.path.join(d2, "err")
+            restart = subprocess.Popen(
+                [REWIND, "-v", "restart", "--ckpt-dir", d2, image],
+                stdout=subprocess.DEVNULL, stderr=open(err, "w"), start_new_session=True)
+            try:
+                m = wait_for(err, r"restored .* in ([0-9.]+) ms")
+                restarts.append(float(m.group(1)))
+                rewind("command", "--ckpt-dir", d2, "--kill")
+                restart.wait(timeout=60)
+            finally:
+                if restart.poll() is None:
+                    os.killpg(restart.pid, signal.SIGKILL)
+        finally:
+            if launch.poll() is None:
+                os.killpg(launch.pid, signal.SIGKILL)
+            shutil.rmtree(d, ignore_errors=True)
+            shutil.rmtree(d2, ignore_errors=True)
+    med = statistics.median
+    return {"ckpt_ms": med(ckpt_engine), "ckpt_wall_ms": med(ckpt_wall),
+            "image_bytes": med(sizes), "restart_ms": med(restarts)}
+
+
+def criu_version():
+    if not shutil.which("criu"):
+        return None
+    r = subprocess.run(["criu", "--version"], capture_output=True, text=True)
+    m = re.search(r"Version: (\S+)", r.stdout)
+    return f"criu {m.group(1)}" if m else "criu"
+
+
+def last_error(log):
+    try:
+        with open(log, errors="replace") as f:
+            lines = [l.strip() for l in f if "Error" in l]
+        return lines[-1] if lines else "failed (no error line in the log)"
+    except FileNotFoundError:
+        return "failed (no log)"
+
+
+def bench_criu(case, target, work):
+    """criu dump and restore of the same kind of process; errors are results too."""
+    d = os.path.join(work, f"criu-{case.name}")
+    os.makedirs(d)
+    out = os.path.join(d, "out")
+    proc = subprocess.Popen([target, str(case.mib), case.mode], stdout=open(out, "w"),
+                            stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_for(out, r"ready")
+        imgdir = os.path.join(d, "img")
+        os.makedirs(imgdir)
+        t = time.monotonic()
+        r = subprocess.run(["criu", "dump", "-t", str(proc.pid), "-D", imgdir, "-o", "dump.log"],
+                           capture_output=True, text=True)
+        dump_ms = (time.monotonic() - t) * 1e3
+        if r.returncode != 0:
+            return {"error": "criu dump: " + last_error(os.path.join(imgdir, "dump.log"))}
+        size = sum(os.path.getsize(os.path.join(imgdir, f)) for f in os.listdir(imgdir))
+        t = time.monotonic()
+        r = subprocess.run(["criu", "restore", "-D", imgdir, "-d", "-o", "restore.log"],
+                           capture_output=True, text=True)
+        restore_ms = (time.monotonic() - t) * 1e3
+        if r.returncode != 0:
+            return {"ckpt_ms": dump_ms, "image_bytes": size,
+                    "error": "criu restore: " + last_error(os.path.join(imgdir, "restore.log"))}
+        os.kill(proc.pid, signal.SIGKILL)
+        return {"ckpt_ms": dump_ms, "image_bytes": size, "restart_ms": restore_ms}
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="smaller sizes, one repetition (a few minutes)")
+    ap.add_argument("-o", "--output", default=os.path.join(ROOT, "bench-results.json"))
+    args = ap.parse_args()
+    if not os.path.exists(REWIND):
+        sys.exit(f"bench: {REWIND} missing: run scripts/bench.sh, which builds it")
+
+    work = tempfile.mkdtemp(prefix="rewind-bench-")
+    target = os.path.join(work, "mem")
+    subprocess.run(["gcc", "-O2", "-o", target, os.path.join(ROOT, "scripts", "bench", "mem.c")], check=True)
+    big = 256 if args.quick else 1024
+    cases = [Case("trivial", 0, "random"), Case("100MiB-random", 100, "random"),
+             Case(f"{big}MiB-random", big, "random"), Case(f"{big}MiB-zero", big, "zero")]
+    reps = 1 if args.quick else 3
+    peer = criu_version()
+    results = []
+
+    def add(name, value, unit, peer_value=None, note=None):
+        ratio = value / peer_value if peer_value else None
+        results.append({"name": name, "value": round(value, 3), "unit": unit,
+                        "peer": peer if peer_value is not None or note else None,
+                        "peer_value": None if peer_value is None else round(peer_value, 3),
+                        "ratio": None if ratio is None else round(ratio, 3), "note": note})
+
+    try:
+        for case in cases:
+            print(f"bench: {case.name} ...", file=sys.stderr, flush=True)
+            rw = bench_rewind(case, target, work, reps)
+            cr = bench_criu(case, target, work) if peer else {"error": "criu not installed (scripts/setup.sh --bench)"}
+            note = cr.get("error")
+            add(f"checkpoint/{case.name}", rw["ckpt_ms"], "ms", cr.get("ckpt_ms"), note)
+            add(f"checkpoint-wall/{case.name}", rw["ckpt_wall_ms"], "ms")
+            add(f"image-size/{case.name}", rw["image_bytes"] / 2**20, "MiB",
+                cr["image_bytes"] / 2**20 if "image_bytes" in cr else None, note)
+            add(f"restart/{case.name}", rw["restart_ms"], "ms", cr.get("restart_ms"), note)
+            if case.mib:
+                add(f"checkpoint-per-GiB/{case.name}", rw["ckpt_ms"] / 1e3 / (case.mib / 1024), "s/GiB")
+                add(f"restart-per-GiB/{case.name}", rw["restart_ms"] / 1e3 / (case.mib / 1024), "s/GiB")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    meta = {"kernel": platform.release(), "cpus": os.cpu_count(), "quick": args.quick,
+            "date": time.strftime("%Y-%m-%d %H:%M:%S"), "repetitions": reps, "peer": peer}
+    with open(args.output, "w") as f:
+        json.dump({"machine": meta, "results": results}, f, indent=2)
+
+    print(f"{'measure':38} {'rewind':>12} {'peer':>12} {'ratio':>8}")
+    for r in results:
+        pv = "" if r["peer_value"] is None else f"{r['peer_value']:.2f}"
+        ratio = "" if r["ratio"] is None else f"{r['ratio']:.2f}"
+        print(f"{r['name']:38} {r['value']:>9.2f} {r['unit']:<3}{pv:>12} {ratio:>8}")
+    notes = sorted({r["note"] for r in results if r["note"]})
+    for n in notes:
+        print(f"peer: {n}")
+    print(f"written {args.output}")
+
+
+if __name__ == "__main__":
+    main()
