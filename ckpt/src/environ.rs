@@ -51,26 +51,6 @@ fn environ_address(state: &ProcessState) -> Option<u64> {
     None
 }
 
-fn read_cstr(tracee: &Tracee, addr: u64) -> Result<Vec<u8>, Error> {
-    let mut out = Vec::new();
-    let mut at = addr;
-    loop {
-        let mut b = [0u8; 256];
-        // Stay inside the page so we never read past a mapping.
-        let n = (PAGE - at % PAGE).min(256) as usize;
-        tracee.read_mem(at, &mut b[..n])?;
-        if let Some(i) = b[..n].iter().position(|&c| c == 0) {
-            out.extend_from_slice(&b[..i]);
-            return Ok(out);
-        }
-        out.extend_from_slice(&b[..n]);
-        at += n as u64;
-        if out.len() > 1 << 20 {
-            return Err(Error::Restore("environment string without end".into()));
-        }
-    }
-}
-
 /// Set `vars` in the stopped, restored program.
 pub fn set_vars(
     tracee: &Tracee,
@@ -92,7 +72,7 @@ pub fn set_vars(
             if p == 0 {
                 break;
             }
-            entries.push(read_cstr(tracee, p)?);
+            entries.push(tracee.read_cstr(p, 1 << 20)?);
         }
     }
     for (k, v) in vars {

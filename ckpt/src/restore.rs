@@ -494,39 +494,51 @@ impl Refill<'_> {
         result
     }
 
+    /// Write the image's pages into the husk. A second thread reads and
+    /// decompresses chunks ahead while this one writes.
     fn fill_memory(
         &self,
         reader: &mut ImageReader,
         progress: Option<&dyn Fn(u64)>,
     ) -> Result<(), Error> {
         let pid = self.pid();
-        let mut done = 0u64;
-        while let Some(chunk) = reader.next_chunk()? {
-            done += chunk.data.len() as u64;
-            if let Some(report) = progress {
-                report(done);
-            }
-            let mut off = 0usize;
-            for run in &chunk.runs {
-                let len = run.len as usize;
-                let data = chunk
-                    .data
-                    .get(off..off + len)
-                    .ok_or_else(|| Error::Restore("memory chunk shorter than its runs".into()))?;
-                if !covered(&self.state.regions, run.addr, run.len) {
-                    return Err(Error::Restore(format!(
-                        "image memory at {:#x} (+{:#x}) lies in no region of the image",
-                        run.addr, run.len
-                    )));
+        std::thread::scope(|scope| {
+            let (tx, rx) = std::sync::mpsc::sync_channel(4);
+            scope.spawn(move || loop {
+                let next = reader.next_chunk();
+                let stop = !matches!(next, Ok(Some(_)));
+                if tx.send(next).is_err() || stop {
+                    return;
                 }
-                match ptrace::vm_write(pid, run.addr, data) {
-                    Ok(n) if n == len => {}
-                    _ => self.tracee.write_mem(run.addr, data)?,
+            });
+            let mut done = 0u64;
+            for next in rx {
+                let Some(chunk) = next? else { break };
+                done += chunk.data.len() as u64;
+                if let Some(report) = progress {
+                    report(done);
                 }
-                off += len;
+                let mut off = 0usize;
+                for run in &chunk.runs {
+                    let len = run.len as usize;
+                    let data = chunk.data.get(off..off + len).ok_or_else(|| {
+                        Error::Restore("memory chunk shorter than its runs".into())
+                    })?;
+                    if !covered(&self.state.regions, run.addr, run.len) {
+                        return Err(Error::Restore(format!(
+                            "image memory at {:#x} (+{:#x}) lies in no region of the image",
+                            run.addr, run.len
+                        )));
+                    }
+                    match ptrace::vm_write(pid, run.addr, data) {
+                        Ok(n) if n == len => {}
+                        _ => self.tracee.write_mem(run.addr, data)?,
+                    }
+                    off += len;
+                }
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     fn protect_regions(&self) -> Result<(), Error> {

@@ -204,6 +204,15 @@ impl Session {
             exit: None,
             detached: false,
         };
+        if !s.vids.is_identity() {
+            // Children inherit the filter: follow them.
+            let opts =
+                ptrace::default_options() | libc::PTRACE_O_TRACEFORK | libc::PTRACE_O_TRACEVFORK;
+            for &tid in s.tracee.threads.keys() {
+                ptrace::setoptions(tid, opts)
+                    .map_err(|e| Error::ptrace("PTRACE_SETOPTIONS", tid, e))?;
+            }
+        }
         s.tracee.resume_all()?;
         Ok((s, restored.warnings))
     }
@@ -234,6 +243,10 @@ impl Session {
         }
         let (plugins, vids) = (&mut self.plugins, &self.vids);
         let stopped = tracee::stop_all(&mut self.tracee, |t, tid, stop| {
+            if !t.owns(tid) {
+                resume_passenger(tid, stop);
+                return Ok(());
+            }
             handle_other_stop(t, plugins, vids, tid, stop).map(drop)
         });
         if let Err(e) = stopped {
@@ -470,6 +483,10 @@ impl Session {
                     return Ok(());
                 }
             }
+            if !self.tracee.owns(tid) {
+                resume_passenger(tid, stop);
+                continue;
+            }
             match stop {
                 Stop::Exited(_) | Stop::Killed(_) => {
                     self.tracee.threads.remove(&tid);
@@ -519,6 +536,30 @@ impl Session {
                     let _ = ptrace::setsiginfo(tid, &info);
                 }
             }
+        }
+    }
+}
+
+/// A stop of a process the program forked while it runs under a
+/// translation filter: such children are followed only so their trapped
+/// syscalls don't fail (without a tracer they return ENOSYS); they are
+/// resumed as they were, untranslated.
+fn resume_passenger(tid: pid_t, stop: Stop) {
+    match stop {
+        Stop::Exited(_) | Stop::Killed(_) => {}
+        Stop::Signal(sig) => {
+            let _ = ptrace::cont(tid, sig);
+        }
+        Stop::Event(PTRACE_EVENT_STOP, sig)
+            if matches!(
+                sig,
+                libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU
+            ) =>
+        {
+            let _ = ptrace::listen(tid);
+        }
+        _ => {
+            let _ = ptrace::cont(tid, 0);
         }
     }
 }

@@ -86,6 +86,29 @@ impl Tracee {
         })
     }
 
+    /// A NUL-terminated string of at most `max` bytes, read page by page so
+    /// it never reads past the end of a mapping.
+    pub fn read_cstr(&self, addr: u64, max: usize) -> Result<Vec<u8>, Error> {
+        let mut out = Vec::new();
+        let mut at = addr;
+        loop {
+            let mut b = [0u8; 256];
+            let n = (PAGE - at % PAGE).min(256) as usize;
+            self.read_mem(at, &mut b[..n])?;
+            if let Some(i) = b[..n].iter().position(|&c| c == 0) {
+                out.extend_from_slice(&b[..i]);
+                return Ok(out);
+            }
+            out.extend_from_slice(&b[..n]);
+            at += n as u64;
+            if out.len() > max {
+                return Err(Error::Tracee(format!(
+                    "string at {addr:#x} longer than {max} bytes"
+                )));
+            }
+        }
+    }
+
     pub fn read_u64(&self, addr: u64) -> Result<u64, Error> {
         let mut b = [0u8; 8];
         self.read_mem(addr, &mut b)?;
@@ -101,6 +124,12 @@ impl Tracee {
             .collect();
         tids.sort_unstable();
         Ok(tids)
+    }
+
+    /// Whether `tid` is a thread of this process (known, or new: its clone
+    /// event may still be queued), rather than another traced process.
+    pub fn owns(&self, tid: pid_t) -> bool {
+        self.threads.contains_key(&tid) || tgid_of(tid) == Some(self.pid)
     }
 
     pub fn all_stopped(&self) -> bool {
@@ -130,6 +159,15 @@ impl Tracee {
         }
         Ok(())
     }
+}
+
+/// The thread group a thread belongs to (None once it is gone).
+pub fn tgid_of(tid: pid_t) -> Option<pid_t> {
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 impl Thread {
@@ -319,7 +357,7 @@ pub fn stop_all(
             continue;
         };
         match stop {
-            Stop::Event(PTRACE_EVENT_STOP, _) => {
+            Stop::Event(PTRACE_EVENT_STOP, _) if tracee.owns(tid) => {
                 if let Some(t) = tracee.threads.get_mut(&tid) {
                     t.stop = ThreadStop::Interrupted;
                 } else {
@@ -330,12 +368,14 @@ pub fn stop_all(
                     tracee.threads.insert(tid, t);
                 }
             }
-            Stop::Signal(sig) if tracee.threads.contains_key(&tid) => {
+            Stop::Signal(sig) if tracee.owns(tid) => {
                 let info = ptrace::getsiginfo(tid).ok();
-                if let Some(t) = tracee.threads.get_mut(&tid) {
-                    t.stop = ThreadStop::Signal(sig);
-                    t.stop_siginfo = info;
-                }
+                let t = tracee
+                    .threads
+                    .entry(tid)
+                    .or_insert_with(|| Thread::new(tid));
+                t.stop = ThreadStop::Signal(sig);
+                t.stop_siginfo = info;
             }
             Stop::Exited(_) | Stop::Killed(_) if tid == tracee.pid => {
                 return Err(Error::Gone("the program exited".into()));

@@ -84,7 +84,24 @@ impl Default for Pids {
     }
 }
 
-const PID_SYSCALLS: &[i64] = &[
+/// Syscalls taking a path, and which argument it is: "/proc/<vpid>/..."
+/// must name the real process.
+const PATH_SYSCALLS: &[(i64, usize)] = &[
+    (libc::SYS_open, 0),
+    (libc::SYS_openat, 1),
+    (libc::SYS_readlink, 0),
+    (libc::SYS_readlinkat, 1),
+    (libc::SYS_stat, 0),
+    (libc::SYS_lstat, 0),
+    (libc::SYS_newfstatat, 1),
+    (libc::SYS_statx, 1),
+    (libc::SYS_access, 0),
+    (libc::SYS_faccessat, 1),
+    (libc::SYS_faccessat2, 1),
+    (libc::SYS_chdir, 0),
+];
+
+const TRAPPED: &[i64] = &[
     libc::SYS_getpid,
     libc::SYS_gettid,
     libc::SYS_getppid,
@@ -100,7 +117,61 @@ const PID_SYSCALLS: &[i64] = &[
     libc::SYS_sched_getaffinity,
     libc::SYS_sched_setaffinity,
     libc::SYS_prlimit64,
+    libc::SYS_open,
+    libc::SYS_openat,
+    libc::SYS_readlink,
+    libc::SYS_readlinkat,
+    libc::SYS_stat,
+    libc::SYS_lstat,
+    libc::SYS_newfstatat,
+    libc::SYS_statx,
+    libc::SYS_access,
+    libc::SYS_faccessat,
+    libc::SYS_faccessat2,
+    libc::SYS_chdir,
 ];
+
+/// Below the stack pointer, past the red zone: room for a rewritten path
+/// while the thread is stopped at syscall entry.
+const PATH_SCRATCH_BELOW_SP: u64 = 4096;
+
+fn arg(r: &libc::user_regs_struct, i: usize) -> u64 {
+    [r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9][i]
+}
+
+fn set_arg(r: &mut libc::user_regs_struct, i: usize, v: u64) {
+    match i {
+        0 => r.rdi = v,
+        1 => r.rsi = v,
+        2 => r.rdx = v,
+        3 => r.r10 = v,
+        4 => r.r8 = v,
+        _ => r.r9 = v,
+    }
+}
+
+/// Point a path argument naming /proc/<vpid> at a copy naming the real pid.
+fn translate_path_arg(ctx: &mut crate::plugin::SyscallCtx, i: usize) {
+    let ptr = arg(ctx.regs, i);
+    if ptr == 0 {
+        return;
+    }
+    let Ok(bytes) = ctx.tracee.read_cstr(ptr, 4096) else {
+        return;
+    };
+    let Ok(path) = std::str::from_utf8(&bytes) else {
+        return;
+    };
+    let Some(real) = ctx.vids.proc_path_to_real(path) else {
+        return;
+    };
+    let mut new = real.into_bytes();
+    new.push(0);
+    let at = (ctx.regs.rsp - PATH_SCRATCH_BELOW_SP - new.len() as u64) & !15;
+    if ctx.tracee.write_mem(at, &new).is_ok() {
+        set_arg(ctx.regs, i, at);
+    }
+}
 
 impl crate::plugin::Plugin for Pids {
     fn name(&self) -> &'static str {
@@ -108,7 +179,7 @@ impl crate::plugin::Plugin for Pids {
     }
 
     fn syscalls(&self) -> &'static [i64] {
-        PID_SYSCALLS
+        TRAPPED
     }
 
     fn restart(&mut self, ctx: &mut crate::plugin::RestoreCtx) -> Result<(), crate::Error> {
@@ -121,6 +192,13 @@ impl crate::plugin::Plugin for Pids {
         ctx: &mut crate::plugin::SyscallCtx,
     ) -> Result<crate::plugin::SyscallAction, crate::Error> {
         use crate::plugin::SyscallAction::{Emulate, Run};
+        if let Some(&(_, i)) = PATH_SYSCALLS
+            .iter()
+            .find(|(nr, _)| *nr == ctx.regs.orig_rax as i64)
+        {
+            translate_path_arg(ctx, i);
+            return Ok(Run);
+        }
         let v = ctx.vids;
         let r = &mut *ctx.regs;
         let real = |x: u64| v.to_real(x as i32) as u32 as u64;

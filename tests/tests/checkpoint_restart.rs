@@ -424,3 +424,46 @@ fn status_prints_json_while_running() {
     assert!(json.is_object(), "expected a JSON object, got {json}");
     launched.wait().assert_success();
 }
+
+#[test]
+fn restart_while_original_runs_translates_ids() {
+    // The original keeps its pid, so the restarted copy cannot have it back:
+    // it must still see its old pid, open /proc/<that pid>/..., and fork
+    // children whose syscalls work.
+    let scratch = Scratch::new("restart_while_original_runs_translates_ids");
+    let program = fixture("proc_pid_fork");
+    let uninterrupted = String::from_utf8(run_uninterrupted(&program).stdout).unwrap();
+    let mut launched = launch(
+        &program,
+        &scratch.dir("ckpt-0"),
+        Redirect::to(scratch.join("original.out")),
+    );
+    launched.wait_for(Wait::Lines(4));
+    let image = launched.checkpoint();
+    let restarted = restart(
+        &image,
+        &scratch.dir("ckpt-1"),
+        &[],
+        Redirect::to(scratch.join("copy.out")),
+    )
+    .wait();
+    restarted.assert_success();
+    let original = launched.wait();
+    original.assert_success();
+    assert_eq!(
+        original.stdout, uninterrupted,
+        "the original must be unaffected"
+    );
+    let copy = restarted.stdout;
+    let n = copy.lines().count();
+    assert!(
+        n > 0 && n < uninterrupted.lines().count(),
+        "copy printed {n} lines:\n{copy}"
+    );
+    let expected: String = uninterrupted
+        .lines()
+        .skip(uninterrupted.lines().count() - n)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(copy, expected, "{}", first_difference(&expected, &copy));
+}

@@ -42,6 +42,11 @@ pub fn seize(pid: pid_t, options: c_int) -> Result<()> {
     check(unsafe { libc::ptrace(libc::PTRACE_SEIZE, pid, NULL, options as c_long) }).map(drop)
 }
 
+pub fn setoptions(tid: pid_t, options: c_int) -> Result<()> {
+    // SAFETY: no pointers are passed; data carries the option bits.
+    check(unsafe { libc::ptrace(libc::PTRACE_SETOPTIONS, tid, NULL, options as c_long) }).map(drop)
+}
+
 pub fn interrupt(tid: pid_t) -> Result<()> {
     // SAFETY: no pointers are passed.
     check(unsafe { libc::ptrace(libc::PTRACE_INTERRUPT, tid, NULL, NULL) }).map(drop)
