@@ -37,6 +37,11 @@ pub struct RestartOptions<'a> {
     pub env: Vec<(String, String)>,
     /// Called as memory is restored, with the bytes written so far.
     pub progress: Option<&'a dyn Fn(u64)>,
+    /// Install this seccomp filter (built from the trampoline's syscall
+    /// address, which the filter must let through) instead of the plugins'.
+    pub seccomp: Option<&'a dyn Fn(u64) -> Vec<u8>>,
+    /// Make rdtsc fault in every thread (PR_SET_TSC), for replay.
+    pub notsc: bool,
 }
 
 /// A restored process, every thread stopped and ready to run.
@@ -209,10 +214,22 @@ impl Refill<'_> {
             };
             p.restart(&mut ctx)?;
         }
-        if !vids.is_identity() {
+        if let Some(build) = opts.seccomp {
+            self.install_program(&build(self.inj.addr + 2))?;
+        } else if !vids.is_identity() {
             // Some id could not be kept: the program's pid syscalls need
             // translating from now on.
             self.install_filter(plugins)?;
+        }
+        if opts.notsc {
+            for &tid in &self.tids {
+                self.inj.call(
+                    tid,
+                    "prctl(PR_SET_TSC)",
+                    libc::SYS_prctl,
+                    &[libc::PR_SET_TSC as u64, libc::PR_TSC_SIGSEGV as u64],
+                )?;
+            }
         }
         if !opts.env.is_empty() {
             crate::environ::set_vars(&self.tracee, &self.inj, state, &opts.env)?;
@@ -259,13 +276,17 @@ impl Refill<'_> {
         if traced.is_empty() {
             return Ok(());
         }
-        let prog = crate::seccomp::filter(&traced, self.inj.addr + 2);
+        self.install_program(&crate::seccomp::filter(&traced, self.inj.addr + 2))
+    }
+
+    /// Install a raw seccomp-bpf program in every thread.
+    fn install_program(&self, prog: &[u8]) -> Result<(), Error> {
         let scratch = self.inj.scratch();
         let filter_at = scratch + 64;
         if prog.len() as u64 + 64 > PAGE {
             return Err(Error::Restore("seccomp filter too large".into()));
         }
-        self.tracee.write_mem(filter_at, &prog)?;
+        self.tracee.write_mem(filter_at, prog)?;
         let mut fprog = ((prog.len() / 8) as u64).to_le_bytes().to_vec();
         fprog.extend_from_slice(&filter_at.to_le_bytes());
         self.tracee.write_mem(scratch, &fprog)?;

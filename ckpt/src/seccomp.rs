@@ -57,6 +57,39 @@ pub fn filter(traced: &[i64], trampoline_ip: u64) -> Vec<u8> {
     prog.concat()
 }
 
+/// The filter of recorded and replayed programs: every syscall stops in
+/// the tracer except those in `allowed` (and those made from
+/// `trampoline_ip`, when given).
+pub fn filter_all_but(allowed: &[i64], trampoline_ip: Option<u64>) -> Vec<u8> {
+    let mut prog: Vec<[u8; 8]> = vec![
+        insn(LD_W_ABS, 0, 0, ARCH),
+        insn(JEQ_K, 1, 0, AUDIT_ARCH_X86_64),
+        insn(RET_K, 0, 0, RET_KILL_PROCESS),
+    ];
+    if let Some(ip) = trampoline_ip {
+        prog.extend([
+            insn(LD_W_ABS, 0, 0, IP_HI),
+            insn(JEQ_K, 0, 3, (ip >> 32) as u32),
+            insn(LD_W_ABS, 0, 0, IP_LO),
+            insn(JEQ_K, 0, 1, ip as u32),
+            insn(RET_K, 0, 0, RET_ALLOW),
+        ]);
+    }
+    prog.push(insn(LD_W_ABS, 0, 0, NR));
+    // Jumps are 8-bit: check in groups, each group ending in its own RET.
+    for group in allowed.chunks(200) {
+        let n = group.len();
+        for (i, &nr) in group.iter().enumerate() {
+            prog.push(insn(JEQ_K, (n - i) as u8, 0, nr as u32));
+        }
+        // No match in this group: skip its RET_ALLOW.
+        prog.push(insn(JEQ_K, 0, 1, u32::MAX));
+        prog.push(insn(RET_K, 0, 0, RET_ALLOW));
+    }
+    prog.push(insn(RET_K, 0, 0, RET_TRACE));
+    prog.concat()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,6 +119,19 @@ mod tests {
                 _ => panic!("unknown opcode"),
             }
         }
+    }
+
+    #[test]
+    fn traces_everything_but_the_allowed() {
+        let allowed: Vec<i64> = (0..450).filter(|n| n % 2 == 0).collect();
+        let prog = filter_all_but(&allowed, Some(0x7f00_0000_1002));
+        for nr in 0..450u32 {
+            let want = if nr % 2 == 0 { RET_ALLOW } else { RET_TRACE };
+            assert_eq!(run(&prog, nr, 0x401000), want, "syscall {nr}");
+        }
+        assert_eq!(run(&prog, 1, 0x7f00_0000_1002), RET_ALLOW);
+        let prog = filter_all_but(&[], None);
+        assert_eq!(run(&prog, 0, 0x401000), RET_TRACE);
     }
 
     #[test]

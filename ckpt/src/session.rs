@@ -20,7 +20,7 @@ use crate::control::{self, ControlSocket, Request, Response, Status};
 use crate::plugin::{Plugin, StdioIds, SyscallAction, SyscallCtx};
 use crate::restore::{self, RestartOptions};
 use crate::sys::ptrace::{self, Stop, PTRACE_EVENT_STOP};
-use crate::tracee::{self, Thread, ThreadStop, Tracee};
+use crate::tracee::{self, resume_passenger, Thread, ThreadStop, Tracee};
 use crate::vids::VirtualIds;
 use crate::Error;
 
@@ -484,6 +484,8 @@ impl Session {
                 }
             }
             if !self.tracee.owns(tid) {
+                // A child forked under the translation filter: followed
+                // only so its trapped syscalls don't fail with ENOSYS.
                 resume_passenger(tid, stop);
                 continue;
             }
@@ -501,10 +503,7 @@ impl Session {
                         .threads
                         .entry(tid)
                         .or_insert_with(|| Thread::new(tid));
-                    if matches!(
-                        sig,
-                        libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU
-                    ) {
+                    if tracee::is_group_stop(sig) {
                         // A group-stop: stay stopped until SIGCONT.
                         let _ = ptrace::listen(tid);
                     } else {
@@ -536,30 +535,6 @@ impl Session {
                     let _ = ptrace::setsiginfo(tid, &info);
                 }
             }
-        }
-    }
-}
-
-/// A stop of a process the program forked while it runs under a
-/// translation filter: such children are followed only so their trapped
-/// syscalls don't fail (without a tracer they return ENOSYS); they are
-/// resumed as they were, untranslated.
-fn resume_passenger(tid: pid_t, stop: Stop) {
-    match stop {
-        Stop::Exited(_) | Stop::Killed(_) => {}
-        Stop::Signal(sig) => {
-            let _ = ptrace::cont(tid, sig);
-        }
-        Stop::Event(PTRACE_EVENT_STOP, sig)
-            if matches!(
-                sig,
-                libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU
-            ) =>
-        {
-            let _ = ptrace::listen(tid);
-        }
-        _ => {
-            let _ = ptrace::cont(tid, 0);
         }
     }
 }

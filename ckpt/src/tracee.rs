@@ -388,3 +388,29 @@ pub fn stop_all(
     }
     Ok(())
 }
+
+/// Whether a PTRACE_EVENT_STOP with this signal is a group-stop (job
+/// control), as opposed to an interrupt or a new thread's first stop.
+pub fn is_group_stop(sig: i32) -> bool {
+    matches!(
+        sig,
+        libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU
+    )
+}
+
+/// Resume a stop of a process that is followed but not the program itself
+/// (a child it forked): signals are passed on, group-stops kept.
+pub fn resume_passenger(tid: pid_t, stop: Stop) {
+    match stop {
+        Stop::Exited(_) | Stop::Killed(_) => {}
+        Stop::Signal(sig) => {
+            let _ = ptrace::cont(tid, sig);
+        }
+        Stop::Event(PTRACE_EVENT_STOP, sig) if is_group_stop(sig) => {
+            let _ = ptrace::listen(tid);
+        }
+        _ => {
+            let _ = ptrace::cont(tid, 0);
+        }
+    }
+}

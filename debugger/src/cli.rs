@@ -243,6 +243,7 @@ pub fn restart(req: RestartRequest) -> CliResult {
         &RestartOptions {
             env,
             progress: Some(&report),
+            ..Default::default()
         },
     );
     if let Some(bar) = &bar {
@@ -253,4 +254,75 @@ pub fn restart(req: RestartRequest) -> CliResult {
         eprintln!("rewind: warning: {w}");
     }
     Ok(exit_status(session.run()?))
+}
+
+impl From<rewind_rr::Error> for CliError {
+    fn from(e: rewind_rr::Error) -> CliError {
+        CliError {
+            message: e.to_string(),
+            usage: false,
+        }
+    }
+}
+
+pub struct RecordRequest {
+    pub argv: Vec<String>,
+    pub output: Option<PathBuf>,
+    pub verify: Option<String>,
+}
+
+fn verify_memory(v: &Option<String>) -> Result<bool, CliError> {
+    match v.as_deref() {
+        None | Some("registers") => Ok(false),
+        Some("memory") => Ok(true),
+        Some(other) => Err(CliError::usage(format!(
+            "--verify takes `registers` or `memory`, not {other:?}"
+        ))),
+    }
+}
+
+pub fn record(req: RecordRequest) -> CliResult {
+    let verify_memory = verify_memory(&req.verify)?;
+    let dir = match req.output {
+        Some(d) => d,
+        None => {
+            let prog = std::path::Path::new(&req.argv[0])
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "prog".into());
+            PathBuf::from(format!("rewind-trace-{prog}-{}", std::process::id()))
+        }
+    };
+    rewind_ckpt::sys::process::ignore_terminal_signals();
+    let rec = rewind_rr::recorder::record(
+        &req.argv,
+        &rewind_rr::recorder::RecordOptions { dir, verify_memory },
+    )?;
+    eprintln!(
+        "rewind: recorded {} events ({:.1} MiB) in {}",
+        rec.events,
+        rec.bytes as f64 / (1u64 << 20) as f64,
+        rec.dir.display()
+    );
+    Ok(exit_status(rec.exit_code))
+}
+
+pub struct ReplayRequest {
+    pub trace: PathBuf,
+    pub quiet: bool,
+    pub verify: Option<String>,
+}
+
+pub fn replay(req: ReplayRequest) -> CliResult {
+    let verify_memory = verify_memory(&req.verify)?;
+    let opts = rewind_rr::replayer::ReplayOptions {
+        dir: req.trace,
+        quiet: req.quiet,
+        verify: req.verify.is_some(),
+        verify_memory,
+    };
+    let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
+    let done = rewind_rr::replayer::replay(&opts, &mut out, &mut err)?;
+    tracing::info!("replayed {} events", done.events);
+    Ok(exit_status(done.exit_code))
 }

@@ -42,6 +42,49 @@ enum Command {
     /// whose stdin, stdout and stderr are rewind's; it sees the same pid and
     /// thread ids as before. rewind exits with the program's exit status.
     Restart(RestartArgs),
+    /// Run a program live and record everything nondeterministic it sees.
+    ///
+    /// Syscall results and the memory they wrote, signals and where they
+    /// arrived, rdtsc values and the thread schedule go into a trace
+    /// directory, next to an image of the program at its first instruction.
+    /// No hardware performance counters are needed. Children the program
+    /// forks run live but are not recorded.
+    Record(RecordArgs),
+    /// Re-execute a recorded program deterministically.
+    ///
+    /// The program runs again natively and is fed the recorded events; it
+    /// never touches the outside world (its writes to stdout and stderr are
+    /// shown from the trace, not performed). Ends with the recorded exit
+    /// status, or with a divergence report if the program does something else.
+    Replay(ReplayArgs),
+}
+
+#[derive(Args, Debug)]
+struct RecordArgs {
+    /// Trace directory to create (default ./rewind-trace-<prog>-<pid>).
+    #[arg(short = 'o', long = "output", value_name = "DIR")]
+    output: Option<PathBuf>,
+    /// Checksums to keep at every event: `registers` (always kept) or
+    /// `memory` (also all writable memory; slow), for `replay --verify`.
+    #[arg(long, value_name = "WHAT", num_args = 0..=1, require_equals = true, default_missing_value = "registers")]
+    verify: Option<String>,
+    /// The program and its arguments.
+    #[arg(required = true, last = true, value_name = "PROG ARGS")]
+    argv: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+struct ReplayArgs {
+    /// The trace directory written by `rewind record`.
+    #[arg(value_name = "TRACE_DIR")]
+    trace: PathBuf,
+    /// Don't show the program's recorded output.
+    #[arg(long, short)]
+    quiet: bool,
+    /// Compare checksums at every event with the recording's: registers,
+    /// or with `=memory` also writable memory (if recorded with it).
+    #[arg(long, value_name = "WHAT", num_args = 0..=1, require_equals = true, default_missing_value = "registers")]
+    verify: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -127,6 +170,16 @@ fn main() -> ExitCode {
             env: a.env,
             interval: a.interval,
             plugins: a.plugin,
+        }),
+        Command::Record(a) => cli::record(cli::RecordRequest {
+            argv: a.argv,
+            output: a.output,
+            verify: a.verify,
+        }),
+        Command::Replay(a) => cli::replay(cli::ReplayRequest {
+            trace: a.trace,
+            quiet: a.quiet,
+            verify: a.verify,
         }),
     };
     match result {

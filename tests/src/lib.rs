@@ -887,3 +887,285 @@ fn quote(text: &str) -> String {
         &text[tail_start..]
     )
 }
+
+// ---------------------------------------------------------------------------------------------
+// Record and replay (DESIGN §4, oracle (b) of §9)
+// ---------------------------------------------------------------------------------------------
+
+/// How long `rewind record` of one program may take.
+pub const RECORD_TIMEOUT: Duration = RUN_TIMEOUT;
+/// How long one `rewind replay` may take.
+pub const REPLAY_TIMEOUT: Duration = RUN_TIMEOUT;
+
+/// A finished `rewind record -o DIR -- PROGRAM`: the trace and what the program did live.
+#[derive(Debug)]
+pub struct Recorded {
+    /// The trace directory.
+    pub dir: PathBuf,
+    /// What the program printed on stdout while it was recorded (a file, as in a shell redirect).
+    pub stdout: String,
+    /// `rewind record`'s stderr: the program's stderr, then rewind's `rewind: recorded ...` line.
+    pub stderr: String,
+    /// How `rewind record` ended: the program's exit code, 128 + signal if it was killed.
+    pub status: ExitStatus,
+    /// The command line, for messages.
+    pub what: String,
+}
+
+/// `rewind record -o <scratch>/trace-<i> -- PROGRAM ARGS...` with the program's arguments,
+/// environment and working directory taken from `program`, its stdin read from `stdin` (or
+/// /dev/null) and its stdout and stderr going to files. Fails unless it ended without a panic,
+/// with the summary line `rewind: recorded N events (S MiB) in DIR` and a non-empty trace
+/// directory. Each call in a test uses the next free `trace-<i>`.
+#[track_caller]
+pub fn record(scratch: &Scratch, program: &Command, stdin: Option<&Path>) -> Recorded {
+    record_with(scratch, program, &[], stdin)
+}
+
+/// [`record`] with flags before `--` (such as `--verify=memory`).
+#[track_caller]
+pub fn record_with(
+    scratch: &Scratch,
+    program: &Command,
+    flags: &[&str],
+    stdin: Option<&Path>,
+) -> Recorded {
+    let i = (0..)
+        .find(|i| !scratch.join(format!("trace-{i}")).exists())
+        .expect("some trace-<i> is free");
+    let dir = scratch.join(format!("trace-{i}"));
+    let mut cmd = Command::new(rewind_bin());
+    cmd.arg("record").arg("-o").arg(&dir).args(flags).arg("--");
+    copy_program(program, &mut cmd);
+    let done = spawn_with_stdin(
+        cmd,
+        stdin,
+        scratch.path(),
+        Redirect::to(scratch.join(format!("record-{i}.out"))),
+    )
+    .wait_timeout(RECORD_TIMEOUT);
+    let summary = done.stderr.lines().any(|line| {
+        line.starts_with("rewind: recorded ")
+            && line.contains(" events (")
+            && line.contains(" MiB) in ")
+    });
+    let trace_files = fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0);
+    assert!(
+        summary && trace_files > 0 && !done.stderr.contains("panicked"),
+        "rewind record did not record (summary line `rewind: recorded N events (S MiB) in DIR`: {}, \
+         files in {}: {trace_files}):\n{}",
+        if summary { "printed" } else { "missing" },
+        dir.display(),
+        done.describe()
+    );
+    Recorded {
+        dir,
+        stdout: done.stdout,
+        stderr: done.stderr,
+        status: done.status,
+        what: done.what,
+    }
+}
+
+/// `rewind replay DIR EXTRA_ARGS...` to its end (at most [`REPLAY_TIMEOUT`]), from DIR's parent,
+/// with stdin from /dev/null and stdout and stderr captured.
+pub fn replay(dir: &Path, extra_args: &[&str]) -> Finished {
+    let mut cmd = Command::new(rewind_bin());
+    cmd.arg("replay").arg(dir).args(extra_args);
+    if let Some(parent) = dir.parent() {
+        cmd.current_dir(parent);
+    }
+    run_to_end(cmd, REPLAY_TIMEOUT)
+}
+
+impl Recorded {
+    /// `rewind replay` of this trace with `extra_args`; see [`replay`].
+    pub fn replay(&self, extra_args: &[&str]) -> Finished {
+        replay(&self.dir, extra_args)
+    }
+
+    /// What the program itself printed on stderr: `stderr` without rewind's `rewind:` lines.
+    pub fn program_stderr(&self) -> String {
+        without_rewind_lines(&self.stderr)
+    }
+
+    /// Replays the trace with `extra_args` and checks the oracle (see [`Recorded::assert_replay_matches`]);
+    /// returns the replay.
+    #[track_caller]
+    pub fn assert_replays_as_recorded(&self, extra_args: &[&str]) -> Finished {
+        let replayed = self.replay(extra_args);
+        self.assert_replay_matches(&replayed);
+        replayed
+    }
+
+    /// The oracle of DESIGN §9 (b) on output: the replay printed on stdout exactly what the program
+    /// printed live, on stderr the same as the program did (rewind's `rewind:` lines aside), and
+    /// ended with the recorded exit code, without a panic. The recorded output must not be empty, or
+    /// the comparison would prove nothing.
+    #[track_caller]
+    pub fn assert_replay_matches(&self, replayed: &Finished) {
+        let texts = || {
+            format!(
+                "--- recorded: {} exited with {}\n--- its stdout:\n{}\n--- its stderr:\n{}\n--- replay: {}",
+                self.what,
+                show_status(self.status),
+                quote(&self.stdout),
+                quote(&self.stderr),
+                replayed.describe()
+            )
+        };
+        assert!(
+            !self.stdout.is_empty(),
+            "the recorded program printed nothing, so its replay cannot be checked\n{}",
+            texts()
+        );
+        // A failed replay (a divergence, say) explains everything else, so it is reported first.
+        assert!(
+            replayed.status.code() == self.status.code()
+                && replayed.status.signal().is_none()
+                && !replayed.stderr.contains("panicked"),
+            "the replay ended differently from the recording ({} recorded)\n{}",
+            show_status(self.status),
+            texts()
+        );
+        assert!(
+            replayed.stdout == self.stdout,
+            "the replay's stdout differs from what the program printed while recorded: {}\n{}",
+            first_difference(&self.stdout, &replayed.stdout),
+            texts()
+        );
+        let (recorded_err, replayed_err) = (
+            self.program_stderr(),
+            without_rewind_lines(&replayed.stderr),
+        );
+        assert!(
+            replayed_err == recorded_err,
+            "the replay's stderr differs from what the program printed on stderr while recorded \
+             (rewind: lines left out): {}\n{}",
+            first_difference(&recorded_err, &replayed_err),
+            texts()
+        );
+    }
+
+    /// Everything about the recording, for a failure message.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} exited with {}\n--- stdout:\n{}\n--- stderr:\n{}",
+            self.what,
+            show_status(self.status),
+            quote(&self.stdout),
+            quote(&self.stderr)
+        )
+    }
+}
+
+/// Runs `program` natively (no rewind) to its end, at most [`RUN_TIMEOUT`], with stdin read from
+/// `stdin` (or /dev/null) and stdout and stderr going to files `<scratch>/native-<i>.out[.stderr]`
+/// (a file, as for [`record`], so stdio buffers the same way). Whatever its exit status.
+#[track_caller]
+pub fn run_natively(scratch: &Scratch, program: &Command, stdin: Option<&Path>) -> Finished {
+    let i = (0..)
+        .find(|i| !scratch.join(format!("native-{i}.out")).exists())
+        .expect("some native-<i>.out is free");
+    let mut cmd = Command::new(program.get_program());
+    cmd.args(program.get_args());
+    copy_environment(program, &mut cmd);
+    spawn_with_stdin(
+        cmd,
+        stdin,
+        scratch.path(),
+        Redirect::to(scratch.join(format!("native-{i}.out"))),
+    )
+    .wait_timeout(RUN_TIMEOUT)
+}
+
+/// A command running the program `name` found on PATH (by its absolute path); `name` is a package
+/// that scripts/setup.sh installs.
+pub fn system_program(name: &str) -> Command {
+    let path = std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|dir| dir.join(name))
+                .find(|p| p.is_file())
+        })
+        .unwrap_or_else(|| panic!("{name} not found on PATH (scripts/setup.sh installs it)"));
+    Command::new(path)
+}
+
+/// A command running the python3 interpreter itself: `sys.executable` of the python3 on PATH, so
+/// that a wrapper script (a pyenv shim, say) is not what runs.
+pub fn python3_interpreter() -> Command {
+    let mut ask = python3();
+    ask.args(["-c", "import sys; print(sys.executable)"]);
+    let done = run_to_end(ask, COMMAND_TIMEOUT);
+    let path = PathBuf::from(done.stdout.trim());
+    assert!(
+        done.status.success() && path.is_absolute() && path.is_file(),
+        "cannot find python3's interpreter (sys.executable):\n{}",
+        done.describe()
+    );
+    Command::new(path)
+}
+
+/// `text` without its lines that start with `rewind:` (rewind's own messages).
+pub fn without_rewind_lines(text: &str) -> String {
+    text.split_inclusive('\n')
+        .filter(|line| !line.starts_with("rewind:"))
+        .collect()
+}
+
+/// Appends `program`'s path and arguments to `cmd` and gives it `program`'s environment changes and
+/// working directory.
+fn copy_program(program: &Command, cmd: &mut Command) {
+    cmd.arg(program.get_program()).args(program.get_args());
+    copy_environment(program, cmd);
+}
+
+fn copy_environment(program: &Command, cmd: &mut Command) {
+    for (key, value) in program.get_envs() {
+        match value {
+            Some(value) => cmd.env(key, value),
+            None => cmd.env_remove(key),
+        };
+    }
+    if let Some(dir) = program.get_current_dir() {
+        cmd.current_dir(dir);
+    }
+}
+
+/// Like `spawn`, with stdin read from a file (or /dev/null); `dir` stands for the checkpoint
+/// directory, which nothing here uses.
+fn spawn_with_stdin(
+    mut cmd: Command,
+    stdin: Option<&Path>,
+    dir: &Path,
+    stdout: Redirect,
+) -> Running {
+    let what = match stdin {
+        Some(path) => format!("{} < {}", describe(&cmd), path.display()),
+        None => describe(&cmd),
+    };
+    let input = match stdin {
+        Some(path) => Stdio::from(
+            File::open(path).unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display())),
+        ),
+        None => Stdio::null(),
+    };
+    let out = File::create(&stdout.path)
+        .unwrap_or_else(|e| panic!("cannot create {}: {e}", stdout.path.display()));
+    let stderr_path = stdout.stderr_path();
+    let err = File::create(&stderr_path)
+        .unwrap_or_else(|e| panic!("cannot create {}: {e}", stderr_path.display()));
+    cmd.stdin(input).stdout(out).stderr(err).process_group(0);
+    let child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+    Running {
+        what,
+        child: Some(child),
+        ckpt_dir: dir.to_owned(),
+        stdout_path: stdout.path,
+        stderr_path,
+        stdout_start: 0,
+    }
+}

@@ -18,3 +18,45 @@ pub fn fionread(fd: RawFd) -> Result<usize, Errno> {
     }
     Ok(n.max(0) as usize)
 }
+
+/// Starts writing `len` bytes of `fd` from `offset` to disk without waiting
+/// for it (`sync_file_range(SYNC_FILE_RANGE_WRITE)`), so a later fsync has
+/// less left to wait for.
+pub fn start_writeback(fd: RawFd, offset: u64, len: u64) -> Result<(), Errno> {
+    let offset = libc::off64_t::try_from(offset).map_err(|_| Errno::EINVAL)?;
+    let len = libc::off64_t::try_from(len).map_err(|_| Errno::EINVAL)?;
+    // SAFETY: sync_file_range takes no pointers; the kernel checks the fd and range.
+    if unsafe { libc::sync_file_range(fd, offset, len, libc::SYNC_FILE_RANGE_WRITE) } != 0 {
+        return Err(Errno::last());
+    }
+    Ok(())
+}
+
+/// Read the time-stamp counter (what a recorded rdtsc returns).
+pub fn rdtsc() -> u64 {
+    // SAFETY: rdtsc has no memory effects; the tracer itself may execute it.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// rdtscp: the counter and TSC_AUX (the cpu number, as Linux sets it).
+pub fn rdtscp() -> (u64, u32) {
+    let mut aux = 0u32;
+    // SAFETY: rdtscp writes only `aux`, a valid local.
+    let v = unsafe { core::arch::x86_64::__rdtscp(&mut aux) };
+    (v, aux)
+}
+
+/// The lowest CPU this process may run on.
+pub fn first_allowed_cpu() -> usize {
+    nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0))
+        .ok()
+        .and_then(|set| (0..nix::sched::CpuSet::count()).find(|&c| set.is_set(c).unwrap_or(false)))
+        .unwrap_or(0)
+}
+
+/// Pin thread `tid` to `cpu`.
+pub fn pin_to_cpu(tid: libc::pid_t, cpu: usize) -> Result<(), Errno> {
+    let mut set = nix::sched::CpuSet::new();
+    set.set(cpu)?;
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(tid), &set)
+}

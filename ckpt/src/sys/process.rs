@@ -41,9 +41,54 @@ fn pipe_cloexec() -> Result<(OwnedFd, OwnedFd), Errno> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
 }
 
+/// What a child does between its release and execve (record/replay).
+#[derive(Debug, Clone, Default)]
+pub struct PreExec {
+    /// A seccomp-bpf program (raw `struct sock_filter` array) to install.
+    pub seccomp: Option<Vec<u8>>,
+    /// Make rdtsc/rdtscp fault (PR_SET_TSC, PR_TSC_SIGSEGV) so a tracer can
+    /// record their values.
+    pub notsc: bool,
+    /// Run only on this CPU (what CPUID reports depends on the CPU).
+    pub cpu: Option<usize>,
+}
+
 /// Fork a child that waits until released, then execs `path` with `argv`
 /// and `envp`. Everything the child needs is prepared before fork.
 pub fn spawn_waiting(path: &CString, argv: &[CString], envp: &[CString]) -> Result<Child, Errno> {
+    spawn_waiting_with(path, argv, envp, &PreExec::default())
+}
+
+#[repr(C)]
+struct SockFprog {
+    len: u16,
+    filter: *const u8,
+}
+
+/// `spawn_waiting`, with `pre` applied in the child right before execve.
+pub fn spawn_waiting_with(
+    path: &CString,
+    argv: &[CString],
+    envp: &[CString],
+    pre: &PreExec,
+) -> Result<Child, Errno> {
+    let fprog = pre.seccomp.as_ref().map(|f| SockFprog {
+        len: (f.len() / 8) as u16,
+        filter: f.as_ptr(),
+    });
+    let fprog_ptr = fprog
+        .as_ref()
+        .map(|f| f as *const SockFprog)
+        .unwrap_or(std::ptr::null());
+    let notsc = pre.notsc;
+    let root = nix::unistd::geteuid().is_root();
+    let cpuset = pre.cpu.map(|cpu| {
+        // SAFETY: cpu_set_t is plain data; zeroed is the empty set.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        // SAFETY: CPU_SET writes inside `set` for cpu < CPU_SETSIZE.
+        unsafe { libc::CPU_SET(cpu.min(libc::CPU_SETSIZE as usize - 1), &mut set) };
+        set
+    });
     let (go_r, go_w) = pipe_cloexec()?;
     let (err_r, err_w) = pipe_cloexec()?;
     let mut argv_p: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
@@ -57,7 +102,7 @@ pub fn spawn_waiting(path: &CString, argv: &[CString], envp: &[CString]) -> Resu
         err_w.as_raw_fd(),
     );
     // SAFETY: the child only makes raw syscalls (close, sigaction,
-    // sigprocmask, read, execve, write, _exit) on data prepared before fork, so it never touches a lock another
+    // sigprocmask, read, prctl, seccomp, execve, write, _exit) on data prepared before fork, so it never touches a lock another
     // thread of the parent may hold.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
@@ -80,6 +125,23 @@ pub fn spawn_waiting(path: &CString, argv: &[CString], envp: &[CString]) -> Resu
             while libc::read(go_r_fd, &mut b as *mut u8 as *mut libc::c_void, 1) != 0 {
                 if *libc::__errno_location() != libc::EINTR {
                     break;
+                }
+            }
+            if notsc {
+                libc::prctl(libc::PR_SET_TSC, libc::PR_TSC_SIGSEGV, 0, 0, 0);
+            }
+            if let Some(set) = &cpuset {
+                libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set);
+            }
+            if !fprog_ptr.is_null() {
+                if !root {
+                    libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+                }
+                // SECCOMP_SET_MODE_FILTER = 1
+                if libc::syscall(libc::SYS_seccomp, 1, 0, fprog_ptr) != 0 {
+                    let e = (*libc::__errno_location()).to_ne_bytes();
+                    libc::write(err_w_fd, e.as_ptr() as *const libc::c_void, 4);
+                    libc::_exit(127);
                 }
             }
             libc::execve(path.as_ptr(), argv_p.as_ptr(), envp_p.as_ptr());

@@ -1,0 +1,918 @@
+//! The recorder: runs a program live, one thread at a time, and logs every
+//! nondeterministic event (DESIGN §4).
+//!
+//! Scheduling: only the current thread runs user code. Threads switch at
+//! syscalls: when the current one enters a syscall that may block (an
+//! `Enter` event is logged), and at syscall exits when others are waiting.
+//! A blocked thread whose syscall completes waits, stopped, until it is
+//! scheduled; its result is logged then. So the log's order alone fixes
+//! the interleaving of every thread's memory effects.
+//!
+//! Asynchronous signals are delivered only right after a syscall of the
+//! thread (a boundary): one arriving elsewhere is held and re-sent with
+//! tgkill at the thread's next syscall exit, with its original siginfo.
+
+use std::collections::{HashMap, VecDeque};
+use std::ffi::CString;
+use std::path::{Path, PathBuf};
+
+use libc::{pid_t, user_regs_struct};
+use rewind_ckpt::capture::{self, CaptureEnv};
+use rewind_ckpt::sys::process::{spawn_waiting_with, PreExec};
+use rewind_ckpt::sys::ptrace::{self, Stop, PTRACE_EVENT_STOP, SIGINFO_SIZE};
+use rewind_ckpt::tracee::{ThreadStop, Tracee};
+use rewind_ckpt::vids::VirtualIds;
+
+use crate::syscalls::{self, Disposition};
+use crate::trace::format::{Event, TraceEnd, TraceHeader};
+use crate::trace::{self, EventLog};
+use crate::{regs_checksum, Error};
+
+const AT_NULL: u64 = 0;
+const AT_IGNORE: u64 = 1;
+const AT_SYSINFO_EHDR: u64 = 33;
+const MAX_SYSCALL: i64 = 462;
+
+#[derive(Debug, Clone, Default)]
+pub struct RecordOptions {
+    /// The trace directory (created; must not exist or be empty).
+    pub dir: PathBuf,
+    pub verify_memory: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Recording {
+    pub dir: PathBuf,
+    pub events: u64,
+    pub bytes: u64,
+    pub exit_code: i32,
+}
+
+/// Syscalls that run natively in record and replay: the only ones the
+/// filter lets through.
+pub fn native_syscalls() -> Vec<i64> {
+    (0..=MAX_SYSCALL)
+        .filter(|&nr| disposition(nr, &[0; 6]) == Disposition::Native)
+        .collect()
+}
+
+/// The table's disposition with the cases that depend on arguments or on
+/// how threads end.
+pub fn disposition(nr: i64, args: &[u64; 6]) -> Disposition {
+    match nr {
+        // A new thread runs for real; a new process is emulated (its
+        // children run live while recording and are not replayed).
+        libc::SYS_clone => {
+            if args[0] & libc::CLONE_THREAD as u64 != 0 {
+                Disposition::Shape
+            } else {
+                Disposition::Emulate
+            }
+        }
+        // clone3's flags live in memory: the recorder reads them (see
+        // `clone3_flags`); without them, assume a process.
+        libc::SYS_fork | libc::SYS_vfork => Disposition::Emulate,
+        // A thread's end must happen at its place in the log (it clears
+        // and wakes its tid futex).
+        libc::SYS_exit | libc::SYS_exit_group => Disposition::Shape,
+        libc::SYS_execve | libc::SYS_execveat => Disposition::Shape,
+        _ => syscalls::disposition(nr),
+    }
+}
+
+/// The flags of a clone3 call (first field of `struct clone_args`).
+pub fn clone3_flags(tracee: &Tracee, args: &[u64; 6]) -> u64 {
+    tracee.read_u64(args[0]).unwrap_or(0)
+}
+
+pub fn regs_args(r: &user_regs_struct) -> [u64; 6] {
+    [r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9]
+}
+
+/// Hide the vdso from a program stopped at exec: AT_SYSINFO_EHDR becomes
+/// AT_IGNORE in the auxv on its stack, so glibc makes real time syscalls.
+pub fn hide_vdso(tracee: &Tracee, tid: pid_t) -> Result<(), Error> {
+    let regs =
+        ptrace::getregs(tid).map_err(|e| rewind_ckpt::Error::ptrace("PTRACE_GETREGS", tid, e))?;
+    let mut at = regs.rsp;
+    let argc = tracee.read_u64(at)?;
+    at += 8 * (argc + 2); // argc, argv[], NULL
+    for _ in 0..100_000 {
+        let p = tracee.read_u64(at)?;
+        at += 8;
+        if p == 0 {
+            break;
+        }
+    }
+    for _ in 0..512 {
+        let kind = tracee.read_u64(at)?;
+        if kind == AT_NULL {
+            return Ok(());
+        }
+        if kind == AT_SYSINFO_EHDR {
+            tracee.write_mem(at, &AT_IGNORE.to_le_bytes())?;
+        }
+        at += 16;
+    }
+    Ok(())
+}
+
+/// rdtsc is `0f 31`, rdtscp `0f 01 f9`.
+pub fn tsc_instruction(tracee: &Tracee, rip: u64) -> Option<(bool, u64)> {
+    let mut b = [0u8; 3];
+    tracee.read_mem(rip, &mut b).ok()?;
+    match b {
+        [0x0f, 0x31, _] => Some((false, 2)),
+        [0x0f, 0x01, 0xf9] => Some((true, 3)),
+        _ => None,
+    }
+}
+
+/// Signals that come from the instruction the thread executes.
+pub fn is_sync_signal(sig: i32, info: &[u8; SIGINFO_SIZE]) -> bool {
+    let code = i32::from_le_bytes([info[8], info[9], info[10], info[11]]);
+    matches!(
+        sig,
+        libc::SIGSEGV | libc::SIGBUS | libc::SIGFPE | libc::SIGILL | libc::SIGTRAP
+    ) && code > 0
+}
+
+fn cpu_info() -> (String, String) {
+    let text = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |key: &str| {
+        text.lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    (field("vendor_id"), field("flags"))
+}
+
+pub fn trace_header(argv: &[String], verify_memory: bool) -> TraceHeader {
+    let (cpu_vendor, cpu_flags) = cpu_info();
+    TraceHeader {
+        kernel: nix::sys::utsname::uname()
+            .map(|u| u.release().to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        cpu_vendor,
+        cpu_flags,
+        argv: argv.to_vec(),
+        cwd: std::env::current_dir()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        created_unix: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        verify_memory,
+        cpu: rewind_ckpt::sys::first_allowed_cpu() as u32,
+    }
+}
+
+/// Where a thread is, as far as the scheduler is concerned.
+#[derive(Debug)]
+enum State {
+    /// Runs user code (only the current thread).
+    Running,
+    /// Stopped, waiting to be scheduled; resumed with this signal.
+    Waiting { sig: i32 },
+    /// Inside a syscall the kernel is executing.
+    InSyscall {
+        nr: i64,
+        args: [u64; 6],
+        regs: u64,
+        mem: Option<u64>,
+        /// 1 or 2 for a write to our stdout or stderr.
+        console: u8,
+    },
+    /// Its syscall completed while another thread ran: the event is logged
+    /// when it is scheduled.
+    Completed { event: Event },
+    /// Stopped at a syscall exit whose event is logged, waiting its turn.
+    AtBoundary,
+}
+
+struct Thread {
+    state: State,
+    /// The last stop was a syscall exit and no user code ran since.
+    at_boundary: bool,
+    /// Async signals held for the next boundary.
+    held: VecDeque<[u8; SIGINFO_SIZE]>,
+    /// A held signal re-sent with tgkill, expected at the next stop.
+    resent: Option<[u8; SIGINFO_SIZE]>,
+}
+
+impl Thread {
+    fn new(state: State) -> Thread {
+        Thread {
+            state,
+            at_boundary: false,
+            held: VecDeque::new(),
+            resent: None,
+        }
+    }
+}
+
+struct Recorder {
+    tracee: Tracee,
+    dir: PathBuf,
+    log: EventLog,
+    threads: HashMap<pid_t, Thread>,
+    current: Option<pid_t>,
+    ready: VecDeque<pid_t>,
+    execs: u32,
+    exit_code: Option<i32>,
+    /// Identity of our own stdin/stdout/stderr.
+    stdio: rewind_ckpt::plugin::StdioIds,
+    verify_memory: bool,
+}
+
+/// Record `argv` into `opts.dir`.
+pub fn record(argv: &[String], opts: &RecordOptions) -> Result<Recording, Error> {
+    let prog = argv
+        .first()
+        .ok_or_else(|| Error::Usage("no program given".into()))?;
+    let path = rewind_ckpt::session::resolve_program(prog)?;
+    prepare_dir(&opts.dir)?;
+    let header = trace_header(argv, opts.verify_memory);
+    trace::write_header(&opts.dir, &header)?;
+
+    let cstr = |s: &str| {
+        CString::new(s).map_err(|_| Error::Usage(format!("argument contains a NUL byte: {s:?}")))
+    };
+    let c_path = cstr(&path.to_string_lossy())?;
+    let c_argv = argv
+        .iter()
+        .map(|a| cstr(a))
+        .collect::<Result<Vec<_>, _>>()?;
+    let c_env = std::env::vars_os()
+        .map(|(k, v)| {
+            let mut kv = k.into_encoded_bytes();
+            kv.push(b'=');
+            kv.extend(v.into_encoded_bytes());
+            CString::new(kv).map_err(|_| Error::Usage("environment contains a NUL byte".into()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let pre = PreExec {
+        seccomp: Some(rewind_ckpt::seccomp::filter_all_but(
+            &native_syscalls(),
+            None,
+        )),
+        notsc: true,
+        cpu: Some(header.cpu as usize),
+    };
+    let mut child = spawn_waiting_with(&c_path, &c_argv, &c_env, &pre)
+        .map_err(|e| rewind_ckpt::Error::Tracee(format!("fork: {e}")))?;
+    let pid = child.pid;
+    let options = ptrace::default_options() | libc::PTRACE_O_TRACEFORK | libc::PTRACE_O_TRACEVFORK;
+    if let Err(e) = ptrace::seize(pid, options) {
+        let _ = rewind_ckpt::sys::process::kill(pid, libc::SIGKILL);
+        return Err(rewind_ckpt::Error::ptrace("PTRACE_SEIZE", pid, e).into());
+    }
+    child.release();
+    loop {
+        match ptrace::wait(pid, false).map_err(|e| rewind_ckpt::Error::ptrace("waitpid", pid, e))? {
+            Some((_, Stop::Event(libc::PTRACE_EVENT_EXEC, _))) => break,
+            Some((_, Stop::Exited(_) | Stop::Killed(_))) => {
+                let why = child
+                    .exec_result()
+                    .err()
+                    .map(|e| e.desc().to_string())
+                    .unwrap_or_default();
+                return Err(Error::Usage(format!("cannot run {prog}: {why}")));
+            }
+            Some((_, Stop::Signal(sig))) => {
+                let _ = ptrace::cont(pid, sig);
+            }
+            Some(_) => {
+                let _ = ptrace::cont(pid, 0);
+            }
+            None => {}
+        }
+    }
+    let tracee = Tracee::new(pid)?;
+    let mut rec = Recorder {
+        tracee,
+        dir: opts.dir.clone(),
+        log: EventLog::create(&opts.dir)?,
+        threads: HashMap::new(),
+        current: Some(pid),
+        ready: VecDeque::new(),
+        execs: 0,
+        exit_code: None,
+        stdio: rewind_ckpt::fds::own_stdio(),
+        verify_memory: opts.verify_memory,
+    };
+    let result = rec.start(pid).and_then(|()| rec.run());
+    if result.is_err() {
+        let _ = rewind_ckpt::sys::process::kill(pid, libc::SIGKILL);
+        while let Ok(Some((tid, stop))) = ptrace::wait(-1, false) {
+            if tid == pid && matches!(stop, Stop::Exited(_) | Stop::Killed(_)) {
+                break;
+            }
+        }
+    }
+    result?;
+    let exit_code = rec.exit_code.unwrap_or(0);
+    let Recorder { log, .. } = rec;
+    let (events, chunks, bytes) = log.finish()?;
+    trace::write_end(
+        &opts.dir,
+        &TraceEnd {
+            events,
+            chunks,
+            exit_code,
+        },
+    )?;
+    let total = dir_size(&opts.dir);
+    Ok(Recording {
+        dir: opts.dir.clone(),
+        events,
+        bytes: total.max(bytes),
+        exit_code,
+    })
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok()?.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn prepare_dir(dir: &Path) -> Result<(), Error> {
+    match std::fs::read_dir(dir) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                return Err(Error::Usage(format!(
+                    "{} exists and is not empty: choose another trace directory with -o",
+                    dir.display()
+                )));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir_all(dir)
+            .map_err(|e| rewind_ckpt::Error::io(dir.display().to_string(), e).into()),
+        Err(e) => Err(rewind_ckpt::Error::io(dir.display().to_string(), e).into()),
+    }
+}
+
+fn perr(op: &'static str, tid: pid_t) -> impl Fn(nix::errno::Errno) -> Error {
+    move |e| rewind_ckpt::Error::ptrace(op, tid, e).into()
+}
+
+impl Recorder {
+    /// At the first exec stop: on to execve's exit (a clean point: the
+    /// kernel has written its result), hide the vdso, write the initial
+    /// image, go.
+    fn start(&mut self, pid: pid_t) -> Result<(), Error> {
+        self.threads.insert(pid, Thread::new(State::Running));
+        self.run_to_exec_exit(pid)?;
+        self.snapshot_exec(pid, "initial.rwd")?;
+        ptrace::cont(pid, 0).map_err(perr("PTRACE_CONT", pid))?;
+        Ok(())
+    }
+
+    /// From an exec event stop to the syscall-exit stop of that execve.
+    fn run_to_exec_exit(&mut self, tid: pid_t) -> Result<(), Error> {
+        ptrace::syscall(tid, 0).map_err(perr("PTRACE_SYSCALL", tid))?;
+        loop {
+            match ptrace::wait(tid, false).map_err(perr("waitpid", tid))? {
+                Some((_, Stop::Syscall)) => return Ok(()),
+                Some((_, Stop::Exited(_) | Stop::Killed(_))) => {
+                    return Err(
+                        rewind_ckpt::Error::Gone("the program died during exec".into()).into(),
+                    )
+                }
+                Some(_) => ptrace::syscall(tid, 0).map_err(perr("PTRACE_SYSCALL", tid))?,
+                None => {}
+            }
+        }
+    }
+
+    fn snapshot_exec(&mut self, tid: pid_t, name: &str) -> Result<(), Error> {
+        hide_vdso(&self.tracee, tid)?;
+        if let Some(t) = self.tracee.threads.get_mut(&tid) {
+            t.stop = ThreadStop::Interrupted;
+        }
+        let env = CaptureEnv {
+            stdio: &rewind_ckpt::fds::own_stdio(),
+            vids: &VirtualIds::default(),
+            vppid: std::process::id() as i32,
+        };
+        let mut plugins = rewind_ckpt::plugin::builtin();
+        capture::checkpoint(&mut self.tracee, &mut plugins, &env, &self.dir.join(name))?;
+        if let Some(t) = self.tracee.threads.get_mut(&tid) {
+            t.stop = ThreadStop::Running;
+        }
+        Ok(())
+    }
+
+    fn push(&mut self, event: Event) -> Result<(), Error> {
+        self.log.push(&event)?;
+        Ok(())
+    }
+
+    fn run(&mut self) -> Result<(), Error> {
+        let pid = self.tracee.pid;
+        loop {
+            if self.current.is_none() {
+                self.schedule()?;
+            }
+            let Some((tid, stop)) = ptrace::wait(-1, false).map_err(perr("waitpid", pid))? else {
+                continue;
+            };
+            if tid == pid {
+                if let Stop::Exited(c) = stop {
+                    self.exit_code = Some(c);
+                    return Ok(());
+                }
+                if let Stop::Killed(s) = stop {
+                    self.exit_code = Some(128 + s);
+                    return Ok(());
+                }
+            }
+            if !self.threads.contains_key(&tid) && !self.tracee.owns(tid) {
+                passenger(tid, stop);
+                continue;
+            }
+            self.handle(tid, stop)?;
+        }
+    }
+
+    /// Pick the next thread to run: the first waiting one.
+    fn schedule(&mut self) -> Result<(), Error> {
+        while let Some(tid) = self.ready.pop_front() {
+            let Some(t) = self.threads.get_mut(&tid) else {
+                continue;
+            };
+            match std::mem::replace(&mut t.state, State::Running) {
+                State::Completed { event } => {
+                    self.push(event)?;
+                    self.resume_after_syscall(tid)?;
+                }
+                State::Waiting { sig } => {
+                    self.resume(tid, sig)?;
+                }
+                State::AtBoundary => {
+                    self.resume_after_syscall(tid)?;
+                }
+                other => {
+                    t.state = other;
+                    continue;
+                }
+            }
+            self.current = Some(tid);
+            return Ok(());
+        }
+        Ok(())
+    }
+
+    fn resume(&mut self, tid: pid_t, sig: i32) -> Result<(), Error> {
+        if let Some(t) = self.threads.get_mut(&tid) {
+            t.at_boundary = false;
+            t.state = State::Running;
+        }
+        match ptrace::cont(tid, sig) {
+            Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+            Err(e) => Err(perr("PTRACE_CONT", tid)(e)),
+        }
+    }
+
+    /// Resume a thread stopped at a syscall exit: a boundary, where held
+    /// signals are delivered.
+    fn resume_after_syscall(&mut self, tid: pid_t) -> Result<(), Error> {
+        let pid = self.tracee.pid;
+        let Some(t) = self.threads.get_mut(&tid) else {
+            return Ok(());
+        };
+        t.state = State::Running;
+        t.at_boundary = true;
+        if let Some(info) = t.held.pop_front() {
+            let sig = i32::from_le_bytes([info[0], info[1], info[2], info[3]]);
+            t.resent = Some(info);
+            rewind_ckpt::sys::process::tgkill(pid, tid, sig)
+                .map_err(|e| rewind_ckpt::Error::Tracee(format!("tgkill: {e}")))?;
+        }
+        match ptrace::cont(tid, 0) {
+            Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+            Err(e) => Err(perr("PTRACE_CONT", tid)(e)),
+        }
+    }
+
+    fn handle(&mut self, tid: pid_t, stop: Stop) -> Result<(), Error> {
+        match stop {
+            Stop::Exited(_) | Stop::Killed(_) => {
+                self.threads.remove(&tid);
+                self.tracee.threads.remove(&tid);
+                if self.current == Some(tid) {
+                    self.current = None;
+                }
+            }
+            Stop::Event(libc::PTRACE_EVENT_SECCOMP, _) => self.syscall_entry(tid)?,
+            Stop::Syscall => self.syscall_exit(tid)?,
+            Stop::Signal(sig) => self.signal(tid, sig)?,
+            Stop::Event(libc::PTRACE_EVENT_CLONE, _) => {
+                let new =
+                    ptrace::geteventmsg(tid).map_err(perr("PTRACE_GETEVENTMSG", tid))? as pid_t;
+                self.threads
+                    .entry(new)
+                    .or_insert_with(|| Thread::new(State::Waiting { sig: 0 }));
+                self.tracee
+                    .threads
+                    .entry(new)
+                    .or_insert_with(|| rewind_ckpt::tracee::Thread::new(new));
+                // Still inside clone: on to its exit stop.
+                ptrace::syscall(tid, 0).map_err(perr("PTRACE_SYSCALL", tid))?;
+            }
+            Stop::Event(libc::PTRACE_EVENT_FORK | libc::PTRACE_EVENT_VFORK, _) => {
+                ptrace::syscall(tid, 0).map_err(perr("PTRACE_SYSCALL", tid))?;
+            }
+            Stop::Event(libc::PTRACE_EVENT_EXEC, _) => self.exec(tid)?,
+            Stop::Event(PTRACE_EVENT_STOP, sig) => {
+                let known = self.threads.contains_key(&tid);
+                if !known {
+                    // A new thread, before its clone event was seen.
+                    self.threads
+                        .insert(tid, Thread::new(State::Waiting { sig: 0 }));
+                    self.tracee
+                        .threads
+                        .entry(tid)
+                        .or_insert_with(|| rewind_ckpt::tracee::Thread::new(tid));
+                }
+                if rewind_ckpt::tracee::is_group_stop(sig) {
+                    let _ = ptrace::listen(tid);
+                } else if matches!(
+                    self.threads.get(&tid).map(|t| &t.state),
+                    Some(State::Waiting { .. })
+                ) {
+                    // A new thread waits for its turn.
+                    if !self.ready.contains(&tid) && self.current != Some(tid) {
+                        self.ready.push_back(tid);
+                    }
+                } else {
+                    let _ = ptrace::cont(tid, 0);
+                }
+            }
+            _ => {
+                let _ = ptrace::cont(tid, 0);
+            }
+        }
+        Ok(())
+    }
+
+    fn syscall_entry(&mut self, tid: pid_t) -> Result<(), Error> {
+        let regs = ptrace::getregs(tid).map_err(perr("PTRACE_GETREGS", tid))?;
+        let nr = regs.orig_rax as i64;
+        let args = regs_args(&regs);
+        let sum = regs_checksum(&regs);
+        let mem = self
+            .verify_memory
+            .then(|| crate::memory_checksum(&self.tracee));
+        if let Some(t) = self.threads.get_mut(&tid) {
+            t.at_boundary = false;
+        }
+        if nr == libc::SYS_exit || nr == libc::SYS_exit_group {
+            // No exit stop follows: logged now.
+            self.push(Event::Syscall {
+                tid,
+                nr,
+                args,
+                ret: 0,
+                writes: Vec::new(),
+                regs: sum,
+                mem,
+                console: 0,
+            })?;
+            if nr == libc::SYS_exit_group {
+                // The other threads die with it: nothing of theirs follows.
+                self.ready.clear();
+                if let Some(t) = self.threads.get_mut(&tid) {
+                    t.state = State::Running;
+                }
+            } else {
+                // The thread is done (a leader lingers as a zombie whose
+                // exit is reported only with the process's): schedule others.
+                self.threads.remove(&tid);
+                if self.current == Some(tid) {
+                    self.current = None;
+                }
+            }
+            ptrace::cont(tid, 0).map_err(perr("PTRACE_CONT", tid))?;
+            return Ok(());
+        }
+        if let Some(errno) = syscalls::refused_errno(nr) {
+            // Refused while recording (rseq: the kernel would write the cpu
+            // number into the program's memory behind our back): skipped,
+            // answered with an error, logged like any emulated result.
+            let mut r = regs;
+            r.orig_rax = u64::MAX;
+            r.rax = (-(errno as i64)) as u64;
+            ptrace::setregs(tid, &r).map_err(perr("PTRACE_SETREGS", tid))?;
+        }
+        // A write to our own stdout/stderr cannot wait for another thread
+        // of the program: it stays with the current thread, so its output
+        // keeps its place in the log.
+        let console = self.console(tid, nr, &args);
+        let blocking = console == 0 && syscalls::may_block_call(nr, &args);
+        if blocking {
+            self.push(Event::Enter {
+                tid,
+                nr,
+                args,
+                regs: sum,
+            })?;
+        }
+        if let Some(t) = self.threads.get_mut(&tid) {
+            t.state = State::InSyscall {
+                nr,
+                args,
+                regs: sum,
+                mem,
+                console,
+            };
+        }
+        ptrace::syscall(tid, 0).map_err(perr("PTRACE_SYSCALL", tid))?;
+        if blocking && self.current == Some(tid) {
+            // Others may run while this one waits in the kernel.
+            self.current = None;
+        }
+        Ok(())
+    }
+
+    fn syscall_exit(&mut self, tid: pid_t) -> Result<(), Error> {
+        let Some(t) = self.threads.get_mut(&tid) else {
+            return Ok(());
+        };
+        let (nr, args, sum, mem, console) = match std::mem::replace(&mut t.state, State::Running) {
+            State::InSyscall {
+                nr,
+                args,
+                regs,
+                mem,
+                console,
+            } => (nr, args, regs, mem, console),
+            other => {
+                t.state = other;
+                let _ = ptrace::cont(tid, 0);
+                return Ok(());
+            }
+        };
+        let regs = ptrace::getregs(tid).map_err(perr("PTRACE_GETREGS", tid))?;
+        let ret = regs.rax as i64;
+        let writes = self.writes(tid, nr, &args, ret);
+        let event = Event::Syscall {
+            tid,
+            nr,
+            args,
+            ret,
+            writes,
+            regs: sum,
+            mem,
+            console,
+        };
+        if self.current == Some(tid) {
+            self.push(event)?;
+            if self.ready.is_empty() {
+                self.resume_after_syscall(tid)?;
+            } else {
+                // Let a waiting thread run; this one waits at its boundary.
+                if let Some(t) = self.threads.get_mut(&tid) {
+                    t.state = State::AtBoundary;
+                }
+                self.ready.push_back(tid);
+                self.current = None;
+            }
+        } else if self.current.is_none() {
+            self.push(event)?;
+            self.current = Some(tid);
+            self.resume_after_syscall(tid)?;
+        } else {
+            if let Some(t) = self.threads.get_mut(&tid) {
+                t.state = State::Completed { event };
+            }
+            self.ready.push_back(tid);
+        }
+        Ok(())
+    }
+
+    /// Whether a write went to the session's own stdout (1) or stderr (2).
+    fn console(&self, tid: pid_t, nr: i64, args: &[u64; 6]) -> u8 {
+        use std::os::unix::fs::MetadataExt;
+        if !matches!(
+            nr,
+            libc::SYS_write
+                | libc::SYS_writev
+                | libc::SYS_pwrite64
+                | libc::SYS_pwritev
+                | libc::SYS_pwritev2
+        ) {
+            return 0;
+        }
+        let Ok(md) = std::fs::metadata(format!("/proc/{tid}/fd/{}", args[0] as i32)) else {
+            return 0;
+        };
+        let id = Some((md.dev(), md.ino()));
+        match (id == self.stdio[1], id == self.stdio[2]) {
+            (true, true) => {
+                if args[0] == 2 {
+                    2
+                } else {
+                    1
+                }
+            }
+            (true, false) => 1,
+            (false, true) => 2,
+            _ => 0,
+        }
+    }
+
+    /// Memory the kernel wrote for this syscall, with its contents.
+    fn writes(&self, tid: pid_t, nr: i64, args: &[u64; 6], ret: i64) -> Vec<(u64, Vec<u8>)> {
+        let tracee = &self.tracee;
+        let mut ranges = syscalls::written_ranges(nr, args, ret, &mut |addr, buf| {
+            tracee.read_mem(addr, buf).is_ok()
+        });
+        // A file mapping: its bytes, so replay never needs the file.
+        if nr == libc::SYS_mmap && ret >= 0 && args[3] & libc::MAP_ANONYMOUS as u64 == 0 {
+            let size = std::fs::metadata(format!("/proc/{tid}/fd/{}", args[4] as i32))
+                .map(|m| m.len())
+                .unwrap_or(0);
+            let avail = size.saturating_sub(args[5]).min(args[1]);
+            let len = avail.div_ceil(4096) * 4096;
+            if len > 0 {
+                ranges.push((ret as u64, len.min(args[1])));
+            }
+        }
+        // Thread ids the kernel stores for a new thread.
+        if (nr == libc::SYS_clone || nr == libc::SYS_clone3) && ret > 0 {
+            let (flags, ptid, ctid) = if nr == libc::SYS_clone {
+                (args[0], args[2], args[3])
+            } else {
+                (
+                    clone3_flags(tracee, args),
+                    tracee.read_u64(args[0] + 24).unwrap_or(0),
+                    tracee.read_u64(args[0] + 16).unwrap_or(0),
+                )
+            };
+            if flags & libc::CLONE_PARENT_SETTID as u64 != 0 && ptid != 0 {
+                ranges.push((ptid, 4));
+            }
+            if flags & libc::CLONE_CHILD_SETTID as u64 != 0 && ctid != 0 {
+                ranges.push((ctid, 4));
+            }
+        }
+        ranges
+            .into_iter()
+            .filter_map(|(addr, len)| {
+                let mut buf = vec![0u8; len as usize];
+                if tracee.read_mem(addr, &mut buf).is_ok() {
+                    return Some((addr, buf));
+                }
+                // Past the end of a file mapping: page by page.
+                let mut ok = false;
+                for (i, page) in buf.chunks_mut(4096).enumerate() {
+                    ok |= tracee.read_mem(addr + i as u64 * 4096, page).is_ok();
+                }
+                ok.then_some((addr, buf))
+            })
+            .collect()
+    }
+
+    fn signal(&mut self, tid: pid_t, sig: i32) -> Result<(), Error> {
+        let regs = ptrace::getregs(tid).map_err(perr("PTRACE_GETREGS", tid))?;
+        let info = ptrace::getsiginfo(tid).map_err(perr("PTRACE_GETSIGINFO", tid))?;
+        if sig == libc::SIGSEGV {
+            if let Some((rdtscp, len)) = tsc_instruction(&self.tracee, regs.rip) {
+                let sum = regs_checksum(&regs);
+                let mut r = regs;
+                let (value, aux) = if rdtscp {
+                    let (v, a) = rewind_ckpt::sys::rdtscp();
+                    r.rcx = a as u64;
+                    (v, Some(a))
+                } else {
+                    (rewind_ckpt::sys::rdtsc(), None)
+                };
+                r.rax = value & 0xffff_ffff;
+                r.rdx = value >> 32;
+                r.rip += len;
+                ptrace::setregs(tid, &r).map_err(perr("PTRACE_SETREGS", tid))?;
+                self.push(Event::Rdtsc {
+                    tid,
+                    value,
+                    aux,
+                    regs: sum,
+                })?;
+                if let Some(t) = self.threads.get_mut(&tid) {
+                    t.at_boundary = false;
+                }
+                return self.resume(tid, 0);
+            }
+        }
+        let sum = regs_checksum(&regs);
+        let (at_boundary, resent) = match self.threads.get_mut(&tid) {
+            Some(t) => (t.at_boundary, t.resent.take()),
+            None => (false, None),
+        };
+        if is_sync_signal(sig, &info) {
+            self.push(Event::Signal {
+                tid,
+                sig,
+                info: info.to_vec(),
+                sync: true,
+                regs: sum,
+            })?;
+            return self.resume(tid, sig);
+        }
+        if let Some(original) = resent {
+            ptrace::setsiginfo(tid, &original).map_err(perr("PTRACE_SETSIGINFO", tid))?;
+            self.push(Event::Signal {
+                tid,
+                sig,
+                info: original.to_vec(),
+                sync: false,
+                regs: sum,
+            })?;
+            return self.resume(tid, sig);
+        }
+        if at_boundary {
+            self.push(Event::Signal {
+                tid,
+                sig,
+                info: info.to_vec(),
+                sync: false,
+                regs: sum,
+            })?;
+            return self.resume(tid, sig);
+        }
+        // Elsewhere: hold it for the thread's next syscall exit.
+        if let Some(t) = self.threads.get_mut(&tid) {
+            t.held.push_back(info);
+        }
+        self.resume(tid, 0)
+    }
+
+    /// The program exec'd: a new image replaces it in replay.
+    fn exec(&mut self, tid: pid_t) -> Result<(), Error> {
+        let pid = self.tracee.pid;
+        // Every other thread is gone; the leader runs the new program.
+        self.threads.retain(|&t, _| t == pid || t == tid);
+        self.tracee.threads.retain(|&t, _| t == pid);
+        self.tracee
+            .threads
+            .entry(pid)
+            .or_insert_with(|| rewind_ckpt::tracee::Thread::new(pid));
+        self.tracee.reopen_mem()?;
+        self.ready.clear();
+        self.run_to_exec_exit(pid)?;
+        self.execs += 1;
+        let name = format!("exec-{}.rwd", self.execs);
+        self.snapshot_exec(pid, &name)?;
+        self.push(Event::Exec { tid, image: name })?;
+        self.threads.insert(pid, Thread::new(State::Running));
+        self.current = Some(pid);
+        self.resume_after_syscall(pid)?;
+        Ok(())
+    }
+}
+
+/// A process the program forked: runs live, unrecorded. It inherited the
+/// faulting rdtsc, which is answered live here.
+fn passenger(tid: pid_t, stop: Stop) {
+    if stop == Stop::Signal(libc::SIGSEGV) && emulate_tsc_live(tid) {
+        let _ = ptrace::cont(tid, 0);
+        return;
+    }
+    rewind_ckpt::tracee::resume_passenger(tid, stop);
+}
+
+/// If `tid` faulted on rdtsc/rdtscp, execute it for the thread.
+fn emulate_tsc_live(tid: pid_t) -> bool {
+    let Ok(mut r) = ptrace::getregs(tid) else {
+        return false;
+    };
+    let Ok(mem) = std::fs::File::open(format!("/proc/{tid}/mem")) else {
+        return false;
+    };
+    let mut b = [0u8; 3];
+    if std::os::unix::fs::FileExt::read_exact_at(&mem, &mut b, r.rip).is_err() {
+        return false;
+    }
+    let (value, len) = match b {
+        [0x0f, 0x31, _] => (rewind_ckpt::sys::rdtsc(), 2),
+        [0x0f, 0x01, 0xf9] => {
+            let (v, aux) = rewind_ckpt::sys::rdtscp();
+            r.rcx = aux as u64;
+            (v, 3)
+        }
+        _ => return false,
+    };
+    r.rax = value & 0xffff_ffff;
+    r.rdx = value >> 32;
+    r.rip += len;
+    ptrace::setregs(tid, &r).is_ok()
+}

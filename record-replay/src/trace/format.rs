@@ -1,0 +1,104 @@
+//! Every structure of the trace format, declared in one place (DESIGN §4).
+//!
+//! A trace is a directory:
+//!
+//! ```text
+//! header        8-byte TRACE_MAGIC, u32 LE version, u32 LE length, bincode TraceHeader
+//! initial.rwd   the engine's image of the program at its first instruction
+//! exec-N.rwd    images taken when the program exec'd another binary
+//! events        chunks: u32 LE CHUNK_MAGIC, u32 LE event count, u32 LE raw
+//!               length, u32 LE compressed length, zstd frame (checksummed)
+//!               of the bincode events, one after another
+//! end           bincode TraceEnd, written when the recording finished
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+pub const TRACE_MAGIC: [u8; 8] = *b"RWNDTRC\0";
+pub const TRACE_VERSION: u32 = 1;
+pub const CHUNK_MAGIC: u32 = 0x5645_4e54; // "TNEV"
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceHeader {
+    pub kernel: String,
+    /// CPU vendor and the "flags" line of /proc/cpuinfo: CPUID cannot be
+    /// trapped here, so replay on a CPU with other features is refused.
+    pub cpu_vendor: String,
+    pub cpu_flags: String,
+    pub argv: Vec<String>,
+    pub cwd: String,
+    pub created_unix: u64,
+    /// Memory checksums were recorded at every event (--verify=memory).
+    pub verify_memory: bool,
+    /// The CPU the program was pinned to: CPUID (which cannot be trapped
+    /// here) reports the CPU's APIC id, so replay runs on the same one.
+    pub cpu: u32,
+}
+
+/// One nondeterministic event, in the order the recorder processed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    /// A trapped syscall made by `tid`, with its result and the memory the
+    /// kernel wrote. `regs` is a checksum of the registers at entry.
+    Syscall {
+        tid: i32,
+        nr: i64,
+        args: [u64; 6],
+        ret: i64,
+        writes: Vec<(u64, Vec<u8>)>,
+        regs: u64,
+        mem: Option<u64>,
+        /// For writes: 1 or 2 when the descriptor was the recording
+        /// session's stdout or stderr (what replay shows), else 0.
+        console: u8,
+    },
+    /// `tid` entered a syscall that may block (its result is a later
+    /// `Syscall` event): replay runs the thread up to here at this point.
+    Enter {
+        tid: i32,
+        nr: i64,
+        args: [u64; 6],
+        regs: u64,
+    },
+    /// rdtsc (aux None) or rdtscp executed by `tid`.
+    Rdtsc {
+        tid: i32,
+        value: u64,
+        aux: Option<u32>,
+        regs: u64,
+    },
+    /// A signal delivered to `tid`: synchronous ones re-occur by themselves
+    /// in replay; asynchronous ones were delivered right after `tid`'s last
+    /// syscall and are sent again there.
+    Signal {
+        tid: i32,
+        sig: i32,
+        info: Vec<u8>,
+        sync: bool,
+        regs: u64,
+    },
+    /// `tid` exec'd: the process is replaced by image `image` (a file of the
+    /// trace directory).
+    Exec { tid: i32, image: String },
+}
+
+impl Event {
+    pub fn tid(&self) -> i32 {
+        match self {
+            Event::Syscall { tid, .. }
+            | Event::Enter { tid, .. }
+            | Event::Rdtsc { tid, .. }
+            | Event::Signal { tid, .. }
+            | Event::Exec { tid, .. } => *tid,
+        }
+    }
+}
+
+/// How the recording ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceEnd {
+    pub events: u64,
+    pub chunks: u64,
+    /// The program's exit code as a shell sees it (128 + signal).
+    pub exit_code: i32,
+}
