@@ -414,3 +414,36 @@ pub fn resume_passenger(tid: pid_t, stop: Stop) {
         }
     }
 }
+
+/// Wait until thread `tid` of process `pid`, which was let go into exit(),
+/// is really gone: the kernel has then cleared and woken its tid futex. A
+/// group leader is not reported before its group ends: it is done once it
+/// is a zombie.
+pub fn wait_thread_gone(pid: pid_t, tid: pid_t) {
+    if tid != pid {
+        loop {
+            match ptrace::wait(tid, false) {
+                Ok(Some((_, Stop::Exited(_) | Stop::Killed(_)))) | Err(_) => return,
+                Ok(Some((_, stop))) => {
+                    let sig = if let Stop::Signal(s) = stop { s } else { 0 };
+                    let _ = ptrace::cont(tid, sig);
+                }
+                Ok(None) => {}
+            }
+        }
+    }
+    for _ in 0..10_000 {
+        match std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")) {
+            Ok(stat) => {
+                let state = stat
+                    .rfind(')')
+                    .and_then(|i| stat[i + 1..].split_whitespace().next());
+                if matches!(state, Some("Z") | Some("X")) {
+                    return;
+                }
+            }
+            Err(_) => return,
+        }
+        std::thread::sleep(std::time::Duration::from_micros(100));
+    }
+}

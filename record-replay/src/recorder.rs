@@ -594,15 +594,18 @@ impl Recorder {
                 if let Some(t) = self.threads.get_mut(&tid) {
                     t.state = State::Running;
                 }
-            } else {
-                // The thread is done (a leader lingers as a zombie whose
-                // exit is reported only with the process's): schedule others.
-                self.threads.remove(&tid);
-                if self.current == Some(tid) {
-                    self.current = None;
-                }
+                ptrace::cont(tid, 0).map_err(perr("PTRACE_CONT", tid))?;
+                return Ok(());
+            }
+            // The thread ends; nothing else runs until it is gone, so its
+            // tid word is cleared at the same point of every run.
+            self.threads.remove(&tid);
+            self.tracee.threads.remove(&tid);
+            if self.current == Some(tid) {
+                self.current = None;
             }
             ptrace::cont(tid, 0).map_err(perr("PTRACE_CONT", tid))?;
+            rewind_ckpt::tracee::wait_thread_gone(self.tracee.pid, tid);
             return Ok(());
         }
         if let Some(errno) = syscalls::refused_errno(nr) {

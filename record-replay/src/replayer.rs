@@ -51,6 +51,9 @@ enum At {
     Entry,
     /// At a syscall exit: a boundary.
     Exit,
+    /// At the seccomp stop of a syscall skipped with its result in place:
+    /// a boundary too (it returns before any instruction runs).
+    Skipped,
 }
 
 struct Replayer<'a> {
@@ -63,6 +66,8 @@ struct Replayer<'a> {
     err: &'a mut dyn Write,
     exit: Option<i32>,
     cpu: usize,
+    /// Stops of other threads seen while waiting for one.
+    queued: HashMap<pid_t, std::collections::VecDeque<Stop>>,
 }
 
 /// Check that this machine can replay a trace made with `header`.
@@ -140,6 +145,7 @@ pub fn replay(
         err,
         exit: None,
         cpu,
+        queued: HashMap::new(),
     };
     let result = r.run(&mut events, end.as_ref().map(|e| e.exit_code));
     if r.exit.is_none() {
@@ -201,15 +207,48 @@ fn describe_stop(stop: Stop, regs: Option<&user_regs_struct>) -> String {
 }
 
 impl Replayer<'_> {
+    /// The next stop of thread `real`. Waits for any thread (a tracer must
+    /// reap every thread, or the leader's end is never reported) and keeps
+    /// the others' stops for later. The program's end is returned to
+    /// whoever waits: nothing of it will stop again.
+    fn wait_for(&mut self, real: pid_t) -> Result<Stop, Error> {
+        if let Some(stop) = self.queued.get_mut(&real).and_then(|q| q.pop_front()) {
+            return Ok(stop);
+        }
+        let pid = self.tracee.pid;
+        loop {
+            let Some((tid, stop)) = ptrace::wait(-1, false).map_err(perr("waitpid", real))? else {
+                continue;
+            };
+            if tid == pid && matches!(stop, Stop::Exited(_) | Stop::Killed(_)) {
+                self.exit = Some(match stop {
+                    Stop::Exited(c) => c,
+                    Stop::Killed(s) => 128 + s,
+                    _ => 0,
+                });
+                return Ok(stop);
+            }
+            if tid == real {
+                return Ok(stop);
+            }
+            if !matches!(stop, Stop::Exited(_) | Stop::Killed(_)) {
+                self.queued.entry(tid).or_default().push_back(stop);
+            }
+        }
+    }
+
     fn kill(&mut self) {
         let pid = self.tracee.pid;
         let _ = rewind_ckpt::sys::process::kill(pid, libc::SIGKILL);
+        // Every thread is reaped (the leader is reported last).
         loop {
-            match ptrace::wait(pid, false) {
-                Ok(Some((_, Stop::Exited(_) | Stop::Killed(_)))) | Err(_) => break,
+            match ptrace::wait(-1, false) {
+                Ok(Some((tid, Stop::Exited(_) | Stop::Killed(_)))) if tid == pid => break,
+                Err(_) => break,
                 _ => {}
             }
         }
+        self.queued.clear();
     }
 
     fn diverge(&self, tid: i32, what: String) -> Error {
@@ -311,9 +350,7 @@ impl Replayer<'_> {
         ptrace::cont(real, sig).map_err(perr("PTRACE_CONT", real))?;
         self.set_at(vtid, At::Stopped { sig: 0 });
         loop {
-            let Some((_, stop)) = ptrace::wait(real, false).map_err(perr("waitpid", real))? else {
-                continue;
-            };
+            let stop = self.wait_for(real)?;
             match stop {
                 Stop::Signal(s) => {
                     let info = ptrace::getsiginfo(real).map_err(perr("PTRACE_GETSIGINFO", real))?;
@@ -522,7 +559,7 @@ impl Replayer<'_> {
     /// Deliver a recorded asynchronous signal at `tid`'s syscall exit.
     fn async_signal(&mut self, tid: i32, sig: i32, info: &[u8]) -> Result<(), Error> {
         let (real, at) = self.thread(tid)?;
-        if at != At::Exit {
+        if at != At::Exit && at != At::Skipped {
             return Err(self.diverge(
                 tid,
                 format!("signal {sig} was delivered after a syscall, but the thread is elsewhere"),
@@ -532,9 +569,7 @@ impl Replayer<'_> {
             .map_err(|e| rewind_ckpt::Error::Tracee(format!("tgkill: {e}")))?;
         ptrace::cont(real, 0).map_err(perr("PTRACE_CONT", real))?;
         loop {
-            let Some((_, stop)) = ptrace::wait(real, false).map_err(perr("waitpid", real))? else {
-                continue;
-            };
+            let stop = self.wait_for(real)?;
             match stop {
                 Stop::Signal(s) if s == sig => break,
                 Stop::Signal(_) => ptrace::cont(real, 0).map_err(perr("PTRACE_CONT", real))?,
@@ -625,11 +660,14 @@ impl Replayer<'_> {
             disp = Disposition::Emulate;
         }
         if nr == libc::SYS_exit {
-            // The thread ends (clearing and waking its tid futex). Its
-            // exit report is not awaited: a leader stays a zombie until the
-            // whole group ends.
+            // The thread ends, clearing and waking its tid futex; as when
+            // recording, nothing runs until it is gone.
             ptrace::cont(real, 0).map_err(perr("PTRACE_CONT", real))?;
             self.threads.remove(&tid);
+            if let Some(q) = self.queued.get_mut(&real) {
+                q.clear();
+            }
+            rewind_ckpt::tracee::wait_thread_gone(self.tracee.pid, real);
             return Ok(());
         }
         if nr == libc::SYS_exit_group {
@@ -660,6 +698,19 @@ impl Replayer<'_> {
             }
         }
         let mut regs = entry;
+        let interrupted = (ERESTART_RESTARTBLOCK..=ERESTARTSYS).contains(&ret);
+        if disp != Disposition::Shape && !interrupted {
+            // One stop: skipped at its seccomp stop, the syscall returns
+            // what rax holds.
+            regs.orig_rax = u64::MAX;
+            regs.rax = ret as u64;
+            ptrace::setregs(real, &regs).map_err(perr("PTRACE_SETREGS", real))?;
+            for (addr, data) in writes {
+                self.tracee.write_mem(*addr, data)?;
+            }
+            self.set_at(tid, At::Skipped);
+            return Ok(());
+        }
         match disp {
             Disposition::Emulate | Disposition::Native => {
                 regs.orig_rax = u64::MAX;
@@ -691,18 +742,17 @@ impl Replayer<'_> {
         ptrace::setregs(real, &regs).map_err(perr("PTRACE_SETREGS", real))?;
         ptrace::syscall(real, 0).map_err(perr("PTRACE_SYSCALL", real))?;
         loop {
-            let Some((_, stop)) = ptrace::wait(real, false).map_err(perr("waitpid", real))? else {
-                continue;
-            };
+            let stop = self.wait_for(real)?;
             match stop {
                 Stop::Syscall => break,
                 Stop::Event(libc::PTRACE_EVENT_CLONE, _) => {
                     let new = ptrace::geteventmsg(real).map_err(perr("PTRACE_GETEVENTMSG", real))?
                         as pid_t;
                     loop {
-                        match ptrace::wait(new, false).map_err(perr("waitpid", new))? {
-                            Some((_, Stop::Event(PTRACE_EVENT_STOP, _))) => break,
-                            Some((_, Stop::Exited(_) | Stop::Killed(_))) => break,
+                        match self.wait_for(new)? {
+                            Stop::Event(PTRACE_EVENT_STOP, _)
+                            | Stop::Exited(_)
+                            | Stop::Killed(_) => break,
                             _ => {}
                         }
                     }
