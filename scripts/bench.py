@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""rewind benchmarks: checkpoint time, image size and restart time, measured
-side by side with criu (when it runs on this kernel) in one run.
+"""rewind benchmarks, measured side by side in one run: checkpoint time, image
+size and restart time (peer: criu, when it runs on this kernel); record and
+replay slowdowns against native runs (peer: gdb's record full).
 
 Prints a table and writes bench-results.json: a list of
 {name, value, unit, peer, peer_value, ratio, note}. Run through scripts/bench.sh.
@@ -145,10 +146,87 @@ def bench_criu(case, target, work):
         shutil.rmtree(d, ignore_errors=True)
 
 
+def timed(cmd, stdin=None, timeout=1800):
+    """Wall time of a command in seconds (its output discarded)."""
+    t = time.monotonic()
+    with open(stdin) if stdin else open(os.devnull) as inp:
+        r = subprocess.run(cmd, stdin=inp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=timeout)
+    if r.returncode not in (0,):
+        raise RuntimeError(f"{' '.join(map(str, cmd))} exited with {r.returncode}")
+    return time.monotonic() - t
+
+
+def bench_record_replay(work, quick, add):
+    """Record and replay slowdowns against native runs of the same commands."""
+    cc = lambda src, out, *flags: subprocess.run(
+        ["gcc", "-O2", *flags, "-o", out, os.path.join(ROOT, "scripts", "bench", src)], check=True)
+    loop, reads, threads = (os.path.join(work, n) for n in ("loop", "reads", "threads"))
+    cc("loop.c", loop)
+    cc("reads.c", reads)
+    cc("threads.c", threads, "-pthread")
+    data = os.path.join(work, "data")
+    with open(data, "wb") as f:
+        f.write(os.urandom(4096))
+    python = subprocess.run(["python3", "-c", "import sys; print(sys.executable)"],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    sql = os.path.join(work, "inserts.sql")
+    n_rows = 2000 if quick else 10000
+    with open(sql, "w") as f:
+        f.write("create table t(x integer, y text);\nbegin;\n")
+        f.writelines(f"insert into t values ({i}, 'row {i}');\n" for i in range(n_rows))
+        f.write("commit;\nselect count(*), sum(x) from t;\n")
+    db = os.path.join(work, "bench.db")
+    workloads = [
+        ("compute-loop", [loop, "60000000" if quick else "300000000"], None, None),
+        ("small-reads", [reads, data, "100000" if quick else "1000000"], None, None),
+        ("python3-startup+compute", [python, "-c", "print(sum(i*i for i in range(2*10**6)))"], None, None),
+        (f"sqlite3-{n_rows}-inserts", ["sqlite3", db], sql, db),
+        ("4-threads-mutex", [threads], None, None),
+    ]
+    slowdowns = []
+    for name, cmd, stdin, remove in workloads:
+        print(f"bench: record/replay {name} ...", file=sys.stderr, flush=True)
+        if remove and os.path.exists(remove):
+            os.remove(remove)
+        native = timed(cmd, stdin)
+        if remove and os.path.exists(remove):
+            os.remove(remove)
+        trace = os.path.join(work, f"trace-{name}")
+        rec = timed([REWIND, "record", "-o", trace, "--", *cmd], stdin)
+        rep = timed([REWIND, "replay", "--quiet", trace])
+        size = sum(os.path.getsize(os.path.join(trace, f)) for f in os.listdir(trace))
+        shutil.rmtree(trace, ignore_errors=True)
+        add(f"native/{name}", native, "s")
+        add(f"record-slowdown/{name}", rec / native, "x")
+        add(f"replay-slowdown/{name}", rep / native, "x")
+        add(f"trace-MB-per-s/{name}", size / 1e6 / native, "MB/s")
+        slowdowns.append(rec / native)
+    geo = 1.0
+    for x in slowdowns:
+        geo *= x
+    add("record-slowdown/geometric-mean", geo ** (1 / len(slowdowns)), "x")
+
+    # gdb's record full, on a loop small enough for it (it single-steps).
+    if shutil.which("gdb"):
+        n = "2000" if quick else "20000"
+        gdb = ["gdb", "-batch", "-nx", "-ex", "set pagination off", "-ex", "break main", "-ex", "run",
+               "-ex", "record full", "-ex", "set record full insn-number-max unlimited", "-ex", "continue",
+               "--args", loop, n]
+        print("bench: gdb record full ...", file=sys.stderr, flush=True)
+        t_gdb = timed(gdb)
+        trace = os.path.join(work, "trace-gdb-peer")
+        t_rw = timed([REWIND, "record", "-o", trace, "--", loop, n])
+        shutil.rmtree(trace, ignore_errors=True)
+        results_peer = {"peer": "gdb record full"}
+        add(f"record-time/loop-{n}-iterations", t_rw, "s", t_gdb, None, results_peer["peer"])
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smaller sizes, one repetition (a few minutes)")
     ap.add_argument("-o", "--output", default=os.path.join(ROOT, "bench-results.json"))
+    ap.add_argument("--skip-checkpoint", action="store_true", help="only the record/replay measures")
+    ap.add_argument("--skip-record", action="store_true", help="only the checkpoint/restart measures")
     args = ap.parse_args()
     if not os.path.exists(REWIND):
         sys.exit(f"bench: {REWIND} missing: run scripts/bench.sh, which builds it")
@@ -163,15 +241,16 @@ def main():
     peer = criu_version()
     results = []
 
-    def add(name, value, unit, peer_value=None, note=None):
+    def add(name, value, unit, peer_value=None, note=None, peer_name=None):
         ratio = value / peer_value if peer_value else None
+        who = peer_name or peer
         results.append({"name": name, "value": round(value, 3), "unit": unit,
-                        "peer": peer if peer_value is not None or note else None,
+                        "peer": who if peer_value is not None or note else None,
                         "peer_value": None if peer_value is None else round(peer_value, 3),
                         "ratio": None if ratio is None else round(ratio, 3), "note": note})
 
     try:
-        for case in cases:
+        for case in [] if args.skip_checkpoint else cases:
             print(f"bench: {case.name} ...", file=sys.stderr, flush=True)
             rw = bench_rewind(case, target, work, reps)
             cr = bench_criu(case, target, work) if peer else {"error": "criu not installed (scripts/setup.sh --bench)"}
@@ -184,6 +263,8 @@ def main():
             if case.mib:
                 add(f"checkpoint-per-GiB/{case.name}", rw["ckpt_ms"] / 1e3 / (case.mib / 1024), "s/GiB")
                 add(f"restart-per-GiB/{case.name}", rw["restart_ms"] / 1e3 / (case.mib / 1024), "s/GiB")
+        if not args.skip_record:
+            bench_record_replay(work, args.quick, add)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -19,6 +19,7 @@ use crate::capture::{self, CaptureEnv, Checkpoint};
 use crate::control::{self, ControlSocket, Request, Response, Status};
 use crate::plugin::{Plugin, StdioIds, SyscallAction, SyscallCtx};
 use crate::restore::{self, RestartOptions};
+use crate::sys::process::PreExec;
 use crate::sys::ptrace::{self, Stop, PTRACE_EVENT_STOP};
 use crate::tracee::{self, resume_passenger, Thread, ThreadStop, Tracee};
 use crate::vids::VirtualIds;
@@ -73,6 +74,60 @@ pub fn resolve_program(prog: &str) -> Result<PathBuf, Error> {
         .ok_or_else(|| Error::Usage(format!("no such program: {prog} (not found in PATH)")))
 }
 
+/// Start `argv` (found like execvp does) as a tracee seized before exec,
+/// with `pre` applied in the child; returns at the PTRACE_EVENT_EXEC stop
+/// (the program's first instruction is next) with its pid and path.
+pub fn spawn_traced(
+    argv: &[String],
+    pre: &PreExec,
+    options: libc::c_int,
+) -> Result<(pid_t, PathBuf), Error> {
+    let prog = argv
+        .first()
+        .ok_or_else(|| Error::Usage("no program given".into()))?;
+    let path = resolve_program(prog)?;
+    let c_path = cstring(&path.to_string_lossy())?;
+    let c_argv = argv
+        .iter()
+        .map(|a| cstring(a))
+        .collect::<Result<Vec<_>, _>>()?;
+    let c_env = std::env::vars_os()
+        .map(|(k, v)| {
+            let mut kv = k.into_encoded_bytes();
+            kv.push(b'=');
+            kv.extend(v.into_encoded_bytes());
+            CString::new(kv).map_err(|_| Error::Usage("environment contains a NUL byte".into()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut child = crate::sys::process::spawn_waiting_with(&c_path, &c_argv, &c_env, pre)
+        .map_err(|e| Error::Tracee(format!("fork: {e}")))?;
+    let pid = child.pid;
+    if let Err(e) = ptrace::seize(pid, options) {
+        let _ = crate::sys::process::kill(pid, libc::SIGKILL);
+        return Err(Error::ptrace("PTRACE_SEIZE", pid, e));
+    }
+    child.release();
+    // Until exec: the PTRACE_EVENT_EXEC stop, or the child's death.
+    loop {
+        match ptrace::wait(pid, false).map_err(|e| Error::ptrace("waitpid", pid, e))? {
+            Some((_, Stop::Event(libc::PTRACE_EVENT_EXEC, _))) => return Ok((pid, path)),
+            Some((_, Stop::Exited(_) | Stop::Killed(_))) => {
+                let why = child
+                    .exec_result()
+                    .err()
+                    .map(|e| e.desc().to_string())
+                    .unwrap_or_default();
+                return Err(Error::Usage(format!("cannot run {prog}: {why}")));
+            }
+            Some((_, Stop::Signal(sig))) => {
+                ptrace::cont(pid, sig).map_err(|e| Error::ptrace("PTRACE_CONT", pid, e))?
+            }
+            Some(_) => ptrace::cont(pid, 0).map_err(|e| Error::ptrace("PTRACE_CONT", pid, e))?,
+            None => {}
+        }
+    }
+}
+
 fn cstring(s: &str) -> Result<CString, Error> {
     CString::new(s).map_err(|_| Error::Usage(format!("argument contains a NUL byte: {s:?}")))
 }
@@ -88,54 +143,14 @@ fn exit_code(stop: Stop) -> Option<i32> {
 impl Session {
     /// Start `argv` under the engine (`rewind launch`).
     pub fn launch(argv: &[String], opts: SessionOptions) -> Result<Session, Error> {
-        let prog = argv
-            .first()
-            .ok_or_else(|| Error::Usage("no program given".into()))?;
-        let path = resolve_program(prog)?;
+        // A missing program is reported before anything is set up.
+        resolve_program(
+            argv.first()
+                .ok_or_else(|| Error::Usage("no program given".into()))?,
+        )?;
         let plugins = crate::plugin::by_names(&opts.plugins)?;
         let control = ControlSocket::bind(&control::socket_path(&opts.ckpt_dir))?;
-        let c_path = cstring(&path.to_string_lossy())?;
-        let c_argv = argv
-            .iter()
-            .map(|a| cstring(a))
-            .collect::<Result<Vec<_>, _>>()?;
-        let c_env = std::env::vars_os()
-            .map(|(k, v)| {
-                let mut kv = k.into_encoded_bytes();
-                kv.push(b'=');
-                kv.extend(v.into_encoded_bytes());
-                CString::new(kv).map_err(|_| Error::Usage("environment contains a NUL byte".into()))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut child = crate::sys::process::spawn_waiting(&c_path, &c_argv, &c_env)
-            .map_err(|e| Error::Tracee(format!("fork: {e}")))?;
-        let pid = child.pid;
-        if let Err(e) = ptrace::seize(pid, ptrace::default_options()) {
-            let _ = crate::sys::process::kill(pid, libc::SIGKILL);
-            return Err(Error::ptrace("PTRACE_SEIZE", pid, e));
-        }
-        child.release();
-        // Until exec: the PTRACE_EVENT_EXEC stop, or the child's death.
-        loop {
-            match ptrace::wait(pid, false).map_err(|e| Error::ptrace("waitpid", pid, e))? {
-                Some((_, Stop::Event(libc::PTRACE_EVENT_EXEC, _))) => break,
-                Some((_, Stop::Exited(_) | Stop::Killed(_))) => {
-                    let why = child
-                        .exec_result()
-                        .err()
-                        .map(|e| e.desc().to_string())
-                        .unwrap_or_default();
-                    return Err(Error::Usage(format!("cannot run {prog}: {why}")));
-                }
-                Some((_, Stop::Signal(sig))) => {
-                    ptrace::cont(pid, sig).map_err(|e| Error::ptrace("PTRACE_CONT", pid, e))?
-                }
-                Some(_) => {
-                    ptrace::cont(pid, 0).map_err(|e| Error::ptrace("PTRACE_CONT", pid, e))?
-                }
-                None => {}
-            }
-        }
+        let (pid, path) = spawn_traced(argv, &PreExec::default(), ptrace::default_options())?;
         let mut tracee = Tracee::new(pid)?;
         if let Some(t) = tracee.threads.get_mut(&pid) {
             t.stop = ThreadStop::Interrupted;

@@ -13,12 +13,11 @@
 //! tgkill at the thread's next syscall exit, with its original siginfo.
 
 use std::collections::{HashMap, VecDeque};
-use std::ffi::CString;
 use std::path::{Path, PathBuf};
 
 use libc::{pid_t, user_regs_struct};
 use rewind_ckpt::capture::{self, CaptureEnv};
-use rewind_ckpt::sys::process::{spawn_waiting_with, PreExec};
+use rewind_ckpt::sys::process::PreExec;
 use rewind_ckpt::sys::ptrace::{self, Stop, PTRACE_EVENT_STOP, SIGINFO_SIZE};
 use rewind_ckpt::tracee::{ThreadStop, Tracee};
 use rewind_ckpt::vids::VirtualIds;
@@ -233,27 +232,11 @@ pub fn record(argv: &[String], opts: &RecordOptions) -> Result<Recording, Error>
     let prog = argv
         .first()
         .ok_or_else(|| Error::Usage("no program given".into()))?;
-    let path = rewind_ckpt::session::resolve_program(prog)?;
+    // Before the trace directory exists: a missing program leaves nothing.
+    rewind_ckpt::session::resolve_program(prog)?;
     prepare_dir(&opts.dir)?;
     let header = trace_header(argv, opts.verify_memory);
     trace::write_header(&opts.dir, &header)?;
-
-    let cstr = |s: &str| {
-        CString::new(s).map_err(|_| Error::Usage(format!("argument contains a NUL byte: {s:?}")))
-    };
-    let c_path = cstr(&path.to_string_lossy())?;
-    let c_argv = argv
-        .iter()
-        .map(|a| cstr(a))
-        .collect::<Result<Vec<_>, _>>()?;
-    let c_env = std::env::vars_os()
-        .map(|(k, v)| {
-            let mut kv = k.into_encoded_bytes();
-            kv.push(b'=');
-            kv.extend(v.into_encoded_bytes());
-            CString::new(kv).map_err(|_| Error::Usage("environment contains a NUL byte".into()))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
     let pre = PreExec {
         seccomp: Some(rewind_ckpt::seccomp::filter_all_but(
             &native_syscalls(),
@@ -262,35 +245,8 @@ pub fn record(argv: &[String], opts: &RecordOptions) -> Result<Recording, Error>
         notsc: true,
         cpu: Some(header.cpu as usize),
     };
-    let mut child = spawn_waiting_with(&c_path, &c_argv, &c_env, &pre)
-        .map_err(|e| rewind_ckpt::Error::Tracee(format!("fork: {e}")))?;
-    let pid = child.pid;
     let options = ptrace::default_options() | libc::PTRACE_O_TRACEFORK | libc::PTRACE_O_TRACEVFORK;
-    if let Err(e) = ptrace::seize(pid, options) {
-        let _ = rewind_ckpt::sys::process::kill(pid, libc::SIGKILL);
-        return Err(rewind_ckpt::Error::ptrace("PTRACE_SEIZE", pid, e).into());
-    }
-    child.release();
-    loop {
-        match ptrace::wait(pid, false).map_err(|e| rewind_ckpt::Error::ptrace("waitpid", pid, e))? {
-            Some((_, Stop::Event(libc::PTRACE_EVENT_EXEC, _))) => break,
-            Some((_, Stop::Exited(_) | Stop::Killed(_))) => {
-                let why = child
-                    .exec_result()
-                    .err()
-                    .map(|e| e.desc().to_string())
-                    .unwrap_or_default();
-                return Err(Error::Usage(format!("cannot run {prog}: {why}")));
-            }
-            Some((_, Stop::Signal(sig))) => {
-                let _ = ptrace::cont(pid, sig);
-            }
-            Some(_) => {
-                let _ = ptrace::cont(pid, 0);
-            }
-            None => {}
-        }
-    }
+    let (pid, _) = rewind_ckpt::session::spawn_traced(argv, &pre, options)?;
     let tracee = Tracee::new(pid)?;
     let mut rec = Recorder {
         tracee,
