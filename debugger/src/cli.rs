@@ -269,6 +269,7 @@ pub struct RecordRequest {
     pub argv: Vec<String>,
     pub output: Option<PathBuf>,
     pub verify: Option<String>,
+    pub checkpoint_interval: f64,
 }
 
 fn verify_memory(v: &Option<String>) -> Result<bool, CliError> {
@@ -294,9 +295,19 @@ pub fn record(req: RecordRequest) -> CliResult {
         }
     };
     rewind_ckpt::sys::process::ignore_terminal_signals();
+    // 0 turns periodic checkpoints off.
+    let checkpoint_interval = if req.checkpoint_interval == 0.0 {
+        None
+    } else {
+        interval(Some(req.checkpoint_interval))?
+    };
     let rec = rewind_rr::recorder::record(
         &req.argv,
-        &rewind_rr::recorder::RecordOptions { dir, verify_memory },
+        &rewind_rr::recorder::RecordOptions {
+            dir,
+            verify_memory,
+            checkpoint_interval,
+        },
     )?;
     eprintln!(
         "rewind: recorded {} events ({:.1} MiB) in {}",
@@ -311,6 +322,7 @@ pub struct ReplayRequest {
     pub trace: PathBuf,
     pub quiet: bool,
     pub verify: Option<String>,
+    pub from: Option<u64>,
 }
 
 pub fn replay(req: ReplayRequest) -> CliResult {
@@ -320,6 +332,7 @@ pub fn replay(req: ReplayRequest) -> CliResult {
         quiet: req.quiet,
         verify: req.verify.is_some(),
         verify_memory,
+        from: req.from,
     };
     let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
     let done = rewind_rr::replayer::replay(&opts, &mut out, &mut err)?;

@@ -68,6 +68,10 @@ struct RecordArgs {
     /// `memory` (also all writable memory; slow), for `replay --verify`.
     #[arg(long, value_name = "WHAT", num_args = 0..=1, require_equals = true, default_missing_value = "registers")]
     verify: Option<String>,
+    /// Write a durable checkpoint into the trace every S seconds (0: none);
+    /// `replay --from` starts from them.
+    #[arg(long, value_name = "S", default_value = "5")]
+    checkpoint_interval: f64,
     /// The program and its arguments.
     #[arg(required = true, last = true, value_name = "PROG ARGS")]
     argv: Vec<String>,
@@ -85,6 +89,10 @@ struct ReplayArgs {
     /// or with `=memory` also writable memory (if recorded with it).
     #[arg(long, value_name = "WHAT", num_args = 0..=1, require_equals = true, default_missing_value = "registers")]
     verify: Option<String>,
+    /// Start from the trace's last checkpoint at or before event N (the
+    /// output shown begins there).
+    #[arg(long, value_name = "N")]
+    from: Option<u64>,
 }
 
 #[derive(Args, Debug)]
@@ -175,11 +183,13 @@ fn main() -> ExitCode {
             argv: a.argv,
             output: a.output,
             verify: a.verify,
+            checkpoint_interval: a.checkpoint_interval,
         }),
         Command::Replay(a) => cli::replay(cli::ReplayRequest {
             trace: a.trace,
             quiet: a.quiet,
             verify: a.verify,
+            from: a.from,
         }),
     };
     match result {

@@ -37,6 +37,9 @@ pub struct RecordOptions {
     /// The trace directory (created; must not exist or be empty).
     pub dir: PathBuf,
     pub verify_memory: bool,
+    /// Write a durable checkpoint into the trace this often (at the next
+    /// safe point); None for none.
+    pub checkpoint_interval: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -225,6 +228,9 @@ struct Recorder {
     /// Identity of our own stdin/stdout/stderr.
     stdio: rewind_ckpt::plugin::StdioIds,
     verify_memory: bool,
+    checkpoint_interval: Option<std::time::Duration>,
+    last_checkpoint: std::time::Instant,
+    checkpoints: u32,
 }
 
 /// Record `argv` into `opts.dir`.
@@ -259,6 +265,9 @@ pub fn record(argv: &[String], opts: &RecordOptions) -> Result<Recording, Error>
         exit_code: None,
         stdio: rewind_ckpt::fds::own_stdio(),
         verify_memory: opts.verify_memory,
+        checkpoint_interval: opts.checkpoint_interval,
+        last_checkpoint: std::time::Instant::now(),
+        checkpoints: 0,
     };
     let result = rec.start(pid).and_then(|()| rec.run());
     if result.is_err() {
@@ -636,6 +645,7 @@ impl Recorder {
         };
         if self.current == Some(tid) {
             self.push(event)?;
+            self.maybe_checkpoint(tid)?;
             if self.ready.is_empty() {
                 self.resume_after_syscall(tid)?;
             } else {
@@ -656,6 +666,44 @@ impl Recorder {
             }
             self.ready.push_back(tid);
         }
+        Ok(())
+    }
+
+    /// A periodic checkpoint, when one is due and every thread but `tid`
+    /// (stopped at the exit of a logged syscall) is stopped at a boundary
+    /// or not started: then the image is exactly this point of the log.
+    fn maybe_checkpoint(&mut self, tid: pid_t) -> Result<(), Error> {
+        let Some(every) = self.checkpoint_interval else {
+            return Ok(());
+        };
+        if self.last_checkpoint.elapsed() < every {
+            return Ok(());
+        }
+        let safe = self.threads.iter().all(|(&t, th)| {
+            t == tid
+                || matches!(th.state, State::AtBoundary | State::Waiting { sig: 0 })
+                    && th.held.is_empty()
+        });
+        if !safe || self.threads.get(&tid).is_some_and(|t| !t.held.is_empty()) {
+            return Ok(());
+        }
+        for t in self.tracee.threads.values_mut() {
+            t.stop = ThreadStop::Interrupted;
+        }
+        self.checkpoints += 1;
+        let name = format!("ckpt-{}.rwd", self.checkpoints);
+        let env = CaptureEnv {
+            stdio: &self.stdio,
+            vids: &VirtualIds::default(),
+            vppid: std::process::id() as i32,
+        };
+        let mut plugins = rewind_ckpt::plugin::builtin();
+        capture::checkpoint(&mut self.tracee, &mut plugins, &env, &self.dir.join(&name))?;
+        for t in self.tracee.threads.values_mut() {
+            t.stop = ThreadStop::Running;
+        }
+        self.push(Event::Checkpoint { image: name })?;
+        self.last_checkpoint = std::time::Instant::now();
         Ok(())
     }
 

@@ -34,6 +34,8 @@ pub struct ReplayOptions {
     pub verify: bool,
     /// Also compare writable-memory checksums (traces recorded with them).
     pub verify_memory: bool,
+    /// Start from the last checkpoint at or before this event.
+    pub from: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -132,15 +134,38 @@ pub fn replay(
         )));
     }
     let end = trace::read_end(&opts.dir)?;
+    // Where to start: the initial image, or the last checkpoint at or
+    // before `from` (its events up to there are skipped).
+    let (image, skip) = match opts.from {
+        None => ("initial.rwd".to_string(), 0),
+        Some(from) => {
+            let mut scan = EventReader::open(&opts.dir)?;
+            let mut best = ("initial.rwd".to_string(), 0u64);
+            let mut n = 0u64;
+            while let Some(ev) = scan.next_event()? {
+                n += 1;
+                if n > from {
+                    break;
+                }
+                if let Event::Checkpoint { image } = ev {
+                    best = (image, n);
+                }
+            }
+            best
+        }
+    };
     let mut events = EventReader::open(&opts.dir)?;
+    for _ in 0..skip {
+        events.next_event()?;
+    }
     let cpu = header.cpu as usize;
-    let (tracee, threads) = start(&opts.dir.join("initial.rwd"), cpu)?;
+    let (tracee, threads) = start(&opts.dir.join(&image), cpu)?;
     let mut r = Replayer {
         dir: opts.dir.clone(),
         opts,
         tracee,
         threads,
-        event: 0,
+        event: skip,
         out,
         err,
         exit: None,
@@ -199,7 +224,7 @@ fn describe_stop(stop: Stop, regs: Option<&user_regs_struct>) -> String {
         (Stop::Event(libc::PTRACE_EVENT_SECCOMP, _), Some(r)) => {
             describe(r.orig_rax as i64, &regs_args(r))
         }
-        (Stop::Signal(s), Some(r)) => format!("signal {s} at {:#x}", r.rip),
+        (Stop::Signal(s), Some(r)) => format!("signal {s} at rip {:#x} (rsp {:#x})", r.rip, r.rsp),
         (Stop::Exited(c), _) => format!("exit with status {c}"),
         (Stop::Killed(s), _) => format!("death by signal {s}"),
         (other, _) => format!("{other:?}"),
@@ -405,9 +430,12 @@ impl Replayer<'_> {
             return Err(self.diverge(
                 vtid,
                 format!(
-                    "expected {}, got {}",
+                    "expected {}, got {} (rip {:#x}, rsp {:#x}, rbp {:#x})",
                     describe(nr, args),
-                    describe(regs.orig_rax as i64, &got)
+                    describe(regs.orig_rax as i64, &got),
+                    regs.rip,
+                    regs.rsp,
+                    regs.rbp
                 ),
             ));
         }
@@ -423,6 +451,8 @@ impl Replayer<'_> {
 
     fn step(&mut self, ev: Event) -> Result<(), Error> {
         match ev {
+            // Only a starting point for `--from`.
+            Event::Checkpoint { .. } => {}
             Event::Enter {
                 tid,
                 nr,

@@ -452,3 +452,59 @@ fn random_text_lines(count: usize) -> String {
     }
     text
 }
+
+#[test]
+fn replay_from_event_starts_at_nearest_checkpoint() {
+    let scratch = Scratch::new("replay_from_event_starts_at_nearest_checkpoint");
+    // 30 steps over ~1.8 s, with a checkpoint written every 0.2 s.
+    let recorded = record_with(
+        &scratch,
+        &fixture("loop_heap"),
+        &["--checkpoint-interval", "0.2"],
+        None,
+    );
+    let checkpoints = std::fs::read_dir(&recorded.dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().starts_with("ckpt-"))
+        })
+        .count();
+    assert!(
+        checkpoints >= 2,
+        "expected periodic checkpoints in the trace, found {checkpoints}"
+    );
+    let events: u64 = recorded
+        .stderr
+        .split_whitespace()
+        .skip_while(|w| *w != "recorded")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .expect("the number of recorded events");
+    // From three quarters in (past program startup, and a checkpoint is at
+    // most 0.2 s earlier): the output must be a proper, non-empty tail of
+    // the recorded output (it starts at a checkpoint, later than the start).
+    let from = replay(&recorded.dir, &["--from", &(events * 3 / 4).to_string()]);
+    from.assert_success();
+    let n = from.stdout.lines().count();
+    let all = recorded.stdout.lines().count();
+    assert!(
+        n > 0 && n < all,
+        "replay --from printed {n} of {all} lines:\n{}",
+        from.describe()
+    );
+    let tail: String = recorded
+        .stdout
+        .lines()
+        .skip(all - n)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(
+        from.stdout,
+        tail,
+        "{}",
+        first_difference(&tail, &from.stdout)
+    );
+    // And the whole trace still replays as recorded.
+    recorded.assert_replays_as_recorded(&[]);
+}

@@ -80,6 +80,10 @@ pub enum Event {
     /// `tid` exec'd: the process is replaced by image `image` (a file of the
     /// trace directory).
     Exec { tid: i32, image: String },
+    /// A periodic checkpoint: image `image` holds the process exactly as it
+    /// was here (every thread stopped at a syscall boundary or not yet
+    /// started); `replay --from` starts from it.
+    Checkpoint { image: String },
 }
 
 impl Event {
@@ -90,6 +94,7 @@ impl Event {
             | Event::Rdtsc { tid, .. }
             | Event::Signal { tid, .. }
             | Event::Exec { tid, .. } => *tid,
+            Event::Checkpoint { .. } => 0,
         }
     }
 }
