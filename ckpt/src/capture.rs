@@ -2,6 +2,7 @@
 //! it into an image.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use libc::pid_t;
 
@@ -9,7 +10,7 @@ use crate::image::format::{
     CpuSummary, FileIdentity, Header, MmFields, ProcessState, Region, RegionKind, Rlimit,
     SigAction, ThreadState,
 };
-use crate::image::{ImageStats, ImageWriter};
+use crate::image::{ImageStats, ImageWriter, PageSource};
 use crate::maps::{self, Mapping};
 use crate::plugin::{CaptureCtx, Plugin, ResumeCtx, StdioIds};
 use crate::sys::ptrace;
@@ -88,9 +89,19 @@ fn checkpoint_blocked(
     let taken: Vec<(u64, u64)> = mappings.iter().map(|m| (m.start, m.end)).collect();
     let hole = maps::find_hole(&taken, TRAMPOLINE_SIZE, 0x7fff_0000_0000)
         .ok_or_else(|| Error::Tracee("no room in the address space for the trampoline".into()))?;
+    let t = std::time::Instant::now();
     let injector = Injector::install(tracee, tracee.pid, hole)?;
+    tracing::debug!(
+        "trampoline installed in {:.1} ms",
+        t.elapsed().as_secs_f64() * 1e3
+    );
     let result = capture_with(tracee, &injector, &mappings, plugins, env, path);
+    let t = std::time::Instant::now();
     let removed = injector.remove(tracee.pid);
+    tracing::debug!(
+        "trampoline removed in {:.1} ms",
+        t.elapsed().as_secs_f64() * 1e3
+    );
     let ckpt = result?;
     removed?;
     Ok(ckpt)
@@ -105,8 +116,13 @@ fn capture_with(
     path: &Path,
 ) -> Result<Checkpoint, Error> {
     let pid = tracee.pid;
+    let t = std::time::Instant::now();
     let mut state = process_state(tracee, injector, env)?;
     state.regions = regions(mappings, injector.addr)?;
+    tracing::debug!(
+        "process state captured in {:.1} ms",
+        t.elapsed().as_secs_f64() * 1e3
+    );
     let mut warnings = Vec::new();
     for p in plugins.iter_mut() {
         let mut ctx = CaptureCtx {
@@ -120,9 +136,16 @@ fn capture_with(
         p.pre_checkpoint(&mut ctx)?;
     }
     let header = header(tracee, &state)?;
+    let t = std::time::Instant::now();
     let mut writer = ImageWriter::create(path, &header, &state)?;
-    write_memory(pid, tracee, &state.regions, &mut writer)?;
+    write_memory(pid, &state.regions, &mut writer)?;
     let stats = writer.finish()?;
+    tracing::debug!(
+        "memory: {:.1} MiB stored, {} zero pages dropped; image written in {:.1} ms",
+        stats.raw_bytes as f64 / f64::from(1 << 20),
+        stats.zero_pages,
+        t.elapsed().as_secs_f64() * 1e3
+    );
     for p in plugins.iter_mut() {
         p.resume(&mut ResumeCtx {
             tracee,
@@ -539,32 +562,36 @@ fn pages_to_store(pagemap: &std::fs::File, r: &Region) -> Result<Vec<(u64, u64)>
     Ok(runs)
 }
 
-fn write_memory(
+/// The tracee's memory as the image writer's workers read it, several
+/// pieces at once: by process_vm_readv, else through /proc/pid/mem.
+struct TraceeMemory {
     pid: pid_t,
-    tracee: &Tracee,
-    regions: &[Region],
-    writer: &mut ImageWriter,
-) -> Result<(), Error> {
+    mem: std::fs::File,
+}
+
+impl PageSource for TraceeMemory {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        match ptrace::vm_read(self.pid, addr, buf) {
+            Ok(n) if n == buf.len() => Ok(()),
+            // Unreadable through process_vm_readv (PROT_NONE...):
+            // /proc/pid/mem reads whatever may be read.
+            _ => self.mem.read_exact_at(buf, addr),
+        }
+    }
+}
+
+/// Hands every page run to store to the writer, whose workers read,
+/// zero-check and compress them in parallel.
+fn write_memory(pid: pid_t, regions: &[Region], writer: &mut ImageWriter) -> Result<(), Error> {
     let pagemap_path = format!("/proc/{pid}/pagemap");
     let pagemap = std::fs::File::open(&pagemap_path).map_err(|e| Error::io(&pagemap_path, e))?;
-    const BATCH: u64 = 4 << 20;
-    let mut buf = vec![0u8; BATCH as usize];
+    let mem_path = format!("/proc/{pid}/mem");
+    let mem = std::fs::File::open(&mem_path).map_err(|e| Error::io(&mem_path, e))?;
+    let source: Arc<dyn PageSource> = Arc::new(TraceeMemory { pid, mem });
     for r in regions {
         for (first, count) in pages_to_store(&pagemap, r)? {
-            let mut addr = r.start + first * PAGE;
-            let end = addr + count * PAGE;
-            while addr < end {
-                let len = BATCH.min(end - addr) as usize;
-                let chunk = &mut buf[..len];
-                match ptrace::vm_read(pid, addr, chunk) {
-                    Ok(n) if n == len => {}
-                    // Unreadable through process_vm_readv (PROT_NONE...):
-                    // /proc/pid/mem reads whatever may be read.
-                    _ => tracee.read_mem(addr, chunk)?,
-                }
-                writer.add_pages(addr, chunk)?;
-                addr += len as u64;
-            }
+            writer.add_range(r.start + first * PAGE, count * PAGE, &source)?;
         }
     }
     Ok(())

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use rewind_ckpt::image::format::{
@@ -13,7 +14,8 @@ use rewind_ckpt::image::format::{
     Region, RegionKind, Rlimit, SigAction, ThreadState, FORMAT_VERSION, MAGIC,
 };
 use rewind_ckpt::image::{
-    parse, read_header, ImageError, ImageReader, ImageWriter, MemoryChunk, CHUNK_RAW_BYTES,
+    parse, read_header, ImageError, ImageReader, ImageWriter, MemoryChunk, PageSource,
+    CHUNK_RAW_BYTES,
 };
 
 const PAGE: usize = 4096;
@@ -189,18 +191,93 @@ fn read_all(path: &Path) -> (Header, ProcessState, Vec<MemoryChunk>) {
     (reader.header.clone(), reader.state.clone(), chunks)
 }
 
-/// Offsets of the chunks and of the trailer, found by walking the layout.
-fn layout(bytes: &[u8]) -> (Vec<u64>, u64) {
-    let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
-    let mut at = 16 + u32_at(12) as usize;
-    at += 4 + u32_at(at) as usize;
+fn u32_at(bytes: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
+}
+
+/// Offsets of the header, the process state, the chunks and the trailer,
+/// found by walking the layout (format.rs).
+struct Layout {
+    header: usize,
+    state: usize,
+    chunks: Vec<usize>,
+    trailer: usize,
+}
+
+fn layout(bytes: &[u8]) -> Layout {
+    let header = 24;
+    let state = header + u32_at(bytes, 12) as usize + 4;
+    let mut at = state + u32_at(bytes, 16) as usize + 4;
     let mut chunks = Vec::new();
-    while u32_at(at) == rewind_ckpt::image::format::CHUNK_MAGIC {
-        chunks.push(at as u64);
-        at += 16 + u32_at(at + 8) as usize + u32_at(at + 12) as usize;
+    while u32_at(bytes, at) == rewind_ckpt::image::format::CHUNK_MAGIC {
+        chunks.push(at);
+        at += 20 + u32_at(bytes, at + 12) as usize + 4 + u32_at(bytes, at + 8) as usize;
     }
-    assert_eq!(u32_at(at), rewind_ckpt::image::format::TRAILER_MAGIC);
-    (chunks, at as u64)
+    assert_eq!(u32_at(bytes, at), rewind_ckpt::image::format::TRAILER_MAGIC);
+    assert_eq!(at + 20, bytes.len());
+    Layout {
+        header,
+        state,
+        chunks,
+        trailer: at,
+    }
+}
+
+/// CRC-32C, bit by bit (an independent check of the writer's).
+fn crc32c(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0x82f6_3b78
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// Recomputes the CRC stored after `bytes[at..at + len]`.
+fn fix_crc(bytes: &mut [u8], at: usize, len: usize) {
+    let crc = crc32c(&bytes[at..at + len]);
+    bytes[at + len..at + len + 4].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// A [`PageSource`] over a buffer that stands for the memory at `base`,
+/// recording which threads read it.
+struct Memory {
+    base: u64,
+    bytes: Vec<u8>,
+    readers: Mutex<Vec<std::thread::ThreadId>>,
+    reads: AtomicU64,
+}
+
+impl Memory {
+    fn new(base: u64, bytes: Vec<u8>) -> Arc<Memory> {
+        Arc::new(Memory {
+            base,
+            bytes,
+            readers: Mutex::new(Vec::new()),
+            reads: AtomicU64::new(0),
+        })
+    }
+}
+
+impl PageSource for Memory {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        let id = std::thread::current().id();
+        let mut readers = self.readers.lock().expect("lock");
+        if !readers.contains(&id) {
+            readers.push(id);
+        }
+        drop(readers);
+        let at = usize::try_from(addr - self.base).expect("offset");
+        buf.copy_from_slice(&self.bytes[at..at + buf.len()]);
+        Ok(())
+    }
 }
 
 /// A small image: a few compressible pages in two runs, in memory.
@@ -328,6 +405,230 @@ fn round_trip_keeps_every_non_zero_page_and_skips_zero_pages() {
     assert_eq!((ph, ps), (header(), st));
     assert_eq!(pchunks, chunks);
     assert_eq!(read_header(&path).expect("read_header"), header());
+}
+
+#[test]
+fn add_range_is_read_by_the_workers_and_round_trips() {
+    let dir = TempDir::new("ranges");
+    let path = dir.path("ranges.rwd");
+    // Region A: 13 MiB, zero pages here and there and a long zero stretch;
+    // region B after a gap, region C adjacent to it.
+    let a = (0x1000_0000u64, 0x1000_0000u64 + (13 << 20));
+    let b = (0x2000_0000u64, 0x2000_0000u64 + 64 * PAGE as u64);
+    let c = (b.1, b.1 + 64 * PAGE as u64);
+    let st = state(vec![anon(a.0, a.1), anon(b.0, b.1), anon(c.0, c.1)]);
+    let mut rng = Rng(0xabcdef);
+    let mut expected = BTreeMap::new();
+    let mut fill = |start: u64, end: u64| {
+        let mut mem = vec![0u8; (end - start) as usize];
+        for (i, page) in mem.chunks_mut(PAGE).enumerate() {
+            if i % 7 == 3 || (1000..1900).contains(&i) {
+                continue;
+            }
+            rng.fill(&mut page[..PAGE / 2]);
+            page[PAGE / 2..].fill((i % 251) as u8 | 1);
+            expected.insert(start + (i * PAGE) as u64, page.to_vec());
+        }
+        mem
+    };
+    let mem_a = Memory::new(a.0, fill(a.0, a.1));
+    let mem_bc = Memory::new(b.0, fill(b.0, c.1));
+    let source_a: Arc<dyn PageSource> = mem_a.clone();
+    let source_bc: Arc<dyn PageSource> = mem_bc.clone();
+
+    let mut w = ImageWriter::create(&path, &header(), &st).expect("create");
+    // Uneven ranges, as pagemap runs give them: single pages, odd sizes,
+    // ranges longer than a chunk.
+    let mut at = 0u64;
+    for len in [PAGE, 3 * PAGE, 1 << 20, 5 << 20, 17 * PAGE]
+        .into_iter()
+        .cycle()
+    {
+        if at == a.1 - a.0 {
+            break;
+        }
+        let len = (len as u64).min(a.1 - a.0 - at);
+        w.add_range(a.0 + at, len, &source_a).expect("add A");
+        at += len;
+    }
+    w.add_range(b.0, c.1 - b.0, &source_bc)
+        .expect("add B and C");
+    let stats = w.finish().expect("finish");
+
+    // Nobody but the workers read the memory.
+    let me = std::thread::current().id();
+    for m in [&mem_a, &mem_bc] {
+        let readers = m.readers.lock().expect("lock");
+        assert!(!readers.is_empty());
+        assert!(!readers.contains(&me), "the caller's thread read memory");
+    }
+    let pages = (c.1 - a.0 - (b.0 - a.1)) / PAGE as u64;
+    assert_eq!(stats.raw_bytes, expected.len() as u64 * PAGE as u64);
+    assert_eq!(stats.zero_pages, pages - expected.len() as u64);
+    assert_eq!(stats.file_bytes, fs::metadata(&path).expect("stat").len());
+    assert_eq!(dir.entries(), vec!["ranges.rwd".to_string()]);
+    let (h, s, chunks) = read_all(&path);
+    assert_eq!((h, s), (header(), st));
+    assert_eq!(chunks.len() as u64, stats.chunks);
+    for chunk in &chunks {
+        assert!(!chunk.data.is_empty() && chunk.data.len() <= CHUNK_RAW_BYTES);
+    }
+    assert_eq!(pages_of(&chunks), expected);
+    // Chunks follow the order memory was given in.
+    let firsts: Vec<u64> = chunks.iter().map(|c| c.runs[0].addr).collect();
+    assert!(firsts.windows(2).all(|w| w[0] < w[1]), "{firsts:x?}");
+    // A run crosses from B into C.
+    assert!(chunks
+        .iter()
+        .any(|c| c.runs.iter().any(|r| r.addr < b.1 && r.addr + r.len > b.1)));
+    assert!(ImageReader::verify(&path).is_ok());
+}
+
+#[test]
+fn add_range_and_add_pages_keep_their_order() {
+    let dir = TempDir::new("mixed");
+    let path = dir.path("mixed.rwd");
+    let base = 0x4000_0000u64;
+    let st = state(vec![anon(base, base + (1 << 20))]);
+    let mut bytes = vec![0u8; 1 << 20];
+    for (i, page) in bytes.chunks_mut(PAGE).enumerate() {
+        page[..8].copy_from_slice(&(i as u64 + 1).to_le_bytes());
+    }
+    let memory = Memory::new(base, bytes.clone());
+    let source: Arc<dyn PageSource> = memory.clone();
+    let p = PAGE as u64;
+    let mut w = ImageWriter::create(&path, &header(), &st).expect("create");
+    w.add_pages(base + 10 * p, &bytes[10 * PAGE..12 * PAGE])
+        .expect("pages");
+    w.add_range(base, 4 * p, &source).expect("range");
+    w.add_range(base + 4 * p, 2 * p, &source).expect("range");
+    w.add_pages(base + 100 * p, &bytes[100 * PAGE..101 * PAGE])
+        .expect("pages");
+    w.add_range(base + 50 * p, 0, &source).expect("empty range");
+    w.add_range(base + 50 * p, p, &source).expect("range");
+    w.finish().expect("finish");
+    let (_, _, chunks) = read_all(&path);
+    let runs: Vec<(u64, u64)> = chunks
+        .iter()
+        .flat_map(|c| c.runs.iter().map(|r| ((r.addr - base) / p, r.len / p)))
+        .collect();
+    assert_eq!(runs, vec![(10, 2), (0, 6), (100, 1), (50, 1)]);
+    let pages = pages_of(&chunks);
+    for (addr, page) in pages {
+        let at = (addr - base) as usize;
+        assert_eq!(page[..], bytes[at..at + PAGE]);
+    }
+}
+
+#[test]
+fn incompressible_and_compressible_chunks_round_trip() {
+    let dir = TempDir::new("incompressible");
+    let path = dir.path("mixed.rwd");
+    let base = 0x4000_0000u64;
+    let size = 3 * CHUNK_RAW_BYTES;
+    let st = state(vec![anon(base, base + size as u64)]);
+    // Random, then random for a while and compressible after, then
+    // compressible.
+    let mut mem = vec![0u8; size];
+    Rng(77).fill(&mut mem[..CHUNK_RAW_BYTES + (256 << 10)]);
+    for (i, b) in mem[CHUNK_RAW_BYTES + (256 << 10)..].iter_mut().enumerate() {
+        *b = (i / 64 % 7) as u8 + 1;
+    }
+    let source: Arc<dyn PageSource> = Memory::new(base, mem.clone());
+    let mut w = ImageWriter::create(&path, &header(), &st).expect("create");
+    w.add_range(base, size as u64, &source).expect("add");
+    let stats = w.finish().expect("finish");
+    assert_eq!(stats.chunks, 3);
+    let bytes = fs::read(&path).expect("read");
+    let l = layout(&bytes);
+    let frame_len = |i: usize| u32_at(&bytes, l.chunks[i] + 8) as usize;
+    assert!(
+        frame_len(0) > CHUNK_RAW_BYTES,
+        "random memory does not shrink"
+    );
+    assert!(
+        frame_len(1) < CHUNK_RAW_BYTES / 2,
+        "a chunk that starts random and goes on compressible still shrinks: {}",
+        frame_len(1)
+    );
+    assert!(frame_len(2) < CHUNK_RAW_BYTES / 50, "{}", frame_len(2));
+    let (_, _, chunks) = read_all(&path);
+    let data: Vec<u8> = chunks.iter().flat_map(|c| c.data.iter().copied()).collect();
+    assert_eq!(data, mem);
+}
+
+#[test]
+fn add_range_of_zero_pages_stores_nothing() {
+    let dir = TempDir::new("zero-range");
+    let path = dir.path("zero.rwd");
+    let size = 64u64 << 20;
+    let base = 0x4000_0000u64;
+    let st = state(vec![anon(base, base + size)]);
+    let zeros = |_addr: u64, buf: &mut [u8]| -> std::io::Result<()> {
+        buf.fill(0);
+        Ok(())
+    };
+    let source: Arc<dyn PageSource> = Arc::new(zeros);
+    let mut w = ImageWriter::create(&path, &header(), &st).expect("create");
+    w.add_range(base, size, &source).expect("add");
+    let stats = w.finish().expect("finish");
+    assert_eq!((stats.chunks, stats.raw_bytes), (0, 0));
+    assert_eq!(stats.zero_pages, size / PAGE as u64);
+    assert!(stats.file_bytes < 4096, "{} bytes", stats.file_bytes);
+    assert!(read_all(&path).2.is_empty());
+}
+
+#[test]
+fn add_range_read_error_abandons_the_image() {
+    let dir = TempDir::new("read-error");
+    let path = dir.path("ckpt_loop_4242.rwd");
+    let size = 32u64 << 20;
+    let base = 0x4000_0000u64;
+    let bad = base + (21 << 20) + 5 * PAGE as u64;
+    let st = state(vec![anon(base, base + size)]);
+    let source: Arc<dyn PageSource> = Arc::new(move |addr: u64, buf: &mut [u8]| {
+        if (addr..addr + buf.len() as u64).contains(&bad) {
+            return Err(std::io::Error::from_raw_os_error(libc::EIO));
+        }
+        buf.fill(0x11);
+        Ok(())
+    });
+    let mut w = ImageWriter::create(&path, &header(), &st).expect("create");
+    // The error comes from a later add_range or from finish.
+    let err = match w.add_range(base, size, &source) {
+        Err(e) => e,
+        Ok(()) => w.finish().expect_err("finish after a failed read"),
+    };
+    match &err {
+        ImageError::Read { addr, len, .. } => assert!((*addr..*addr + *len).contains(&bad)),
+        other => panic!("{other:?}"),
+    }
+    let text = err.to_string();
+    assert!(text.starts_with("cannot read "), "{text}");
+    assert!(text.contains("memory at 0x"), "{text}");
+    assert!(dir.entries().is_empty(), "left behind: {:?}", dir.entries());
+}
+
+#[test]
+fn add_range_refuses_what_it_cannot_store() {
+    let dir = TempDir::new("refuse-range");
+    let path = dir.path("refuse.rwd");
+    let st = state(vec![anon(0x10000, 0x20000)]);
+    let source: Arc<dyn PageSource> = Memory::new(0x10000, vec![3u8; 0x10000]);
+    let mut w = ImageWriter::create(&path, &header(), &st).expect("create");
+    let p = PAGE as u64;
+    for (addr, len) in [(0x10001, p), (0x10000, 100), (0x20000, p), (0xf000, 2 * p)] {
+        match w.add_range(addr, len, &source) {
+            Err(ImageError::Encode(why)) => assert!(why.starts_with("add_range: "), "{why}"),
+            other => panic!("{addr:#x}+{len:#x}: {other:?}"),
+        }
+    }
+    assert!(w.add_range(u64::MAX - p + 1, 2 * p, &source).is_err());
+    // The writer is still usable after refusing.
+    w.add_range(0x1f000, p, &source)
+        .expect("last page of the region");
+    w.finish().expect("finish");
+    assert_eq!(pages_of(&read_all(&path).2).len(), 1);
 }
 
 #[test]
@@ -505,20 +806,29 @@ fn truncated_multi_chunk_file_names_what_ends_early() {
     w.add_pages(0x10000, &mem).expect("add");
     w.finish().expect("finish");
     let bytes = fs::read(&path).expect("read");
-    let (chunks, trailer) = layout(&bytes);
+    let Layout {
+        state,
+        chunks,
+        trailer,
+        ..
+    } = layout(&bytes);
     assert_eq!(chunks.len(), 3);
 
     let cut_path = dir.path("cut.rwd");
     let cases = [
         (0, "preamble"),
         (5, "preamble"),
-        (20, "header"),
-        (chunks[0] as usize, "trailer"),
-        (chunks[0] as usize + 10, "memory chunk 0"),
-        (chunks[1] as usize + 100, "memory chunk 1"),
-        (chunks[2] as usize - 1, "memory chunk 1"),
-        (trailer as usize, "trailer"),
-        (trailer as usize + 7, "trailer"),
+        (20, "preamble"),
+        (30, "header"),
+        (state + 2, "process state"),
+        (chunks[0] - 1, "process state"),
+        (chunks[0], "trailer"),
+        (chunks[0] + 10, "memory chunk 0"),
+        (chunks[0] + 22, "memory chunk 0"),
+        (chunks[1] + 100, "memory chunk 1"),
+        (chunks[2] - 1, "memory chunk 1"),
+        (trailer, "trailer"),
+        (trailer + 7, "trailer"),
         (bytes.len() - 1, "trailer"),
     ];
     for (cut, what_expected) in cases {
@@ -557,7 +867,14 @@ fn flipped_byte_is_corrupt_and_names_the_chunk() {
     w.add_pages(0x10000, &mem).expect("add");
     w.finish().expect("finish");
     let good = fs::read(&path).expect("read");
-    let (chunks, trailer) = layout(&good);
+    let Layout {
+        header,
+        state,
+        chunks,
+        trailer,
+    } = layout(&good);
+    let chunks: Vec<u64> = chunks.iter().map(|&c| c as u64).collect();
+    let trailer = trailer as u64;
     assert_eq!(chunks.len(), 3);
     let bad_path = dir.path("bad.rwd");
 
@@ -593,8 +910,23 @@ fn flipped_byte_is_corrupt_and_names_the_chunk() {
     check(chunks[2] as usize + 17, "memory chunk 2", chunks[2]);
     // The trailer's chunk count.
     check(trailer as usize + 4, "trailer", trailer);
+    // The trailer's tag.
+    check(trailer as usize, "trailer", trailer);
     // The length of the header's first string.
-    check(16, "header", 16);
+    let err = check(header, "header", header as u64);
+    assert!(err.to_string().contains("checksum mismatch"), "{err}");
+    // The process state's length, in the preamble.
+    check(17, "preamble", 0);
+    // A register value in the process state.
+    let regs = find(&good[state..chunks[0] as usize], &[25, 26]) + state;
+    let err = check(regs, "process state", state as u64);
+    assert!(err.to_string().contains("checksum mismatch"), "{err}");
+    // A page run's address.
+    let err = check(chunks[1] as usize + 21, "memory chunk 1", chunks[1]);
+    assert!(
+        err.to_string().contains("page runs: checksum mismatch"),
+        "{err}"
+    );
 
     // Reading chunk by chunk yields the good chunks first, then the error,
     // then nothing more.
@@ -607,6 +939,127 @@ fn flipped_byte_is_corrupt_and_names_the_chunk() {
     assert!(items[0].is_ok());
     assert!(matches!(&items[1], Err(ImageError::Corrupt { what, .. }) if what == "memory chunk 1"));
     assert!(reader.next_chunk().is_err(), "no silent end after an error");
+}
+
+/// Where `needle` first occurs in `haystack`.
+fn find(haystack: &[u8], needle: &[u8]) -> usize {
+    haystack
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .expect("needle in haystack")
+}
+
+/// The part of the image each byte of `bytes` belongs to, as errors name it.
+fn parts(bytes: &[u8]) -> Vec<String> {
+    let l = layout(bytes);
+    let mut parts = vec![String::new(); bytes.len()];
+    for (at, part) in parts.iter_mut().enumerate() {
+        *part = match at {
+            0..=7 => "magic".into(),
+            8..=11 => "version".into(),
+            12..=23 => "preamble".into(),
+            _ if at < l.state => "header".into(),
+            _ if at >= l.trailer => "trailer".into(),
+            _ => match l.chunks.iter().rposition(|&c| c <= at) {
+                Some(i) => format!("memory chunk {i}"),
+                None => "process state".into(),
+            },
+        };
+    }
+    parts
+}
+
+/// Flips bits of the bytes of `good` one at a time, and requires a clear
+/// error naming the part of the image each time: with `all_bits` every bit
+/// of every byte, else one bit of every byte. Returns the flips made.
+fn every_flip_is_an_error(good: &[u8], all_bits: bool) -> usize {
+    assert!(parse(good).is_ok());
+    let parts = parts(good);
+    let mut flips = 0;
+    let mut bytes = good.to_vec();
+    for at in 0..good.len() {
+        let bits = if all_bits { 0..8 } else { at % 8..at % 8 + 1 };
+        for bit in bits {
+            bytes[at] ^= 1 << bit;
+            let result = parse(&bytes);
+            bytes[at] = good[at];
+            let part = parts[at].as_str();
+            match (&result, part) {
+                (Err(ImageError::NotAnImage { .. }), "magic") => {}
+                (
+                    Err(ImageError::NewerVersion { .. } | ImageError::OlderVersion { .. }),
+                    "version",
+                ) => {}
+                (Err(ImageError::Corrupt { what, .. }), _) if what == part => {}
+                _ => panic!(
+                    "flipping bit {bit} of byte {at} (in the {part}) of {}: {result:?}",
+                    good.len()
+                ),
+            }
+            flips += 1;
+        }
+    }
+    flips
+}
+
+#[test]
+fn every_flipped_bit_is_an_error_naming_the_part() {
+    let dir = TempDir::new("every-flip");
+    let good = small_image(&dir);
+    assert_eq!(every_flip_is_an_error(&good, true), good.len() * 8);
+}
+
+#[test]
+fn every_flipped_bit_of_the_v1_example_is_an_error() {
+    let good = fs::read(v1_example_path()).expect("read the example");
+    // One bit of each byte (a different one each time): every bit of every
+    // byte takes long in a debug build; the test above does that.
+    assert_eq!(every_flip_is_an_error(&good, false), good.len());
+}
+
+#[test]
+fn checksums_are_crc32c() {
+    assert_eq!(crc32c(b"123456789"), 0xe306_9283);
+    let dir = TempDir::new("crc");
+    let good = small_image(&dir);
+    let l = layout(&good);
+    assert_eq!(crc32c(&good[..20]), u32_at(&good, 20));
+    let header_len = u32_at(&good, 12) as usize;
+    assert_eq!(
+        crc32c(&good[l.header..l.header + header_len]),
+        u32_at(&good, l.header + header_len)
+    );
+    let c = l.chunks[0];
+    assert_eq!(crc32c(&good[c..c + 16]), u32_at(&good, c + 16));
+    let runs_len = u32_at(&good, c + 12) as usize;
+    assert_eq!(
+        crc32c(&good[c + 20..c + 20 + runs_len]),
+        u32_at(&good, c + 20 + runs_len)
+    );
+}
+
+#[test]
+fn every_flipped_byte_of_a_multi_chunk_image_is_an_error() {
+    // Two chunks made by the workers, one with an incompressible page
+    // (stored as a raw zstd block), the other compressible.
+    let dir = TempDir::new("every-flip-chunks");
+    let path = dir.path("ranges.rwd");
+    let base = 0x10_0000u64;
+    let size = CHUNK_RAW_BYTES + 4 * PAGE;
+    let st = state(vec![anon(base, base + size as u64)]);
+    let mut mem = vec![0u8; size];
+    Rng(5).fill(&mut mem[..PAGE]);
+    mem[2 * PAGE..2 * PAGE + 100].fill(7);
+    for (i, page) in mem[CHUNK_RAW_BYTES..].chunks_mut(PAGE).enumerate() {
+        page[..64].fill(i as u8 + 1);
+    }
+    let source: Arc<dyn PageSource> = Memory::new(base, mem);
+    let mut w = ImageWriter::create(&path, &header(), &st).expect("create");
+    w.add_range(base, size as u64, &source).expect("add");
+    w.finish().expect("finish");
+    let good = fs::read(&path).expect("read");
+    assert_eq!(layout(&good).chunks.len(), 2);
+    assert_eq!(every_flip_is_an_error(&good, false), good.len());
 }
 
 #[test]
@@ -690,25 +1143,27 @@ fn other_format_versions_are_refused() {
 fn absurd_lengths_are_refused_before_allocating() {
     let dir = TempDir::new("lengths");
     let good = small_image(&dir);
-    let (chunks, _) = layout(&good);
-    let header_len = u32::from_le_bytes(good[12..16].try_into().expect("4 bytes")) as usize;
-    let state_at = 16 + header_len;
-    let set = |at: usize, v: u32| {
+    let Layout { header, chunks, .. } = layout(&good);
+    // A length changed with its checksum fixed: what a crafted file holds.
+    let set = |at: usize, v: u32, crc_from: usize, crc_len: usize| {
         let mut b = good.clone();
         b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+        fix_crc(&mut b, crc_from, crc_len);
         b
     };
-    let c = chunks[0] as usize;
+    let pre = |at: usize, v: u32| set(at, v, 0, 20);
+    let c = chunks[0];
+    let head = |at: usize, v: u32| set(c + at, v, c, 16);
     let cases: Vec<(Vec<u8>, &str, bool)> = vec![
-        (set(12, u32::MAX), "header", false),
-        (set(12, 1 << 20), "header", true),
-        (set(state_at, u32::MAX), "process state", false),
-        (set(state_at, 100 << 20), "process state", true),
-        (set(c + 4, u32::MAX), "memory chunk 0", false),
-        (set(c + 8, u32::MAX), "memory chunk 0", false),
-        (set(c + 8, 60 << 20), "memory chunk 0", true),
-        (set(c + 12, u32::MAX), "memory chunk 0", false),
-        (set(c + 12, 1 << 20), "memory chunk 0", true),
+        (pre(12, u32::MAX), "header", false),
+        (pre(12, 1 << 20), "header", true),
+        (pre(16, u32::MAX), "process state", false),
+        (pre(16, 100 << 20), "process state", true),
+        (head(4, u32::MAX), "memory chunk 0", false),
+        (head(8, u32::MAX), "memory chunk 0", false),
+        (head(8, 60 << 20), "memory chunk 0", true),
+        (head(12, u32::MAX), "memory chunk 0", false),
+        (head(12, 1 << 20), "memory chunk 0", true),
     ];
     for (bytes, what_expected, truncated) in cases {
         match parse(&bytes) {
@@ -717,11 +1172,21 @@ fn absurd_lengths_are_refused_before_allocating() {
             other => panic!("{what_expected}: {other:?}"),
         }
     }
+    // Without the checksum fixed, a changed length is corrupt.
+    let mut bytes = good.clone();
+    bytes[12..16].copy_from_slice(&(1u32 << 20).to_le_bytes());
+    assert!(matches!(parse(&bytes), Err(ImageError::Corrupt { what, .. }) if what == "preamble"));
     // A string length inside the header that claims gigabytes.
     let mut bytes = good.clone();
-    bytes[16] = 0xfd; // bincode varint tag: a u64 follows
-    bytes[17..25].copy_from_slice(&(1u64 << 40).to_le_bytes());
-    assert!(matches!(parse(&bytes), Err(ImageError::Corrupt { what, .. }) if what == "header"));
+    bytes[header] = 0xfd; // bincode varint tag: a u64 follows
+    bytes[header + 1..header + 9].copy_from_slice(&(1u64 << 40).to_le_bytes());
+    fix_crc(&mut bytes, header, u32_at(&good, 12) as usize);
+    match parse(&bytes) {
+        Err(ImageError::Corrupt { what, why, .. }) if what == "header" => {
+            assert!(!why.contains("checksum"), "{why}")
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]
@@ -1150,40 +1615,60 @@ fn write_speed_1gib() {
     let st = state(vec![anon(base, base + gib as u64)]);
     let mut random = vec![0u8; 64 << 20];
     Rng(11).fill(&mut random);
-    let zero = vec![0u8; batch];
+    let random = Arc::new(random);
+    let zero = Arc::new(vec![0u8; batch]);
 
-    for (name, data) in [("random", &random[..]), ("zero", &zero[..])] {
-        let path = dir.path(&format!("{name}.rwd"));
-        let start = Instant::now();
-        let mut w = ImageWriter::create(&path, &header(), &st).expect("create");
-        let mut at = 0usize;
-        while at < gib {
-            let len = batch.min(gib - at);
-            let from = at % data.len();
-            w.add_pages(base + at as u64, &data[from..from + len])
-                .expect("add");
-            at += len;
+    for (name, data) in [("random", &random), ("zero", &zero)] {
+        for range in [false, true] {
+            let path = dir.path(&format!("{name}.rwd"));
+            let start = Instant::now();
+            let mut w = ImageWriter::create(&path, &header(), &st).expect("create");
+            // The memory at base + at is data[at % data.len()..].
+            let pattern = Arc::clone(data);
+            let source: Arc<dyn PageSource> = Arc::new(move |addr: u64, buf: &mut [u8]| {
+                let mut from = (addr - base) as usize % pattern.len();
+                for piece in buf.chunks_mut(PAGE) {
+                    piece.copy_from_slice(&pattern[from..from + piece.len()]);
+                    from = (from + piece.len()) % pattern.len();
+                }
+                Ok(())
+            });
+            let mut at = 0usize;
+            while at < gib {
+                let len = batch.min(gib - at);
+                if range {
+                    w.add_range(base + at as u64, len as u64, &source)
+                        .expect("add");
+                } else {
+                    let from = at % data.len();
+                    w.add_pages(base + at as u64, &data[from..from + len])
+                        .expect("add");
+                }
+                at += len;
+            }
+            let added = start.elapsed();
+            let stats = w.finish().expect("finish");
+            let total = start.elapsed();
+            let start = Instant::now();
+            let (_, _, vstats) = ImageReader::verify(&path).expect("verify");
+            let verify = start.elapsed();
+            assert_eq!(vstats.raw_bytes, stats.raw_bytes);
+            println!(
+                "1 GiB {name} ({}): write {:.2} s ({:.0} MiB/s; adding {:.2} s, \
+                 finish+fsync {:.2} s), file {} MiB, {} chunks, {} zero pages; \
+                 verify {:.2} s ({:.0} MiB/s)",
+                if range { "add_range" } else { "add_pages" },
+                total.as_secs_f64(),
+                1024.0 / total.as_secs_f64(),
+                added.as_secs_f64(),
+                (total - added).as_secs_f64(),
+                stats.file_bytes >> 20,
+                stats.chunks,
+                stats.zero_pages,
+                verify.as_secs_f64(),
+                1024.0 / verify.as_secs_f64(),
+            );
+            fs::remove_file(&path).expect("remove");
         }
-        let added = start.elapsed();
-        let stats = w.finish().expect("finish");
-        let total = start.elapsed();
-        let start = Instant::now();
-        let (_, _, vstats) = ImageReader::verify(&path).expect("verify");
-        let verify = start.elapsed();
-        assert_eq!(vstats.raw_bytes, stats.raw_bytes);
-        println!(
-            "1 GiB {name}: write {:.2} s ({:.0} MiB/s; add_pages {:.2} s, finish+fsync {:.2} s), \
-             file {} MiB, {} chunks, {} zero pages; verify {:.2} s ({:.0} MiB/s)",
-            total.as_secs_f64(),
-            1024.0 / total.as_secs_f64(),
-            added.as_secs_f64(),
-            (total - added).as_secs_f64(),
-            stats.file_bytes >> 20,
-            stats.chunks,
-            stats.zero_pages,
-            verify.as_secs_f64(),
-            1024.0 / verify.as_secs_f64(),
-        );
-        fs::remove_file(&path).expect("remove");
     }
 }

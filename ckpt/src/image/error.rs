@@ -6,8 +6,8 @@ use std::path::PathBuf;
 /// An image could not be written or read.
 ///
 /// Every variant names the file; decoding errors also name the part of the
-/// image (`"header"`, `"process state"`, `"memory chunk 17"`, `"trailer"`)
-/// and the file offset where that part starts.
+/// image (`"preamble"`, `"header"`, `"process state"`, `"memory chunk 17"`,
+/// `"trailer"`) and the file offset where that part starts.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
     /// The operating system refused a read, write, rename or sync.
@@ -64,6 +64,15 @@ pub enum ImageError {
         what: String,
         offset: u64,
         why: String,
+    },
+
+    /// The writer could not read the memory it was to store from its
+    /// [`PageSource`](super::PageSource) (the target process).
+    #[error("cannot read {len} bytes of memory at {addr:#x}: {source}")]
+    Read {
+        addr: u64,
+        len: u64,
+        source: std::io::Error,
     },
 
     /// The writer was given something it cannot store (misaligned pages,

@@ -1,20 +1,32 @@
 //! Every structure of the durable image format, declared in one place (DESIGN §8).
 //!
-//! Layout of an image file:
+//! Layout of an image file (all integers little-endian; "CRC" is CRC-32C,
+//! Castagnoli, stored as a u32):
 //!
 //! ```text
-//! [ Preamble: 8-byte MAGIC, u32 LE format version, u32 LE header length ]
-//! [ Header: bincode (serde, standard config), `header length` bytes     ]
-//! [ Section: u32 LE length, bincode `ProcessState`                      ]
-//! [ MemoryChunk]*  each: u32 LE CHUNK_MAGIC, u32 LE raw length,
-//!                  u32 LE compressed length, u32 LE runs length,
-//!                  bincode Vec<PageRun>, zstd frame (content checksum on)
-//! [ Trailer: u32 LE TRAILER_MAGIC, u64 LE chunk count, u64 LE raw bytes ]
+//! [ Preamble, 24 bytes: 8-byte MAGIC, u32 format version, u32 header length,
+//!   u32 process state length, CRC of the 20 bytes before it              ]
+//! [ Header: bincode (serde, standard config), `header length` bytes; CRC  ]
+//! [ Process state: bincode `ProcessState`, `state length` bytes; CRC      ]
+//! [ MemoryChunk ]*  each: 20-byte head: u32 CHUNK_MAGIC, u32 raw length,
+//!                   u32 compressed length, u32 runs length, CRC of those
+//!                   16 bytes; bincode Vec<PageRun> (`runs length` bytes);
+//!                   CRC of the runs; zstd frame (`compressed length` bytes,
+//!                   content checksum on)
+//! [ Trailer, 20 bytes: u32 TRAILER_MAGIC, u64 chunk count, u64 raw bytes ]
 //! ```
+//!
+//! Every byte is checked on reading: the CRCs cover the preamble, header,
+//! state, chunk heads and run lists (each length is checked before it is
+//! used); zstd's content checksum covers memory; the trailer must agree with
+//! the chunks read and end the file. Only the magic and the version are
+//! read before the preamble's CRC, so that other versions are recognized.
 //!
 //! The format version changes whenever any structure below changes shape.
 //! All-zero pages are never stored: a page of a region that no run covers
-//! is zero (anonymous) or comes from the mapped file (file-backed).
+//! is zero (anonymous) or comes from the mapped file (file-backed). The
+//! writer puts at most `image::CHUNK_RAW_BYTES` of pages, in any number of
+//! runs, in one chunk.
 
 use serde::{Deserialize, Serialize};
 
