@@ -8,10 +8,10 @@ use clap::{Args, Parser, Subcommand};
 
 use rewind_debugger::cli;
 
-/// Checkpoint, restart and (soon) reverse-debug unmodified Linux x86-64
-/// programs, without hardware performance counters.
+/// Checkpoint, restart, record and replay unmodified Linux x86-64 programs,
+/// without hardware performance counters (reverse debugging comes next).
 #[derive(Parser, Debug)]
-#[command(name = "rewind", version, about, long_about = None)]
+#[command(name = "rewind", version)]
 struct Cli {
     /// Log what the engine does on stderr (-v info, -vv debug).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
