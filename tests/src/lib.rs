@@ -497,6 +497,16 @@ impl Drop for Running {
 }
 
 /// A process that ran to its end.
+/// A finished command, its status and its output, for a failure message.
+fn describe_run(what: &str, status: ExitStatus, stdout: &str, stderr: &str) -> String {
+    format!(
+        "{what} exited with {}\n--- stdout:\n{}\n--- stderr:\n{}",
+        show_status(status),
+        quote(stdout),
+        quote(stderr)
+    )
+}
+
 #[derive(Debug)]
 pub struct Finished {
     /// The command line, for messages.
@@ -509,13 +519,7 @@ pub struct Finished {
 impl Finished {
     /// Everything about the run, for a failure message.
     pub fn describe(&self) -> String {
-        format!(
-            "{} exited with {}\n--- stdout:\n{}\n--- stderr:\n{}",
-            self.what,
-            show_status(self.status),
-            quote(&self.stdout),
-            quote(&self.stderr)
-        )
+        describe_run(&self.what, self.status, &self.stdout, &self.stderr)
     }
 
     /// Fails unless the process exited with status 0 and did not panic.
@@ -1049,13 +1053,7 @@ impl Recorded {
 
     /// Everything about the recording, for a failure message.
     pub fn describe(&self) -> String {
-        format!(
-            "{} exited with {}\n--- stdout:\n{}\n--- stderr:\n{}",
-            self.what,
-            show_status(self.status),
-            quote(&self.stdout),
-            quote(&self.stderr)
-        )
+        describe_run(&self.what, self.status, &self.stdout, &self.stderr)
     }
 }
 
