@@ -31,6 +31,8 @@ const AT_NULL: u64 = 0;
 const AT_IGNORE: u64 = 1;
 const AT_SYSINFO_EHDR: u64 = 33;
 const MAX_SYSCALL: i64 = 462;
+/// How long the current thread may run without an event while others wait.
+const PREEMPT_AFTER: std::time::Duration = std::time::Duration::from_millis(20);
 
 #[derive(Debug, Clone, Default)]
 pub struct RecordOptions {
@@ -231,6 +233,10 @@ struct Recorder {
     checkpoint_interval: Option<std::time::Duration>,
     last_checkpoint: std::time::Instant,
     checkpoints: u32,
+    /// When the last stop was handled (for preemption).
+    last_progress: std::time::Instant,
+    /// The thread we sent PTRACE_INTERRUPT to, until it stops for it.
+    preempting: Option<pid_t>,
 }
 
 /// Record `argv` into `opts.dir`.
@@ -268,6 +274,8 @@ pub fn record(argv: &[String], opts: &RecordOptions) -> Result<Recording, Error>
         checkpoint_interval: opts.checkpoint_interval,
         last_checkpoint: std::time::Instant::now(),
         checkpoints: 0,
+        last_progress: std::time::Instant::now(),
+        preempting: None,
     };
     let result = rec.start(pid).and_then(|()| rec.run());
     if result.is_err() {
@@ -384,13 +392,27 @@ impl Recorder {
 
     fn run(&mut self) -> Result<(), Error> {
         let pid = self.tracee.pid;
+        // Stops arrive as SIGCHLD on a signalfd, so waiting can time out:
+        // a thread that runs too long without an event while others wait
+        // is preempted.
+        let mut mask = nix::sys::signal::SigSet::empty();
+        mask.add(nix::sys::signal::Signal::SIGCHLD);
+        mask.thread_block()
+            .map_err(|e| rewind_ckpt::Error::Tracee(format!("sigprocmask: {e}")))?;
+        let sigfd = nix::sys::signalfd::SignalFd::with_flags(
+            &mask,
+            nix::sys::signalfd::SfdFlags::SFD_NONBLOCK | nix::sys::signalfd::SfdFlags::SFD_CLOEXEC,
+        )
+        .map_err(|e| rewind_ckpt::Error::Tracee(format!("signalfd: {e}")))?;
         loop {
             if self.current.is_none() {
                 self.schedule()?;
             }
-            let Some((tid, stop)) = ptrace::wait(-1, false).map_err(perr("waitpid", pid))? else {
+            let Some((tid, stop)) = ptrace::wait(-1, true).map_err(perr("waitpid", pid))? else {
+                self.idle(&sigfd)?;
                 continue;
             };
+            self.last_progress = std::time::Instant::now();
             if tid == pid {
                 if let Stop::Exited(c) = stop {
                     self.exit_code = Some(c);
@@ -407,6 +429,57 @@ impl Recorder {
             }
             self.handle(tid, stop)?;
         }
+    }
+
+    /// Nothing to handle: wait for the next stop, preempting the current
+    /// thread when it made no event for PREEMPT_AFTER while others wait.
+    fn idle(&mut self, sigfd: &nix::sys::signalfd::SignalFd) -> Result<(), Error> {
+        use std::os::fd::AsFd;
+        let mut timeout = nix::poll::PollTimeout::from(1000u16);
+        if let (Some(cur), false) = (self.current, self.ready.is_empty()) {
+            let left = PREEMPT_AFTER.saturating_sub(self.last_progress.elapsed());
+            if left.is_zero() {
+                if self.preempting != Some(cur) {
+                    match ptrace::interrupt(cur) {
+                        Ok(()) | Err(nix::errno::Errno::ESRCH) => self.preempting = Some(cur),
+                        Err(e) => return Err(perr("PTRACE_INTERRUPT", cur)(e)),
+                    }
+                }
+            } else {
+                timeout = nix::poll::PollTimeout::try_from(left)
+                    .unwrap_or(nix::poll::PollTimeout::from(1u16));
+            }
+        }
+        let mut fds = [nix::poll::PollFd::new(
+            sigfd.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        match nix::poll::poll(&mut fds, timeout) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(rewind_ckpt::Error::Tracee(format!("poll: {e}")).into()),
+        }
+        while let Ok(Some(_)) = sigfd.read_signal() {}
+        Ok(())
+    }
+
+    /// The current thread stopped on our PTRACE_INTERRUPT, somewhere in its
+    /// code: log where (its whole register file) and let another run.
+    fn preempted(&mut self, tid: pid_t) -> Result<(), Error> {
+        self.preempting = None;
+        let regs = ptrace::getregs(tid).map_err(perr("PTRACE_GETREGS", tid))?;
+        self.push(Event::Preempt {
+            tid,
+            regs: capture::regs_to_vec(&regs),
+        })?;
+        if let Some(t) = self.threads.get_mut(&tid) {
+            t.state = State::Waiting { sig: 0 };
+            t.at_boundary = false;
+        }
+        if self.current == Some(tid) {
+            self.current = None;
+        }
+        self.ready.push_back(tid);
+        Ok(())
     }
 
     /// Pick the next thread to run: the first waiting one.
@@ -511,6 +584,15 @@ impl Recorder {
                 }
                 if rewind_ckpt::tracee::is_group_stop(sig) {
                     let _ = ptrace::listen(tid);
+                } else if known
+                    && matches!(
+                        self.threads.get(&tid).map(|t| &t.state),
+                        Some(State::Running)
+                    )
+                {
+                    // Our interrupt (possibly delivered late, after a
+                    // syscall the thread made first): a preemption point.
+                    self.preempted(tid)?;
                 } else if matches!(
                     self.threads.get(&tid).map(|t| &t.state),
                     Some(State::Waiting { .. })

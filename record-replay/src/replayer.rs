@@ -451,6 +451,7 @@ impl Replayer<'_> {
 
     fn step(&mut self, ev: Event) -> Result<(), Error> {
         match ev {
+            Event::Preempt { tid, regs } => self.run_to_regs(tid, &regs)?,
             // Only a starting point for `--from`.
             Event::Checkpoint { .. } => {}
             Event::Enter {
@@ -584,6 +585,80 @@ impl Replayer<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Run `vtid` until its registers are `want` again: the point where it
+    /// was preempted while recording (DESIGN §5: no counters, so the whole
+    /// register file is the position). A software breakpoint at the recorded
+    /// rip; at each hit the registers are compared, else stepped over.
+    fn run_to_regs(&mut self, vtid: i32, want: &[u64]) -> Result<(), Error> {
+        let want = rewind_ckpt::capture::regs_from_slice(want).ok_or_else(|| {
+            self.diverge(vtid, "malformed preemption registers in the trace".into())
+        })?;
+        let (real, at) = self.thread(vtid)?;
+        let same = |r: &user_regs_struct| {
+            // RF and TF are the debugger's, not the program's.
+            let flags = !((1u64 << 16) | (1 << 8));
+            let mut a = *r;
+            let mut b = want;
+            a.eflags &= flags;
+            b.eflags &= flags;
+            rewind_ckpt::capture::regs_to_vec(&a) == rewind_ckpt::capture::regs_to_vec(&b)
+        };
+        let now = ptrace::getregs(real).map_err(perr("PTRACE_GETREGS", real))?;
+        if same(&now) {
+            return Ok(());
+        }
+        let addr = want.rip;
+        let mut orig = [0u8; 1];
+        self.tracee.read_mem(addr, &mut orig)?;
+        let mut sig = match at {
+            At::Stopped { sig } => sig,
+            _ => 0,
+        };
+        for _ in 0..(1u64 << 26) {
+            self.tracee.write_mem(addr, &[0xcc])?;
+            ptrace::cont(real, sig).map_err(perr("PTRACE_CONT", real))?;
+            sig = 0;
+            let stop = self.wait_for(real)?;
+            self.tracee.write_mem(addr, &orig)?;
+            let mut r = match stop {
+                Stop::Signal(libc::SIGTRAP) => {
+                    ptrace::getregs(real).map_err(perr("PTRACE_GETREGS", real))?
+                }
+                other => {
+                    let regs = ptrace::getregs(real).ok();
+                    return Err(self.diverge(
+                        vtid,
+                        format!(
+                            "expected to reach the preemption point at rip {addr:#x}, got {}",
+                            describe_stop(other, regs.as_ref())
+                        ),
+                    ));
+                }
+            };
+            if r.rip != addr + 1 {
+                return Err(self.diverge(vtid, format!("unexpected SIGTRAP at rip {:#x}", r.rip)));
+            }
+            r.rip = addr;
+            ptrace::setregs(real, &r).map_err(perr("PTRACE_SETREGS", real))?;
+            if same(&r) {
+                self.set_at(vtid, At::Stopped { sig: 0 });
+                return Ok(());
+            }
+            // Not this time through: execute the real instruction, re-arm.
+            ptrace::singlestep(real, 0).map_err(perr("PTRACE_SINGLESTEP", real))?;
+            match self.wait_for(real)? {
+                Stop::Signal(libc::SIGTRAP) => {}
+                other => {
+                    return Err(self.diverge(
+                        vtid,
+                        format!("stepping at {addr:#x}: {}", describe_stop(other, None)),
+                    ))
+                }
+            }
+        }
+        Err(self.diverge(vtid, format!("the preemption point at rip {addr:#x} was never reached with the recorded registers")))
     }
 
     /// Deliver a recorded asynchronous signal at `tid`'s syscall exit.

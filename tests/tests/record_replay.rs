@@ -508,3 +508,23 @@ fn replay_from_event_starts_at_nearest_checkpoint() {
     // And the whole trace still replays as recorded.
     recorded.assert_replays_as_recorded(&[]);
 }
+
+#[test]
+fn replay_reproduces_a_thread_spinning_without_syscalls() {
+    // Without preemption the spinner would keep the setter from ever running
+    // (one thread at a time): record would hang.
+    let scratch = Scratch::new("replay_reproduces_a_thread_spinning_without_syscalls");
+    let recorded = record(&scratch, &fixture("rr_spin_flag"), None);
+    assert_eq!(
+        recorded
+            .stdout
+            .lines()
+            .filter(|l| l.ends_with("done=1"))
+            .count(),
+        3,
+        "{}",
+        recorded.describe()
+    );
+    recorded.assert_replays_as_recorded(&["--verify"]);
+    recorded.assert_replays_as_recorded(&[]);
+}

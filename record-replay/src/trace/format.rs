@@ -80,6 +80,10 @@ pub enum Event {
     /// `tid` exec'd: the process is replaced by image `image` (a file of the
     /// trace directory).
     Exec { tid: i32, image: String },
+    /// `tid` was preempted after running too long without an event, with
+    /// this register file (`user_regs_struct`, 27 words): replay runs it
+    /// until its registers are these again (DESIGN §5, no counters).
+    Preempt { tid: i32, regs: Vec<u64> },
     /// A periodic checkpoint: image `image` holds the process exactly as it
     /// was here (every thread stopped at a syscall boundary or not yet
     /// started); `replay --from` starts from it.
@@ -93,7 +97,8 @@ impl Event {
             | Event::Enter { tid, .. }
             | Event::Rdtsc { tid, .. }
             | Event::Signal { tid, .. }
-            | Event::Exec { tid, .. } => *tid,
+            | Event::Exec { tid, .. }
+            | Event::Preempt { tid, .. } => *tid,
             Event::Checkpoint { .. } => 0,
         }
     }
