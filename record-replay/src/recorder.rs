@@ -408,8 +408,13 @@ impl Recorder {
             if self.current.is_none() {
                 self.schedule()?;
             }
-            let Some((tid, stop)) = ptrace::wait(-1, true).map_err(perr("waitpid", pid))? else {
-                self.idle(&sigfd)?;
+            // A deadline only matters while another thread waits to run;
+            // otherwise block in waitpid (one syscall per stop).
+            let nohang = self.current.is_some() && !self.ready.is_empty();
+            let Some((tid, stop)) = ptrace::wait(-1, nohang).map_err(perr("waitpid", pid))? else {
+                if nohang {
+                    self.idle(&sigfd)?;
+                }
                 continue;
             };
             self.last_progress = std::time::Instant::now();
