@@ -660,7 +660,9 @@ impl Recorder {
             rewind_ckpt::tracee::wait_thread_gone(self.tracee.pid, tid);
             return Ok(());
         }
-        if let Some(errno) = syscalls::refused_errno(nr) {
+        if let Some(errno) =
+            syscalls::refused_errno(nr).or_else(|| self.refuse_console_copy(tid, nr, &args))
+        {
             // Refused while recording (rseq: the kernel would write the cpu
             // number into the program's memory behind our back): skipped,
             // answered with an error, logged like any emulated result.
@@ -796,7 +798,6 @@ impl Recorder {
 
     /// Whether a write went to the session's own stdout (1) or stderr (2).
     fn console(&self, tid: pid_t, nr: i64, args: &[u64; 6]) -> u8 {
-        use std::os::unix::fs::MetadataExt;
         if !matches!(
             nr,
             libc::SYS_write
@@ -807,13 +808,19 @@ impl Recorder {
         ) {
             return 0;
         }
-        let Ok(md) = std::fs::metadata(format!("/proc/{tid}/fd/{}", args[0] as i32)) else {
+        self.console_fd(tid, args[0] as i32)
+    }
+
+    /// Whether descriptor `fd` of `tid` is our stdout (1) or stderr (2).
+    fn console_fd(&self, tid: pid_t, fd: i32) -> u8 {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(md) = std::fs::metadata(format!("/proc/{tid}/fd/{fd}")) else {
             return 0;
         };
         let id = Some((md.dev(), md.ino()));
         match (id == self.stdio[1], id == self.stdio[2]) {
             (true, true) => {
-                if args[0] == 2 {
+                if fd == 2 {
                     2
                 } else {
                     1
@@ -823,6 +830,18 @@ impl Recorder {
             (false, true) => 2,
             _ => 0,
         }
+    }
+
+    /// Kernel-side copies to our stdout/stderr would show nothing in
+    /// replay (the bytes never pass through the program): refused while
+    /// recording, so the program falls back to read and write.
+    fn refuse_console_copy(&self, tid: pid_t, nr: i64, args: &[u64; 6]) -> Option<i32> {
+        let out = match nr {
+            libc::SYS_sendfile => args[0],
+            libc::SYS_copy_file_range | libc::SYS_splice => args[2],
+            _ => return None,
+        };
+        (self.console_fd(tid, out as i32) != 0).then_some(libc::ENOSYS)
     }
 
     /// Memory the kernel wrote for this syscall, with its contents.

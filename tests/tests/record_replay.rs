@@ -528,3 +528,21 @@ fn replay_reproduces_a_thread_spinning_without_syscalls() {
     recorded.assert_replays_as_recorded(&["--verify"]);
     recorded.assert_replays_as_recorded(&[]);
 }
+
+#[test]
+fn replay_shows_output_that_cat_copies_in_the_kernel() {
+    // coreutils cat copies with copy_file_range: the bytes never pass
+    // through its memory, so the recorder makes it fall back to read/write.
+    let scratch = Scratch::new("replay_shows_output_that_cat_copies_in_the_kernel");
+    let input = scratch.join("input.txt");
+    let text: String = (0..200)
+        .map(|i| format!("line {i} of the input\n"))
+        .collect();
+    std::fs::write(&input, &text).unwrap();
+    let mut cat = system_program("cat");
+    cat.arg(&input);
+    let recorded = record(&scratch, &cat, None);
+    assert_eq!(recorded.stdout, text, "{}", recorded.describe());
+    std::fs::remove_file(&input).unwrap();
+    recorded.assert_replays_as_recorded(&[]);
+}
