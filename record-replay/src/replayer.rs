@@ -597,12 +597,16 @@ impl Replayer<'_> {
         })?;
         let (real, at) = self.thread(vtid)?;
         let same = |r: &user_regs_struct| {
-            // RF and TF are the debugger's, not the program's.
+            // RF and TF are the debugger's, not the program's; orig_rax is
+            // the kernel's bookkeeping (set if the interrupt came right
+            // after a native syscall, never at a breakpoint).
             let flags = !((1u64 << 16) | (1 << 8));
             let mut a = *r;
             let mut b = want;
             a.eflags &= flags;
             b.eflags &= flags;
+            a.orig_rax = 0;
+            b.orig_rax = 0;
             rewind_ckpt::capture::regs_to_vec(&a) == rewind_ckpt::capture::regs_to_vec(&b)
         };
         let now = ptrace::getregs(real).map_err(perr("PTRACE_GETREGS", real))?;
@@ -616,7 +620,7 @@ impl Replayer<'_> {
             At::Stopped { sig } => sig,
             _ => 0,
         };
-        for _ in 0..(1u64 << 26) {
+        for _ in 0..(1u64 << 22) {
             self.tracee.write_mem(addr, &[0xcc])?;
             ptrace::cont(real, sig).map_err(perr("PTRACE_CONT", real))?;
             sig = 0;
