@@ -89,19 +89,9 @@ fn checkpoint_blocked(
     let taken: Vec<(u64, u64)> = mappings.iter().map(|m| (m.start, m.end)).collect();
     let hole = maps::find_hole(&taken, TRAMPOLINE_SIZE, 0x7fff_0000_0000)
         .ok_or_else(|| Error::Tracee("no room in the address space for the trampoline".into()))?;
-    let t = std::time::Instant::now();
     let injector = Injector::install(tracee, tracee.pid, hole)?;
-    tracing::debug!(
-        "trampoline installed in {:.1} ms",
-        t.elapsed().as_secs_f64() * 1e3
-    );
     let result = capture_with(tracee, &injector, &mappings, plugins, env, path);
-    let t = std::time::Instant::now();
     let removed = injector.remove(tracee.pid);
-    tracing::debug!(
-        "trampoline removed in {:.1} ms",
-        t.elapsed().as_secs_f64() * 1e3
-    );
     let ckpt = result?;
     removed?;
     Ok(ckpt)

@@ -256,14 +256,7 @@ impl Session {
         if self.exit.is_some() {
             return Err(Error::Gone("the program has already exited".into()));
         }
-        let (plugins, vids) = (&mut self.plugins, &self.vids);
-        let stopped = tracee::stop_all(&mut self.tracee, |t, tid, stop| {
-            if !t.owns(tid) {
-                resume_passenger(tid, stop);
-                return Ok(());
-            }
-            handle_other_stop(t, plugins, vids, tid, stop).map(drop)
-        });
+        let stopped = self.stop_program();
         if let Err(e) = stopped {
             self.reap_if_gone();
             return Err(e);
@@ -293,6 +286,19 @@ impl Session {
             self.images.push(path);
         }
         Ok(ckpt)
+    }
+
+    /// Stop every thread of the program; stops met on the way (new threads,
+    /// trapped syscalls, children under the filter) are handled as usual.
+    fn stop_program(&mut self) -> Result<(), Error> {
+        let (plugins, vids) = (&mut self.plugins, &self.vids);
+        tracee::stop_all(&mut self.tracee, |t, tid, stop| {
+            if !t.owns(tid) {
+                resume_passenger(tid, stop);
+                return Ok(());
+            }
+            handle_other_stop(t, plugins, vids, tid, stop).map(drop)
+        })
     }
 
     /// Kill the program and wait until it is gone.
@@ -465,10 +471,7 @@ impl Session {
                 "a restarted program needs rewind to translate its process ids; use --kill to end it".into(),
             ));
         }
-        let (plugins, vids) = (&mut self.plugins, &self.vids);
-        tracee::stop_all(&mut self.tracee, |t, tid, stop| {
-            handle_other_stop(t, plugins, vids, tid, stop).map(drop)
-        })?;
+        self.stop_program()?;
         for t in self.tracee.threads.values() {
             let sig = match t.stop {
                 ThreadStop::Signal(s) => s,

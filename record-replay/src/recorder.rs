@@ -84,6 +84,19 @@ pub fn disposition(nr: i64, args: &[u64; 6]) -> Disposition {
     }
 }
 
+/// `disposition` for a call about to run in `tracee`, where clone3's flags
+/// (which live in memory) decide between a thread and a process.
+pub fn call_disposition(tracee: &Tracee, nr: i64, args: &[u64; 6]) -> Disposition {
+    if nr == libc::SYS_clone3 {
+        return if clone3_flags(tracee, args) & libc::CLONE_THREAD as u64 != 0 {
+            Disposition::Shape
+        } else {
+            Disposition::Emulate
+        };
+    }
+    disposition(nr, args)
+}
+
 /// The flags of a clone3 call (first field of `struct clone_args`).
 pub fn clone3_flags(tracee: &Tracee, args: &[u64; 6]) -> u64 {
     tracee.read_u64(args[0]).unwrap_or(0)
@@ -141,7 +154,8 @@ pub fn is_sync_signal(sig: i32, info: &[u8; SIGINFO_SIZE]) -> bool {
     ) && code > 0
 }
 
-fn cpu_info() -> (String, String) {
+/// This CPU's vendor and its /proc/cpuinfo flags.
+pub fn cpu_info() -> (String, String) {
     let text = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let field = |key: &str| {
         text.lines()
@@ -153,7 +167,7 @@ fn cpu_info() -> (String, String) {
     (field("vendor_id"), field("flags"))
 }
 
-pub fn trace_header(argv: &[String], verify_memory: bool) -> TraceHeader {
+fn trace_header(argv: &[String], verify_memory: bool) -> TraceHeader {
     let (cpu_vendor, cpu_flags) = cpu_info();
     TraceHeader {
         kernel: nix::sys::utsname::uname()

@@ -15,7 +15,7 @@ use rewind_ckpt::restore::{self, RestartOptions};
 use rewind_ckpt::sys::ptrace::{self, Stop, PTRACE_EVENT_STOP};
 use rewind_ckpt::tracee::Tracee;
 
-use crate::recorder::{clone3_flags, disposition, native_syscalls, regs_args, tsc_instruction};
+use crate::recorder::{call_disposition, cpu_info, native_syscalls, regs_args, tsc_instruction};
 use crate::syscalls::{self, Disposition};
 use crate::trace::format::{Event, TraceHeader};
 use crate::trace::{self, EventReader, TraceError};
@@ -74,9 +74,9 @@ struct Replayer<'a> {
 
 /// Check that this machine can replay a trace made with `header`.
 pub fn check_machine(header: &TraceHeader) -> Result<(), Error> {
-    let now = crate::recorder::trace_header(&[], false);
-    if now.cpu_vendor != header.cpu_vendor || now.cpu_flags != header.cpu_flags {
-        let ours: std::collections::HashSet<&str> = now.cpu_flags.split_whitespace().collect();
+    let (vendor, flags) = cpu_info();
+    if vendor != header.cpu_vendor || flags != header.cpu_flags {
+        let ours: std::collections::HashSet<&str> = flags.split_whitespace().collect();
         let missing: Vec<&str> = header
             .cpu_flags
             .split_whitespace()
@@ -85,7 +85,7 @@ pub fn check_machine(header: &TraceHeader) -> Result<(), Error> {
         return Err(Error::Unsupported(format!(
             "the trace was recorded on another CPU ({} vs {}; features missing here: {}): CPUID cannot be trapped on this machine, so replay could diverge",
             header.cpu_vendor,
-            now.cpu_vendor,
+            vendor,
             if missing.is_empty() { "none, but the feature sets differ".to_string() } else { missing.join(" ") }
         )));
     }
@@ -172,7 +172,7 @@ pub fn replay(
         cpu,
         queued: HashMap::new(),
     };
-    let result = r.run(&mut events, end.as_ref().map(|e| e.exit_code));
+    let result = r.run(&mut events);
     if r.exit.is_none() {
         r.kill();
     }
@@ -299,7 +299,7 @@ impl Replayer<'_> {
         }
     }
 
-    fn run(&mut self, events: &mut EventReader, _exit: Option<i32>) -> Result<(), Error> {
+    fn run(&mut self, events: &mut EventReader) -> Result<(), Error> {
         while let Some(ev) = events.next_event()? {
             self.event += 1;
             if tracing::enabled!(tracing::Level::TRACE) {
@@ -756,14 +756,7 @@ impl Replayer<'_> {
         writes: &[(u64, Vec<u8>)],
     ) -> Result<(), Error> {
         let (real, _) = self.thread(tid)?;
-        let mut disp = disposition(nr, args);
-        if nr == libc::SYS_clone3 {
-            disp = if clone3_flags(&self.tracee, args) & libc::CLONE_THREAD as u64 != 0 {
-                Disposition::Shape
-            } else {
-                Disposition::Emulate
-            };
-        }
+        let mut disp = call_disposition(&self.tracee, nr, args);
         // A failed exec is only an error code.
         if matches!(nr, libc::SYS_execve | libc::SYS_execveat) {
             disp = Disposition::Emulate;

@@ -259,21 +259,8 @@ pub struct Running {
 /// changes and working directory taken from `program`.
 pub fn launch(program: &Command, ckpt_dir: &Path, stdout: Redirect) -> Running {
     let mut cmd = Command::new(rewind_bin());
-    cmd.arg("launch")
-        .arg("--ckpt-dir")
-        .arg(ckpt_dir)
-        .arg("--")
-        .arg(program.get_program())
-        .args(program.get_args());
-    for (key, value) in program.get_envs() {
-        match value {
-            Some(value) => cmd.env(key, value),
-            None => cmd.env_remove(key),
-        };
-    }
-    if let Some(dir) = program.get_current_dir() {
-        cmd.current_dir(dir);
-    }
+    cmd.arg("launch").arg("--ckpt-dir").arg(ckpt_dir).arg("--");
+    copy_program(program, &mut cmd);
     spawn(cmd, ckpt_dir, stdout)
 }
 
@@ -606,15 +593,7 @@ fn drain(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<Vec<u8>> {
 pub fn run_uninterrupted(program: &Command) -> Output {
     let mut cmd = Command::new(program.get_program());
     cmd.args(program.get_args());
-    for (key, value) in program.get_envs() {
-        match value {
-            Some(value) => cmd.env(key, value),
-            None => cmd.env_remove(key),
-        };
-    }
-    if let Some(dir) = program.get_current_dir() {
-        cmd.current_dir(dir);
-    }
+    copy_environment(program, &mut cmd);
     let done = run_to_end(cmd, RUN_TIMEOUT);
     assert!(
         done.status.success(),
@@ -1119,6 +1098,7 @@ fn copy_program(program: &Command, cmd: &mut Command) {
     copy_environment(program, cmd);
 }
 
+/// Gives `cmd` the environment changes and working directory of `program`.
 fn copy_environment(program: &Command, cmd: &mut Command) {
     for (key, value) in program.get_envs() {
         match value {
