@@ -13,6 +13,8 @@ fn extra_flags(name: &str) -> &'static [&'static str] {
     match name {
         "simd_regs" => &["-mavx2"],
         "static_loop" => &["-static"],
+        // Fixtures to debug: every line has code, as gdb users expect.
+        name if name.starts_with("dbg_") => &["-O0"],
         _ => &[],
     }
 }

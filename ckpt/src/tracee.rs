@@ -447,3 +447,79 @@ pub fn wait_thread_gone(pid: pid_t, tid: pid_t) {
         std::thread::sleep(std::time::Duration::from_micros(100));
     }
 }
+
+/// Fork the process of stopped thread `tid` into a new traced process that
+/// sits stopped with the same registers, memory (copy-on-write), signal
+/// state and descriptors: an in-memory snapshot (only `tid` is copied, as
+/// with any fork). The child has no exit signal, so its end is never
+/// reported to the program. `tid`'s registers and code are unchanged.
+/// Returns the child's pid.
+pub fn fork_stopped(tracee: &Tracee, tid: pid_t) -> Result<pid_t, Error> {
+    let saved = ptrace::getregs(tid).map_err(|e| Error::ptrace("PTRACE_GETREGS", tid, e))?;
+    let mut orig = [0u8; 4];
+    tracee.read_mem(saved.rip, &mut orig)?;
+    tracee.write_mem(saved.rip, &TRAMPOLINE_CODE)?;
+    let mut regs = saved;
+    // clone(flags = 0: exit signal none, no sharing; stack 0: the same).
+    set_syscall(&mut regs, libc::SYS_clone, &[0, 0, 0, 0, 0]);
+    let result = (|| -> Result<pid_t, Error> {
+        ptrace::setregs(tid, &regs).map_err(|e| Error::ptrace("PTRACE_SETREGS", tid, e))?;
+        ptrace::cont(tid, 0).map_err(|e| Error::ptrace("PTRACE_CONT", tid, e))?;
+        let mut child = None;
+        loop {
+            let Some((_, stop)) =
+                ptrace::wait(tid, false).map_err(|e| Error::ptrace("waitpid", tid, e))?
+            else {
+                continue;
+            };
+            match stop {
+                Stop::Event(libc::PTRACE_EVENT_CLONE, _) => {
+                    child = Some(
+                        ptrace::geteventmsg(tid)
+                            .map_err(|e| Error::ptrace("PTRACE_GETEVENTMSG", tid, e))?
+                            as pid_t,
+                    );
+                    ptrace::cont(tid, 0).map_err(|e| Error::ptrace("PTRACE_CONT", tid, e))?;
+                }
+                Stop::Signal(libc::SIGTRAP) => break,
+                Stop::Event(_, _) | Stop::Syscall => {
+                    ptrace::cont(tid, 0).map_err(|e| Error::ptrace("PTRACE_CONT", tid, e))?;
+                }
+                Stop::Signal(sig) => {
+                    return Err(Error::Tracee(format!(
+                        "thread {tid} got signal {sig} while forking a snapshot"
+                    )))
+                }
+                Stop::Exited(_) | Stop::Killed(_) => {
+                    return Err(Error::Gone("the program ended while forking".into()))
+                }
+            }
+        }
+        let after = ptrace::getregs(tid).map_err(|e| Error::ptrace("PTRACE_GETREGS", tid, e))?;
+        match child {
+            Some(c) => Ok(c),
+            None => Err(Error::Tracee(format!(
+                "fork for a snapshot failed: {}",
+                errno_text(after.rax as i64)
+            ))),
+        }
+    })();
+    let restored = tracee.write_mem(saved.rip, &orig);
+    let _ = ptrace::setregs(tid, &saved);
+    let child = result?;
+    restored?;
+    // The child starts with its attach stop; it holds our code at rip.
+    loop {
+        match ptrace::wait(child, false).map_err(|e| Error::ptrace("waitpid", child, e))? {
+            Some((_, Stop::Event(PTRACE_EVENT_STOP, _))) => break,
+            Some((_, Stop::Exited(_) | Stop::Killed(_))) => {
+                return Err(Error::Gone("the snapshot died at birth".into()))
+            }
+            Some((_, Stop::Signal(_))) | Some((_, _)) | None => {}
+        }
+    }
+    let copy = Tracee::new(child)?;
+    copy.write_mem(saved.rip, &orig)?;
+    ptrace::setregs(child, &saved).map_err(|e| Error::ptrace("PTRACE_SETREGS", child, e))?;
+    Ok(child)
+}

@@ -1,4 +1,6 @@
-//! rewind front ends: the command line today; the timeline, REPL, gdb
-//! server and bisection come with later issues.
+//! rewind front ends: the command line, and the pieces of `rewind debug`
+//! (the program inspector; the timeline and REPL come next).
 
 pub mod cli;
+pub mod inspect;
+pub mod timeline;

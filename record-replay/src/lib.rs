@@ -28,6 +28,10 @@ pub enum Error {
     Usage(String),
     #[error("{0}")]
     Unsupported(String),
+    /// Replay stopped for a debugger before the pending event (internal:
+    /// [`replayer::Replayer::advance`] turns it into a pause).
+    #[error("replay paused")]
+    Paused,
 }
 
 /// A checksum of a thread's registers (FNV-1a over the 27 words), the same

@@ -6,9 +6,12 @@
 //! Nothing outside the process is touched: the program's writes to its
 //! stdout and stderr are shown from the log, not performed.
 
-use std::collections::HashMap;
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
 
 use libc::{pid_t, user_regs_struct};
 use rewind_ckpt::restore::{self, RestartOptions};
@@ -24,6 +27,8 @@ use crate::{regs_checksum, Error};
 const ERESTARTSYS: i64 = -512;
 const ERESTART_RESTARTBLOCK: i64 = -516;
 const MAP_FIXED_NOREPLACE: u64 = 0x10_0000;
+/// TF in rflags.
+const TRAP_FLAG: u64 = 1 << 8;
 
 #[derive(Debug, Clone, Default)]
 pub struct ReplayOptions {
@@ -58,18 +63,86 @@ enum At {
     Skipped,
 }
 
-struct Replayer<'a> {
+/// Where the program's writes to its stdout and stderr go, shared by every
+/// copy of a replay (a debugger re-executes the same events many times:
+/// each write is shown once, the first time replay passes it).
+pub struct Console<'a> {
+    /// Writes of events up to this one were shown already.
+    pub shown_through: u64,
+    pub out: Box<dyn Write + 'a>,
+    pub err: Box<dyn Write + 'a>,
+}
+
+impl<'a> Console<'a> {
+    pub fn new(out: Box<dyn Write + 'a>, err: Box<dyn Write + 'a>) -> Rc<RefCell<Console<'a>>> {
+        Rc::new(RefCell::new(Console {
+            shown_through: 0,
+            out,
+            err,
+        }))
+    }
+}
+
+/// Where the events come from: streamed from the trace (plain replay), or
+/// all in memory (a debugger going back and forth).
+enum Source {
+    Stream(Box<EventReader>),
+    Loaded(Arc<Vec<Event>>),
+}
+
+/// What a debugger asks of a replay: breakpoints to stop at, or one
+/// instruction at a time. Replay pauses before the pending event is
+/// applied and goes on from there when advanced again.
+#[derive(Debug, Clone, Default)]
+pub struct DebugCtl {
+    /// Addresses of software breakpoints (int3 is written only while a
+    /// thread runs; memory reads never see it).
+    pub breakpoints: BTreeSet<u64>,
+    /// Run one instruction at a time.
+    pub step: bool,
+}
+
+/// Why replay paused between events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pause {
+    /// Thread `tid` (recorded id) arrived at breakpoint `addr` (not yet
+    /// executed). Resuming from a breakpoint does not report it again.
+    Breakpoint { tid: i32, addr: u64 },
+    /// Thread `tid` executed one instruction.
+    Step { tid: i32 },
+}
+
+/// What [`Replayer::advance`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Advance {
+    /// The pending event was applied; `stepped` if, in step mode, an
+    /// instruction ran on the way (some events apply without running any).
+    Event { stepped: bool },
+    /// Stopped before the pending event.
+    Paused(Pause),
+    /// No events are left: the program would run to its end.
+    End,
+}
+
+pub struct Replayer<'a> {
     dir: PathBuf,
-    opts: &'a ReplayOptions,
+    opts: ReplayOptions,
     tracee: Tracee,
     threads: Threads,
     event: u64,
-    out: &'a mut dyn Write,
-    err: &'a mut dyn Write,
+    source: Source,
+    /// An event that was under way when replay paused.
+    pending: Option<Event>,
+    console: Rc<RefCell<Console<'a>>>,
     exit: Option<i32>,
     cpu: usize,
     /// Stops of other threads seen while waiting for one.
     queued: HashMap<pid_t, std::collections::VecDeque<Stop>>,
+    debug: Option<DebugCtl>,
+    pause: Option<Pause>,
+    stepped: bool,
+    /// The breakpoint run_to_regs uses to find a preemption point.
+    internal_bp: Option<u64>,
 }
 
 /// Check that this machine can replay a trace made with `header`.
@@ -160,19 +233,25 @@ pub fn replay(
     }
     let cpu = header.cpu as usize;
     let (tracee, threads) = start(&opts.dir.join(&image), cpu)?;
+    let console = Console::new(Box::new(out), Box::new(err));
     let mut r = Replayer {
         dir: opts.dir.clone(),
-        opts,
+        opts: opts.clone(),
         tracee,
         threads,
         event: skip,
-        out,
-        err,
+        source: Source::Stream(Box::new(events)),
+        pending: None,
+        console,
         exit: None,
         cpu,
         queued: HashMap::new(),
+        debug: None,
+        pause: None,
+        stepped: false,
+        internal_bp: None,
     };
-    let result = r.run(&mut events);
+    let result = r.run();
     if r.exit.is_none() {
         r.kill();
     }
@@ -199,6 +278,191 @@ pub fn replay(
             events: r.event,
             exit_code,
         }),
+    }
+}
+
+/// A trace loaded for a debugger: its header, every event, and how the
+/// recording ended (None if it was cut short).
+pub struct LoadedTrace {
+    pub dir: PathBuf,
+    pub header: TraceHeader,
+    pub events: Arc<Vec<Event>>,
+    pub end: Option<crate::trace::format::TraceEnd>,
+}
+
+/// Read a whole trace into memory, checking first that this machine can
+/// replay it.
+pub fn load(dir: &Path) -> Result<LoadedTrace, Error> {
+    let header = trace::read_header(dir)?;
+    check_machine(&header)?;
+    let end = trace::read_end(dir)?;
+    let mut reader = EventReader::open(dir)?;
+    let mut events = Vec::new();
+    while let Some(ev) = reader.next_event()? {
+        events.push(ev);
+    }
+    Ok(LoadedTrace {
+        dir: dir.to_path_buf(),
+        header,
+        events: Arc::new(events),
+        end,
+    })
+}
+
+impl<'a> Replayer<'a> {
+    /// Start replaying `trace` from one of its images (`initial.rwd`, or a
+    /// periodic checkpoint taken after `at_event` events), for a debugger.
+    pub fn open(
+        trace: &LoadedTrace,
+        image: &str,
+        at_event: u64,
+        console: Rc<RefCell<Console<'a>>>,
+    ) -> Result<Replayer<'a>, Error> {
+        let cpu = trace.header.cpu as usize;
+        let (tracee, threads) = start(&trace.dir.join(image), cpu)?;
+        Ok(Replayer {
+            dir: trace.dir.clone(),
+            opts: ReplayOptions {
+                dir: trace.dir.clone(),
+                ..Default::default()
+            },
+            tracee,
+            threads,
+            event: at_event,
+            source: Source::Loaded(trace.events.clone()),
+            pending: None,
+            console,
+            exit: None,
+            cpu,
+            queued: HashMap::new(),
+            debug: Some(DebugCtl::default()),
+            pause: None,
+            stepped: false,
+            internal_bp: None,
+        })
+    }
+
+    /// Events applied so far.
+    pub fn event(&self) -> u64 {
+        self.event
+    }
+
+    /// The next event to apply.
+    pub fn next(&self) -> Option<&Event> {
+        if let Some(ev) = &self.pending {
+            return Some(ev);
+        }
+        match &self.source {
+            Source::Loaded(events) => events.get(self.event as usize),
+            Source::Stream(_) => None,
+        }
+    }
+
+    pub fn debug_mut(&mut self) -> &mut DebugCtl {
+        self.debug.get_or_insert_with(DebugCtl::default)
+    }
+
+    pub fn tracee(&self) -> &Tracee {
+        &self.tracee
+    }
+
+    /// (recorded id, real id) of every thread, by recorded id.
+    pub fn threads(&self) -> Vec<(i32, pid_t)> {
+        let mut v: Vec<(i32, pid_t)> = self.threads.iter().map(|(&v, &(r, _))| (v, r)).collect();
+        v.sort();
+        v
+    }
+
+    /// The program's exit status once it ended.
+    pub fn exit_code(&self) -> Option<i32> {
+        self.exit
+    }
+
+    /// Run the next event's thread up to the event (a syscall), without
+    /// applying it: Ok(None) when there, or the pause on the way.
+    pub fn run_to_syscall(&mut self) -> Result<Option<Pause>, Error> {
+        let Some(ev) = self.next_event()? else {
+            return Ok(None);
+        };
+        let Event::Syscall {
+            tid,
+            nr,
+            args,
+            regs,
+            ..
+        } = &ev
+        else {
+            self.pending = Some(ev);
+            return Err(Error::Unsupported("the next event is not a syscall".into()));
+        };
+        let (tid, nr, args, regs) = (*tid, *nr, *args, *regs);
+        self.event += 1;
+        let result = self.run_to_entry(tid, nr, &args, regs);
+        self.event -= 1;
+        self.pending = Some(ev);
+        match result {
+            Ok(_) => Ok(None),
+            Err(Error::Paused) => match self.pause.take() {
+                Some(p) => Ok(Some(p)),
+                None => Err(Error::Unsupported("replay paused for no reason".into())),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether [`Replayer::fork`] can copy this replay: one thread, at a
+    /// plain stop (not inside a syscall, no signal to deliver).
+    pub fn can_fork(&self) -> bool {
+        self.exit.is_none()
+            && self.queued.values().all(|q| q.is_empty())
+            && self.threads.len() == 1
+            && self
+                .threads
+                .values()
+                .all(|&(_, at)| matches!(at, At::Stopped { sig: 0 } | At::Skipped | At::Exit))
+    }
+
+    /// An independent copy of this replay, in a new process forked from
+    /// this one (copy-on-write): an in-memory snapshot, or a working copy
+    /// of one.
+    pub fn fork(&self) -> Result<Replayer<'a>, Error> {
+        if !self.can_fork() {
+            return Err(Error::Unsupported(
+                "this replay cannot be forked (several threads, or a thread inside a syscall)"
+                    .into(),
+            ));
+        }
+        let Some((&vtid, &(real, at))) = self.threads.iter().next() else {
+            return Err(Error::Unsupported("no thread to fork".into()));
+        };
+        let child = rewind_ckpt::tracee::fork_stopped(&self.tracee, real)?;
+        let tracee = Tracee::new(child)?;
+        let mut threads = HashMap::new();
+        threads.insert(vtid, (child, at));
+        Ok(Replayer {
+            dir: self.dir.clone(),
+            opts: self.opts.clone(),
+            tracee,
+            threads,
+            event: self.event,
+            source: match &self.source {
+                Source::Loaded(ev) => Source::Loaded(ev.clone()),
+                Source::Stream(_) => {
+                    return Err(Error::Unsupported(
+                        "a streamed replay cannot be forked".into(),
+                    ))
+                }
+            },
+            pending: self.pending.clone(),
+            console: self.console.clone(),
+            exit: None,
+            cpu: self.cpu,
+            queued: HashMap::new(),
+            debug: self.debug.clone(),
+            pause: None,
+            stepped: false,
+            internal_bp: None,
+        })
     }
 }
 
@@ -262,18 +526,24 @@ impl Replayer<'_> {
         }
     }
 
-    fn kill(&mut self) {
+    /// Kill the replayed process and reap every thread of it (the leader
+    /// is reported last). Other processes under our control are left be.
+    pub fn kill(&mut self) {
         let pid = self.tracee.pid;
         let _ = rewind_ckpt::sys::process::kill(pid, libc::SIGKILL);
-        // Every thread is reaped (the leader is reported last).
-        loop {
-            match ptrace::wait(-1, false) {
-                Ok(Some((tid, Stop::Exited(_) | Stop::Killed(_)))) if tid == pid => break,
-                Err(_) => break,
-                _ => {}
+        let mut tids: Vec<pid_t> = self.threads.values().map(|t| t.0).collect();
+        tids.retain(|&t| t != pid);
+        tids.push(pid);
+        for tid in tids {
+            loop {
+                match ptrace::wait(tid, false) {
+                    Ok(Some((_, Stop::Exited(_) | Stop::Killed(_)))) | Err(_) => break,
+                    _ => {}
+                }
             }
         }
         self.queued.clear();
+        self.exit.get_or_insert(128 + libc::SIGKILL);
     }
 
     fn diverge(&self, tid: i32, what: String) -> Error {
@@ -299,23 +569,59 @@ impl Replayer<'_> {
         }
     }
 
-    fn run(&mut self, events: &mut EventReader) -> Result<(), Error> {
-        while let Some(ev) = events.next_event()? {
-            self.event += 1;
-            if tracing::enabled!(tracing::Level::TRACE) {
-                let mut shown = format!("{ev:?}");
-                shown.truncate(300);
-                tracing::trace!("event {}: {shown}", self.event);
-            }
-            self.step(ev)?;
-            if self.exit.is_some() {
-                break;
+    fn next_event(&mut self) -> Result<Option<Event>, Error> {
+        if let Some(ev) = self.pending.take() {
+            return Ok(Some(ev));
+        }
+        match &mut self.source {
+            Source::Stream(reader) => Ok(reader.next_event()?),
+            Source::Loaded(events) => Ok(events.get(self.event as usize).cloned()),
+        }
+    }
+
+    fn run(&mut self) -> Result<(), Error> {
+        loop {
+            match self.advance()? {
+                Advance::End => break,
+                _ if self.exit.is_some() => break,
+                _ => {}
             }
         }
         if self.exit.is_none() {
             self.finish()?;
         }
         Ok(())
+    }
+
+    /// Apply the next event: run its thread up to it and feed it. In debug
+    /// mode this may pause first (a breakpoint, one step); advancing again
+    /// goes on from there.
+    pub fn advance(&mut self) -> Result<Advance, Error> {
+        let Some(ev) = self.next_event()? else {
+            return Ok(Advance::End);
+        };
+        self.event += 1;
+        if tracing::enabled!(tracing::Level::TRACE) {
+            let mut shown = format!("{ev:?}");
+            shown.truncate(300);
+            tracing::trace!("event {}: {shown}", self.event);
+        }
+        self.stepped = false;
+        let keep = self.debug.is_some().then(|| ev.clone());
+        match self.step(ev) {
+            Ok(()) => Ok(Advance::Event {
+                stepped: self.stepped,
+            }),
+            Err(Error::Paused) => {
+                self.event -= 1;
+                self.pending = keep;
+                match self.pause.take() {
+                    Some(p) => Ok(Advance::Paused(p)),
+                    None => Err(Error::Unsupported("replay paused for no reason".into())),
+                }
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// After the last event the program must end without another event.
@@ -365,17 +671,86 @@ impl Replayer<'_> {
 
     /// Resume `real` until its next stop that can be an event. Signals the
     /// kernel sends on its own in replay (none should come: timers are
-    /// emulated) are dropped.
+    /// emulated) are dropped. In debug mode, pauses at breakpoints (and
+    /// at `internal_bp`, returned as a SIGTRAP stop with rip at it) or
+    /// after one instruction.
     fn run_to_stop(&mut self, vtid: i32) -> Result<(Stop, Option<user_regs_struct>), Error> {
         let (real, at) = self.thread(vtid)?;
-        let sig = match at {
+        let mut sig = match at {
             At::Stopped { sig } => sig,
             _ => 0,
         };
-        ptrace::cont(real, sig).map_err(perr("PTRACE_CONT", real))?;
         self.set_at(vtid, At::Stopped { sig: 0 });
         loop {
-            let stop = self.wait_for(real)?;
+            let stepping = self.debug.as_ref().is_some_and(|d| d.step);
+            let stop = match stepping {
+                true => {
+                    let syscall_insn = self.at_syscall_insn(real);
+                    ptrace::singlestep(real, sig).map_err(perr("PTRACE_SINGLESTEP", real))?;
+                    self.stepped = true;
+                    let stop = self.wait_for(real)?;
+                    if syscall_insn && !matches!(stop, Stop::Exited(_) | Stop::Killed(_)) {
+                        // `syscall` saved rflags, with our trap flag, in
+                        // r11: the program must not see it (it does not when
+                        // the same code runs without stepping).
+                        if let Ok(mut r) = ptrace::getregs(real) {
+                            if r.r11 & TRAP_FLAG != 0 {
+                                r.r11 &= !TRAP_FLAG;
+                                ptrace::setregs(real, &r).map_err(perr("PTRACE_SETREGS", real))?;
+                            }
+                        }
+                    }
+                    if stop == Stop::Signal(libc::SIGTRAP) && self.is_step_trap(real)? {
+                        if let Some(addr) = self.internal_bp {
+                            let r = ptrace::getregs(real).map_err(perr("PTRACE_GETREGS", real))?;
+                            if r.rip == addr {
+                                return Ok((stop, Some(r)));
+                            }
+                        }
+                        self.pause = Some(Pause::Step { tid: vtid });
+                        return Err(Error::Paused);
+                    }
+                    stop
+                }
+                false => {
+                    let rip = ptrace::getregs(real)
+                        .map_err(perr("PTRACE_GETREGS", real))?
+                        .rip;
+                    if self.is_breakpoint(rip) {
+                        // Already there: execute it before arming.
+                        ptrace::singlestep(real, sig).map_err(perr("PTRACE_SINGLESTEP", real))?;
+                        sig = 0;
+                        let stop = self.wait_for(real)?;
+                        if stop == Stop::Signal(libc::SIGTRAP) && self.is_step_trap(real)? {
+                            continue;
+                        }
+                        stop
+                    } else {
+                        let armed = self.arm()?;
+                        let r = ptrace::cont(real, sig).map_err(perr("PTRACE_CONT", real));
+                        let stop = r.and_then(|()| self.wait_for(real));
+                        self.disarm(&armed)?;
+                        let stop = stop?;
+                        if stop == Stop::Signal(libc::SIGTRAP) {
+                            if let Some(hit) = self.breakpoint_trap(real, &armed)? {
+                                if self.internal_bp == Some(hit.rip) {
+                                    // run_to_regs decides; a user breakpoint
+                                    // there is reported if it is not the
+                                    // preemption point.
+                                    return Ok((stop, Some(hit)));
+                                }
+                                self.pause = Some(Pause::Breakpoint {
+                                    tid: vtid,
+                                    addr: hit.rip,
+                                });
+                                return Err(Error::Paused);
+                            }
+                        }
+                        stop
+                    }
+                }
+            };
+            sig = 0;
             match stop {
                 Stop::Signal(s) => {
                     let info = ptrace::getsiginfo(real).map_err(perr("PTRACE_GETSIGINFO", real))?;
@@ -388,15 +763,95 @@ impl Replayer<'_> {
                     if crate::recorder::is_sync_signal(s, &info) || is_tsc {
                         return Ok((stop, regs));
                     }
-                    ptrace::cont(real, 0).map_err(perr("PTRACE_CONT", real))?;
                 }
                 Stop::Event(libc::PTRACE_EVENT_SECCOMP, _) => {
                     return Ok((stop, ptrace::getregs(real).ok()))
                 }
                 Stop::Exited(_) | Stop::Killed(_) => return Ok((stop, None)),
-                _ => ptrace::cont(real, 0).map_err(perr("PTRACE_CONT", real))?,
+                _ => {}
             }
         }
+    }
+
+    /// Whether `real` is about to execute a `syscall` instruction.
+    fn at_syscall_insn(&self, real: pid_t) -> bool {
+        let Ok(r) = ptrace::getregs(real) else {
+            return false;
+        };
+        let mut code = [0u8; 2];
+        self.tracee.read_mem(r.rip, &mut code).is_ok() && code == [0x0f, 0x05]
+    }
+
+    fn is_breakpoint(&self, addr: u64) -> bool {
+        self.internal_bp == Some(addr)
+            || self
+                .debug
+                .as_ref()
+                .is_some_and(|d| d.breakpoints.contains(&addr))
+    }
+
+    /// Write int3 at every breakpoint; returns what was there.
+    fn arm(&self) -> Result<Vec<(u64, u8)>, Error> {
+        let mut armed = Vec::new();
+        let addrs = self
+            .debug
+            .iter()
+            .flat_map(|d| d.breakpoints.iter().copied())
+            .chain(self.internal_bp);
+        for addr in addrs {
+            if armed.iter().any(|&(a, _)| a == addr) {
+                continue;
+            }
+            let mut orig = [0u8; 1];
+            // An address that is not mapped (yet) cannot be hit.
+            if self.tracee.read_mem(addr, &mut orig).is_ok()
+                && self.tracee.write_mem(addr, &[0xcc]).is_ok()
+            {
+                armed.push((addr, orig[0]));
+            }
+        }
+        Ok(armed)
+    }
+
+    fn disarm(&self, armed: &[(u64, u8)]) -> Result<(), Error> {
+        for &(addr, orig) in armed.iter().rev() {
+            // The program may have unmapped it meanwhile.
+            let _ = self.tracee.write_mem(addr, &[orig]);
+        }
+        Ok(())
+    }
+
+    /// If the SIGTRAP `real` stopped with comes from one of our int3s,
+    /// put rip back on it and return the registers.
+    fn breakpoint_trap(
+        &self,
+        real: pid_t,
+        armed: &[(u64, u8)],
+    ) -> Result<Option<user_regs_struct>, Error> {
+        let info = ptrace::getsiginfo(real).map_err(perr("PTRACE_GETSIGINFO", real))?;
+        let code = i32::from_le_bytes([info[8], info[9], info[10], info[11]]);
+        if code != 0x80 {
+            return Ok(None);
+        }
+        let mut r = ptrace::getregs(real).map_err(perr("PTRACE_GETREGS", real))?;
+        let addr = r.rip.wrapping_sub(1);
+        if !armed.iter().any(|&(a, _)| a == addr) {
+            return Ok(None);
+        }
+        r.rip = addr;
+        ptrace::setregs(real, &r).map_err(perr("PTRACE_SETREGS", real))?;
+        Ok(Some(r))
+    }
+
+    /// Whether the SIGTRAP `real` stopped with is the end of a single step
+    /// (not the program's own trap).
+    fn is_step_trap(&self, real: pid_t) -> Result<bool, Error> {
+        let info = ptrace::getsiginfo(real).map_err(perr("PTRACE_GETSIGINFO", real))?;
+        let code = i32::from_le_bytes([info[8], info[9], info[10], info[11]]);
+        // TRAP_TRACE, TRAP_BRKPT (x86 reports some steps so), or the
+        // kernel's own notification (si_code SIGTRAP) after stepping into
+        // a signal handler.
+        Ok(code == 2 || code == 1 || code == libc::SIGTRAP)
     }
 
     /// Bring `vtid` to the seccomp stop of syscall `nr(args)`.
@@ -613,56 +1068,43 @@ impl Replayer<'_> {
         if same(&now) {
             return Ok(());
         }
+        let _ = at;
         let addr = want.rip;
-        let mut orig = [0u8; 1];
-        self.tracee.read_mem(addr, &mut orig)?;
-        let mut sig = match at {
-            At::Stopped { sig } => sig,
-            _ => 0,
-        };
-        for _ in 0..(1u64 << 22) {
-            self.tracee.write_mem(addr, &[0xcc])?;
-            ptrace::cont(real, sig).map_err(perr("PTRACE_CONT", real))?;
-            sig = 0;
-            let stop = self.wait_for(real)?;
-            self.tracee.write_mem(addr, &orig)?;
-            let mut r = match stop {
-                Stop::Signal(libc::SIGTRAP) => {
-                    ptrace::getregs(real).map_err(perr("PTRACE_GETREGS", real))?
-                }
-                other => {
-                    let regs = ptrace::getregs(real).ok();
-                    return Err(self.diverge(
-                        vtid,
-                        format!(
-                            "expected to reach the preemption point at rip {addr:#x}, got {}",
-                            describe_stop(other, regs.as_ref())
-                        ),
-                    ));
-                }
-            };
-            if r.rip != addr + 1 {
-                return Err(self.diverge(vtid, format!("unexpected SIGTRAP at rip {:#x}", r.rip)));
-            }
-            r.rip = addr;
-            ptrace::setregs(real, &r).map_err(perr("PTRACE_SETREGS", real))?;
-            if same(&r) {
-                self.set_at(vtid, At::Stopped { sig: 0 });
-                return Ok(());
-            }
-            // Not this time through: execute the real instruction, re-arm.
-            ptrace::singlestep(real, 0).map_err(perr("PTRACE_SINGLESTEP", real))?;
-            match self.wait_for(real)? {
-                Stop::Signal(libc::SIGTRAP) => {}
-                other => {
-                    return Err(self.diverge(
-                        vtid,
-                        format!("stepping at {addr:#x}: {}", describe_stop(other, None)),
-                    ))
+        self.internal_bp = Some(addr);
+        let result = (|| {
+            for _ in 0..(1u64 << 22) {
+                let (stop, regs) = self.run_to_stop(vtid)?;
+                match (stop, regs) {
+                    (Stop::Signal(libc::SIGTRAP), Some(r)) if r.rip == addr => {
+                        if same(&r) {
+                            self.set_at(vtid, At::Stopped { sig: 0 });
+                            return Ok(());
+                        }
+                        let user = self
+                            .debug
+                            .as_ref()
+                            .is_some_and(|d| !d.step && d.breakpoints.contains(&addr));
+                        if user {
+                            self.pause = Some(Pause::Breakpoint { tid: vtid, addr });
+                            return Err(Error::Paused);
+                        }
+                        // Not this time through: run_to_stop steps over it.
+                    }
+                    (other, regs) => {
+                        return Err(self.diverge(
+                            vtid,
+                            format!(
+                                "expected to reach the preemption point at rip {addr:#x}, got {}",
+                                describe_stop(other, regs.as_ref())
+                            ),
+                        ));
+                    }
                 }
             }
-        }
-        Err(self.diverge(vtid, format!("the preemption point at rip {addr:#x} was never reached with the recorded registers")))
+            Err(self.diverge(vtid, format!("the preemption point at rip {addr:#x} was never reached with the recorded registers")))
+        })();
+        self.internal_bp = None;
+        result
     }
 
     /// Deliver a recorded asynchronous signal at `tid`'s syscall exit.
@@ -737,11 +1179,12 @@ impl Replayer<'_> {
             }
             _ => return,
         }
-        let sink: &mut dyn Write = if console == 1 {
-            &mut *self.out
-        } else {
-            &mut *self.err
-        };
+        let mut c = self.console.borrow_mut();
+        if c.shown_through >= self.event {
+            return;
+        }
+        c.shown_through = self.event;
+        let sink: &mut dyn Write = if console == 1 { &mut c.out } else { &mut c.err };
         let _ = sink.write_all(&data);
         let _ = sink.flush();
     }
@@ -910,5 +1353,13 @@ impl Replayer<'_> {
         }
         self.set_at(tid, At::Exit);
         Ok(())
+    }
+}
+
+impl Drop for Replayer<'_> {
+    fn drop(&mut self) {
+        if self.exit.is_none() {
+            self.kill();
+        }
     }
 }

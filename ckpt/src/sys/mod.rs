@@ -60,3 +60,41 @@ pub fn pin_to_cpu(tid: libc::pid_t, cpu: usize) -> Result<(), Errno> {
     set.set(cpu)?;
     nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(tid), &set)
 }
+
+/// Make this process the reaper of its orphaned descendants (snapshots
+/// forked from a process we later kill end up ours, not init's).
+pub fn set_child_subreaper() -> Result<(), Errno> {
+    // SAFETY: PR_SET_CHILD_SUBREAPER takes a plain integer.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+        return Err(Errno::last());
+    }
+    Ok(())
+}
+
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_sigint(_: libc::c_int) {
+    INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Route SIGINT (Ctrl-C) to a flag that long operations poll with
+/// [`take_interrupt`], instead of killing rewind.
+pub fn catch_interrupt() -> Result<(), Errno> {
+    // SAFETY: a zeroed sigaction is valid; the handler only stores to an
+    // atomic, which is async-signal-safe.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_sigint as extern "C" fn(libc::c_int) as usize;
+        sa.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut sa.sa_mask);
+        if libc::sigaction(libc::SIGINT, &sa, std::ptr::null_mut()) != 0 {
+            return Err(Errno::last());
+        }
+    }
+    Ok(())
+}
+
+/// Whether Ctrl-C was pressed since the last call (clears the flag).
+pub fn take_interrupt() -> bool {
+    INTERRUPTED.swap(false, std::sync::atomic::Ordering::SeqCst)
+}

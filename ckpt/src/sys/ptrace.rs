@@ -312,7 +312,9 @@ pub enum Stop {
 /// waitpid(pid, __WALL | flags). `None` when WNOHANG found nothing.
 pub fn wait(pid: pid_t, nohang: bool) -> Result<Option<(pid_t, Stop)>> {
     let mut status: c_int = 0;
-    let flags = libc::__WALL | if nohang { libc::WNOHANG } else { 0 };
+    // __WNOTHREAD: only our own tracees, not those of other threads
+    // (tests run several tracers in one process).
+    let flags = libc::__WALL | libc::__WNOTHREAD | if nohang { libc::WNOHANG } else { 0 };
     loop {
         // SAFETY: status is a valid out-pointer.
         let ret = unsafe { libc::waitpid(pid, &mut status, flags) };
@@ -366,4 +368,43 @@ pub fn vm_write(pid: pid_t, addr: u64, buf: &[u8]) -> Result<usize> {
     }];
     let local = [std::io::IoSlice::new(buf)];
     nix::sys::uio::process_vm_writev(nix::unistd::Pid::from_raw(pid), &local, &remote)
+}
+
+/// Offset of `u_debugreg[i]` in `struct user` (x86-64).
+fn debugreg_offset(i: usize) -> usize {
+    std::mem::offset_of!(libc::user, u_debugreg) + i * 8
+}
+
+/// Read debug register `i` (0-3 addresses, 6 status, 7 control) of `tid`.
+pub fn get_debugreg(tid: pid_t, i: usize) -> Result<u64> {
+    Errno::clear();
+    // SAFETY: PTRACE_PEEKUSER reads one word at an offset inside `struct
+    // user`; no pointers are passed.
+    let v = unsafe {
+        libc::ptrace(
+            libc::PTRACE_PEEKUSER,
+            tid,
+            debugreg_offset(i) as *mut c_void,
+            NULL,
+        )
+    };
+    if v == -1 && Errno::last() != Errno::UnknownErrno {
+        return Err(Errno::last());
+    }
+    Ok(v as u64)
+}
+
+/// Set debug register `i` of `tid`.
+pub fn set_debugreg(tid: pid_t, i: usize, value: u64) -> Result<()> {
+    // SAFETY: PTRACE_POKEUSER writes one word at an offset inside `struct
+    // user`; the kernel validates the value.
+    check(unsafe {
+        libc::ptrace(
+            libc::PTRACE_POKEUSER,
+            tid,
+            debugreg_offset(i) as *mut c_void,
+            value as *mut c_void,
+        )
+    })
+    .map(drop)
 }

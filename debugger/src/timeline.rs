@@ -1,0 +1,1081 @@
+//! The timeline of `rewind debug`: a recorded trace, replayed, with every
+//! stop given an exact coordinate (a [`Moment`], DESIGN §5) and any moment
+//! reachable again: restore the nearest in-memory snapshot before it, replay
+//! events up to it, then follow its path (counted breakpoint arrivals and
+//! single steps). Reverse execution is built on that: look for the last
+//! breakpoint arrival before here, or the instruction executed just before
+//! here, and go there.
+//!
+//! Snapshots are forks of the replayed process (copy-on-write, taken at
+//! event boundaries as replay moves forward, spaced by replay time and
+//! thinned so that older history keeps fewer of them). A process with
+//! several threads cannot be forked that way; then the trace's own images
+//! (the initial one and periodic checkpoints) are the starting points.
+
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use libc::user_regs_struct;
+use rewind_rr::replayer::{self, Advance, Console, LoadedTrace, Pause, Replayer};
+use rewind_rr::trace::format::Event;
+
+/// One step of the way from an event boundary to a moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Seg {
+    /// Single-step this many instructions.
+    Steps(u64),
+    /// Run until the `n`-th arrival at `addr` (a breakpoint there; the
+    /// position we start from does not count).
+    Hit(u64, u64),
+    /// Run the next event's thread into the event's syscall, without
+    /// applying it (where history ends, before the program exits).
+    ToSyscall,
+}
+
+/// An exact point in history: after `event` events, then `path`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct Moment {
+    pub event: u64,
+    pub path: Vec<Seg>,
+}
+
+impl Moment {
+    fn at_event(event: u64) -> Moment {
+        Moment {
+            event,
+            path: Vec::new(),
+        }
+    }
+
+    /// This moment followed by `seg` (merged with the last step when they
+    /// continue each other).
+    pub fn then(&self, seg: Seg) -> Moment {
+        let mut m = self.clone();
+        match (m.path.last_mut(), seg) {
+            (_, Seg::ToSyscall) => m.path = vec![Seg::ToSyscall],
+            (Some(Seg::Steps(a)), Seg::Steps(b)) => *a += b,
+            (Some(Seg::Hit(x, a)), Seg::Hit(y, b)) if *x == y => *a += b,
+            (_, Seg::Steps(0)) => {}
+            _ => m.path.push(seg),
+        }
+        m
+    }
+}
+
+impl fmt::Display for Moment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.event)?;
+        for s in &self.path {
+            match s {
+                Seg::Steps(n) => write!(f, "+{n}")?,
+                Seg::Hit(a, n) => write!(f, "@{a:#x}#{n}")?,
+                Seg::ToSyscall => write!(f, "+syscall")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::str::FromStr for Moment {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Moment, String> {
+        let bad = || format!("bad moment {s:?} (expected EVENT, EVENT+STEPS, EVENT@0xADDR#N...)");
+        let s = s.trim();
+        let end = s.find(['+', '@']).unwrap_or(s.len());
+        let event = s[..end].parse::<u64>().map_err(|_| bad())?;
+        let mut m = Moment::at_event(event);
+        let mut rest = &s[end..];
+        while !rest.is_empty() {
+            let next = rest[1..]
+                .find(['+', '@'])
+                .map(|i| i + 1)
+                .unwrap_or(rest.len());
+            let part = &rest[..next];
+            rest = &rest[next..];
+            if part == "+syscall" {
+                m = m.then(Seg::ToSyscall);
+            } else if let Some(n) = part.strip_prefix('+') {
+                m.path.push(Seg::Steps(n.parse().map_err(|_| bad())?));
+            } else if let Some(hit) = part.strip_prefix('@') {
+                let (a, n) = hit.split_once('#').ok_or_else(bad)?;
+                let a = u64::from_str_radix(a.trim_start_matches("0x"), 16).map_err(|_| bad())?;
+                m.path.push(Seg::Hit(a, n.parse().map_err(|_| bad())?));
+            } else {
+                return Err(bad());
+            }
+        }
+        Ok(m)
+    }
+}
+
+/// Errors of the timeline, one line each.
+#[derive(Debug, thiserror::Error)]
+pub enum TimelineError {
+    #[error(transparent)]
+    Replay(#[from] rewind_rr::Error),
+    #[error("interrupted")]
+    Interrupted,
+    #[error("{0}")]
+    Other(String),
+}
+
+type Result<T> = std::result::Result<T, TimelineError>;
+
+/// Shown what a long operation is doing; returns true to interrupt it.
+pub type Progress = Box<dyn FnMut(&str) -> bool>;
+
+/// Why a forward or backward run stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopReason {
+    /// Arrived at a breakpoint address.
+    Breakpoint(u64),
+    /// One instruction done (or the requested number).
+    Step,
+    /// The end of recorded history: the program is about to exit (or has
+    /// nothing more to do).
+    End,
+    /// The beginning of history.
+    Start,
+    /// Arrived where we were asked to go.
+    Arrived,
+}
+
+struct Snapshot {
+    event: u64,
+    rep: Replayer<'static>,
+}
+
+/// A snapshot between events, to make walking back through a long stretch
+/// without events cheap.
+struct Anchor {
+    moment: Moment,
+    rep: Replayer<'static>,
+}
+
+/// Anchors kept (the most recent ones).
+const MAX_ANCHORS: usize = 24;
+
+/// Options of a timeline.
+#[derive(Debug, Clone)]
+pub struct TimelineOptions {
+    /// At most this many in-memory snapshots (each one is a stopped
+    /// process sharing unchanged pages with the others).
+    pub max_snapshots: usize,
+    /// Replay time between snapshots while moving forward.
+    pub snapshot_interval: Duration,
+}
+
+impl Default for TimelineOptions {
+    fn default() -> Self {
+        TimelineOptions {
+            max_snapshots: 48,
+            snapshot_interval: Duration::from_millis(40),
+        }
+    }
+}
+
+pub struct Timeline {
+    trace: LoadedTrace,
+    console: Rc<RefCell<Console<'static>>>,
+    cur: Replayer<'static>,
+    at: Moment,
+    /// The thread that ran last (recorded id).
+    thread: i32,
+    snapshots: Vec<Snapshot>,
+    anchors: Vec<Anchor>,
+    /// (event, image) of the trace's images: the initial one and periodic
+    /// checkpoints.
+    images: Vec<(u64, String)>,
+    opts: TimelineOptions,
+    since_snapshot: Instant,
+    /// Called every so often during long operations; returning true
+    /// interrupts them.
+    pub progress: Option<Progress>,
+    last_progress: Instant,
+    pub breakpoints: BTreeSet<u64>,
+}
+
+fn other(msg: impl Into<String>) -> TimelineError {
+    TimelineError::Other(msg.into())
+}
+
+impl Timeline {
+    /// Open `trace` at its first instruction. The program's output goes to
+    /// `console` the first time replay passes it.
+    pub fn open(
+        trace: LoadedTrace,
+        console: Rc<RefCell<Console<'static>>>,
+        opts: TimelineOptions,
+    ) -> Result<Timeline> {
+        let mut images = vec![(0u64, "initial.rwd".to_string())];
+        for (i, ev) in trace.events.iter().enumerate() {
+            if let Event::Checkpoint { image } = ev {
+                images.push((i as u64 + 1, image.clone()));
+            }
+        }
+        let cur = Replayer::open(&trace, "initial.rwd", 0, console.clone())?;
+        let thread = cur.threads().first().map(|t| t.0).unwrap_or(0);
+        let mut t = Timeline {
+            trace,
+            console,
+            cur,
+            at: Moment::at_event(0),
+            thread,
+            snapshots: Vec::new(),
+            anchors: Vec::new(),
+            images,
+            opts,
+            since_snapshot: Instant::now(),
+            progress: None,
+            last_progress: Instant::now(),
+            breakpoints: BTreeSet::new(),
+        };
+        t.take_snapshot();
+        Ok(t)
+    }
+
+    pub fn trace(&self) -> &LoadedTrace {
+        &self.trace
+    }
+
+    pub fn now(&self) -> &Moment {
+        &self.at
+    }
+
+    /// Recorded id of the thread that ran last (the selected one).
+    pub fn thread(&self) -> i32 {
+        self.thread
+    }
+
+    pub fn replayer(&self) -> &Replayer<'static> {
+        &self.cur
+    }
+
+    /// Real tid of the selected thread.
+    pub fn real_thread(&self) -> Option<libc::pid_t> {
+        self.cur
+            .threads()
+            .iter()
+            .find(|t| t.0 == self.thread)
+            .or(self.cur.threads().first())
+            .map(|t| t.1)
+    }
+
+    pub fn select_thread(&mut self, vtid: i32) -> Result<()> {
+        if self.cur.threads().iter().any(|t| t.0 == vtid) {
+            self.thread = vtid;
+            Ok(())
+        } else {
+            Err(other(format!("Invalid thread ID: {vtid}")))
+        }
+    }
+
+    pub fn regs(&self) -> Result<user_regs_struct> {
+        let tid = self
+            .real_thread()
+            .ok_or_else(|| other("the program has no threads"))?;
+        rewind_ckpt::sys::ptrace::getregs(tid)
+            .map_err(|e| other(format!("cannot read registers of thread {tid}: {e}")))
+    }
+
+    /// Events in the trace.
+    pub fn events(&self) -> u64 {
+        self.trace.events.len() as u64
+    }
+
+    /// (event of each in-memory snapshot).
+    pub fn snapshot_events(&self) -> Vec<u64> {
+        self.snapshots.iter().map(|s| s.event).collect()
+    }
+
+    fn tick(&mut self, what: &dyn Fn() -> String) -> Result<()> {
+        if self.last_progress.elapsed() >= Duration::from_millis(200) {
+            self.last_progress = Instant::now();
+            if let Some(p) = self.progress.as_mut() {
+                if p(&what()) {
+                    return Err(TimelineError::Interrupted);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Fork a snapshot here, between events.
+    fn take_anchor(&mut self) {
+        if self.at.path.is_empty() || !self.cur.can_fork() {
+            return;
+        }
+        if self.anchors.iter().any(|a| a.moment == self.at) {
+            return;
+        }
+        match self.cur.fork() {
+            Ok(rep) => {
+                if self.anchors.len() >= MAX_ANCHORS {
+                    self.anchors.remove(0);
+                }
+                self.anchors.push(Anchor {
+                    moment: self.at.clone(),
+                    rep,
+                });
+            }
+            Err(e) => tracing::debug!("no anchor at {}: {e}", self.at),
+        }
+    }
+
+    fn take_snapshot(&mut self) {
+        if !self.at.path.is_empty() || !self.cur.can_fork() {
+            return;
+        }
+        let event = self.at.event;
+        if self.snapshots.iter().any(|s| s.event == event) {
+            return;
+        }
+        match self.cur.fork() {
+            Ok(rep) => {
+                let i = self.snapshots.partition_point(|s| s.event < event);
+                self.snapshots.insert(i, Snapshot { event, rep });
+                self.since_snapshot = Instant::now();
+                self.thin();
+            }
+            Err(e) => tracing::debug!("no snapshot at event {event}: {e}"),
+        }
+    }
+
+    /// Keep at most `max_snapshots`: drop the one whose loss leaves the
+    /// smallest gap relative to its age (distance from the newest), so
+    /// spacing grows with age, like rr's doubling intervals.
+    fn thin(&mut self) {
+        while self.snapshots.len() > self.opts.max_snapshots.max(2) {
+            let newest = self.snapshots.last().map(|s| s.event).unwrap_or(0);
+            let n = self.snapshots.len();
+            let mut best = (f64::MAX, 1usize);
+            for i in 1..n - 1 {
+                let gap = (self.snapshots[i + 1].event - self.snapshots[i - 1].event) as f64;
+                let age = (newest - self.snapshots[i].event) as f64 + 1.0;
+                let score = gap / age;
+                if score < best.0 {
+                    best = (score, i);
+                }
+            }
+            self.snapshots.remove(best.1);
+        }
+    }
+
+    fn set_mode(&mut self, breakpoints: BTreeSet<u64>, step: bool) {
+        let d = self.cur.debug_mut();
+        d.breakpoints = breakpoints;
+        d.step = step;
+    }
+
+    /// Whether the next event ends the program (history stops before it).
+    fn next_is_final(&self) -> bool {
+        match self.cur.next() {
+            Some(Event::Syscall { nr, .. }) => {
+                *nr == libc::SYS_exit_group
+                    || (*nr == libc::SYS_exit && self.cur.threads().len() <= 1)
+            }
+            None => true,
+            _ => false,
+        }
+    }
+
+    fn at_end(&self) -> bool {
+        self.at.path.last() == Some(&Seg::ToSyscall)
+            || (self.cur.next().is_none() && self.at.event >= self.events())
+    }
+
+    /// Apply the next event (no breakpoints, no stepping): for moving
+    /// between event boundaries.
+    fn apply_event(&mut self) -> Result<()> {
+        self.set_mode(BTreeSet::new(), false);
+        match self.cur.advance()? {
+            Advance::Event { .. } => {
+                self.at = Moment::at_event(self.cur.event());
+                if let Some(tid) = self.cur.threads().first().map(|t| t.0) {
+                    self.thread = self.last_thread().unwrap_or(tid);
+                }
+                if self.since_snapshot.elapsed() >= self.opts.snapshot_interval {
+                    self.take_snapshot();
+                }
+                Ok(())
+            }
+            Advance::Paused(p) => Err(other(format!("replay paused unexpectedly: {p:?}"))),
+            Advance::End => Err(other("no more events")),
+        }
+    }
+
+    fn last_thread(&self) -> Option<i32> {
+        let e = self.cur.event();
+        let tid = self.trace.events.get(e.checked_sub(1)? as usize)?.tid();
+        self.cur.threads().iter().any(|t| t.0 == tid).then_some(tid)
+    }
+
+    /// Go to moment `m` exactly.
+    pub fn goto(&mut self, m: &Moment) -> Result<()> {
+        if m.event > self.events() {
+            return Err(other(format!(
+                "event {} is past the end of the trace ({} events)",
+                m.event,
+                self.events()
+            )));
+        }
+        let from_here = self.remaining_from_here(m);
+        let anchor = self.best_anchor(m);
+        let rest = match (from_here, anchor) {
+            (Some(rest), Some((_, arest))) if cost(&rest) <= cost(&arest) => rest,
+            (Some(rest), None) => rest,
+            (_, Some((i, arest))) => {
+                let fresh = self.anchors[i].rep.fork()?;
+                let mut old = std::mem::replace(&mut self.cur, fresh);
+                old.kill();
+                self.at = self.anchors[i].moment.clone();
+                self.thread = self.anchor_thread();
+                arest
+            }
+            (None, None) => {
+                self.restore_before(m.event)?;
+                m.path.clone()
+            }
+        };
+        while self.cur.event() < m.event {
+            if self.next_is_final() {
+                return Err(other(format!("moment {m} lies past the end of history")));
+            }
+            let (e, total) = (self.cur.event(), m.event);
+            self.tick(&|| format!("replaying event {e} of {total}"))?;
+            self.apply_event()?;
+        }
+        for seg in rest {
+            self.follow(seg)?;
+        }
+        if self.at != *m {
+            // Reached by another path; the position is the same.
+            self.at = m.clone();
+        }
+        Ok(())
+    }
+
+    /// If `m` can be reached by going on from here, the rest of its path.
+    fn remaining_from_here(&self, m: &Moment) -> Option<Vec<Seg>> {
+        if self.cur.exit_code().is_some() {
+            return None;
+        }
+        remaining(&self.at, m)
+    }
+
+    /// An anchor from which `m` can be reached, if one is closer than the
+    /// event boundary before `m`: (index, rest of the path).
+    fn best_anchor(&self, m: &Moment) -> Option<(usize, Vec<Seg>)> {
+        self.anchors
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| a.moment.event == m.event)
+            .filter_map(|(i, a)| remaining(&a.moment, m).map(|r| (i, r)))
+            .min_by_key(|(_, r)| cost(r))
+    }
+}
+
+/// Rough cost of following `path` (stops of the tracee).
+fn cost(path: &[Seg]) -> u64 {
+    path.iter()
+        .map(|s| match s {
+            Seg::Steps(n) | Seg::Hit(_, n) => *n,
+            Seg::ToSyscall => 1,
+        })
+        .sum()
+}
+
+/// If `to` can be reached by going on from `from`, the rest of its path.
+fn remaining(from: &Moment, to: &Moment) -> Option<Vec<Seg>> {
+    {
+        let (at, m) = (from, to);
+        if at.event < m.event {
+            return Some(m.path.clone());
+        }
+        if at.event > m.event || at.path.len() > m.path.len() {
+            return None;
+        }
+        let k = at.path.len();
+        if k == 0 {
+            return Some(m.path.clone());
+        }
+        if at.path[..k - 1] != m.path[..k - 1] {
+            return None;
+        }
+        let mut rest: Vec<Seg> = m.path[k..].to_vec();
+        match (at.path[k - 1], m.path[k - 1]) {
+            (a, b) if a == b => {}
+            (Seg::Steps(a), Seg::Steps(b)) if b > a => rest.insert(0, Seg::Steps(b - a)),
+            (Seg::Hit(x, a), Seg::Hit(y, b)) if x == y && b > a => {
+                rest.insert(0, Seg::Hit(x, b - a))
+            }
+            _ => return None,
+        }
+        Some(rest)
+    }
+}
+
+impl Timeline {
+    /// Make `cur` a fresh copy of the best starting point at or before
+    /// `event`: an in-memory snapshot, or the trace's nearest image.
+    fn restore_before(&mut self, event: u64) -> Result<()> {
+        let snap = self.snapshots.iter().rposition(|s| s.event <= event);
+        let image = self
+            .images
+            .iter()
+            .rev()
+            .find(|(e, _)| *e <= event)
+            .cloned()
+            .unwrap_or((0, "initial.rwd".into()));
+        let use_snap = snap.filter(|&i| self.snapshots[i].event >= image.0);
+        // Replace only if the current position is not itself better.
+        let cur_ok = self.cur.exit_code().is_none()
+            && self.at.path.is_empty()
+            && self.at.event <= event
+            && self.at.event >= use_snap.map(|i| self.snapshots[i].event).unwrap_or(image.0);
+        if cur_ok {
+            return Ok(());
+        }
+        let fresh = match use_snap {
+            Some(i) => {
+                let s = &self.snapshots[i];
+                (s.rep.fork()?, s.event)
+            }
+            None => (
+                Replayer::open(&self.trace, &image.1, image.0, self.console.clone())?,
+                image.0,
+            ),
+        };
+        let mut old = std::mem::replace(&mut self.cur, fresh.0);
+        old.kill();
+        self.at = Moment::at_event(fresh.1);
+        self.thread = self
+            .last_thread()
+            .or(self.cur.threads().first().map(|t| t.0))
+            .unwrap_or(0);
+        self.since_snapshot = Instant::now();
+        Ok(())
+    }
+
+    fn anchor_thread(&self) -> i32 {
+        self.cur.threads().first().map(|t| t.0).unwrap_or(0)
+    }
+
+    /// Follow one segment from here (within the current event interval),
+    /// leaving anchors on long ways, densest near the end.
+    fn follow(&mut self, seg: Seg) -> Result<()> {
+        match seg {
+            Seg::Steps(n) => {
+                let base = self.at.clone();
+                for i in 0..n {
+                    if i % 4096 == 4095 {
+                        self.tick(&|| format!("stepping: {i} of {n} instructions"))?;
+                    }
+                    let left = n - i;
+                    if i > 0 && ((left <= 512 && i % 32 == 0) || i % 1024 == 0) {
+                        self.at = base.then(Seg::Steps(i));
+                        self.take_anchor();
+                    }
+                    self.set_mode(BTreeSet::new(), true);
+                    match self.cur.advance()? {
+                        Advance::Paused(Pause::Step { tid }) => {
+                            self.thread = tid;
+                        }
+                        other_stop => {
+                            return Err(other(format!(
+                                "moment unreachable: expected a step, got {other_stop:?}"
+                            )))
+                        }
+                    }
+                }
+                self.at = base.then(Seg::Steps(n));
+            }
+            Seg::Hit(addr, n) => {
+                let mut bps = BTreeSet::new();
+                bps.insert(addr);
+                for i in 0..n {
+                    if i % 1024 == 1023 {
+                        self.tick(&|| format!("counting arrivals at {addr:#x}: {i} of {n}"))?;
+                    }
+                    self.set_mode(bps.clone(), false);
+                    match self.cur.advance()? {
+                        Advance::Paused(Pause::Breakpoint { tid, addr: a }) if a == addr => {
+                            self.thread = tid;
+                        }
+                        other_stop => {
+                            return Err(other(format!(
+                                "moment unreachable: expected arrival {} at {addr:#x}, got {other_stop:?}",
+                                i + 1
+                            )))
+                        }
+                    }
+                }
+                self.at = self.at.then(Seg::Hit(addr, n));
+            }
+            Seg::ToSyscall => {
+                self.set_mode(BTreeSet::new(), false);
+                match self.cur.run_to_syscall()? {
+                    None => {}
+                    Some(p) => return Err(other(format!("moment unreachable: paused at {p:?}"))),
+                }
+                if let Some(tid) = self.cur.next().map(|e| e.tid()) {
+                    self.thread = tid;
+                }
+                self.at = self.at.then(Seg::ToSyscall);
+            }
+        }
+        Ok(())
+    }
+
+    /// Execute one instruction forward (of whichever thread runs next).
+    pub fn stepi(&mut self) -> Result<StopReason> {
+        loop {
+            if self.at_end() {
+                return Ok(StopReason::End);
+            }
+            if self.next_is_final() {
+                self.set_mode(BTreeSet::new(), true);
+                match self.cur.run_to_syscall()? {
+                    Some(Pause::Step { tid }) => {
+                        self.thread = tid;
+                        self.at = self.at.then(Seg::Steps(1));
+                        return Ok(StopReason::Step);
+                    }
+                    Some(p) => return Err(other(format!("unexpected pause {p:?}"))),
+                    None => {
+                        self.at = self.at.then(Seg::ToSyscall);
+                        return Ok(StopReason::End);
+                    }
+                }
+            }
+            self.set_mode(BTreeSet::new(), true);
+            match self.cur.advance()? {
+                Advance::Paused(Pause::Step { tid }) => {
+                    self.thread = tid;
+                    self.at = self.at.then(Seg::Steps(1));
+                    return Ok(StopReason::Step);
+                }
+                Advance::Paused(p) => return Err(other(format!("unexpected pause {p:?}"))),
+                Advance::Event { stepped } => {
+                    self.at = Moment::at_event(self.cur.event());
+                    if let Some(t) = self.last_thread() {
+                        self.thread = t;
+                    }
+                    if self.since_snapshot.elapsed() >= self.opts.snapshot_interval {
+                        self.take_snapshot();
+                    }
+                    if stepped {
+                        return Ok(StopReason::Step);
+                    }
+                }
+                Advance::End => return Ok(StopReason::End),
+            }
+        }
+    }
+
+    /// Run forward until a breakpoint arrival for which `stop` says yes,
+    /// or the end of history.
+    pub fn cont(&mut self, stop: &mut dyn FnMut(&mut Timeline, u64) -> bool) -> Result<StopReason> {
+        let mut counts: HashMap<u64, u64> = HashMap::new();
+        let mut start = self.at.clone();
+        loop {
+            if self.at_end() {
+                return Ok(StopReason::End);
+            }
+            let e = self.at.event;
+            self.tick(&|| format!("running forward: event {e}"))?;
+            let bps = self.breakpoints.clone();
+            if self.next_is_final() {
+                self.set_mode(bps, false);
+                match self.cur.run_to_syscall()? {
+                    Some(Pause::Breakpoint { tid, addr }) => {
+                        let n = counts.entry(addr).or_insert(0);
+                        *n += 1;
+                        self.thread = tid;
+                        self.at = start.then(Seg::Hit(addr, *n));
+                        if stop(self, addr) {
+                            return Ok(StopReason::Breakpoint(addr));
+                        }
+                        continue;
+                    }
+                    Some(p) => return Err(other(format!("unexpected pause {p:?}"))),
+                    None => {
+                        self.at = self.at.then(Seg::ToSyscall);
+                        return Ok(StopReason::End);
+                    }
+                }
+            }
+            self.set_mode(bps, false);
+            match self.cur.advance()? {
+                Advance::Paused(Pause::Breakpoint { tid, addr }) => {
+                    let n = counts.entry(addr).or_insert(0);
+                    *n += 1;
+                    self.thread = tid;
+                    self.at = start.then(Seg::Hit(addr, *n));
+                    if stop(self, addr) {
+                        return Ok(StopReason::Breakpoint(addr));
+                    }
+                }
+                Advance::Paused(p) => return Err(other(format!("unexpected pause {p:?}"))),
+                Advance::Event { .. } => {
+                    self.at = Moment::at_event(self.cur.event());
+                    start = self.at.clone();
+                    counts.clear();
+                    if let Some(t) = self.last_thread() {
+                        self.thread = t;
+                    }
+                    if self.since_snapshot.elapsed() >= self.opts.snapshot_interval {
+                        self.take_snapshot();
+                    }
+                }
+                Advance::End => return Ok(StopReason::End),
+            }
+        }
+    }
+
+    /// Go back one instruction: to the moment of the instruction executed
+    /// last before this one.
+    pub fn reverse_stepi(&mut self) -> Result<StopReason> {
+        let here = self.at.clone();
+        match self.previous_instruction(&here)? {
+            Some(m) => {
+                self.goto(&m)?;
+                Ok(StopReason::Step)
+            }
+            None => {
+                self.goto(&Moment::at_event(0))?;
+                Ok(StopReason::Start)
+            }
+        }
+    }
+
+    /// The moment of the instruction executed last before `m` (None at the
+    /// beginning of history).
+    fn previous_instruction(&mut self, m: &Moment) -> Result<Option<Moment>> {
+        let mut m = m.clone();
+        loop {
+            let Some(last) = m.path.last().copied() else {
+                if m.event == 0 {
+                    return Ok(None);
+                }
+                // Across the event that led here: step from the previous
+                // boundary until it is applied.
+                let base = Moment::at_event(m.event - 1);
+                if self.at == m {
+                    if let Some(anchor) = self.syscall_anchor(&base)? {
+                        return Ok(Some(anchor));
+                    }
+                }
+                self.goto(&base)?;
+                match self.steps_until_event()? {
+                    0 => {
+                        // Applied without an instruction (a signal, a
+                        // preemption): keep looking before it.
+                        m = base;
+                        continue;
+                    }
+                    k => return Ok(Some(base.then(Seg::Steps(k - 1)))),
+                }
+            };
+            let mut prefix = m.clone();
+            prefix.path.pop();
+            match last {
+                Seg::Steps(n) => return Ok(Some(prefix.then(Seg::Steps(n - 1)))),
+                Seg::Hit(addr, n) => {
+                    let base = if n > 1 {
+                        prefix.then(Seg::Hit(addr, n - 1))
+                    } else {
+                        prefix
+                    };
+                    self.goto(&base)?;
+                    let k = self.steps_until_arrival(addr)?;
+                    return Ok(Some(base.then(Seg::Steps(k - 1))));
+                }
+                Seg::ToSyscall => {
+                    self.goto(&prefix)?;
+                    let k = self.steps_until_syscall()?;
+                    if k == 0 {
+                        m = prefix;
+                        continue;
+                    }
+                    return Ok(Some(prefix.then(Seg::Steps(k - 1))));
+                }
+            }
+        }
+    }
+
+    /// When here is just after a syscall event (applied at the event
+    /// after `base`), the moment its thread was about to execute the
+    /// syscall instruction: counted arrivals at that instruction, found
+    /// with one breakpoint rather than by stepping the whole interval.
+    fn syscall_anchor(&mut self, base: &Moment) -> Result<Option<Moment>> {
+        let Some(Event::Syscall { tid, nr, .. }) =
+            self.trace.events.get(base.event as usize).cloned()
+        else {
+            return Ok(None);
+        };
+        if matches!(
+            nr,
+            libc::SYS_execve | libc::SYS_execveat | libc::SYS_rt_sigreturn
+        ) {
+            return Ok(None);
+        }
+        let Some(real) = self.cur.threads().iter().find(|t| t.0 == tid).map(|t| t.1) else {
+            return Ok(None);
+        };
+        let Ok(regs) = rewind_ckpt::sys::ptrace::getregs(real) else {
+            return Ok(None);
+        };
+        let insn = regs.rip.wrapping_sub(2);
+        let mut code = [0u8; 2];
+        if self.cur.tracee().read_mem(insn, &mut code).is_err() || code != [0x0f, 0x05] {
+            return Ok(None);
+        }
+        self.goto(base)?;
+        let mut n = 0u64;
+        let mut bps = BTreeSet::new();
+        bps.insert(insn);
+        loop {
+            self.set_mode(bps.clone(), false);
+            match self.cur.run_to_syscall()? {
+                Some(Pause::Breakpoint { addr, .. }) if addr == insn => n += 1,
+                None => break,
+                Some(p) => return Err(other(format!("unexpected pause {p:?}"))),
+            }
+        }
+        self.at = base.then(Seg::ToSyscall);
+        if n == 0 {
+            // It was there already at the boundary.
+            return Ok(Some(base.clone()));
+        }
+        Ok(Some(base.then(Seg::Hit(insn, n))))
+    }
+
+    /// Single-step from here until the pending event is applied; the
+    /// number of instructions executed.
+    fn steps_until_event(&mut self) -> Result<u64> {
+        let mut k = 0u64;
+        loop {
+            if k % 4096 == 4095 {
+                self.tick(&|| format!("stepping back across an event: {k} instructions"))?;
+            }
+            self.set_mode(BTreeSet::new(), true);
+            match self.cur.advance()? {
+                Advance::Paused(Pause::Step { .. }) => k += 1,
+                Advance::Event { stepped } => {
+                    self.at = Moment::at_event(self.cur.event());
+                    return Ok(k + stepped as u64);
+                }
+                Advance::Paused(p) => return Err(other(format!("unexpected pause {p:?}"))),
+                Advance::End => return Err(other("ran out of events while stepping")),
+            }
+        }
+    }
+
+    fn steps_until_arrival(&mut self, addr: u64) -> Result<u64> {
+        let mut k = 0u64;
+        loop {
+            if k % 4096 == 4095 {
+                self.tick(&|| format!("stepping back: {k} instructions"))?;
+            }
+            self.set_mode(BTreeSet::new(), true);
+            match self.cur.advance()? {
+                Advance::Paused(Pause::Step { tid }) => {
+                    k += 1;
+                    let real = self.cur.threads().iter().find(|t| t.0 == tid).map(|t| t.1);
+                    let rip = real
+                        .and_then(|r| rewind_ckpt::sys::ptrace::getregs(r).ok())
+                        .map(|r| r.rip);
+                    if rip == Some(addr) {
+                        self.at = self.at.then(Seg::Steps(k));
+                        return Ok(k);
+                    }
+                }
+                other_stop => {
+                    return Err(other(format!(
+                        "stepping to {addr:#x}: unexpected {other_stop:?}"
+                    )))
+                }
+            }
+        }
+    }
+
+    fn steps_until_syscall(&mut self) -> Result<u64> {
+        let mut k = 0u64;
+        loop {
+            self.set_mode(BTreeSet::new(), true);
+            match self.cur.run_to_syscall()? {
+                Some(Pause::Step { .. }) => k += 1,
+                None => {
+                    self.at = self.at.then(Seg::ToSyscall);
+                    return Ok(k + 1);
+                }
+                Some(p) => return Err(other(format!("unexpected pause {p:?}"))),
+            }
+        }
+    }
+
+    /// Run backward to the last breakpoint arrival before here for which
+    /// `stop` says yes, or to the beginning of history.
+    pub fn reverse_cont(
+        &mut self,
+        stop: &mut dyn FnMut(&mut Timeline, u64) -> bool,
+    ) -> Result<StopReason> {
+        let target = self.at.clone();
+        // Windows [from, to) scanned backward: first the current event
+        // interval, then from each earlier starting point.
+        let mut to = target.clone();
+        let mut from_event = target.event;
+        loop {
+            self.goto(&Moment::at_event(from_event))?;
+            let found = self.scan(&to, stop)?;
+            if let Some(m) = found {
+                self.goto(&m)?;
+                let addr = match m.path.last() {
+                    Some(Seg::Hit(a, _)) => *a,
+                    _ => 0,
+                };
+                return Ok(StopReason::Breakpoint(addr));
+            }
+            if from_event == 0 {
+                self.goto(&Moment::at_event(0))?;
+                return Ok(StopReason::Start);
+            }
+            to = Moment::at_event(from_event);
+            // The next window back: from the previous snapshot or image,
+            // at least one event back.
+            let snap = self
+                .snapshots
+                .iter()
+                .rev()
+                .map(|s| s.event)
+                .find(|&e| e < from_event);
+            let image = self
+                .images
+                .iter()
+                .rev()
+                .map(|i| i.0)
+                .find(|&e| e < from_event)
+                .unwrap_or(0);
+            from_event = snap.unwrap_or(image).max(image).min(from_event - 1);
+            let e = from_event;
+            self.tick(&|| format!("searching backward from event {e}"))?;
+        }
+    }
+
+    /// From here, run forward to `to` with the breakpoints, and return the
+    /// last arrival strictly before `to` that `stop` accepts.
+    fn scan(
+        &mut self,
+        to: &Moment,
+        stop: &mut dyn FnMut(&mut Timeline, u64) -> bool,
+    ) -> Result<Option<Moment>> {
+        let mut last = None;
+        // Events up to `to`'s interval: continue with breakpoints.
+        while self.at.event < to.event {
+            let e = self.at.event;
+            self.tick(&|| format!("scanning event {e}"))?;
+            let start = self.at.clone();
+            let mut counts: HashMap<u64, u64> = HashMap::new();
+            loop {
+                let bps = self.breakpoints.clone();
+                self.set_mode(bps, false);
+                match self.cur.advance()? {
+                    Advance::Paused(Pause::Breakpoint { tid, addr }) => {
+                        let n = counts.entry(addr).or_insert(0);
+                        *n += 1;
+                        self.thread = tid;
+                        self.at = start.then(Seg::Hit(addr, *n));
+                        if stop(self, addr) {
+                            last = Some(self.at.clone());
+                        }
+                    }
+                    Advance::Event { .. } => {
+                        self.at = Moment::at_event(self.cur.event());
+                        if self.since_snapshot.elapsed() >= self.opts.snapshot_interval {
+                            self.take_snapshot();
+                        }
+                        break;
+                    }
+                    other_stop => return Err(other(format!("scan: unexpected {other_stop:?}"))),
+                }
+            }
+        }
+        // Within `to`'s interval: follow its path, watching breakpoints.
+        for seg in to.path.clone() {
+            match seg {
+                Seg::Steps(n) => {
+                    for _ in 0..n {
+                        self.follow(Seg::Steps(1))?;
+                        let rip = self.regs()?.rip;
+                        if self.breakpoints.contains(&rip) && self.at != *to && stop(self, rip) {
+                            last = Some(self.at.clone());
+                        }
+                    }
+                }
+                Seg::Hit(addr, n) => {
+                    let start = self.at.clone();
+                    let mut counts: HashMap<u64, u64> = HashMap::new();
+                    let mut bps = self.breakpoints.clone();
+                    bps.insert(addr);
+                    loop {
+                        if counts.get(&addr).copied().unwrap_or(0) == n {
+                            break;
+                        }
+                        self.set_mode(bps.clone(), false);
+                        match self.cur.advance()? {
+                            Advance::Paused(Pause::Breakpoint { tid, addr: a }) => {
+                                let c = counts.entry(a).or_insert(0);
+                                *c += 1;
+                                self.thread = tid;
+                                self.at = start.then(Seg::Hit(a, *c));
+                                let is_target = a == addr && *c == n;
+                                if !is_target && self.breakpoints.contains(&a) && stop(self, a) {
+                                    last = Some(self.at.clone());
+                                }
+                            }
+                            other_stop => {
+                                return Err(other(format!("scan: unexpected {other_stop:?}")))
+                            }
+                        }
+                    }
+                    self.at = start.then(Seg::Hit(addr, n));
+                }
+                Seg::ToSyscall => {
+                    let start = self.at.clone();
+                    let mut counts: HashMap<u64, u64> = HashMap::new();
+                    loop {
+                        let bps = self.breakpoints.clone();
+                        self.set_mode(bps, false);
+                        match self.cur.run_to_syscall()? {
+                            Some(Pause::Breakpoint { tid, addr }) => {
+                                let c = counts.entry(addr).or_insert(0);
+                                *c += 1;
+                                self.thread = tid;
+                                self.at = start.then(Seg::Hit(addr, *c));
+                                if stop(self, addr) {
+                                    last = Some(self.at.clone());
+                                }
+                            }
+                            None => break,
+                            Some(p) => return Err(other(format!("scan: unexpected {p:?}"))),
+                        }
+                    }
+                    self.at = start.then(Seg::ToSyscall);
+                }
+            }
+        }
+        Ok(last)
+    }
+}
+
+/// Load `dir` and open a timeline on it with the program's output on our
+/// stdout and stderr.
+pub fn open_trace(dir: &std::path::Path, opts: TimelineOptions) -> Result<Timeline> {
+    let trace = replayer::load(dir)?;
+    let console = Console::new(Box::new(std::io::stdout()), Box::new(std::io::stderr()));
+    Timeline::open(trace, console, opts)
+}
