@@ -2,6 +2,31 @@
 //! DWARF variables and types, expressions, `x` formats and disassembly.
 //! Everything here reads the program through [`Target`]; nothing here
 //! runs it.
+//!
+//! [`Program`] is the entry point: it finds the modules (executable,
+//! dynamic linker, libraries) from the auxiliary vector and the dynamic
+//! linker's `link_map` list, and parses each file's symbols, DWARF and CFI
+//! on first use.
+
+mod disasm;
+mod dwarf;
+mod elf;
+mod examine;
+mod expr;
+mod format;
+mod program;
+mod symbols;
+mod types;
+mod unwind;
+mod value;
+
+pub use disasm::{insn_len, is_call, is_ret, Insn};
+pub use examine::{examine, Examiner};
+pub use expr::{describe_type, evaluate, evaluate_with_history, ExprError};
+pub use format::{format_value, format_value_as, type_name};
+pub use program::{BreakLoc, LineRow, Loc, Module, Program};
+pub use unwind::Frame;
+pub use value::Value;
 
 /// What the inspector needs from a stopped program.
 pub trait Target {
@@ -14,4 +39,15 @@ pub trait Target {
     fn auxv(&self) -> Vec<(u64, u64)>;
     /// Path of the main executable.
     fn exe(&self) -> std::path::PathBuf;
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn program_can_move_between_threads() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<super::Program>();
+        send_sync::<super::Value>();
+        send_sync::<super::Frame>();
+    }
 }
