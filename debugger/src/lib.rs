@@ -2,5 +2,7 @@
 //! (the program inspector; the timeline and REPL come next).
 
 pub mod cli;
+pub mod debug_cli;
 pub mod inspect;
+pub mod repl;
 pub mod timeline;

@@ -8,8 +8,8 @@ use clap::{Args, Parser, Subcommand};
 
 use rewind_debugger::cli;
 
-/// Checkpoint, restart, record and replay unmodified Linux x86-64 programs,
-/// without hardware performance counters (reverse debugging comes next).
+/// Checkpoint, restart, record, replay and debug backwards unmodified Linux
+/// x86-64 programs, without hardware performance counters.
 #[derive(Parser, Debug)]
 #[command(name = "rewind", version)]
 struct Cli {
@@ -57,6 +57,50 @@ enum Command {
     /// shown from the trace, not performed). Ends with the recorded exit
     /// status, or with a divergence report if the program does something else.
     Replay(ReplayArgs),
+    /// Debug a program forward and backward, with gdb's commands.
+    ///
+    /// `rewind debug -- PROG ARGS` records the program first (it runs to
+    /// its end with this terminal), then opens the recording at its first
+    /// instruction; `rewind debug --trace DIR` opens a recording made by
+    /// `rewind record`. Every stop has an exact moment: reverse-stepi,
+    /// reverse-step/next/finish and reverse-continue go back to the
+    /// instruction that really ran before. The program's output is shown
+    /// the first time replay passes it; nothing outside is touched.
+    /// Commands come from the terminal (history, completion, an empty line
+    /// repeats), from -x files and --ex, or from stdin when it is not a
+    /// terminal. `help` lists them.
+    #[command(
+        after_help = "Examples:\n  rewind debug -- ./prog arg\n  rewind debug --trace rewind-trace-prog-123 -x cmds.gdb --batch\n  echo -e 'break main\\nrun\\nbt' | rewind debug --trace DIR"
+    )]
+    Debug(DebugArgs),
+}
+
+#[derive(Args, Debug)]
+struct DebugArgs {
+    /// A trace directory written by `rewind record`.
+    #[arg(long, value_name = "DIR")]
+    trace: Option<PathBuf>,
+    /// Keep the recording of PROG in DIR (default: a temporary directory,
+    /// removed on exit).
+    #[arg(short = 'o', long = "output", value_name = "DIR")]
+    output: Option<PathBuf>,
+    /// Run the commands in FILE first (repeatable; stops at its first
+    /// error, like gdb's -x).
+    #[arg(short = 'x', long = "command", value_name = "FILE")]
+    scripts: Vec<PathBuf>,
+    /// Run one command (repeatable, after -x files; gdb's -ex also works).
+    #[arg(long = "ex", value_name = "CMD")]
+    commands: Vec<String>,
+    /// Exit after the -x and --ex commands instead of reading more.
+    #[arg(long)]
+    batch: bool,
+    /// At most N in-memory snapshots (forked copies of the replayed
+    /// process, sharing unchanged pages) to go back quickly.
+    #[arg(long, value_name = "N", default_value = "48")]
+    max_snapshots: usize,
+    /// The program to record and debug, and its arguments.
+    #[arg(last = true, value_name = "PROG ARGS")]
+    argv: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -155,7 +199,9 @@ struct RestartArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // gdb users type -ex; clap spells it --ex.
+    let args = std::env::args_os().map(|a| if a == "-ex" { "--ex".into() } else { a });
+    let cli = Cli::parse_from(args);
     cli::init_logging(cli.verbose);
     let result = match cli.command {
         Command::Launch(a) => cli::launch(cli::LaunchRequest {
@@ -191,6 +237,17 @@ fn main() -> ExitCode {
             verify: a.verify,
             from: a.from,
         }),
+        Command::Debug(a) => {
+            rewind_debugger::debug_cli::debug(rewind_debugger::debug_cli::DebugRequest {
+                trace: a.trace,
+                argv: a.argv,
+                output: a.output,
+                scripts: a.scripts,
+                commands: a.commands,
+                batch: a.batch,
+                max_snapshots: a.max_snapshots,
+            })
+        }
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -932,12 +932,8 @@ impl Timeline {
         loop {
             self.goto(&Moment::at_event(from_event))?;
             let found = self.scan(&to, stop)?;
-            if let Some(m) = found {
+            if let Some((m, addr)) = found {
                 self.goto(&m)?;
-                let addr = match m.path.last() {
-                    Some(Seg::Hit(a, _)) => *a,
-                    _ => 0,
-                };
                 return Ok(StopReason::Breakpoint(addr));
             }
             if from_event == 0 {
@@ -972,7 +968,7 @@ impl Timeline {
         &mut self,
         to: &Moment,
         stop: &mut dyn FnMut(&mut Timeline, u64) -> bool,
-    ) -> Result<Option<Moment>> {
+    ) -> Result<Option<(Moment, u64)>> {
         let mut last = None;
         // Events up to `to`'s interval: continue with breakpoints.
         while self.at.event < to.event {
@@ -990,7 +986,7 @@ impl Timeline {
                         self.thread = tid;
                         self.at = start.then(Seg::Hit(addr, *n));
                         if stop(self, addr) {
-                            last = Some(self.at.clone());
+                            last = Some((self.at.clone(), addr));
                         }
                     }
                     Advance::Event { .. } => {
@@ -1005,14 +1001,16 @@ impl Timeline {
             }
         }
         // Within `to`'s interval: follow its path, watching breakpoints.
-        for seg in to.path.clone() {
+        let segs = to.path.clone();
+        for (si, seg) in segs.iter().copied().enumerate() {
+            let last_seg = si + 1 == segs.len();
             match seg {
                 Seg::Steps(n) => {
                     for _ in 0..n {
                         self.follow(Seg::Steps(1))?;
                         let rip = self.regs()?.rip;
                         if self.breakpoints.contains(&rip) && self.at != *to && stop(self, rip) {
-                            last = Some(self.at.clone());
+                            last = Some((self.at.clone(), rip));
                         }
                     }
                 }
@@ -1032,9 +1030,11 @@ impl Timeline {
                                 *c += 1;
                                 self.thread = tid;
                                 self.at = start.then(Seg::Hit(a, *c));
-                                let is_target = a == addr && *c == n;
+                                // The arrival that ends the path is `to`
+                                // itself, not before it.
+                                let is_target = a == addr && *c == n && last_seg;
                                 if !is_target && self.breakpoints.contains(&a) && stop(self, a) {
-                                    last = Some(self.at.clone());
+                                    last = Some((self.at.clone(), a));
                                 }
                             }
                             other_stop => {
@@ -1057,7 +1057,7 @@ impl Timeline {
                                 self.thread = tid;
                                 self.at = start.then(Seg::Hit(addr, *c));
                                 if stop(self, addr) {
-                                    last = Some(self.at.clone());
+                                    last = Some((self.at.clone(), addr));
                                 }
                             }
                             None => break,

@@ -680,15 +680,32 @@ impl Replayer<'_> {
             At::Stopped { sig } => sig,
             _ => 0,
         };
+        let mut from_syscall_stop = matches!(at, At::Skipped | At::Exit | At::Entry);
         self.set_at(vtid, At::Stopped { sig: 0 });
         loop {
             let stepping = self.debug.as_ref().is_some_and(|d| d.step);
             let stop = match stepping {
                 true => {
                     let syscall_insn = self.at_syscall_insn(real);
+                    let before = ptrace::getregs(real).map(|r| r.rip).ok();
                     ptrace::singlestep(real, sig).map_err(perr("PTRACE_SINGLESTEP", real))?;
                     self.stepped = true;
-                    let stop = self.wait_for(real)?;
+                    let mut stop = self.wait_for(real)?;
+                    if from_syscall_stop && stop == Stop::Signal(libc::SIGTRAP) {
+                        // Stepping out of a syscall stop, the kernel first
+                        // reports the syscall's end (TRAP_BRKPT, nothing
+                        // executed). A thread resumed from a copy of this
+                        // state does not: step once more so both agree.
+                        let info =
+                            ptrace::getsiginfo(real).map_err(perr("PTRACE_GETSIGINFO", real))?;
+                        let code = i32::from_le_bytes([info[8], info[9], info[10], info[11]]);
+                        let rip = ptrace::getregs(real).map(|r| r.rip).ok();
+                        if code == 1 && rip == before {
+                            ptrace::singlestep(real, 0).map_err(perr("PTRACE_SINGLESTEP", real))?;
+                            stop = self.wait_for(real)?;
+                        }
+                    }
+                    from_syscall_stop = false;
                     if syscall_insn && !matches!(stop, Stop::Exited(_) | Stop::Killed(_)) {
                         // `syscall` saved rflags, with our trap flag, in
                         // r11: the program must not see it (it does not when

@@ -1,0 +1,283 @@
+//! `rewind debug`: record (or open a recording), then the REPL.
+
+use std::cell::Cell;
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use rustyline::completion::{Completer, Pair};
+use rustyline::error::ReadlineError;
+use rustyline::highlight::Highlighter;
+use rustyline::hint::Hinter;
+use rustyline::validate::Validator;
+use rustyline::{Context, Helper};
+
+use crate::cli::{CliError, CliResult};
+use crate::repl::{command_names, Debugger, Flow};
+use crate::timeline::{self, TimelineOptions};
+
+pub struct DebugRequest {
+    /// A trace written by `rewind record`.
+    pub trace: Option<PathBuf>,
+    /// Or a program to record first.
+    pub argv: Vec<String>,
+    /// Where to keep that recording (default: a temporary directory,
+    /// removed at the end).
+    pub output: Option<PathBuf>,
+    pub scripts: Vec<PathBuf>,
+    pub commands: Vec<String>,
+    pub batch: bool,
+    pub max_snapshots: usize,
+}
+
+fn err(message: impl Into<String>) -> CliError {
+    CliError {
+        message: message.into(),
+        usage: false,
+    }
+}
+
+/// Removes a temporary trace directory when dropped.
+struct TempTrace(Option<PathBuf>);
+
+impl Drop for TempTrace {
+    fn drop(&mut self) {
+        if let Some(d) = self.0.take() {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+/// The executable the trace ran: the restored process's own, else the
+/// recorded argv[0] (against the recorded cwd, then PATH).
+fn executable(tl: &timeline::Timeline) -> PathBuf {
+    let pid = tl.replayer().tracee().pid;
+    if let Ok(p) = std::fs::read_link(format!("/proc/{pid}/exe")) {
+        if p.is_file() {
+            return p;
+        }
+    }
+    let header = &tl.trace().header;
+    let argv0 = header.argv.first().cloned().unwrap_or_default();
+    let p = Path::new(&header.cwd).join(&argv0);
+    if p.is_file() {
+        return p;
+    }
+    rewind_ckpt::session::resolve_program(&argv0).unwrap_or(p)
+}
+
+pub fn debug(req: DebugRequest) -> CliResult {
+    let mut _temp = TempTrace(None);
+    let dir = match (&req.trace, req.argv.is_empty()) {
+        (Some(d), true) => d.clone(),
+        (None, false) => {
+            let dir = match &req.output {
+                Some(d) => d.clone(),
+                None => {
+                    let prog = Path::new(&req.argv[0])
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_else(|| "prog".into());
+                    let d = std::env::temp_dir()
+                        .join(format!("rewind-debug-{prog}-{}", std::process::id()));
+                    _temp = TempTrace(Some(d.clone()));
+                    d
+                }
+            };
+            eprintln!(
+                "rewind: recording {} to its end first (it uses this terminal); then you debug the recording",
+                req.argv[0]
+            );
+            rewind_ckpt::sys::process::ignore_terminal_signals();
+            let rec = rewind_rr::recorder::record(
+                &req.argv,
+                &rewind_rr::recorder::RecordOptions {
+                    dir: dir.clone(),
+                    verify_memory: false,
+                    checkpoint_interval: Some(Duration::from_secs(5)),
+                },
+            )
+            .map_err(|e| err(e.to_string()))?;
+            eprintln!(
+                "rewind: recorded {} events; the program exited with status {}",
+                rec.events, rec.exit_code
+            );
+            dir
+        }
+        (Some(_), false) => {
+            return Err(CliError {
+                message: "give either --trace DIR or -- PROG ARGS, not both".into(),
+                usage: true,
+            })
+        }
+        (None, true) => {
+            return Err(CliError {
+                message: "nothing to debug: give --trace DIR or -- PROG ARGS".into(),
+                usage: true,
+            })
+        }
+    };
+    let _ = rewind_ckpt::sys::set_child_subreaper();
+    let opts = TimelineOptions {
+        max_snapshots: req.max_snapshots,
+        ..Default::default()
+    };
+    let mut tl = timeline::open_trace(&dir, opts).map_err(|e| err(e.to_string()))?;
+    let interactive = std::io::stdin().is_terminal() && !req.batch;
+    // Progress for long operations (after a second), and Ctrl-C.
+    let started = Rc::new(Cell::new(Instant::now()));
+    let shown = Rc::new(Cell::new(false));
+    {
+        let (started, shown) = (started.clone(), shown.clone());
+        let tty = std::io::stderr().is_terminal();
+        tl.progress = Some(Box::new(move |what: &str| {
+            if tty && started.get().elapsed() >= Duration::from_secs(1) {
+                eprint!("\r\x1b[K[rewind] {what} (Ctrl-C stops)");
+                shown.set(true);
+            }
+            rewind_ckpt::sys::take_interrupt()
+        }));
+    }
+    let _ = rewind_ckpt::sys::catch_interrupt();
+    let exe = executable(&tl);
+    let mut dbg = Debugger::new(tl, exe, Box::new(std::io::stdout()));
+    let mut run = |dbg: &mut Debugger, line: &str| -> Flow {
+        started.set(Instant::now());
+        let r = dbg.execute(line);
+        if shown.replace(false) {
+            eprint!("\r\x1b[K");
+        }
+        match r {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = std::io::stdout().flush();
+                eprintln!("{e}");
+                Flow::Go
+            }
+        }
+    };
+    for script in &req.scripts {
+        let text = std::fs::read_to_string(script)
+            .map_err(|e| err(format!("{}: {e}", script.display())))?;
+        for (i, line) in text.lines().enumerate() {
+            started.set(Instant::now());
+            match dbg.execute(line) {
+                Ok(Flow::Quit) => return Ok(0),
+                Ok(Flow::Go) => {}
+                Err(e) => {
+                    let _ = std::io::stdout().flush();
+                    eprintln!(
+                        "{}:{}: Error in sourced command file:\n{e}",
+                        script.display(),
+                        i + 1
+                    );
+                    break;
+                }
+            }
+        }
+    }
+    for c in &req.commands {
+        if run(&mut dbg, c) == Flow::Quit {
+            return Ok(0);
+        }
+    }
+    if req.batch {
+        return Ok(0);
+    }
+    if interactive {
+        repl_loop(&mut dbg, &mut run)
+    } else {
+        // Commands from a pipe or a file, one per line.
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if run(&mut dbg, &line) == Flow::Quit {
+                break;
+            }
+        }
+        Ok(0)
+    }
+}
+
+struct Completion;
+
+impl Completer for Completion {
+    type Candidate = Pair;
+    fn complete(
+        &self,
+        line: &str,
+        pos: usize,
+        _ctx: &Context<'_>,
+    ) -> rustyline::Result<(usize, Vec<Pair>)> {
+        let head = &line[..pos];
+        let start = head.rfind(char::is_whitespace).map(|i| i + 1).unwrap_or(0);
+        let word = &head[start..];
+        if start != 0 {
+            return Ok((start, Vec::new()));
+        }
+        let pairs = command_names()
+            .iter()
+            .filter(|c| c.starts_with(word))
+            .map(|c| Pair {
+                display: c.to_string(),
+                replacement: format!("{c} "),
+            })
+            .collect();
+        Ok((start, pairs))
+    }
+}
+
+impl Hinter for Completion {
+    type Hint = String;
+}
+impl Highlighter for Completion {}
+impl Validator for Completion {}
+impl Helper for Completion {}
+
+fn history_file() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("REWIND_HISTORY") {
+        return Some(PathBuf::from(p));
+    }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".rewind_history"))
+}
+
+fn repl_loop(dbg: &mut Debugger, run: &mut dyn FnMut(&mut Debugger, &str) -> Flow) -> CliResult {
+    let mut ed = rustyline::Editor::<Completion, rustyline::history::DefaultHistory>::new()
+        .map_err(|e| err(format!("cannot open the terminal: {e}")))?;
+    ed.set_helper(Some(Completion));
+    let hist = history_file();
+    if let Some(h) = &hist {
+        let _ = ed.load_history(h);
+    }
+    let mut last = String::new();
+    loop {
+        match ed.readline("(rewind) ") {
+            Ok(line) => {
+                let line = if line.trim().is_empty() {
+                    last.clone()
+                } else {
+                    let _ = ed.add_history_entry(line.as_str());
+                    last = line.clone();
+                    line
+                };
+                // A Ctrl-C pressed at the prompt is not for the command.
+                let _ = rewind_ckpt::sys::take_interrupt();
+                if run(dbg, &line) == Flow::Quit {
+                    break;
+                }
+            }
+            Err(ReadlineError::Interrupted) => {
+                println!("Quit");
+            }
+            Err(ReadlineError::Eof) => {
+                println!("quit");
+                break;
+            }
+            Err(e) => return Err(err(format!("terminal: {e}"))),
+        }
+    }
+    if let Some(h) = &hist {
+        let _ = ed.save_history(h);
+    }
+    Ok(0)
+}

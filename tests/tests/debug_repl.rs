@@ -1,0 +1,404 @@
+//! `rewind debug` end to end, through its command line, against oracles:
+//! gdb's own `record full` on the same binary (every stop compared to the
+//! instruction), the forward run's values for a batch script, and forward
+//! stops of a multithreaded program and of python3.
+
+use std::process::Command;
+
+use rewind_tests::*;
+
+/// glibc without AVX string functions: gdb's `record full` cannot record
+/// AVX instructions. The recording gets the same environment.
+const NO_AVX: &str =
+    "glibc.cpu.hwcaps=-AVX2,-AVX,-AVX512F,-AVX512VL,-AVX512BW,-EVEX,-BMI2,-ERMS,-FSRM";
+
+/// `rewind debug --trace DIR --batch --ex C...`.
+fn debug(dir: &std::path::Path, cmds: &[&str]) -> Finished {
+    let mut args: Vec<String> = vec![
+        "debug".into(),
+        "--trace".into(),
+        dir.display().to_string(),
+        "--batch".into(),
+    ];
+    for c in cmds {
+        args.push("--ex".into());
+        args.push(c.to_string());
+    }
+    let parent = dir.parent().unwrap_or(dir);
+    rewind_in(parent, &args)
+}
+
+/// After every motion command, `p $pc`; the `<symbol+offset>` of each.
+fn with_pcs(cmds: &[&str]) -> Vec<String> {
+    let mut out = Vec::new();
+    for c in cmds {
+        out.push(c.to_string());
+        if !c.starts_with("break") && !c.starts_with("delete") {
+            out.push("p $pc".into());
+        }
+    }
+    out
+}
+
+fn pcs(output: &str) -> Vec<String> {
+    output
+        .lines()
+        .filter(|l| l.starts_with('$') && l.contains(" = (void (*)()) "))
+        .filter_map(|l| {
+            let at = l.rfind('<')?;
+            Some(l[at..].to_string())
+        })
+        .collect()
+}
+
+/// gdb -batch on the binary: break/run, then `record full`, then `cmds`.
+fn gdb_pcs(binary: &std::path::Path, cmds: &[String]) -> Vec<String> {
+    let mut gdb = system_program("gdb");
+    gdb.env("GLIBC_TUNABLES", NO_AVX).args(["-batch", "-nx"]);
+    for c in cmds {
+        gdb.arg("-ex").arg(c);
+        if c == "run" {
+            gdb.arg("-ex").arg("record full");
+        }
+    }
+    gdb.arg(binary);
+    let out = gdb.output().expect("run gdb");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        !text.contains("Process record: failed") && !text.contains("does not support instruction"),
+        "gdb's record full could not follow the fixture:\n{text}"
+    );
+    pcs(&text)
+}
+
+fn compare_with_gdb(test: &str, cmds: &[&str]) {
+    let scratch = Scratch::new(test);
+    let mut prog = fixture("dbg_demo");
+    prog.env("GLIBC_TUNABLES", NO_AVX);
+    let rec = record(&scratch, &prog, None);
+    let cmds = with_pcs(cmds);
+    let want = gdb_pcs(&target("dbg_demo"), &cmds);
+    let refs: Vec<&str> = cmds.iter().map(|s| s.as_str()).collect();
+    let done = debug(&rec.dir, &refs);
+    let got = pcs(&done.stdout);
+    assert_eq!(
+        want.len(),
+        cmds.iter().filter(|c| *c == "p $pc").count(),
+        "gdb answered every p $pc"
+    );
+    for (i, (w, g)) in want.iter().zip(got.iter()).enumerate() {
+        assert_eq!(
+            g,
+            w,
+            "stop {} differs from gdb's (after `{}`)\n--- rewind:\n{}",
+            i + 1,
+            cmds.iter()
+                .filter(|c| *c != "p $pc")
+                .nth(i)
+                .map(|s| s.as_str())
+                .unwrap_or("?"),
+            done.describe()
+        );
+    }
+    assert_eq!(got.len(), want.len(), "{}", done.describe());
+}
+
+#[test]
+fn steps_and_reverse_steps_match_gdb_record_full_in_loops_and_calls() {
+    compare_with_gdb(
+        "gdb-loops",
+        &[
+            "break sum_to",
+            "run",
+            "finish",
+            "next",
+            "next",
+            "next",
+            "step",
+            "step",
+            "next",
+            "reverse-step",
+            "reverse-next",
+            "reverse-next",
+            "reverse-finish",
+            "reverse-next",
+            "next",
+            "break fact",
+            "continue",
+            "continue",
+            "continue",
+            "reverse-finish",
+            "finish",
+            "reverse-step",
+            "reverse-next",
+            "step",
+            "next",
+            "next",
+            "reverse-stepi",
+            "reverse-nexti",
+            "nexti",
+            "stepi",
+        ],
+    );
+}
+
+#[test]
+fn steps_and_reverse_steps_match_gdb_record_full_with_recursion_and_a_signal_handler() {
+    compare_with_gdb(
+        "gdb-signal",
+        &[
+            "break main",
+            "run",
+            "break on_alarm",
+            "break fact",
+            "continue",
+            "continue",
+            "delete 3",
+            "next",
+            "next",
+            "next",
+            "reverse-next",
+            "reverse-next",
+            "reverse-next",
+            "continue",
+            "reverse-continue",
+            "reverse-finish",
+        ],
+    );
+}
+
+#[test]
+fn a_batch_script_reverse_continues_to_the_values_the_forward_run_printed() {
+    let scratch = Scratch::new("debug-batch");
+    let rec = record(&scratch, &fixture("dbg_demo"), None);
+    let script = scratch.write(
+        "cmds.gdb",
+        "break sum_to\nrun\nprint n\ncontinue\nprint n\ncontinue\nprint n\ncontinue\nprint n\n\
+         continue\nprint n\nprint total\nreverse-continue\nprint n\nprint total\nreverse-continue\n\
+         print n\nreverse-continue\nprint n\nreverse-continue\nprint n\nreverse-continue\nwhen\n",
+    );
+    let done = rewind_in(
+        scratch.path(),
+        [
+            "debug",
+            "--trace",
+            &rec.dir.display().to_string(),
+            "--batch",
+            "-x",
+            &script.display().to_string(),
+        ],
+    );
+    assert!(done.status.success(), "{}", done.describe());
+    let values: Vec<String> = done
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with('$'))
+        .map(|l| {
+            l.split_once(" = ")
+                .map(|x| x.1.to_string())
+                .unwrap_or_default()
+        })
+        .collect();
+    // Oracle: forward, n and total at each hit; backward, the same n in
+    // reverse order, and `total` as it was at the earlier hit.
+    let forward = &values[..5];
+    let total_at_5th = &values[5];
+    let backward = &values[6..];
+    assert_eq!(
+        forward,
+        &["100", "200", "300", "400", "500"],
+        "{}",
+        done.describe()
+    );
+    assert_eq!(total_at_5th, &(5050 + 20100 + 45150 + 80200).to_string());
+    assert_eq!(backward[0], "400");
+    assert_eq!(
+        backward[1],
+        (5050 + 20100 + 45150).to_string(),
+        "total one hit earlier"
+    );
+    assert_eq!(
+        &backward[2..],
+        &["300", "200", "100"],
+        "{}",
+        done.describe()
+    );
+    assert!(
+        done.stdout.contains("No more reverse-execution history."),
+        "{}",
+        done.describe()
+    );
+    // The program's output is shown once, as recorded, while going forward.
+    let shown: String = done
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("round "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let recorded: String = rec
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("round ") && !l.starts_with("round 4"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(shown, recorded, "{}", done.describe());
+}
+
+#[test]
+fn a_multithreaded_recording_goes_back_to_each_earlier_stop() {
+    let scratch = Scratch::new("debug-threads");
+    let rec = record(&scratch, &fixture("rr_threads_counters"), None);
+    let cmds = [
+        "break say",
+        "run",
+        "p text",
+        "p $rsp",
+        "continue",
+        "p text",
+        "p $rsp",
+        "continue",
+        "p text",
+        "p $rsp",
+        "info threads",
+        "reverse-continue",
+        "p text",
+        "p $rsp",
+        "reverse-continue",
+        "p text",
+        "p $rsp",
+    ];
+    let done = debug(&rec.dir, &cmds);
+    assert!(done.status.success(), "{}", done.describe());
+    let values: Vec<String> = done
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with('$'))
+        .map(|l| {
+            l.split_once(" = ")
+                .map(|x| x.1.to_string())
+                .unwrap_or_default()
+        })
+        .collect();
+    assert_eq!(values.len(), 10, "{}", done.describe());
+    // Back at the 2nd and 1st stops: the same string and stack pointer.
+    assert_eq!(values[6..8], values[2..4], "{}", done.describe());
+    assert_eq!(values[8..10], values[0..2], "{}", done.describe());
+    assert!(done.stdout.contains("Thread "), "{}", done.describe());
+}
+
+#[test]
+fn python3_recording_steps_back_and_forth_to_the_same_instructions() {
+    let scratch = Scratch::new("debug-python");
+    let mut py = python3_interpreter();
+    py.args([
+        "-c",
+        "import sys\nfor i in range(3): sys.stdout.write(str(i * 7) + '\\n')",
+    ]);
+    let rec = record(&scratch, &py, None);
+    let mut cmds = vec!["break write", "run", "p $pc", "bt 3"];
+    cmds.extend(std::iter::repeat_n("stepi", 30));
+    cmds.push("p $pc");
+    cmds.push("p $rsp");
+    cmds.extend(std::iter::repeat_n("reverse-stepi", 30));
+    cmds.push("p $pc");
+    cmds.extend(std::iter::repeat_n("stepi", 30));
+    cmds.push("p $pc");
+    cmds.push("p $rsp");
+    cmds.push("continue");
+    cmds.push("reverse-continue");
+    cmds.push("p $pc");
+    let done = debug(&rec.dir, &cmds);
+    assert!(done.status.success(), "{}", done.describe());
+    let values: Vec<&str> = done
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with('$'))
+        .map(|l| l.split_once(" = ").map(|x| x.1).unwrap_or_default())
+        .collect();
+    assert_eq!(values.len(), 7, "{}", done.describe());
+    assert!(
+        values[0].contains("<write"),
+        "stopped in write: {}",
+        done.describe()
+    );
+    assert_eq!(
+        values[3],
+        values[0],
+        "30 steps back = the breakpoint: {}",
+        done.describe()
+    );
+    assert_eq!(
+        values[4..6],
+        values[1..3],
+        "30 steps forward again: {}",
+        done.describe()
+    );
+    assert_eq!(
+        values[6],
+        values[0],
+        "back at the first write: {}",
+        done.describe()
+    );
+    assert!(
+        done.stdout.contains("#1 "),
+        "a backtrace: {}",
+        done.describe()
+    );
+}
+
+#[test]
+fn bad_input_gets_clear_messages_and_no_panic() {
+    let scratch = Scratch::new("debug-bad");
+    let rec = record(&scratch, &fixture("dbg_demo"), None);
+    let done = debug(
+        &rec.dir,
+        &[
+            "frobnicate",
+            "break nosuch",
+            "break dbg_demo.c:9999",
+            "print nosuch + 1",
+            "print (1 + 2",
+            "print 2 $$ 3",
+            "x/4x 0",
+            "goto 999999",
+            "goto banana",
+            "restart 7",
+            "thread 99",
+            "watch counter",
+            "stepi",
+            "p $pc",
+        ],
+    );
+    assert!(done.status.success(), "{}", done.describe());
+    let err = &format!("{}{}", done.stdout, done.stderr);
+    for want in [
+        "Undefined command: \"frobnicate\"",
+        "Function \"nosuch\" not defined.",
+        "No line 9999",
+        "No symbol \"nosuch\" in current context.",
+        "A syntax error in expression",
+        "^ (column 7)",
+        "Cannot access memory at address 0x0",
+        "past the end of the trace",
+        "bad moment",
+        "No checkpoint number 7.",
+        "Invalid thread ID: 99",
+        "Watchpoints are not implemented yet",
+    ] {
+        assert!(
+            err.contains(want),
+            "missing {want:?} in:\n{}",
+            done.describe()
+        );
+    }
+    assert!(!err.contains("panicked"), "{}", done.describe());
+    assert!(
+        done.stdout.contains("$1 = (void (*)()) "),
+        "{}",
+        done.describe()
+    );
+    // No-argument and conflicting command lines are usage errors.
+    let none = rewind_in(scratch.path(), ["debug", "--batch"]);
+    assert_eq!(none.status.code(), Some(2), "{}", none.describe());
+    let _ = Command::new("true");
+}
