@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """rewind benchmarks, measured side by side in one run: checkpoint time, image
 size and restart time (peer: criu, when it runs on this kernel); record and
-replay slowdowns against native runs (peer: gdb's record full).
+replay slowdowns against native runs (peer: gdb's record full); reverse
+execution latencies in `rewind debug` (reverse-continue against the forward
+continue over the same span, reverse-stepi against stepi) and the pause and
+memory of an in-memory snapshot.
 
 Prints a table and writes bench-results.json: a list of
 {name, value, unit, peer, peer_value, ratio, note}. Run through scripts/bench.sh.
@@ -221,12 +224,74 @@ def bench_record_replay(work, quick, add):
         add(f"record-time/loop-{n}-iterations", t_rw, "s", t_gdb, None, results_peer["peer"])
 
 
+def debug_times(trace, cmds):
+    """Run `rewind debug --batch` with REWIND_TIME_COMMANDS=1: [(command, seconds)]."""
+    args = [REWIND, "debug", "--trace", trace, "--batch"]
+    for c in cmds:
+        args += ["--ex", c]
+    env = dict(os.environ, REWIND_TIME_COMMANDS="1")
+    r = subprocess.run(args, capture_output=True, text=True, timeout=1800, env=env)
+    times = [(m.group(2), float(m.group(1)))
+             for m in re.finditer(r"rewind: time ([0-9.]+) s: (.*)", r.stderr)]
+    if r.returncode != 0 or len(times) != len(cmds):
+        raise RuntimeError(f"rewind debug failed ({r.returncode}):\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
+    return times, r.stdout
+
+
+def bench_debug(work, quick, add):
+    """Reverse execution latencies and snapshot cost (DESIGN §5 targets)."""
+    spans = os.path.join(work, "spans")
+    subprocess.run(["gcc", "-O1", "-g", "-o", spans, os.path.join(ROOT, "scripts", "bench", "spans.c")], check=True)
+    # Calibrate: loop iterations per millisecond on this machine (that run
+    # makes 100000 * (100 + 10 + 10) = 12e6 iterations).
+    t = timed([spans, "100000", "100"])
+    per_ms = max(1000, int(12e6 / (t * 1e3)))
+    scale = 10 if quick else 1
+    trace = os.path.join(work, "trace-spans")
+    print("bench: debug: reverse-continue spans ...", file=sys.stderr, flush=True)
+    subprocess.run([REWIND, "record", "-o", trace, "--", spans, str(per_ms), str(scale)],
+                   check=True, capture_output=True, timeout=1800)
+    cmds = ["break mark", "run", "continue", "continue", "continue",
+            "reverse-continue", "reverse-continue", "reverse-continue"]
+    times, out = debug_times(trace, cmds)
+    fwd = [s for c, s in times[2:5]]   # mark0->1 (long), 1->2 (mid), 2->3 (short)
+    back = [s for c, s in times[5:8]]  # 3->2 (short), 2->1 (mid), 1->0 (long)
+    labels = [f"{10000 // scale} ms", f"{1000 // scale} ms", "10 ms"]
+    for i, (label, f_s, b_s) in enumerate(zip(labels, fwd, reversed(back))):
+        add(f"reverse-continue/{label.replace(' ', '')}-back", b_s * 1e3, "ms", f_s * 1e3, None,
+            "forward continue over the same span")
+    # reverse-stepi: 50 of them from the last mark, each timed.
+    print("bench: debug: reverse-stepi ...", file=sys.stderr, flush=True)
+    cmds = ["break mark", "run", "continue", "continue", "continue"] + ["reverse-stepi"] * 50 + ["stepi"] * 50
+    times, _ = debug_times(trace, cmds)
+    rsi = sorted(s for c, s in times if c == "reverse-stepi")
+    si = sorted(s for c, s in times if c == "stepi")
+    add("reverse-stepi/median", statistics.median(rsi) * 1e3, "ms", statistics.median(si) * 1e3, None, "stepi")
+    add("reverse-stepi/max", rsi[-1] * 1e3, "ms")
+    shutil.rmtree(trace, ignore_errors=True)
+    # Snapshot pause and memory for a process with 1 GiB (256 MiB quick).
+    mib = 256 if quick else 1024
+    touch = os.path.join(work, "touch")
+    subprocess.run(["gcc", "-O2", "-o", touch, os.path.join(ROOT, "scripts", "bench", "touch.c")], check=True)
+    trace = os.path.join(work, "trace-touch")
+    print(f"bench: debug: snapshot of {mib} MiB ...", file=sys.stderr, flush=True)
+    subprocess.run([REWIND, "record", "-o", trace, "--", touch, str(mib)], check=True, capture_output=True)
+    times, out = debug_times(trace, ["break printf", "run"] + ["maint snapshot"] * 5)
+    pauses = [float(m.group(1)) for m in re.finditer(r"pause ([0-9.]+) ms", out)]
+    ptes = [int(m.group(1)) for m in re.finditer(r"page tables (\d+) kB", out)]
+    add(f"snapshot-pause/{mib}MiB", statistics.median(pauses), "ms")
+    add(f"snapshot-page-tables/{mib}MiB", statistics.median(ptes) / 1024, "MiB")
+    shutil.rmtree(trace, ignore_errors=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smaller sizes, one repetition (a few minutes)")
     ap.add_argument("-o", "--output", default=os.path.join(ROOT, "bench-results.json"))
     ap.add_argument("--skip-checkpoint", action="store_true", help="only the record/replay measures")
     ap.add_argument("--skip-record", action="store_true", help="only the checkpoint/restart measures")
+    ap.add_argument("--skip-debug", action="store_true", help="no reverse-execution measures")
+    ap.add_argument("--only-debug", action="store_true", help="only the reverse-execution measures")
     args = ap.parse_args()
     if not os.path.exists(REWIND):
         sys.exit(f"bench: {REWIND} missing: run scripts/bench.sh, which builds it")
@@ -250,7 +315,7 @@ def main():
                         "ratio": None if ratio is None else round(ratio, 3), "note": note})
 
     try:
-        for case in [] if args.skip_checkpoint else cases:
+        for case in [] if args.skip_checkpoint or args.only_debug else cases:
             print(f"bench: {case.name} ...", file=sys.stderr, flush=True)
             rw = bench_rewind(case, target, work, reps)
             cr = bench_criu(case, target, work) if peer else {"error": "criu not installed (scripts/setup.sh --bench)"}
@@ -263,8 +328,10 @@ def main():
             if case.mib:
                 add(f"checkpoint-per-GiB/{case.name}", rw["ckpt_ms"] / 1e3 / (case.mib / 1024), "s/GiB")
                 add(f"restart-per-GiB/{case.name}", rw["restart_ms"] / 1e3 / (case.mib / 1024), "s/GiB")
-        if not args.skip_record:
+        if not args.skip_record and not args.only_debug:
             bench_record_replay(work, args.quick, add)
+        if not args.skip_debug:
+            bench_debug(work, args.quick, add)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -142,9 +142,19 @@ pub fn debug(req: DebugRequest) -> CliResult {
     let _ = rewind_ckpt::sys::catch_interrupt();
     let exe = executable(&tl);
     let mut dbg = Debugger::new(tl, exe, Box::new(std::io::stdout()));
+    // REWIND_TIME_COMMANDS=1: each command's wall time on stderr (for
+    // scripts/bench.sh), like gdb's `maint set per-command time`.
+    let timing = std::env::var_os("REWIND_TIME_COMMANDS").is_some_and(|v| v == "1");
     let mut run = |dbg: &mut Debugger, line: &str| -> Flow {
         started.set(Instant::now());
         let r = dbg.execute(line);
+        if timing {
+            eprintln!(
+                "rewind: time {:.6} s: {}",
+                started.get().elapsed().as_secs_f64(),
+                line.trim()
+            );
+        }
         if shown.replace(false) {
             eprint!("\r\x1b[K");
         }

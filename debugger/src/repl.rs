@@ -152,7 +152,8 @@ pub fn command_names() -> &'static [&'static str] {
 }
 
 impl Debugger {
-    pub fn new(tl: Timeline, exe: PathBuf, out: Box<dyn Write>) -> Debugger {
+    pub fn new(mut tl: Timeline, exe: PathBuf, out: Box<dyn Write>) -> Debugger {
+        tl.predecessors = Some(predecessor_hook(exe.clone()));
         let mut d = Debugger {
             tl,
             prog: Program::new(),
@@ -250,6 +251,7 @@ impl Debugger {
                 let _ = self.out.flush();
             }
             "h" | "help" => self.cmd_help(),
+            "maint" | "maintenance" => self.cmd_maint(args)?,
             "watch" | "rwatch" | "awatch" => {
                 return Err(
                     "Watchpoints are not implemented yet in rewind debug (see README: status)"
@@ -1788,9 +1790,114 @@ impl Debugger {
         Ok(())
     }
 
+    /// `maint snapshot`: fork an in-memory snapshot here and report its
+    /// cost (the pause, and the page tables the copy needs: its data pages
+    /// are shared until either side writes them).
+    fn cmd_maint(&mut self, args: &str) -> CmdResult {
+        match args.trim() {
+            "snapshot" => {
+                let (pause, pid) = self.tl.snapshot_now().map_err(terr)?;
+                let status =
+                    std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+                let field = |k: &str| {
+                    status
+                        .lines()
+                        .find(|l| l.starts_with(k))
+                        .and_then(|l| l.split_whitespace().nth(1))
+                        .unwrap_or("?")
+                        .to_string()
+                };
+                let m = self.tl.now().clone();
+                self.say(&format!(
+                    "snapshot at moment {m}: pause {:.3} ms, process {pid}, VmRSS {} kB shared copy-on-write, page tables {} kB",
+                    pause.as_secs_f64() * 1e3,
+                    field("VmRSS:"),
+                    field("VmPTE:")
+                ));
+                Ok(())
+            }
+            _ => Err(
+                "maint: `maint snapshot` forks an in-memory snapshot here and reports its cost"
+                    .into(),
+            ),
+        }
+    }
+
     fn cmd_help(&mut self) {
         self.say(HELP);
     }
+}
+
+/// Where control can come from to arrive at an address, from the code
+/// around it (for reverse-stepi): the instruction before it (unless that
+/// one jumps or returns), the direct jumps to it in its function, the call
+/// that entered its function (from the return address on the stack), and
+/// the returns of the function called just before it.
+fn predecessor_hook(exe: PathBuf) -> crate::timeline::Predecessors {
+    let mut prog = Program::new();
+    Box::new(move |tl: &Timeline, addr: u64| {
+        let now = Now { tl, exe: &exe };
+        let _ = prog.refresh(&now);
+        let mut out = Vec::new();
+        let Some((lo, hi, _)) = prog.function_range(addr) else {
+            return out;
+        };
+        if hi.saturating_sub(lo) > 1 << 20 {
+            return out;
+        }
+        let insns = prog.disassemble(&now, lo, (hi - lo) as usize);
+        let target_of = |text: &str| -> Option<u64> {
+            let operand = text.split_whitespace().nth(1)?;
+            u64::from_str_radix(operand.trim_start_matches("0x"), 16).ok()
+        };
+        for i in insns.iter().take_while(|i| i.addr < hi) {
+            let mnemonic = i.text.split_whitespace().next().unwrap_or("");
+            let end = i.addr + i.len as u64;
+            if end == addr && !mnemonic.starts_with("jmp") && !mnemonic.starts_with("ret") {
+                out.push(i.addr);
+                if mnemonic.starts_with("call") {
+                    // A return address: the callee's returns.
+                    if let Some(t) = target_of(&i.text) {
+                        if let Some((clo, chi, _)) = prog.function_range(t) {
+                            if chi.saturating_sub(clo) < 1 << 20 {
+                                for c in prog.disassemble(&now, clo, (chi - clo) as usize) {
+                                    if c.addr < chi && c.text.starts_with("ret") {
+                                        out.push(c.addr);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            if mnemonic.starts_with('j') && target_of(&i.text) == Some(addr) {
+                out.push(i.addr);
+            }
+        }
+        if addr == lo {
+            // Entered by a call: the return address is on the stack.
+            let rsp = tl.regs().map(|r| r.rsp).unwrap_or(0);
+            let mut word = [0u8; 8];
+            if now.read(rsp, &mut word).is_ok() {
+                let ret = u64::from_le_bytes(word);
+                for k in [5u64, 6, 2, 3, 7, 4] {
+                    let at = ret.wrapping_sub(k);
+                    if inspect::is_call(&now, at).map(|l| at + l as u64) == Some(ret) {
+                        out.push(at);
+                        // Through a PLT stub: its instructions too.
+                        let call = prog.disassemble(&now, at, 1);
+                        if let Some(t) = call.first().and_then(|c| target_of(&c.text)) {
+                            if t != addr {
+                                out.extend(prog.disassemble(&now, t, 4).iter().map(|c| c.addr));
+                            }
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+        out
+    })
 }
 
 const HELP: &str = "\

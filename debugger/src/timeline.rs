@@ -196,7 +196,14 @@ pub struct Timeline {
     pub progress: Option<Progress>,
     last_progress: Instant,
     pub breakpoints: BTreeSet<u64>,
+    /// Where execution can come from to reach an address (for going back
+    /// one instruction without stepping a long way); given the timeline at
+    /// the moment in question.
+    pub predecessors: Option<Predecessors>,
 }
+
+/// See [`Timeline::predecessors`].
+pub type Predecessors = Box<dyn FnMut(&Timeline, u64) -> Vec<u64>>;
 
 fn other(msg: impl Into<String>) -> TimelineError {
     TimelineError::Other(msg.into())
@@ -232,6 +239,7 @@ impl Timeline {
             progress: None,
             last_progress: Instant::now(),
             breakpoints: BTreeSet::new(),
+            predecessors: None,
         };
         t.take_snapshot();
         Ok(t)
@@ -342,6 +350,36 @@ impl Timeline {
             }
             Err(e) => tracing::debug!("no snapshot at event {event}: {e}"),
         }
+    }
+
+    /// Take an in-memory snapshot here now (an anchor if between events):
+    /// how long the program was paused and the snapshot's pid.
+    pub fn snapshot_now(&mut self) -> Result<(Duration, libc::pid_t)> {
+        if !self.cur.can_fork() {
+            return Err(other(
+                "no in-memory snapshot possible here (several threads, or inside a syscall)",
+            ));
+        }
+        let t = Instant::now();
+        let rep = self.cur.fork()?;
+        let pause = t.elapsed();
+        let pid = rep.tracee().pid;
+        if self.at.path.is_empty() {
+            let event = self.at.event;
+            self.snapshots.retain(|s| s.event != event);
+            let i = self.snapshots.partition_point(|s| s.event < event);
+            self.snapshots.insert(i, Snapshot { event, rep });
+            self.thin();
+        } else {
+            if self.anchors.len() >= MAX_ANCHORS {
+                self.anchors.remove(0);
+            }
+            self.anchors.push(Anchor {
+                moment: self.at.clone(),
+                rep,
+            });
+        }
+        Ok((pause, pid))
     }
 
     /// Keep at most `max_snapshots`: drop the one whose loss leaves the
@@ -785,13 +823,16 @@ impl Timeline {
             match last {
                 Seg::Steps(n) => return Ok(Some(prefix.then(Seg::Steps(n - 1)))),
                 Seg::Hit(addr, n) => {
+                    if let Some(found) = self.previous_by_predecessors(&m, &prefix, addr, n)? {
+                        return Ok(Some(found));
+                    }
                     let base = if n > 1 {
                         prefix.then(Seg::Hit(addr, n - 1))
                     } else {
                         prefix
                     };
                     self.goto(&base)?;
-                    let k = self.steps_until_arrival(addr)?;
+                    let k = self.steps_until_arrival(addr, None)?.unwrap_or(1);
                     return Ok(Some(base.then(Seg::Steps(k - 1))));
                 }
                 Seg::ToSyscall => {
@@ -854,6 +895,83 @@ impl Timeline {
         Ok(Some(base.then(Seg::Hit(insn, n))))
     }
 
+    /// The instruction before `m = prefix + Hit(addr, n)` found through the
+    /// places that can lead to `addr` (the [`Timeline::predecessors`] hook:
+    /// the instruction before it, jumps to it, the call that entered its
+    /// function...): one run from `prefix` with breakpoints there gives the
+    /// last such arrival before `m`, and a few steps from it reach `m`.
+    /// None when that does not work out (stepping is the fallback).
+    fn previous_by_predecessors(
+        &mut self,
+        m: &Moment,
+        prefix: &Moment,
+        addr: u64,
+        n: u64,
+    ) -> Result<Option<Moment>> {
+        let Some(mut hook) = self.predecessors.take() else {
+            return Ok(None);
+        };
+        // The hook looks at the state at `m`.
+        let cands = if self.at == *m {
+            hook(self, addr)
+        } else {
+            Vec::new()
+        };
+        self.predecessors = Some(hook);
+        let cands: BTreeSet<u64> = cands.into_iter().filter(|&c| c != addr).collect();
+        if cands.is_empty() {
+            return Ok(None);
+        }
+        self.goto(prefix)?;
+        let start = self.at.clone();
+        let mut bps = cands.clone();
+        bps.insert(addr);
+        let mut counts: HashMap<u64, u64> = HashMap::new();
+        let mut last: Option<(u64, u64)> = None;
+        let mut arrivals = 0u64;
+        let mut stops = 0u64;
+        while arrivals < n {
+            stops += 1;
+            if stops % 1024 == 0 {
+                self.tick(&|| format!("going back one instruction: {stops} stops"))?;
+            }
+            if stops > 200_000 {
+                return Ok(None);
+            }
+            self.set_mode(bps.clone(), false);
+            match self.cur.advance()? {
+                Advance::Paused(Pause::Breakpoint { tid, addr: a }) => {
+                    let c = counts.entry(a).or_insert(0);
+                    *c += 1;
+                    self.thread = tid;
+                    self.at = start.then(Seg::Hit(a, *c));
+                    if a == addr {
+                        arrivals += 1;
+                        if arrivals < n {
+                            last = None;
+                        }
+                    } else {
+                        last = Some((a, *c));
+                    }
+                }
+                other_stop => {
+                    tracing::debug!("predecessor search: unexpected {other_stop:?}");
+                    return Ok(None);
+                }
+            }
+        }
+        self.at = m.clone();
+        let Some((c, k)) = last else {
+            return Ok(None);
+        };
+        let from = start.then(Seg::Hit(c, k));
+        self.goto(&from)?;
+        match self.steps_until_arrival(addr, Some(4096))? {
+            Some(steps) => Ok(Some(from.then(Seg::Steps(steps - 1)))),
+            None => Ok(None),
+        }
+    }
+
     /// Single-step from here until the pending event is applied; the
     /// number of instructions executed.
     fn steps_until_event(&mut self) -> Result<u64> {
@@ -875,9 +993,15 @@ impl Timeline {
         }
     }
 
-    fn steps_until_arrival(&mut self, addr: u64) -> Result<u64> {
+    /// Single-step until the thread arrives at `addr`; the number of
+    /// steps, or None after `limit` of them.
+    fn steps_until_arrival(&mut self, addr: u64, limit: Option<u64>) -> Result<Option<u64>> {
         let mut k = 0u64;
         loop {
+            if limit.is_some_and(|l| k >= l) {
+                self.at = self.at.then(Seg::Steps(k));
+                return Ok(None);
+            }
             if k % 4096 == 4095 {
                 self.tick(&|| format!("stepping back: {k} instructions"))?;
             }
@@ -891,7 +1015,7 @@ impl Timeline {
                         .map(|r| r.rip);
                     if rip == Some(addr) {
                         self.at = self.at.then(Seg::Steps(k));
-                        return Ok(k);
+                        return Ok(Some(k));
                     }
                 }
                 other_stop => {

@@ -739,6 +739,19 @@ impl Replayer<'_> {
                         sig = 0;
                         let stop = self.wait_for(real)?;
                         if stop == Stop::Signal(libc::SIGTRAP) && self.is_step_trap(real)? {
+                            // Landed on another breakpoint: that is an
+                            // arrival (only the starting one is not).
+                            let r = ptrace::getregs(real).map_err(perr("PTRACE_GETREGS", real))?;
+                            if self.internal_bp == Some(r.rip) {
+                                return Ok((stop, Some(r)));
+                            }
+                            if self.is_breakpoint(r.rip) {
+                                self.pause = Some(Pause::Breakpoint {
+                                    tid: vtid,
+                                    addr: r.rip,
+                                });
+                                return Err(Error::Paused);
+                            }
                             continue;
                         }
                         stop
