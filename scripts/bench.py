@@ -260,9 +260,17 @@ def bench_debug(work, quick, add):
     for i, (label, f_s, b_s) in enumerate(zip(labels, fwd, reversed(back))):
         add(f"reverse-continue/{label.replace(' ', '')}-back", b_s * 1e3, "ms", f_s * 1e3, None,
             "forward continue over the same span")
-    # reverse-stepi: 50 of them from the last mark, each timed.
+    shutil.rmtree(trace, ignore_errors=True)
+    # reverse-stepi: 50 of them from a breakpoint in a real program
+    # (python3 at its third write), each timed, against stepi.
     print("bench: debug: reverse-stepi ...", file=sys.stderr, flush=True)
-    cmds = ["break mark", "run", "continue", "continue", "continue"] + ["reverse-stepi"] * 50 + ["stepi"] * 50
+    python = subprocess.run(["python3", "-c", "import sys; print(sys.executable)"],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    trace = os.path.join(work, "trace-py")
+    subprocess.run([REWIND, "record", "-o", trace, "--", python, "-c",
+                    "import sys\nfor i in range(5): sys.stdout.write(str(sum(range(i * 10**5))) + '\\n')"],
+                   check=True, capture_output=True, timeout=600)
+    cmds = ["break write", "run", "continue", "continue"] + ["reverse-stepi"] * 50 + ["stepi"] * 50
     times, _ = debug_times(trace, cmds)
     rsi = sorted(s for c, s in times if c == "reverse-stepi")
     si = sorted(s for c, s in times if c == "stepi")

@@ -634,9 +634,17 @@ impl Timeline {
             Seg::Hit(addr, n) => {
                 let mut bps = BTreeSet::new();
                 bps.insert(addr);
+                let base = self.at.clone();
                 for i in 0..n {
                     if i % 1024 == 1023 {
                         self.tick(&|| format!("counting arrivals at {addr:#x}: {i} of {n}"))?;
+                    }
+                    // Anchors on a long count (densest near its end), so
+                    // that going back a little later is not recounted.
+                    let left = n - i;
+                    if i > 0 && ((left <= 4096 && i % 512 == 0) || i % 65536 == 0) {
+                        self.at = base.then(Seg::Hit(addr, i));
+                        self.take_anchor();
                     }
                     self.set_mode(bps.clone(), false);
                     match self.cur.advance()? {
@@ -651,7 +659,7 @@ impl Timeline {
                         }
                     }
                 }
-                self.at = self.at.then(Seg::Hit(addr, n));
+                self.at = base.then(Seg::Hit(addr, n));
             }
             Seg::ToSyscall => {
                 self.set_mode(BTreeSet::new(), false);
@@ -754,6 +762,8 @@ impl Timeline {
                     self.thread = tid;
                     self.at = start.then(Seg::Hit(addr, *n));
                     if stop(self, addr) {
+                        // Going back from here (or to here) starts from it.
+                        self.take_anchor();
                         return Ok(StopReason::Breakpoint(addr));
                     }
                 }
@@ -932,10 +942,11 @@ impl Timeline {
         let mut stops = 0u64;
         while arrivals < n {
             stops += 1;
-            if stops % 1024 == 0 {
+            if stops.is_multiple_of(1024) {
                 self.tick(&|| format!("going back one instruction: {stops} stops"))?;
             }
-            if stops > 200_000 {
+            if stops > 20_000 {
+                // A hot loop: stepping from the previous arrival is cheaper.
                 return Ok(None);
             }
             self.set_mode(bps.clone(), false);
@@ -1049,16 +1060,38 @@ impl Timeline {
         stop: &mut dyn FnMut(&mut Timeline, u64) -> bool,
     ) -> Result<StopReason> {
         let target = self.at.clone();
-        // Windows [from, to) scanned backward: first the current event
-        // interval, then from each earlier starting point.
+        // Windows [from, to) scanned backward: from anchors in the current
+        // event interval (stops made there), then from its beginning, then
+        // from each earlier starting point.
         let mut to = target.clone();
         let mut from_event = target.event;
         loop {
-            self.goto(&Moment::at_event(from_event))?;
-            let found = self.scan(&to, stop)?;
+            let anchor = self
+                .anchors
+                .iter()
+                .filter(|a| a.moment.event == to.event && a.moment != to)
+                .filter_map(|a| remaining(&a.moment, &to).map(|r| (a.moment.clone(), cost(&r))))
+                .filter(|(_, c)| *c > 0)
+                .min_by_key(|(_, c)| *c)
+                .map(|(m, _)| m);
+            let start = anchor.clone().unwrap_or(Moment::at_event(from_event));
+            self.goto(&start)?;
+            // An anchor made at a breakpoint stop is an arrival itself.
+            let at_start = match (anchor.is_some(), start.path.last()) {
+                (true, Some(Seg::Hit(x, _))) if self.breakpoints.contains(x) && stop(self, *x) => {
+                    Some((start.clone(), *x))
+                }
+                _ => None,
+            };
+            let found = self.scan(&to, stop)?.or(at_start);
             if let Some((m, addr)) = found {
                 self.goto(&m)?;
+                self.take_anchor();
                 return Ok(StopReason::Breakpoint(addr));
+            }
+            if anchor.is_some() {
+                to = start;
+                continue;
             }
             if from_event == 0 {
                 self.goto(&Moment::at_event(0))?;
@@ -1124,8 +1157,10 @@ impl Timeline {
                 }
             }
         }
-        // Within `to`'s interval: follow its path, watching breakpoints.
-        let segs = to.path.clone();
+        // Within `to`'s interval: follow the rest of its path, watching
+        // breakpoints.
+        let segs = remaining(&self.at, to)
+            .ok_or_else(|| other(format!("cannot scan from {} to {to}", self.at)))?;
         for (si, seg) in segs.iter().copied().enumerate() {
             let last_seg = si + 1 == segs.len();
             match seg {
