@@ -25,6 +25,30 @@ struct Breakpoint {
     ignore: u64,
 }
 
+/// A user watchpoint: an expression's bytes, in debug-register slots.
+#[derive(Debug, Clone)]
+struct UserWatch {
+    id: u32,
+    expr: String,
+    /// "watch", "rwatch" or "awatch".
+    kind: &'static str,
+    slots: Vec<crate::timeline::Watch>,
+    enabled: bool,
+    hits: u64,
+    /// The value as last shown (gdb's Old value).
+    shown: String,
+}
+
+impl UserWatch {
+    fn title(&self) -> &'static str {
+        match self.kind {
+            "rwatch" => "Hardware read watchpoint",
+            "awatch" => "Hardware access (read/write) watchpoint",
+            _ => "Hardware watchpoint",
+        }
+    }
+}
+
 /// The program as the inspector sees it at the timeline's current moment.
 struct Now<'a> {
     tl: &'a Timeline,
@@ -81,6 +105,7 @@ pub struct Debugger {
     prog: Program,
     exe: PathBuf,
     bps: Vec<Breakpoint>,
+    watches: Vec<UserWatch>,
     next_bp: u32,
     out: Box<dyn Write>,
     /// Selected frame (0 = innermost).
@@ -141,6 +166,9 @@ const COMMANDS: &[&str] = &[
     "thread",
     "until",
     "up",
+    "awatch",
+    "rwatch",
+    "watch",
     "when",
     "where",
     "x",
@@ -159,6 +187,7 @@ impl Debugger {
             prog: Program::new(),
             exe,
             bps: Vec::new(),
+            watches: Vec::new(),
             next_bp: 1,
             out,
             frame: 0,
@@ -252,12 +281,9 @@ impl Debugger {
             }
             "h" | "help" => self.cmd_help(),
             "maint" | "maintenance" => self.cmd_maint(args)?,
-            "watch" | "rwatch" | "awatch" => {
-                return Err(
-                    "Watchpoints are not implemented yet in rewind debug (see README: status)"
-                        .into(),
-                )
-            }
+            "watch" => self.cmd_watch(args, "watch")?,
+            "rwatch" => self.cmd_watch(args, "rwatch")?,
+            "awatch" => self.cmd_watch(args, "awatch")?,
             "set" => {
                 return Err(
                     "History is read-only: the program's state cannot be changed while replaying"
@@ -416,6 +442,101 @@ impl Debugger {
         Ok(())
     }
 
+    /// watch/rwatch/awatch EXPR: hardware watchpoints on the expression's
+    /// bytes (debug registers: 4 slots of 1, 2, 4 or 8 aligned bytes).
+    fn cmd_watch(&mut self, args: &str, kind: &'static str) -> CmdResult {
+        let expr = args.trim();
+        if expr.is_empty() {
+            return Err("Argument required (expression to compute).".into());
+        }
+        self.refresh();
+        let now = Now {
+            tl: &self.tl,
+            exe: &self.exe,
+        };
+        let v = inspect::evaluate_with_history(expr, &self.prog, &now, self.frame, &self.history)
+            .map_err(|e| expr_error(expr, &e))?;
+        let Some(addr) = v.address() else {
+            return Err(format!("Cannot watch constant value `{expr}'."));
+        };
+        let len = v.bytes().len() as u64;
+        if len == 0 {
+            return Err(format!("Cannot watch `{expr}': it has no size."));
+        }
+        // Cover [addr, addr+len) with aligned 1/2/4/8-byte slots.
+        let mut slots = Vec::new();
+        let (mut at, end) = (addr, addr + len);
+        while at < end {
+            let mut size = 8u64;
+            while size > 1 && (at % size != 0 || at + size > end) {
+                size /= 2;
+            }
+            slots.push(crate::timeline::Watch {
+                addr: at,
+                len: size as u8,
+                access: kind != "watch",
+            });
+            at += size;
+        }
+        let used: usize = self
+            .watches
+            .iter()
+            .filter(|w| w.enabled)
+            .map(|w| w.slots.len())
+            .sum();
+        if used + slots.len() > 4 {
+            return Err(format!(
+                "Hardware watchpoints used up: `{expr}' needs {} of the 4 debug registers, {} are taken (delete a watchpoint)",
+                slots.len(),
+                used
+            ));
+        }
+        let id = self.next_bp;
+        self.next_bp += 1;
+        let shown = inspect::format_value(&self.prog, &now, &v);
+        let w = UserWatch {
+            id,
+            expr: expr.to_string(),
+            kind,
+            slots,
+            enabled: true,
+            hits: 0,
+            shown,
+        };
+        self.say(&format!("{} {id}: {expr}", w.title()));
+        self.watches.push(w);
+        self.sync_breakpoints();
+        Ok(())
+    }
+
+    /// After a watchpoint stop: gdb's Old/New value (or Value) report.
+    fn announce_watch(&mut self, slot: crate::timeline::Watch) {
+        self.refresh();
+        let now = Now {
+            tl: &self.tl,
+            exe: &self.exe,
+        };
+        let mut text = String::new();
+        for w in &mut self.watches {
+            if !w.enabled || !w.slots.contains(&slot) {
+                continue;
+            }
+            w.hits += 1;
+            let value = inspect::evaluate(&w.expr, &self.prog, &now, 0)
+                .map(|v| inspect::format_value(&self.prog, &now, &v))
+                .unwrap_or_else(|e| e.message);
+            text.push_str(&format!("\n{} {}: {}\n\n", w.title(), w.id, w.expr));
+            if w.kind == "rwatch" || (w.kind == "awatch" && value == w.shown) {
+                text.push_str(&format!("Value = {value}\n"));
+            } else {
+                text.push_str(&format!("Old value = {}\nNew value = {value}\n", w.shown));
+            }
+            w.shown = value;
+        }
+        let _ = write!(self.out, "{text}");
+        self.show_position(true);
+    }
+
     fn sync_breakpoints(&mut self) {
         let mut set: BTreeSet<u64> = self
             .bps
@@ -429,6 +550,12 @@ impl Debugger {
             }
         }
         self.tl.breakpoints = set;
+        self.tl.watches = self
+            .watches
+            .iter()
+            .filter(|w| w.enabled)
+            .flat_map(|w| w.slots.iter().copied())
+            .collect();
     }
 
     /// At the dynamic linker's hook: resolve pending breakpoints in the
@@ -469,11 +596,13 @@ impl Debugger {
         let args = args.strip_prefix("breakpoints").unwrap_or(args).trim();
         if args.is_empty() {
             self.bps.clear();
+            self.watches.clear();
         } else {
             for id in self.parse_ids(args)? {
-                let before = self.bps.len();
+                let before = self.bps.len() + self.watches.len();
                 self.bps.retain(|b| b.id != id);
-                if before == self.bps.len() {
+                self.watches.retain(|w| w.id != id);
+                if before == self.bps.len() + self.watches.len() {
                     self.say(&format!("No breakpoint number {id}."));
                 }
             }
@@ -484,6 +613,11 @@ impl Debugger {
 
     fn cmd_enable(&mut self, args: &str, on: bool) -> CmdResult {
         let ids = self.parse_ids(args)?;
+        for w in &mut self.watches {
+            if ids.is_empty() || ids.contains(&w.id) {
+                w.enabled = on;
+            }
+        }
         for b in &mut self.bps {
             if ids.is_empty() || ids.contains(&b.id) {
                 b.enabled = on;
@@ -624,7 +758,25 @@ impl Debugger {
             .unwrap_or_else(|| self.pc())
     }
 
+    /// The watched values here: what a watchpoint stop reports as old.
+    fn note_watch_values(&mut self) {
+        if self.watches.is_empty() {
+            return;
+        }
+        self.refresh();
+        let now = Now {
+            tl: &self.tl,
+            exe: &self.exe,
+        };
+        for w in &mut self.watches {
+            if let Ok(v) = inspect::evaluate(&w.expr, &self.prog, &now, 0) {
+                w.shown = inspect::format_value(&self.prog, &now, &v);
+            }
+        }
+    }
+
     fn cont_with(&mut self, forward: bool) -> Result<StopReason, String> {
+        self.note_watch_values();
         self.frame = 0;
         let Debugger {
             tl, prog, exe, bps, ..
@@ -656,6 +808,7 @@ impl Debugger {
                 self.show_position(true);
             }
             StopReason::Step | StopReason::Arrived => self.show_position(false),
+            StopReason::Watch(w) => self.announce_watch(w),
         }
     }
 
@@ -1656,7 +1809,7 @@ impl Debugger {
     }
 
     fn info_breakpoints(&mut self) {
-        if self.bps.is_empty() {
+        if self.bps.is_empty() && self.watches.is_empty() {
             self.say("No breakpoints or watchpoints.");
             return;
         }
@@ -1699,6 +1852,22 @@ impl Debugger {
                     "\tWill ignore next {} crossings of breakpoint.\n",
                     b.ignore
                 ));
+            }
+        }
+        for w in &self.watches {
+            let kind = match w.kind {
+                "rwatch" => "read watchpoint",
+                "awatch" => "acc watchpoint ",
+                _ => "hw watchpoint  ",
+            };
+            let enb = if w.enabled { "y" } else { "n" };
+            text.push_str(&format!(
+                "{:<7} {kind} keep {enb}                      {}\n",
+                w.id, w.expr
+            ));
+            if w.hits > 0 {
+                let s = if w.hits == 1 { "" } else { "s" };
+                text.push_str(&format!("\tbreakpoint already hit {} time{s}\n", w.hits));
             }
         }
         let _ = write!(self.out, "{text}");
@@ -1907,8 +2076,9 @@ Running:   run (r), start, continue (c) [N], step (s) [N], next (n) [N],
 Backward:  reverse-continue (rc), reverse-step (rs), reverse-next (rn),
            reverse-stepi (rsi), reverse-nexti (rni), reverse-finish (rf)
 Time:      when, goto EVENT[+STEPS...], checkpoint, restart N, info checkpoints
-Stops:     break (b) LOC [if COND], tbreak LOC, delete [N...], disable/enable
-           [N...], condition N COND, ignore N COUNT, info breakpoints
+Stops:     break (b) LOC [if COND], tbreak LOC, watch/rwatch/awatch EXPR,
+           delete [N...], disable/enable [N...], condition N COND,
+           ignore N COUNT, info breakpoints
            LOC is FUNCTION, FILE:LINE, LINE or *ADDRESS.
 Looking:   print (p) EXPR, p/x EXPR, x/NFU ADDR, backtrace (bt), frame (f) N,
            up, down, list (l), disassemble, info registers|frame|locals|args|

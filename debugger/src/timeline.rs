@@ -19,6 +19,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use libc::user_regs_struct;
+pub use rewind_rr::replayer::Watch;
 use rewind_rr::replayer::{self, Advance, Console, LoadedTrace, Pause, Replayer};
 use rewind_rr::trace::format::Event;
 
@@ -33,6 +34,9 @@ pub enum Seg {
     /// Run the next event's thread into the event's syscall, without
     /// applying it (where history ends, before the program exits).
     ToSyscall,
+    /// Run until the `n`-th trigger of this hardware watchpoint (just after
+    /// the instruction that accessed it).
+    Watch(Watch, u64),
 }
 
 /// An exact point in history: after `event` events, then `path`.
@@ -58,6 +62,7 @@ impl Moment {
             (_, Seg::ToSyscall) => m.path = vec![Seg::ToSyscall],
             (Some(Seg::Steps(a)), Seg::Steps(b)) => *a += b,
             (Some(Seg::Hit(x, a)), Seg::Hit(y, b)) if *x == y => *a += b,
+            (Some(Seg::Watch(x, a)), Seg::Watch(y, b)) if *x == y => *a += b,
             (_, Seg::Steps(0)) => {}
             _ => m.path.push(seg),
         }
@@ -73,6 +78,13 @@ impl fmt::Display for Moment {
                 Seg::Steps(n) => write!(f, "+{n}")?,
                 Seg::Hit(a, n) => write!(f, "@{a:#x}#{n}")?,
                 Seg::ToSyscall => write!(f, "+syscall")?,
+                Seg::Watch(w, n) => write!(
+                    f,
+                    "!{:#x}:{}{}#{n}",
+                    w.addr,
+                    w.len,
+                    if w.access { "a" } else { "w" }
+                )?,
             }
         }
         Ok(())
@@ -84,13 +96,13 @@ impl std::str::FromStr for Moment {
     fn from_str(s: &str) -> std::result::Result<Moment, String> {
         let bad = || format!("bad moment {s:?} (expected EVENT, EVENT+STEPS, EVENT@0xADDR#N...)");
         let s = s.trim();
-        let end = s.find(['+', '@']).unwrap_or(s.len());
+        let end = s.find(['+', '@', '!']).unwrap_or(s.len());
         let event = s[..end].parse::<u64>().map_err(|_| bad())?;
         let mut m = Moment::at_event(event);
         let mut rest = &s[end..];
         while !rest.is_empty() {
             let next = rest[1..]
-                .find(['+', '@'])
+                .find(['+', '@', '!'])
                 .map(|i| i + 1)
                 .unwrap_or(rest.len());
             let part = &rest[..next];
@@ -99,6 +111,16 @@ impl std::str::FromStr for Moment {
                 m = m.then(Seg::ToSyscall);
             } else if let Some(n) = part.strip_prefix('+') {
                 m.path.push(Seg::Steps(n.parse().map_err(|_| bad())?));
+            } else if let Some(w) = part.strip_prefix('!') {
+                let (spec, n) = w.split_once('#').ok_or_else(bad)?;
+                let (a, l) = spec.split_once(':').ok_or_else(bad)?;
+                let addr =
+                    u64::from_str_radix(a.trim_start_matches("0x"), 16).map_err(|_| bad())?;
+                let access = l.ends_with('a');
+                let len = l.trim_end_matches(['a', 'w']).parse().map_err(|_| bad())?;
+                let watch = Watch { addr, len, access };
+                m.path
+                    .push(Seg::Watch(watch, n.parse().map_err(|_| bad())?));
             } else if let Some(hit) = part.strip_prefix('@') {
                 let (a, n) = hit.split_once('#').ok_or_else(bad)?;
                 let a = u64::from_str_radix(a.trim_start_matches("0x"), 16).map_err(|_| bad())?;
@@ -141,6 +163,10 @@ pub enum StopReason {
     Start,
     /// Arrived where we were asked to go.
     Arrived,
+    /// A watched location changed (or, for an access watchpoint, was
+    /// accessed): forward, just after the instruction; backward, just
+    /// before it.
+    Watch(Watch),
 }
 
 struct Snapshot {
@@ -157,6 +183,13 @@ struct Anchor {
 
 /// Anchors kept (the most recent ones).
 const MAX_ANCHORS: usize = 24;
+
+/// What a backward scan found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Found {
+    Breakpoint(u64),
+    Watch(Watch),
+}
 
 /// Options of a timeline.
 #[derive(Debug, Clone)]
@@ -196,6 +229,8 @@ pub struct Timeline {
     pub progress: Option<Progress>,
     last_progress: Instant,
     pub breakpoints: BTreeSet<u64>,
+    /// Hardware watchpoints, at most 4 (the debug registers).
+    pub watches: Vec<Watch>,
     /// Where execution can come from to reach an address (for going back
     /// one instruction without stepping a long way); given the timeline at
     /// the moment in question.
@@ -239,6 +274,7 @@ impl Timeline {
             progress: None,
             last_progress: Instant::now(),
             breakpoints: BTreeSet::new(),
+            watches: Vec::new(),
             predecessors: None,
         };
         t.take_snapshot();
@@ -403,9 +439,36 @@ impl Timeline {
     }
 
     fn set_mode(&mut self, breakpoints: BTreeSet<u64>, step: bool) {
+        self.set_mode_w(breakpoints, step, Vec::new());
+    }
+
+    fn set_mode_w(&mut self, breakpoints: BTreeSet<u64>, step: bool, watches: Vec<Watch>) {
         let d = self.cur.debug_mut();
         d.breakpoints = breakpoints;
         d.step = step;
+        d.watches = watches;
+    }
+
+    /// The bytes a watchpoint covers, now (None if unreadable).
+    pub fn watched_bytes(&self, w: &Watch) -> Option<Vec<u8>> {
+        let mut buf = vec![0u8; w.len as usize];
+        self.cur.tracee().read_mem(w.addr, &mut buf).ok()?;
+        Some(buf)
+    }
+
+    fn watch_values(&self) -> HashMap<Watch, Option<Vec<u8>>> {
+        self.watches
+            .iter()
+            .map(|w| (*w, self.watched_bytes(w)))
+            .collect()
+    }
+
+    /// A watchpoint triggered: whether it counts as a stop (an access
+    /// watchpoint always; a write one if the value changed).
+    fn watch_counts(&self, w: &Watch, values: &mut HashMap<Watch, Option<Vec<u8>>>) -> bool {
+        let now = self.watched_bytes(w);
+        let before = values.insert(*w, now.clone());
+        w.access || before.flatten() != now
     }
 
     /// Whether the next event ends the program (history stops before it).
@@ -520,7 +583,7 @@ impl Timeline {
 fn cost(path: &[Seg]) -> u64 {
     path.iter()
         .map(|s| match s {
-            Seg::Steps(n) | Seg::Hit(_, n) => *n,
+            Seg::Steps(n) | Seg::Hit(_, n) | Seg::Watch(_, n) => *n,
             Seg::ToSyscall => 1,
         })
         .sum()
@@ -549,6 +612,9 @@ fn remaining(from: &Moment, to: &Moment) -> Option<Vec<Seg>> {
             (Seg::Steps(a), Seg::Steps(b)) if b > a => rest.insert(0, Seg::Steps(b - a)),
             (Seg::Hit(x, a), Seg::Hit(y, b)) if x == y && b > a => {
                 rest.insert(0, Seg::Hit(x, b - a))
+            }
+            (Seg::Watch(x, a), Seg::Watch(y, b)) if x == y && b > a => {
+                rest.insert(0, Seg::Watch(x, b - a))
             }
             _ => return None,
         }
@@ -661,6 +727,26 @@ impl Timeline {
                 }
                 self.at = base.then(Seg::Hit(addr, n));
             }
+            Seg::Watch(w, n) => {
+                let base = self.at.clone();
+                for i in 0..n {
+                    if i % 1024 == 1023 {
+                        self.tick(&|| format!("counting accesses to {:#x}: {i} of {n}", w.addr))?;
+                    }
+                    self.set_mode_w(BTreeSet::new(), false, vec![w]);
+                    match self.cur.advance()? {
+                        Advance::Paused(Pause::Watch { tid, watch }) if watch == w => {
+                            self.thread = tid;
+                        }
+                        other_stop => return Err(other(format!(
+                            "moment unreachable: expected access {} to {:#x}, got {other_stop:?}",
+                            i + 1,
+                            w.addr
+                        ))),
+                    }
+                }
+                self.at = base.then(Seg::Watch(w, n));
+            }
             Seg::ToSyscall => {
                 self.set_mode(BTreeSet::new(), false);
                 match self.cur.run_to_syscall()? {
@@ -726,6 +812,8 @@ impl Timeline {
     /// or the end of history.
     pub fn cont(&mut self, stop: &mut dyn FnMut(&mut Timeline, u64) -> bool) -> Result<StopReason> {
         let mut counts: HashMap<u64, u64> = HashMap::new();
+        let mut wcounts: HashMap<Watch, u64> = HashMap::new();
+        let mut values = self.watch_values();
         let mut start = self.at.clone();
         loop {
             if self.at_end() {
@@ -754,7 +842,8 @@ impl Timeline {
                     }
                 }
             }
-            self.set_mode(bps, false);
+            let watches = self.watches.clone();
+            self.set_mode_w(bps, false, watches);
             match self.cur.advance()? {
                 Advance::Paused(Pause::Breakpoint { tid, addr }) => {
                     let n = counts.entry(addr).or_insert(0);
@@ -767,11 +856,22 @@ impl Timeline {
                         return Ok(StopReason::Breakpoint(addr));
                     }
                 }
+                Advance::Paused(Pause::Watch { tid, watch }) => {
+                    let n = wcounts.entry(watch).or_insert(0);
+                    *n += 1;
+                    self.thread = tid;
+                    self.at = start.then(Seg::Watch(watch, *n));
+                    if self.watch_counts(&watch, &mut values) {
+                        self.take_anchor();
+                        return Ok(StopReason::Watch(watch));
+                    }
+                }
                 Advance::Paused(p) => return Err(other(format!("unexpected pause {p:?}"))),
                 Advance::Event { .. } => {
                     self.at = Moment::at_event(self.cur.event());
                     start = self.at.clone();
                     counts.clear();
+                    wcounts.clear();
                     if let Some(t) = self.last_thread() {
                         self.thread = t;
                     }
@@ -844,6 +944,33 @@ impl Timeline {
                     self.goto(&base)?;
                     let k = self.steps_until_arrival(addr, None)?.unwrap_or(1);
                     return Ok(Some(base.then(Seg::Steps(k - 1))));
+                }
+                Seg::Watch(w, n) => {
+                    // As an arrival: the trap leaves the thread at rip R
+                    // without an arrival there; with a breakpoint at R
+                    // instead, it is the next arrival after those seen.
+                    self.goto(&m)?;
+                    let r = self.regs()?.rip;
+                    self.goto(&prefix)?;
+                    let start = self.at.clone();
+                    let mut bps = BTreeSet::new();
+                    bps.insert(r);
+                    let (mut arrivals, mut triggers) = (0u64, 0u64);
+                    while triggers < n {
+                        self.set_mode_w(bps.clone(), false, vec![w]);
+                        match self.cur.advance()? {
+                            Advance::Paused(Pause::Breakpoint { .. }) => arrivals += 1,
+                            Advance::Paused(Pause::Watch { .. }) => triggers += 1,
+                            other_stop => {
+                                return Err(other(format!(
+                                    "going back from a watchpoint stop: unexpected {other_stop:?}"
+                                )))
+                            }
+                        }
+                    }
+                    self.at = m.clone();
+                    m = start.then(Seg::Hit(r, arrivals + 1));
+                    continue;
                 }
                 Seg::ToSyscall => {
                     self.goto(&prefix)?;
@@ -1079,15 +1206,26 @@ impl Timeline {
             // An anchor made at a breakpoint stop is an arrival itself.
             let at_start = match (anchor.is_some(), start.path.last()) {
                 (true, Some(Seg::Hit(x, _))) if self.breakpoints.contains(x) && stop(self, *x) => {
-                    Some((start.clone(), *x))
+                    Some((start.clone(), Found::Breakpoint(*x)))
                 }
                 _ => None,
             };
             let found = self.scan(&to, stop)?.or(at_start);
-            if let Some((m, addr)) = found {
-                self.goto(&m)?;
-                self.take_anchor();
-                return Ok(StopReason::Breakpoint(addr));
+            match found {
+                Some((m, Found::Breakpoint(addr))) => {
+                    self.goto(&m)?;
+                    self.take_anchor();
+                    return Ok(StopReason::Breakpoint(addr));
+                }
+                Some((m, Found::Watch(w))) => {
+                    // Backward, the stop is before the instruction that
+                    // changed (or touched) the location.
+                    self.goto(&m)?;
+                    self.reverse_stepi()?;
+                    self.take_anchor();
+                    return Ok(StopReason::Watch(w));
+                }
+                None => {}
             }
             if anchor.is_some() {
                 to = start;
@@ -1125,17 +1263,20 @@ impl Timeline {
         &mut self,
         to: &Moment,
         stop: &mut dyn FnMut(&mut Timeline, u64) -> bool,
-    ) -> Result<Option<(Moment, u64)>> {
-        let mut last = None;
+    ) -> Result<Option<(Moment, Found)>> {
+        let mut last: Option<(Moment, Found)> = None;
+        let mut values = self.watch_values();
         // Events up to `to`'s interval: continue with breakpoints.
         while self.at.event < to.event {
             let e = self.at.event;
             self.tick(&|| format!("scanning event {e}"))?;
             let start = self.at.clone();
             let mut counts: HashMap<u64, u64> = HashMap::new();
+            let mut wcounts: HashMap<Watch, u64> = HashMap::new();
             loop {
                 let bps = self.breakpoints.clone();
-                self.set_mode(bps, false);
+                let watches = self.watches.clone();
+                self.set_mode_w(bps, false, watches);
                 match self.cur.advance()? {
                     Advance::Paused(Pause::Breakpoint { tid, addr }) => {
                         let n = counts.entry(addr).or_insert(0);
@@ -1143,7 +1284,16 @@ impl Timeline {
                         self.thread = tid;
                         self.at = start.then(Seg::Hit(addr, *n));
                         if stop(self, addr) {
-                            last = Some((self.at.clone(), addr));
+                            last = Some((self.at.clone(), Found::Breakpoint(addr)));
+                        }
+                    }
+                    Advance::Paused(Pause::Watch { tid, watch }) => {
+                        let n = wcounts.entry(watch).or_insert(0);
+                        *n += 1;
+                        self.thread = tid;
+                        self.at = start.then(Seg::Watch(watch, *n));
+                        if self.watch_counts(&watch, &mut values) {
+                            last = Some((self.at.clone(), Found::Watch(watch)));
                         }
                     }
                     Advance::Event { .. } => {
@@ -1169,21 +1319,38 @@ impl Timeline {
                         self.follow(Seg::Steps(1))?;
                         let rip = self.regs()?.rip;
                         if self.breakpoints.contains(&rip) && self.at != *to && stop(self, rip) {
-                            last = Some((self.at.clone(), rip));
+                            last = Some((self.at.clone(), Found::Breakpoint(rip)));
+                        }
+                        // Watchpoints are not armed while stepping: look.
+                        for w in self.watches.clone() {
+                            if self.watch_counts(&w, &mut values) {
+                                last = Some((self.at.clone(), Found::Watch(w)));
+                            }
                         }
                     }
                 }
                 Seg::Hit(addr, n) => {
                     let start = self.at.clone();
                     let mut counts: HashMap<u64, u64> = HashMap::new();
+                    let mut wcounts: HashMap<Watch, u64> = HashMap::new();
                     let mut bps = self.breakpoints.clone();
                     bps.insert(addr);
                     loop {
                         if counts.get(&addr).copied().unwrap_or(0) == n {
                             break;
                         }
-                        self.set_mode(bps.clone(), false);
+                        let watches = self.watches.clone();
+                        self.set_mode_w(bps.clone(), false, watches);
                         match self.cur.advance()? {
+                            Advance::Paused(Pause::Watch { tid, watch }) => {
+                                let c = wcounts.entry(watch).or_insert(0);
+                                *c += 1;
+                                self.thread = tid;
+                                self.at = start.then(Seg::Watch(watch, *c));
+                                if self.watch_counts(&watch, &mut values) {
+                                    last = Some((self.at.clone(), Found::Watch(watch)));
+                                }
+                            }
                             Advance::Paused(Pause::Breakpoint { tid, addr: a }) => {
                                 let c = counts.entry(a).or_insert(0);
                                 *c += 1;
@@ -1193,7 +1360,7 @@ impl Timeline {
                                 // itself, not before it.
                                 let is_target = a == addr && *c == n && last_seg;
                                 if !is_target && self.breakpoints.contains(&a) && stop(self, a) {
-                                    last = Some((self.at.clone(), a));
+                                    last = Some((self.at.clone(), Found::Breakpoint(a)));
                                 }
                             }
                             other_stop => {
@@ -1202,6 +1369,39 @@ impl Timeline {
                         }
                     }
                     self.at = start.then(Seg::Hit(addr, n));
+                }
+                Seg::Watch(target, n) => {
+                    // Triggers of the watchpoint the path counts, and of
+                    // the user's (a moment reached through a watchpoint
+                    // stop).
+                    let start = self.at.clone();
+                    let mut wcounts: HashMap<Watch, u64> = HashMap::new();
+                    let mut watches = self.watches.clone();
+                    if !watches.contains(&target) {
+                        watches.push(target);
+                    }
+                    while wcounts.get(&target).copied().unwrap_or(0) < n {
+                        self.set_mode_w(BTreeSet::new(), false, watches.clone());
+                        match self.cur.advance()? {
+                            Advance::Paused(Pause::Watch { tid, watch }) => {
+                                let c = wcounts.entry(watch).or_insert(0);
+                                *c += 1;
+                                self.thread = tid;
+                                self.at = start.then(Seg::Watch(watch, *c));
+                                // Unlike a breakpoint arrival, the access
+                                // that ends the path (the trap comes after
+                                // the instruction) lies before `to`.
+                                let counts_as = self.watch_counts(&watch, &mut values);
+                                if self.watches.contains(&watch) && counts_as {
+                                    last = Some((self.at.clone(), Found::Watch(watch)));
+                                }
+                            }
+                            other_stop => {
+                                return Err(other(format!("scan: unexpected {other_stop:?}")))
+                            }
+                        }
+                    }
+                    self.at = start.then(Seg::Watch(target, n));
                 }
                 Seg::ToSyscall => {
                     let start = self.at.clone();
@@ -1216,7 +1416,7 @@ impl Timeline {
                                 self.thread = tid;
                                 self.at = start.then(Seg::Hit(addr, *c));
                                 if stop(self, addr) {
-                                    last = Some((self.at.clone(), addr));
+                                    last = Some((self.at.clone(), Found::Breakpoint(addr)));
                                 }
                             }
                             None => break,

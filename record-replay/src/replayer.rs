@@ -100,6 +100,18 @@ pub struct DebugCtl {
     pub breakpoints: BTreeSet<u64>,
     /// Run one instruction at a time.
     pub step: bool,
+    /// Hardware watchpoints (at most 4, the debug registers), armed while
+    /// threads run (not while stepping).
+    pub watches: Vec<Watch>,
+}
+
+/// A hardware watchpoint: `len` (1, 2, 4 or 8, aligned) bytes at `addr`;
+/// writes only, or any access.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Watch {
+    pub addr: u64,
+    pub len: u8,
+    pub access: bool,
 }
 
 /// Why replay paused between events.
@@ -110,6 +122,8 @@ pub enum Pause {
     Breakpoint { tid: i32, addr: u64 },
     /// Thread `tid` executed one instruction.
     Step { tid: i32 },
+    /// Thread `tid` accessed a watched location (the instruction is done).
+    Watch { tid: i32, watch: Watch },
 }
 
 /// What [`Replayer::advance`] did.
@@ -143,6 +157,8 @@ pub struct Replayer<'a> {
     stepped: bool,
     /// The breakpoint run_to_regs uses to find a preemption point.
     internal_bp: Option<u64>,
+    /// Watchpoints programmed in each thread's debug registers.
+    dr_state: HashMap<pid_t, Vec<Watch>>,
 }
 
 /// Check that this machine can replay a trace made with `header`.
@@ -250,6 +266,7 @@ pub fn replay(
         pause: None,
         stepped: false,
         internal_bp: None,
+        dr_state: HashMap::new(),
     };
     let result = r.run();
     if r.exit.is_none() {
@@ -339,6 +356,7 @@ impl<'a> Replayer<'a> {
             pause: None,
             stepped: false,
             internal_bp: None,
+            dr_state: HashMap::new(),
         })
     }
 
@@ -462,6 +480,7 @@ impl<'a> Replayer<'a> {
             pause: None,
             stepped: false,
             internal_bp: None,
+            dr_state: HashMap::new(),
         })
     }
 }
@@ -684,6 +703,7 @@ impl Replayer<'_> {
         self.set_at(vtid, At::Stopped { sig: 0 });
         loop {
             let stepping = self.debug.as_ref().is_some_and(|d| d.step);
+            self.sync_watches(real, stepping)?;
             let stop = match stepping {
                 true => {
                     let syscall_insn = self.at_syscall_insn(real);
@@ -738,6 +758,12 @@ impl Replayer<'_> {
                         ptrace::singlestep(real, sig).map_err(perr("PTRACE_SINGLESTEP", real))?;
                         sig = 0;
                         let stop = self.wait_for(real)?;
+                        if stop == Stop::Signal(libc::SIGTRAP) {
+                            if let Some(watch) = self.watch_hit(real)? {
+                                self.pause = Some(Pause::Watch { tid: vtid, watch });
+                                return Err(Error::Paused);
+                            }
+                        }
                         if stop == Stop::Signal(libc::SIGTRAP) && self.is_step_trap(real)? {
                             // Landed on another breakpoint: that is an
                             // arrival (only the starting one is not).
@@ -762,6 +788,10 @@ impl Replayer<'_> {
                         self.disarm(&armed)?;
                         let stop = stop?;
                         if stop == Stop::Signal(libc::SIGTRAP) {
+                            if let Some(watch) = self.watch_hit(real)? {
+                                self.pause = Some(Pause::Watch { tid: vtid, watch });
+                                return Err(Error::Paused);
+                            }
                             if let Some(hit) = self.breakpoint_trap(real, &armed)? {
                                 if self.internal_bp == Some(hit.rip) {
                                     // run_to_regs decides; a user breakpoint
@@ -801,6 +831,54 @@ impl Replayer<'_> {
                 _ => {}
             }
         }
+    }
+
+    /// Program `real`'s debug registers with the watchpoints (none while
+    /// stepping), if they are not already.
+    fn sync_watches(&mut self, real: pid_t, stepping: bool) -> Result<(), Error> {
+        let want: Vec<Watch> = match &self.debug {
+            Some(d) if !stepping => d.watches.iter().take(4).copied().collect(),
+            _ => Vec::new(),
+        };
+        let have = self.dr_state.get(&real).cloned().unwrap_or_default();
+        if want == have {
+            return Ok(());
+        }
+        let bad = |e: nix::errno::Errno| {
+            Error::Unsupported(format!("cannot program the debug registers: {e}"))
+        };
+        ptrace::set_debugreg(real, 7, 0).map_err(bad)?;
+        let mut dr7 = 0u64;
+        for (i, w) in want.iter().enumerate() {
+            ptrace::set_debugreg(real, i, w.addr).map_err(bad)?;
+            let rw = if w.access { 0b11 } else { 0b01 };
+            let len = match w.len {
+                1 => 0b00,
+                2 => 0b01,
+                8 => 0b10,
+                _ => 0b11,
+            };
+            dr7 |= 1 << (2 * i);
+            dr7 |= (rw | (len << 2)) << (16 + 4 * i);
+        }
+        if dr7 != 0 {
+            ptrace::set_debugreg(real, 7, dr7).map_err(bad)?;
+        }
+        self.dr_state.insert(real, want);
+        Ok(())
+    }
+
+    /// If `real`'s SIGTRAP came from a watchpoint, which (and reset DR6).
+    fn watch_hit(&mut self, real: pid_t) -> Result<Option<Watch>, Error> {
+        let Some(have) = self.dr_state.get(&real).filter(|h| !h.is_empty()).cloned() else {
+            return Ok(None);
+        };
+        let dr6 = ptrace::get_debugreg(real, 6).unwrap_or(0);
+        let hit = (0..have.len()).find(|&i| dr6 & (1 << i) != 0);
+        if dr6 & 0xf != 0 {
+            let _ = ptrace::set_debugreg(real, 6, 0);
+        }
+        Ok(hit.map(|i| have[i]))
     }
 
     /// Whether `real` is about to execute a `syscall` instruction.

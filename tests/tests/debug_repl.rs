@@ -167,6 +167,80 @@ fn steps_and_reverse_steps_match_gdb_record_full_with_recursion_and_a_signal_han
     );
 }
 
+/// (Old value, New value, `<symbol+offset>` of the stop) of each report.
+fn watch_reports(output: &str) -> Vec<(String, String, String)> {
+    let lines: Vec<&str> = output.lines().collect();
+    let mut out = Vec::new();
+    for (i, l) in lines.iter().enumerate() {
+        if let Some(old) = l.strip_prefix("Old value = ") {
+            let new = lines
+                .get(i + 1)
+                .and_then(|n| n.strip_prefix("New value = "));
+            let pc = lines[i..]
+                .iter()
+                .find(|l| l.starts_with('$') && l.contains(" = (void (*)()) "))
+                .and_then(|l| l.rfind('<').map(|at| l[at..].to_string()));
+            out.push((
+                old.to_string(),
+                new.unwrap_or("?").to_string(),
+                pc.unwrap_or_default(),
+            ));
+        }
+    }
+    out
+}
+
+#[test]
+fn watchpoints_match_gdb_forward_and_retrace_every_change_backward() {
+    let scratch = Scratch::new("debug-watch");
+    let mut prog = fixture("dbg_demo");
+    prog.env("GLIBC_TUNABLES", NO_AVX);
+    let rec = record(&scratch, &prog, None);
+    let mut cmds = vec!["break main", "run", "watch total", "watch counter"];
+    for _ in 0..6 {
+        cmds.extend(["continue", "p $pc"]);
+    }
+    // gdb on the same binary, forward (hardware watchpoints, no recording).
+    let mut gdb = system_program("gdb");
+    gdb.env("GLIBC_TUNABLES", NO_AVX).args(["-batch", "-nx"]);
+    for c in &cmds {
+        gdb.arg("-ex").arg(c);
+    }
+    gdb.arg(target("dbg_demo"));
+    let g = gdb.output().expect("run gdb");
+    let want = watch_reports(&String::from_utf8_lossy(&g.stdout));
+    assert_eq!(
+        want.len(),
+        6,
+        "gdb stopped 6 times:\n{}",
+        String::from_utf8_lossy(&g.stdout)
+    );
+    for _ in 0..6 {
+        cmds.extend(["reverse-continue", "p $pc"]);
+    }
+    let done = debug(&rec.dir, &cmds);
+    assert!(done.status.success(), "{}", done.describe());
+    let got = watch_reports(&done.stdout);
+    assert_eq!(got.len(), 12, "{}", done.describe());
+    assert_eq!(
+        &got[..6],
+        &want[..],
+        "forward stops as gdb's: {}",
+        done.describe()
+    );
+    // Backward: each change undone in turn, newest first.
+    for (i, (old, new, _)) in got[6..].iter().enumerate() {
+        let (f_old, f_new, _) = &got[5 - i];
+        assert_eq!(
+            (old, new),
+            (f_new, f_old),
+            "reverse stop {}: {}",
+            i + 1,
+            done.describe()
+        );
+    }
+}
+
 #[test]
 fn a_batch_script_reverse_continues_to_the_values_the_forward_run_printed() {
     let scratch = Scratch::new("debug-batch");
@@ -364,7 +438,7 @@ fn bad_input_gets_clear_messages_and_no_panic() {
             "goto banana",
             "restart 7",
             "thread 99",
-            "watch counter",
+            "watch 1 + 2",
             "stepi",
             "p $pc",
         ],
@@ -383,7 +457,7 @@ fn bad_input_gets_clear_messages_and_no_panic() {
         "bad moment",
         "No checkpoint number 7.",
         "Invalid thread ID: 99",
-        "Watchpoints are not implemented yet",
+        "Cannot watch constant value `1 + 2'.",
     ] {
         assert!(
             err.contains(want),
