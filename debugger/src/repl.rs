@@ -170,6 +170,8 @@ const COMMANDS: &[&str] = &[
     "rwatch",
     "watch",
     "when",
+    "whatis",
+    "ptype",
     "where",
     "x",
 ];
@@ -264,6 +266,16 @@ impl Debugger {
             }
             "p" | "print" | "inspect" | "call" => self.cmd_print(cmd, args)?,
             "output" => self.cmd_print(cmd, args)?,
+            "whatis" | "ptype" => {
+                self.refresh();
+                let now = Now {
+                    tl: &self.tl,
+                    exe: &self.exe,
+                };
+                let ty = inspect::describe_type(args, cmd == "ptype", &self.prog, &now, self.frame)
+                    .map_err(|e| expr_error(args, &e))?;
+                self.say(&format!("type = {ty}"));
+            }
             "x" => self.cmd_examine(cmd, args)?,
             "bt" | "backtrace" | "where" => self.cmd_backtrace(args)?,
             "f" | "frame" => self.cmd_frame(args)?,
@@ -1162,13 +1174,48 @@ impl Debugger {
         if this.cfa == 0 {
             return Err("Cannot find the caller's frame (no unwind information).".into());
         }
+        let function = this.function.clone();
         if self.run_to_return(caller.pc, this.cfa)? {
             self.frame = 0;
             self.show_position(true);
-            let rax = self.tl.regs().map(|r| r.rax).unwrap_or(0);
-            let _ = rax;
+            if let Some(f) = function {
+                self.show_returned(&f);
+            }
         }
         Ok(())
+    }
+
+    /// After `finish`: gdb's "Value returned is $N = ..." for functions
+    /// returning an integer, character, bool, enum or pointer (in rax).
+    fn show_returned(&mut self, function: &str) {
+        self.refresh();
+        let now = Now {
+            tl: &self.tl,
+            exe: &self.exe,
+        };
+        let Ok(ty) = inspect::describe_type(function, false, &self.prog, &now, 0) else {
+            return;
+        };
+        // "long (int)": the return type is what precedes the parameters.
+        let Some(open) = ty.rfind(" (") else {
+            return;
+        };
+        let ret = ty[..open].trim();
+        if ret == "void"
+            || ret.is_empty()
+            || ["float", "double", "struct", "union", "["]
+                .iter()
+                .any(|k| ret.contains(k))
+        {
+            return;
+        }
+        let Ok(v) = inspect::evaluate(&format!("({ret}) $rax"), &self.prog, &now, 0) else {
+            return;
+        };
+        let text = inspect::format_value(&self.prog, &now, &v);
+        self.history.push(v);
+        let n = self.history.len();
+        self.say(&format!("Value returned is ${n} = {text}"));
     }
 
     fn cmd_reverse_finish(&mut self) -> CmdResult {
@@ -2080,7 +2127,8 @@ Stops:     break (b) LOC [if COND], tbreak LOC, watch/rwatch/awatch EXPR,
            delete [N...], disable/enable [N...], condition N COND,
            ignore N COUNT, info breakpoints
            LOC is FUNCTION, FILE:LINE, LINE or *ADDRESS.
-Looking:   print (p) EXPR, p/x EXPR, x/NFU ADDR, backtrace (bt), frame (f) N,
+Looking:   print (p) EXPR, p/x EXPR, x/NFU ADDR, whatis/ptype EXPR,
+           backtrace (bt), frame (f) N,
            up, down, list (l), disassemble, info registers|frame|locals|args|
            threads|sharedlibrary|line, thread N
 Other:     source FILE, echo TEXT, help, quit (q)

@@ -738,11 +738,13 @@ impl Timeline {
                         Advance::Paused(Pause::Watch { tid, watch }) if watch == w => {
                             self.thread = tid;
                         }
-                        other_stop => return Err(other(format!(
+                        other_stop => {
+                            return Err(other(format!(
                             "moment unreachable: expected access {} to {:#x}, got {other_stop:?}",
                             i + 1,
                             w.addr
-                        ))),
+                        )))
+                        }
                     }
                 }
                 self.at = base.then(Seg::Watch(w, n));

@@ -51,8 +51,18 @@ fn pcs(output: &str) -> Vec<String> {
         .collect()
 }
 
-/// gdb -batch on the binary: break/run, then `record full`, then `cmds`.
-fn gdb_pcs(binary: &std::path::Path, cmds: &[String]) -> Vec<String> {
+/// `Value returned is $N = V` lines (finish).
+fn returned(output: &str) -> Vec<String> {
+    output
+        .lines()
+        .filter(|l| l.starts_with("Value returned is "))
+        .map(str::to_string)
+        .collect()
+}
+
+/// gdb -batch on the binary: break/run, then `record full`, then `cmds`;
+/// the stops' `<symbol+offset>` and the values `finish` returned.
+fn gdb_pcs(binary: &std::path::Path, cmds: &[String]) -> (Vec<String>, Vec<String>) {
     let mut gdb = system_program("gdb");
     gdb.env("GLIBC_TUNABLES", NO_AVX).args(["-batch", "-nx"]);
     for c in cmds {
@@ -68,7 +78,7 @@ fn gdb_pcs(binary: &std::path::Path, cmds: &[String]) -> Vec<String> {
         !text.contains("Process record: failed") && !text.contains("does not support instruction"),
         "gdb's record full could not follow the fixture:\n{text}"
     );
-    pcs(&text)
+    (pcs(&text), returned(&text))
 }
 
 fn compare_with_gdb(test: &str, cmds: &[&str]) {
@@ -77,7 +87,7 @@ fn compare_with_gdb(test: &str, cmds: &[&str]) {
     prog.env("GLIBC_TUNABLES", NO_AVX);
     let rec = record(&scratch, &prog, None);
     let cmds = with_pcs(cmds);
-    let want = gdb_pcs(&target("dbg_demo"), &cmds);
+    let (want, want_values) = gdb_pcs(&target("dbg_demo"), &cmds);
     let refs: Vec<&str> = cmds.iter().map(|s| s.as_str()).collect();
     let done = debug(&rec.dir, &refs);
     let got = pcs(&done.stdout);
@@ -101,6 +111,18 @@ fn compare_with_gdb(test: &str, cmds: &[&str]) {
         );
     }
     assert_eq!(got.len(), want.len(), "{}", done.describe());
+    if cmds.iter().any(|c| c == "finish") {
+        assert!(
+            !want_values.is_empty(),
+            "gdb printed the values finish returned"
+        );
+    }
+    assert_eq!(
+        returned(&done.stdout),
+        want_values,
+        "values finish returned: {}",
+        done.describe()
+    );
 }
 
 #[test]

@@ -642,8 +642,11 @@ impl Program {
             s.push_str("<signal handler called>");
             return s;
         }
-        let at_line_start =
-            frame.lookup_pc == frame.pc && self.row_start(frame.pc) == Some(frame.pc);
+        // gdb shows the address unless pc starts a line: a run of rows of
+        // the same line counts as one (the return address after a call in
+        // the middle of a line starts a row, not a line).
+        let at_line_start = frame.lookup_pc == frame.pc
+            && self.line_info(frame.pc).map(|r| r.start) == Some(frame.pc);
         if !at_line_start && !frame.callee_inlined {
             s.push_str(&format!("{:#018x} in ", frame.pc));
         }

@@ -396,14 +396,6 @@ impl Program {
         Some(loc)
     }
 
-    /// Start of the line-table row containing `addr` (gdb's `sal.pc`).
-    pub(crate) fn row_start(&self, addr: u64) -> Option<u64> {
-        let (m, d) = self.debug_at(addr)?;
-        let (si, ri) = d.row_at(addr.wrapping_sub(m.bias))?;
-        let row = d.seqs[si].rows[ri];
-        (row.line != 0).then(|| row.addr.wrapping_add(m.bias))
-    }
-
     /// The line-table run containing `addr`: consecutive rows of the same
     /// file and line, as `[start, end)`. `None` without line info (or on a
     /// row with line 0).
