@@ -20,6 +20,8 @@ use crate::timeline::{self, TimelineOptions};
 pub struct DebugRequest {
     /// A trace written by `rewind record`.
     pub trace: Option<PathBuf>,
+    /// Or a checkpoint image, to look at (no history).
+    pub image: Option<PathBuf>,
     /// Or a program to record first.
     pub argv: Vec<String>,
     /// Where to keep that recording (default: a temporary directory,
@@ -67,8 +69,61 @@ fn executable(tl: &timeline::Timeline) -> PathBuf {
     rewind_ckpt::session::resolve_program(&argv0).unwrap_or(p)
 }
 
+/// A history of one moment: the program in checkpoint image `image`.
+fn image_timeline(image: &Path, opts: TimelineOptions) -> Result<timeline::Timeline, CliError> {
+    let (vendor, flags) = rewind_rr::recorder::cpu_info();
+    let dir = image
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    let name = image
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| err(format!("{}: not an image file", image.display())))?;
+    let trace = rewind_rr::replayer::LoadedTrace {
+        dir,
+        header: rewind_rr::trace::format::TraceHeader {
+            kernel: String::new(),
+            cpu_vendor: vendor,
+            cpu_flags: flags,
+            argv: vec![name.clone()],
+            cwd: String::new(),
+            created_unix: 0,
+            verify_memory: false,
+            cpu: rewind_ckpt::sys::first_allowed_cpu() as u32,
+        },
+        events: std::sync::Arc::new(Vec::new()),
+        end: None,
+    };
+    let console =
+        rewind_rr::replayer::Console::new(Box::new(std::io::stdout()), Box::new(std::io::stderr()));
+    timeline::Timeline::open_image(trace, &name, console, opts).map_err(|e| err(e.to_string()))
+}
+
 pub fn debug(req: DebugRequest) -> CliResult {
     let mut _temp = TempTrace(None);
+    let sources =
+        req.trace.is_some() as u8 + req.image.is_some() as u8 + !req.argv.is_empty() as u8;
+    if sources != 1 {
+        return Err(CliError {
+            message: if sources == 0 {
+                "nothing to debug: give --trace DIR, --image FILE or -- PROG ARGS".into()
+            } else {
+                "give one of --trace DIR, --image FILE or -- PROG ARGS".into()
+            },
+            usage: true,
+        });
+    }
+    let opts = TimelineOptions {
+        max_snapshots: req.max_snapshots,
+        ..Default::default()
+    };
+    if let Some(image) = &req.image {
+        let _ = rewind_ckpt::sys::set_child_subreaper();
+        let tl = image_timeline(image, opts)?;
+        return session(tl, &req);
+    }
     let dir = match (&req.trace, req.argv.is_empty()) {
         (Some(d), true) => d.clone(),
         (None, false) => {
@@ -119,11 +174,12 @@ pub fn debug(req: DebugRequest) -> CliResult {
         }
     };
     let _ = rewind_ckpt::sys::set_child_subreaper();
-    let opts = TimelineOptions {
-        max_snapshots: req.max_snapshots,
-        ..Default::default()
-    };
-    let mut tl = timeline::open_trace(&dir, opts).map_err(|e| err(e.to_string()))?;
+    let tl = timeline::open_trace(&dir, opts).map_err(|e| err(e.to_string()))?;
+    session(tl, &req)
+}
+
+/// The REPL session over a timeline.
+fn session(mut tl: timeline::Timeline, req: &DebugRequest) -> CliResult {
     let interactive = std::io::stdin().is_terminal() && !req.batch;
     // Progress for long operations (after a second), and Ctrl-C.
     let started = Rc::new(Cell::new(Instant::now()));

@@ -62,7 +62,8 @@ enum Command {
     /// `rewind debug -- PROG ARGS` records the program first (it runs to
     /// its end with this terminal), then opens the recording at its first
     /// instruction; `rewind debug --trace DIR` opens a recording made by
-    /// `rewind record`. Every stop has an exact moment: reverse-stepi,
+    /// `rewind record`; `rewind debug --image F` looks at a checkpoint
+    /// image. Every stop has an exact moment: reverse-stepi,
     /// reverse-step/next/finish and reverse-continue go back to the
     /// instruction that really ran before. The program's output is shown
     /// the first time replay passes it; nothing outside is touched.
@@ -80,6 +81,11 @@ struct DebugArgs {
     /// A trace directory written by `rewind record`.
     #[arg(long, value_name = "DIR")]
     trace: Option<PathBuf>,
+    /// A checkpoint image (`rewind command --checkpoint`) to look at: its
+    /// registers, memory, threads, backtraces and variables. An image has
+    /// no history, so nothing runs forward or backward from it.
+    #[arg(long, value_name = "FILE")]
+    image: Option<PathBuf>,
     /// Keep the recording of PROG in DIR (default: a temporary directory,
     /// removed on exit).
     #[arg(short = 'o', long = "output", value_name = "DIR")]
@@ -240,6 +246,7 @@ fn main() -> ExitCode {
         Command::Debug(a) => {
             rewind_debugger::debug_cli::debug(rewind_debugger::debug_cli::DebugRequest {
                 trace: a.trace,
+                image: a.image,
                 argv: a.argv,
                 output: a.output,
                 scripts: a.scripts,

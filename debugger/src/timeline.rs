@@ -252,13 +252,25 @@ impl Timeline {
         console: Rc<RefCell<Console<'static>>>,
         opts: TimelineOptions,
     ) -> Result<Timeline> {
-        let mut images = vec![(0u64, "initial.rwd".to_string())];
+        Self::open_image(trace, "initial.rwd", console, opts)
+    }
+
+    /// Open `trace` at image `first` (a file of its directory) instead of
+    /// its initial image: a checkpoint image with no events is a history
+    /// of one moment, to look at.
+    pub fn open_image(
+        trace: LoadedTrace,
+        first: &str,
+        console: Rc<RefCell<Console<'static>>>,
+        opts: TimelineOptions,
+    ) -> Result<Timeline> {
+        let mut images = vec![(0u64, first.to_string())];
         for (i, ev) in trace.events.iter().enumerate() {
             if let Event::Checkpoint { image } = ev {
                 images.push((i as u64 + 1, image.clone()));
             }
         }
-        let cur = Replayer::open(&trace, "initial.rwd", 0, console.clone())?;
+        let cur = Replayer::open(&trace, first, 0, console.clone())?;
         let thread = cur.threads().first().map(|t| t.0).unwrap_or(0);
         let mut t = Timeline {
             trace,
@@ -633,7 +645,7 @@ impl Timeline {
             .rev()
             .find(|(e, _)| *e <= event)
             .cloned()
-            .unwrap_or((0, "initial.rwd".into()));
+            .unwrap_or_else(|| self.images[0].clone());
         let use_snap = snap.filter(|&i| self.snapshots[i].event >= image.0);
         // Replace only if the current position is not itself better.
         let cur_ok = self.cur.exit_code().is_none()

@@ -498,3 +498,41 @@ fn bad_input_gets_clear_messages_and_no_panic() {
     assert_eq!(none.status.code(), Some(2), "{}", none.describe());
     let _ = Command::new("true");
 }
+
+#[test]
+fn a_checkpoint_image_can_be_looked_at() {
+    let scratch = Scratch::new("debug-image");
+    let ckpt = scratch.dir("ckpt");
+    let mut running = launch(
+        &fixture("loop_heap"),
+        &ckpt,
+        Redirect::to(scratch.join("out")),
+    );
+    running.wait_for(Wait::Lines(3));
+    let image = running.checkpoint_and_kill();
+    let _ = running.wait();
+    let done = rewind_in(
+        scratch.path(),
+        [
+            "debug",
+            "--image",
+            &image.display().to_string(),
+            "--batch",
+            "--ex",
+            "bt",
+            "--ex",
+            "info threads",
+            "--ex",
+            "stepi",
+        ],
+    );
+    assert!(done.status.success(), "{}", done.describe());
+    // Oracle: the fixture sleeps between lines in sleep_ms, called by main.
+    assert!(done.stdout.contains("main () at "), "{}", done.describe());
+    assert!(done.stdout.contains("sleep_ms"), "{}", done.describe());
+    assert!(
+        done.stdout.contains("No more reverse-execution history."),
+        "{}",
+        done.describe()
+    );
+}
