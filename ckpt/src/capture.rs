@@ -369,7 +369,15 @@ pub fn regs_to_vec(r: &libc::user_regs_struct) -> Vec<u64> {
 
 /// A register file of zeros.
 pub fn zero_regs() -> libc::user_regs_struct {
-    let v = [0u64; 27];
+    regs_from_array(&[0; 27])
+}
+
+pub fn regs_from_slice(v: &[u64]) -> Option<libc::user_regs_struct> {
+    let v: &[u64; 27] = v.try_into().ok()?;
+    Some(regs_from_array(v))
+}
+
+fn regs_from_array(v: &[u64; 27]) -> libc::user_regs_struct {
     libc::user_regs_struct {
         r15: v[0],
         r14: v[1],
@@ -399,41 +407,6 @@ pub fn zero_regs() -> libc::user_regs_struct {
         fs: v[25],
         gs: v[26],
     }
-}
-
-pub fn regs_from_slice(v: &[u64]) -> Option<libc::user_regs_struct> {
-    if v.len() != 27 {
-        return None;
-    }
-    Some(libc::user_regs_struct {
-        r15: v[0],
-        r14: v[1],
-        r13: v[2],
-        r12: v[3],
-        rbp: v[4],
-        rbx: v[5],
-        r11: v[6],
-        r10: v[7],
-        r9: v[8],
-        r8: v[9],
-        rax: v[10],
-        rcx: v[11],
-        rdx: v[12],
-        rsi: v[13],
-        rdi: v[14],
-        orig_rax: v[15],
-        rip: v[16],
-        cs: v[17],
-        eflags: v[18],
-        rsp: v[19],
-        ss: v[20],
-        fs_base: v[21],
-        gs_base: v[22],
-        ds: v[23],
-        es: v[24],
-        fs: v[25],
-        gs: v[26],
-    })
 }
 
 fn thread_state(

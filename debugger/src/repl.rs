@@ -862,24 +862,12 @@ impl Debugger {
     /// One stepi; false when history ended.
     fn stepi_once(&mut self) -> Result<bool, String> {
         self.frame = 0;
-        match self.tl.stepi().map_err(terr)? {
-            StopReason::End => {
-                self.report(StopReason::End);
-                Ok(false)
-            }
-            _ => Ok(true),
-        }
+        self.stepi_quiet()
     }
 
     fn reverse_stepi_once(&mut self) -> Result<bool, String> {
         self.frame = 0;
-        match self.tl.reverse_stepi().map_err(terr)? {
-            StopReason::Start => {
-                self.report(StopReason::Start);
-                Ok(false)
-            }
-            _ => Ok(true),
-        }
+        self.reverse_stepi_quiet()
     }
 
     /// Run forward until the thread is at `addr` with stack pointer `sp`
@@ -1158,7 +1146,9 @@ impl Debugger {
         }
     }
 
-    fn cmd_finish(&mut self) -> CmdResult {
+    /// The selected frame, its caller and the frame's description, for
+    /// finish and reverse-finish.
+    fn frame_and_caller(&mut self) -> Result<(Frame, Frame, String), String> {
         self.refresh();
         let now = Now {
             tl: &self.tl,
@@ -1170,6 +1160,11 @@ impl Debugger {
             return Err("\"finish\" not meaningful in the outermost frame.".into());
         };
         let head = self.prog.describe_frame(&now, &this);
+        Ok((this, caller, head))
+    }
+
+    fn cmd_finish(&mut self) -> CmdResult {
+        let (this, caller, head) = self.frame_and_caller()?;
         self.say(&format!("Run till exit from {head}"));
         if this.cfa == 0 {
             return Err("Cannot find the caller's frame (no unwind information).".into());
@@ -1219,17 +1214,7 @@ impl Debugger {
     }
 
     fn cmd_reverse_finish(&mut self) -> CmdResult {
-        self.refresh();
-        let now = Now {
-            tl: &self.tl,
-            exe: &self.exe,
-        };
-        let f = self.frame;
-        let (Some(this), Some(caller)) = (self.prog.frame(&now, f), self.prog.frame(&now, f + 1))
-        else {
-            return Err("\"finish\" not meaningful in the outermost frame.".into());
-        };
-        let head = self.prog.describe_frame(&now, &this);
+        let (this, caller, head) = self.frame_and_caller()?;
         let Some(call) = self.call_before(caller.pc) else {
             return Err(format!(
                 "Cannot find the call that returns to {:#x}",
@@ -1845,7 +1830,7 @@ impl Debugger {
             }
             let natural = match *name {
                 "rip" => self.describe_addr(*v),
-                "eflags" => eflags_text(*v),
+                "eflags" => inspect::eflags_text(*v),
                 "rsp" | "rbp" => format!("{v:#x}"),
                 _ => format!("{}", *v as i64),
             };
@@ -2134,26 +2119,6 @@ Looking:   print (p) EXPR, p/x EXPR, x/NFU ADDR, whatis/ptype EXPR,
 Other:     source FILE, echo TEXT, help, quit (q)
 An empty line repeats the last command. History is read-only: `set var`
 cannot change the past. Long operations show progress; Ctrl-C stops them.";
-
-fn eflags_text(v: u64) -> String {
-    let names = [
-        (0, "CF"),
-        (2, "PF"),
-        (4, "AF"),
-        (6, "ZF"),
-        (7, "SF"),
-        (8, "TF"),
-        (9, "IF"),
-        (10, "DF"),
-        (11, "OF"),
-    ];
-    let set: Vec<&str> = names
-        .iter()
-        .filter(|(b, _)| v & (1 << b) != 0)
-        .map(|(_, n)| *n)
-        .collect();
-    format!("[ {} ]", set.join(" "))
-}
 
 fn expr_error(expr: &str, e: &inspect::ExprError) -> String {
     if e.column == 0 || e.column > expr.chars().count() {

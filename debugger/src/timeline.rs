@@ -526,6 +526,23 @@ impl Timeline {
         self.cur.threads().iter().any(|t| t.0 == tid).then_some(tid)
     }
 
+    /// One more arrival at (or trigger of) `key`, counted from `start`
+    /// by thread `tid`: we are now at `start` + `seg(key, count)`.
+    fn counted<K: std::hash::Hash + Eq + Copy>(
+        &mut self,
+        start: &Moment,
+        counts: &mut HashMap<K, u64>,
+        key: K,
+        tid: i32,
+        seg: fn(K, u64) -> Seg,
+    ) -> u64 {
+        let n = counts.entry(key).or_insert(0);
+        *n += 1;
+        self.thread = tid;
+        self.at = start.then(seg(key, *n));
+        *n
+    }
+
     /// Go to moment `m` exactly.
     pub fn goto(&mut self, m: &Moment) -> Result<()> {
         if m.event > self.events() {
@@ -840,10 +857,7 @@ impl Timeline {
                 self.set_mode(bps, false);
                 match self.cur.run_to_syscall()? {
                     Some(Pause::Breakpoint { tid, addr }) => {
-                        let n = counts.entry(addr).or_insert(0);
-                        *n += 1;
-                        self.thread = tid;
-                        self.at = start.then(Seg::Hit(addr, *n));
+                        self.counted(&start, &mut counts, addr, tid, Seg::Hit);
                         if stop(self, addr) {
                             return Ok(StopReason::Breakpoint(addr));
                         }
@@ -860,10 +874,7 @@ impl Timeline {
             self.set_mode_w(bps, false, watches);
             match self.cur.advance()? {
                 Advance::Paused(Pause::Breakpoint { tid, addr }) => {
-                    let n = counts.entry(addr).or_insert(0);
-                    *n += 1;
-                    self.thread = tid;
-                    self.at = start.then(Seg::Hit(addr, *n));
+                    self.counted(&start, &mut counts, addr, tid, Seg::Hit);
                     if stop(self, addr) {
                         // Going back from here (or to here) starts from it.
                         self.take_anchor();
@@ -871,10 +882,7 @@ impl Timeline {
                     }
                 }
                 Advance::Paused(Pause::Watch { tid, watch }) => {
-                    let n = wcounts.entry(watch).or_insert(0);
-                    *n += 1;
-                    self.thread = tid;
-                    self.at = start.then(Seg::Watch(watch, *n));
+                    self.counted(&start, &mut wcounts, watch, tid, Seg::Watch);
                     if self.watch_counts(&watch, &mut values) {
                         self.take_anchor();
                         return Ok(StopReason::Watch(watch));
@@ -1093,17 +1101,14 @@ impl Timeline {
             self.set_mode(bps.clone(), false);
             match self.cur.advance()? {
                 Advance::Paused(Pause::Breakpoint { tid, addr: a }) => {
-                    let c = counts.entry(a).or_insert(0);
-                    *c += 1;
-                    self.thread = tid;
-                    self.at = start.then(Seg::Hit(a, *c));
+                    let c = self.counted(&start, &mut counts, a, tid, Seg::Hit);
                     if a == addr {
                         arrivals += 1;
                         if arrivals < n {
                             last = None;
                         }
                     } else {
-                        last = Some((a, *c));
+                        last = Some((a, c));
                     }
                 }
                 other_stop => {
@@ -1293,19 +1298,13 @@ impl Timeline {
                 self.set_mode_w(bps, false, watches);
                 match self.cur.advance()? {
                     Advance::Paused(Pause::Breakpoint { tid, addr }) => {
-                        let n = counts.entry(addr).or_insert(0);
-                        *n += 1;
-                        self.thread = tid;
-                        self.at = start.then(Seg::Hit(addr, *n));
+                        self.counted(&start, &mut counts, addr, tid, Seg::Hit);
                         if stop(self, addr) {
                             last = Some((self.at.clone(), Found::Breakpoint(addr)));
                         }
                     }
                     Advance::Paused(Pause::Watch { tid, watch }) => {
-                        let n = wcounts.entry(watch).or_insert(0);
-                        *n += 1;
-                        self.thread = tid;
-                        self.at = start.then(Seg::Watch(watch, *n));
+                        self.counted(&start, &mut wcounts, watch, tid, Seg::Watch);
                         if self.watch_counts(&watch, &mut values) {
                             last = Some((self.at.clone(), Found::Watch(watch)));
                         }
@@ -1357,22 +1356,16 @@ impl Timeline {
                         self.set_mode_w(bps.clone(), false, watches);
                         match self.cur.advance()? {
                             Advance::Paused(Pause::Watch { tid, watch }) => {
-                                let c = wcounts.entry(watch).or_insert(0);
-                                *c += 1;
-                                self.thread = tid;
-                                self.at = start.then(Seg::Watch(watch, *c));
+                                self.counted(&start, &mut wcounts, watch, tid, Seg::Watch);
                                 if self.watch_counts(&watch, &mut values) {
                                     last = Some((self.at.clone(), Found::Watch(watch)));
                                 }
                             }
                             Advance::Paused(Pause::Breakpoint { tid, addr: a }) => {
-                                let c = counts.entry(a).or_insert(0);
-                                *c += 1;
-                                self.thread = tid;
-                                self.at = start.then(Seg::Hit(a, *c));
+                                let c = self.counted(&start, &mut counts, a, tid, Seg::Hit);
                                 // The arrival that ends the path is `to`
                                 // itself, not before it.
-                                let is_target = a == addr && *c == n && last_seg;
+                                let is_target = a == addr && c == n && last_seg;
                                 if !is_target && self.breakpoints.contains(&a) && stop(self, a) {
                                     last = Some((self.at.clone(), Found::Breakpoint(a)));
                                 }
@@ -1398,10 +1391,7 @@ impl Timeline {
                         self.set_mode_w(BTreeSet::new(), false, watches.clone());
                         match self.cur.advance()? {
                             Advance::Paused(Pause::Watch { tid, watch }) => {
-                                let c = wcounts.entry(watch).or_insert(0);
-                                *c += 1;
-                                self.thread = tid;
-                                self.at = start.then(Seg::Watch(watch, *c));
+                                self.counted(&start, &mut wcounts, watch, tid, Seg::Watch);
                                 // Unlike a breakpoint arrival, the access
                                 // that ends the path (the trap comes after
                                 // the instruction) lies before `to`.
@@ -1425,10 +1415,7 @@ impl Timeline {
                         self.set_mode(bps, false);
                         match self.cur.run_to_syscall()? {
                             Some(Pause::Breakpoint { tid, addr }) => {
-                                let c = counts.entry(addr).or_insert(0);
-                                *c += 1;
-                                self.thread = tid;
-                                self.at = start.then(Seg::Hit(addr, *c));
+                                self.counted(&start, &mut counts, addr, tid, Seg::Hit);
                                 if stop(self, addr) {
                                     last = Some((self.at.clone(), Found::Breakpoint(addr)));
                                 }

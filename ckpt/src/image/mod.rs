@@ -394,6 +394,19 @@ impl ImageWriter {
         })
     }
 
+    /// A write or read failed: the image is abandoned at once (its
+    /// temporary file removed), not only when the writer is dropped.
+    fn fail(&mut self) {
+        self.failed = true;
+        drop(self.out.take());
+        if let Err(e) = fs::remove_file(&self.tmp_path) {
+            if e.kind() != io::ErrorKind::NotFound {
+                tracing::warn!(path = %self.tmp_path.display(), error = %e,
+                    "cannot remove abandoned image");
+            }
+        }
+    }
+
     fn usable(&self) -> Result<(), ImageError> {
         if self.failed {
             Err(ImageError::Encode(format!(
@@ -445,7 +458,7 @@ impl ImageWriter {
                 Ok(())
             }
             Err(source) => {
-                self.failed = true;
+                self.fail();
                 Err(ImageError::Io {
                     path: self.tmp_path.clone(),
                     source,
@@ -512,7 +525,7 @@ impl ImageWriter {
             level: self.level,
         };
         if let Err(e) = self.pipeline.submit(job) {
-            self.failed = true;
+            self.fail();
             return Err(e);
         }
         // Write whatever is already compressed, without waiting.
@@ -530,7 +543,7 @@ impl ImageWriter {
                 self.write_ready()
             }
             Err(e) => {
-                self.failed = true;
+                self.fail();
                 Err(e)
             }
         }
@@ -543,7 +556,7 @@ impl ImageWriter {
             let chunk = match done.result {
                 Ok(chunk) => chunk,
                 Err(e) => {
-                    self.failed = true;
+                    self.fail();
                     return Err(e);
                 }
             };

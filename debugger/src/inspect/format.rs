@@ -184,6 +184,16 @@ fn sign_extend(raw: u128, size: u64) -> i128 {
     }
 }
 
+/// rflags as gdb shows them: `[ ZF PF IF ]`.
+pub fn eflags_text(raw: u64) -> String {
+    let names: Vec<&str> = EFLAGS
+        .iter()
+        .filter(|(bit, _)| raw >> bit & 1 == 1)
+        .map(|(_, n)| *n)
+        .collect();
+    format!("[ {} ]", names.join(" "))
+}
+
 const EFLAGS: &[(u32, &str)] = &[
     (0, "CF"),
     (2, "PF"),
@@ -327,15 +337,7 @@ impl Printer<'_> {
                 }
                 s
             }
-            Kind::Flags => {
-                let raw = le_u128(&v.data) as u64;
-                let names: Vec<&str> = EFLAGS
-                    .iter()
-                    .filter(|(bit, _)| raw >> bit & 1 == 1)
-                    .map(|(_, n)| *n)
-                    .collect();
-                format!("[ {} ]", names.join(" "))
-            }
+            Kind::Flags => eflags_text(le_u128(&v.data) as u64),
             Kind::Array { elem, count } => self.array(v, elem, count.unwrap_or(0), depth),
             Kind::Struct { fields, .. } => {
                 let parts: Vec<String> = fields
