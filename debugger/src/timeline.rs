@@ -229,6 +229,9 @@ pub struct Timeline {
     pub progress: Option<Progress>,
     last_progress: Instant,
     pub breakpoints: BTreeSet<u64>,
+    /// The current process is somewhere without a coordinate (a Ctrl-C
+    /// stopped it): the next goto starts from a snapshot.
+    lost: bool,
     /// Hardware watchpoints, at most 4 (the debug registers).
     pub watches: Vec<Watch>,
     /// Where execution can come from to reach an address (for going back
@@ -286,6 +289,7 @@ impl Timeline {
             progress: None,
             last_progress: Instant::now(),
             breakpoints: BTreeSet::new(),
+            lost: false,
             watches: Vec::new(),
             predecessors: None,
         };
@@ -504,7 +508,7 @@ impl Timeline {
     /// between event boundaries.
     fn apply_event(&mut self) -> Result<()> {
         self.set_mode(BTreeSet::new(), false);
-        match self.cur.advance()? {
+        match self.adv()? {
             Advance::Event { .. } => {
                 self.at = Moment::at_event(self.cur.event());
                 if let Some(tid) = self.cur.threads().first().map(|t| t.0) {
@@ -544,7 +548,49 @@ impl Timeline {
     }
 
     /// Go to moment `m` exactly.
+    /// Go to moment `m` exactly (Ctrl-C: back where it was).
     pub fn goto(&mut self, m: &Moment) -> Result<()> {
+        self.guard(|t| t.goto_inner(m))
+    }
+
+    /// Run `op`; if Ctrl-C interrupts it, come back to where it began
+    /// (the place it stopped has no coordinate) and say so.
+    fn guard<T>(&mut self, op: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        let start = self.at.clone();
+        match op(self) {
+            Err(TimelineError::Interrupted) => {
+                rewind_ckpt::sys::take_interrupt();
+                self.lost = true;
+                self.goto_inner(&start)?;
+                Err(TimelineError::Interrupted)
+            }
+            other_result => other_result,
+        }
+    }
+
+    /// `advance`, with Ctrl-C turned into an error.
+    fn adv(&mut self) -> Result<Advance> {
+        match self.cur.advance()? {
+            Advance::Paused(Pause::Interrupted { .. }) => {
+                self.lost = true;
+                Err(TimelineError::Interrupted)
+            }
+            a => Ok(a),
+        }
+    }
+
+    /// `run_to_syscall`, with Ctrl-C turned into an error.
+    fn rts(&mut self) -> Result<Option<Pause>> {
+        match self.cur.run_to_syscall()? {
+            Some(Pause::Interrupted { .. }) => {
+                self.lost = true;
+                Err(TimelineError::Interrupted)
+            }
+            p => Ok(p),
+        }
+    }
+
+    fn goto_inner(&mut self, m: &Moment) -> Result<()> {
         if m.event > self.events() {
             return Err(other(format!(
                 "event {} is past the end of the trace ({} events)",
@@ -561,6 +607,7 @@ impl Timeline {
                 let fresh = self.anchors[i].rep.fork()?;
                 let mut old = std::mem::replace(&mut self.cur, fresh);
                 old.kill();
+                self.lost = false;
                 self.at = self.anchors[i].moment.clone();
                 self.thread = self.anchor_thread();
                 arest
@@ -590,7 +637,7 @@ impl Timeline {
 
     /// If `m` can be reached by going on from here, the rest of its path.
     fn remaining_from_here(&self, m: &Moment) -> Option<Vec<Seg>> {
-        if self.cur.exit_code().is_some() {
+        if self.cur.exit_code().is_some() || self.lost {
             return None;
         }
         remaining(&self.at, m)
@@ -665,7 +712,8 @@ impl Timeline {
             .unwrap_or_else(|| self.images[0].clone());
         let use_snap = snap.filter(|&i| self.snapshots[i].event >= image.0);
         // Replace only if the current position is not itself better.
-        let cur_ok = self.cur.exit_code().is_none()
+        let cur_ok = !self.lost
+            && self.cur.exit_code().is_none()
             && self.at.path.is_empty()
             && self.at.event <= event
             && self.at.event >= use_snap.map(|i| self.snapshots[i].event).unwrap_or(image.0);
@@ -684,6 +732,7 @@ impl Timeline {
         };
         let mut old = std::mem::replace(&mut self.cur, fresh.0);
         old.kill();
+        self.lost = false;
         self.at = Moment::at_event(fresh.1);
         self.thread = self
             .last_thread()
@@ -713,7 +762,7 @@ impl Timeline {
                         self.take_anchor();
                     }
                     self.set_mode(BTreeSet::new(), true);
-                    match self.cur.advance()? {
+                    match self.adv()? {
                         Advance::Paused(Pause::Step { tid }) => {
                             self.thread = tid;
                         }
@@ -742,7 +791,7 @@ impl Timeline {
                         self.take_anchor();
                     }
                     self.set_mode(bps.clone(), false);
-                    match self.cur.advance()? {
+                    match self.adv()? {
                         Advance::Paused(Pause::Breakpoint { tid, addr: a }) if a == addr => {
                             self.thread = tid;
                         }
@@ -763,7 +812,7 @@ impl Timeline {
                         self.tick(&|| format!("counting accesses to {:#x}: {i} of {n}", w.addr))?;
                     }
                     self.set_mode_w(BTreeSet::new(), false, vec![w]);
-                    match self.cur.advance()? {
+                    match self.adv()? {
                         Advance::Paused(Pause::Watch { tid, watch }) if watch == w => {
                             self.thread = tid;
                         }
@@ -780,7 +829,7 @@ impl Timeline {
             }
             Seg::ToSyscall => {
                 self.set_mode(BTreeSet::new(), false);
-                match self.cur.run_to_syscall()? {
+                match self.rts()? {
                     None => {}
                     Some(p) => return Err(other(format!("moment unreachable: paused at {p:?}"))),
                 }
@@ -795,13 +844,17 @@ impl Timeline {
 
     /// Execute one instruction forward (of whichever thread runs next).
     pub fn stepi(&mut self) -> Result<StopReason> {
+        self.guard(|t| t.stepi_inner())
+    }
+
+    fn stepi_inner(&mut self) -> Result<StopReason> {
         loop {
             if self.at_end() {
                 return Ok(StopReason::End);
             }
             if self.next_is_final() {
                 self.set_mode(BTreeSet::new(), true);
-                match self.cur.run_to_syscall()? {
+                match self.rts()? {
                     Some(Pause::Step { tid }) => {
                         self.thread = tid;
                         self.at = self.at.then(Seg::Steps(1));
@@ -815,7 +868,7 @@ impl Timeline {
                 }
             }
             self.set_mode(BTreeSet::new(), true);
-            match self.cur.advance()? {
+            match self.adv()? {
                 Advance::Paused(Pause::Step { tid }) => {
                     self.thread = tid;
                     self.at = self.at.then(Seg::Steps(1));
@@ -842,6 +895,13 @@ impl Timeline {
     /// Run forward until a breakpoint arrival for which `stop` says yes,
     /// or the end of history.
     pub fn cont(&mut self, stop: &mut dyn FnMut(&mut Timeline, u64) -> bool) -> Result<StopReason> {
+        self.guard(|t| t.cont_inner(stop))
+    }
+
+    fn cont_inner(
+        &mut self,
+        stop: &mut dyn FnMut(&mut Timeline, u64) -> bool,
+    ) -> Result<StopReason> {
         let mut counts: HashMap<u64, u64> = HashMap::new();
         let mut wcounts: HashMap<Watch, u64> = HashMap::new();
         let mut values = self.watch_values();
@@ -855,7 +915,7 @@ impl Timeline {
             let bps = self.breakpoints.clone();
             if self.next_is_final() {
                 self.set_mode(bps, false);
-                match self.cur.run_to_syscall()? {
+                match self.rts()? {
                     Some(Pause::Breakpoint { tid, addr }) => {
                         self.counted(&start, &mut counts, addr, tid, Seg::Hit);
                         if stop(self, addr) {
@@ -872,7 +932,7 @@ impl Timeline {
             }
             let watches = self.watches.clone();
             self.set_mode_w(bps, false, watches);
-            match self.cur.advance()? {
+            match self.adv()? {
                 Advance::Paused(Pause::Breakpoint { tid, addr }) => {
                     self.counted(&start, &mut counts, addr, tid, Seg::Hit);
                     if stop(self, addr) {
@@ -909,14 +969,18 @@ impl Timeline {
     /// Go back one instruction: to the moment of the instruction executed
     /// last before this one.
     pub fn reverse_stepi(&mut self) -> Result<StopReason> {
+        self.guard(|t| t.reverse_stepi_inner())
+    }
+
+    fn reverse_stepi_inner(&mut self) -> Result<StopReason> {
         let here = self.at.clone();
         match self.previous_instruction(&here)? {
             Some(m) => {
-                self.goto(&m)?;
+                self.goto_inner(&m)?;
                 Ok(StopReason::Step)
             }
             None => {
-                self.goto(&Moment::at_event(0))?;
+                self.goto_inner(&Moment::at_event(0))?;
                 Ok(StopReason::Start)
             }
         }
@@ -939,7 +1003,7 @@ impl Timeline {
                         return Ok(Some(anchor));
                     }
                 }
-                self.goto(&base)?;
+                self.goto_inner(&base)?;
                 match self.steps_until_event()? {
                     0 => {
                         // Applied without an instruction (a signal, a
@@ -963,7 +1027,7 @@ impl Timeline {
                     } else {
                         prefix
                     };
-                    self.goto(&base)?;
+                    self.goto_inner(&base)?;
                     let k = self.steps_until_arrival(addr, None)?.unwrap_or(1);
                     return Ok(Some(base.then(Seg::Steps(k - 1))));
                 }
@@ -971,16 +1035,16 @@ impl Timeline {
                     // As an arrival: the trap leaves the thread at rip R
                     // without an arrival there; with a breakpoint at R
                     // instead, it is the next arrival after those seen.
-                    self.goto(&m)?;
+                    self.goto_inner(&m)?;
                     let r = self.regs()?.rip;
-                    self.goto(&prefix)?;
+                    self.goto_inner(&prefix)?;
                     let start = self.at.clone();
                     let mut bps = BTreeSet::new();
                     bps.insert(r);
                     let (mut arrivals, mut triggers) = (0u64, 0u64);
                     while triggers < n {
                         self.set_mode_w(bps.clone(), false, vec![w]);
-                        match self.cur.advance()? {
+                        match self.adv()? {
                             Advance::Paused(Pause::Breakpoint { .. }) => arrivals += 1,
                             Advance::Paused(Pause::Watch { .. }) => triggers += 1,
                             other_stop => {
@@ -995,7 +1059,7 @@ impl Timeline {
                     continue;
                 }
                 Seg::ToSyscall => {
-                    self.goto(&prefix)?;
+                    self.goto_inner(&prefix)?;
                     let k = self.steps_until_syscall()?;
                     if k == 0 {
                         m = prefix;
@@ -1034,13 +1098,13 @@ impl Timeline {
         if self.cur.tracee().read_mem(insn, &mut code).is_err() || code != [0x0f, 0x05] {
             return Ok(None);
         }
-        self.goto(base)?;
+        self.goto_inner(base)?;
         let mut n = 0u64;
         let mut bps = BTreeSet::new();
         bps.insert(insn);
         loop {
             self.set_mode(bps.clone(), false);
-            match self.cur.run_to_syscall()? {
+            match self.rts()? {
                 Some(Pause::Breakpoint { addr, .. }) if addr == insn => n += 1,
                 None => break,
                 Some(p) => return Err(other(format!("unexpected pause {p:?}"))),
@@ -1081,7 +1145,7 @@ impl Timeline {
         if cands.is_empty() {
             return Ok(None);
         }
-        self.goto(prefix)?;
+        self.goto_inner(prefix)?;
         let start = self.at.clone();
         let mut bps = cands.clone();
         bps.insert(addr);
@@ -1099,7 +1163,7 @@ impl Timeline {
                 return Ok(None);
             }
             self.set_mode(bps.clone(), false);
-            match self.cur.advance()? {
+            match self.adv()? {
                 Advance::Paused(Pause::Breakpoint { tid, addr: a }) => {
                     let c = self.counted(&start, &mut counts, a, tid, Seg::Hit);
                     if a == addr {
@@ -1122,7 +1186,7 @@ impl Timeline {
             return Ok(None);
         };
         let from = start.then(Seg::Hit(c, k));
-        self.goto(&from)?;
+        self.goto_inner(&from)?;
         match self.steps_until_arrival(addr, Some(4096))? {
             Some(steps) => Ok(Some(from.then(Seg::Steps(steps - 1)))),
             None => Ok(None),
@@ -1138,7 +1202,7 @@ impl Timeline {
                 self.tick(&|| format!("stepping back across an event: {k} instructions"))?;
             }
             self.set_mode(BTreeSet::new(), true);
-            match self.cur.advance()? {
+            match self.adv()? {
                 Advance::Paused(Pause::Step { .. }) => k += 1,
                 Advance::Event { stepped } => {
                     self.at = Moment::at_event(self.cur.event());
@@ -1163,7 +1227,7 @@ impl Timeline {
                 self.tick(&|| format!("stepping back: {k} instructions"))?;
             }
             self.set_mode(BTreeSet::new(), true);
-            match self.cur.advance()? {
+            match self.adv()? {
                 Advance::Paused(Pause::Step { tid }) => {
                     k += 1;
                     let real = self.cur.threads().iter().find(|t| t.0 == tid).map(|t| t.1);
@@ -1188,7 +1252,7 @@ impl Timeline {
         let mut k = 0u64;
         loop {
             self.set_mode(BTreeSet::new(), true);
-            match self.cur.run_to_syscall()? {
+            match self.rts()? {
                 Some(Pause::Step { .. }) => k += 1,
                 None => {
                     self.at = self.at.then(Seg::ToSyscall);
@@ -1202,6 +1266,13 @@ impl Timeline {
     /// Run backward to the last breakpoint arrival before here for which
     /// `stop` says yes, or to the beginning of history.
     pub fn reverse_cont(
+        &mut self,
+        stop: &mut dyn FnMut(&mut Timeline, u64) -> bool,
+    ) -> Result<StopReason> {
+        self.guard(|t| t.reverse_cont_inner(stop))
+    }
+
+    fn reverse_cont_inner(
         &mut self,
         stop: &mut dyn FnMut(&mut Timeline, u64) -> bool,
     ) -> Result<StopReason> {
@@ -1221,7 +1292,7 @@ impl Timeline {
                 .min_by_key(|(_, c)| *c)
                 .map(|(m, _)| m);
             let start = anchor.clone().unwrap_or(Moment::at_event(from_event));
-            self.goto(&start)?;
+            self.goto_inner(&start)?;
             // An anchor made at a breakpoint stop is an arrival itself.
             let at_start = match (anchor.is_some(), start.path.last()) {
                 (true, Some(Seg::Hit(x, _))) if self.breakpoints.contains(x) && stop(self, *x) => {
@@ -1232,15 +1303,15 @@ impl Timeline {
             let found = self.scan(&to, stop)?.or(at_start);
             match found {
                 Some((m, Found::Breakpoint(addr))) => {
-                    self.goto(&m)?;
+                    self.goto_inner(&m)?;
                     self.take_anchor();
                     return Ok(StopReason::Breakpoint(addr));
                 }
                 Some((m, Found::Watch(w))) => {
                     // Backward, the stop is before the instruction that
                     // changed (or touched) the location.
-                    self.goto(&m)?;
-                    self.reverse_stepi()?;
+                    self.goto_inner(&m)?;
+                    self.reverse_stepi_inner()?;
                     self.take_anchor();
                     return Ok(StopReason::Watch(w));
                 }
@@ -1251,7 +1322,7 @@ impl Timeline {
                 continue;
             }
             if from_event == 0 {
-                self.goto(&Moment::at_event(0))?;
+                self.goto_inner(&Moment::at_event(0))?;
                 return Ok(StopReason::Start);
             }
             to = Moment::at_event(from_event);
@@ -1296,7 +1367,7 @@ impl Timeline {
                 let bps = self.breakpoints.clone();
                 let watches = self.watches.clone();
                 self.set_mode_w(bps, false, watches);
-                match self.cur.advance()? {
+                match self.adv()? {
                     Advance::Paused(Pause::Breakpoint { tid, addr }) => {
                         self.counted(&start, &mut counts, addr, tid, Seg::Hit);
                         if stop(self, addr) {
@@ -1354,7 +1425,7 @@ impl Timeline {
                         }
                         let watches = self.watches.clone();
                         self.set_mode_w(bps.clone(), false, watches);
-                        match self.cur.advance()? {
+                        match self.adv()? {
                             Advance::Paused(Pause::Watch { tid, watch }) => {
                                 self.counted(&start, &mut wcounts, watch, tid, Seg::Watch);
                                 if self.watch_counts(&watch, &mut values) {
@@ -1389,7 +1460,7 @@ impl Timeline {
                     }
                     while wcounts.get(&target).copied().unwrap_or(0) < n {
                         self.set_mode_w(BTreeSet::new(), false, watches.clone());
-                        match self.cur.advance()? {
+                        match self.adv()? {
                             Advance::Paused(Pause::Watch { tid, watch }) => {
                                 self.counted(&start, &mut wcounts, watch, tid, Seg::Watch);
                                 // Unlike a breakpoint arrival, the access
@@ -1413,7 +1484,7 @@ impl Timeline {
                     loop {
                         let bps = self.breakpoints.clone();
                         self.set_mode(bps, false);
-                        match self.cur.run_to_syscall()? {
+                        match self.rts()? {
                             Some(Pause::Breakpoint { tid, addr }) => {
                                 self.counted(&start, &mut counts, addr, tid, Seg::Hit);
                                 if stop(self, addr) {

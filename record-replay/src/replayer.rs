@@ -124,6 +124,10 @@ pub enum Pause {
     Step { tid: i32 },
     /// Thread `tid` accessed a watched location (the instruction is done).
     Watch { tid: i32, watch: Watch },
+    /// Ctrl-C stopped thread `tid` somewhere between events: a position
+    /// with no coordinate, to be left (the debugger goes back to where the
+    /// command began).
+    Interrupted { tid: i32 },
 }
 
 /// What [`Replayer::advance`] did.
@@ -783,8 +787,12 @@ impl Replayer<'_> {
                         stop
                     } else {
                         let armed = self.arm()?;
+                        if self.debug.is_some() {
+                            rewind_ckpt::sys::set_running(self.tracee.pid, real);
+                        }
                         let r = ptrace::cont(real, sig).map_err(perr("PTRACE_CONT", real));
                         let stop = r.and_then(|()| self.wait_for(real));
+                        rewind_ckpt::sys::set_running(0, 0);
                         self.disarm(&armed)?;
                         let stop = stop?;
                         if stop == Stop::Signal(libc::SIGTRAP) {
@@ -811,6 +819,15 @@ impl Replayer<'_> {
                 }
             };
             sig = 0;
+            if stop == Stop::Signal(libc::SIGINT)
+                && self.debug.is_some()
+                && rewind_ckpt::sys::interrupt_pending()
+            {
+                // Our own Ctrl-C, passed on to stop the run (resuming
+                // later with no signal drops it).
+                self.pause = Some(Pause::Interrupted { tid: vtid });
+                return Err(Error::Paused);
+            }
             match stop {
                 Stop::Signal(s) => {
                     let info = ptrace::getsiginfo(real).map_err(perr("PTRACE_GETSIGINFO", real))?;

@@ -536,3 +536,48 @@ fn a_checkpoint_image_can_be_looked_at() {
         done.describe()
     );
 }
+
+#[test]
+fn ctrl_c_stops_a_long_continue_and_comes_back() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let scratch = Scratch::new("debug-ctrl-c");
+    // About 2 s of syscall-free computing between the two marks.
+    let mut prog = fixture("dbg_spin");
+    prog.arg("1500");
+    let rec = record(&scratch, &prog, None);
+    let mut child = Command::new(rewind_bin())
+        .args(["debug", "--trace"])
+        .arg(&rec.dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start rewind debug");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin
+        .write_all(b"break mark\nrun\nwhen\ncontinue\n")
+        .expect("commands");
+    stdin.flush().expect("flush");
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    let started = std::time::Instant::now();
+    rewind_ckpt::sys::process::kill(child.id() as i32, libc::SIGINT).expect("send SIGINT");
+    stdin
+        .write_all(b"when\ncontinue\np i\nquit\n")
+        .expect("commands");
+    drop(stdin);
+    let out = child.wait_with_output().expect("wait");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stderr.contains("Quit (interrupted)"), "{stdout}\n{stderr}");
+    // Back where the interrupted continue began, then on to mark(1).
+    let whens: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("Current event:"))
+        .collect();
+    assert_eq!(whens.len(), 2, "{stdout}\n{stderr}");
+    assert_eq!(whens[0], whens[1], "{stdout}\n{stderr}");
+    assert!(stdout.contains("mark (i=1)"), "{stdout}\n{stderr}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
+}

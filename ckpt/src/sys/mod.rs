@@ -73,8 +73,34 @@ pub fn set_child_subreaper() -> Result<(), Errno> {
 
 static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// The traced thread running right now (pid << 32 | tid), 0 if none: a
+/// Ctrl-C is passed to it so that a long run stops at once.
+static RUNNING: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 extern "C" fn on_sigint(_: libc::c_int) {
     INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
+    let running = RUNNING.load(std::sync::atomic::Ordering::SeqCst);
+    if running != 0 {
+        let (pid, tid) = (
+            (running >> 32) as libc::pid_t,
+            running as u32 as libc::pid_t,
+        );
+        // SAFETY: tgkill is async-signal-safe and takes plain integers.
+        unsafe {
+            libc::syscall(libc::SYS_tgkill, pid, tid, libc::SIGINT);
+        }
+    }
+}
+
+/// Say which traced thread is about to run (0, 0: none), for Ctrl-C.
+pub fn set_running(pid: libc::pid_t, tid: libc::pid_t) {
+    let v = ((pid as u32 as u64) << 32) | tid as u32 as u64;
+    RUNNING.store(v, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Whether Ctrl-C was pressed and not taken yet (the flag stays).
+pub fn interrupt_pending() -> bool {
+    INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst)
 }
 
 /// Route SIGINT (Ctrl-C) to a flag that long operations poll with
