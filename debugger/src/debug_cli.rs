@@ -140,6 +140,7 @@ pub fn debug(req: DebugRequest) -> CliResult {
                     d
                 }
             };
+            rewind_ckpt::session::resolve_program(&req.argv[0]).map_err(|e| err(e.to_string()))?;
             eprintln!(
                 "rewind: recording {} to its end first (it uses this terminal); then you debug the recording",
                 req.argv[0]

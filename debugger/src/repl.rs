@@ -111,6 +111,8 @@ pub struct Debugger {
     /// Selected frame (0 = innermost).
     frame: usize,
     history: Vec<inspect::Value>,
+    /// `x`'s last format, size and next address (a plain `x` continues).
+    examiner: inspect::Examiner,
     /// User checkpoints: moments with an id.
     checkpoints: Vec<(u32, Moment)>,
     /// Last line shown by `list`.
@@ -194,6 +196,7 @@ impl Debugger {
             out,
             frame: 0,
             history: Vec::new(),
+            examiner: inspect::Examiner::default(),
             checkpoints: Vec::new(),
             list_next: None,
         };
@@ -1494,15 +1497,19 @@ impl Debugger {
     fn cmd_examine(&mut self, cmd: &str, args: &str) -> CmdResult {
         self.refresh();
         let fmt = cmd.split_once('/').map(|(_, f)| f).unwrap_or("");
-        if args.is_empty() {
-            return Err("Argument required (starting display address).".into());
-        }
-        let addr = self.eval_address(args)?;
+        let addr = if args.is_empty() {
+            if self.examiner.next.is_none() {
+                return Err("Argument required (starting display address).".into());
+            }
+            None
+        } else {
+            Some(self.eval_address(args)?)
+        };
         let now = Now {
             tl: &self.tl,
             exe: &self.exe,
         };
-        let text = inspect::examine(&self.prog, &now, fmt, addr)?;
+        let text = self.examiner.examine(&self.prog, &now, fmt, addr)?;
         let _ = write!(self.out, "{text}");
         if !text.ends_with('\n') {
             let _ = writeln!(self.out);
