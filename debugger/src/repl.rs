@@ -248,8 +248,8 @@ impl Debugger {
             "c" | "cont" | "continue" | "fg" => self.cmd_continue(args)?,
             "si" | "stepi" => self.repeat(args, |d| d.stepi_once())?,
             "ni" | "nexti" => self.repeat(args, |d| d.nexti_once())?,
-            "s" | "step" => self.repeat(args, |d| d.line_step(false))?,
-            "n" | "next" => self.repeat(args, |d| d.line_step(true))?,
+            "s" | "step" => self.repeat(args, |d| d.line_step(false, false))?,
+            "n" | "next" => self.repeat(args, |d| d.line_step(true, false))?,
             "fin" | "finish" => self.cmd_finish()?,
             "u" | "until" | "advance" => self.cmd_advance(args)?,
             "rsi" | "reverse-stepi" => self.repeat(args, |d| d.reverse_stepi_once())?,
@@ -1008,7 +1008,10 @@ impl Debugger {
 
     /// gdb's step/next: run until the start of another line. `over`:
     /// calls are stepped over (next).
-    fn line_step(&mut self, over: bool) -> Result<bool, String> {
+    /// `until`: like next, but a jump back (a loop) does not stop it: it
+    /// runs on while pc stays between the function's start and the end of
+    /// the current line, as gdb's until_next does.
+    fn line_step(&mut self, over: bool, until: bool) -> Result<bool, String> {
         self.frame = 0;
         self.refresh();
         let start_pc = self.pc();
@@ -1017,6 +1020,10 @@ impl Debugger {
             return self.step_out_of_unknown();
         };
         let start_fn = self.prog.function_range(start_pc).map(|f| f.0);
+        let range_lo = match (until, start_fn) {
+            (true, Some(lo)) => lo,
+            _ => start.start,
+        };
         let frame_sp = self.sp();
         for _ in 0..1_000_000u32 {
             let pc = self.pc();
@@ -1066,7 +1073,7 @@ impl Debugger {
                 return self.step_out_of_unknown();
             }
             match self.line_of(pc) {
-                Some(_) if pc >= start.start && pc < start.end && in_start_fn => continue,
+                Some(_) if pc >= range_lo && pc < start.end && in_start_fn => continue,
                 Some(row)
                     if row.line == start.line
                         && row.file == start.file
@@ -1379,28 +1386,48 @@ impl Debugger {
     fn cmd_advance(&mut self, args: &str) -> CmdResult {
         if args.is_empty() {
             // until without argument: next, but not backwards in loops.
-            if self.line_step(true)? {
+            if self.line_step(true, true)? {
                 self.show_position(false);
             }
             return Ok(());
         }
         let (addrs, _) = self.resolve_location(args)?;
+        // Also stop when the current function returns, as gdb does.
+        let ret = {
+            let now = Now {
+                tl: &self.tl,
+                exe: &self.exe,
+            };
+            match (self.prog.frame(&now, 0), self.prog.frame(&now, 1)) {
+                (Some(this), Some(caller)) if this.cfa != 0 => Some((caller.pc, this.cfa)),
+                _ => None,
+            }
+        };
         let saved = self.tl.breakpoints.clone();
         let targets: BTreeSet<u64> = addrs.iter().copied().collect();
         self.tl.breakpoints.extend(addrs.iter().copied());
+        self.tl.breakpoints.extend(ret.map(|r| r.0));
         let r = {
             let Debugger {
                 tl, prog, exe, bps, ..
             } = self;
             let mut stop = |t: &mut Timeline, a: u64| {
-                targets.contains(&a) || Self::breakpoint_says_stop(bps, prog, exe, t, a, true)
+                let returned = ret
+                    .is_some_and(|(pc, cfa)| a == pc && t.regs().map(|r| r.rsp).ok() == Some(cfa));
+                targets.contains(&a)
+                    || returned
+                    || Self::breakpoint_says_stop(bps, prog, exe, t, a, true)
             };
             tl.cont(&mut stop)
         };
         self.tl.breakpoints = saved;
         self.refresh();
         match r.map_err(terr)? {
-            StopReason::Breakpoint(a) if targets.contains(&a) => self.show_position(true),
+            StopReason::Breakpoint(a)
+                if targets.contains(&a) || ret.is_some_and(|(pc, _)| pc == a) =>
+            {
+                self.show_position(true)
+            }
             other => self.report(other),
         }
         Ok(())

@@ -165,6 +165,25 @@ fn steps_and_reverse_steps_match_gdb_record_full_in_loops_and_calls() {
 }
 
 #[test]
+fn counts_until_and_advance_match_gdb_record_full() {
+    compare_with_gdb(
+        "gdb-until",
+        &[
+            "break main",
+            "run",
+            "next 3",
+            "step 4",
+            "until",
+            "until",
+            "advance 46",
+            "reverse-next 2",
+            "next",
+            "reverse-step",
+        ],
+    );
+}
+
+#[test]
 fn steps_and_reverse_steps_match_gdb_record_full_with_recursion_and_a_signal_handler() {
     compare_with_gdb(
         "gdb-signal",
