@@ -600,3 +600,77 @@ fn ctrl_c_stops_a_long_continue_and_comes_back() {
     assert!(stdout.contains("mark (i=1)"), "{stdout}\n{stderr}");
     assert!(started.elapsed() < std::time::Duration::from_secs(60));
 }
+
+#[test]
+fn a_syscall_heavy_recording_goes_back_across_thousands_of_events() {
+    let scratch = Scratch::new("debug-syscalls");
+    let rec = record(&scratch, &fixture("dbg_syscalls"), None);
+    let mut cmds = vec!["break hit", "run", "p i"];
+    for _ in 0..5 {
+        cmds.extend(["continue", "p i", "p total"]);
+    }
+    cmds.push("when");
+    for _ in 0..5 {
+        cmds.extend(["reverse-continue", "p i", "p total"]);
+    }
+    cmds.extend([
+        "delete",
+        "watch last_hit",
+        "reverse-continue",
+        "p last_hit",
+        "when",
+    ]);
+    let done = debug(&rec.dir, &cmds);
+    assert!(done.status.success(), "{}", done.describe());
+    let values: Vec<String> = done
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with('$'))
+        .map(|l| {
+            l.split_once(" = ")
+                .map(|x| x.1.to_string())
+                .unwrap_or_default()
+        })
+        .collect();
+    assert_eq!(values.len(), 1 + 10 + 10 + 1, "{}", done.describe());
+    // Forward: i = 500, 1000, ... 3000 with the totals at each.
+    let forward: Vec<(String, String)> = (0..5)
+        .map(|k| (values[1 + 2 * k].clone(), values[2 + 2 * k].clone()))
+        .collect();
+    assert_eq!(values[0], "500");
+    assert_eq!(forward.last().map(|f| f.0.as_str()), Some("3000"));
+    // Backward: the same stops in reverse order, same totals (the first
+    // reverse-continue goes from 3000 back to 2500, and so on; the last
+    // one back to 500).
+    let back: Vec<(String, String)> = (0..5)
+        .map(|k| (values[11 + 2 * k].clone(), values[12 + 2 * k].clone()))
+        .collect();
+    let mut expected: Vec<(String, String)> = vec![(values[0].clone(), String::new())];
+    expected.extend(forward.iter().cloned());
+    for (k, (i, total)) in back.iter().enumerate() {
+        let (want_i, want_total) = &expected[4 - k];
+        assert_eq!(i, want_i, "{}", done.describe());
+        if !want_total.is_empty() {
+            assert_eq!(total, want_total, "{}", done.describe());
+        }
+    }
+    // A reverse watchpoint from i = 500: last_hit was last changed... never
+    // before (it was 0): back to the beginning of history.
+    assert!(
+        done.stdout.contains("No more reverse-execution history."),
+        "{}",
+        done.describe()
+    );
+    let events: Vec<&str> = done
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("Current event:"))
+        .collect();
+    assert_eq!(events.len(), 2, "{}", done.describe());
+    let n: u64 = events[0]
+        .split_whitespace()
+        .nth(2)
+        .and_then(|e| e.parse().ok())
+        .unwrap_or(0);
+    assert!(n > 6000, "thousands of events crossed: {}", events[0]);
+}
