@@ -31,6 +31,8 @@ pub struct DebugRequest {
     pub commands: Vec<String>,
     pub batch: bool,
     pub max_snapshots: usize,
+    /// Memory budget of the snapshots, MiB.
+    pub snapshot_memory: u64,
 }
 
 fn err(message: impl Into<String>) -> CliError {
@@ -117,6 +119,7 @@ pub fn debug(req: DebugRequest) -> CliResult {
     }
     let opts = TimelineOptions {
         max_snapshots: req.max_snapshots,
+        memory_budget: req.snapshot_memory << 20,
         ..Default::default()
     };
     if let Some(image) = &req.image {

@@ -104,6 +104,10 @@ struct DebugArgs {
     /// process, sharing unchanged pages) to go back quickly.
     #[arg(long, value_name = "N", default_value = "48")]
     max_snapshots: usize,
+    /// At most MIB of memory held by snapshots alone (the pages they no
+    /// longer share); older ones are dropped first.
+    #[arg(long, value_name = "MIB", default_value = "4096")]
+    snapshot_memory: u64,
     /// The program to record and debug, and its arguments.
     #[arg(last = true, value_name = "PROG ARGS")]
     argv: Vec<String>,
@@ -253,6 +257,7 @@ fn main() -> ExitCode {
                 commands: a.commands,
                 batch: a.batch,
                 max_snapshots: a.max_snapshots,
+                snapshot_memory: a.snapshot_memory,
             })
         }
     };

@@ -2004,6 +2004,11 @@ impl Debugger {
                 .collect::<Vec<_>>()
                 .join(" ")
         ));
+        let (bytes, n) = self.tl.snapshot_memory();
+        text.push_str(&format!(
+            "{n} snapshot processes (with anchors) hold {:.1} MiB of their own\n",
+            bytes as f64 / (1u64 << 20) as f64
+        ));
         let _ = write!(self.out, "{text}");
     }
 

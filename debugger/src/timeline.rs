@@ -199,6 +199,10 @@ pub struct TimelineOptions {
     pub max_snapshots: usize,
     /// Replay time between snapshots while moving forward.
     pub snapshot_interval: Duration,
+    /// At most this much memory held by snapshots and anchors alone (the
+    /// pages they no longer share with anybody, as the kernel counts
+    /// them); older snapshots are dropped first when over.
+    pub memory_budget: u64,
 }
 
 impl Default for TimelineOptions {
@@ -206,8 +210,19 @@ impl Default for TimelineOptions {
         TimelineOptions {
             max_snapshots: 48,
             snapshot_interval: Duration::from_millis(40),
+            memory_budget: 4 << 30,
         }
     }
+}
+
+/// Memory a stopped copy holds alone: its private pages (smaps_rollup).
+fn private_bytes(pid: libc::pid_t) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with("Private_Clean:") || l.starts_with("Private_Dirty:"))
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum::<u64>()
+        * 1024
 }
 
 pub struct Timeline {
@@ -229,6 +244,8 @@ pub struct Timeline {
     pub progress: Option<Progress>,
     last_progress: Instant,
     pub breakpoints: BTreeSet<u64>,
+    /// Snapshots added so far (the memory budget is checked every 8th).
+    thinned: u64,
     /// The current process is somewhere without a coordinate (a Ctrl-C
     /// stopped it): the next goto starts from a snapshot.
     lost: bool,
@@ -290,6 +307,7 @@ impl Timeline {
             last_progress: Instant::now(),
             breakpoints: BTreeSet::new(),
             lost: false,
+            thinned: 0,
             watches: Vec::new(),
             predecessors: None,
         };
@@ -438,7 +456,17 @@ impl Timeline {
     /// smallest gap relative to its age (distance from the newest), so
     /// spacing grows with age, like rr's doubling intervals.
     fn thin(&mut self) {
-        while self.snapshots.len() > self.opts.max_snapshots.max(2) {
+        let held = |t: &Timeline| t.snapshot_memory().0;
+        // Measuring walks every snapshot's page tables: not every time.
+        self.thinned += 1;
+        let mut over_budget = self.thinned % 8 == 1 && held(self) > self.opts.memory_budget;
+        while over_budget && !self.anchors.is_empty() {
+            self.anchors.remove(0);
+            over_budget = held(self) > self.opts.memory_budget;
+        }
+        while self.snapshots.len() > self.opts.max_snapshots.max(2)
+            || (over_budget && self.snapshots.len() > 2)
+        {
             let newest = self.snapshots.last().map(|s| s.event).unwrap_or(0);
             let n = self.snapshots.len();
             let mut best = (f64::MAX, 1usize);
@@ -451,7 +479,21 @@ impl Timeline {
                 }
             }
             self.snapshots.remove(best.1);
+            if over_budget {
+                over_budget = held(self) > self.opts.memory_budget;
+            }
         }
+    }
+
+    /// Memory the snapshots and anchors hold alone, and how many there are.
+    pub fn snapshot_memory(&self) -> (u64, usize) {
+        let pids: Vec<libc::pid_t> = self
+            .snapshots
+            .iter()
+            .map(|s| s.rep.tracee().pid)
+            .chain(self.anchors.iter().map(|a| a.rep.tracee().pid))
+            .collect();
+        (pids.iter().map(|&p| private_bytes(p)).sum(), pids.len())
     }
 
     fn set_mode(&mut self, breakpoints: BTreeSet<u64>, step: bool) {
