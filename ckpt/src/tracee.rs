@@ -182,8 +182,10 @@ impl Thread {
 }
 
 /// Wait until thread `tid` reaches a SIGTRAP (or, with `want_segv`, SIGSEGV)
-/// signal-delivery-stop, letting clone and group-stop events pass.
-fn wait_trap(tid: pid_t, want_segv: bool) -> Result<(), Error> {
+/// signal-delivery-stop, letting clone and group-stop events pass; the
+/// child a clone event announced on the way, if any.
+fn wait_trap(tid: pid_t, want_segv: bool) -> Result<Option<pid_t>, Error> {
+    let mut child = None;
     loop {
         let Some((_, stop)) =
             ptrace::wait(tid, false).map_err(|e| Error::ptrace("waitpid", tid, e))?
@@ -191,8 +193,16 @@ fn wait_trap(tid: pid_t, want_segv: bool) -> Result<(), Error> {
             continue;
         };
         match stop {
-            Stop::Signal(libc::SIGTRAP) => return Ok(()),
-            Stop::Signal(libc::SIGSEGV) if want_segv => return Ok(()),
+            Stop::Signal(libc::SIGTRAP) => return Ok(child),
+            Stop::Signal(libc::SIGSEGV) if want_segv => return Ok(child),
+            Stop::Event(libc::PTRACE_EVENT_CLONE, _) => {
+                child = Some(
+                    ptrace::geteventmsg(tid)
+                        .map_err(|e| Error::ptrace("PTRACE_GETEVENTMSG", tid, e))?
+                        as pid_t,
+                );
+                ptrace::cont(tid, 0).map_err(|e| Error::ptrace("PTRACE_CONT", tid, e))?;
+            }
             Stop::Signal(sig) => {
                 return Err(Error::Tracee(format!(
                     "thread {tid} got signal {sig} during an injected syscall"
@@ -228,13 +238,9 @@ impl Injector {
     /// Map a trampoline at `addr` in the stopped thread `tid` by briefly
     /// writing `syscall; int3` at its instruction pointer.
     pub fn install(tracee: &Tracee, tid: pid_t, addr: u64) -> Result<Injector, Error> {
-        let saved = ptrace::getregs(tid).map_err(|e| Error::ptrace("PTRACE_GETREGS", tid, e))?;
-        let mut orig = [0u8; 4];
-        tracee.read_mem(saved.rip, &mut orig)?;
-        tracee.write_mem(saved.rip, &TRAMPOLINE_CODE)?;
-        let mut regs = saved;
-        set_syscall(
-            &mut regs,
+        let (ret, _) = syscall_at_rip(
+            tracee,
+            tid,
             libc::SYS_mmap,
             &[
                 addr,
@@ -244,13 +250,7 @@ impl Injector {
                 u64::MAX,
                 0,
             ],
-        );
-        let result = run_to_trap(tid, &regs, false);
-        // Put the code and registers back whatever happened.
-        let restored = tracee.write_mem(saved.rip, &orig);
-        let _ = ptrace::setregs(tid, &saved);
-        let ret = result?;
-        restored?;
+        )?;
         if ret as u64 != addr {
             return Err(Error::Tracee(format!(
                 "cannot map the trampoline at {addr:#x}: {}",
@@ -320,11 +320,44 @@ fn set_syscall(regs: &mut user_regs_struct, nr: i64, args: &[u64]) {
 }
 
 fn run_to_trap(tid: pid_t, regs: &user_regs_struct, want_segv: bool) -> Result<i64, Error> {
+    run_to_trap_child(tid, regs, want_segv).map(|r| r.0)
+}
+
+/// [`run_to_trap`], with the child a clone made on the way.
+fn run_to_trap_child(
+    tid: pid_t,
+    regs: &user_regs_struct,
+    want_segv: bool,
+) -> Result<(i64, Option<pid_t>), Error> {
     ptrace::setregs(tid, regs).map_err(|e| Error::ptrace("PTRACE_SETREGS", tid, e))?;
     ptrace::cont(tid, 0).map_err(|e| Error::ptrace("PTRACE_CONT", tid, e))?;
-    wait_trap(tid, want_segv)?;
+    let child = wait_trap(tid, want_segv)?;
     let after = ptrace::getregs(tid).map_err(|e| Error::ptrace("PTRACE_GETREGS", tid, e))?;
-    Ok(after.rax as i64)
+    Ok((after.rax as i64, child))
+}
+
+/// Run syscall `nr` in stopped thread `tid` without a trampoline, by
+/// briefly writing `syscall; int3` at its instruction pointer; code and
+/// registers are put back whatever happens. The raw result, and the child
+/// a clone made.
+fn syscall_at_rip(
+    tracee: &Tracee,
+    tid: pid_t,
+    nr: i64,
+    args: &[u64],
+) -> Result<(i64, Option<pid_t>), Error> {
+    let saved = ptrace::getregs(tid).map_err(|e| Error::ptrace("PTRACE_GETREGS", tid, e))?;
+    let mut orig = [0u8; 4];
+    tracee.read_mem(saved.rip, &mut orig)?;
+    tracee.write_mem(saved.rip, &TRAMPOLINE_CODE)?;
+    let mut regs = saved;
+    set_syscall(&mut regs, nr, args);
+    let result = run_to_trap_child(tid, &regs, false);
+    let restored = tracee.write_mem(saved.rip, &orig);
+    let _ = ptrace::setregs(tid, &saved);
+    let ret = result?;
+    restored?;
+    Ok(ret)
 }
 
 pub fn errno_text(ret: i64) -> String {
@@ -458,56 +491,14 @@ pub fn fork_stopped(tracee: &Tracee, tid: pid_t) -> Result<pid_t, Error> {
     let saved = ptrace::getregs(tid).map_err(|e| Error::ptrace("PTRACE_GETREGS", tid, e))?;
     let mut orig = [0u8; 4];
     tracee.read_mem(saved.rip, &mut orig)?;
-    tracee.write_mem(saved.rip, &TRAMPOLINE_CODE)?;
-    let mut regs = saved;
     // clone(flags = 0: exit signal none, no sharing; stack 0: the same).
-    set_syscall(&mut regs, libc::SYS_clone, &[0, 0, 0, 0, 0]);
-    let result = (|| -> Result<pid_t, Error> {
-        ptrace::setregs(tid, &regs).map_err(|e| Error::ptrace("PTRACE_SETREGS", tid, e))?;
-        ptrace::cont(tid, 0).map_err(|e| Error::ptrace("PTRACE_CONT", tid, e))?;
-        let mut child = None;
-        loop {
-            let Some((_, stop)) =
-                ptrace::wait(tid, false).map_err(|e| Error::ptrace("waitpid", tid, e))?
-            else {
-                continue;
-            };
-            match stop {
-                Stop::Event(libc::PTRACE_EVENT_CLONE, _) => {
-                    child = Some(
-                        ptrace::geteventmsg(tid)
-                            .map_err(|e| Error::ptrace("PTRACE_GETEVENTMSG", tid, e))?
-                            as pid_t,
-                    );
-                    ptrace::cont(tid, 0).map_err(|e| Error::ptrace("PTRACE_CONT", tid, e))?;
-                }
-                Stop::Signal(libc::SIGTRAP) => break,
-                Stop::Event(_, _) | Stop::Syscall => {
-                    ptrace::cont(tid, 0).map_err(|e| Error::ptrace("PTRACE_CONT", tid, e))?;
-                }
-                Stop::Signal(sig) => {
-                    return Err(Error::Tracee(format!(
-                        "thread {tid} got signal {sig} while forking a snapshot"
-                    )))
-                }
-                Stop::Exited(_) | Stop::Killed(_) => {
-                    return Err(Error::Gone("the program ended while forking".into()))
-                }
-            }
-        }
-        let after = ptrace::getregs(tid).map_err(|e| Error::ptrace("PTRACE_GETREGS", tid, e))?;
-        match child {
-            Some(c) => Ok(c),
-            None => Err(Error::Tracee(format!(
-                "fork for a snapshot failed: {}",
-                errno_text(after.rax as i64)
-            ))),
-        }
-    })();
-    let restored = tracee.write_mem(saved.rip, &orig);
-    let _ = ptrace::setregs(tid, &saved);
-    let child = result?;
-    restored?;
+    let (ret, child) = syscall_at_rip(tracee, tid, libc::SYS_clone, &[0, 0, 0, 0, 0])?;
+    let Some(child) = child else {
+        return Err(Error::Tracee(format!(
+            "fork for a snapshot failed: {}",
+            errno_text(ret)
+        )));
+    };
     // The child starts with its attach stop; it holds our code at rip.
     loop {
         match ptrace::wait(child, false).map_err(|e| Error::ptrace("waitpid", child, e))? {
@@ -515,7 +506,7 @@ pub fn fork_stopped(tracee: &Tracee, tid: pid_t) -> Result<pid_t, Error> {
             Some((_, Stop::Exited(_) | Stop::Killed(_))) => {
                 return Err(Error::Gone("the snapshot died at birth".into()))
             }
-            Some((_, Stop::Signal(_))) | Some((_, _)) | None => {}
+            _ => {}
         }
     }
     let copy = Tracee::new(child)?;

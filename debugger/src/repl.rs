@@ -208,6 +208,14 @@ impl Debugger {
         &mut self.tl
     }
 
+    /// The program as it is now, for the inspector.
+    fn now(&self) -> Now<'_> {
+        Now {
+            tl: &self.tl,
+            exe: &self.exe,
+        }
+    }
+
     fn refresh(&mut self) {
         let now = Now {
             tl: &self.tl,
@@ -271,10 +279,7 @@ impl Debugger {
             "output" => self.cmd_print(cmd, args)?,
             "whatis" | "ptype" => {
                 self.refresh();
-                let now = Now {
-                    tl: &self.tl,
-                    exe: &self.exe,
-                };
+                let now = self.now();
                 let ty = inspect::describe_type(args, cmd == "ptype", &self.prog, &now, self.frame)
                     .map_err(|e| expr_error(args, &e))?;
                 self.say(&format!("type = {ty}"));
@@ -688,10 +693,9 @@ impl Debugger {
         forward: bool,
     ) -> bool {
         let now = Now { tl, exe };
-        let _ = prog.refresh(&now);
-        if bps.iter().any(|b| b.addrs.is_empty())
-            && prog.address_of("_dl_debug_state") == Some(addr)
-        {
+        // Libraries come and go only through the dynamic linker's hook.
+        if prog.address_of("_dl_debug_state") == Some(addr) {
+            let _ = prog.refresh(&now);
             let added = Self::resolve_pending(bps, prog);
             if !added.is_empty() {
                 tracing::debug!("pending breakpoints resolved at {added:x?}");
@@ -763,10 +767,7 @@ impl Debugger {
         if self.frame == 0 {
             return self.pc();
         }
-        let now = Now {
-            tl: &self.tl,
-            exe: &self.exe,
-        };
+        let now = self.now();
         self.prog
             .frame(&now, self.frame)
             .map(|f| f.lookup_pc)
@@ -791,12 +792,28 @@ impl Debugger {
     }
 
     fn cont_with(&mut self, forward: bool) -> Result<StopReason, String> {
+        self.run_with(forward, &[], &|_, _| false)
+    }
+
+    /// Run forward or backward with the user's breakpoints and
+    /// watchpoints, plus breakpoints at `extra` where `target` says which
+    /// arrivals end the run. Pending breakpoints are resolved on the way.
+    fn run_with(
+        &mut self,
+        forward: bool,
+        extra: &[u64],
+        target: &dyn Fn(&Timeline, u64) -> bool,
+    ) -> Result<StopReason, String> {
         self.note_watch_values();
         self.frame = 0;
+        self.tl.breakpoints.extend(extra.iter().copied());
         let Debugger {
             tl, prog, exe, bps, ..
         } = self;
         let mut stop = |t: &mut Timeline, addr: u64| {
+            if target(t, addr) {
+                return true;
+            }
             let pending = bps.iter().filter(|b| b.addrs.is_empty()).count();
             let yes = Self::breakpoint_says_stop(bps, prog, exe, t, addr, forward);
             if pending != bps.iter().filter(|b| b.addrs.is_empty()).count() {
@@ -811,6 +828,8 @@ impl Debugger {
         } else {
             tl.reverse_cont(&mut stop)
         };
+        // Back to the user's own (with those resolved meanwhile).
+        self.sync_breakpoints();
         self.refresh();
         r.map_err(terr)
     }
@@ -873,84 +892,14 @@ impl Debugger {
         self.reverse_stepi_quiet()
     }
 
-    /// Run forward until the thread is at `addr` with stack pointer `sp`
-    /// (a return from a call), or a breakpoint stops it first. Returns
-    /// false if something else stopped it (reported).
-    fn run_to_return(&mut self, addr: u64, sp: u64) -> Result<bool, String> {
-        let saved = self.tl.breakpoints.clone();
-        self.tl.breakpoints.insert(addr);
-        let user_at_addr = saved.contains(&addr);
-        let mut user_stop = false;
-        let r = {
-            let Debugger {
-                tl, prog, exe, bps, ..
-            } = self;
-            let mut stop = |t: &mut Timeline, a: u64| {
-                let here = t.regs().map(|r| r.rsp).unwrap_or(0);
-                if a == addr && here == sp {
-                    return true;
-                }
-                if (a != addr || user_at_addr)
-                    && Self::breakpoint_says_stop(bps, prog, exe, t, a, true)
-                {
-                    user_stop = true;
-                    return true;
-                }
-                false
-            };
-            tl.cont(&mut stop)
-        };
-        self.tl.breakpoints = saved;
-        self.refresh();
-        match r.map_err(terr)? {
-            StopReason::Breakpoint(a) if user_stop => {
-                self.report(StopReason::Breakpoint(a));
-                Ok(false)
-            }
-            StopReason::Breakpoint(_) => Ok(true),
-            other => {
-                self.report(other);
-                Ok(false)
-            }
-        }
-    }
-
-    /// Backward counterpart: to the last time before now that the thread
-    /// was at `addr` with stack pointer `sp`.
-    fn reverse_run_to(&mut self, addr: u64, sp: u64) -> Result<bool, String> {
-        let saved = self.tl.breakpoints.clone();
-        self.tl.breakpoints.insert(addr);
-        let mut user_stop = false;
-        let r = {
-            let Debugger {
-                tl, prog, exe, bps, ..
-            } = self;
-            let mut stop = |t: &mut Timeline, a: u64| {
-                let here = t.regs().map(|r| r.rsp).unwrap_or(0);
-                if a == addr && here == sp {
-                    return true;
-                }
-                if a != addr && Self::breakpoint_says_stop(bps, prog, exe, t, a, false) {
-                    user_stop = true;
-                    return true;
-                }
-                false
-            };
-            tl.reverse_cont(&mut stop)
-        };
-        self.tl.breakpoints = saved;
-        self.refresh();
-        let _ = user_stop;
-        match r.map_err(terr)? {
-            StopReason::Breakpoint(a) => {
-                let here = self.sp();
-                if a == addr && here == sp {
-                    Ok(true)
-                } else {
-                    self.report(StopReason::Breakpoint(a));
-                    Ok(false)
-                }
-            }
+    /// Run until the thread is at `addr` with stack pointer `sp` (a
+    /// return from a call forward, the call itself backward), unless a
+    /// breakpoint stops it first. Returns false if something else stopped
+    /// it (reported).
+    fn run_to_frame(&mut self, addr: u64, sp: u64, forward: bool) -> Result<bool, String> {
+        let at_frame = |t: &Timeline, a: u64| a == addr && t.regs().map(|r| r.rsp).ok() == Some(sp);
+        match self.run_with(forward, &[addr], &at_frame)? {
+            StopReason::Breakpoint(a) if at_frame(&self.tl, a) => Ok(true),
             other => {
                 self.report(other);
                 Ok(false)
@@ -963,24 +912,18 @@ impl Debugger {
         let pc = self.pc();
         let sp = self.sp();
         let call = {
-            let now = Now {
-                tl: &self.tl,
-                exe: &self.exe,
-            };
+            let now = self.now();
             inspect::is_call(&now, pc)
         };
         match call {
-            Some(len) => self.run_to_return(pc + len as u64, sp),
+            Some(len) => self.run_to_frame(pc + len as u64, sp, true),
             None => self.stepi_once(),
         }
     }
 
     /// The call instruction that returns to `ret` (its address).
     fn call_before(&self, ret: u64) -> Option<u64> {
-        let now = Now {
-            tl: &self.tl,
-            exe: &self.exe,
-        };
+        let now = self.now();
         [5u64, 6, 2, 3, 7, 4, 8, 9]
             .iter()
             .map(|k| ret.wrapping_sub(*k))
@@ -996,7 +939,7 @@ impl Debugger {
         // Stepped back into a callee (onto its return)? Go to the call.
         if self.sp() < sp {
             if let Some(call) = self.call_before(pc) {
-                return self.reverse_run_to(call, sp);
+                return self.run_to_frame(call, sp, false);
             }
         }
         Ok(true)
@@ -1029,15 +972,12 @@ impl Debugger {
             let pc = self.pc();
             let sp = self.sp();
             let call = {
-                let now = Now {
-                    tl: &self.tl,
-                    exe: &self.exe,
-                };
+                let now = self.now();
                 inspect::is_call(&now, pc)
             };
             if let Some(len) = call {
                 if over {
-                    if !self.run_to_return(pc + len as u64, sp)? {
+                    if !self.run_to_frame(pc + len as u64, sp, true)? {
                         return Ok(false);
                     }
                 } else {
@@ -1049,7 +989,7 @@ impl Debugger {
                     if self.line_of(callee).is_none() {
                         // A function without line info (libc, PLT):
                         // step over it as a whole.
-                        if !self.run_to_return(pc + len as u64, sp)? {
+                        if !self.run_to_frame(pc + len as u64, sp, true)? {
                             return Ok(false);
                         }
                     } else {
@@ -1103,13 +1043,17 @@ impl Debugger {
 
     /// stepi without end-of-history report duplication; false at the end.
     fn stepi_quiet(&mut self) -> Result<bool, String> {
-        match self.tl.stepi().map_err(terr)? {
-            StopReason::End => {
-                self.report(StopReason::End);
-                Ok(false)
-            }
-            _ => Ok(true),
+        let r = self.tl.stepi().map_err(terr)?;
+        Ok(self.not_at_an_end(r))
+    }
+
+    /// False (after saying so) if `r` is an end of history.
+    fn not_at_an_end(&mut self, r: StopReason) -> bool {
+        if matches!(r, StopReason::End | StopReason::Start) {
+            self.report(r);
+            return false;
         }
+        true
     }
 
     /// Just entered a function: run to the breakpoint address gdb would
@@ -1139,10 +1083,7 @@ impl Debugger {
     }
 
     fn step_out_of_unknown(&mut self) -> Result<bool, String> {
-        let now = Now {
-            tl: &self.tl,
-            exe: &self.exe,
-        };
+        let now = self.now();
         let caller = self.prog.frame(&now, 1);
         match caller {
             Some(f) if f.cfa != 0 => {
@@ -1150,7 +1091,7 @@ impl Debugger {
                 if cfa == 0 {
                     return self.stepi_quiet();
                 }
-                self.run_to_return(pc, cfa)
+                self.run_to_frame(pc, cfa, true)
             }
             _ => self.stepi_quiet(),
         }
@@ -1160,10 +1101,7 @@ impl Debugger {
     /// finish and reverse-finish.
     fn frame_and_caller(&mut self) -> Result<(Frame, Frame, String), String> {
         self.refresh();
-        let now = Now {
-            tl: &self.tl,
-            exe: &self.exe,
-        };
+        let now = self.now();
         let f = self.frame;
         let (Some(this), Some(caller)) = (self.prog.frame(&now, f), self.prog.frame(&now, f + 1))
         else {
@@ -1180,7 +1118,7 @@ impl Debugger {
             return Err("Cannot find the caller's frame (no unwind information).".into());
         }
         let function = this.function.clone();
-        if self.run_to_return(caller.pc, this.cfa)? {
+        if self.run_to_frame(caller.pc, this.cfa, true)? {
             self.frame = 0;
             self.show_position(true);
             if let Some(f) = function {
@@ -1194,10 +1132,7 @@ impl Debugger {
     /// returning an integer, character, bool, enum or pointer (in rax).
     fn show_returned(&mut self, function: &str) {
         self.refresh();
-        let now = Now {
-            tl: &self.tl,
-            exe: &self.exe,
-        };
+        let now = self.now();
         let Ok(ty) = inspect::describe_type(function, false, &self.prog, &now, 0) else {
             return;
         };
@@ -1232,7 +1167,7 @@ impl Debugger {
             ));
         };
         self.say(&format!("Run back to call of {head}"));
-        if self.reverse_run_to(call, this.cfa)? {
+        if self.run_to_frame(call, this.cfa, false)? {
             self.frame = 0;
             self.show_position(true);
         }
@@ -1277,7 +1212,7 @@ impl Debugger {
             if self.sp() < sp && self.line_of(now_pc).is_none() || (over && self.sp() < frame_sp) {
                 // Stepped back into a callee: go to its call.
                 if let Some(call) = self.call_before(pc) {
-                    if !self.reverse_run_to(call, sp)? {
+                    if !self.run_to_frame(call, sp, false)? {
                         return Ok(false);
                     }
                     continue;
@@ -1334,7 +1269,7 @@ impl Debugger {
             if self.sp() < sp {
                 // Into a callee of this line: jump over it to its call.
                 if let Some(call) = self.call_before(pc) {
-                    if !self.reverse_run_to(call, sp)? {
+                    if !self.run_to_frame(call, sp, false)? {
                         return Ok(false);
                     }
                     continue;
@@ -1374,13 +1309,8 @@ impl Debugger {
     }
 
     fn reverse_stepi_quiet(&mut self) -> Result<bool, String> {
-        match self.tl.reverse_stepi().map_err(terr)? {
-            StopReason::Start => {
-                self.report(StopReason::Start);
-                Ok(false)
-            }
-            _ => Ok(true),
-        }
+        let r = self.tl.reverse_stepi().map_err(terr)?;
+        Ok(self.not_at_an_end(r))
     }
 
     fn cmd_advance(&mut self, args: &str) -> CmdResult {
@@ -1394,40 +1324,20 @@ impl Debugger {
         let (addrs, _) = self.resolve_location(args)?;
         // Also stop when the current function returns, as gdb does.
         let ret = {
-            let now = Now {
-                tl: &self.tl,
-                exe: &self.exe,
-            };
+            let now = self.now();
             match (self.prog.frame(&now, 0), self.prog.frame(&now, 1)) {
                 (Some(this), Some(caller)) if this.cfa != 0 => Some((caller.pc, this.cfa)),
                 _ => None,
             }
         };
-        let saved = self.tl.breakpoints.clone();
         let targets: BTreeSet<u64> = addrs.iter().copied().collect();
-        self.tl.breakpoints.extend(addrs.iter().copied());
-        self.tl.breakpoints.extend(ret.map(|r| r.0));
-        let r = {
-            let Debugger {
-                tl, prog, exe, bps, ..
-            } = self;
-            let mut stop = |t: &mut Timeline, a: u64| {
-                let returned = ret
-                    .is_some_and(|(pc, cfa)| a == pc && t.regs().map(|r| r.rsp).ok() == Some(cfa));
-                targets.contains(&a)
-                    || returned
-                    || Self::breakpoint_says_stop(bps, prog, exe, t, a, true)
-            };
-            tl.cont(&mut stop)
+        let is_target = |t: &Timeline, a: u64| {
+            targets.contains(&a)
+                || ret.is_some_and(|(pc, cfa)| a == pc && t.regs().map(|r| r.rsp).ok() == Some(cfa))
         };
-        self.tl.breakpoints = saved;
-        self.refresh();
-        match r.map_err(terr)? {
-            StopReason::Breakpoint(a)
-                if targets.contains(&a) || ret.is_some_and(|(pc, _)| pc == a) =>
-            {
-                self.show_position(true)
-            }
+        let extra: Vec<u64> = addrs.iter().copied().chain(ret.map(|r| r.0)).collect();
+        match self.run_with(true, &extra, &is_target)? {
+            StopReason::Breakpoint(a) if is_target(&self.tl, a) => self.show_position(true),
             other => self.report(other),
         }
         Ok(())
@@ -1483,10 +1393,7 @@ impl Debugger {
 
     fn eval_address(&mut self, expr: &str) -> Result<u64, String> {
         self.refresh();
-        let now = Now {
-            tl: &self.tl,
-            exe: &self.exe,
-        };
+        let now = self.now();
         let v = inspect::evaluate_with_history(expr, &self.prog, &now, self.frame, &self.history)
             .map_err(|e| expr_error(expr, &e))?;
         self.prog.value_as_address(&v)
@@ -1500,10 +1407,7 @@ impl Debugger {
         } else {
             args.to_string()
         };
-        let now = Now {
-            tl: &self.tl,
-            exe: &self.exe,
-        };
+        let now = self.now();
         let v = inspect::evaluate_with_history(&expr, &self.prog, &now, self.frame, &self.history)
             .map_err(|e| expr_error(&expr, &e))?;
         let text = match fmt.as_deref().and_then(|f| f.chars().last()) {
@@ -1551,10 +1455,7 @@ impl Debugger {
         } else {
             parse_count(args.trim())? as usize
         };
-        let now = Now {
-            tl: &self.tl,
-            exe: &self.exe,
-        };
+        let now = self.now();
         let frames = self.prog.backtrace(&now, max);
         let mut text = String::new();
         for f in &frames {
@@ -1566,10 +1467,7 @@ impl Debugger {
     }
 
     fn show_frame(&mut self, f: &Frame) {
-        let now = Now {
-            tl: &self.tl,
-            exe: &self.exe,
-        };
+        let now = self.now();
         let head = self.prog.describe_frame(&now, f);
         let src = self.source_line_at(f.lookup_pc);
         self.say(&head);
@@ -1582,19 +1480,13 @@ impl Debugger {
         self.refresh();
         if !args.trim().is_empty() {
             let n = parse_count(args.trim())? as usize;
-            let now = Now {
-                tl: &self.tl,
-                exe: &self.exe,
-            };
+            let now = self.now();
             if self.prog.frame(&now, n).is_none() {
                 return Err("No frame at level ".to_string() + args.trim() + ".");
             }
             self.frame = n;
         }
-        let now = Now {
-            tl: &self.tl,
-            exe: &self.exe,
-        };
+        let now = self.now();
         let f = self.prog.frame(&now, self.frame).ok_or("No stack.")?;
         self.show_frame(&f);
         Ok(())
@@ -1613,10 +1505,7 @@ impl Debugger {
                 .checked_sub(n)
                 .ok_or("Bottom (innermost) frame selected; you cannot go down.")?
         };
-        let now = Now {
-            tl: &self.tl,
-            exe: &self.exe,
-        };
+        let now = self.now();
         if self.prog.frame(&now, target).is_none() {
             return Err("Initial frame selected; you cannot go up.".into());
         }
@@ -1635,10 +1524,7 @@ impl Debugger {
     fn show_position(&mut self, full: bool) {
         self.refresh();
         let pc = self.pc();
-        let now = Now {
-            tl: &self.tl,
-            exe: &self.exe,
-        };
+        let now = self.now();
         let row = self.prog.line_info(pc);
         let at_line_start = row.as_ref().is_some_and(|r| r.start == pc);
         let src = self.source_line_at(pc);
@@ -1716,10 +1602,7 @@ impl Debugger {
             .prog
             .function_range(at)
             .ok_or(format!("No function contains specified address {at:#x}."))?;
-        let now = Now {
-            tl: &self.tl,
-            exe: &self.exe,
-        };
+        let now = self.now();
         let count = ((hi - lo) as usize).min(4096);
         let insns = self.prog.disassemble(&now, lo, count);
         let mut text = format!("Dump of assembler code for function {name}:\n");
@@ -1753,10 +1636,7 @@ impl Debugger {
             "frame" => self.cmd_frame(""),
             "locals" | "args" => {
                 self.refresh();
-                let now = Now {
-                    tl: &self.tl,
-                    exe: &self.exe,
-                };
+                let now = self.now();
                 let text = if what == "locals" {
                     self.prog.info_locals(&now, self.frame)?
                 } else {
@@ -1801,10 +1681,7 @@ impl Debugger {
     }
 
     fn info_registers(&mut self, which: &str) -> CmdResult {
-        let now = Now {
-            tl: &self.tl,
-            exe: &self.exe,
-        };
+        let now = self.now();
         let regs = match self.prog.frame(&now, self.frame) {
             Some(f) => f.regs,
             None => self.tl.regs().map_err(terr)?,

@@ -70,6 +70,28 @@ impl Moment {
     }
 }
 
+impl Seg {
+    /// The same counted segment with count `n`.
+    fn with_count(self, n: u64) -> Seg {
+        match self {
+            Seg::Steps(_) => Seg::Steps(n),
+            Seg::Hit(a, _) => Seg::Hit(a, n),
+            Seg::Watch(w, _) => Seg::Watch(w, n),
+            Seg::ToSyscall => Seg::ToSyscall,
+        }
+    }
+
+    /// Whether pause `p` is one this segment counts.
+    fn counts(&self, p: &Pause) -> bool {
+        match (self, p) {
+            (Seg::Hit(a, _), Pause::Breakpoint { addr, .. }) => a == addr,
+            (Seg::Watch(w, _), Pause::Watch { watch, .. }) => w == watch,
+            (Seg::Steps(_), Pause::Step { .. }) => true,
+            _ => false,
+        }
+    }
+}
+
 impl fmt::Display for Moment {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.event)?;
@@ -403,6 +425,13 @@ impl Timeline {
         }
     }
 
+    /// A snapshot here if replay ran long enough since the last one.
+    fn snapshot_if_due(&mut self) {
+        if self.since_snapshot.elapsed() >= self.opts.snapshot_interval {
+            self.take_snapshot();
+        }
+    }
+
     fn take_snapshot(&mut self) {
         if !self.at.path.is_empty() || !self.cur.can_fork() {
             return;
@@ -556,9 +585,7 @@ impl Timeline {
                 if let Some(tid) = self.cur.threads().first().map(|t| t.0) {
                     self.thread = self.last_thread().unwrap_or(tid);
                 }
-                if self.since_snapshot.elapsed() >= self.opts.snapshot_interval {
-                    self.take_snapshot();
-                }
+                self.snapshot_if_due();
                 Ok(())
             }
             Advance::Paused(p) => Err(other(format!("replay paused unexpectedly: {p:?}"))),
@@ -792,82 +819,65 @@ impl Timeline {
     /// leaving anchors on long ways, densest near the end.
     fn follow(&mut self, seg: Seg) -> Result<()> {
         match seg {
-            Seg::Steps(n) => {
-                let base = self.at.clone();
-                for i in 0..n {
-                    if i % 4096 == 4095 {
-                        self.tick(&|| format!("stepping: {i} of {n} instructions"))?;
-                    }
-                    let left = n - i;
-                    if i > 0 && ((left <= 512 && i % 32 == 0) || i % 1024 == 0) {
-                        self.at = base.then(Seg::Steps(i));
-                        self.take_anchor();
-                    }
-                    self.set_mode(BTreeSet::new(), true);
-                    match self.adv()? {
-                        Advance::Paused(Pause::Step { tid }) => {
-                            self.thread = tid;
-                        }
-                        other_stop => {
-                            return Err(other(format!(
-                                "moment unreachable: expected a step, got {other_stop:?}"
-                            )))
-                        }
-                    }
-                }
-                self.at = base.then(Seg::Steps(n));
-            }
-            Seg::Hit(addr, n) => {
-                let mut bps = BTreeSet::new();
-                bps.insert(addr);
+            Seg::Steps(n) | Seg::Hit(_, n) | Seg::Watch(_, n) => {
+                // Single steps, or arrivals at one breakpoint, or triggers
+                // of one watchpoint, with nothing else armed. Anchors are
+                // left on a long way, densest near its end (`near` last
+                // ones every `near_every`, else every `every`), so that
+                // going back a little later is not redone from far.
+                let (bps, watches, step, what, (near, near_every, every)) = match seg {
+                    Seg::Steps(_) => (
+                        BTreeSet::new(),
+                        vec![],
+                        true,
+                        "step".to_string(),
+                        (512, 32, 1024),
+                    ),
+                    Seg::Hit(addr, _) => (
+                        BTreeSet::from([addr]),
+                        vec![],
+                        false,
+                        format!("arrival at {addr:#x}"),
+                        (4096, 512, 65536),
+                    ),
+                    Seg::Watch(w, _) => (
+                        BTreeSet::new(),
+                        vec![w],
+                        false,
+                        format!("access to {:#x}", w.addr),
+                        (4096, 512, 65536),
+                    ),
+                    Seg::ToSyscall => return Err(other("follow: not a counted segment")),
+                };
                 let base = self.at.clone();
                 for i in 0..n {
                     if i % 1024 == 1023 {
-                        self.tick(&|| format!("counting arrivals at {addr:#x}: {i} of {n}"))?;
+                        self.tick(&|| format!("following: {what} {i} of {n}"))?;
                     }
-                    // Anchors on a long count (densest near its end), so
-                    // that going back a little later is not recounted.
                     let left = n - i;
-                    if i > 0 && ((left <= 4096 && i % 512 == 0) || i % 65536 == 0) {
-                        self.at = base.then(Seg::Hit(addr, i));
+                    if i > 0 && ((left <= near && i % near_every == 0) || i % every == 0) {
+                        self.at = base.then(seg.with_count(i));
                         self.take_anchor();
                     }
-                    self.set_mode(bps.clone(), false);
+                    self.set_mode_w(bps.clone(), step, watches.clone());
                     match self.adv()? {
-                        Advance::Paused(Pause::Breakpoint { tid, addr: a }) if a == addr => {
-                            self.thread = tid;
+                        Advance::Paused(p) if seg.counts(&p) => {
+                            if let Pause::Breakpoint { tid, .. }
+                            | Pause::Watch { tid, .. }
+                            | Pause::Step { tid } = p
+                            {
+                                self.thread = tid;
+                            }
                         }
                         other_stop => {
                             return Err(other(format!(
-                                "moment unreachable: expected arrival {} at {addr:#x}, got {other_stop:?}",
+                                "moment unreachable: expected {what} #{}, got {other_stop:?}",
                                 i + 1
                             )))
                         }
                     }
                 }
-                self.at = base.then(Seg::Hit(addr, n));
-            }
-            Seg::Watch(w, n) => {
-                let base = self.at.clone();
-                for i in 0..n {
-                    if i % 1024 == 1023 {
-                        self.tick(&|| format!("counting accesses to {:#x}: {i} of {n}", w.addr))?;
-                    }
-                    self.set_mode_w(BTreeSet::new(), false, vec![w]);
-                    match self.adv()? {
-                        Advance::Paused(Pause::Watch { tid, watch }) if watch == w => {
-                            self.thread = tid;
-                        }
-                        other_stop => {
-                            return Err(other(format!(
-                            "moment unreachable: expected access {} to {:#x}, got {other_stop:?}",
-                            i + 1,
-                            w.addr
-                        )))
-                        }
-                    }
-                }
-                self.at = base.then(Seg::Watch(w, n));
+                self.at = base.then(seg.with_count(n));
             }
             Seg::ToSyscall => {
                 self.set_mode(BTreeSet::new(), false);
@@ -922,9 +932,7 @@ impl Timeline {
                     if let Some(t) = self.last_thread() {
                         self.thread = t;
                     }
-                    if self.since_snapshot.elapsed() >= self.opts.snapshot_interval {
-                        self.take_snapshot();
-                    }
+                    self.snapshot_if_due();
                     if stepped {
                         return Ok(StopReason::Step);
                     }
@@ -999,9 +1007,7 @@ impl Timeline {
                     if let Some(t) = self.last_thread() {
                         self.thread = t;
                     }
-                    if self.since_snapshot.elapsed() >= self.opts.snapshot_interval {
-                        self.take_snapshot();
-                    }
+                    self.snapshot_if_due();
                 }
                 Advance::End => return Ok(StopReason::End),
             }
@@ -1424,9 +1430,7 @@ impl Timeline {
                     }
                     Advance::Event { .. } => {
                         self.at = Moment::at_event(self.cur.event());
-                        if self.since_snapshot.elapsed() >= self.opts.snapshot_interval {
-                            self.take_snapshot();
-                        }
+                        self.snapshot_if_due();
                         break;
                     }
                     other_stop => return Err(other(format!("scan: unexpected {other_stop:?}"))),

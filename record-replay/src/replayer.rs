@@ -149,8 +149,6 @@ pub struct Replayer<'a> {
     threads: Threads,
     event: u64,
     source: Source,
-    /// An event that was under way when replay paused.
-    pending: Option<Event>,
     console: Rc<RefCell<Console<'a>>>,
     exit: Option<i32>,
     cpu: usize,
@@ -261,7 +259,6 @@ pub fn replay(
         threads,
         event: skip,
         source: Source::Stream(Box::new(events)),
-        pending: None,
         console,
         exit: None,
         cpu,
@@ -351,7 +348,6 @@ impl<'a> Replayer<'a> {
             threads,
             event: at_event,
             source: Source::Loaded(trace.events.clone()),
-            pending: None,
             console,
             exit: None,
             cpu,
@@ -371,9 +367,6 @@ impl<'a> Replayer<'a> {
 
     /// The next event to apply.
     pub fn next(&self) -> Option<&Event> {
-        if let Some(ev) = &self.pending {
-            return Some(ev);
-        }
         match &self.source {
             Source::Loaded(events) => events.get(self.event as usize),
             Source::Stream(_) => None,
@@ -403,25 +396,20 @@ impl<'a> Replayer<'a> {
     /// Run the next event's thread up to the event (a syscall), without
     /// applying it: Ok(None) when there, or the pause on the way.
     pub fn run_to_syscall(&mut self) -> Result<Option<Pause>, Error> {
-        let Some(ev) = self.next_event()? else {
-            return Ok(None);
+        let (tid, nr, args, regs) = match self.next() {
+            None => return Ok(None),
+            Some(Event::Syscall {
+                tid,
+                nr,
+                args,
+                regs,
+                ..
+            }) => (*tid, *nr, *args, *regs),
+            Some(_) => return Err(Error::Unsupported("the next event is not a syscall".into())),
         };
-        let Event::Syscall {
-            tid,
-            nr,
-            args,
-            regs,
-            ..
-        } = &ev
-        else {
-            self.pending = Some(ev);
-            return Err(Error::Unsupported("the next event is not a syscall".into()));
-        };
-        let (tid, nr, args, regs) = (*tid, *nr, *args, *regs);
         self.event += 1;
         let result = self.run_to_entry(tid, nr, &args, regs);
         self.event -= 1;
-        self.pending = Some(ev);
         match result {
             Ok(_) => Ok(None),
             Err(Error::Paused) => match self.pause.take() {
@@ -475,7 +463,6 @@ impl<'a> Replayer<'a> {
                     ))
                 }
             },
-            pending: self.pending.clone(),
             console: self.console.clone(),
             exit: None,
             cpu: self.cpu,
@@ -592,10 +579,9 @@ impl Replayer<'_> {
         }
     }
 
+    /// The next event; for a trace in memory, by index, so that after a
+    /// pause the same event comes again.
     fn next_event(&mut self) -> Result<Option<Event>, Error> {
-        if let Some(ev) = self.pending.take() {
-            return Ok(Some(ev));
-        }
         match &mut self.source {
             Source::Stream(reader) => Ok(reader.next_event()?),
             Source::Loaded(events) => Ok(events.get(self.event as usize).cloned()),
@@ -630,14 +616,13 @@ impl Replayer<'_> {
             tracing::trace!("event {}: {shown}", self.event);
         }
         self.stepped = false;
-        let keep = self.debug.is_some().then(|| ev.clone());
         match self.step(ev) {
             Ok(()) => Ok(Advance::Event {
                 stepped: self.stepped,
             }),
             Err(Error::Paused) => {
+                // Not applied: advancing again takes it up where it paused.
                 self.event -= 1;
-                self.pending = keep;
                 match self.pause.take() {
                     Some(p) => Ok(Advance::Paused(p)),
                     None => Err(Error::Unsupported("replay paused for no reason".into())),
@@ -710,8 +695,8 @@ impl Replayer<'_> {
             self.sync_watches(real, stepping)?;
             let stop = match stepping {
                 true => {
-                    let syscall_insn = self.at_syscall_insn(real);
                     let before = ptrace::getregs(real).map(|r| r.rip).ok();
+                    let syscall_insn = before.is_some_and(|rip| self.is_syscall_insn(rip));
                     ptrace::singlestep(real, sig).map_err(perr("PTRACE_SINGLESTEP", real))?;
                     self.stepped = true;
                     let mut stop = self.wait_for(real)?;
@@ -754,10 +739,14 @@ impl Replayer<'_> {
                     stop
                 }
                 false => {
-                    let rip = ptrace::getregs(real)
-                        .map_err(perr("PTRACE_GETREGS", real))?
-                        .rip;
-                    if self.is_breakpoint(rip) {
+                    // (Plain replay has no breakpoints: no register read.)
+                    let at_breakpoint = self.any_breakpoints()
+                        && self.is_breakpoint(
+                            ptrace::getregs(real)
+                                .map_err(perr("PTRACE_GETREGS", real))?
+                                .rip,
+                        );
+                    if at_breakpoint {
                         // Already there: execute it before arming.
                         ptrace::singlestep(real, sig).map_err(perr("PTRACE_SINGLESTEP", real))?;
                         sig = 0;
@@ -898,13 +887,18 @@ impl Replayer<'_> {
         Ok(hit.map(|i| have[i]))
     }
 
-    /// Whether `real` is about to execute a `syscall` instruction.
-    fn at_syscall_insn(&self, real: pid_t) -> bool {
-        let Ok(r) = ptrace::getregs(real) else {
-            return false;
-        };
+    /// Whether the instruction at `rip` is `syscall`.
+    fn is_syscall_insn(&self, rip: u64) -> bool {
         let mut code = [0u8; 2];
-        self.tracee.read_mem(r.rip, &mut code).is_ok() && code == [0x0f, 0x05]
+        self.tracee.read_mem(rip, &mut code).is_ok() && code == [0x0f, 0x05]
+    }
+
+    fn any_breakpoints(&self) -> bool {
+        self.internal_bp.is_some()
+            || self
+                .debug
+                .as_ref()
+                .is_some_and(|d| !d.breakpoints.is_empty())
     }
 
     fn is_breakpoint(&self, addr: u64) -> bool {

@@ -28,6 +28,19 @@ fn debug(dir: &std::path::Path, cmds: &[&str]) -> Finished {
     rewind_in(parent, &args)
 }
 
+/// What each `print` showed, after `$N = `.
+fn printed_values(output: &str) -> Vec<String> {
+    output
+        .lines()
+        .filter(|l| l.starts_with('$'))
+        .map(|l| {
+            l.split_once(" = ")
+                .map(|x| x.1.to_string())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
 /// After every motion command, `p $pc`; the `<symbol+offset>` of each.
 fn with_pcs(cmds: &[&str]) -> Vec<String> {
     let mut out = Vec::new();
@@ -304,16 +317,7 @@ fn a_batch_script_reverse_continues_to_the_values_the_forward_run_printed() {
         ],
     );
     assert!(done.status.success(), "{}", done.describe());
-    let values: Vec<String> = done
-        .stdout
-        .lines()
-        .filter(|l| l.starts_with('$'))
-        .map(|l| {
-            l.split_once(" = ")
-                .map(|x| x.1.to_string())
-                .unwrap_or_default()
-        })
-        .collect();
+    let values = printed_values(&done.stdout);
     // Oracle: forward, n and total at each hit; backward, the same n in
     // reverse order, and `total` as it was at the earlier hit.
     let forward = &values[..5];
@@ -384,16 +388,7 @@ fn a_multithreaded_recording_goes_back_to_each_earlier_stop() {
     ];
     let done = debug(&rec.dir, &cmds);
     assert!(done.status.success(), "{}", done.describe());
-    let values: Vec<String> = done
-        .stdout
-        .lines()
-        .filter(|l| l.starts_with('$'))
-        .map(|l| {
-            l.split_once(" = ")
-                .map(|x| x.1.to_string())
-                .unwrap_or_default()
-        })
-        .collect();
+    let values = printed_values(&done.stdout);
     assert_eq!(values.len(), 10, "{}", done.describe());
     // Back at the 2nd and 1st stops: the same string and stack pointer.
     assert_eq!(values[6..8], values[2..4], "{}", done.describe());
@@ -424,12 +419,7 @@ fn python3_recording_steps_back_and_forth_to_the_same_instructions() {
     cmds.push("p $pc");
     let done = debug(&rec.dir, &cmds);
     assert!(done.status.success(), "{}", done.describe());
-    let values: Vec<&str> = done
-        .stdout
-        .lines()
-        .filter(|l| l.starts_with('$'))
-        .map(|l| l.split_once(" = ").map(|x| x.1).unwrap_or_default())
-        .collect();
+    let values = printed_values(&done.stdout);
     assert_eq!(values.len(), 7, "{}", done.describe());
     assert!(
         values[0].contains("<write"),
@@ -622,16 +612,7 @@ fn a_syscall_heavy_recording_goes_back_across_thousands_of_events() {
     ]);
     let done = debug(&rec.dir, &cmds);
     assert!(done.status.success(), "{}", done.describe());
-    let values: Vec<String> = done
-        .stdout
-        .lines()
-        .filter(|l| l.starts_with('$'))
-        .map(|l| {
-            l.split_once(" = ")
-                .map(|x| x.1.to_string())
-                .unwrap_or_default()
-        })
-        .collect();
+    let values = printed_values(&done.stdout);
     assert_eq!(values.len(), 1 + 10 + 10 + 1, "{}", done.describe());
     // Forward: i = 500, 1000, ... 3000 with the totals at each.
     let forward: Vec<(String, String)> = (0..5)

@@ -174,6 +174,15 @@ fn le_u128(d: &[u8]) -> u128 {
     u128::from_le_bytes(b)
 }
 
+/// The integer `size` bytes of `raw` hold.
+fn int_value(raw: u128, size: u64, signed: bool) -> i128 {
+    if signed {
+        sign_extend(raw, size)
+    } else {
+        raw as i128
+    }
+}
+
 fn sign_extend(raw: u128, size: u64) -> i128 {
     let bits = (size.clamp(1, 16) * 8) as u32;
     if bits >= 128 {
@@ -285,11 +294,7 @@ impl Printer<'_> {
                 ..
             } => {
                 let raw = le_u128(&v.data);
-                let n = if signed {
-                    sign_extend(raw, size)
-                } else {
-                    raw as i128
-                };
+                let n = int_value(raw, size, signed);
                 if bool_like {
                     match n {
                         0 => "false".into(),
@@ -309,11 +314,7 @@ impl Printer<'_> {
                 ..
             } => {
                 let raw = le_u128(&v.data);
-                let n = if signed {
-                    sign_extend(raw, size)
-                } else {
-                    raw as i128
-                };
+                let n = int_value(raw, size, signed);
                 match values.iter().find(|(_, x)| i128::from(*x) == n) {
                     Some((name, _)) => name.clone(),
                     None => n.to_string(),

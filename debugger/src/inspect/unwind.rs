@@ -105,45 +105,12 @@ impl Cfi {
     pub fn rules(&self, pc: u64) -> Option<Rules> {
         let i = self.index.partition_point(|f| f.start <= pc);
         let span = self.index[..i].iter().rev().take(8).find(|f| pc < f.end)?;
-        let mut ctx = UnwindContext::new();
         if span.eh {
             let (eh, bases) = self.eh_frame.as_ref()?;
-            let fde = eh
-                .fde_from_offset(
-                    bases,
-                    gimli::EhFrameOffset(span.offset),
-                    EhFrame::cie_from_offset,
-                )
-                .ok()?;
-            let row = fde.unwind_info_for_address(eh, bases, &mut ctx, pc).ok()?;
-            Some(Rules {
-                cfa: row.cfa().clone(),
-                regs: row
-                    .registers()
-                    .map(|(r, rule)| (*r, rule.clone()))
-                    .collect(),
-                signal: fde.is_signal_trampoline(),
-                eh: true,
-            })
+            rules_in(eh, bases, gimli::EhFrameOffset(span.offset), pc, true)
         } else {
             let (df, bases) = self.debug_frame.as_ref()?;
-            let fde = df
-                .fde_from_offset(
-                    bases,
-                    gimli::DebugFrameOffset(span.offset),
-                    DebugFrame::cie_from_offset,
-                )
-                .ok()?;
-            let row = fde.unwind_info_for_address(df, bases, &mut ctx, pc).ok()?;
-            Some(Rules {
-                cfa: row.cfa().clone(),
-                regs: row
-                    .registers()
-                    .map(|(r, rule)| (*r, rule.clone()))
-                    .collect(),
-                signal: fde.is_signal_trampoline(),
-                eh: false,
-            })
+            rules_in(df, bases, gimli::DebugFrameOffset(span.offset), pc, false)
         }
     }
 
@@ -517,4 +484,34 @@ impl Program {
     pub fn frame(&self, t: &dyn Target, n: usize) -> Option<Frame> {
         self.backtrace(t, n + 1).into_iter().nth(n)
     }
+}
+
+/// The unwind rules at `pc` of the FDE at `offset` of `section`
+/// (.eh_frame or .debug_frame).
+fn rules_in<S>(
+    section: &S,
+    bases: &BaseAddresses,
+    offset: S::Offset,
+    pc: u64,
+    eh: bool,
+) -> Option<Rules>
+where
+    S: gimli::UnwindSection<R>,
+{
+    let mut ctx = UnwindContext::new();
+    let fde = section
+        .fde_from_offset(bases, offset, S::cie_from_offset)
+        .ok()?;
+    let row = fde
+        .unwind_info_for_address(section, bases, &mut ctx, pc)
+        .ok()?;
+    Some(Rules {
+        cfa: row.cfa().clone(),
+        regs: row
+            .registers()
+            .map(|(r, rule)| (*r, rule.clone()))
+            .collect(),
+        signal: fde.is_signal_trampoline(),
+        eh,
+    })
 }

@@ -544,22 +544,10 @@ fn collect_scope(
         };
         match entry.tag() {
             gimli::DW_TAG_formal_parameter if is_function => {
-                if let Some(name) = info.name_of(child.unit, &entry) {
-                    params.push(ScopeVar {
-                        name,
-                        die: child,
-                        is_param: true,
-                    });
-                }
+                params.extend(scope_var(info, child, &entry, true));
             }
             gimli::DW_TAG_variable => {
-                if let Some(name) = info.name_of(child.unit, &entry) {
-                    mine.push(ScopeVar {
-                        name,
-                        die: child,
-                        is_param: false,
-                    });
-                }
+                mine.extend(scope_var(info, child, &entry, false));
             }
             gimli::DW_TAG_lexical_block
                 if inner.is_none() && info.die_contains(child, &entry, pc) =>
@@ -620,22 +608,10 @@ fn inherit_abstract(
         };
         match entry.tag() {
             gimli::DW_TAG_formal_parameter if top => {
-                if let Some(name) = info.name_of(child.unit, &entry) {
-                    params.push(ScopeVar {
-                        name,
-                        die: child,
-                        is_param: true,
-                    });
-                }
+                params.extend(scope_var(info, child, &entry, true));
             }
             gimli::DW_TAG_variable => {
-                if let Some(name) = info.name_of(child.unit, &entry) {
-                    vars.push(ScopeVar {
-                        name,
-                        die: child,
-                        is_param: false,
-                    });
-                }
+                vars.extend(scope_var(info, child, &entry, false));
             }
             gimli::DW_TAG_lexical_block => {
                 for c in children(info, child).into_iter().rev() {
@@ -645,4 +621,19 @@ fn inherit_abstract(
             _ => {}
         }
     }
+}
+
+/// A named variable or parameter of a scope.
+fn scope_var(
+    info: &DebugInfo,
+    die: DieRef,
+    entry: &gimli::DebuggingInformationEntry<R>,
+    is_param: bool,
+) -> Option<ScopeVar> {
+    let name = info.name_of(die.unit, entry)?;
+    Some(ScopeVar {
+        name,
+        die,
+        is_param,
+    })
 }
