@@ -43,7 +43,7 @@ fn err(message: impl Into<String>) -> CliError {
 }
 
 /// Removes a temporary trace directory when dropped.
-struct TempTrace(Option<PathBuf>);
+pub(crate) struct TempTrace(Option<PathBuf>);
 
 impl Drop for TempTrace {
     fn drop(&mut self) {
@@ -55,7 +55,7 @@ impl Drop for TempTrace {
 
 /// The executable the trace ran: the restored process's own, else the
 /// recorded argv[0] (against the recorded cwd, then PATH).
-fn executable(tl: &timeline::Timeline) -> PathBuf {
+pub(crate) fn executable(tl: &timeline::Timeline) -> PathBuf {
     let pid = tl.replayer().tracee().pid;
     if let Ok(p) = std::fs::read_link(format!("/proc/{pid}/exe")) {
         if p.is_file() {
@@ -103,37 +103,22 @@ fn image_timeline(image: &Path, opts: TimelineOptions) -> Result<timeline::Timel
     timeline::Timeline::open_image(trace, &name, console, opts).map_err(|e| err(e.to_string()))
 }
 
-pub fn debug(req: DebugRequest) -> CliResult {
+/// The trace to work on: `trace` itself, or a recording of `argv` made
+/// now (into `output`, else a temporary directory removed when the
+/// returned guard drops).
+pub(crate) fn prepare_trace(
+    trace: Option<&Path>,
+    argv: &[String],
+    output: Option<&Path>,
+) -> Result<(PathBuf, TempTrace), CliError> {
     let mut _temp = TempTrace(None);
-    let sources =
-        req.trace.is_some() as u8 + req.image.is_some() as u8 + !req.argv.is_empty() as u8;
-    if sources != 1 {
-        return Err(CliError {
-            message: if sources == 0 {
-                "nothing to debug: give --trace DIR, --image FILE or -- PROG ARGS".into()
-            } else {
-                "give one of --trace DIR, --image FILE or -- PROG ARGS".into()
-            },
-            usage: true,
-        });
-    }
-    let opts = TimelineOptions {
-        max_snapshots: req.max_snapshots,
-        memory_budget: req.snapshot_memory << 20,
-        ..Default::default()
-    };
-    if let Some(image) = &req.image {
-        let _ = rewind_ckpt::sys::set_child_subreaper();
-        let tl = image_timeline(image, opts)?;
-        return session(tl, &req);
-    }
-    let dir = match (&req.trace, req.argv.is_empty()) {
-        (Some(d), true) => d.clone(),
+    let dir = match (trace, argv.is_empty()) {
+        (Some(d), true) => d.to_path_buf(),
         (None, false) => {
-            let dir = match &req.output {
-                Some(d) => d.clone(),
+            let dir = match &output {
+                Some(d) => d.to_path_buf(),
                 None => {
-                    let prog = Path::new(&req.argv[0])
+                    let prog = Path::new(&argv[0])
                         .file_name()
                         .map(|n| n.to_string_lossy().into_owned())
                         .unwrap_or_else(|| "prog".into());
@@ -143,14 +128,14 @@ pub fn debug(req: DebugRequest) -> CliResult {
                     d
                 }
             };
-            rewind_ckpt::session::resolve_program(&req.argv[0]).map_err(|e| err(e.to_string()))?;
+            rewind_ckpt::session::resolve_program(&argv[0]).map_err(|e| err(e.to_string()))?;
             eprintln!(
-                "rewind: recording {} to its end first (it uses this terminal); then you debug the recording",
-                req.argv[0]
+                "rewind: recording {} to its end first (it uses this terminal); then rewind works on the recording",
+                argv[0]
             );
             rewind_ckpt::sys::process::ignore_terminal_signals();
             let rec = rewind_rr::recorder::record(
-                &req.argv,
+                argv,
                 &rewind_rr::recorder::RecordOptions {
                     dir: dir.clone(),
                     verify_memory: false,
@@ -177,6 +162,33 @@ pub fn debug(req: DebugRequest) -> CliResult {
             })
         }
     };
+    Ok((dir, _temp))
+}
+
+pub fn debug(req: DebugRequest) -> CliResult {
+    let sources =
+        req.trace.is_some() as u8 + req.image.is_some() as u8 + !req.argv.is_empty() as u8;
+    if sources != 1 {
+        return Err(CliError {
+            message: if sources == 0 {
+                "nothing to debug: give --trace DIR, --image FILE or -- PROG ARGS".into()
+            } else {
+                "give one of --trace DIR, --image FILE or -- PROG ARGS".into()
+            },
+            usage: true,
+        });
+    }
+    let opts = TimelineOptions {
+        max_snapshots: req.max_snapshots,
+        memory_budget: req.snapshot_memory << 20,
+        ..Default::default()
+    };
+    if let Some(image) = &req.image {
+        let _ = rewind_ckpt::sys::set_child_subreaper();
+        let tl = image_timeline(image, opts)?;
+        return session(tl, &req);
+    }
+    let (dir, _temp) = prepare_trace(req.trace.as_deref(), &req.argv, req.output.as_deref())?;
     let _ = rewind_ckpt::sys::set_child_subreaper();
     let tl = timeline::open_trace(&dir, opts).map_err(|e| err(e.to_string()))?;
     session(tl, &req)

@@ -74,6 +74,73 @@ enum Command {
         after_help = "Examples:\n  rewind debug -- ./prog arg\n  rewind debug --trace rewind-trace-prog-123 -x cmds.gdb --batch\n  echo -e 'break main\\nrun\\nbt' | rewind debug --trace DIR"
     )]
     Debug(DebugArgs),
+    /// Find the first moment a predicate holds: the origin of a bug.
+    ///
+    /// Searches a recording (`--trace DIR`, or `-- PROG ARGS` recorded
+    /// first) from its beginning to its end, exactly, by binary search:
+    /// over in-memory snapshots and events first, then inside the last
+    /// interval between two events with hardware watchpoints on the memory
+    /// the predicate reads (or, for registers and --check, over single
+    /// steps: exponential probing, then bisection). Reports the moment,
+    /// the instruction and source line that made the predicate true, old
+    /// and new values and a backtrace (`rewind debug --trace DIR` then
+    /// `goto MOMENT` goes there). The predicate must be false at the start
+    /// and true at the end, and stay true once true: the result is checked
+    /// against every in-memory snapshot and an error says when it is not.
+    /// Exit status: 0 found, 1 not found or error, 2 usage.
+    #[command(
+        group(clap::ArgGroup::new("predicate").required(true).args(["until", "changes", "output_re", "check"])),
+        after_help = "Examples:\n  rewind bisect --trace DIR --until 'counter > 5'\n  rewind bisect --trace DIR --until '*(int*)0x601040 != 0' --json\n  rewind bisect --trace DIR --changes 'list->head'\n  rewind bisect --output 'Traceback' -- python3 script.py\n  rewind bisect --trace DIR --check 'gdb -batch -nx \"$REWIND_EXE\" \"$REWIND_CORE\" -ex \"print bad\" | grep -q \"= 1\"'"
+    )]
+    Bisect(BisectArgs),
+}
+
+#[derive(Args, Debug)]
+struct BisectArgs {
+    /// A trace directory written by `rewind record`.
+    #[arg(long, value_name = "DIR")]
+    trace: Option<PathBuf>,
+    /// Keep the recording of PROG in DIR (default: a temporary directory,
+    /// removed on exit).
+    #[arg(short = 'o', long = "keep-trace", value_name = "DIR")]
+    keep_trace: Option<PathBuf>,
+    /// The first moment this debugger expression is true (nonzero):
+    /// globals, locals of the innermost frame, `*(int*)0x601040`,
+    /// `list->head->next == 0`, `$rax == 5`... Unreadable memory counts as
+    /// false.
+    #[arg(long, value_name = "EXPR")]
+    until: Option<String>,
+    /// The last change of the value EXPR has at the end (a reverse
+    /// watchpoint on the memory it reads): stops just before the
+    /// instruction or syscall that changed it.
+    #[arg(long, value_name = "EXPR")]
+    changes: Option<String>,
+    /// The first moment the program's output (stdout and stderr, as
+    /// recorded) matches this regular expression: the write that did it.
+    #[arg(long = "output", value_name = "REGEX")]
+    output_re: Option<String>,
+    /// An external check decides: at each probe rewind writes an ELF core
+    /// file of the moment and runs `sh -c CMD` with REWIND_CORE (its path),
+    /// REWIND_MOMENT and REWIND_EXE (the executable) in the environment.
+    /// Exit 0 = true, 1..127 = false, else the search stops.
+    #[arg(long, value_name = "CMD")]
+    check: Option<String>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+    /// At most N single steps inside one interval between events, when the
+    /// predicate cannot be watched (registers, --check).
+    #[arg(long, value_name = "N", default_value = "20000000")]
+    max_steps: u64,
+    /// Do not check the result against the in-memory snapshots.
+    #[arg(long)]
+    no_check_monotone: bool,
+    /// At most N in-memory snapshots.
+    #[arg(long, value_name = "N", default_value = "48")]
+    max_snapshots: usize,
+    /// The program to record and search, and its arguments.
+    #[arg(last = true, value_name = "PROG ARGS")]
+    argv: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -258,6 +325,26 @@ fn main() -> ExitCode {
                 batch: a.batch,
                 max_snapshots: a.max_snapshots,
                 snapshot_memory: a.snapshot_memory,
+            })
+        }
+        Command::Bisect(a) => {
+            use rewind_debugger::repl::Search;
+            let search = match (a.until, a.changes, a.output_re, a.check) {
+                (Some(e), ..) => Search::Until(e),
+                (_, Some(e), ..) => Search::Changes(e),
+                (_, _, Some(r), _) => Search::Output(r),
+                (_, _, _, Some(c)) => Search::Check(c),
+                _ => Search::Until(String::new()),
+            };
+            rewind_debugger::bisect_cli::bisect(rewind_debugger::bisect_cli::BisectRequest {
+                trace: a.trace,
+                argv: a.argv,
+                output: a.keep_trace,
+                search,
+                json: a.json,
+                max_steps: a.max_steps,
+                check_monotone: !a.no_check_monotone,
+                max_snapshots: a.max_snapshots,
             })
         }
     };

@@ -10,6 +10,9 @@ use std::path::{Path, PathBuf};
 use crate::inspect::{self, Frame, Program, Target};
 use crate::timeline::{Moment, StopReason, Timeline, TimelineError};
 
+mod search;
+pub use search::{parse_search, Search};
+
 /// A user breakpoint.
 #[derive(Debug, Clone)]
 struct Breakpoint {
@@ -132,6 +135,7 @@ fn terr(e: TimelineError) -> String {
 const COMMANDS: &[&str] = &[
     "advance",
     "backtrace",
+    "bisect",
     "break",
     "checkpoint",
     "continue",
@@ -159,6 +163,7 @@ const COMMANDS: &[&str] = &[
     "reverse-nexti",
     "reverse-step",
     "reverse-stepi",
+    "reverse-watch",
     "run",
     "source",
     "start",
@@ -302,6 +307,8 @@ impl Debugger {
             "h" | "help" => self.cmd_help(),
             "maint" | "maintenance" => self.cmd_maint(args)?,
             "watch" => self.cmd_watch(args, "watch")?,
+            "bisect" => self.cmd_bisect(args, false)?,
+            "reverse-watch" => self.cmd_bisect(args, true)?,
             "rwatch" => self.cmd_watch(args, "rwatch")?,
             "awatch" => self.cmd_watch(args, "awatch")?,
             "set" => {
@@ -483,21 +490,7 @@ impl Debugger {
         if len == 0 {
             return Err(format!("Cannot watch `{expr}': it has no size."));
         }
-        // Cover [addr, addr+len) with aligned 1/2/4/8-byte slots.
-        let mut slots = Vec::new();
-        let (mut at, end) = (addr, addr + len);
-        while at < end {
-            let mut size = 8u64;
-            while size > 1 && (at % size != 0 || at + size > end) {
-                size /= 2;
-            }
-            slots.push(crate::timeline::Watch {
-                addr: at,
-                len: size as u8,
-                access: kind != "watch",
-            });
-            at += size;
-        }
+        let slots = crate::timeline::watch_slots(addr, len, kind != "watch");
         let used: usize = self
             .watches
             .iter()

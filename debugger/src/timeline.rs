@@ -23,6 +23,9 @@ pub use rewind_rr::replayer::Watch;
 use rewind_rr::replayer::{self, Advance, Console, LoadedTrace, Pause, Replayer};
 use rewind_rr::trace::format::Event;
 
+mod search;
+pub use search::{Cause, Found as SearchFound, Predicate, SearchOptions, Verdict};
+
 /// One step of the way from an event boundary to a moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Seg {
@@ -281,6 +284,26 @@ pub struct Timeline {
 
 /// See [`Timeline::predecessors`].
 pub type Predecessors = Box<dyn FnMut(&Timeline, u64) -> Vec<u64>>;
+
+/// Aligned watch slots of 1, 2, 4 or 8 bytes covering `[addr, addr+len)`
+/// (what the debug registers can watch).
+pub fn watch_slots(addr: u64, len: u64, access: bool) -> Vec<Watch> {
+    let mut slots = Vec::new();
+    let (mut at, end) = (addr, addr.saturating_add(len));
+    while at < end {
+        let mut size = 8u64;
+        while size > 1 && (at % size != 0 || at + size > end) {
+            size /= 2;
+        }
+        slots.push(Watch {
+            addr: at,
+            len: size as u8,
+            access,
+        });
+        at += size;
+    }
+    slots
+}
 
 fn other(msg: impl Into<String>) -> TimelineError {
     TimelineError::Other(msg.into())
@@ -556,6 +579,19 @@ impl Timeline {
         let now = self.watched_bytes(w);
         let before = values.insert(*w, now.clone());
         w.access || before.flatten() != now
+    }
+
+    /// A watched location whose bytes an event just changed (the kernel
+    /// writing it, which no debug register sees), updating `values`.
+    fn changed_by_event(&self, values: &mut HashMap<Watch, Option<Vec<u8>>>) -> Option<Watch> {
+        let mut changed = None;
+        for w in &self.watches {
+            let now = self.watched_bytes(w);
+            if values.insert(*w, now.clone()).flatten() != now && changed.is_none() {
+                changed = Some(*w);
+            }
+        }
+        changed
     }
 
     /// Whether the next event ends the program (history stops before it).
@@ -1008,6 +1044,11 @@ impl Timeline {
                         self.thread = t;
                     }
                     self.snapshot_if_due();
+                    // The kernel wrote a watched location (a read into it):
+                    // no debug register sees that.
+                    if let Some(w) = self.changed_by_event(&mut values) {
+                        return Ok(StopReason::Watch(w));
+                    }
                 }
                 Advance::End => return Ok(StopReason::End),
             }
@@ -1431,6 +1472,9 @@ impl Timeline {
                     Advance::Event { .. } => {
                         self.at = Moment::at_event(self.cur.event());
                         self.snapshot_if_due();
+                        if let Some(w) = self.changed_by_event(&mut values) {
+                            last = Some((self.at.clone(), Found::Watch(w)));
+                        }
                         break;
                     }
                     other_stop => return Err(other(format!("scan: unexpected {other_stop:?}"))),

@@ -1,6 +1,8 @@
 //! C expressions as gdb's `print` understands them: a lexer, a Pratt parser
 //! and an evaluator over [`Value`]s read from a stopped program.
 
+use std::cell::RefCell;
+
 use super::dwarf::Named;
 use super::types::{Kind, TypeId, Types};
 use super::value::{complete, int_bytes, member, read_mem, Lval, Value, MAX_VALUE_SIZE};
@@ -706,6 +708,9 @@ struct Eval<'a> {
     history: &'a [Value],
     /// Inside `sizeof`: memory reads return zeros.
     no_read: bool,
+    /// Where to note the memory of every scalar the evaluation consumed
+    /// (what its result depends on).
+    used: Option<&'a RefCell<Vec<(u64, u64)>>>,
 }
 
 /// Evaluate a C expression in frame `frame` (0 = innermost) of the stopped
@@ -755,6 +760,7 @@ pub fn describe_type(
             types: &mut guard,
             history: &[],
             no_read: true,
+            used: None,
         };
         let ty = ev.resolve_type(&tn)?;
         let ty = ev.complete(ty);
@@ -786,6 +792,39 @@ pub fn evaluate_with_history(
     t: &dyn Target,
     frame: usize,
     history: &[Value],
+) -> Result<Value, ExprError> {
+    evaluate_inner(expr, prog, t, frame, history, None)
+}
+
+/// [`evaluate`], also telling which memory `(addr, len)` the result
+/// depends on: every scalar read and used along the way (a pointer
+/// followed, an operand compared), and the result itself when it lives in
+/// memory. A struct loaded only to take one member contributes the
+/// member. Registers and the frame (for locals) are not included.
+pub fn evaluate_tracking(
+    expr: &str,
+    prog: &Program,
+    t: &dyn Target,
+    frame: usize,
+) -> (Result<Value, ExprError>, Vec<(u64, u64)>) {
+    let used = RefCell::new(Vec::new());
+    let r = evaluate_inner(expr, prog, t, frame, &[], Some(&used));
+    let mut used = used.into_inner();
+    if let Ok(v) = &r {
+        if let (Lval::Memory(a), false) = (&v.lval, v.data.is_empty()) {
+            used.push((*a, v.data.len() as u64));
+        }
+    }
+    (r, used)
+}
+
+fn evaluate_inner(
+    expr: &str,
+    prog: &Program,
+    t: &dyn Target,
+    frame: usize,
+    history: &[Value],
+    used: Option<&RefCell<Vec<(u64, u64)>>>,
 ) -> Result<Value, ExprError> {
     let src: Vec<char> = expr.chars().collect();
     let level = frame;
@@ -827,6 +866,7 @@ pub fn evaluate_with_history(
         types: &mut guard,
         history,
         no_read: false,
+        used,
     };
     ev.eval(&ast)
 }
@@ -922,6 +962,15 @@ impl Eval<'_> {
     fn num(&mut self, v: &Value, col: usize) -> Result<Num, ExprError> {
         if v.optimized_out {
             return err(col, "value has been optimized out");
+        }
+        if let (Some(used), Lval::Memory(a)) = (self.used, &v.lval) {
+            if !matches!(
+                self.types.kind(v.ty),
+                Kind::Array { .. } | Kind::Func { .. } | Kind::NoDebugText
+            ) && !v.data.is_empty()
+            {
+                used.borrow_mut().push((*a, v.data.len() as u64));
+            }
         }
         let le = |d: &[u8]| {
             let mut b = [0u8; 16];

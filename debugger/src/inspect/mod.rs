@@ -22,7 +22,7 @@ mod value;
 
 pub use disasm::{insn_len, is_call, is_ret, Insn};
 pub use examine::{examine, Examiner};
-pub use expr::{describe_type, evaluate, evaluate_with_history, ExprError};
+pub use expr::{describe_type, evaluate, evaluate_tracking, evaluate_with_history, ExprError};
 pub use format::{eflags_text, format_value, format_value_as, type_name};
 pub use program::{BreakLoc, LineRow, Loc, Module, Program};
 pub use unwind::Frame;
