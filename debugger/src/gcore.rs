@@ -16,15 +16,17 @@
 //! (`[vvar_vclock]`) and `[vsyscall]`, which cannot be read through
 //! `/proc/PID/mem`. A page of a dumped mapping that cannot be read is
 //! written as zeros (the segment keeps its full size, so addresses and file
-//! offsets stay simple).
+//! offsets stay simple). Chunks of zeros are left as holes: the file is
+//! sparse where the memory was untouched.
 //!
 //! Memory is read through `/proc/PID/mem`, like the tracee's `read_mem`:
 //! the caller must be the process's ptracer and every thread stopped.
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use anyhow::{anyhow, bail, Context, Result};
 use rewind_ckpt::sys::ptrace;
@@ -165,7 +167,7 @@ fn le_u64(b: &[u8]) -> u64 {
     u64::from_le_bytes(a)
 }
 
-/// `DIR/.NAME.PID.tmp` beside `path`.
+/// `DIR/.NAME.PID-N.tmp` beside `path`.
 fn temp_path(path: &Path) -> Result<PathBuf> {
     let name = path.file_name().ok_or_else(|| {
         anyhow!(
@@ -173,9 +175,14 @@ fn temp_path(path: &Path) -> Result<PathBuf> {
             path.display()
         )
     })?;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
     let mut tmp_name = std::ffi::OsString::from(".");
     tmp_name.push(name);
-    tmp_name.push(format!(".{}.tmp", std::process::id()));
+    tmp_name.push(format!(
+        ".{}-{}.tmp",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
     Ok(path.with_file_name(tmp_name))
 }
 
@@ -550,14 +557,43 @@ fn write_elf(file: File, notes: &[u8], maps: &[Mapping], mem: &File) -> Result<u
         while addr < m.end {
             let n = (m.end - addr).min(buf.len() as u64) as usize;
             read_or_zero(mem, addr, &mut buf[..n]);
-            w.write_all(&buf[..n])?;
+            write_sparse(&mut w, &buf[..n])?;
             addr += n as u64;
             total += n as u64;
         }
     }
     let file = w.into_inner().map_err(|e| e.into_error())?;
-    file.sync_all()?;
+    // A hole at the end still counts. (No fsync: a core is a debugging
+    // artifact, and the rename already makes it appear whole or not at
+    // all to other processes.)
+    file.set_len(total)?;
     Ok(total)
+}
+
+/// Write `data`, leaving its pages of zeros as holes (seeking over them):
+/// untouched memory costs no disk.
+fn write_sparse(w: &mut BufWriter<File>, data: &[u8]) -> Result<()> {
+    let page = PAGE as usize;
+    let is_zero = |at: usize| {
+        data[at..(at + page).min(data.len())]
+            .iter()
+            .all(|&b| b == 0)
+    };
+    let mut at = 0;
+    while at < data.len() {
+        let zero = is_zero(at);
+        let mut end = (at + page).min(data.len());
+        while end < data.len() && is_zero(end) == zero {
+            end = (end + page).min(data.len());
+        }
+        if zero {
+            w.seek(SeekFrom::Current((end - at) as i64))?;
+        } else {
+            w.write_all(&data[at..end])?;
+        }
+        at = end;
+    }
+    Ok(())
 }
 
 /// Fill `buf` from `addr`; pages that cannot be read become zeros.

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use rewind_debugger::gcore;
 use rewind_debugger::inspect::{evaluate, format_value, Program, Target};
-use rewind_debugger::timeline::{StopReason, Timeline, TimelineOptions};
+use rewind_debugger::timeline::{Moment, StopReason, Timeline, TimelineOptions};
 use rewind_rr::replayer::{self, Console};
 use rewind_tests::*;
 
@@ -184,6 +184,8 @@ fn gdb_sees_the_moment_of_a_core() {
     let n = gcore::write_core_of(&tl, &exe, &core).expect("write the core");
     let meta = std::fs::metadata(&core).expect("the core exists");
     assert_eq!(meta.len(), n, "the size returned is the file's");
+    use std::os::unix::fs::MetadataExt;
+    eprintln!("core: {n} bytes, {} on disk", meta.blocks() * 512);
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
 
@@ -212,7 +214,6 @@ fn gdb_sees_the_moment_of_a_core() {
     // (160), the upper half of ymm0 (576).
     let xs =
         rewind_ckpt::sys::ptrace::get_xstate(tl.real_thread().expect("thread")).expect("xstate");
-    let le = |b: &[u8]| b.iter().rev().fold(0u128, |a, &x| a << 8 | u128::from(x));
     assert_eq!(
         register(&out, "mxcsr"),
         Some(le(&xs[24..28]) as u64),
@@ -246,6 +247,68 @@ fn gdb_sees_the_moment_of_a_core() {
         !err.contains("warning") && !err.contains("Cannot access memory"),
         "{transcript}"
     );
+}
+
+/// A little-endian integer of up to 16 bytes.
+fn le(b: &[u8]) -> u128 {
+    b.iter().rev().fold(0u128, |a, &x| a << 8 | u128::from(x))
+}
+
+#[test]
+fn gdb_sees_the_vector_registers_of_a_core() {
+    let scratch = Scratch::new("gcore-simd");
+    let rec = record(&scratch, &fixture("simd_regs"), None);
+    assert!(rec.status.success(), "{}", rec.stderr);
+    let exe = target("simd_regs");
+    let mut tl = open(&rec.dir);
+    // A moment in a sleep of hold_ymm, with ymm0-15 holding the fixture's
+    // distinct bytes: the first event from half way on where ymm15's upper
+    // half is set.
+    let xstate = |tl: &Timeline| {
+        rewind_ckpt::sys::ptrace::get_xstate(tl.real_thread().expect("thread")).expect("xstate")
+    };
+    let mut event = tl.events() / 2;
+    loop {
+        assert!(event < tl.events(), "no moment with ymm15 set");
+        tl.goto(&Moment {
+            event,
+            path: vec![],
+        })
+        .expect("goto");
+        if le(&xstate(&tl)[576 + 16 * 15..592 + 16 * 15]) != 0 {
+            break;
+        }
+        event += 1;
+    }
+    let xs = xstate(&tl);
+    let core = scratch.join("simd.core");
+    gcore::write_core_of(&tl, &exe, &core).expect("write the core");
+    let mut cmds = vec!["info registers mxcsr".to_string()];
+    for r in [0, 5, 15] {
+        cmds.push(format!("print/x $xmm{r}.uint128"));
+        cmds.push(format!("print/x $ymm{r}.v2_int128[1]"));
+    }
+    let cmds: Vec<&str> = cmds.iter().map(String::as_str).collect();
+    let (out, err) = gdb(&exe, &core, &cmds);
+    let transcript = format!("gdb stdout:\n{out}\ngdb stderr:\n{err}");
+    eprintln!("{transcript}");
+    assert!(!err.contains("warning"), "{transcript}");
+    assert_eq!(
+        register(&out, "mxcsr"),
+        Some(le(&xs[24..28]) as u64),
+        "{transcript}"
+    );
+    // The xsave area: xmm N at 160 + 16 N, the upper halves of ymm N at
+    // 576 + 16 N.
+    let mut want = Vec::new();
+    for r in [0, 5, 15] {
+        let low = le(&xs[160 + 16 * r..176 + 16 * r]);
+        let high = le(&xs[576 + 16 * r..592 + 16 * r]);
+        assert!(low != 0 && high != 0, "ymm{r} holds the fixture's bytes");
+        want.push(format!("{low:#x}"));
+        want.push(format!("{high:#x}"));
+    }
+    assert_eq!(printed(&out), want, "{transcript}");
 }
 
 #[test]
