@@ -118,12 +118,12 @@ pub fn write_core(path: &Path, src: &CoreSource) -> Result<u64> {
         .open(&tmp)
         .with_context(|| format!("cannot create core file {}", path.display()))?;
     let written = write_elf(file, &notes, &maps, &mem)
+        .with_context(|| format!("writing core file {}", path.display()))
         .and_then(|n| {
             std::fs::rename(&tmp, path)
                 .with_context(|| format!("cannot create core file {}", path.display()))?;
             Ok(n)
-        })
-        .with_context(|| format!("writing core file {}", path.display()));
+        });
     if written.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
