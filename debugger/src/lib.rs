@@ -4,6 +4,7 @@
 pub mod bisect_cli;
 pub mod cli;
 pub mod debug_cli;
+pub mod gcore;
 pub mod inspect;
 pub mod repl;
 pub mod timeline;
