@@ -34,10 +34,8 @@ pub fn bisect(req: BisectRequest) -> CliResult {
     let _ = rewind_ckpt::sys::set_child_subreaper();
     let trace = rewind_rr::replayer::load(&dir).map_err(|e| err(e.to_string()))?;
     // The program's output is not shown again (an output search reads it).
-    let console = rewind_rr::replayer::Console::new(
-        Box::new(std::io::sink()),
-        Box::new(std::io::sink()),
-    );
+    let console =
+        rewind_rr::replayer::Console::new(Box::new(std::io::sink()), Box::new(std::io::sink()));
     let opts = TimelineOptions {
         max_snapshots: req.max_snapshots,
         ..Default::default()

@@ -53,9 +53,9 @@ impl UserWatch {
 }
 
 /// The program as the inspector sees it at the timeline's current moment.
-struct Now<'a> {
-    tl: &'a Timeline,
-    exe: &'a Path,
+pub struct Now<'a> {
+    pub tl: &'a Timeline,
+    pub exe: &'a Path,
 }
 
 impl Target for Now<'_> {
@@ -147,6 +147,7 @@ const COMMANDS: &[&str] = &[
     "enable",
     "finish",
     "frame",
+    "gcore",
     "goto",
     "help",
     "info",
@@ -222,6 +223,11 @@ impl Debugger {
     }
 
     fn refresh(&mut self) {
+        // After an exec the program is another one.
+        if let Some(exe) = exe_now(&self.tl).filter(|e| *e != self.exe) {
+            self.exe = exe;
+            self.prog = Program::new();
+        }
         let now = Now {
             tl: &self.tl,
             exe: &self.exe,
@@ -309,6 +315,7 @@ impl Debugger {
             "watch" => self.cmd_watch(args, "watch")?,
             "bisect" => self.cmd_bisect(args, false)?,
             "reverse-watch" => self.cmd_bisect(args, true)?,
+            "gcore" | "generate-core-file" => self.cmd_gcore(args)?,
             "rwatch" => self.cmd_watch(args, "rwatch")?,
             "awatch" => self.cmd_watch(args, "awatch")?,
             "set" => {
@@ -1938,14 +1945,53 @@ impl Debugger {
     }
 }
 
+/// The executable the program runs now, from its auxiliary vector's
+/// AT_EXECFN (what it was exec'd as; relative to the recording's working
+/// directory), if that names a file.
+fn exe_now(tl: &Timeline) -> Option<PathBuf> {
+    let pid = tl.replayer().tracee().pid;
+    let raw = std::fs::read(format!("/proc/{pid}/auxv")).ok()?;
+    let at = raw.chunks_exact(16).find_map(|w| {
+        let mut k = [0u8; 8];
+        let mut v = [0u8; 8];
+        k.copy_from_slice(&w[..8]);
+        v.copy_from_slice(&w[8..]);
+        (u64::from_le_bytes(k) == libc::AT_EXECFN).then_some(u64::from_le_bytes(v))
+    })?;
+    let mut name = Vec::new();
+    while name.len() < 4096 {
+        // The string ends near the top of the stack: no reading past it.
+        let addr = at + name.len() as u64;
+        let left = (4096 - addr % 4096).min(64) as usize;
+        let mut chunk = [0u8; 64];
+        let chunk = &mut chunk[..left];
+        tl.replayer().tracee().read_mem(addr, chunk).ok()?;
+        match chunk.iter().position(|&b| b == 0) {
+            Some(n) => {
+                name.extend_from_slice(&chunk[..n]);
+                break;
+            }
+            None => name.extend_from_slice(chunk),
+        }
+    }
+    use std::os::unix::ffi::OsStrExt;
+    let p = Path::new(std::ffi::OsStr::from_bytes(&name));
+    let p = Path::new(&tl.trace().header.cwd).join(p);
+    p.is_file().then_some(p)
+}
+
 /// Where control can come from to arrive at an address, from the code
 /// around it (for reverse-stepi): the instruction before it (unless that
 /// one jumps or returns), the direct jumps to it in its function, the call
 /// that entered its function (from the return address on the stack), and
 /// the returns of the function called just before it.
-fn predecessor_hook(exe: PathBuf) -> crate::timeline::Predecessors {
+fn predecessor_hook(mut exe: PathBuf) -> crate::timeline::Predecessors {
     let mut prog = Program::new();
     Box::new(move |tl: &Timeline, addr: u64| {
+        if let Some(e) = exe_now(tl).filter(|e| *e != exe) {
+            exe = e;
+            prog = Program::new();
+        }
         let now = Now { tl, exe: &exe };
         let _ = prog.refresh(&now);
         let mut out = Vec::new();
@@ -2017,6 +2063,10 @@ Running:   run (r), start, continue (c) [N], step (s) [N], next (n) [N],
 Backward:  reverse-continue (rc), reverse-step (rs), reverse-next (rn),
            reverse-stepi (rsi), reverse-nexti (rni), reverse-finish (rf)
 Time:      when, goto EVENT[+STEPS...], checkpoint, restart N, info checkpoints
+Search:    bisect EXPR: the first moment EXPR is true (from the beginning of
+           history to here); bisect --output REGEX | --check CMD;
+           reverse-watch EXPR: the last change of EXPR's value (stops just
+           before the instruction or syscall that made it); gcore [FILE]
 Stops:     break (b) LOC [if COND], tbreak LOC, watch/rwatch/awatch EXPR,
            delete [N...], disable/enable [N...], condition N COND,
            ignore N COUNT, info breakpoints

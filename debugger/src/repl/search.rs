@@ -49,13 +49,20 @@ impl Predicate for ExprPredicate<'_> {
     fn judge(&mut self, tl: &Timeline) -> Result<Verdict, TimelineError> {
         let t = Now { tl, exe: self.exe };
         let (r, used) = inspect::evaluate_tracking(self.expr, self.prog, &t, 0);
-        let (truth, shown) = match r {
+        let (truth, mut shown) = match r {
             Ok(v) => (
                 self.prog.value_is_true(&v).unwrap_or(false),
                 inspect::format_value(self.prog, &t, &v),
             ),
             Err(e) => (false, format!("<{}>", e.message)),
         };
+        // A comparison's 0 or 1 says little: show its left side too.
+        if let Some(left) = left_operand(self.expr) {
+            if let Ok(v) = inspect::evaluate(left, self.prog, &t, 0) {
+                let lv = inspect::format_value(self.prog, &t, &v);
+                shown = format!("{shown} ({left} = {lv})");
+            }
+        }
         // `$rax`, `$pc`: registers change at every instruction.
         let reads = (!self.expr.contains('$')).then_some(used);
         Ok(Verdict {
@@ -68,6 +75,33 @@ impl Predicate for ExprPredicate<'_> {
     fn describe(&self) -> String {
         format!("`{}'", self.expr)
     }
+}
+
+/// The left side of an expression's first comparison outside brackets
+/// (`g.x` of `g.x != 5 && y`).
+fn left_operand(expr: &str) -> Option<&str> {
+    let b = expr.as_bytes();
+    let mut depth = 0i32;
+    for i in 0..b.len() {
+        match b[i] {
+            b'(' | b'[' => depth += 1,
+            b')' | b']' => depth -= 1,
+            b'=' | b'!' | b'<' | b'>' if depth == 0 => {
+                let next = b.get(i + 1).copied();
+                let prev = if i > 0 { b[i - 1] } else { b' ' };
+                let cmp = match b[i] {
+                    b'=' | b'!' => next == Some(b'='),
+                    _ => next != Some(b[i]) && prev != b[i] && prev != b'-',
+                };
+                if cmp {
+                    let left = expr[..i].trim();
+                    return (!left.is_empty()).then_some(left);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 /// An external command decides, given a core file of the moment.
@@ -99,8 +133,9 @@ impl Predicate for CheckPredicate<'_> {
             .stdout(stdout)
             .status();
         let _ = std::fs::remove_file(&core);
-        let status = status
-            .map_err(|e| TimelineError::Other(format!("cannot run /bin/sh -c {:?}: {e}", self.cmd)))?;
+        let status = status.map_err(|e| {
+            TimelineError::Other(format!("cannot run /bin/sh -c {:?}: {e}", self.cmd))
+        })?;
         match status.code() {
             Some(0) => Ok(Verdict {
                 truth: true,
@@ -265,7 +300,10 @@ impl Debugger {
             Search::Output(r) => format!("the output first matches /{r}/"),
             Search::Check(c) => format!("the check `{c}' first succeeds"),
         };
-        text.push_str(&format!("{what} at moment {m} (event {} of {total}).\n", m.event));
+        text.push_str(&format!(
+            "{what} at moment {m} (event {} of {total}).\n",
+            m.event
+        ));
         let mut cause_json = serde_json::json!({});
         let insn_at = |d: &Debugger, rip: u64| -> (String, serde_json::Value) {
             let now = d.now();
@@ -277,12 +315,7 @@ impl Debugger {
                 .unwrap_or_default();
             let loc = d.prog.location(rip);
             let (file, line) = loc
-                .map(|l| {
-                    (
-                        l.file.map(|f| f.display().to_string()),
-                        l.line,
-                    )
-                })
+                .map(|l| (l.file.map(|f| f.display().to_string()), l.line))
                 .unwrap_or((None, None));
             let func = d.prog.function_name(rip);
             let mut t = format!("   {}:\t{insn}\n", d.describe_addr(rip));
@@ -338,7 +371,10 @@ impl Debugger {
             Cause::Event { index, before } => {
                 let desc = match self.tl.trace().events.get(*index as usize) {
                     Some(rewind_rr::trace::format::Event::Syscall { nr, tid, .. }) => {
-                        format!("the {} syscall of thread {tid}", rewind_rr::syscalls::name(*nr))
+                        format!(
+                            "the {} syscall of thread {tid}",
+                            rewind_rr::syscalls::name(*nr)
+                        )
                     }
                     Some(rewind_rr::trace::format::Event::Signal { tid, .. }) => {
                         format!("a signal delivered to thread {tid}")
@@ -368,7 +404,10 @@ impl Debugger {
                 }
             }
         }
-        text.push_str(&format!("Old value: {}\nNew value: {}\n", found.old, found.new));
+        text.push_str(&format!(
+            "Old value: {}\nNew value: {}\n",
+            found.old, found.new
+        ));
         let now = self.now();
         let frames = self.prog.backtrace(&now, 64);
         let bt: Vec<String> = frames
@@ -404,6 +443,28 @@ impl Debugger {
             "seconds": seconds,
         });
         (text, json)
+    }
+
+    /// `gcore [FILE]`: write an ELF core file of this moment (gdb opens
+    /// it with the executable).
+    pub(super) fn cmd_gcore(&mut self, args: &str) -> CmdResult {
+        let file = match args.trim() {
+            "" => {
+                let pid = self
+                    .tl
+                    .replayer()
+                    .threads()
+                    .first()
+                    .map(|t| t.0)
+                    .unwrap_or(0);
+                PathBuf::from(format!("core.{pid}"))
+            }
+            f => PathBuf::from(f),
+        };
+        crate::gcore::write_core_of(&self.tl, &self.exe, &file)
+            .map_err(|e| format!("Failed to save the core file: {e:#}"))?;
+        self.say(&format!("Saved corefile {}", file.display()));
+        Ok(())
     }
 
     /// The instruction that ends at `addr` in its function's code (what

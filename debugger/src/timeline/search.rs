@@ -532,7 +532,11 @@ impl Timeline {
                      true (for the last change of a value, use --changes / reverse-watch)",
                     pred.describe(),
                     found.moment,
-                    if v.truth { "already true" } else { "false again" },
+                    if v.truth {
+                        "already true"
+                    } else {
+                        "false again"
+                    },
                     v.shown
                 )));
             }
