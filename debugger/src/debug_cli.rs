@@ -55,7 +55,7 @@ impl Drop for TempTrace {
 
 /// The executable the trace ran: the restored process's own, else the
 /// recorded argv[0] (against the recorded cwd, then PATH).
-fn executable(tl: &timeline::Timeline) -> PathBuf {
+pub(crate) fn executable(tl: &timeline::Timeline) -> PathBuf {
     let pid = tl.replayer().tracee().pid;
     if let Ok(p) = std::fs::read_link(format!("/proc/{pid}/exe")) {
         if p.is_file() {

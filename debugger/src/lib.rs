@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod debug_cli;
+pub mod gdbserver;
 pub mod inspect;
 pub mod repl;
 pub mod timeline;

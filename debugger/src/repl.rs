@@ -1950,7 +1950,7 @@ impl Debugger {
 /// one jumps or returns), the direct jumps to it in its function, the call
 /// that entered its function (from the return address on the stack), and
 /// the returns of the function called just before it.
-fn predecessor_hook(exe: PathBuf) -> crate::timeline::Predecessors {
+pub(crate) fn predecessor_hook(exe: PathBuf) -> crate::timeline::Predecessors {
     let mut prog = Program::new();
     Box::new(move |tl: &Timeline, addr: u64| {
         let now = Now { tl, exe: &exe };
