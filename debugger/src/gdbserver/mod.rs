@@ -78,7 +78,7 @@ impl Drop for TempTrace {
 }
 
 pub fn gdbserver(req: GdbserverRequest) -> CliResult {
-    if req.trace.is_some() == !req.argv.is_empty() {
+    if req.trace.is_some() != req.argv.is_empty() {
         return Err(usage(if req.trace.is_some() {
             "give either --trace DIR or -- PROG ARGS, not both"
         } else {

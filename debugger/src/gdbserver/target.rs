@@ -309,6 +309,7 @@ impl Server {
                 let before = self.write_slot_values();
                 let start = self.tl.now().clone();
                 let mut n = 0u32;
+                let mut check_at = 4096u32;
                 loop {
                     let r = if forward {
                         self.tl.stepi()?
@@ -324,9 +325,17 @@ impl Server {
                     if mine || n >= STEP_OTHER_THREADS_LIMIT {
                         break;
                     }
-                    if n % 4096 == 0 && self.signals.wants_attention() {
-                        self.tl.goto(&start)?;
-                        return Err(TimelineError::Interrupted);
+                    // Another thread ran into a breakpoint meanwhile.
+                    let pc = self.tl.regs().map(|r| r.rip).unwrap_or(0);
+                    if self.tl.breakpoints.contains(&pc) {
+                        return Ok(MultiThreadStopReason::SwBreak(self.current_tid()));
+                    }
+                    if n >= check_at {
+                        check_at += 4096;
+                        if self.signals.wants_attention() {
+                            self.tl.goto(&start)?;
+                            return Err(TimelineError::Interrupted);
+                        }
                     }
                 }
                 if let Some(slot) = self.changed_slot(&before) {
