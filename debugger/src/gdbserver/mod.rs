@@ -260,13 +260,21 @@ impl run_blocking::BlockingEventLoop for EventLoop {
         run_blocking::Event<MultiThreadStopReason<u64>>,
         run_blocking::WaitForStopReasonError<String, <Link as Connection>::Error>,
     > {
-        match target.run_pending() {
-            Ran::Stopped(stop) => Ok(run_blocking::Event::TargetStopped(stop)),
-            Ran::Interrupted => {
-                let byte = conn
-                    .read()
-                    .map_err(run_blocking::WaitForStopReasonError::Connection)?;
-                Ok(run_blocking::Event::IncomingData(byte))
+        loop {
+            match target.run_pending() {
+                Ran::Stopped(stop) => return Ok(run_blocking::Event::TargetStopped(stop)),
+                Ran::Interrupted => {
+                    // gdb's byte (a Ctrl-C), or the end of the connection.
+                    // A SIGINT from elsewhere: run again, never wait for
+                    // gdb, which waits for us.
+                    let from_gdb = conn.peek().map(|b| b.is_some()).unwrap_or(true);
+                    if from_gdb {
+                        let byte = conn
+                            .read()
+                            .map_err(run_blocking::WaitForStopReasonError::Connection)?;
+                        return Ok(run_blocking::Event::IncomingData(byte));
+                    }
+                }
             }
         }
     }
