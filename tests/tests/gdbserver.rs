@@ -443,6 +443,8 @@ fn shared_library_breakpoints_threads_and_monitor_commands() {
             "monitor nonsense",
             "set var *(int*)$rsp = 5",
             "set var $rax = 1",
+            // gdb -batch exits with the last command's status.
+            "echo END\\n",
         ],
     );
     let out = &got.stdout;
@@ -473,16 +475,18 @@ fn shared_library_breakpoints_threads_and_monitor_commands() {
         "{}",
         got.describe()
     );
-    assert!(out.contains("Current event: "), "{}", got.describe());
-    assert!(out.contains("checkpoint 1: moment "), "{}", got.describe());
-    assert!(out.contains("monitor goto MOMENT"), "{}", got.describe());
+    // gdb -batch prints monitor output on stderr.
+    let all = format!("{}{}", got.stdout, got.stderr);
+    assert!(all.contains("Current event: "), "{}", got.describe());
+    assert!(all.contains("checkpoint 1: moment "), "{}", got.describe());
+    assert!(all.contains("monitor goto MOMENT"), "{}", got.describe());
     assert!(
-        out.contains("Unknown monitor command"),
+        all.contains("Unknown monitor command"),
         "{}",
         got.describe()
     );
     assert!(
-        out.contains("maint flush register-cache"),
+        all.contains("maint flush register-cache"),
         "{}",
         got.describe()
     );
