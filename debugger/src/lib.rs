@@ -5,6 +5,7 @@ pub mod bisect_cli;
 pub mod cli;
 pub mod debug_cli;
 pub mod gcore;
+pub mod gdbserver;
 pub mod inspect;
 pub mod repl;
 pub mod timeline;

@@ -74,6 +74,23 @@ enum Command {
         after_help = "Examples:\n  rewind debug -- ./prog arg\n  rewind debug --trace rewind-trace-prog-123 -x cmds.gdb --batch\n  echo -e 'break main\\nrun\\nbt' | rewind debug --trace DIR"
     )]
     Debug(DebugArgs),
+    /// Serve a recording to gdb (remote protocol), with reverse execution.
+    ///
+    /// gdb connects with `target remote 127.0.0.1:2345` (TCP; rewind listens
+    /// on 127.0.0.1 only, never on all interfaces unless --listen says so)
+    /// or starts rewind itself with `target remote | rewind gdbserver
+    /// --stdio ...` (the protocol on stdin/stdout; the program's output then
+    /// goes to stderr). `-- PROG ARGS` records the program to its end first
+    /// (it runs live, reading /dev/null with --stdio), then serves the
+    /// recording; `--trace DIR` serves one made by `rewind record`. gdb's
+    /// break, watch/rwatch/awatch, continue, step, next, finish, until and
+    /// reverse-step/next/finish/continue/stepi all work; history is
+    /// read-only (writes to memory or registers are refused). `monitor
+    /// help` lists rewind's own commands (when, checkpoint, goto...).
+    #[command(
+        after_help = "Examples:\n  rewind gdbserver -- ./prog arg          # then in gdb: target remote :2345\n  gdb ./prog -ex 'target remote | rewind gdbserver --stdio --trace DIR'"
+    )]
+    Gdbserver(GdbserverArgs),
     /// Find the first moment a predicate holds: the origin of a bug.
     ///
     /// Searches a recording (`--trace DIR`, or `-- PROG ARGS` recorded
@@ -139,6 +156,38 @@ struct BisectArgs {
     #[arg(long, value_name = "N", default_value = "48")]
     max_snapshots: usize,
     /// The program to record and search, and its arguments.
+    #[arg(last = true, value_name = "PROG ARGS")]
+    argv: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+struct GdbserverArgs {
+    /// A trace directory written by `rewind record`.
+    #[arg(long, value_name = "DIR")]
+    trace: Option<PathBuf>,
+    /// Listen for gdb on ADDR:PORT (default 127.0.0.1:2345; use
+    /// 0.0.0.0:PORT to accept connections from other machines).
+    #[arg(long, value_name = "ADDR:PORT", conflicts_with = "stdio")]
+    listen: Option<String>,
+    /// Talk to gdb on stdin and stdout (`target remote | rewind gdbserver
+    /// --stdio ...`).
+    #[arg(long)]
+    stdio: bool,
+    /// When gdb detaches or the connection drops: `kill` stops the replay
+    /// there, `detach` lets it replay on to the end of the recording.
+    #[arg(long, value_name = "kill|detach", default_value = "kill", value_parser = ["kill", "detach"])]
+    on_disconnect: String,
+    /// Keep the recording of PROG in DIR (default: a temporary directory,
+    /// removed on exit).
+    #[arg(short = 'o', long = "output", value_name = "DIR")]
+    output: Option<PathBuf>,
+    /// At most N in-memory snapshots to go back quickly.
+    #[arg(long, value_name = "N", default_value = "48")]
+    max_snapshots: usize,
+    /// At most MIB of memory held by snapshots alone.
+    #[arg(long, value_name = "MIB", default_value = "4096")]
+    snapshot_memory: u64,
+    /// The program to record and serve, and its arguments.
     #[arg(last = true, value_name = "PROG ARGS")]
     argv: Vec<String>,
 }
@@ -345,6 +394,23 @@ fn main() -> ExitCode {
                 max_steps: a.max_steps,
                 check_monotone: !a.no_check_monotone,
                 max_snapshots: a.max_snapshots,
+            })
+        }
+        Command::Gdbserver(a) => {
+            use rewind_debugger::gdbserver::{self, OnDisconnect};
+            gdbserver::gdbserver(gdbserver::GdbserverRequest {
+                trace: a.trace,
+                argv: a.argv,
+                output: a.output,
+                listen: a.listen,
+                stdio: a.stdio,
+                on_disconnect: if a.on_disconnect == "detach" {
+                    OnDisconnect::Detach
+                } else {
+                    OnDisconnect::Kill
+                },
+                max_snapshots: a.max_snapshots,
+                snapshot_memory: a.snapshot_memory,
             })
         }
     };

@@ -1985,7 +1985,7 @@ fn exe_now(tl: &Timeline) -> Option<PathBuf> {
 /// one jumps or returns), the direct jumps to it in its function, the call
 /// that entered its function (from the return address on the stack), and
 /// the returns of the function called just before it.
-fn predecessor_hook(mut exe: PathBuf) -> crate::timeline::Predecessors {
+pub(crate) fn predecessor_hook(mut exe: PathBuf) -> crate::timeline::Predecessors {
     let mut prog = Program::new();
     Box::new(move |tl: &Timeline, addr: u64| {
         if let Some(e) = exe_now(tl).filter(|e| *e != exe) {

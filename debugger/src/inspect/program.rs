@@ -155,6 +155,12 @@ impl Program {
         &self.modules
     }
 
+    /// Address of the dynamic linker's `r_debug` (after a
+    /// [`Program::refresh`] found it).
+    pub fn r_debug_addr(&self) -> Option<u64> {
+        self.r_debug
+    }
+
     fn image(&mut self, path: &Path) -> Result<Arc<ElfImage>, String> {
         if let Some(img) = self.images.get(path) {
             return Ok(img.clone());

@@ -1,0 +1,289 @@
+//! `rewind gdbserver`: a gdb remote target (gdbstub) over a recording, with
+//! reverse execution (`bs`/`bc`).
+//!
+//! gdb talks to [`target::Server`], which turns every request into an
+//! operation of the [`Timeline`](crate::timeline::Timeline) that `rewind
+//! debug` uses: registers and memory are read from the replayed process,
+//! software breakpoints and hardware watchpoints become the timeline's,
+//! continue/step/reverse-continue/reverse-step run it. `-- PROG ARGS`
+//! records the program to its end first, then serves the recording.
+
+mod conn;
+mod regs;
+mod target;
+
+use std::io::BufWriter;
+use std::net::TcpListener;
+use std::os::fd::{AsFd, AsRawFd};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use gdbstub::common::Signal;
+use gdbstub::conn::{Connection, ConnectionExt};
+use gdbstub::stub::{run_blocking, DisconnectReason, GdbStub, MultiThreadStopReason};
+
+use crate::cli::{CliError, CliResult};
+use crate::timeline::{self, TimelineOptions};
+use conn::Link;
+use target::{Ran, Server};
+
+/// Where gdb connects when nothing else is said.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:2345";
+
+/// What to do with the replay when gdb detaches or the connection drops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnDisconnect {
+    /// Stop it there.
+    Kill,
+    /// Let it replay on to the end of the recording (its output shown).
+    Detach,
+}
+
+pub struct GdbserverRequest {
+    pub trace: Option<PathBuf>,
+    pub argv: Vec<String>,
+    /// Keep the recording of PROG here (default: a temporary directory).
+    pub output: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub stdio: bool,
+    pub on_disconnect: OnDisconnect,
+    pub max_snapshots: usize,
+    /// MiB.
+    pub snapshot_memory: u64,
+}
+
+fn err(message: impl Into<String>) -> CliError {
+    CliError {
+        message: message.into(),
+        usage: false,
+    }
+}
+
+fn usage(message: impl Into<String>) -> CliError {
+    CliError {
+        message: message.into(),
+        usage: true,
+    }
+}
+
+/// Removes a temporary trace directory when dropped.
+struct TempTrace(Option<PathBuf>);
+
+impl Drop for TempTrace {
+    fn drop(&mut self) {
+        if let Some(d) = self.0.take() {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+pub fn gdbserver(req: GdbserverRequest) -> CliResult {
+    if req.trace.is_some() != req.argv.is_empty() {
+        return Err(usage(if req.trace.is_some() {
+            "give either --trace DIR or -- PROG ARGS, not both"
+        } else {
+            "nothing to serve: give --trace DIR or -- PROG ARGS"
+        }));
+    }
+    if req.stdio && req.listen.is_some() {
+        return Err(usage("give either --listen ADDR:PORT or --stdio, not both"));
+    }
+    // With --stdio, stdout carries the protocol: keep it for gdb and send
+    // everything else written to fd 1 (the program's output, while it is
+    // recorded or replayed) to stderr; the program reads /dev/null.
+    let stdio = if req.stdio {
+        let out = std::io::stdout()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| err(format!("cannot use stdout: {e}")))?;
+        let inp = std::io::stdin()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| err(format!("cannot use stdin: {e}")))?;
+        let null = std::fs::File::open("/dev/null").map_err(|e| err(format!("/dev/null: {e}")))?;
+        nix::unistd::dup2(2, 1).map_err(|e| err(format!("cannot redirect stdout: {e}")))?;
+        nix::unistd::dup2(null.as_raw_fd(), 0)
+            .map_err(|e| err(format!("cannot redirect stdin: {e}")))?;
+        Some((std::fs::File::from(inp), std::fs::File::from(out)))
+    } else {
+        None
+    };
+    // Listen before recording, so that a busy port is said at once.
+    let listener = if stdio.is_none() {
+        let addr = req.listen.clone().unwrap_or_else(|| DEFAULT_LISTEN.into());
+        let l =
+            TcpListener::bind(&addr).map_err(|e| err(format!("cannot listen on {addr}: {e}")))?;
+        Some((l, addr))
+    } else {
+        None
+    };
+
+    let mut _temp = TempTrace(None);
+    let dir = match &req.trace {
+        Some(d) => d.clone(),
+        None => {
+            let dir = match &req.output {
+                Some(d) => d.clone(),
+                None => {
+                    let prog = Path::new(&req.argv[0])
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_else(|| "prog".into());
+                    let d = std::env::temp_dir()
+                        .join(format!("rewind-gdbserver-{prog}-{}", std::process::id()));
+                    _temp = TempTrace(Some(d.clone()));
+                    d
+                }
+            };
+            rewind_ckpt::session::resolve_program(&req.argv[0]).map_err(|e| err(e.to_string()))?;
+            eprintln!(
+                "rewind: recording {} to its end first; then gdb debugs the recording",
+                req.argv[0]
+            );
+            rewind_ckpt::sys::process::ignore_terminal_signals();
+            let rec = rewind_rr::recorder::record(
+                &req.argv,
+                &rewind_rr::recorder::RecordOptions {
+                    dir: dir.clone(),
+                    verify_memory: false,
+                    checkpoint_interval: Some(Duration::from_secs(5)),
+                },
+            )
+            .map_err(|e| err(e.to_string()))?;
+            eprintln!(
+                "rewind: recorded {} events; the program exited with status {}",
+                rec.events, rec.exit_code
+            );
+            dir
+        }
+    };
+    let _ = rewind_ckpt::sys::set_child_subreaper();
+    let opts = TimelineOptions {
+        max_snapshots: req.max_snapshots,
+        memory_budget: req.snapshot_memory << 20,
+        ..Default::default()
+    };
+    let trace = rewind_rr::replayer::load(&dir).map_err(|e| err(e.to_string()))?;
+    // The program's replayed output goes to stderr: with --stdio, stdout
+    // is gdb's.
+    let console = rewind_rr::replayer::Console::new(
+        if req.stdio {
+            Box::new(std::io::stderr())
+        } else {
+            Box::new(std::io::stdout())
+        },
+        Box::new(std::io::stderr()),
+    );
+    let tl = timeline::Timeline::open(trace, console, opts).map_err(|e| err(e.to_string()))?;
+    let exe = crate::debug_cli::executable(&tl);
+
+    let link = match (stdio, listener) {
+        (Some((inp, out)), _) => Link::new(Box::new(inp), Box::new(BufWriter::new(out))),
+        (None, Some((l, addr))) => {
+            eprintln!("Listening on {addr} (gdb: target remote {addr})");
+            let (stream, peer) = l
+                .accept()
+                .map_err(|e| err(format!("accepting a connection on {addr}: {e}")))?;
+            eprintln!("rewind: gdb connected from {peer}");
+            let _ = stream.set_nodelay(true);
+            let input = stream
+                .try_clone()
+                .map_err(|e| err(format!("connection: {e}")))?;
+            Link::new(Box::new(input), Box::new(BufWriter::new(stream)))
+        }
+        (None, None) => return Err(err("no connection")),
+    };
+    // A Ctrl-C from gdb becomes our SIGINT, which stops the replay.
+    rewind_ckpt::sys::catch_interrupt().map_err(|e| err(format!("cannot catch SIGINT: {e}")))?;
+    let signals = link.signals();
+    let mut server = Server::new(tl, exe, signals.clone());
+    server.tl.progress = Some(Box::new(move |_what: &str| signals.wants_attention()));
+
+    let stub = GdbStub::new(link);
+    let outcome = stub.run_blocking::<EventLoop>(&mut server);
+    let (code, end) = match outcome {
+        Ok(DisconnectReason::Kill) => (Ok(0), OnDisconnect::Kill),
+        Ok(DisconnectReason::Disconnect) => (Ok(0), req.on_disconnect),
+        Ok(DisconnectReason::TargetExited(_) | DisconnectReason::TargetTerminated(_)) => {
+            (Ok(0), OnDisconnect::Kill)
+        }
+        Err(e) if e.is_connection_error() => {
+            let msg = e.to_string();
+            let gone = e.into_connection_error().is_some_and(|(io, _)| {
+                matches!(
+                    io.kind(),
+                    std::io::ErrorKind::UnexpectedEof
+                        | std::io::ErrorKind::BrokenPipe
+                        | std::io::ErrorKind::ConnectionReset
+                )
+            });
+            if gone {
+                eprintln!("rewind: gdb closed the connection");
+                (Ok(0), req.on_disconnect)
+            } else {
+                (
+                    Err(err(format!("gdb connection: {msg}"))),
+                    req.on_disconnect,
+                )
+            }
+        }
+        Err(e) => (
+            Err(err(format!("gdb session ended: {e}"))),
+            req.on_disconnect,
+        ),
+    };
+    if end == OnDisconnect::Detach {
+        // Detached: the program goes on to the end of its recording.
+        server.tl.breakpoints.clear();
+        server.tl.watches.clear();
+        server.tl.progress = None;
+        let _ = rewind_ckpt::sys::take_interrupt();
+        if let Err(e) = server.tl.cont(&mut |_, _| false) {
+            eprintln!("rewind: {e}");
+        }
+    }
+    code
+}
+
+enum EventLoop {}
+
+impl run_blocking::BlockingEventLoop for EventLoop {
+    type Target = Server;
+    type Connection = Link;
+    type StopReason = MultiThreadStopReason<u64>;
+
+    #[allow(clippy::type_complexity)]
+    fn wait_for_stop_reason(
+        target: &mut Server,
+        conn: &mut Link,
+    ) -> Result<
+        run_blocking::Event<MultiThreadStopReason<u64>>,
+        run_blocking::WaitForStopReasonError<String, <Link as Connection>::Error>,
+    > {
+        loop {
+            match target.run_pending() {
+                Ran::Stopped(stop) => return Ok(run_blocking::Event::TargetStopped(stop)),
+                Ran::Interrupted => {
+                    // gdb's byte (a Ctrl-C), or the end of the connection.
+                    // A SIGINT from elsewhere: run again, never wait for
+                    // gdb, which waits for us.
+                    let from_gdb = conn.peek().map(|b| b.is_some()).unwrap_or(true);
+                    if from_gdb {
+                        let byte = conn
+                            .read()
+                            .map_err(run_blocking::WaitForStopReasonError::Connection)?;
+                        return Ok(run_blocking::Event::IncomingData(byte));
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_interrupt(target: &mut Server) -> Result<Option<MultiThreadStopReason<u64>>, String> {
+        target.action = None;
+        Ok(Some(MultiThreadStopReason::SignalWithThread {
+            tid: target.current_tid(),
+            signal: Signal::SIGINT,
+        }))
+    }
+}
