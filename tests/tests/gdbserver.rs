@@ -81,7 +81,30 @@ fn finish(mut child: Child, what: String, timeout: Duration) -> GdbRun {
 }
 
 /// gdb -batch -nx with `cmds` (each an -ex), on `binary` if given.
+///
+/// A known, not yet understood flake (issue 5): now and then gdb stops
+/// waiting in the middle of a `continue` as if it got SIGINT ("Cannot
+/// execute this command while the target is running", Python's
+/// KeyboardInterrupt at exit). Such a session is run once more, saying so
+/// on stderr; a second failure fails the test.
 fn gdb(cmds: &[String], binary: Option<&Path>, env: &[(&str, &str)]) -> GdbRun {
+    let run = gdb_once(cmds, binary, env);
+    let flaked = |r: &GdbRun| {
+        r.stderr
+            .contains("Cannot execute this command while the target is running")
+            || r.stderr.contains("KeyboardInterrupt")
+    };
+    if flaked(&run) {
+        eprintln!(
+            "gdb session interrupted on its own (known flake), once more:\n{}",
+            run.describe()
+        );
+        return gdb_once(cmds, binary, env);
+    }
+    run
+}
+
+fn gdb_once(cmds: &[String], binary: Option<&Path>, env: &[(&str, &str)]) -> GdbRun {
     let mut cmd = system_program("gdb");
     cmd.args(["-batch", "-nx"]);
     for (k, v) in env {
