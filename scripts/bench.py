@@ -292,6 +292,38 @@ def bench_debug(work, quick, add):
     shutil.rmtree(trace, ignore_errors=True)
 
 
+def bench_bisect(work, quick, add):
+    """rewind bisect on a planted overflow (tests/targets/dbg_bugs.c) in runs of
+    about 1e7 and 1e9 instructions (~51 per loop iteration at -O0, as counted
+    by single-stepping one interval of the loop): probes and total search time
+    against the native run time."""
+    bugs = os.path.join(work, "dbg_bugs")
+    subprocess.run(["gcc", "-O0", "-g", "-pthread", "-o", bugs,
+                    os.path.join(ROOT, "tests", "targets", "dbg_bugs.c")], check=True)
+    sizes = [("1e7", 200_000)] + ([] if quick else [("1e9", 20_000_000)])
+    for label, total in sizes:
+        n, every = total * 7 // 10, total // 10
+        args = [bugs, "overflow", str(n), str(total), str(every)]
+        native = float("inf")
+        for _ in range(3):  # exits 1: the bug happened
+            t0 = time.time()
+            subprocess.run(args, capture_output=True, timeout=600)
+            native = min(native, time.time() - t0)
+        trace = os.path.join(work, f"trace-bugs-{label}")
+        print(f"bench: bisect: {label} instructions ...", file=sys.stderr, flush=True)
+        subprocess.run([REWIND, "record", "-o", trace, "--"] + args, capture_output=True, timeout=1800)
+        t0 = time.time()
+        r = subprocess.run([REWIND, "bisect", "--trace", trace, "--json", "--until", "g.sentinel != 0x5eed"],
+                           capture_output=True, text=True, timeout=1800)
+        wall = time.time() - t0
+        if r.returncode != 0:
+            raise RuntimeError(f"rewind bisect failed: {r.stderr[-2000:]}")
+        found = json.loads(r.stdout)
+        add(f"bisect/{label}-instructions-probes", found["probes"], "n")
+        add(f"bisect/{label}-instructions-time", wall, "s", native, None, "native run")
+        shutil.rmtree(trace, ignore_errors=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smaller sizes, one repetition (a few minutes)")
@@ -300,6 +332,7 @@ def main():
     ap.add_argument("--skip-record", action="store_true", help="only the checkpoint/restart measures")
     ap.add_argument("--skip-debug", action="store_true", help="no reverse-execution measures")
     ap.add_argument("--only-debug", action="store_true", help="only the reverse-execution measures")
+    ap.add_argument("--only-bisect", action="store_true", help="only the bisect measures")
     args = ap.parse_args()
     if not os.path.exists(REWIND):
         sys.exit(f"bench: {REWIND} missing: run scripts/bench.sh, which builds it")
@@ -323,6 +356,9 @@ def main():
                         "ratio": None if ratio is None else round(ratio, 3), "note": note})
 
     try:
+        if args.only_bisect:
+            args.skip_checkpoint = args.skip_record = args.skip_debug = True
+            bench_bisect(work, args.quick, add)
         for case in [] if args.skip_checkpoint or args.only_debug else cases:
             print(f"bench: {case.name} ...", file=sys.stderr, flush=True)
             rw = bench_rewind(case, target, work, reps)
@@ -340,6 +376,7 @@ def main():
             bench_record_replay(work, args.quick, add)
         if not args.skip_debug:
             bench_debug(work, args.quick, add)
+            bench_bisect(work, args.quick, add)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
