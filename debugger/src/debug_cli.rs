@@ -130,7 +130,7 @@ pub(crate) fn prepare_trace(
             };
             rewind_ckpt::session::resolve_program(&argv[0]).map_err(|e| err(e.to_string()))?;
             eprintln!(
-                "rewind: recording {} to its end first (it uses this terminal); then rewind works on the recording",
+                "rewind: recording {} to its end first; then rewind works on the recording",
                 argv[0]
             );
             rewind_ckpt::sys::process::ignore_terminal_signals();

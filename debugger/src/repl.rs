@@ -74,17 +74,7 @@ impl Target for Now<'_> {
     }
 
     fn auxv(&self) -> Vec<(u64, u64)> {
-        let pid = self.tl.replayer().tracee().pid;
-        let raw = std::fs::read(format!("/proc/{pid}/auxv")).unwrap_or_default();
-        raw.chunks_exact(16)
-            .map(|w| {
-                let mut k = [0u8; 8];
-                let mut v = [0u8; 8];
-                k.copy_from_slice(&w[..8]);
-                v.copy_from_slice(&w[8..]);
-                (u64::from_le_bytes(k), u64::from_le_bytes(v))
-            })
-            .collect()
+        crate::gcore::read_auxv(self.tl.replayer().tracee().pid).unwrap_or_default()
     }
 
     fn exe(&self) -> PathBuf {
@@ -1865,22 +1855,8 @@ impl Debugger {
     }
 
     fn info_checkpoints(&mut self) {
-        let mut text = String::new();
-        if self.checkpoints.is_empty() {
-            text.push_str("No checkpoints (`checkpoint` makes one).\n");
-        }
-        for (id, m) in &self.checkpoints {
-            text.push_str(&format!("{id}  moment {m}\n"));
-        }
-        let snaps = self.tl.snapshot_events();
-        text.push_str(&format!(
-            "In-memory snapshots at events: {}\n",
-            snaps
-                .iter()
-                .map(|e| e.to_string())
-                .collect::<Vec<_>>()
-                .join(" ")
-        ));
+        let mut text = checkpoints_text(&self.checkpoints, &self.tl, "checkpoint");
+        text.push('\n');
         let (bytes, n) = self.tl.snapshot_memory();
         text.push_str(&format!(
             "{n} snapshot processes (with anchors) hold {:.1} MiB of their own\n",
@@ -1945,35 +1921,31 @@ impl Debugger {
     }
 }
 
+/// The user's checkpoints and the events of the in-memory snapshots (no
+/// final newline); `make` is the command that makes a checkpoint.
+pub(crate) fn checkpoints_text(checkpoints: &[(u32, Moment)], tl: &Timeline, make: &str) -> String {
+    let mut text = String::new();
+    if checkpoints.is_empty() {
+        text.push_str(&format!("No checkpoints (`{make}` makes one).\n"));
+    }
+    for (id, m) in checkpoints {
+        text.push_str(&format!("{id}  moment {m}\n"));
+    }
+    let snaps: Vec<String> = tl.snapshot_events().iter().map(|e| e.to_string()).collect();
+    text.push_str(&format!(
+        "In-memory snapshots at events: {}",
+        snaps.join(" ")
+    ));
+    text
+}
+
 /// The executable the program runs now, from its auxiliary vector's
 /// AT_EXECFN (what it was exec'd as; relative to the recording's working
 /// directory), if that names a file.
 fn exe_now(tl: &Timeline) -> Option<PathBuf> {
-    let pid = tl.replayer().tracee().pid;
-    let raw = std::fs::read(format!("/proc/{pid}/auxv")).ok()?;
-    let at = raw.chunks_exact(16).find_map(|w| {
-        let mut k = [0u8; 8];
-        let mut v = [0u8; 8];
-        k.copy_from_slice(&w[..8]);
-        v.copy_from_slice(&w[8..]);
-        (u64::from_le_bytes(k) == libc::AT_EXECFN).then_some(u64::from_le_bytes(v))
-    })?;
-    let mut name = Vec::new();
-    while name.len() < 4096 {
-        // The string ends near the top of the stack: no reading past it.
-        let addr = at + name.len() as u64;
-        let left = (4096 - addr % 4096).min(64) as usize;
-        let mut chunk = [0u8; 64];
-        let chunk = &mut chunk[..left];
-        tl.replayer().tracee().read_mem(addr, chunk).ok()?;
-        match chunk.iter().position(|&b| b == 0) {
-            Some(n) => {
-                name.extend_from_slice(&chunk[..n]);
-                break;
-            }
-            None => name.extend_from_slice(chunk),
-        }
-    }
+    let auxv = crate::gcore::read_auxv(tl.replayer().tracee().pid).ok()?;
+    let at = auxv.iter().find(|a| a.0 == libc::AT_EXECFN)?.1;
+    let name = tl.read_c_string(at)?;
     use std::os::unix::ffi::OsStrExt;
     let p = Path::new(std::ffi::OsStr::from_bytes(&name));
     let p = Path::new(&tl.trace().header.cwd).join(p);

@@ -404,6 +404,24 @@ impl Timeline {
             .map_err(|e| other(format!("cannot read registers of thread {tid}: {e}")))
     }
 
+    /// The NUL-terminated string at `addr` (at most 4096 bytes; reads stop
+    /// at page ends, so a string at the top of the stack is fine).
+    pub fn read_c_string(&self, addr: u64) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        while out.len() < 4096 {
+            let at = addr.wrapping_add(out.len() as u64);
+            let n = (4096 - at % 4096).min(256) as usize;
+            let mut b = vec![0u8; n];
+            self.cur.tracee().read_mem(at, &mut b).ok()?;
+            if let Some(i) = b.iter().position(|&c| c == 0) {
+                out.extend_from_slice(&b[..i]);
+                return Some(out);
+            }
+            out.extend_from_slice(&b);
+        }
+        None
+    }
+
     /// Events in the trace.
     pub fn events(&self) -> u64 {
         self.trace.events.len() as u64

@@ -1147,3 +1147,18 @@ fn spawn_with_stdin(
         stdout_start: 0,
     }
 }
+
+/// A writer keeping what is written, shared with its clones: a replay
+/// console whose output a test reads back.
+#[derive(Clone, Default)]
+pub struct Sink(pub std::rc::Rc<std::cell::RefCell<Vec<u8>>>);
+
+impl std::io::Write for Sink {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.borrow_mut().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

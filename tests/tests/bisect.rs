@@ -5,29 +5,13 @@
 //! judging it at every change; bisect must land on the very same moment
 //! (same event, same registers).
 
-use std::cell::RefCell;
-use std::io::Write;
 use std::path::Path;
-use std::rc::Rc;
 
 use rewind_debugger::inspect::{self, Program};
 use rewind_debugger::repl::Now;
 use rewind_debugger::timeline::{watch_slots, Moment, StopReason, Timeline, TimelineOptions};
 use rewind_rr::replayer::{self, Console};
 use rewind_tests::*;
-
-#[derive(Clone, Default)]
-struct Sink(Rc<RefCell<Vec<u8>>>);
-
-impl Write for Sink {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.borrow_mut().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 fn open(dir: &Path) -> (Timeline, Sink) {
     let trace = replayer::load(dir).expect("load the trace");

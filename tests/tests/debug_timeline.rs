@@ -4,28 +4,11 @@
 //! arrival at a breakpoint the forward trace saw; going to a moment twice
 //! gives identical registers.
 
-use std::cell::RefCell;
 use std::collections::BTreeSet;
-use std::io::Write;
-use std::rc::Rc;
 
 use rewind_debugger::timeline::{Moment, StopReason, Timeline, TimelineOptions};
 use rewind_rr::replayer::{self, Console};
 use rewind_tests::*;
-
-/// Output the program writes in replay, kept for comparison.
-#[derive(Clone, Default)]
-struct Sink(Rc<RefCell<Vec<u8>>>);
-
-impl Write for Sink {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.borrow_mut().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 fn open(dir: &std::path::Path, opts: TimelineOptions) -> (Timeline, Sink) {
     let trace = replayer::load(dir).expect("load the trace");

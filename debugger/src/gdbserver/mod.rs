@@ -15,8 +15,7 @@ mod target;
 use std::io::BufWriter;
 use std::net::TcpListener;
 use std::os::fd::{AsFd, AsRawFd};
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::PathBuf;
 
 use gdbstub::common::Signal;
 use gdbstub::conn::{Connection, ConnectionExt};
@@ -66,17 +65,6 @@ fn usage(message: impl Into<String>) -> CliError {
     }
 }
 
-/// Removes a temporary trace directory when dropped.
-struct TempTrace(Option<PathBuf>);
-
-impl Drop for TempTrace {
-    fn drop(&mut self) {
-        if let Some(d) = self.0.take() {
-            let _ = std::fs::remove_dir_all(d);
-        }
-    }
-}
-
 pub fn gdbserver(req: GdbserverRequest) -> CliResult {
     if req.trace.is_some() != req.argv.is_empty() {
         return Err(usage(if req.trace.is_some() {
@@ -118,45 +106,8 @@ pub fn gdbserver(req: GdbserverRequest) -> CliResult {
         None
     };
 
-    let mut _temp = TempTrace(None);
-    let dir = match &req.trace {
-        Some(d) => d.clone(),
-        None => {
-            let dir = match &req.output {
-                Some(d) => d.clone(),
-                None => {
-                    let prog = Path::new(&req.argv[0])
-                        .file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_else(|| "prog".into());
-                    let d = std::env::temp_dir()
-                        .join(format!("rewind-gdbserver-{prog}-{}", std::process::id()));
-                    _temp = TempTrace(Some(d.clone()));
-                    d
-                }
-            };
-            rewind_ckpt::session::resolve_program(&req.argv[0]).map_err(|e| err(e.to_string()))?;
-            eprintln!(
-                "rewind: recording {} to its end first; then gdb debugs the recording",
-                req.argv[0]
-            );
-            rewind_ckpt::sys::process::ignore_terminal_signals();
-            let rec = rewind_rr::recorder::record(
-                &req.argv,
-                &rewind_rr::recorder::RecordOptions {
-                    dir: dir.clone(),
-                    verify_memory: false,
-                    checkpoint_interval: Some(Duration::from_secs(5)),
-                },
-            )
-            .map_err(|e| err(e.to_string()))?;
-            eprintln!(
-                "rewind: recorded {} events; the program exited with status {}",
-                rec.events, rec.exit_code
-            );
-            dir
-        }
-    };
+    let (dir, _temp) =
+        crate::debug_cli::prepare_trace(req.trace.as_deref(), &req.argv, req.output.as_deref())?;
     let _ = rewind_ckpt::sys::set_child_subreaper();
     let opts = TimelineOptions {
         max_snapshots: req.max_snapshots,

@@ -2,7 +2,7 @@
 //! process that runs forward and backward.
 
 use std::num::NonZeroUsize;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use gdbstub::common::{Signal, Tid};
 use gdbstub::stub::MultiThreadStopReason;
@@ -23,7 +23,7 @@ use gdbstub::target::{Target, TargetError, TargetResult};
 
 use super::conn::Signals;
 use super::regs::{Layout, Regs, X86_64Rewind};
-use crate::inspect::{self, Program};
+use crate::inspect::Program;
 use crate::timeline::{Moment, StopReason, Timeline, TimelineError, Watch};
 
 /// What gdb asked to do next; done in `run_pending`.
@@ -81,42 +81,6 @@ fn vtid_of(tid: Tid) -> i32 {
     tid.get() as i32
 }
 
-/// The inspector's view of the timeline's present (to find `r_debug`).
-struct View<'a> {
-    tl: &'a Timeline,
-    exe: &'a Path,
-}
-
-impl inspect::Target for View<'_> {
-    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), String> {
-        self.tl
-            .replayer()
-            .tracee()
-            .read_mem(addr, buf)
-            .map_err(|_| format!("Cannot access memory at address {addr:#x}"))
-    }
-    fn regs(&self) -> libc::user_regs_struct {
-        self.tl
-            .regs()
-            .unwrap_or_else(|_| rewind_ckpt::capture::zero_regs())
-    }
-    fn auxv(&self) -> Vec<(u64, u64)> {
-        raw_auxv(self.tl)
-            .chunks_exact(16)
-            .map(|w| {
-                let mut k = [0u8; 8];
-                let mut v = [0u8; 8];
-                k.copy_from_slice(&w[..8]);
-                v.copy_from_slice(&w[8..]);
-                (u64::from_le_bytes(k), u64::from_le_bytes(v))
-            })
-            .collect()
-    }
-    fn exe(&self) -> PathBuf {
-        self.exe.to_path_buf()
-    }
-}
-
 /// The auxiliary vector of the replayed process, as the kernel keeps it.
 fn raw_auxv(tl: &Timeline) -> Vec<u8> {
     let pid = tl.replayer().tracee().pid;
@@ -136,25 +100,6 @@ fn xml_escape(s: &str) -> String {
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
-}
-
-/// Aligned 1/2/4/8-byte debug-register slots covering [addr, addr+len).
-fn slots_for(addr: u64, len: u64, access: bool) -> Vec<Watch> {
-    let mut slots = Vec::new();
-    let (mut at, end) = (addr, addr.saturating_add(len));
-    while at < end {
-        let mut size = 8u64;
-        while size > 1 && (at % size != 0 || at + size > end) {
-            size /= 2;
-        }
-        slots.push(Watch {
-            addr: at,
-            len: size as u8,
-            access,
-        });
-        at += size;
-    }
-    slots
 }
 
 impl Server {
@@ -354,7 +299,7 @@ impl Server {
         if self.r_debug.is_some() {
             return;
         }
-        let view = View {
+        let view = crate::repl::Now {
             tl: &self.tl,
             exe: &self.exe,
         };
@@ -391,23 +336,7 @@ impl Server {
                 format!("checkpoint {id}: moment {m}{snap}\n`monitor goto {m}` comes back here.")
             }
             "checkpoints" => {
-                let mut t = String::new();
-                if self.checkpoints.is_empty() {
-                    t.push_str("No checkpoints (`monitor checkpoint` makes one).\n");
-                }
-                for (id, m) in &self.checkpoints {
-                    t.push_str(&format!("{id}  moment {m}\n"));
-                }
-                let snaps = self.tl.snapshot_events();
-                t.push_str(&format!(
-                    "In-memory snapshots at events: {}",
-                    snaps
-                        .iter()
-                        .map(|e| e.to_string())
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                ));
-                t
+                crate::repl::checkpoints_text(&self.checkpoints, &self.tl, "monitor checkpoint")
             }
             "goto" => {
                 let arg = args.trim();
@@ -461,23 +390,6 @@ rewind gdbserver monitor commands:
   monitor help             this text
 gdb's reverse-step/next/finish/continue/stepi and reverse watchpoints work;
 history is read-only: writes to memory or registers are refused.";
-
-fn read_cstr(tl: &Timeline, addr: u64) -> Option<String> {
-    let mut out = Vec::new();
-    let mut at = addr;
-    while out.len() < 4096 {
-        let n = (4096 - at % 4096).min(256) as usize;
-        let mut b = vec![0u8; n];
-        tl.replayer().tracee().read_mem(at, &mut b).ok()?;
-        if let Some(i) = b.iter().position(|&c| c == 0) {
-            out.extend_from_slice(&b[..i]);
-            return Some(String::from_utf8_lossy(&out).into_owned());
-        }
-        out.extend_from_slice(&b);
-        at = at.wrapping_add(n as u64);
-    }
-    None
-}
 
 impl Target for Server {
     type Arch = X86_64Rewind;
@@ -687,7 +599,7 @@ impl HwWatchpoint for Server {
         if len == 0 || len > 32 {
             return Ok(false);
         }
-        let slots = slots_for(addr, len, kind != WatchKind::Write);
+        let slots = crate::timeline::watch_slots(addr, len, kind != WatchKind::Write);
         let mut all: Vec<Watch> = self.tl.watches.clone();
         for s in &slots {
             if !all.contains(s) {
@@ -766,7 +678,7 @@ impl gdbstub::target::ext::libraries::LibrariesSvr4 for Server {
     ) -> TargetResult<usize, Self> {
         let r_debug = self.r_debug.or_else(|| {
             let mut prog = Program::new();
-            let view = View {
+            let view = crate::repl::Now {
                 tl: &self.tl,
                 exe: &self.exe,
             };
@@ -824,7 +736,10 @@ fn svr4_list(tl: &Timeline, r_debug: Option<u64>) -> String {
                 head.push_str(&format!(" main-lm=\"{lm:#x}\""));
                 first = false;
             } else {
-                let name = read_cstr(tl, l_name).unwrap_or_default();
+                let name = tl
+                    .read_c_string(l_name)
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+                    .unwrap_or_default();
                 libs.push_str(&format!(
                     "<library name=\"{}\" lmid=\"0x0\" lm=\"{lm:#x}\" l_addr=\"{l_addr:#x}\" l_ld=\"{l_ld:#x}\"/>",
                     xml_escape(&name)

@@ -2,6 +2,7 @@
 //! `reverse-watch`) and `rewind bisect`: the predicates (a debugger
 //! expression, the program's output, an external check) and the report.
 
+use std::os::fd::AsFd;
 use std::time::Instant;
 
 use super::*;
@@ -182,8 +183,6 @@ fn output_text(bytes: &[u8], tail: bool) -> String {
     };
     format!("{:?}", String::from_utf8_lossy(b))
 }
-
-use std::os::fd::AsFd;
 
 impl Debugger {
     /// Search history from its beginning to here for `s`, go to what was

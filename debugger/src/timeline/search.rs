@@ -132,11 +132,17 @@ impl Timeline {
         end: &Moment,
         opts: &SearchOptions,
     ) -> Result<Found> {
+        self.aside(|t| t.first_true_inner(pred, end, opts))
+    }
+
+    /// Run `op` guarded for Ctrl-C, with the user's breakpoints and
+    /// watchpoints set aside.
+    fn aside<T>(&mut self, op: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
         let saved = (
             std::mem::take(&mut self.breakpoints),
             std::mem::take(&mut self.watches),
         );
-        let r = self.guard(|t| t.first_true_inner(pred, end, opts));
+        let r = self.guard(op);
         (self.breakpoints, self.watches) = saved;
         r
     }
@@ -549,13 +555,7 @@ impl Timeline {
     /// stops just before the instruction (or syscall) that changed it,
     /// like a reverse watchpoint. Breakpoints are set aside meanwhile.
     pub fn last_change(&mut self, pred: &mut dyn Predicate) -> Result<Found> {
-        let saved = (
-            std::mem::take(&mut self.breakpoints),
-            std::mem::take(&mut self.watches),
-        );
-        let r = self.guard(|t| t.last_change_inner(pred));
-        (self.breakpoints, self.watches) = saved;
-        r
+        self.aside(|t| t.last_change_inner(pred))
     }
 
     fn last_change_inner(&mut self, pred: &mut dyn Predicate) -> Result<Found> {
