@@ -114,8 +114,10 @@ fn capture_with(
         t.elapsed().as_secs_f64() * 1e3
     );
     let mut warnings = Vec::new();
+    let claimed = crate::plugin::claimed_fds(plugins);
     for p in plugins.iter_mut() {
         let mut ctx = CaptureCtx {
+            claimed_fds: &claimed,
             tracee,
             injector,
             state: &mut state,

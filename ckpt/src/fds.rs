@@ -21,7 +21,7 @@ impl Plugin for Files {
     }
 
     fn pre_checkpoint(&mut self, ctx: &mut CaptureCtx) -> Result<(), Error> {
-        ctx.state.fds = capture(ctx.tracee.pid, ctx.stdio, ctx.warnings)?;
+        ctx.state.fds = capture(ctx.tracee.pid, ctx.stdio, ctx.claimed_fds, ctx.warnings)?;
         Ok(())
     }
 
@@ -60,6 +60,7 @@ fn parse_pair(s: &str) -> (u64, u64) {
 pub fn capture(
     pid: pid_t,
     stdio: &StdioIds,
+    claimed: &[(&'static str, &'static str)],
     warnings: &mut Vec<String>,
 ) -> Result<Vec<FdState>, Error> {
     let dir = format!("/proc/{pid}/fd");
@@ -90,7 +91,13 @@ pub fn capture(
             .ok()
             .map(|m| (m.dev(), m.ino()));
         let inherited = ident.and_then(|id| stdio.iter().position(|s| *s == Some(id)));
-        let kind = if let Some(from) = inherited {
+        let owner = claimed.iter().find(|(pre, _)| link.starts_with(pre));
+        let kind = if let Some((_, plugin)) = owner {
+            FdKind::Plugin {
+                plugin: plugin.to_string(),
+                what: link.clone(),
+            }
+        } else if let Some(from) = inherited {
             FdKind::Inherited { from: from as i32 }
         } else if let Some(rest) = link.strip_prefix("pipe:[") {
             let id: u64 = rest.trim_end_matches(']').parse().unwrap_or(0);
@@ -445,7 +452,7 @@ pub fn restore(
                     f.fd
                 ));
             }
-            FdKind::Epoll { .. } => {}
+            FdKind::Epoll { .. } | FdKind::Plugin { .. } => {}
         }
     }
     for f in fds {

@@ -14,12 +14,21 @@
 //! [`RestoreCtx::injector`] run inside the program) and rebinds virtual ids.
 //! [`Plugin::syscalls`] names the syscalls the plugin wants to see while the
 //! program runs; [`Plugin::on_syscall`] may then rewrite their arguments or
-//! emulate them. The built-in handling of descriptors ([`crate::fds`]) and of
+//! emulate them, or ask with [`SyscallAction::RunWatchExit`] to see the
+//! result in [`Plugin::on_syscall_exit`]; [`Plugin::ioctls`] traps ioctls
+//! by their type byte. Descriptors whose `/proc/PID/fd` link starts with one
+//! of [`Plugin::fd_prefixes`] are the plugin's: the file plugin records them
+//! as [`crate::image::format::FdKind::Plugin`] and leaves them to the plugin
+//! at restart. Plugins outside this crate are made known with [`register`].
+//! The built-in handling of descriptors ([`crate::fds`]) and of
 //! process ids ([`crate::vids`]) are plugins too: read them as examples.
 
 use libc::{pid_t, user_regs_struct};
 
+use std::sync::Mutex;
+
 use crate::image::format::ProcessState;
+pub use crate::seccomp::IoctlTrap;
 use crate::tracee::{Injector, Tracee};
 use crate::vids::VirtualIds;
 use crate::Error;
@@ -35,6 +44,8 @@ pub struct CaptureCtx<'a> {
     pub stdio: &'a StdioIds,
     pub vids: &'a VirtualIds,
     pub warnings: &'a mut Vec<String>,
+    /// Link prefixes of descriptors some plugin owns, with its name.
+    pub claimed_fds: &'a [(&'static str, &'static str)],
 }
 
 pub struct ResumeCtx<'a> {
@@ -69,6 +80,9 @@ pub enum SyscallAction {
     Run,
     /// Skip it and return this value.
     Emulate(i64),
+    /// Let it run and call this plugin's [`Plugin::on_syscall_exit`] with
+    /// its result.
+    RunWatchExit,
 }
 
 pub trait Plugin {
@@ -76,6 +90,17 @@ pub trait Plugin {
 
     /// Syscall numbers to trap while the program runs (restart/record).
     fn syscalls(&self) -> &'static [i64] {
+        &[]
+    }
+
+    /// ioctls to trap while the program runs, by request type byte.
+    fn ioctls(&self) -> &'static [IoctlTrap] {
+        &[]
+    }
+
+    /// `/proc/PID/fd` link prefixes of the descriptors this plugin
+    /// recreates itself at restart.
+    fn fd_prefixes(&self) -> &'static [&'static str] {
         &[]
     }
 
@@ -94,6 +119,37 @@ pub trait Plugin {
     fn on_syscall(&mut self, _ctx: &mut SyscallCtx) -> Result<SyscallAction, Error> {
         Ok(SyscallAction::Run)
     }
+
+    /// The end of a syscall for which [`Plugin::on_syscall`] returned
+    /// [`SyscallAction::RunWatchExit`]: `ctx.regs` holds the registers at
+    /// the syscall's exit (`rax` the result), the arguments as the kernel
+    /// saw them.
+    fn on_syscall_exit(&mut self, _ctx: &mut SyscallCtx, _result: i64) -> Result<(), Error> {
+        Ok(())
+    }
+}
+
+/// Makes a plugin.
+pub type Factory = fn() -> Box<dyn Plugin>;
+
+static REGISTRY: Mutex<Vec<(&'static str, Factory)>> = Mutex::new(Vec::new());
+
+/// Make a plugin known by name to `--plugin` (done once by the binary for
+/// the plugin crates it links).
+pub fn register(name: &'static str, make: Factory) {
+    if let Ok(mut r) = REGISTRY.lock() {
+        if !r.iter().any(|(n, _)| *n == name) {
+            r.push((name, make));
+        }
+    }
+}
+
+/// Names of the registered plugins.
+pub fn available() -> Vec<&'static str> {
+    REGISTRY
+        .lock()
+        .map(|r| r.iter().map(|(n, _)| *n).collect())
+        .unwrap_or_default()
 }
 
 /// The plugins every session has.
@@ -104,12 +160,59 @@ pub fn builtin() -> Vec<Box<dyn Plugin>> {
     ]
 }
 
-/// Plugins by name (`--plugin a,b`); the built-in ones always come first.
+/// Plugins by name (`--plugin a,b` or repeated `--plugin`); the built-in
+/// ones always come first.
 pub fn by_names(names: &[String]) -> Result<Vec<Box<dyn Plugin>>, Error> {
-    match names.iter().find(|n| !n.is_empty()) {
-        Some(name) => Err(Error::Usage(format!(
-            "unknown plugin {name:?} (this build has only the built-in files and pids plugins)"
-        ))),
-        None => Ok(builtin()),
+    let mut out = builtin();
+    let registry = REGISTRY.lock().map(|r| r.clone()).unwrap_or_default();
+    let mut seen: Vec<&str> = Vec::new();
+    for name in names
+        .iter()
+        .flat_map(|n| n.split(','))
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+    {
+        if seen.contains(&name) {
+            continue;
+        }
+        let Some((_, make)) = registry.iter().find(|(n, _)| *n == name) else {
+            let known: Vec<&str> = registry.iter().map(|(n, _)| *n).collect();
+            return Err(Error::Usage(format!(
+                "unknown plugin {name:?} (available: {})",
+                if known.is_empty() {
+                    "none besides the built-in files and pids".to_string()
+                } else {
+                    known.join(", ")
+                }
+            )));
+        };
+        seen.push(name);
+        out.push(make());
     }
+    Ok(out)
+}
+
+/// The syscalls and ioctls the plugins trap, merged. Without `translate`
+/// (every virtual id equals its real one) the pid plugin needs none.
+pub fn traps(plugins: &[Box<dyn Plugin>], translate: bool) -> (Vec<i64>, Vec<IoctlTrap>) {
+    let mut traced: Vec<i64> = plugins
+        .iter()
+        .filter(|p| translate || p.name() != crate::vids::PLUGIN_NAME)
+        .flat_map(|p| p.syscalls().iter().copied())
+        .collect();
+    traced.sort_unstable();
+    traced.dedup();
+    let ioctls = plugins
+        .iter()
+        .flat_map(|p| p.ioctls().iter().copied())
+        .collect();
+    (traced, ioctls)
+}
+
+/// Which plugin owns a descriptor with this `/proc/PID/fd` link.
+pub fn claimed_fds(plugins: &[Box<dyn Plugin>]) -> Vec<(&'static str, &'static str)> {
+    plugins
+        .iter()
+        .flat_map(|p| p.fd_prefixes().iter().map(move |&pre| (pre, p.name())))
+        .collect()
 }

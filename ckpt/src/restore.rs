@@ -216,10 +216,11 @@ impl Refill<'_> {
         }
         if let Some(build) = opts.seccomp {
             self.install_program(&build(self.inj.addr + 2))?;
-        } else if !vids.is_identity() {
-            // Some id could not be kept: the program's pid syscalls need
-            // translating from now on.
-            self.install_filter(plugins)?;
+        } else {
+            // Plugins that trap syscalls keep trapping them; when some id
+            // could not be kept, the program's pid syscalls need translating
+            // from now on.
+            self.install_filter(plugins, !vids.is_identity())?;
         }
         if opts.notsc {
             for &tid in &self.tids {
@@ -266,17 +267,12 @@ impl Refill<'_> {
         Ok(())
     }
 
-    fn install_filter(&self, plugins: &[Box<dyn Plugin>]) -> Result<(), Error> {
-        let mut traced: Vec<i64> = plugins
-            .iter()
-            .flat_map(|p| p.syscalls().iter().copied())
-            .collect();
-        traced.sort_unstable();
-        traced.dedup();
-        if traced.is_empty() {
+    fn install_filter(&self, plugins: &[Box<dyn Plugin>], translate: bool) -> Result<(), Error> {
+        let (traced, ioctls) = crate::plugin::traps(plugins, translate);
+        if traced.is_empty() && ioctls.is_empty() {
             return Ok(());
         }
-        self.install_program(&crate::seccomp::filter(&traced, self.inj.addr + 2))
+        self.install_program(&crate::seccomp::filter(&traced, &ioctls, self.inj.addr + 2))
     }
 
     /// Install a raw seccomp-bpf program in every thread.

@@ -150,7 +150,22 @@ impl Session {
         )?;
         let plugins = crate::plugin::by_names(&opts.plugins)?;
         let control = ControlSocket::bind(&control::socket_path(&opts.ckpt_dir))?;
-        let (pid, path) = spawn_traced(argv, &PreExec::default(), ptrace::default_options())?;
+        // Plugins see their syscalls from the first instruction on (no
+        // trampoline exists yet: nothing is exempt).
+        let (traced, ioctls) = crate::plugin::traps(&plugins, false);
+        let pre = PreExec {
+            seccomp: (!traced.is_empty() || !ioctls.is_empty())
+                .then(|| crate::seccomp::filter(&traced, &ioctls, 0)),
+            ..PreExec::default()
+        };
+        // Children inherit the filter: follow them (as passengers) so their
+        // trapped syscalls run instead of failing with ENOSYS.
+        let options = if pre.seccomp.is_some() {
+            ptrace::default_options() | libc::PTRACE_O_TRACEFORK | libc::PTRACE_O_TRACEVFORK
+        } else {
+            ptrace::default_options()
+        };
+        let (pid, path) = spawn_traced(argv, &pre, options)?;
         let mut tracee = Tracee::new(pid)?;
         if let Some(t) = tracee.threads.get_mut(&pid) {
             t.stop = ThreadStop::Interrupted;
@@ -219,7 +234,8 @@ impl Session {
             exit: None,
             detached: false,
         };
-        if !s.vids.is_identity() {
+        let (traced, ioctls) = crate::plugin::traps(&s.plugins, !s.vids.is_identity());
+        if !traced.is_empty() || !ioctls.is_empty() {
             // Children inherit the filter: follow them.
             let opts =
                 ptrace::default_options() | libc::PTRACE_O_TRACEFORK | libc::PTRACE_O_TRACEVFORK;
@@ -590,7 +606,11 @@ fn handle_other_stop(
                 ptrace::getregs(tid).map_err(|e| Error::ptrace("PTRACE_GETREGS", tid, e))?;
             let nr = regs.orig_rax as i64;
             let mut action = SyscallAction::Run;
-            for p in plugins.iter_mut().filter(|p| p.syscalls().contains(&nr)) {
+            let mut watcher = None;
+            for (i, p) in plugins.iter_mut().enumerate() {
+                if !wants(p.as_ref(), nr, regs.rsi) {
+                    continue;
+                }
                 let mut ctx = SyscallCtx {
                     tracee,
                     tid,
@@ -599,6 +619,10 @@ fn handle_other_stop(
                     scratch: None,
                 };
                 action = p.on_syscall(&mut ctx)?;
+                if action == SyscallAction::RunWatchExit {
+                    watcher = Some(i);
+                    break;
+                }
                 if action != SyscallAction::Run {
                     break;
                 }
@@ -608,6 +632,37 @@ fn handle_other_stop(
                 regs.rax = v as u64;
             }
             ptrace::setregs(tid, &regs).map_err(|e| Error::ptrace("PTRACE_SETREGS", tid, e))?;
+            match watcher {
+                Some(i) => {
+                    if let Some(t) = tracee.threads.get_mut(&tid) {
+                        t.exit_watcher = Some(i);
+                    }
+                    let _ = ptrace::syscall(tid, 0);
+                }
+                None => {
+                    let _ = ptrace::cont(tid, 0);
+                }
+            }
+        }
+        Stop::Syscall => {
+            // The exit of a syscall a plugin asked to see.
+            let watcher = tracee
+                .threads
+                .get_mut(&tid)
+                .and_then(|t| t.exit_watcher.take());
+            if let Some(p) = watcher.and_then(|i| plugins.get_mut(i)) {
+                let mut regs =
+                    ptrace::getregs(tid).map_err(|e| Error::ptrace("PTRACE_GETREGS", tid, e))?;
+                let result = regs.rax as i64;
+                let mut ctx = SyscallCtx {
+                    tracee,
+                    tid,
+                    regs: &mut regs,
+                    vids,
+                    scratch: None,
+                };
+                p.on_syscall_exit(&mut ctx, result)?;
+            }
             let _ = ptrace::cont(tid, 0);
         }
         Stop::Signal(sig) => {
@@ -619,4 +674,17 @@ fn handle_other_stop(
         }
     }
     Ok(true)
+}
+
+/// Whether plugin `p` traps syscall `nr` (with `arg1`, an ioctl's request).
+fn wants(p: &dyn Plugin, nr: i64, arg1: u64) -> bool {
+    if p.syscalls().contains(&nr) {
+        return true;
+    }
+    nr == libc::SYS_ioctl && {
+        let req = arg1 as u32;
+        p.ioctls()
+            .iter()
+            .any(|t| (req >> 8) as u8 == t.ty && !t.except.contains(&req))
+    }
 }

@@ -36,6 +36,8 @@ pub struct Thread {
     pub saved_mask: Option<u64>,
     /// siginfo of `ThreadStop::Signal`, kept to re-deliver it.
     pub stop_siginfo: Option<[u8; ptrace::SIGINFO_SIZE]>,
+    /// The plugin (index) waiting for the end of this thread's syscall.
+    pub exit_watcher: Option<usize>,
 }
 
 /// A traced process (thread group).
@@ -147,7 +149,13 @@ impl Tracee {
             if let Some(info) = t.stop_siginfo.take() {
                 let _ = ptrace::setsiginfo(t.tid, &info);
             }
-            match ptrace::cont(t.tid, sig) {
+            // A plugin waiting for a syscall's end still gets its exit stop.
+            let resumed = if t.exit_watcher.is_some() {
+                ptrace::syscall(t.tid, sig)
+            } else {
+                ptrace::cont(t.tid, sig)
+            };
+            match resumed {
                 Ok(()) | Err(Errno::ESRCH) => t.stop = ThreadStop::Running,
                 Err(e) => {
                     return Err(Error::Tracee(format!(
@@ -177,6 +185,7 @@ impl Thread {
             stop: ThreadStop::Running,
             saved_mask: None,
             stop_siginfo: None,
+            exit_watcher: None,
         }
     }
 }

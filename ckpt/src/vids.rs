@@ -173,9 +173,12 @@ fn translate_path_arg(ctx: &mut crate::plugin::SyscallCtx, i: usize) {
     }
 }
 
+/// The pid plugin's name.
+pub const PLUGIN_NAME: &str = "pids";
+
 impl crate::plugin::Plugin for Pids {
     fn name(&self) -> &'static str {
-        "pids"
+        PLUGIN_NAME
     }
 
     fn syscalls(&self) -> &'static [i64] {

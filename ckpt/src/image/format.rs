@@ -256,6 +256,12 @@ pub enum FdKind {
     Unsupported {
         what: String,
     },
+    /// A descriptor a plugin recreates at restart (a KVM VM, a tun device):
+    /// the file plugin leaves its number free.
+    Plugin {
+        plugin: String,
+        what: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
