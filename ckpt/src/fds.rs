@@ -162,8 +162,13 @@ pub fn capture(
                 pos,
             }
         } else {
+            let hint = if link.starts_with("anon_inode:kvm") {
+                " (launch the program with --plugin kvm to keep its virtual machine)"
+            } else {
+                ""
+            };
             warnings.push(format!(
-                "fd {fd} ({link}) cannot be checkpointed yet; it will be /dev/null after restart"
+                "fd {fd} ({link}) cannot be checkpointed yet; it will be /dev/null after restart{hint}"
             ));
             FdKind::Unsupported { what: link.clone() }
         };
@@ -477,7 +482,8 @@ pub fn restore(
         }
     }
     for f in fds {
-        if f.cloexec {
+        // Plugins place their own descriptors (with their flags) later.
+        if f.cloexec && !matches!(f.kind, FdKind::Plugin { .. }) {
             call(
                 "fcntl(F_SETFD)",
                 libc::SYS_fcntl,

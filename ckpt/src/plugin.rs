@@ -144,6 +144,42 @@ pub fn register(name: &'static str, make: Factory) {
     }
 }
 
+/// A new instance of the registered plugin `name`.
+pub fn make(name: &str) -> Option<Box<dyn Plugin>> {
+    let registry = REGISTRY.lock().ok()?;
+    registry.iter().find(|(n, _)| *n == name).map(|(_, f)| f())
+}
+
+/// Load the plugins an image's state names (its plugin descriptors and
+/// plugin data) that are not loaded yet, so `restart` needs no `--plugin`.
+pub fn add_needed(plugins: &mut Vec<Box<dyn Plugin>>, state: &ProcessState) -> Result<(), Error> {
+    use crate::image::format::FdKind;
+    let mut needed: Vec<&str> = state
+        .fds
+        .iter()
+        .filter_map(|f| match &f.kind {
+            FdKind::Plugin { plugin, .. } => Some(plugin.as_str()),
+            _ => None,
+        })
+        .chain(state.plugin_data.iter().map(|(n, _)| n.as_str()))
+        .collect();
+    needed.dedup();
+    for name in needed {
+        if plugins.iter().any(|p| p.name() == name) {
+            continue;
+        }
+        match make(name) {
+            Some(p) => plugins.push(p),
+            None => {
+                return Err(Error::Usage(format!(
+                    "the image needs the {name:?} plugin, which this build of rewind lacks"
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Names of the registered plugins.
 pub fn available() -> Vec<&'static str> {
     REGISTRY

@@ -56,13 +56,14 @@ pub struct Restored {
 /// Restore the image at `path`.
 pub fn restart(
     path: &Path,
-    plugins: &mut [Box<dyn Plugin>],
+    plugins: &mut Vec<Box<dyn Plugin>>,
     opts: &RestartOptions,
 ) -> Result<Restored, Error> {
     let t0 = std::time::Instant::now();
     let mut reader = ImageReader::open(path)?;
     let state = reader.state.clone();
     preflight(&state, path)?;
+    crate::plugin::add_needed(plugins, &state)?;
     let own = maps::read(std::process::id() as pid_t)?;
     let mut taken: Vec<(u64, u64)> = state.regions.iter().map(|r| (r.start, r.end)).collect();
     taken.extend(own.iter().map(|m| (m.start, m.end)));
@@ -112,7 +113,18 @@ pub fn restart(
             millis: t0.elapsed().as_secs_f64() * 1e3,
         }),
         Err(e) => {
+            // Threads made so far are traced too: reap them before the
+            // leader, whose wait would block on them.
+            let tasks: Vec<pid_t> = std::fs::read_dir(format!("/proc/{husk}/task"))
+                .map(|d| {
+                    d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                        .collect()
+                })
+                .unwrap_or_default();
             let _ = crate::sys::process::kill(husk, libc::SIGKILL);
+            for tid in tasks.into_iter().filter(|&t| t != husk) {
+                crate::tracee::wait_thread_gone(husk, tid);
+            }
             let _ = ptrace::wait(husk, false);
             Err(e)
         }

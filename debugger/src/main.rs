@@ -273,7 +273,9 @@ struct LaunchArgs {
     /// Directory for images and the control socket.
     #[arg(long, value_name = "D", default_value = ".")]
     ckpt_dir: PathBuf,
-    /// Plugins to load, comma-separated (files and pids are always loaded).
+    /// Plugins to load, comma-separated (restart loads the ones the image
+    /// names by itself). kvm (programs running VMs through
+    /// /dev/kvm). The files and pids plugins are always loaded.
     #[arg(long, value_name = "P,..", value_delimiter = ',')]
     plugin: Vec<String>,
     /// The program and its arguments.
@@ -316,7 +318,8 @@ struct RestartArgs {
     /// Checkpoint every S seconds after the restart.
     #[arg(long, value_name = "S")]
     interval: Option<f64>,
-    /// Plugins to load, comma-separated.
+    /// Plugins to load, comma-separated (restart loads the ones the image
+    /// names by itself).
     #[arg(long, value_name = "P,..", value_delimiter = ',')]
     plugin: Vec<String>,
     /// The image to restart (ckpt_<prog>_<pid>.rwd).

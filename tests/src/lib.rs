@@ -258,8 +258,22 @@ pub struct Running {
 /// `rewind launch --ckpt-dir CKPT_DIR -- PROGRAM ARGS...`, with the program, arguments, environment
 /// changes and working directory taken from `program`.
 pub fn launch(program: &Command, ckpt_dir: &Path, stdout: Redirect) -> Running {
+    launch_with(&[], program, ckpt_dir, stdout)
+}
+
+/// [`launch`] with extra flags for `rewind launch` (`--plugin kvm`...).
+pub fn launch_with(
+    flags: &[&str],
+    program: &Command,
+    ckpt_dir: &Path,
+    stdout: Redirect,
+) -> Running {
     let mut cmd = Command::new(rewind_bin());
-    cmd.arg("launch").arg("--ckpt-dir").arg(ckpt_dir).arg("--");
+    cmd.arg("launch")
+        .arg("--ckpt-dir")
+        .arg(ckpt_dir)
+        .args(flags)
+        .arg("--");
     copy_program(program, &mut cmd);
     spawn(cmd, ckpt_dir, stdout)
 }
@@ -532,6 +546,11 @@ where
     run_to_end(cmd, COMMAND_TIMEOUT)
 }
 
+/// Runs any command to completion (at most [`COMMAND_TIMEOUT`]), stdin empty, output captured.
+pub fn run_command(cmd: Command) -> Finished {
+    run_to_end(cmd, COMMAND_TIMEOUT)
+}
+
 /// Runs a command with stdin empty and stdout/stderr captured; kills its process group and fails
 /// after `timeout`.
 fn run_to_end(mut cmd: Command, timeout: Duration) -> Finished {
@@ -671,8 +690,19 @@ impl Chain {
 /// See [`Chain`].
 #[track_caller]
 pub fn checkpoint_chain(scratch: &Scratch, program: &Command, waits: &[Wait]) -> Chain {
+    checkpoint_chain_with(&[], scratch, program, waits)
+}
+
+/// [`checkpoint_chain`] with extra flags for `rewind launch`.
+#[track_caller]
+pub fn checkpoint_chain_with(
+    flags: &[&str],
+    scratch: &Scratch,
+    program: &Command,
+    waits: &[Wait],
+) -> Chain {
     let stage_out = |i: usize| Redirect::to(scratch.join(format!("stage-{i}.out")));
-    let mut running = launch(program, &scratch.dir("ckpt-0"), stage_out(0));
+    let mut running = launch_with(flags, program, &scratch.dir("ckpt-0"), stage_out(0));
     let mut outputs = Vec::new();
     let mut images = Vec::new();
     for (i, &wait) in waits.iter().enumerate() {
