@@ -273,9 +273,9 @@ struct LaunchArgs {
     /// Directory for images and the control socket.
     #[arg(long, value_name = "D", default_value = ".")]
     ckpt_dir: PathBuf,
-    /// Plugins to load, comma-separated (restart loads the ones the image
-    /// names by itself). kvm (programs running VMs through
-    /// /dev/kvm). The files and pids plugins are always loaded.
+    /// Plugins to load, comma-separated: kvm (programs that run virtual
+    /// machines through /dev/kvm). The files and pids plugins are always
+    /// loaded.
     #[arg(long, value_name = "P,..", value_delimiter = ',')]
     plugin: Vec<String>,
     /// The program and its arguments.

@@ -10,6 +10,7 @@
 //! feeding it the recorded results; it never touches the outside world and
 //! stops at the first divergence.
 
+mod kvm;
 pub mod recorder;
 pub mod replayer;
 pub mod syscalls;

@@ -251,6 +251,8 @@ struct Recorder {
     last_progress: std::time::Instant,
     /// The thread we sent PTRACE_INTERRUPT to, until it stops for it.
     preempting: Option<pid_t>,
+    /// Guest memory and kvm_run pages written by KVM_RUN.
+    kvm: crate::kvm::KvmRecord,
 }
 
 /// Record `argv` into `opts.dir`.
@@ -290,6 +292,7 @@ pub fn record(argv: &[String], opts: &RecordOptions) -> Result<Recording, Error>
         checkpoints: 0,
         last_progress: std::time::Instant::now(),
         preempting: None,
+        kvm: Default::default(),
     };
     let result = rec.start(pid).and_then(|()| rec.run());
     if result.is_err() {
@@ -707,6 +710,7 @@ impl Recorder {
                 console,
             };
         }
+        self.kvm.entry(&self.tracee, tid, nr, &args);
         ptrace::syscall(tid, 0).map_err(perr("PTRACE_SYSCALL", tid))?;
         if blocking && self.current == Some(tid) {
             // Others may run while this one waits in the kernel.
@@ -735,7 +739,8 @@ impl Recorder {
         };
         let regs = ptrace::getregs(tid).map_err(perr("PTRACE_GETREGS", tid))?;
         let ret = regs.rax as i64;
-        let writes = self.writes(tid, nr, &args, ret);
+        let extra = self.kvm.exit(&self.tracee, tid, nr, &args, ret)?;
+        let writes = self.writes(tid, nr, &args, ret, extra);
         let event = Event::Syscall {
             tid,
             nr,
@@ -858,12 +863,21 @@ impl Recorder {
         (self.console_fd(tid, out as i32) != 0).then_some(libc::ENOSYS)
     }
 
-    /// Memory the kernel wrote for this syscall, with its contents.
-    fn writes(&self, tid: pid_t, nr: i64, args: &[u64; 6], ret: i64) -> Vec<(u64, Vec<u8>)> {
+    /// Memory the kernel wrote for this syscall, with its contents;
+    /// `extra` ranges come from the recorder's own knowledge (KVM).
+    fn writes(
+        &self,
+        tid: pid_t,
+        nr: i64,
+        args: &[u64; 6],
+        ret: i64,
+        extra: Vec<(u64, u64)>,
+    ) -> Vec<(u64, Vec<u8>)> {
         let tracee = &self.tracee;
         let mut ranges = syscalls::written_ranges(nr, args, ret, &mut |addr, buf| {
             tracee.read_mem(addr, buf).is_ok()
         });
+        ranges.extend(extra);
         // A file mapping: its bytes, so replay never needs the file.
         if nr == libc::SYS_mmap && ret >= 0 && args[3] & libc::MAP_ANONYMOUS as u64 == 0 {
             let size = std::fs::metadata(format!("/proc/{tid}/fd/{}", args[4] as i32))

@@ -981,6 +981,19 @@ impl Writes<'_> {
             | 0x8933 | 0x8942 => {
                 IFREQ // SIOCGIFNAME/FLAGS/ADDR/DSTADDR/BRDADDR/NETMASK/METRIC/MTU/HWADDR/INDEX/TXQLEN
             }
+            // KVM getters with a count in their header and entries after
+            // it: KVM_GET_MSRS (16-byte entries), KVM_GET_MSR_INDEX_LIST
+            // (u32 indices), KVM_GET_CPUID2 and KVM_GET_SUPPORTED_CPUID
+            // (40-byte entries).
+            0xc008_ae88 | 0xc004_ae02 | 0xc008_ae91 | 0xc008_ae05 => {
+                let (header, entry) = match req {
+                    0xc008_ae88 => (8, 16),
+                    0xc004_ae02 => (4, 4),
+                    _ => (8, 40),
+                };
+                let n = u64::from(self.u32_at(arg).unwrap_or(0)).min(1 << 16);
+                header + n * entry
+            }
             0x8912 => {
                 // SIOCGIFCONF: struct ifconf { int len; char *buf }, len updated.
                 if let Some(len) = self.u32_at(arg) {
