@@ -324,6 +324,71 @@ def bench_bisect(work, quick, add):
         shutil.rmtree(trace, ignore_errors=True)
 
 
+def bench_kvm(work, quick, add):
+    """The KVM plugin on tests/targets/kvm_vmm.c: checkpoint and restart time and
+    image size with 64 MiB and 1 GiB of guest memory (all of it written by the
+    VMM), and the record and replay slowdown of a short guest run. Guest code
+    on this machine runs under PVM's instruction emulator (~1 us/instruction),
+    which is why the runs are short."""
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        print("bench: kvm: /dev/kvm unusable here, skipped", file=sys.stderr)
+        return
+    vmm = os.path.join(work, "kvm_vmm")
+    subprocess.run(["gcc", "-O2", "-pthread", "-o", vmm,
+                    os.path.join(ROOT, "tests", "targets", "kvm_vmm.c")], check=True)
+    for mib in [64] + ([] if quick else [1024]):
+        ck, ck_wall, size, rs = [], [], [], []
+        for rep in range(1 if quick else 3):
+            d = os.path.join(work, f"kvm-{mib}-{rep}")
+            d2 = d + "-restart"
+            os.makedirs(d)
+            os.makedirs(d2)
+            out = os.path.join(d, "out")
+            launch = subprocess.Popen(
+                [REWIND, "launch", "--plugin", "kvm", "--ckpt-dir", d, "--", vmm, "100000000", str(mib), "1", "10"],
+                stdout=open(out, "w"), stderr=subprocess.DEVNULL, start_new_session=True)
+            try:
+                wait_for(out, r"report 2 ")
+                t = time.monotonic()
+                image = rewind("command", "--ckpt-dir", d, "--checkpoint").stdout.strip()
+                ck_wall.append((time.monotonic() - t) * 1e3)
+                st = json.loads(rewind("command", "--ckpt-dir", d, "--status", "--json").stdout)
+                ck.append(st["status"]["last_checkpoint_ms"])
+                image = os.path.join(d, os.path.basename(image))
+                size.append(os.path.getsize(image))
+                rewind("command", "--ckpt-dir", d, "--kill")
+                launch.wait(timeout=60)
+                err = os.path.join(d2, "err")
+                restart = subprocess.Popen([REWIND, "-v", "restart", "--ckpt-dir", d2, image],
+                                           stdout=subprocess.DEVNULL, stderr=open(err, "w"), start_new_session=True)
+                try:
+                    m = wait_for(err, r"restored .* in ([0-9.]+) ms")
+                    rs.append(float(m.group(1)))
+                    rewind("command", "--ckpt-dir", d2, "--kill")
+                    restart.wait(timeout=60)
+                finally:
+                    if restart.poll() is None:
+                        os.killpg(restart.pid, signal.SIGKILL)
+            finally:
+                if launch.poll() is None:
+                    os.killpg(launch.pid, signal.SIGKILL)
+                shutil.rmtree(d, ignore_errors=True)
+                shutil.rmtree(d2, ignore_errors=True)
+        med = statistics.median
+        add(f"kvm/checkpoint-{mib}MiB-guest", med(ck), "ms")
+        add(f"kvm/checkpoint-wall-{mib}MiB-guest", med(ck_wall), "ms")
+        add(f"kvm/image-{mib}MiB-guest", med(size) / 2**20, "MiB")
+        add(f"kvm/restart-{mib}MiB-guest", med(rs), "ms")
+    args = [vmm, "20000", "64", "1", "10"]
+    native = min(timed(args) for _ in range(3))
+    trace = os.path.join(work, "trace-kvm")
+    rec = timed([REWIND, "record", "-o", trace, "--"] + args)
+    rep = timed([REWIND, "replay", "-q", trace])
+    add("kvm/record-20k-iterations", rec, "s", native, None, "native run")
+    add("kvm/replay-20k-iterations", rep, "s", native, None, "native run")
+    shutil.rmtree(trace, ignore_errors=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smaller sizes, one repetition (a few minutes)")
@@ -333,6 +398,7 @@ def main():
     ap.add_argument("--skip-debug", action="store_true", help="no reverse-execution measures")
     ap.add_argument("--only-debug", action="store_true", help="only the reverse-execution measures")
     ap.add_argument("--only-bisect", action="store_true", help="only the bisect measures")
+    ap.add_argument("--only-kvm", action="store_true", help="only the KVM plugin measures")
     args = ap.parse_args()
     if not os.path.exists(REWIND):
         sys.exit(f"bench: {REWIND} missing: run scripts/bench.sh, which builds it")
@@ -359,6 +425,9 @@ def main():
         if args.only_bisect:
             args.skip_checkpoint = args.skip_record = args.skip_debug = True
             bench_bisect(work, args.quick, add)
+        if args.only_kvm:
+            args.skip_checkpoint = args.skip_record = args.skip_debug = True
+            bench_kvm(work, args.quick, add)
         for case in [] if args.skip_checkpoint or args.only_debug else cases:
             print(f"bench: {case.name} ...", file=sys.stderr, flush=True)
             rw = bench_rewind(case, target, work, reps)
@@ -374,6 +443,7 @@ def main():
                 add(f"restart-per-GiB/{case.name}", rw["restart_ms"] / 1e3 / (case.mib / 1024), "s/GiB")
         if not args.skip_record and not args.only_debug:
             bench_record_replay(work, args.quick, add)
+            bench_kvm(work, args.quick, add)
         if not args.skip_debug:
             bench_debug(work, args.quick, add)
             bench_bisect(work, args.quick, add)
