@@ -168,7 +168,7 @@ fn print_checkpoint(addr: &str, report: &Report) {
             .unwrap_or_default();
         let size = s
             .image_bytes
-            .map(|b| format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64))
+            .map(|b| indicatif::HumanBytes(b).to_string())
             .unwrap_or_default();
         println!(
             "[{}] {}: {image} ({size}{capture})",
@@ -238,6 +238,9 @@ fn print_status(addr: &str, report: &Report) {
 pub fn restart_all(req: &RestartRequest, addr: &str, token: Option<&str>) -> CliResult {
     let exe = std::env::current_exe()
         .map_err(|e| CliError::from(rewind_ckpt::Error::io("/proc/self/exe", e)))?;
+    // Like the sessions it starts, it leaves Ctrl-C to the programs and ends
+    // when they do.
+    rewind_ckpt::sys::process::ignore_terminal_signals();
     let mut children = Vec::new();
     for image in &req.images {
         let mut cmd = Command::new(&exe);
