@@ -4,7 +4,8 @@ size and restart time (peer: criu, when it runs on this kernel); record and
 replay slowdowns against native runs (peer: gdb's record full); reverse
 execution latencies in `rewind debug` (reverse-continue against the forward
 continue over the same span, reverse-stepi against stepi) and the pause and
-memory of an in-memory snapshot.
+memory of an in-memory snapshot; `rewind coordinator`'s barrier round trip
+and coordinated checkpoints and restarts of N processes.
 
 Prints a table and writes bench-results.json: a list of
 {name, value, unit, peer, peer_value, ratio, note}. Run through scripts/bench.sh.
@@ -387,6 +388,109 @@ def bench_kvm(work, quick, add):
     add("kvm/record-20k-iterations", rec, "s", native, None, "native run")
     add("kvm/replay-20k-iterations", rep, "s", native, None, "native run")
     shutil.rmtree(trace, ignore_errors=True)
+def bench_coordinator(work, quick, add, target, full):
+    """`rewind coordinator` on loopback: the round trip of a no-op barrier
+    across 4 sessions (median of 1000, timed by the coordinator from its first
+    order to the last answer), then coordinated checkpoints of N sessions of
+    100 MiB of random data each (mem.c): the suspend and capture barriers as
+    the coordinator timed them, the capture barrier alone, the wall time of
+    `rewind command --checkpoint --kill`, and the restart of all N images
+    (`rewind restart --coordinator IMG...`) until every one has registered
+    again. N = 1, 4, 16 (1, 4 with --quick; 64 too with --full: 6.4 GiB of
+    memory and as much in images)."""
+    def start_coordinator(d):
+        log = os.path.join(d, "coordinator.out")
+        proc = subprocess.Popen([REWIND, "coordinator", "--listen", "127.0.0.1:0", "--timeout", "600"],
+                                stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
+        addr = wait_for(log, r"listening on (\S+)").group(1)
+        return proc, addr, log
+
+    def joined(log, n, restarted=False, timeout=600):
+        pat = r"joined: .*, restarted" if restarted else r"joined: "
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with open(log) as f:
+                if len(re.findall(pat, f.read())) >= n:
+                    return
+            time.sleep(0.002)
+        raise TimeoutError(f"{n} sessions did not register with the coordinator")
+
+    def command(addr, *flags):
+        r = subprocess.run([REWIND, "command", "--coordinator", addr, *flags, "--json"],
+                           capture_output=True, text=True, timeout=1800)
+        report = json.loads(r.stdout) if r.stdout.strip() else {}
+        if r.returncode != 0 or not report.get("ok"):
+            raise RuntimeError(f"rewind command {' '.join(flags)} failed: {r.stderr[-2000:]} {report.get('error')}")
+        return report
+
+    def launch_n(d, addr, n, mib):
+        procs = []
+        for i in range(n):
+            out = os.path.join(d, f"mem-{i}.out")
+            procs.append(subprocess.Popen(
+                [REWIND, "launch", "--ckpt-dir", d, "--coordinator", addr, "--", target, str(mib), "random"],
+                stdout=open(out, "w"), stderr=subprocess.DEVNULL, start_new_session=True))
+        for i in range(n):
+            wait_for(os.path.join(d, f"mem-{i}.out"), r"ready", timeout=600)
+        return procs
+
+    def stop(procs):
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+
+    # Barrier round trip.
+    d = os.path.join(work, "coord-ping")
+    os.makedirs(d)
+    coord, addr, log = start_coordinator(d)
+    procs = []
+    try:
+        print("bench: coordinator barrier round trip ...", file=sys.stderr, flush=True)
+        procs = launch_n(d, addr, 4, 0)
+        joined(log, 4)
+        command(addr, "--ping", "100")  # warm up
+        ping = command(addr, "--ping", "1000")["ping"]
+        add("coord/barrier-rtt-4-sessions-median", ping["median_us"] / 1e3, "ms")
+        add("coord/barrier-rtt-4-sessions-p99", ping["p99_us"] / 1e3, "ms")
+    finally:
+        stop(procs + [coord])
+        shutil.rmtree(d, ignore_errors=True)
+
+    sizes = [1, 4] if quick else [1, 4, 16] + ([64] if full else [])
+    for n in sizes:
+        d = os.path.join(work, f"coord-{n}")
+        os.makedirs(d)
+        coord, addr, log = start_coordinator(d)
+        procs = []
+        try:
+            print(f"bench: coordinated checkpoint of {n} x 100 MiB ...", file=sys.stderr, flush=True)
+            procs = launch_n(d, addr, n, 100)
+            joined(log, n)
+            t = time.monotonic()
+            report = command(addr, "--checkpoint", "--kill")
+            wall = (time.monotonic() - t) * 1e3
+            phases = {p["name"]: p["ms"] for p in report["phases"]}
+            images = [s["image"] for s in report["sessions"]]
+            add(f"coord/checkpoint-{n}x100MiB", phases["suspend"] + phases["capture"], "ms")
+            add(f"coord/suspend-barrier-{n}x100MiB", phases["suspend"], "ms")
+            add(f"coord/capture-barrier-{n}x100MiB", phases["capture"], "ms")
+            add(f"coord/checkpoint-kill-wall-{n}x100MiB", wall, "ms")
+            for p in procs:
+                p.wait(timeout=120)
+            d2 = os.path.join(d, "restart")
+            os.makedirs(d2)
+            t = time.monotonic()
+            procs.append(subprocess.Popen(
+                [REWIND, "restart", "--ckpt-dir", d2, "--coordinator", addr, *images],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+            joined(log, n, restarted=True)
+            add(f"coord/restart-{n}x100MiB", (time.monotonic() - t) * 1e3, "ms")
+            command(addr, "--kill")
+            procs[-1].wait(timeout=120)
+        finally:
+            stop(procs + [coord])
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def main():
@@ -399,6 +503,9 @@ def main():
     ap.add_argument("--only-debug", action="store_true", help="only the reverse-execution measures")
     ap.add_argument("--only-bisect", action="store_true", help="only the bisect measures")
     ap.add_argument("--only-kvm", action="store_true", help="only the KVM plugin measures")
+    ap.add_argument("--only-coordinator", action="store_true",
+                    help="only the coordinator measures (barrier round trip, checkpoints of N processes)")
+    ap.add_argument("--full", action="store_true", help="also the slowest sizes (64 coordinated processes)")
     args = ap.parse_args()
     if not os.path.exists(REWIND):
         sys.exit(f"bench: {REWIND} missing: run scripts/bench.sh, which builds it")
@@ -428,6 +535,9 @@ def main():
         if args.only_kvm:
             args.skip_checkpoint = args.skip_record = args.skip_debug = True
             bench_kvm(work, args.quick, add)
+        if args.only_coordinator:
+            args.skip_checkpoint = args.skip_record = args.skip_debug = True
+            bench_coordinator(work, args.quick, add, target, args.full)
         for case in [] if args.skip_checkpoint or args.only_debug else cases:
             print(f"bench: {case.name} ...", file=sys.stderr, flush=True)
             rw = bench_rewind(case, target, work, reps)
@@ -441,6 +551,8 @@ def main():
             if case.mib:
                 add(f"checkpoint-per-GiB/{case.name}", rw["ckpt_ms"] / 1e3 / (case.mib / 1024), "s/GiB")
                 add(f"restart-per-GiB/{case.name}", rw["restart_ms"] / 1e3 / (case.mib / 1024), "s/GiB")
+        if not args.skip_checkpoint and not args.only_debug:
+            bench_coordinator(work, args.quick, add, target, args.full)
         if not args.skip_record and not args.only_debug:
             bench_record_replay(work, args.quick, add)
             bench_kvm(work, args.quick, add)

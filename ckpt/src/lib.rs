@@ -12,6 +12,7 @@
 
 pub mod capture;
 pub mod control;
+pub mod coordinator;
 pub mod environ;
 pub mod fds;
 pub mod image;

@@ -25,6 +25,8 @@ use crate::tracee::{self, resume_passenger, Thread, ThreadStop, Tracee};
 use crate::vids::VirtualIds;
 use crate::Error;
 
+mod coord;
+
 /// How a session is set up (shared by launch and restart).
 #[derive(Debug, Clone, Default)]
 pub struct SessionOptions {
@@ -32,6 +34,9 @@ pub struct SessionOptions {
     /// Take a checkpoint every `interval`.
     pub interval: Option<Duration>,
     pub plugins: Vec<String>,
+    /// The control socket's path, if not the default one of `ckpt_dir`
+    /// (sessions of one coordinator may share a checkpoint directory).
+    pub control_socket: Option<PathBuf>,
 }
 
 pub struct Session {
@@ -50,6 +55,7 @@ pub struct Session {
     /// Set once the program is gone: its exit code as a shell reports it.
     exit: Option<i32>,
     detached: bool,
+    coordinator: Option<crate::coordinator::link::CoordinatorLink>,
 }
 
 /// Find `prog` like execvp does.
@@ -149,7 +155,7 @@ impl Session {
                 .ok_or_else(|| Error::Usage("no program given".into()))?,
         )?;
         let plugins = crate::plugin::by_names(&opts.plugins)?;
-        let control = ControlSocket::bind(&control::socket_path(&opts.ckpt_dir))?;
+        let control = ControlSocket::bind(&opts.control_path())?;
         // Plugins see their syscalls from the first instruction on (no
         // trampoline exists yet: nothing is exempt).
         let (traced, ioctls) = crate::plugin::traps(&plugins, false);
@@ -194,6 +200,7 @@ impl Session {
             control: Some(control),
             exit: None,
             detached: false,
+            coordinator: None,
         })
     }
 
@@ -204,7 +211,7 @@ impl Session {
         ropts: &RestartOptions,
     ) -> Result<(Session, Vec<String>), Error> {
         let mut plugins = crate::plugin::by_names(&opts.plugins)?;
-        let control = ControlSocket::bind(&control::socket_path(&opts.ckpt_dir))?;
+        let control = ControlSocket::bind(&opts.control_path())?;
         let restored = restore::restart(image, &mut plugins, ropts)?;
         tracing::info!(
             "restored {} ({} threads) in {:.1} ms",
@@ -233,6 +240,7 @@ impl Session {
             control: Some(control),
             exit: None,
             detached: false,
+            coordinator: None,
         };
         let (traced, ioctls) = crate::plugin::traps(&s.plugins, !s.vids.is_identity());
         if !traced.is_empty() || !ioctls.is_empty() {
@@ -278,19 +286,25 @@ impl Session {
             return Err(e);
         }
         tracing::debug!("all threads stopped");
+        let result = self.capture_stopped();
+        if kill {
+            self.kill();
+        } else {
+            self.tracee.resume_all()?;
+        }
+        result
+    }
+
+    /// Write an image of the program, whose threads are all stopped; they
+    /// stay stopped.
+    fn capture_stopped(&mut self) -> Result<Checkpoint, Error> {
         let path = self.image_path();
         let env = CaptureEnv {
             stdio: &self.stdio,
             vids: &self.vids,
             vppid: self.vppid,
         };
-        let result = capture::checkpoint(&mut self.tracee, &mut self.plugins, &env, &path);
-        if kill {
-            self.kill();
-        } else {
-            self.tracee.resume_all()?;
-        }
-        let ckpt = result?;
+        let ckpt = capture::checkpoint(&mut self.tracee, &mut self.plugins, &env, &path)?;
         tracing::info!(
             "checkpoint {} written in {:.1} ms ({} bytes)",
             ckpt.stats.path.display(),
@@ -389,13 +403,26 @@ impl Session {
         // Stops may have queued before the signalfd existed.
         self.drain_stops()?;
         while self.exit.is_none() && !self.detached {
+            // While the coordinator holds the program stopped, local
+            // requests and periodic checkpoints wait.
+            let held = self.held_by_coordinator();
             let mut fds = vec![PollFd::new(sigfd.as_fd(), PollFlags::POLLIN)];
-            if let Some(c) = &self.control {
-                fds.push(PollFd::new(c.listener.as_fd(), PollFlags::POLLIN));
+            fn at<'a>(fds: &mut Vec<PollFd<'a>>, fd: std::os::fd::BorrowedFd<'a>) -> Option<usize> {
+                fds.push(PollFd::new(fd, PollFlags::POLLIN));
+                Some(fds.len() - 1)
             }
-            if let Some(t) = &timer {
-                fds.push(PollFd::new(t.as_fd(), PollFlags::POLLIN));
-            }
+            let control_at = match &self.control {
+                Some(c) if !held => at(&mut fds, c.listener.as_fd()),
+                _ => None,
+            };
+            let coordinator_at = match &self.coordinator {
+                Some(c) => at(&mut fds, c.as_fd()),
+                None => None,
+            };
+            let timer_at = match &timer {
+                Some(t) => at(&mut fds, t.as_fd()),
+                None => None,
+            };
             match nix::poll::poll(&mut fds, PollTimeout::from(1000u16)) {
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                 Err(e) => return Err(Error::Tracee(format!("poll: {e}"))),
@@ -405,20 +432,27 @@ impl Session {
                 .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
                 .collect();
             drop(fds);
+            let ready = |at: Option<usize>| at.and_then(|i| ready.get(i).copied()) == Some(true);
             // Always look for stops: a lost SIGCHLD must not hang us.
             while let Ok(Some(_)) = sigfd.read_signal() {}
             self.drain_stops()?;
             if self.exit.is_some() {
                 break;
             }
-            if ready.get(1).copied().unwrap_or(false) {
+            if ready(coordinator_at) {
+                self.serve_coordinator();
+            }
+            self.check_coordinator_lease();
+            if ready(control_at) {
                 self.serve_control();
             }
             if let Some(t) = &timer {
-                if ready.last().copied().unwrap_or(false) {
+                if ready(timer_at) {
                     let _ = t.wait();
-                    if let Err(e) = self.checkpoint(false) {
-                        tracing::warn!("periodic checkpoint failed: {e}");
+                    if !held {
+                        if let Err(e) = self.checkpoint(false) {
+                            tracing::warn!("periodic checkpoint failed: {e}");
+                        }
                     }
                 }
             }

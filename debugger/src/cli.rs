@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use rewind_ckpt::control::{self, Request};
+use rewind_ckpt::coordinator::{self, link::CoordinatorLink};
 use rewind_ckpt::restore::RestartOptions;
 use rewind_ckpt::session::{Session, SessionOptions};
 
@@ -23,7 +24,7 @@ impl CliError {
             1
         }
     }
-    fn usage(message: impl Into<String>) -> CliError {
+    pub(crate) fn usage(message: impl Into<String>) -> CliError {
         CliError {
             message: message.into(),
             usage: true,
@@ -49,7 +50,7 @@ impl From<rewind_ckpt::Error> for CliError {
 pub type CliResult = Result<u8, CliError>;
 
 /// A spinner on stderr, only when stderr is a terminal.
-fn spinner(template: &str) -> Option<indicatif::ProgressBar> {
+pub(crate) fn spinner(template: &str) -> Option<indicatif::ProgressBar> {
     use std::io::IsTerminal;
     if !std::io::stderr().is_terminal() {
         return None;
@@ -107,22 +108,57 @@ pub struct LaunchRequest {
     pub ckpt_dir: PathBuf,
     pub interval: Option<f64>,
     pub plugins: Vec<String>,
+    /// `HOST:PORT` of a `rewind coordinator` to register with.
+    pub coordinator: Option<String>,
+    pub token: Option<String>,
+}
+
+/// Connects to the coordinator, if one is given, before anything starts; and
+/// the control socket such a session uses: its own, named after this
+/// process, since the sessions of one coordinator often share a directory.
+fn coordinator_link(
+    addr: &Option<String>,
+    token: Option<String>,
+    ckpt_dir: &std::path::Path,
+) -> Result<(Option<CoordinatorLink>, Option<PathBuf>), CliError> {
+    let Some(addr) = addr else {
+        return Ok((None, None));
+    };
+    let link = CoordinatorLink::connect(addr, coordinator::token_from(token).as_deref())?;
+    let socket = ckpt_dir.join(format!(".rewind-control-{}.sock", std::process::id()));
+    Ok((Some(link), Some(socket)))
+}
+
+/// Runs the session to its end, under the coordinator if there is one.
+fn run_session(mut session: Session, link: Option<CoordinatorLink>) -> CliResult {
+    if let Some(link) = link {
+        session.join_coordinator(link)?;
+    }
+    let code = session.run()?;
+    session.leave_coordinator(code);
+    Ok(exit_status(code))
 }
 
 pub fn launch(req: LaunchRequest) -> CliResult {
     check_dir(&req.ckpt_dir)?;
+    let (link, control_socket) = coordinator_link(&req.coordinator, req.token, &req.ckpt_dir)?;
     let opts = SessionOptions {
         ckpt_dir: req.ckpt_dir,
         interval: interval(req.interval)?,
         plugins: req.plugins,
+        control_socket,
     };
     rewind_ckpt::sys::process::ignore_terminal_signals();
-    let mut session = Session::launch(&req.argv, opts)?;
+    let session = Session::launch(&req.argv, opts)?;
     tracing::info!("launched {} as pid {}", req.argv[0], session.tracee.pid);
-    Ok(exit_status(session.run()?))
+    run_session(session, link)
 }
 
 pub struct CommandRequest {
+    /// Through a coordinator (`HOST:PORT`) instead of one session's socket.
+    pub coordinator: Option<String>,
+    pub token: Option<String>,
+    pub ping: Option<u32>,
     pub ckpt_dir: PathBuf,
     pub checkpoint: bool,
     pub kill: bool,
@@ -132,6 +168,23 @@ pub struct CommandRequest {
 }
 
 pub fn command(req: CommandRequest) -> CliResult {
+    if let Some(addr) = req.coordinator {
+        return crate::coordinator_cli::command(crate::coordinator_cli::CoordinatedCommand {
+            coordinator: addr,
+            token: req.token,
+            checkpoint: req.checkpoint,
+            kill: req.kill,
+            status: req.status,
+            quit: req.quit,
+            ping: req.ping,
+            json: req.json,
+        });
+    }
+    if req.ping.is_some() {
+        return Err(CliError::usage(
+            "--ping measures the barriers of a coordinator: give --coordinator HOST:PORT",
+        ));
+    }
     let request = if req.checkpoint {
         Request::Checkpoint { kill: req.kill }
     } else if req.status {
@@ -208,15 +261,19 @@ pub struct RestartRequest {
     pub env: Vec<String>,
     pub interval: Option<f64>,
     pub plugins: Vec<String>,
+    /// `HOST:PORT` of a `rewind coordinator` to register with.
+    pub coordinator: Option<String>,
+    pub token: Option<String>,
 }
 
 pub fn restart(req: RestartRequest) -> CliResult {
-    let [image] = req.images.as_slice() else {
+    let several = req.images.len() > 1;
+    if several && req.coordinator.is_none() {
         return Err(CliError {
-            message: "restarting several images at once (a process tree or a distributed computation) is not supported yet; restart one image".into(),
+            message: "several images restart together under a coordinator (--coordinator HOST:PORT); process trees are not supported yet".into(),
             usage: false,
         });
-    };
+    }
     check_dir(&req.ckpt_dir)?;
     let mut env = Vec::new();
     for kv in &req.env {
@@ -225,10 +282,30 @@ pub fn restart(req: RestartRequest) -> CliResult {
             _ => return Err(CliError::usage(format!("--env wants K=V, not {kv:?}"))),
         }
     }
+    if let (true, Some(addr)) = (several, &req.coordinator) {
+        interval(req.interval)?;
+        // Every image must be there, and the coordinator must accept us,
+        // before anything starts.
+        if let Some(missing) = req.images.iter().find(|i| !i.is_file()) {
+            return Err(CliError {
+                message: format!("{}: no such image", missing.display()),
+                usage: false,
+            });
+        }
+        let token = coordinator::token_from(req.token.clone());
+        drop(CoordinatorLink::connect(addr, token.as_deref())?);
+        return crate::coordinator_cli::restart_all(&req, addr, token.as_deref());
+    }
+    let image = req
+        .images
+        .first()
+        .ok_or_else(|| CliError::usage("give the image to restart"))?;
+    let (link, control_socket) = coordinator_link(&req.coordinator, req.token, &req.ckpt_dir)?;
     let opts = SessionOptions {
         ckpt_dir: req.ckpt_dir,
         interval: interval(req.interval)?,
         plugins: req.plugins,
+        control_socket,
     };
     rewind_ckpt::sys::process::ignore_terminal_signals();
     let bar = spinner("{spinner} restoring {msg} {elapsed}");
@@ -249,11 +326,11 @@ pub fn restart(req: RestartRequest) -> CliResult {
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
-    let (mut session, warnings) = restored?;
+    let (session, warnings) = restored?;
     for w in warnings {
         eprintln!("rewind: warning: {w}");
     }
-    Ok(exit_status(session.run()?))
+    run_session(session, link)
 }
 
 impl From<rewind_rr::Error> for CliError {

@@ -3,6 +3,7 @@
 
 pub mod bisect_cli;
 pub mod cli;
+pub mod coordinator_cli;
 pub mod debug_cli;
 pub mod gcore;
 pub mod gdbserver;

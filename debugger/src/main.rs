@@ -28,14 +28,44 @@ enum Command {
     /// The program's stdin, stdout and stderr are rewind's. rewind exits with
     /// the program's exit status (128 + signal number when it is killed).
     /// While it runs, `rewind command` checkpoints it through a control socket
-    /// (mode 0600) in the checkpoint directory, or at $REWIND_CONTROL.
+    /// (mode 0600) in the checkpoint directory, or at $REWIND_CONTROL. With
+    /// --coordinator it also registers with a `rewind coordinator`, which
+    /// checkpoints it together with every other program registered there.
     Launch(LaunchArgs),
-    /// Talk to a running `rewind launch` or `rewind restart`.
+    /// Talk to a running `rewind launch` or `rewind restart`, or to a
+    /// coordinator.
     ///
     /// Finds the session by $REWIND_CONTROL if set, else by the control socket
-    /// in --ckpt-dir (default: the current directory).
-    #[command(group(clap::ArgGroup::new("action").required(true).multiple(true).args(["checkpoint", "status", "kill", "quit"])))]
+    /// in --ckpt-dir (default: the current directory). With --coordinator
+    /// HOST:PORT it talks to a `rewind coordinator` instead, which applies
+    /// the command to every session registered with it: --checkpoint stops
+    /// them all (barrier), writes every image (barrier), then resumes them
+    /// or, with --kill, kills them; it prints every image, the time of each
+    /// phase and the command that restarts them all. If one session fails,
+    /// disconnects or does not answer in time, the command fails naming it
+    /// and the others are resumed (never killed).
+    #[command(
+        group(clap::ArgGroup::new("action").required(true).multiple(true).args(["checkpoint", "status", "kill", "quit", "ping"])),
+        after_help = "Examples:\n  rewind command --checkpoint --kill\n  rewind command --coordinator 127.0.0.1:7779 --checkpoint\n  rewind command --coordinator node1:7779 --token $TOKEN --status"
+    )]
     Command(CommandArgs),
+    /// Coordinate the checkpoints of several programs, on one or many hosts.
+    ///
+    /// DMTCP's coordinator. Programs started with `rewind launch
+    /// --coordinator HOST:PORT` or `rewind restart --coordinator HOST:PORT`
+    /// register here; `rewind command --coordinator HOST:PORT` then
+    /// checkpoints, describes or kills them all together. Listens on
+    /// 127.0.0.1:7779 unless --listen says otherwise: it never listens on all
+    /// interfaces unless asked (--listen 0.0.0.0:7779). Prints its address
+    /// and a random token at start, then one line per event (sessions joining
+    /// and leaving, commands and their outcome). Peers connecting from a
+    /// non-loopback address must present the token (--token T or
+    /// $REWIND_TOKEN); loopback peers may omit it; a wrong token is always
+    /// refused. Runs until killed (Ctrl-C); sessions then run on alone.
+    #[command(
+        after_help = "Examples:\n  rewind coordinator                       # 127.0.0.1:7779\n  rewind coordinator --listen 10.0.0.1:7779\n  rewind launch --coordinator 127.0.0.1:7779 -- ./prog"
+    )]
+    Coordinator(CoordinatorArgs),
     /// Bring a checkpointed program back to life, in the foreground.
     ///
     /// The program continues where the checkpoint caught it, in a new process
@@ -266,6 +296,19 @@ struct ReplayArgs {
 }
 
 #[derive(Args, Debug)]
+struct CoordinatorArgs {
+    /// Listen on ADDR:PORT (port 0: any free port, printed at start). Use
+    /// 0.0.0.0:PORT to accept sessions from other hosts (they need the
+    /// token).
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:7779")]
+    listen: String,
+    /// Seconds a session has to answer each barrier; one that does not is
+    /// reported and the others are resumed.
+    #[arg(long, value_name = "S", default_value = "60")]
+    timeout: f64,
+}
+
+#[derive(Args, Debug)]
 struct LaunchArgs {
     /// Also checkpoint every S seconds (fractions allowed).
     #[arg(long, value_name = "S")]
@@ -278,6 +321,14 @@ struct LaunchArgs {
     /// loaded.
     #[arg(long, value_name = "P,..", value_delimiter = ',')]
     plugin: Vec<String>,
+    /// Register with the `rewind coordinator` at HOST:PORT and obey it.
+    /// The control socket is then D/.rewind-control-<rewind's pid>.sock.
+    #[arg(long, value_name = "HOST:PORT")]
+    coordinator: Option<String>,
+    /// The coordinator's token (needed unless the coordinator is reached
+    /// over loopback); default $REWIND_TOKEN.
+    #[arg(long, value_name = "T", requires = "coordinator")]
+    token: Option<String>,
     /// The program and its arguments.
     #[arg(required = true, last = true, value_name = "PROG ARGS")]
     argv: Vec<String>,
@@ -305,6 +356,18 @@ struct CommandArgs {
     /// Print machine-readable JSON.
     #[arg(long)]
     json: bool,
+    /// Talk to the `rewind coordinator` at HOST:PORT: the command applies
+    /// to every session registered there.
+    #[arg(long, value_name = "HOST:PORT")]
+    coordinator: Option<String>,
+    /// The coordinator's token (needed unless the coordinator is reached
+    /// over loopback); default $REWIND_TOKEN.
+    #[arg(long, value_name = "T", requires = "coordinator")]
+    token: Option<String>,
+    /// Run N no-op barriers across every session of the coordinator and
+    /// print their round-trip times.
+    #[arg(long, value_name = "N", requires = "coordinator")]
+    ping: Option<u32>,
 }
 
 #[derive(Args, Debug)]
@@ -322,7 +385,18 @@ struct RestartArgs {
     /// names by itself).
     #[arg(long, value_name = "P,..", value_delimiter = ',')]
     plugin: Vec<String>,
-    /// The image to restart (ckpt_<prog>_<pid>.rwd).
+    /// Register with the `rewind coordinator` at HOST:PORT and obey it.
+    /// The control socket is then D/.rewind-control-<rewind's pid>.sock.
+    #[arg(long, value_name = "HOST:PORT")]
+    coordinator: Option<String>,
+    /// The coordinator's token (needed unless the coordinator is reached
+    /// over loopback); default $REWIND_TOKEN.
+    #[arg(long, value_name = "T", requires = "coordinator")]
+    token: Option<String>,
+    /// The image to restart (ckpt_<prog>_<pid>.rwd). Several images need
+    /// --coordinator: each is restarted as a session of its own (sharing
+    /// this terminal) and registers with the coordinator; rewind exits when
+    /// all have ended, with the first nonzero status.
     #[arg(value_name = "IMAGE", required = true)]
     images: Vec<PathBuf>,
 }
@@ -339,8 +413,13 @@ fn main() -> ExitCode {
             ckpt_dir: a.ckpt_dir,
             interval: a.interval,
             plugins: a.plugin,
+            coordinator: a.coordinator,
+            token: a.token,
         }),
         Command::Command(a) => cli::command(cli::CommandRequest {
+            coordinator: a.coordinator,
+            token: a.token,
+            ping: a.ping,
             ckpt_dir: a.ckpt_dir,
             checkpoint: a.checkpoint,
             kill: a.kill,
@@ -354,7 +433,15 @@ fn main() -> ExitCode {
             env: a.env,
             interval: a.interval,
             plugins: a.plugin,
+            coordinator: a.coordinator,
+            token: a.token,
         }),
+        Command::Coordinator(a) => rewind_debugger::coordinator_cli::coordinator(
+            rewind_debugger::coordinator_cli::CoordinatorRequest {
+                listen: a.listen,
+                timeout: a.timeout,
+            },
+        ),
         Command::Record(a) => cli::record(cli::RecordRequest {
             argv: a.argv,
             output: a.output,

@@ -289,6 +289,19 @@ pub fn restart(image: &Path, ckpt_dir: &Path, env: &[(&str, &str)], stdout: Redi
     spawn(cmd, ckpt_dir, stdout)
 }
 
+/// Any `rewind ARGS...` in the background from `dir`, like [`launch`]: its own process group, stdin
+/// empty, stdout to a file and stderr next to it, killed with its group when dropped.
+/// [`Running::ckpt_dir`] returns `dir`.
+pub fn rewind_background<I>(args: I, dir: &Path, stdout: Redirect) -> Running
+where
+    I: IntoIterator,
+    I::Item: AsRef<OsStr>,
+{
+    let mut cmd = Command::new(rewind_bin());
+    cmd.args(args).current_dir(dir);
+    spawn(cmd, dir, stdout)
+}
+
 fn spawn(mut cmd: Command, ckpt_dir: &Path, stdout: Redirect) -> Running {
     let what = describe(&cmd);
     fs::create_dir_all(ckpt_dir)

@@ -1,0 +1,218 @@
+//! A session under a coordinator (`launch/restart --coordinator`): it
+//! registers, then obeys the coordinator's orders from its event loop
+//! (`Session::run` polls the connection). The protocol is in
+//! `crate::coordinator`.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::{Session, SessionOptions};
+use crate::control;
+use crate::coordinator::link::CoordinatorLink;
+use crate::coordinator::{Action, Order, Reply, SessionInfo, SessionMsg};
+use crate::Error;
+
+impl SessionOptions {
+    /// Where the session's control socket goes.
+    pub fn control_path(&self) -> PathBuf {
+        self.control_socket
+            .clone()
+            .unwrap_or_else(|| control::socket_path(&self.ckpt_dir))
+    }
+}
+
+fn absolute(p: &Path) -> String {
+    std::fs::canonicalize(p)
+        .unwrap_or_else(|_| p.to_path_buf())
+        .display()
+        .to_string()
+}
+
+impl Session {
+    /// Register with the coordinator `link` leads to; from now on the
+    /// session obeys it.
+    pub fn join_coordinator(&mut self, mut link: CoordinatorLink) -> Result<(), Error> {
+        link.register(&self.coordinator_info())?;
+        tracing::info!(
+            "registered with the coordinator at {} as session {}",
+            link.addr,
+            link.id
+        );
+        self.coordinator = Some(link);
+        Ok(())
+    }
+
+    /// Tell the coordinator the program ended (`code` as a shell reports it).
+    pub fn leave_coordinator(&mut self, code: i32) {
+        if let Some(mut link) = self.coordinator.take() {
+            let _ = link.send(&SessionMsg::Exited { code });
+        }
+    }
+
+    fn coordinator_info(&self) -> SessionInfo {
+        SessionInfo {
+            program: self.prog.clone(),
+            argv: self.argv.clone(),
+            vpid: self.vids.to_virtual(self.tracee.pid),
+            real_pid: self.tracee.pid,
+            hostname: crate::coordinator::hostname(),
+            ckpt_dir: absolute(&self.opts.ckpt_dir),
+            control_socket: self
+                .control
+                .as_ref()
+                .map(|c| absolute(&c.path))
+                .unwrap_or_default(),
+            restarted: self.restarted,
+        }
+    }
+
+    /// Whether the coordinator holds the program suspended.
+    pub(super) fn held_by_coordinator(&self) -> bool {
+        self.coordinator
+            .as_ref()
+            .is_some_and(|c| c.suspended_until.is_some())
+    }
+
+    /// Read and obey what the coordinator sent.
+    pub(super) fn serve_coordinator(&mut self) {
+        let Some(link) = self.coordinator.as_mut() else {
+            return;
+        };
+        let orders = match link.receive() {
+            Ok(orders) => orders,
+            Err(why) => return self.lose_coordinator(&why),
+        };
+        for order in orders {
+            let reply = self.obey(order);
+            let Some(link) = self.coordinator.as_mut() else {
+                return;
+            };
+            if let Err(e) = link.send(&SessionMsg::Reply(reply)) {
+                return self.lose_coordinator(&format!("cannot answer it: {e}"));
+            }
+        }
+    }
+
+    /// A suspended program whose coordinator went quiet runs on.
+    pub(super) fn check_coordinator_lease(&mut self) {
+        let expired = self
+            .coordinator
+            .as_ref()
+            .and_then(|c| c.suspended_until)
+            .is_some_and(|t| Instant::now() > t);
+        if expired {
+            tracing::warn!(
+                "the coordinator suspended the program and then said nothing for too long: resuming it"
+            );
+            self.resume_from_coordinator();
+        }
+    }
+
+    fn resume_from_coordinator(&mut self) {
+        if let Some(link) = self.coordinator.as_mut() {
+            if link.suspended_until.take().is_some() && self.exit.is_none() {
+                if let Err(e) = self.tracee.resume_all() {
+                    tracing::warn!("cannot resume the program: {e}");
+                }
+            }
+        }
+    }
+
+    fn lose_coordinator(&mut self, why: &str) {
+        let addr = self
+            .coordinator
+            .as_ref()
+            .map(|c| c.addr.clone())
+            .unwrap_or_default();
+        tracing::warn!("lost the coordinator at {addr} ({why}); the program runs on without it");
+        self.resume_from_coordinator();
+        self.coordinator = None;
+    }
+
+    fn obey(&mut self, order: Order) -> Reply {
+        let start = Instant::now();
+        tracing::debug!(
+            "coordinator: {} (round {})",
+            order.action.name(),
+            order.round
+        );
+        let mut reply = Reply {
+            round: order.round,
+            ok: true,
+            ..Default::default()
+        };
+        let result: Result<(), Error> = match order.action {
+            Action::Ping => Ok(()),
+            Action::Status => {
+                reply.status = Some(self.status());
+                Ok(())
+            }
+            Action::Suspend { lease_ms } => self.suspend_for_coordinator(lease_ms),
+            Action::Capture { lease_ms } => self.capture_for_coordinator(lease_ms, &mut reply),
+            Action::Resume => {
+                self.resume_from_coordinator();
+                Ok(())
+            }
+            Action::Kill => {
+                if let Some(link) = self.coordinator.as_mut() {
+                    link.suspended_until = None;
+                }
+                self.kill();
+                Ok(())
+            }
+        };
+        if let Err(e) = result {
+            reply.ok = false;
+            reply.error = Some(e.to_string());
+        }
+        reply.ms = start.elapsed().as_secs_f64() * 1e3;
+        reply.suspended = self.held_by_coordinator();
+        reply
+    }
+
+    fn hold(&mut self, lease_ms: u64) {
+        if let Some(link) = self.coordinator.as_mut() {
+            link.suspended_until = Some(Instant::now() + Duration::from_millis(lease_ms));
+        }
+    }
+
+    fn suspend_for_coordinator(&mut self, lease_ms: u64) -> Result<(), Error> {
+        if self.exit.is_some() {
+            return Err(Error::Gone("the program has already exited".into()));
+        }
+        if self.held_by_coordinator() {
+            self.hold(lease_ms);
+            return Ok(());
+        }
+        if let Err(e) = self.stop_program() {
+            self.reap_if_gone();
+            // Threads stopped before the failure must not stay stopped.
+            if self.exit.is_none() {
+                let _ = self.tracee.resume_all();
+            }
+            return Err(e);
+        }
+        self.hold(lease_ms);
+        Ok(())
+    }
+
+    /// Phase 2 of a coordinated checkpoint. This is where bytes in flight on
+    /// sockets between the coordinated programs will be drained into the
+    /// image (and refilled at restart); that is not done yet.
+    fn capture_for_coordinator(&mut self, lease_ms: u64, reply: &mut Reply) -> Result<(), Error> {
+        if !self.held_by_coordinator() {
+            return Err(Error::Usage(
+                "asked to capture a program that is not suspended (its suspension expired?)".into(),
+            ));
+        }
+        let ckpt = self.capture_stopped();
+        // However the capture went, the program stays suspended until the
+        // coordinator's next order.
+        self.hold(lease_ms);
+        let ckpt = ckpt?;
+        reply.image = Some(absolute(&ckpt.stats.path));
+        reply.image_bytes = Some(ckpt.stats.file_bytes);
+        reply.warnings = ckpt.warnings;
+        Ok(())
+    }
+}
