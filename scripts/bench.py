@@ -293,6 +293,55 @@ def bench_debug(work, quick, add):
     shutil.rmtree(trace, ignore_errors=True)
 
 
+GDB_TIMER = """
+import time
+def rewind_timed(cmd):
+    t = time.monotonic()
+    gdb.execute(cmd, to_string=True)
+    print("TIME %.6f %s" % (time.monotonic() - t, cmd))
+"""
+
+
+def bench_gdbserver(work, quick, add):
+    """Latency of gdb's own reverse commands through `rewind gdbserver` (the `bc`
+    and `bs` packets), from command to prompt as gdb's Python sees it, against
+    the forward command over the same span: the spans of bench_debug."""
+    if not shutil.which("gdb"):
+        print("bench: gdbserver: no gdb, skipped", file=sys.stderr)
+        return
+    spans = os.path.join(work, "spans-gdb")
+    subprocess.run(["gcc", "-O1", "-g", "-o", spans, os.path.join(ROOT, "scripts", "bench", "spans.c")], check=True)
+    t = timed([spans, "100000", "100"])
+    per_ms = max(1000, int(12e6 / (t * 1e3)))
+    scale = 10 if quick else 1
+    trace = os.path.join(work, "trace-spans-gdb")
+    print("bench: gdbserver: bc and bs latency ...", file=sys.stderr, flush=True)
+    subprocess.run([REWIND, "record", "-o", trace, "--", spans, str(per_ms), str(scale)],
+                   check=True, capture_output=True, timeout=1800)
+    script = os.path.join(work, "timer.py")
+    with open(script, "w") as f:
+        f.write(GDB_TIMER)
+    timed_cmds = ["continue"] * 3 + ["reverse-continue"] * 3 + ["stepi"] * 20 + ["reverse-stepi"] * 20
+    args = ["gdb", "-batch", "-nx", "-ex", "set pagination off", "-ex", f"source {script}",
+            "-ex", f"target remote | {REWIND} gdbserver --stdio --trace {trace}",
+            "-ex", "break mark", "-ex", "continue"]
+    for c in timed_cmds:
+        args += ["-ex", f"python rewind_timed('{c}')"]
+    r = subprocess.run(args, capture_output=True, text=True, timeout=1800)
+    times = [(m.group(2), float(m.group(1))) for m in re.finditer(r"TIME ([0-9.]+) (.*)", r.stdout)]
+    if len(times) != len(timed_cmds):
+        raise RuntimeError(f"gdb session failed:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
+    fwd = [s for _, s in times[0:3]]
+    back = [s for _, s in times[3:6]]
+    labels = [f"{10000 // scale}ms", f"{1000 // scale}ms", "10ms"]
+    for label, f_s, b_s in zip(labels, fwd, reversed(back)):
+        add(f"gdb-bc/{label}-back", b_s * 1e3, "ms", f_s * 1e3, None, "gdb continue over the same span")
+    si = sorted(s for c, s in times if c == "stepi")
+    rsi = sorted(s for c, s in times if c == "reverse-stepi")
+    add("gdb-bs/median", statistics.median(rsi) * 1e3, "ms", statistics.median(si) * 1e3, None, "gdb stepi")
+    shutil.rmtree(trace, ignore_errors=True)
+
+
 def bench_bisect(work, quick, add):
     """rewind bisect on a planted overflow (tests/targets/dbg_bugs.c) in runs of
     about 1e7 and 1e9 instructions (~51 per loop iteration at -O0, as counted
@@ -503,6 +552,7 @@ def main():
     ap.add_argument("--only-debug", action="store_true", help="only the reverse-execution measures")
     ap.add_argument("--only-bisect", action="store_true", help="only the bisect measures")
     ap.add_argument("--only-kvm", action="store_true", help="only the KVM plugin measures")
+    ap.add_argument("--only-gdbserver", action="store_true", help="only gdb's bc/bs latency through rewind gdbserver")
     ap.add_argument("--only-coordinator", action="store_true",
                     help="only the coordinator measures (barrier round trip, checkpoints of N processes)")
     ap.add_argument("--full", action="store_true", help="also the slowest sizes (64 coordinated processes)")
@@ -532,6 +582,9 @@ def main():
         if args.only_bisect:
             args.skip_checkpoint = args.skip_record = args.skip_debug = True
             bench_bisect(work, args.quick, add)
+        if args.only_gdbserver:
+            args.skip_checkpoint = args.skip_record = args.skip_debug = True
+            bench_gdbserver(work, args.quick, add)
         if args.only_kvm:
             args.skip_checkpoint = args.skip_record = args.skip_debug = True
             bench_kvm(work, args.quick, add)
@@ -558,6 +611,7 @@ def main():
             bench_kvm(work, args.quick, add)
         if not args.skip_debug:
             bench_debug(work, args.quick, add)
+            bench_gdbserver(work, args.quick, add)
             bench_bisect(work, args.quick, add)
     finally:
         shutil.rmtree(work, ignore_errors=True)
