@@ -476,8 +476,9 @@ pub fn restore(
             }
         }
     }
+    // Plugins set close-on-exec on their own descriptors.
     for f in fds {
-        if f.cloexec {
+        if f.cloexec && !matches!(f.kind, FdKind::Plugin { .. }) {
             call(
                 "fcntl(F_SETFD)",
                 libc::SYS_fcntl,

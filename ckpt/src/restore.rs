@@ -10,7 +10,7 @@ use std::path::Path;
 use libc::pid_t;
 
 use crate::capture::{regs_from_slice, xcr0_of};
-use crate::image::format::{ProcessState, Region, RegionKind};
+use crate::image::format::{FdKind, ProcessState, Region, RegionKind};
 use crate::image::ImageReader;
 use crate::maps::{self, Mapping};
 use crate::plugin::{Plugin, RestoreCtx};
@@ -63,6 +63,7 @@ pub fn restart(
     let mut reader = ImageReader::open(path)?;
     let state = reader.state.clone();
     preflight(&state, path)?;
+    check_plugins(&state, plugins)?;
     let own = maps::read(std::process::id() as pid_t)?;
     let mut taken: Vec<(u64, u64)> = state.regions.iter().map(|r| (r.start, r.end)).collect();
     taken.extend(own.iter().map(|m| (m.start, m.end)));
@@ -151,6 +152,30 @@ fn preflight(state: &ProcessState, path: &Path) -> Result<(), Error> {
         }
     }
     crate::fds::check_paths(&state.fds)?;
+    Ok(())
+}
+
+/// What the image holds for plugins needs them loaded: without them a
+/// descriptor would silently be missing.
+fn check_plugins(state: &ProcessState, plugins: &[Box<dyn Plugin>]) -> Result<(), Error> {
+    let loaded = |name: &str| plugins.iter().any(|p| p.name() == name);
+    let fds = state.fds.iter().filter_map(|f| match &f.kind {
+        FdKind::Plugin { plugin, what } => {
+            Some((plugin, format!("its fd {} ({what}) belongs to", f.fd)))
+        }
+        _ => None,
+    });
+    let data = state
+        .plugin_data
+        .iter()
+        .map(|(name, _)| (name, "it holds state of".to_string()));
+    for (plugin, what) in fds.chain(data) {
+        if !loaded(plugin) {
+            return Err(Error::Restore(format!(
+                "the image needs the {plugin} plugin ({what} it): restart with --plugin {plugin}"
+            )));
+        }
+    }
     Ok(())
 }
 
