@@ -329,6 +329,7 @@ fn main() -> ExitCode {
     let args = std::env::args_os().map(|a| if a == "-ex" { "--ex".into() } else { a });
     let cli = Cli::parse_from(args);
     rewind_plugin_kvm::register();
+    rewind_plugin_tun::register();
     cli::init_logging(cli.verbose);
     let result = match cli.command {
         Command::Launch(a) => cli::launch(cli::LaunchRequest {
