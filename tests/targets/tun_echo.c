@@ -1,6 +1,6 @@
 /* Tun device echo server (tun plugin): UDP and ICMP echo answered through the tun fd, pausing so packets queue. */
 /*
- * tun_echo IFNAME COUNT [PAUSE_AFTER PAUSE_MS]
+ * tun_echo IFNAME COUNT [PAUSE_AFTER PAUSE_MS [tap]]
  *
  * Creates the tun device IFNAME (IFF_TUN | IFF_NO_PI; a pattern like tun%d
  * works), gives it 10.77.0.1/24 and brings it up with socket ioctls, prints
@@ -11,6 +11,10 @@
  * Other packets (IPv6 router solicitations...) are ignored. After answering
  * PAUSE_AFTER packets it sleeps PAUSE_MS milliseconds without reading, so
  * packets sent meanwhile queue in the device. Exits 0 after COUNT answers.
+ *
+ * With "tap": a tap device with the packet-information header and a 12-byte
+ * virtio-net header (TUNSETVNETHDRSZ) on every frame; it answers ARP for
+ * 10.77.0.2 with the MAC 02:00:00:00:77:02 (not counted, not printed).
  */
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -100,6 +104,39 @@ static size_t answer(uint8_t *p, size_t n, const char **what, long *seq) {
     return total;
 }
 
+static const uint8_t peer_mac[6] = {2, 0, 0, 0, 0x77, 2};
+
+/* Tap mode: answer an Ethernet frame in place (ARP for the peer, or IPv4
+ * through answer()); returns the length to write back. */
+static size_t answer_frame(uint8_t *f, size_t n, const char **what, long *seq) {
+    if (n < 14)
+        return 0;
+    uint16_t type = f[12] << 8 | f[13];
+    size_t len;
+    if (type == 0x0806) {
+        uint8_t *a = f + 14;
+        static const uint8_t peer_ip[4] = {10, 77, 0, 2};
+        if (n < 14 + 28 || (a[6] << 8 | a[7]) != 1 || memcmp(a + 24, peer_ip, 4) != 0)
+            return 0;
+        a[7] = 2; /* reply */
+        memcpy(a + 18, a + 8, 10); /* target = the asker */
+        memcpy(a + 8, peer_mac, 6);
+        memcpy(a + 14, peer_ip, 4);
+        len = n < 14 + 28 ? n : 14 + 28;
+        *what = NULL;
+    } else if (type == 0x0800) {
+        len = answer(f + 14, n - 14, what, seq);
+        if (len == 0)
+            return 0;
+        len += 14;
+    } else {
+        return 0;
+    }
+    memcpy(f, f + 6, 6);
+    memcpy(f + 6, peer_mac, 6);
+    return len;
+}
+
 int main(int argc, char **argv) {
     if (argc < 3) {
         fprintf(stderr, "usage: %s IFNAME COUNT [PAUSE_AFTER PAUSE_MS]\n", argv[0]);
@@ -109,16 +146,22 @@ int main(int argc, char **argv) {
     long count = atol(argv[2]);
     long pause_after = argc > 3 ? atol(argv[3]) : -1;
     long pause_ms = argc > 4 ? atol(argv[4]) : 0;
+    int tap = argc > 5 && strcmp(argv[5], "tap") == 0;
+    /* tap: struct tun_pi, then the virtio-net header, then the frame. */
+    size_t hdr = tap ? 4 + 12 : 0;
 
     int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
     if (fd < 0)
         die("/dev/net/tun");
     struct ifreq ifr;
     memset(&ifr, 0, sizeof ifr);
-    ifr.ifr_flags = IFF_TUN | IFF_NO_PI;
+    ifr.ifr_flags = tap ? IFF_TAP | IFF_VNET_HDR : IFF_TUN | IFF_NO_PI;
     strncpy(ifr.ifr_name, ifname, IFNAMSIZ - 1);
     if (ioctl(fd, TUNSETIFF, &ifr) < 0)
         die("TUNSETIFF");
+    int vnet_hdr_sz = 12;
+    if (tap && ioctl(fd, TUNSETVNETHDRSZ, &vnet_hdr_sz) < 0)
+        die("TUNSETVNETHDRSZ");
     /* The kernel names the device ("tun%d" becomes "tun0"). */
     char name[IFNAMSIZ];
     memcpy(name, ifr.ifr_name, IFNAMSIZ);
@@ -146,11 +189,26 @@ int main(int argc, char **argv) {
             die("read");
         const char *what = NULL;
         long seq = 0;
-        size_t len = answer(buf, (size_t)n, &what, &seq);
-        if (len == 0)
-            continue;
+        size_t len;
+        if (tap) {
+            if ((size_t)n < hdr)
+                continue;
+            len = answer_frame(buf + hdr, (size_t)n - hdr, &what, &seq);
+            if (len == 0)
+                continue;
+            memset(buf, 0, hdr); /* no flags, no offloads */
+            buf[2] = buf[hdr + 12];
+            buf[3] = buf[hdr + 13];
+            len += hdr;
+        } else {
+            len = answer(buf, (size_t)n, &what, &seq);
+            if (len == 0)
+                continue;
+        }
         if (write(fd, buf, len) != (ssize_t)len)
             die("write");
+        if (what == NULL)
+            continue;
         printf("%s %ld\n", what, seq);
         fflush(stdout);
         answered++;

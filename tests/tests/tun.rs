@@ -22,8 +22,12 @@ use nix::sched::{unshare, CloneFlags};
 use rewind_plugin_tun::state::Saved;
 use rewind_tests::*;
 
-/// The device name, the packets to answer, and the pause (ms) after the third answer.
-const ECHO_ARGS: [&str; 4] = ["rwtun0", "10", "3", "1500"];
+/// The device name, the packets to answer, the pause (ms) after the third answer, and the mode:
+/// "tun" (IFF_TUN | IFF_NO_PI) or "tap" (IFF_TAP with the packet-information header and a 12-byte
+/// virtio-net header on every frame).
+fn echo_args(mode: &str) -> [&str; 5] {
+    ["rwtun0", "10", "3", "1500", mode]
+}
 const PLUGIN: [&str; 2] = ["--plugin", "tun"];
 const FINISH: Duration = Duration::from_secs(60);
 
@@ -120,20 +124,129 @@ fn queued_seqs(image: &Path) -> Vec<u32> {
     let saved = Saved::from_state(&reader.state)
         .unwrap_or_else(|e| panic!("{e}"))
         .unwrap_or_else(|| panic!("{} holds no tun plugin data", image.display()));
-    saved
-        .files
-        .iter()
-        .flat_map(|f| f.queue.iter())
-        .filter_map(|p| {
-            // IPv4 + UDP (no PI header: IFF_NO_PI), payload "seq N".
+    let mut seqs = Vec::new();
+    for file in &saved.files {
+        let dev = saved
+            .devices
+            .iter()
+            .find(|d| Some(&d.name) == file.device.as_ref())
+            .expect("the file's device is in the image");
+        // struct tun_pi unless IFF_NO_PI, the virtio-net header with IFF_VNET_HDR, Ethernet for
+        // IFF_TAP (IPv4 only), then IPv4 + UDP whose payload is "seq N".
+        let mut skip = 0;
+        if dev.tun_flags & 0x1000 == 0 {
+            skip += 4;
+        }
+        if dev.tun_flags & 0x4000 != 0 {
+            skip += dev.vnet_hdr_sz as usize;
+        }
+        let tap = dev.tun_flags & 0x0002 != 0;
+        seqs.extend(file.queue.iter().filter_map(|packet| {
+            let mut p = packet.get(skip..)?;
+            if tap {
+                if p.get(12..14)? != [0x08, 0x00] {
+                    return None;
+                }
+                p = p.get(14..)?;
+            }
             let ihl = usize::from(*p.first()? & 15) * 4;
             if p.first()? >> 4 != 4 || *p.get(9)? != 17 {
                 return None;
             }
             let payload = String::from_utf8_lossy(p.get(ihl + 8..)?).into_owned();
-            payload.strip_prefix("seq ")?.parse().ok()
-        })
-        .collect()
+            payload.strip_prefix("seq ")?.parse::<u32>().ok()
+        }));
+    }
+    seqs
+}
+
+/// `ip -j ARGS`, parsed.
+fn ip_json(args: &[&str]) -> serde_json::Value {
+    let mut cmd = Command::new("ip");
+    cmd.arg("-j").args(args);
+    let done = run_command(cmd);
+    done.assert_success();
+    serde_json::from_str(&done.stdout).unwrap_or_else(|e| panic!("{e}: {}", done.describe()))
+}
+
+/// What rwtun0 looks like: link details (kind, flags, MTU, queue length, MAC, index...),
+/// addresses and routes of every table, without what the kernel picks anew each time (IPv6
+/// link-local addresses and routes, lifetimes, DAD state).
+fn link_state() -> String {
+    let mut links = ip_json(&["-d", "addr", "show", "dev", "rwtun0"]);
+    for link in links.as_array_mut().into_iter().flatten() {
+        if let Some(addrs) = link.get_mut("addr_info").and_then(|a| a.as_array_mut()) {
+            addrs.retain(|a| a["scope"] != "link");
+            for a in addrs.iter_mut().filter_map(|a| a.as_object_mut()) {
+                a.retain(|k, _| {
+                    [
+                        "family",
+                        "local",
+                        "address",
+                        "prefixlen",
+                        "broadcast",
+                        "label",
+                    ]
+                    .contains(&k.as_str())
+                });
+            }
+        }
+    }
+    let mut routes = ip_json(&["route", "show", "table", "all", "dev", "rwtun0"]);
+    let mut routes6 = ip_json(&["-6", "route", "show", "table", "all", "dev", "rwtun0"]);
+    for r in [&mut routes, &mut routes6] {
+        if let Some(list) = r.as_array_mut() {
+            list.retain(|r| !r["dst"].as_str().unwrap_or("").starts_with("fe80"));
+            for r in list.iter_mut().filter_map(|r| r.as_object_mut()) {
+                r.remove("expires");
+                r.remove("pref");
+            }
+        }
+    }
+    format!("{links:#}\n{routes:#}\n{routes6:#}")
+}
+
+/// Configuration added from outside while the program runs: the plugin reads the interface's
+/// live state, so it comes back too.
+fn configure_more() {
+    for args in [
+        &["link", "set", "rwtun0", "mtu", "1400", "txqueuelen", "321"][..],
+        &[
+            "addr",
+            "add",
+            "10.88.0.1",
+            "peer",
+            "10.88.0.2/32",
+            "dev",
+            "rwtun0",
+        ],
+        &["addr", "add", "10.77.0.100/24", "dev", "rwtun0"],
+        &[
+            "-6",
+            "addr",
+            "add",
+            "fd00:77::1/64",
+            "dev",
+            "rwtun0",
+            "nodad",
+        ],
+        &[
+            "route",
+            "add",
+            "10.99.0.0/16",
+            "via",
+            "10.77.0.9",
+            "dev",
+            "rwtun0",
+            "metric",
+            "7",
+        ],
+        &["-6", "route", "add", "fd00:99::/48", "dev", "rwtun0"],
+    ] {
+        let mut cmd = Command::new("ip");
+        cmd.args(args);
+        run_command(cmd).assert_success();
+    }
 }
 
 fn interfaces() -> Vec<String> {
@@ -171,10 +284,10 @@ fn processes_here() -> Vec<String> {
 }
 
 /// The fixture without rewind, with the traffic of every scenario: the reference output.
-fn uninterrupted(scratch: &Scratch) -> Output {
+fn uninterrupted(scratch: &Scratch, mode: &str) -> Output {
     let peer = Peer::new();
     let mut run = background(
-        echo_program(&ECHO_ARGS),
+        echo_program(&echo_args(mode)),
         &scratch.dir("native"),
         Redirect::to(scratch.join("native.out")),
     );
@@ -194,10 +307,16 @@ fn uninterrupted(scratch: &Scratch) -> Output {
     }
 }
 
-/// Launch under the plugin, answer 1..=3, send 4..=7 while the program sleeps: they queue.
-fn launch_and_queue(scratch: &Scratch, peer: &Peer) -> Running {
+/// Launch under the plugin, answer 1..=3, then `meanwhile()`, then send 4..=7 while the program
+/// sleeps: they queue.
+fn launch_and_queue(
+    scratch: &Scratch,
+    peer: &Peer,
+    mode: &str,
+    meanwhile: impl FnOnce(),
+) -> Running {
     let mut launched = launch_with(
-        &echo_program(&ECHO_ARGS),
+        &echo_program(&echo_args(mode)),
         &scratch.dir("ckpt-0"),
         &PLUGIN,
         Redirect::to(scratch.join("stage-0.out")),
@@ -205,17 +324,23 @@ fn launch_and_queue(scratch: &Scratch, peer: &Peer) -> Running {
     launched.wait_for(Wait::LineContaining("ready"));
     peer.send(1..=3);
     launched.wait_for(Wait::LineContaining("udp 3"));
+    meanwhile();
     peer.send(4..=7);
     launched
 }
 
-#[test]
-fn queued_packets_are_answered_once_after_checkpoint_kill_restart() {
-    let scratch = Scratch::new("tun_restart");
-    in_new_netns("tun restart", || {
-        let expected = uninterrupted(&scratch);
+/// Checkpoint with packets queued, kill, restart: the interface comes back as it was, every
+/// packet is answered once, the output is the uninterrupted one.
+fn checkpoint_kill_restart(test: &str, mode: &str) {
+    let scratch = Scratch::new(test);
+    in_new_netns(test, || {
+        let expected = uninterrupted(&scratch, mode);
         let peer = Peer::new();
-        let launched = launch_and_queue(&scratch, &peer);
+        let mut state = String::new();
+        let launched = launch_and_queue(&scratch, &peer, mode, || {
+            configure_more();
+            state = link_state();
+        });
         let image = launched.checkpoint_and_kill();
         let killed = launched.wait_timeout(KILL_TIMEOUT);
         assert_eq!(
@@ -235,6 +360,12 @@ fn queued_packets_are_answered_once_after_checkpoint_kill_restart() {
             Redirect::to(scratch.join("stage-1.out")),
         );
         restarted.wait_for(Wait::LineContaining("udp 7"));
+        let restored = link_state();
+        assert!(
+            restored == state,
+            "the interface differs after the restart\n--- at the checkpoint:\n{state}\n--- after the restart:\n{restored}\n--- first difference: {}",
+            first_difference(&state, &restored)
+        );
         peer.send(8..=10);
         let last = restarted.wait_timeout(FINISH);
         assert_pieces_match(&expected, &[&killed.stdout, &last.stdout], &last);
@@ -243,12 +374,22 @@ fn queued_packets_are_answered_once_after_checkpoint_kill_restart() {
 }
 
 #[test]
+fn tun_queued_packets_are_answered_once_after_checkpoint_kill_restart() {
+    checkpoint_kill_restart("tun_restart", "tun");
+}
+
+#[test]
+fn tap_queued_frames_are_answered_once_after_checkpoint_kill_restart() {
+    checkpoint_kill_restart("tap_restart", "tap");
+}
+
+#[test]
 fn queued_packets_are_answered_once_when_the_program_goes_on_after_a_checkpoint() {
     let scratch = Scratch::new("tun_resume");
     in_new_netns("tun resume", || {
-        let expected = uninterrupted(&scratch);
+        let expected = uninterrupted(&scratch, "tun");
         let peer = Peer::new();
-        let mut launched = launch_and_queue(&scratch, &peer);
+        let mut launched = launch_and_queue(&scratch, &peer, "tun", || {});
         let image = launched.checkpoint();
         assert_eq!(
             queued_seqs(&image),
@@ -352,9 +493,16 @@ fn restart_failures_name_the_device_and_leave_nothing_behind() {
             &PLUGIN,
             Redirect::to(scratch.join("stage-1.out")),
         );
+        // Addresses come last in a restore: wait for the route to 10.77.0.0/24 through rwtun0.
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !interfaces().contains(&"rwtun0".to_string()) {
-            assert!(Instant::now() < deadline, "the restart made no rwtun0");
+        while !read_lossy(Path::new("/proc/thread-self/net/route"))
+            .lines()
+            .any(|l| l.starts_with("rwtun0\t00004D0A"))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the restart routed nothing to rwtun0"
+            );
             thread::sleep(Duration::from_millis(5));
         }
         peer.send(1..=1);

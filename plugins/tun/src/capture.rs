@@ -181,7 +181,23 @@ fn device(
         // Up without running: the carrier is off.
         dev.tracked.carrier = Some(dev.link_flags & IFF_RUNNING != 0);
     }
-    let (addresses, routes) = addresses_and_routes(p, dev.ifindex)?;
+    let (info, addresses, routes) = rtnetlink(p, dev.ifindex)?;
+    let info = info.ok_or_else(|| {
+        Error::Tracee(format!(
+            "interface {name}: rtnetlink does not describe it as a tun device"
+        ))
+    })?;
+    // The kind, headers, queues and persistence as rtnetlink has them (see
+    // netlink::TunInfo); TUNGETIFF's flags for the rest (IFF_NAPI...).
+    let from_info = IFF_TUN | IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | IFF_MULTI_QUEUE | IFF_PERSIST;
+    dev.tun_flags = (tun_flags & !from_info)
+        | u16::from(info.kind) & (IFF_TUN | IFF_TAP)
+        | if info.pi { 0 } else { IFF_NO_PI }
+        | if info.vnet_hdr { IFF_VNET_HDR } else { 0 }
+        | if info.multi_queue { IFF_MULTI_QUEUE } else { 0 }
+        | if info.persist { IFF_PERSIST } else { 0 };
+    dev.tracked.owner = info.owner;
+    dev.tracked.group = info.group;
     dev.addresses = addresses;
     dev.routes = routes;
     Ok(dev)
@@ -189,22 +205,32 @@ fn device(
 
 type NlObjects = Vec<crate::state::NlObject>;
 
-fn addresses_and_routes(p: &Prog, index: i32) -> Result<(NlObjects, NlObjects), Error> {
+/// The device's tun description, addresses and routes.
+fn rtnetlink(
+    p: &Prog,
+    index: i32,
+) -> Result<(Option<netlink::TunInfo>, NlObjects, NlObjects), Error> {
     let sock = p.socket(libc::AF_NETLINK, libc::SOCK_RAW, libc::NETLINK_ROUTE)?;
     let result = (|| {
+        let mut info = None;
+        for (ty, payload) in p.netlink(sock, &netlink::get_link_request(index, 1), 1)? {
+            if ty == netlink::RTM_NEWLINK {
+                info = netlink::parse_tun_info(&payload);
+            }
+        }
         let mut addresses = Vec::new();
-        for (ty, payload) in p.netlink(sock, &netlink::dump_request(netlink::RTM_GETADDR, 1), 1)? {
+        for (ty, payload) in p.netlink(sock, &netlink::dump_request(netlink::RTM_GETADDR, 2), 2)? {
             if ty == netlink::RTM_NEWADDR {
                 addresses.extend(netlink::parse_address(&payload, index));
             }
         }
         let mut routes = Vec::new();
-        for (ty, payload) in p.netlink(sock, &netlink::dump_request(netlink::RTM_GETROUTE, 2), 2)? {
+        for (ty, payload) in p.netlink(sock, &netlink::dump_request(netlink::RTM_GETROUTE, 3), 3)? {
             if ty == netlink::RTM_NEWROUTE {
                 routes.extend(netlink::parse_route(&payload, index));
             }
         }
-        Ok((addresses, routes))
+        Ok((info, addresses, routes))
     })();
     p.close(sock as u64);
     result

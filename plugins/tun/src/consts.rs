@@ -45,12 +45,12 @@ pub const TTY_HOT: &[u32] = &[
 ];
 
 // TUNSETIFF flags.
-#[cfg(test)]
 pub const IFF_TUN: u16 = 0x0001;
 pub const IFF_TAP: u16 = 0x0002;
 pub const IFF_NO_CARRIER: u16 = 0x0040;
 pub const IFF_NO_PI: u16 = 0x1000;
 pub const IFF_VNET_HDR: u16 = 0x4000;
+pub const IFF_MULTI_QUEUE: u16 = 0x0100;
 pub const IFF_PERSIST: u16 = 0x0800;
 pub const IFF_TUN_EXCL: u16 = 0x8000;
 /// What TUNSETIFF takes back (TUNGETIFF also reports IFF_PERSIST, which

@@ -9,12 +9,14 @@
 //!   their numbers, with their close-on-exec flag, O_NONBLOCK and O_ASYNC.
 //!   A descriptor never attached to an interface comes back as a fresh open.
 //! - **The device.** Its name and TUNSETIFF flags (IFF_TUN/IFF_TAP,
-//!   IFF_NO_PI, IFF_VNET_HDR, IFF_MULTI_QUEUE, IFF_NAPI...), read back with
-//!   TUNGETIFF; the virtio-net header size, socket send buffer and vnet
-//!   endianness (read back too); the offloads, owner, group and carrier the
-//!   program set (no way to read them back: seen through the trapped tun
-//!   ioctls, with their results); the link type; persistence. The
-//!   interface index is asked for again (TUNSETIFINDEX) when it is free.
+//!   IFF_NO_PI, IFF_VNET_HDR, IFF_MULTI_QUEUE, persistence, owner and group
+//!   from rtnetlink's link info, the way `ip -d link` shows them, since
+//!   TUNGETIFF reports IFF_NO_PI wrongly on some kernels; IFF_NAPI... from
+//!   TUNGETIFF); the virtio-net header size, socket send buffer and vnet
+//!   endianness (read back with their TUNGET ioctls); the offloads and
+//!   carrier the program set (no way to read them back: seen through the
+//!   trapped tun ioctls, with their results); the link type. The interface
+//!   index is asked for again (TUNSETIFINDEX) when it is free.
 //! - **The interface configuration**, read live at the checkpoint in the
 //!   program's network namespace (so whatever set it: the program's
 //!   SIOCSIF* ioctls, `ip` run by the program, rtnetlink): flags (up,
@@ -128,8 +130,6 @@ fn watched(req: u32) -> bool {
         req,
         TUNSETIFF
             | TUNSETOFFLOAD
-            | TUNSETOWNER
-            | TUNSETGROUP
             | TUNSETCARRIER
             | TUNATTACHFILTER
             | TUNDETACHFILTER
@@ -226,8 +226,6 @@ impl Plugin for Tun {
                 }
             }
             TUNSETOFFLOAD => t.offload = Some(arg as u32),
-            TUNSETOWNER => t.owner = Some(arg as u32),
-            TUNSETGROUP => t.group = Some(arg as u32),
             TUNSETCARRIER => t.carrier = int_at(arg).map(|v| v != 0),
             TUNATTACHFILTER => note("TUNATTACHFILTER"),
             TUNDETACHFILTER => t.unsupported.retain(|u| u != "TUNATTACHFILTER"),

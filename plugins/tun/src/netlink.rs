@@ -7,6 +7,8 @@ use crate::state::NlObject;
 pub const NLMSG_HDRLEN: usize = 16;
 pub const NLMSG_ERROR: u16 = 2;
 pub const NLMSG_DONE: u16 = 3;
+pub const RTM_NEWLINK: u16 = 16;
+const RTM_GETLINK: u16 = 18;
 pub const RTM_NEWADDR: u16 = 20;
 pub const RTM_GETADDR: u16 = 22;
 pub const RTM_NEWROUTE: u16 = 24;
@@ -235,6 +237,58 @@ pub fn parse_route(payload: &[u8], index: i32) -> Option<NlObject> {
     })
 }
 
+/// struct ifinfomsg: family, pad, type (u16), index (i32), flags, change.
+const IFINFOMSG_LEN: usize = 16;
+const IFLA_LINKINFO: u16 = 18;
+const IFLA_INFO_KIND: u16 = 1;
+const IFLA_INFO_DATA: u16 = 2;
+
+/// The request for interface `index`'s link message, acknowledged.
+pub fn get_link_request(index: i32, seq: u32) -> Vec<u8> {
+    let mut body = vec![0u8; IFINFOMSG_LEN];
+    body[4..8].copy_from_slice(&index.to_ne_bytes());
+    message(RTM_GETLINK, NLM_F_ACK, seq, &body)
+}
+
+/// A tun device as rtnetlink describes it (IFLA_INFO_DATA of kind "tun";
+/// what `ip -d link` shows). More reliable than TUNGETIFF, whose flags
+/// report IFF_NO_PI for devices that have the packet-information header
+/// on some kernels (6.18).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TunInfo {
+    /// IFF_TUN or IFF_TAP.
+    pub kind: u8,
+    pub pi: bool,
+    pub vnet_hdr: bool,
+    pub persist: bool,
+    pub multi_queue: bool,
+    pub owner: Option<u32>,
+    pub group: Option<u32>,
+}
+
+/// The tun description in an RTM_NEWLINK payload.
+pub fn parse_tun_info(payload: &[u8]) -> Option<TunInfo> {
+    let linkinfo = attrs(payload.get(IFINFOMSG_LEN..)?);
+    let nested = attrs(attr(&linkinfo, IFLA_LINKINFO)?);
+    if attr(&nested, IFLA_INFO_KIND)?.split(|&b| b == 0).next()? != b"tun" {
+        return None;
+    }
+    let data = attrs(attr(&nested, IFLA_INFO_DATA)?);
+    let byte = |ty: u16| attr(&data, ty).and_then(|d| d.first().copied());
+    let word = |ty: u16| attr(&data, ty).and_then(|d| u32_at(d, 0));
+    // IFLA_TUN_OWNER 1, _GROUP 2, _TYPE 3, _PI 4, _VNET_HDR 5, _PERSIST 6,
+    // _MULTI_QUEUE 7.
+    Some(TunInfo {
+        kind: byte(3)?,
+        pi: byte(4)? != 0,
+        vnet_hdr: byte(5)? != 0,
+        persist: byte(6)? != 0,
+        multi_queue: byte(7)? != 0,
+        owner: word(1),
+        group: word(2),
+    })
+}
+
 /// The request adding address `a` to interface `index`, acknowledged.
 pub fn add_address(a: &NlObject, index: i32, seq: u32) -> Vec<u8> {
     let mut body = a.header.clone();
@@ -366,6 +420,48 @@ mod tests {
         assert_eq!(m[0].ty, RTM_NEWADDR);
         assert_eq!(u32_at(m[0].payload, 4), Some(9));
         assert_eq!(attrs(&m[0].payload[IFADDRMSG_LEN..]), o.attrs);
+    }
+
+    #[test]
+    fn tun_link_info() {
+        let mut data = Vec::new();
+        put_attrs(
+            &mut data,
+            &[
+                (2, 1000u32.to_ne_bytes().to_vec()),
+                (3, vec![2]),
+                (4, vec![1]),
+                (5, vec![1]),
+                (6, vec![0]),
+                (7, vec![0]),
+            ],
+        );
+        let mut info = Vec::new();
+        put_attrs(
+            &mut info,
+            &[(IFLA_INFO_KIND, b"tun\0".to_vec()), (IFLA_INFO_DATA, data)],
+        );
+        let mut payload = vec![0u8; IFINFOMSG_LEN];
+        put_attrs(
+            &mut payload,
+            &[(3, b"tap0\0".to_vec()), (IFLA_LINKINFO, info)],
+        );
+        let t = parse_tun_info(&payload).expect("a tun device");
+        assert_eq!(
+            t,
+            TunInfo {
+                kind: 2,
+                pi: true,
+                vnet_hdr: true,
+                persist: false,
+                multi_queue: false,
+                owner: None,
+                group: Some(1000)
+            }
+        );
+        let req = get_link_request(7, 4);
+        assert_eq!(u32_at(split(&req)[0].payload, 4), Some(7));
+        assert!(parse_tun_info(&payload[..20]).is_none());
     }
 
     #[test]
