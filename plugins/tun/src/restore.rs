@@ -258,7 +258,14 @@ fn configure(
 
     let sock = p.socket(libc::AF_INET, libc::SOCK_DGRAM, 0)?;
     let link = (|| -> Result<_, Error> {
-        let set = |req: u32, data: &[u8], what: &str| -> Result<(), Error> {
+        // Only what differs: a persistent device attached to again may be
+        // up already, and a MAC cannot always change on a running device.
+        let set = |get: u32, req: u32, data: &[u8], what: &str| -> Result<(), Error> {
+            if let Ok(now) = p.ioctl_ifreq(sock, get, name, &[])? {
+                if now.get(IFNAMSIZ..IFNAMSIZ + data.len()) == Some(data) {
+                    return Ok(());
+                }
+            }
             p.ioctl_ifreq(sock, req, name, data)?
                 .map(drop)
                 .map_err(|e| err(what, e))
@@ -274,21 +281,19 @@ fn configure(
             ));
         }
         if dev.txqlen > 0 {
-            set(SIOCSIFTXQLEN, &dev.txqlen.to_ne_bytes(), "SIOCSIFTXQLEN")?;
+            let q = dev.txqlen.to_ne_bytes();
+            set(SIOCGIFTXQLEN, SIOCSIFTXQLEN, &q, "SIOCSIFTXQLEN")?;
         }
         if dev.mtu > 0 {
-            set(SIOCSIFMTU, &dev.mtu.to_ne_bytes(), "SIOCSIFMTU")?;
+            set(SIOCGIFMTU, SIOCSIFMTU, &dev.mtu.to_ne_bytes(), "SIOCSIFMTU")?;
         }
         if dev.hwaddr.len() == 6 {
             let mut sa = dev.hw_type.to_ne_bytes().to_vec();
             sa.extend_from_slice(&dev.hwaddr);
-            set(SIOCSIFHWADDR, &sa, "SIOCSIFHWADDR")?;
+            set(SIOCGIFHWADDR, SIOCSIFHWADDR, &sa, "SIOCSIFHWADDR")?;
         }
-        set(
-            SIOCSIFFLAGS,
-            &(dev.link_flags as u16).to_ne_bytes(),
-            "SIOCSIFFLAGS",
-        )?;
+        let flags = (dev.link_flags as u16).to_ne_bytes();
+        set(SIOCGIFFLAGS, SIOCSIFFLAGS, &flags, "SIOCSIFFLAGS")?;
         Ok(index)
     })();
     p.close(sock as u64);
