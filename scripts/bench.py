@@ -5,7 +5,9 @@ replay slowdowns against native runs (peer: gdb's record full); reverse
 execution latencies in `rewind debug` (reverse-continue against the forward
 continue over the same span, reverse-stepi against stepi) and the pause and
 memory of an in-memory snapshot; `rewind coordinator`'s barrier round trip
-and coordinated checkpoints and restarts of N processes.
+and coordinated checkpoints and restarts of N processes; checkpoint and restart
+of a tun device program (`--plugin tun`) with packets queued in its device and
+of a KVM VMM (`--plugin kvm`); gdb's reverse commands through `rewind gdbserver`.
 
 Prints a table and writes bench-results.json: a list of
 {name, value, unit, peer, peer_value, ratio, note}. Run through scripts/bench.sh.
@@ -542,6 +544,83 @@ def bench_coordinator(work, quick, add, target, full):
             shutil.rmtree(d, ignore_errors=True)
 
 
+def bench_tun(work, quick, add):
+    """Checkpoint and restart of tests/targets/tun_echo under --plugin tun, with 0 and 400
+    datagrams queued in its device, in a network namespace of its own (a worker process under
+    `unshare -n`)."""
+    if not os.path.exists("/dev/net/tun"):
+        print("bench: tun: no /dev/net/tun here, skipped", file=sys.stderr, flush=True)
+        return
+    print("bench: tun ...", file=sys.stderr, flush=True)
+    reps = "1" if quick else "3"
+    r = subprocess.run(["unshare", "-n", sys.executable, os.path.abspath(__file__),
+                        "--tun-worker", work, "--tun-reps", reps],
+                       capture_output=True, text=True, timeout=900)
+    if r.returncode != 0:
+        raise RuntimeError(f"tun benchmark failed: {r.stderr[-2000:]}")
+    for name, value, unit in json.loads(r.stdout):
+        add(name, value, unit)
+
+
+def tun_worker(work, reps):
+    """Runs inside a fresh network namespace; prints [name, value, unit] triples as JSON."""
+    import socket
+    exe = os.path.join(work, "tun_echo")
+    subprocess.run(["gcc", "-O1", "-o", exe, os.path.join(ROOT, "tests", "targets", "tun_echo.c")],
+                   check=True)
+    results = []
+    for queued in (0, 400):
+        ckpt, ckpt_wall, restarts = [], [], []
+        for rep in range(reps):
+            d = os.path.join(work, f"tun-{queued}-{rep}")
+            d2 = d + "-restart"
+            os.makedirs(d)
+            os.makedirs(d2)
+            out = os.path.join(d, "out")
+            # Answers 3 datagrams, then sleeps 10 minutes: what is sent next stays queued.
+            launch = subprocess.Popen(
+                [REWIND, "launch", "--plugin", "tun", "--ckpt-dir", d, "--",
+                 exe, "rwtun0", "1000000", "3", "600000"],
+                stdout=open(out, "w"), stderr=subprocess.DEVNULL, start_new_session=True)
+            restart = None
+            try:
+                wait_for(out, r"ready")
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                for i in range(1, 4):
+                    s.sendto(f"seq {i}".encode(), ("10.77.0.2", 7))
+                wait_for(out, r"udp 3")
+                for i in range(queued):
+                    s.sendto(f"seq {i + 4}".encode(), ("10.77.0.2", 7))
+                t = time.monotonic()
+                rewind("command", "--ckpt-dir", d, "--checkpoint")
+                ckpt_wall.append((time.monotonic() - t) * 1e3)
+                st = json.loads(rewind("command", "--ckpt-dir", d, "--status", "--json").stdout)
+                ckpt.append(st["status"]["last_checkpoint_ms"])
+                image = rewind("command", "--ckpt-dir", d, "--checkpoint", "--kill").stdout.strip()
+                image = os.path.join(d, os.path.basename(image))
+                launch.wait(timeout=60)
+                err = os.path.join(d2, "err")
+                restart = subprocess.Popen(
+                    [REWIND, "-v", "restart", "--plugin", "tun", "--ckpt-dir", d2, image],
+                    stdout=subprocess.DEVNULL, stderr=open(err, "w"), start_new_session=True)
+                m = wait_for(err, r"restored .* in ([0-9.]+) ms")
+                restarts.append(float(m.group(1)))
+                rewind("command", "--ckpt-dir", d2, "--kill")
+                restart.wait(timeout=60)
+            finally:
+                for p in (launch, restart):
+                    if p is not None and p.poll() is None:
+                        os.killpg(p.pid, signal.SIGKILL)
+                        p.wait()
+                shutil.rmtree(d, ignore_errors=True)
+                shutil.rmtree(d2, ignore_errors=True)
+        med = statistics.median
+        results += [[f"tun/checkpoint-{queued}-queued", med(ckpt), "ms"],
+                    [f"tun/checkpoint-wall-{queued}-queued", med(ckpt_wall), "ms"],
+                    [f"tun/restart-{queued}-queued", med(restarts), "ms"]]
+    print(json.dumps(results))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smaller sizes, one repetition (a few minutes)")
@@ -552,11 +631,16 @@ def main():
     ap.add_argument("--only-debug", action="store_true", help="only the reverse-execution measures")
     ap.add_argument("--only-bisect", action="store_true", help="only the bisect measures")
     ap.add_argument("--only-kvm", action="store_true", help="only the KVM plugin measures")
+    ap.add_argument("--only-tun", action="store_true", help="only the tun plugin measures")
+    ap.add_argument("--tun-worker", metavar="DIR", help=argparse.SUPPRESS)
+    ap.add_argument("--tun-reps", type=int, default=3, help=argparse.SUPPRESS)
     ap.add_argument("--only-gdbserver", action="store_true", help="only gdb's bc/bs latency through rewind gdbserver")
     ap.add_argument("--only-coordinator", action="store_true",
                     help="only the coordinator measures (barrier round trip, checkpoints of N processes)")
     ap.add_argument("--full", action="store_true", help="also the slowest sizes (64 coordinated processes)")
     args = ap.parse_args()
+    if args.tun_worker:
+        return tun_worker(args.tun_worker, args.tun_reps)
     if not os.path.exists(REWIND):
         sys.exit(f"bench: {REWIND} missing: run scripts/bench.sh, which builds it")
 
@@ -585,6 +669,9 @@ def main():
         if args.only_gdbserver:
             args.skip_checkpoint = args.skip_record = args.skip_debug = True
             bench_gdbserver(work, args.quick, add)
+        if args.only_tun:
+            args.skip_checkpoint = args.skip_record = args.skip_debug = True
+            bench_tun(work, args.quick, add)
         if args.only_kvm:
             args.skip_checkpoint = args.skip_record = args.skip_debug = True
             bench_kvm(work, args.quick, add)
@@ -606,6 +693,7 @@ def main():
                 add(f"restart-per-GiB/{case.name}", rw["restart_ms"] / 1e3 / (case.mib / 1024), "s/GiB")
         if not args.skip_checkpoint and not args.only_debug:
             bench_coordinator(work, args.quick, add, target, args.full)
+            bench_tun(work, args.quick, add)
         if not args.skip_record and not args.only_debug:
             bench_record_replay(work, args.quick, add)
             bench_kvm(work, args.quick, add)

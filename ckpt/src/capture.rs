@@ -115,6 +115,10 @@ fn capture_with(
     );
     let mut warnings = Vec::new();
     let claimed = crate::plugin::claimed_fds(plugins);
+    // Plugins whose pre_checkpoint ran get their resume even when the
+    // checkpoint fails later: what they drained goes back to the program.
+    let mut prepared = 0;
+    let mut result = Ok(());
     for p in plugins.iter_mut() {
         let mut ctx = CaptureCtx {
             claimed_fds: &claimed,
@@ -125,25 +129,39 @@ fn capture_with(
             vids: env.vids,
             warnings: &mut warnings,
         };
-        p.pre_checkpoint(&mut ctx)?;
+        result = p.pre_checkpoint(&mut ctx);
+        if result.is_err() {
+            break;
+        }
+        prepared += 1;
     }
-    let header = header(tracee, &state)?;
-    let t = std::time::Instant::now();
-    let mut writer = ImageWriter::create(path, &header, &state)?;
-    write_memory(pid, &state.regions, &mut writer)?;
-    let stats = writer.finish()?;
-    tracing::debug!(
-        "memory: {:.1} MiB stored, {} zero pages dropped; image written in {:.1} ms",
-        stats.raw_bytes as f64 / f64::from(1 << 20),
-        stats.zero_pages,
-        t.elapsed().as_secs_f64() * 1e3
-    );
-    for p in plugins.iter_mut() {
-        p.resume(&mut ResumeCtx {
+    let written = result.and_then(|()| {
+        let header = header(tracee, &state)?;
+        let t = std::time::Instant::now();
+        let mut writer = ImageWriter::create(path, &header, &state)?;
+        write_memory(pid, &state.regions, &mut writer)?;
+        let stats = writer.finish()?;
+        tracing::debug!(
+            "memory: {:.1} MiB stored, {} zero pages dropped; image written in {:.1} ms",
+            stats.raw_bytes as f64 / f64::from(1 << 20),
+            stats.zero_pages,
+            t.elapsed().as_secs_f64() * 1e3
+        );
+        Ok(stats)
+    });
+    let mut resumed = Ok(());
+    for p in plugins.iter_mut().take(prepared) {
+        let r = p.resume(&mut ResumeCtx {
             tracee,
+            injector,
             state: &state,
-        })?;
+        });
+        if resumed.is_ok() {
+            resumed = r;
+        }
     }
+    let stats = written?;
+    resumed?;
     Ok(Checkpoint {
         stats,
         warnings,

@@ -481,8 +481,8 @@ pub fn restore(
             }
         }
     }
+    // Plugins set close-on-exec on their own descriptors.
     for f in fds {
-        // Plugins place their own descriptors (with their flags) later.
         if f.cloexec && !matches!(f.kind, FdKind::Plugin { .. }) {
             call(
                 "fcntl(F_SETFD)",

@@ -50,6 +50,8 @@ pub struct CaptureCtx<'a> {
 
 pub struct ResumeCtx<'a> {
     pub tracee: &'a Tracee,
+    /// Still installed: a plugin can put back what it drained.
+    pub injector: &'a Injector,
     pub state: &'a ProcessState,
 }
 

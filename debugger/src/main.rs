@@ -317,8 +317,8 @@ struct LaunchArgs {
     #[arg(long, value_name = "D", default_value = ".")]
     ckpt_dir: PathBuf,
     /// Plugins to load, comma-separated: kvm (programs that run virtual
-    /// machines through /dev/kvm). The files and pids plugins are always
-    /// loaded.
+    /// machines through /dev/kvm), tun (programs using tun/tap devices). The
+    /// files and pids plugins are always loaded.
     #[arg(long, value_name = "P,..", value_delimiter = ',')]
     plugin: Vec<String>,
     /// Register with the `rewind coordinator` at HOST:PORT and obey it.
@@ -406,6 +406,7 @@ fn main() -> ExitCode {
     let args = std::env::args_os().map(|a| if a == "-ex" { "--ex".into() } else { a });
     let cli = Cli::parse_from(args);
     rewind_plugin_kvm::register();
+    rewind_plugin_tun::register();
     cli::init_logging(cli.verbose);
     let result = match cli.command {
         Command::Launch(a) => cli::launch(cli::LaunchRequest {

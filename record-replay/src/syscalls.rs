@@ -994,6 +994,9 @@ impl Writes<'_> {
                 let n = u64::from(self.u32_at(arg).unwrap_or(0)).min(1 << 16);
                 header + n * entry
             }
+            // TUNSETIFF writes the ifreq back (the name a "tun%d" pattern
+            // became), TUNGETIFF fills one: both are numbered as an int.
+            0x4004_54ca | 0x8004_54d2 => IFREQ,
             0x8912 => {
                 // SIOCGIFCONF: struct ifconf { int len; char *buf }, len updated.
                 if let Some(len) = self.u32_at(arg) {
@@ -1436,6 +1439,8 @@ mod tests {
         assert!(io(0x5402).is_empty()); // TCSETS
         assert_eq!(io(0x802c_542a), [(0x1000, 44)]); // TCGETS2 = _IOR('T', 0x2A, struct termios2)
         assert_eq!(io(0x8004_5430), [(0x1000, 4)]); // TIOCGPTN = _IOR('T', 0x30, unsigned int)
+        assert_eq!(io(0x4004_54ca), [(0x1000, IFREQ)]); // TUNSETIFF writes the ifreq back
+        assert_eq!(io(0x8004_54d2), [(0x1000, IFREQ)]); // TUNGETIFF
         assert!(io(0x402c_542b).is_empty()); // TCSETS2 = _IOW
         assert_eq!(io(0xc008_6601), [(0x1000, 8)]); // _IOWR('f', 1, long)
                                                     // The request is an unsigned int: garbage above bit 31 is ignored.

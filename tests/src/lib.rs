@@ -261,7 +261,7 @@ pub fn launch(program: &Command, ckpt_dir: &Path, stdout: Redirect) -> Running {
     launch_with(&[], program, ckpt_dir, stdout)
 }
 
-/// [`launch`] with extra flags for `rewind launch` (`--plugin kvm`...).
+/// [`launch`] with flags before `--` (`--plugin tun`, `--coordinator ADDR`...).
 pub fn launch_with(
     flags: &[&str],
     program: &Command,
@@ -280,12 +280,11 @@ pub fn launch_with(
 
 /// `rewind restart --ckpt-dir CKPT_DIR [--env K=V]... IMAGE`, run from CKPT_DIR.
 pub fn restart(image: &Path, ckpt_dir: &Path, env: &[(&str, &str)], stdout: Redirect) -> Running {
-    let mut cmd = Command::new(rewind_bin());
-    cmd.arg("restart").arg("--ckpt-dir").arg(ckpt_dir);
+    let mut cmd = restart_command(ckpt_dir, &[]);
     for (key, value) in env {
         cmd.arg("--env").arg(format!("{key}={value}"));
     }
-    cmd.arg(image).current_dir(ckpt_dir);
+    cmd.arg(image);
     spawn(cmd, ckpt_dir, stdout)
 }
 
@@ -300,6 +299,37 @@ where
     let mut cmd = Command::new(rewind_bin());
     cmd.args(args).current_dir(dir);
     spawn(cmd, dir, stdout)
+}
+
+/// [`restart`] with flags (such as `--plugin tun`) instead of environment changes.
+pub fn restart_with(image: &Path, ckpt_dir: &Path, flags: &[&str], stdout: Redirect) -> Running {
+    let mut cmd = restart_command(ckpt_dir, flags);
+    cmd.arg(image);
+    spawn(cmd, ckpt_dir, stdout)
+}
+
+/// `rewind restart --ckpt-dir CKPT_DIR FLAGS...` run from CKPT_DIR, the image still to be added.
+pub fn restart_command(ckpt_dir: &Path, flags: &[&str]) -> Command {
+    let mut cmd = Command::new(rewind_bin());
+    cmd.arg("restart")
+        .arg("--ckpt-dir")
+        .arg(ckpt_dir)
+        .args(flags)
+        .current_dir(ckpt_dir);
+    cmd
+}
+
+/// Any command (rewind or not) in the background the way [`launch`] runs rewind: in its own
+/// process group, stdin empty, stdout to `stdout`, stderr next to it; killed when dropped
+/// unfinished. `dir` is created (and is what [`Running::command`] talks to).
+pub fn background(cmd: Command, dir: &Path, stdout: Redirect) -> Running {
+    spawn(cmd, dir, stdout)
+}
+
+/// Runs any command to its end (at most [`COMMAND_TIMEOUT`]) with stdin empty and its output
+/// captured.
+pub fn run_command(cmd: Command) -> Finished {
+    run_to_end(cmd, COMMAND_TIMEOUT)
 }
 
 fn spawn(mut cmd: Command, ckpt_dir: &Path, stdout: Redirect) -> Running {
@@ -556,11 +586,6 @@ where
 {
     let mut cmd = Command::new(rewind_bin());
     cmd.args(args).current_dir(dir);
-    run_to_end(cmd, COMMAND_TIMEOUT)
-}
-
-/// Runs any command to completion (at most [`COMMAND_TIMEOUT`]), stdin empty, output captured.
-pub fn run_command(cmd: Command) -> Finished {
     run_to_end(cmd, COMMAND_TIMEOUT)
 }
 
