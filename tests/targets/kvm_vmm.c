@@ -3,6 +3,8 @@
 // usage: kvm_vmm [ITERATIONS (100000)] [MEM_MIB (64)] [VCPUS (1)] [REPORT_EVERY_LOG2 (12)]
 //                [OUT_DELAY_US (0): time spent handling each report (out) exit]
 //                [IN_DELAY_US (0): time spent before answering each reply (in) exit]
+// With KVM_VMM_IRQCHIP set in the environment the VM also gets an in-kernel
+// irqchip and PIT.
 // After each report the guest reads a 32-bit reply from port 0x12 and mixes
 // it into its state, so a lost, repeated or wrong reply changes every later
 // checksum.
@@ -133,6 +135,12 @@ static void *vcpu_main(void *arg) {
                     usleep(out_delay_us);
             } else if (r->io.port == PORT_DONE && done_words < 2) {
                 done[done_words++] = val;
+                /* The guest halts next; with an in-kernel irqchip KVM
+                 * keeps a halted vCPU to itself, so stop here. */
+                if (done_words == 2) {
+                    say("vcpu %d halted, checksum %08x%08x\n", v->id, done[1], done[0]);
+                    return NULL;
+                }
             }
             break;
         }
@@ -177,6 +185,17 @@ int main(int argc, char **argv) {
                               MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (mem == MAP_FAILED)
         die("mmap guest memory");
+    if (getenv("KVM_VMM_IRQCHIP")) {
+        /* An in-kernel interrupt controller and timer, as real VMMs make
+         * them (the guest never enables interrupts). */
+        if (ioctl(vm, KVM_SET_TSS_ADDR, 0xfffbd000ul) < 0)
+            die("KVM_SET_TSS_ADDR");
+        if (ioctl(vm, KVM_CREATE_IRQCHIP, 0) < 0)
+            die("KVM_CREATE_IRQCHIP");
+        struct kvm_pit_config pit = {.flags = 0};
+        if (ioctl(vm, KVM_CREATE_PIT2, &pit) < 0)
+            die("KVM_CREATE_PIT2");
+    }
     struct kvm_userspace_memory_region region = {
         .slot = 0, .guest_phys_addr = 0, .memory_size = mem_size,
         .userspace_addr = (uint64_t)(uintptr_t)mem};

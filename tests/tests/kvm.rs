@@ -52,6 +52,26 @@ fn kvm_guest_continues_after_restart() {
     chain.assert_matches(&uninterrupted);
 }
 
+/// A VM with an in-kernel interrupt controller and PIT (their creation is replayed, their state
+/// and the local APIC's are read and set).
+#[test]
+fn kvm_vm_with_irqchip_continues_after_restart() {
+    if !have_kvm() {
+        return;
+    }
+    let scratch = Scratch::new("kvm_vm_with_irqchip_continues_after_restart");
+    let mut program = vmm(&["60000", "16"]);
+    program.env("KVM_VMM_IRQCHIP", "1");
+    let uninterrupted = run_uninterrupted(&program);
+    let chain = checkpoint_chain_with(
+        &["--plugin", "kvm"],
+        &scratch,
+        &program,
+        &[Wait::LineContaining("report 5 ")],
+    );
+    chain.assert_matches(&uninterrupted);
+}
+
 #[test]
 fn kvm_restarts_twice_in_a_row() {
     if !have_kvm() {
