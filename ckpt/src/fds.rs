@@ -167,8 +167,13 @@ pub fn capture(
             } else {
                 ""
             };
+            let becomes = if link.starts_with("socket:") {
+                "a closed connection"
+            } else {
+                "/dev/null"
+            };
             warnings.push(format!(
-                "fd {fd} ({link}) cannot be checkpointed yet; it will be /dev/null after restart{hint}"
+                "fd {fd} ({link}) cannot be checkpointed yet; it will be {becomes} after restart{hint}"
             ));
             FdKind::Unsupported { what: link.clone() }
         };
@@ -448,6 +453,38 @@ pub fn restore(
                     &[u64::MAX, scratch, 8, fl],
                 )?;
                 place(tmp, f.fd)?;
+            }
+            FdKind::Unsupported { what } if what.starts_with("socket:") => {
+                // A connection to something outside the checkpoint cannot
+                // come back: it comes back closed, never silently
+                // swallowing data. One end of a socket pair whose other
+                // end is gone: reads see the end, writes fail with EPIPE.
+                let nonblock = if f.flags & libc::O_NONBLOCK as u32 != 0 {
+                    libc::SOCK_NONBLOCK as u64
+                } else {
+                    0
+                };
+                call(
+                    "socketpair",
+                    libc::SYS_socketpair,
+                    &[
+                        libc::AF_UNIX as u64,
+                        libc::SOCK_STREAM as u64 | nonblock,
+                        0,
+                        scratch,
+                    ],
+                )?;
+                let mut pair = [0u8; 8];
+                tracee.read_mem(scratch, &mut pair)?;
+                let ours = u32::from_le_bytes([pair[0], pair[1], pair[2], pair[3]]) as u64;
+                let peer = u32::from_le_bytes([pair[4], pair[5], pair[6], pair[7]]) as u64;
+                call("close", libc::SYS_close, &[peer])?;
+                place(ours, f.fd)?;
+                warnings.push(format!(
+                    "fd {} ({what}) led outside the checkpoint: it is a closed connection now \
+                     (reads see its end, writes fail with EPIPE)",
+                    f.fd
+                ));
             }
             FdKind::Unsupported { what } => {
                 let tmp = open_path("/dev/null", libc::O_RDWR as u64)?;

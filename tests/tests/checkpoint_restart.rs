@@ -467,3 +467,60 @@ fn restart_while_original_runs_translates_ids() {
         .collect();
     assert_eq!(copy, expected, "{}", first_difference(&expected, &copy));
 }
+
+/// A connection to a server outside the checkpoint cannot come back: after the restart it is a
+/// closed connection (sends fail with EPIPE), with a warning, and the server gets nothing more.
+#[test]
+fn connection_to_the_outside_comes_back_closed() {
+    use std::io::Read;
+    let scratch = Scratch::new("connection_to_the_outside_comes_back_closed");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut got = String::new();
+        let _ = conn.read_to_string(&mut got);
+        got
+    });
+    let mut program = fixture("tcp_outside");
+    program.args([port.as_str(), "30"]);
+    let mut running = launch(
+        &program,
+        &scratch.dir("ckpt-0"),
+        Redirect::to(scratch.join("before.out")),
+    );
+    running.wait_for(Wait::LineContaining("sent 5"));
+    let image = running.checkpoint_and_kill();
+    let before = running.wait_timeout(KILL_TIMEOUT);
+    let after = rewind_in(
+        &scratch.dir("ckpt-1"),
+        ["restart".as_ref(), image.as_os_str()],
+    );
+    after.assert_success();
+    // The server saw exactly what was sent (a send the checkpoint caught before its "sent" line
+    // is printed after the restart).
+    let received = server.join().unwrap();
+    let sent = |out: &str| out.lines().filter(|l| l.starts_with("sent ")).count();
+    assert_eq!(
+        received.lines().count(),
+        sent(&before.stdout) + sent(&after.stdout),
+        "server got {received:?}\n--- before:\n{}\n--- after:\n{}",
+        before.stdout,
+        after.stdout
+    );
+    // After the restart every send fails with EPIPE.
+    let lines: Vec<&str> = after.stdout.lines().collect();
+    let failures = &lines[sent(&after.stdout).min(1)..];
+    assert!(
+        sent(&after.stdout) <= 1
+            && !failures.is_empty()
+            && failures.iter().all(|l| l.ends_with("failed: Broken pipe")),
+        "sends after the restart should fail with EPIPE:\n{}",
+        after.describe()
+    );
+    assert!(
+        after.stderr.contains("closed connection"),
+        "no warning about the closed connection:\n{}",
+        after.describe()
+    );
+}
