@@ -54,49 +54,54 @@ class Case:
         self.name, self.mib, self.mode = name, mib, mode
 
 
+def checkpoint_and_restart(launch_args, ready, d, d2):
+    """`rewind launch ARGS` into `d`, wait for `ready` in its output, checkpoint
+    (engine time, wall time, image size), kill, `rewind restart` into `d2`
+    (restore time), kill. Both directories are removed after."""
+    os.makedirs(d)
+    os.makedirs(d2)
+    out = os.path.join(d, "out")
+    launch = subprocess.Popen([REWIND, "launch", "--ckpt-dir", d] + launch_args,
+                              stdout=open(out, "w"), stderr=subprocess.DEVNULL, start_new_session=True)
+    restart = None
+    try:
+        wait_for(out, ready)
+        t = time.monotonic()
+        image = rewind("command", "--ckpt-dir", d, "--checkpoint").stdout.strip()
+        wall = (time.monotonic() - t) * 1e3
+        st = json.loads(rewind("command", "--ckpt-dir", d, "--status", "--json").stdout)
+        image = os.path.join(d, os.path.basename(image))
+        size = os.path.getsize(image)
+        rewind("command", "--ckpt-dir", d, "--kill")
+        launch.wait(timeout=60)
+        err = os.path.join(d2, "err")
+        restart = subprocess.Popen([REWIND, "-v", "restart", "--ckpt-dir", d2, image],
+                                   stdout=subprocess.DEVNULL, stderr=open(err, "w"), start_new_session=True)
+        m = wait_for(err, r"restored .* in ([0-9.]+) ms")
+        rewind("command", "--ckpt-dir", d2, "--kill")
+        restart.wait(timeout=60)
+        return {"ckpt_ms": st["status"]["last_checkpoint_ms"], "ckpt_wall_ms": wall,
+                "image_bytes": size, "restart_ms": float(m.group(1))}
+    finally:
+        for p in (launch, restart):
+            if p is not None and p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+        shutil.rmtree(d, ignore_errors=True)
+        shutil.rmtree(d2, ignore_errors=True)
+
+
+def median_of(runs):
+    """Field-wise medians of checkpoint_and_restart results."""
+    return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+
+
 def bench_rewind(case, target, work, reps):
     """Median checkpoint (engine and wall) time, image size, restart time."""
-    ckpt_engine, ckpt_wall, sizes, restarts = [], [], [], []
+    runs = []
     for rep in range(reps):
         d = os.path.join(work, f"rw-{case.name}-{rep}")
-        d2 = d + "-restart"
-        os.makedirs(d)
-        os.makedirs(d2)
-        out = os.path.join(d, "out")
-        launch = subprocess.Popen(
-            [REWIND, "launch", "--ckpt-dir", d, "--", target, str(case.mib), case.mode],
-            stdout=open(out, "w"), stderr=subprocess.DEVNULL, start_new_session=True)
-        try:
-            wait_for(out, r"ready")
-            t = time.monotonic()
-            image = rewind("command", "--ckpt-dir", d, "--checkpoint").stdout.strip()
-            ckpt_wall.append((time.monotonic() - t) * 1e3)
-            st = json.loads(rewind("command", "--ckpt-dir", d, "--status", "--json").stdout)
-            ckpt_engine.append(st["status"]["last_checkpoint_ms"])
-            image = os.path.join(d, os.path.basename(image))
-            sizes.append(os.path.getsize(image))
-            rewind("command", "--ckpt-dir", d, "--kill")
-            launch.wait(timeout=60)
-            err = os.path.join(d2, "err")
-            restart = subprocess.Popen(
-                [REWIND, "-v", "restart", "--ckpt-dir", d2, image],
-                stdout=subprocess.DEVNULL, stderr=open(err, "w"), start_new_session=True)
-            try:
-                m = wait_for(err, r"restored .* in ([0-9.]+) ms")
-                restarts.append(float(m.group(1)))
-                rewind("command", "--ckpt-dir", d2, "--kill")
-                restart.wait(timeout=60)
-            finally:
-                if restart.poll() is None:
-                    os.killpg(restart.pid, signal.SIGKILL)
-        finally:
-            if launch.poll() is None:
-                os.killpg(launch.pid, signal.SIGKILL)
-            shutil.rmtree(d, ignore_errors=True)
-            shutil.rmtree(d2, ignore_errors=True)
-    med = statistics.median
-    return {"ckpt_ms": med(ckpt_engine), "ckpt_wall_ms": med(ckpt_wall),
-            "image_bytes": med(sizes), "restart_ms": med(restarts)}
+        runs.append(checkpoint_and_restart(["--", target, str(case.mib), case.mode], r"ready", d, d + "-restart"))
+    return median_of(runs)
 
 
 def criu_version():
@@ -389,48 +394,16 @@ def bench_kvm(work, quick, add):
     subprocess.run(["gcc", "-O2", "-pthread", "-o", vmm,
                     os.path.join(ROOT, "tests", "targets", "kvm_vmm.c")], check=True)
     for mib in [64] + ([] if quick else [1024]):
-        ck, ck_wall, size, rs = [], [], [], []
+        runs = []
         for rep in range(1 if quick else 3):
             d = os.path.join(work, f"kvm-{mib}-{rep}")
-            d2 = d + "-restart"
-            os.makedirs(d)
-            os.makedirs(d2)
-            out = os.path.join(d, "out")
-            launch = subprocess.Popen(
-                [REWIND, "launch", "--plugin", "kvm", "--ckpt-dir", d, "--", vmm, "100000000", str(mib), "1", "10"],
-                stdout=open(out, "w"), stderr=subprocess.DEVNULL, start_new_session=True)
-            try:
-                wait_for(out, r"report 2 ")
-                t = time.monotonic()
-                image = rewind("command", "--ckpt-dir", d, "--checkpoint").stdout.strip()
-                ck_wall.append((time.monotonic() - t) * 1e3)
-                st = json.loads(rewind("command", "--ckpt-dir", d, "--status", "--json").stdout)
-                ck.append(st["status"]["last_checkpoint_ms"])
-                image = os.path.join(d, os.path.basename(image))
-                size.append(os.path.getsize(image))
-                rewind("command", "--ckpt-dir", d, "--kill")
-                launch.wait(timeout=60)
-                err = os.path.join(d2, "err")
-                restart = subprocess.Popen([REWIND, "-v", "restart", "--ckpt-dir", d2, image],
-                                           stdout=subprocess.DEVNULL, stderr=open(err, "w"), start_new_session=True)
-                try:
-                    m = wait_for(err, r"restored .* in ([0-9.]+) ms")
-                    rs.append(float(m.group(1)))
-                    rewind("command", "--ckpt-dir", d2, "--kill")
-                    restart.wait(timeout=60)
-                finally:
-                    if restart.poll() is None:
-                        os.killpg(restart.pid, signal.SIGKILL)
-            finally:
-                if launch.poll() is None:
-                    os.killpg(launch.pid, signal.SIGKILL)
-                shutil.rmtree(d, ignore_errors=True)
-                shutil.rmtree(d2, ignore_errors=True)
-        med = statistics.median
-        add(f"kvm/checkpoint-{mib}MiB-guest", med(ck), "ms")
-        add(f"kvm/checkpoint-wall-{mib}MiB-guest", med(ck_wall), "ms")
-        add(f"kvm/image-{mib}MiB-guest", med(size) / 2**20, "MiB")
-        add(f"kvm/restart-{mib}MiB-guest", med(rs), "ms")
+            argv = ["--plugin", "kvm", "--", vmm, "100000000", str(mib), "1", "10"]
+            runs.append(checkpoint_and_restart(argv, r"report 2 ", d, d + "-restart"))
+        m = median_of(runs)
+        add(f"kvm/checkpoint-{mib}MiB-guest", m["ckpt_ms"], "ms")
+        add(f"kvm/checkpoint-wall-{mib}MiB-guest", m["ckpt_wall_ms"], "ms")
+        add(f"kvm/image-{mib}MiB-guest", m["image_bytes"] / 2**20, "MiB")
+        add(f"kvm/restart-{mib}MiB-guest", m["restart_ms"], "ms")
     args = [vmm, "20000", "64", "1", "10"]
     native = min(timed(args) for _ in range(3))
     trace = os.path.join(work, "trace-kvm")

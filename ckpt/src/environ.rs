@@ -86,19 +86,7 @@ pub fn set_vars(
     let ptrs_len = (entries.len() as u64 + 1) * 8;
     let strings_len: u64 = entries.iter().map(|e| e.len() as u64 + 1).sum();
     let size = (ptrs_len + strings_len).div_ceil(PAGE) * PAGE;
-    let base = inj.call(
-        tracee.pid,
-        "mmap for the environment",
-        libc::SYS_mmap,
-        &[
-            0,
-            size,
-            (libc::PROT_READ | libc::PROT_WRITE) as u64,
-            (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
-            u64::MAX,
-            0,
-        ],
-    )?;
+    let base = inj.map_buffer(tracee.pid, "the environment", size)?;
     let mut ptrs = Vec::with_capacity(ptrs_len as usize);
     let mut strings = Vec::with_capacity(strings_len as usize);
     let mut s_at = base + ptrs_len;

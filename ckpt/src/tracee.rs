@@ -294,6 +294,47 @@ impl Injector {
         Ok(ret as u64)
     }
 
+    /// Map `len` bytes of private, anonymous, read-write memory in the
+    /// program (room for the arguments of injected syscalls); its address.
+    pub fn map_buffer(&self, tid: pid_t, what: &str, len: u64) -> Result<u64, Error> {
+        self.call(
+            tid,
+            &format!("mmap ({what})"),
+            libc::SYS_mmap,
+            &[
+                0,
+                len,
+                (libc::PROT_READ | libc::PROT_WRITE) as u64,
+                (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
+                u64::MAX,
+                0,
+            ],
+        )
+    }
+
+    /// Run `f` with a buffer of `len` bytes mapped in the program
+    /// ([`Injector::map_buffer`]); it is unmapped after, whatever `f`
+    /// returns (`f`'s error first).
+    pub fn with_buffer<T, E: From<Error>>(
+        &self,
+        tid: pid_t,
+        what: &str,
+        len: u64,
+        f: impl FnOnce(u64) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let buf = self.map_buffer(tid, what, len)?;
+        let result = f(buf);
+        let unmapped = self.call(
+            tid,
+            &format!("munmap ({what})"),
+            libc::SYS_munmap,
+            &[buf, len],
+        );
+        let value = result?;
+        unmapped?;
+        Ok(value)
+    }
+
     /// Unmap the trampoline itself. The thread faults on the next
     /// instruction fetch; that SIGSEGV is swallowed.
     pub fn remove(self, tid: pid_t) -> Result<(), Error> {

@@ -174,20 +174,7 @@ impl KvmRecord {
         let largest = self.slots.iter().map(|s| s.size).max().unwrap_or(0);
         let bitmap_len = (largest / PAGE).div_ceil(64) * 8;
         let buf_len = bitmap_len.div_ceil(PAGE).max(1) * PAGE;
-        let buf = inj.call(
-            tid,
-            "mmap (dirty log)",
-            libc::SYS_mmap,
-            &[
-                0,
-                buf_len,
-                (libc::PROT_READ | libc::PROT_WRITE) as u64,
-                (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
-                u64::MAX,
-                0,
-            ],
-        )?;
-        let result = (|| {
+        inj.with_buffer(tid, "dirty log", buf_len, |buf| {
             let mut ranges: Vec<(u64, u64)> = Vec::new();
             for s in &self.slots {
                 let pages = s.size / PAGE;
@@ -213,8 +200,6 @@ impl KvmRecord {
                 }
             }
             Ok(ranges)
-        })();
-        let _ = inj.syscall(tid, libc::SYS_munmap, &[buf, buf_len]);
-        result
+        })
     }
 }

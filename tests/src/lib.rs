@@ -1230,3 +1230,36 @@ impl std::io::Write for Sink {
         Ok(())
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// rewind debug in batch mode
+// ---------------------------------------------------------------------------------------------
+
+/// `rewind debug --trace DIR --batch --ex C...`, run from the trace's parent directory.
+pub fn debug(dir: &Path, cmds: &[&str]) -> Finished {
+    let mut args: Vec<String> = vec![
+        "debug".into(),
+        "--trace".into(),
+        dir.display().to_string(),
+        "--batch".into(),
+    ];
+    for c in cmds {
+        args.push("--ex".into());
+        args.push(c.to_string());
+    }
+    let parent = dir.parent().unwrap_or(dir);
+    rewind_in(parent, &args)
+}
+
+/// What each `print` showed, after `$N = `.
+pub fn printed_values(output: &str) -> Vec<String> {
+    output
+        .lines()
+        .filter(|l| l.starts_with('$'))
+        .map(|l| {
+            l.split_once(" = ")
+                .map(|x| x.1.to_string())
+                .unwrap_or_default()
+        })
+        .collect()
+}

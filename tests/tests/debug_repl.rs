@@ -12,35 +12,6 @@ use rewind_tests::*;
 const NO_AVX: &str =
     "glibc.cpu.hwcaps=-AVX2,-AVX,-AVX512F,-AVX512VL,-AVX512BW,-EVEX,-BMI2,-ERMS,-FSRM";
 
-/// `rewind debug --trace DIR --batch --ex C...`.
-fn debug(dir: &std::path::Path, cmds: &[&str]) -> Finished {
-    let mut args: Vec<String> = vec![
-        "debug".into(),
-        "--trace".into(),
-        dir.display().to_string(),
-        "--batch".into(),
-    ];
-    for c in cmds {
-        args.push("--ex".into());
-        args.push(c.to_string());
-    }
-    let parent = dir.parent().unwrap_or(dir);
-    rewind_in(parent, &args)
-}
-
-/// What each `print` showed, after `$N = `.
-fn printed_values(output: &str) -> Vec<String> {
-    output
-        .lines()
-        .filter(|l| l.starts_with('$'))
-        .map(|l| {
-            l.split_once(" = ")
-                .map(|x| x.1.to_string())
-                .unwrap_or_default()
-        })
-        .collect()
-}
-
 /// After every motion command, `p $pc`; the `<symbol+offset>` of each.
 fn with_pcs(cmds: &[&str]) -> Vec<String> {
     let mut out = Vec::new();

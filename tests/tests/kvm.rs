@@ -302,30 +302,6 @@ fn assert_no_process_running(name: &str, arg: &str) {
 // Record, replay and debug backwards (KVM_RUN is an event: kvm_run and dirtied guest memory)
 // ---------------------------------------------------------------------------------------------
 
-/// `rewind debug --trace DIR --batch --ex C...`, from the trace's parent directory.
-fn debug(dir: &std::path::Path, cmds: &[&str]) -> Finished {
-    let mut args: Vec<String> = vec![
-        "debug".into(),
-        "--trace".into(),
-        dir.display().to_string(),
-        "--batch".into(),
-    ];
-    for c in cmds {
-        args.push("--ex".into());
-        args.push(c.to_string());
-    }
-    rewind_in(dir.parent().unwrap_or(dir), &args)
-}
-
-/// What each `print` showed, after `$N = `.
-fn printed_values(output: &str) -> Vec<String> {
-    output
-        .lines()
-        .filter(|l| l.starts_with('$'))
-        .filter_map(|l| l.split_once(" = ").map(|x| x.1.trim().to_string()))
-        .collect()
-}
-
 /// The checksum the live run printed for `report N` of vCPU 0.
 fn live_checksum(live: &str, n: u32) -> String {
     let prefix = format!("vcpu 0 report {n} checksum ");

@@ -262,13 +262,14 @@ impl Plugin for Kvm {
                 abi::name(*req)
             ));
         }
-        let remote = Remote::map(ctx.tracee, ctx.injector, ctx.tracee.pid)?;
-        let captured = capture_vm(&remote, ctx.state, &self.log, vm_fd, &vcpus);
-        remote.unmap()?;
+        let state = &*ctx.state;
+        let captured = Remote::with(ctx.tracee, ctx.injector, |remote| {
+            capture_vm(remote, state, &self.log, vm_fd, &vcpus)
+        })?;
         let saved = Saved {
             vm_type,
             log: self.log.clone(),
-            vm: captured?,
+            vm: captured,
         };
         let bytes = bincode::serde::encode_to_vec(&saved, bincode::config::standard())
             .map_err(|e| Error::Tracee(format!("kvm: cannot encode the VM state: {e}")))?;
@@ -284,11 +285,9 @@ impl Plugin for Kvm {
             bincode::serde::decode_from_slice(bytes, bincode::config::standard()).map_err(|e| {
                 Error::Restore(format!("kvm: the image's VM state is corrupt: {e}"))
             })?;
-        let remote = Remote::map(ctx.tracee, ctx.injector, ctx.tracee.pid)?;
-        let result = restore_vm(&remote, ctx.state, &saved);
-        let unmapped = remote.unmap();
-        result?;
-        unmapped?;
+        Remote::with(ctx.tracee, ctx.injector, |remote| {
+            restore_vm(remote, ctx.state, &saved)
+        })?;
         self.vm_type = Some(saved.vm_type);
         self.vms_created = 1;
         self.log = saved.log;
@@ -378,37 +377,21 @@ struct Remote<'a> {
 const BUF_SIZE: usize = 64 * 1024;
 
 impl<'a> Remote<'a> {
-    fn map(tracee: &'a Tracee, inj: &'a Injector, tid: pid_t) -> Result<Remote<'a>, Error> {
-        let buf = inj.call(
-            tid,
-            "mmap (kvm plugin buffer)",
-            libc::SYS_mmap,
-            &[
-                0,
-                BUF_SIZE as u64,
-                (libc::PROT_READ | libc::PROT_WRITE) as u64,
-                (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
-                u64::MAX,
-                0,
-            ],
-        )?;
-        Ok(Remote {
-            tracee,
-            inj,
-            tid,
-            buf,
+    /// Run `f` with a buffer mapped in the program, unmapped after.
+    fn with<T>(
+        tracee: &'a Tracee,
+        inj: &'a Injector,
+        f: impl FnOnce(&Remote) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let tid = tracee.pid;
+        inj.with_buffer(tid, "kvm plugin buffer", BUF_SIZE as u64, |buf| {
+            f(&Remote {
+                tracee,
+                inj,
+                tid,
+                buf,
+            })
         })
-    }
-
-    fn unmap(self) -> Result<(), Error> {
-        self.inj
-            .call(
-                self.tid,
-                "munmap (kvm plugin buffer)",
-                libc::SYS_munmap,
-                &[self.buf, BUF_SIZE as u64],
-            )
-            .map(drop)
     }
 
     fn syscall(&self, nr: i64, args: &[u64]) -> Result<i64, Error> {

@@ -35,35 +35,14 @@ impl<'a> Prog<'a> {
         f: impl FnOnce(&Prog) -> Result<T, Error>,
     ) -> Result<T, Error> {
         let tid = tracee.pid;
-        let buf = inj.call(
-            tid,
-            "mmap (tun plugin buffer)",
-            libc::SYS_mmap,
-            &[
-                0,
-                BUF_LEN,
-                (libc::PROT_READ | libc::PROT_WRITE) as u64,
-                (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
-                u64::MAX,
-                0,
-            ],
-        )?;
-        let p = Prog {
-            tracee,
-            inj,
-            tid,
-            buf,
-        };
-        let result = f(&p);
-        let unmapped = inj.call(
-            tid,
-            "munmap (tun plugin buffer)",
-            libc::SYS_munmap,
-            &[buf, BUF_LEN],
-        );
-        let value = result?;
-        unmapped?;
-        Ok(value)
+        inj.with_buffer(tid, "tun plugin buffer", BUF_LEN, |buf| {
+            f(&Prog {
+                tracee,
+                inj,
+                tid,
+                buf,
+            })
+        })
     }
 
     /// The raw result (negative errno on failure); Err only when the
