@@ -70,6 +70,7 @@ pub fn capture(
         .collect();
     fds.sort_unstable();
     let mut pipes_seen: HashMap<u64, ()> = HashMap::new();
+    let mut pairs = SocketPairs::new(pid, &fds);
     let mut out = Vec::new();
     for fd in fds {
         let link_path = format!("/proc/{pid}/fd/{fd}");
@@ -111,6 +112,8 @@ pub fn capture(
                 write_end: flags & libc::O_ACCMODE as u32 == libc::O_WRONLY as u32,
                 buffered,
             }
+        } else if let Some(pair) = pairs.end(fd, &link)? {
+            pair
         } else if link == "anon_inode:[eventfd]" {
             FdKind::EventFd {
                 count: fdinfo_field(&info, "eventfd-count:")
@@ -209,6 +212,112 @@ fn epoll_watches(info: &str) -> Vec<EpollWatch> {
 
 /// Read the bytes buffered in a pipe and put them straight back, through a
 /// second read-write description of the same pipe.
+/// The socket pairs of a process whose two ends are both its own, found
+/// through the kernel's socket diagnostics (asked once, when the process
+/// has unix sockets at all).
+struct SocketPairs {
+    pid: pid_t,
+    /// Inode of every socket descriptor, and the first fd holding it.
+    inodes: HashMap<u64, i32>,
+    diag: Option<HashMap<u64, crate::unix_sockets::UnixSocket>>,
+    drained: HashMap<u64, ()>,
+}
+
+impl SocketPairs {
+    fn new(pid: pid_t, fds: &[i32]) -> SocketPairs {
+        let mut inodes = HashMap::new();
+        for &fd in fds {
+            let Ok(link) = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")) else {
+                continue;
+            };
+            if let Some(ino) = socket_inode(&link.to_string_lossy()) {
+                inodes.entry(ino).or_insert(fd);
+            }
+        }
+        SocketPairs {
+            pid,
+            inodes,
+            diag: None,
+            drained: HashMap::new(),
+        }
+    }
+
+    /// `fd` as one end of a pair, with what waits to be read at it (the
+    /// first time its socket is seen); None for any other descriptor.
+    fn end(&mut self, fd: i32, link: &str) -> Result<Option<FdKind>, Error> {
+        let Some(ino) = socket_inode(link) else {
+            return Ok(None);
+        };
+        if self.diag.is_none() {
+            self.diag = Some(crate::unix_sockets::all().unwrap_or_default());
+        }
+        let Some(sock) = self.diag.as_ref().and_then(|d| d.get(&ino).copied()) else {
+            return Ok(None);
+        };
+        let Some(&peer_fd) = self.inodes.get(&sock.peer) else {
+            return Ok(None);
+        };
+        let queued = if self.drained.insert(ino, ()).is_none() {
+            self.drain_and_refill(fd, peer_fd, sock.ty)?
+        } else {
+            Vec::new()
+        };
+        Ok(Some(FdKind::UnixPair {
+            id: ino.min(sock.peer),
+            end: u8::from(ino > sock.peer),
+            sock_type: sock.ty,
+            queued,
+        }))
+    }
+
+    /// Read everything waiting at `fd` (through a copy of the descriptor),
+    /// then send it again from the peer so the program loses nothing.
+    fn drain_and_refill(&self, fd: i32, peer_fd: i32, ty: i32) -> Result<Vec<Vec<u8>>, Error> {
+        use nix::sys::socket::{recv, send, MsgFlags};
+        let fail = |what: &str, e: nix::errno::Errno| {
+            Error::Tracee(format!("socket pair at fd {fd}: {what}: {e}"))
+        };
+        let ours =
+            crate::sys::process::pidfd_getfd(self.pid, fd).map_err(|e| fail("pidfd_getfd", e))?;
+        let peer = crate::sys::process::pidfd_getfd(self.pid, peer_fd)
+            .map_err(|e| fail("pidfd_getfd", e))?;
+        let stream = ty == libc::SOCK_STREAM;
+        let mut queued: Vec<Vec<u8>> = Vec::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        for _ in 0..100_000 {
+            match recv(ours.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
+                Ok(0) if stream => break,
+                Ok(n) => queued.push(buf[..n].to_vec()),
+                Err(nix::errno::Errno::EAGAIN) => break,
+                Err(e) => return Err(fail("recv", e)),
+            }
+        }
+        if stream && queued.len() > 1 {
+            queued = vec![queued.concat()];
+        }
+        for m in &queued {
+            // A stream may take its bytes in pieces; a message goes whole.
+            let mut sent = 0;
+            loop {
+                let n = send(peer.as_raw_fd(), &m[sent..], MsgFlags::MSG_DONTWAIT)
+                    .map_err(|e| fail("send", e))?;
+                sent += n;
+                if sent >= m.len() || n == 0 {
+                    break;
+                }
+            }
+        }
+        Ok(queued)
+    }
+}
+
+fn socket_inode(link: &str) -> Option<u64> {
+    link.strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
+}
+
 fn drain_and_refill(link_path: &str) -> Result<Vec<u8>, Error> {
     let mut pipe = std::fs::OpenOptions::new()
         .read(true)
@@ -292,6 +401,9 @@ pub fn restore(
         )
     };
     let mut pipes: HashMap<u64, (u64, u64)> = HashMap::new();
+    let mut socket_pairs: HashMap<u64, [u64; 2]> = HashMap::new();
+    let mut placed_ends: HashMap<(u64, u8), i32> = HashMap::new();
+    let mut socket_data: Vec<(u64, u8, Vec<Vec<u8>>)> = Vec::new();
     let mut pipe_data: Vec<(i32, Vec<u8>)> = Vec::new();
     for f in fds
         .iter()
@@ -389,6 +501,57 @@ pub fn restore(
                 )?;
                 if !buffered.is_empty() {
                     pipe_data.push((f.fd, buffered.clone()));
+                }
+                call(
+                    "fcntl(F_SETFL)",
+                    libc::SYS_fcntl,
+                    &[f.fd as u64, libc::F_SETFL as u64, keep_flags],
+                )?;
+            }
+            FdKind::UnixPair {
+                id,
+                end,
+                sock_type,
+                queued,
+            } => {
+                let ends = match socket_pairs.get(id) {
+                    Some(&ends) => ends,
+                    None => {
+                        call(
+                            "socketpair",
+                            libc::SYS_socketpair,
+                            &[libc::AF_UNIX as u64, *sock_type as u64, 0, scratch],
+                        )?;
+                        let mut b = [0u8; 8];
+                        tracee.read_mem(scratch, &mut b)?;
+                        let mut ends = [0u64; 2];
+                        for (i, e) in ends.iter_mut().enumerate() {
+                            let tmp = i32::from_le_bytes([
+                                b[4 * i],
+                                b[4 * i + 1],
+                                b[4 * i + 2],
+                                b[4 * i + 3],
+                            ]) as u64;
+                            // Above the target numbers until placed.
+                            *e = call(
+                                "fcntl(F_DUPFD)",
+                                libc::SYS_fcntl,
+                                &[tmp, libc::F_DUPFD as u64, high],
+                            )?;
+                            call("close", libc::SYS_close, &[tmp])?;
+                        }
+                        socket_pairs.insert(*id, ends);
+                        ends
+                    }
+                };
+                call(
+                    "dup2",
+                    libc::SYS_dup2,
+                    &[ends[usize::from(*end & 1)], f.fd as u64],
+                )?;
+                placed_ends.entry((*id, *end)).or_insert(f.fd);
+                if !queued.is_empty() {
+                    socket_data.push((*id, *end, queued.clone()));
                 }
                 call(
                     "fcntl(F_SETFL)",
@@ -534,6 +697,31 @@ pub fn restore(
         libc::SYS_close_range,
         &[hi, u32::MAX as u64, 0],
     )?;
+    // What waited at one end of a socket pair is sent again by the other.
+    for (id, end, queued) in socket_data {
+        let Some(&peer_fd) = placed_ends.get(&(id, 1 - (end & 1))) else {
+            continue;
+        };
+        let peer = crate::sys::process::pidfd_getfd(tid, peer_fd).map_err(|e| {
+            Error::Restore(format!("socket pair at fd {peer_fd}: pidfd_getfd: {e}"))
+        })?;
+        for m in &queued {
+            // A stream may take its bytes in pieces; a message goes whole.
+            let mut sent = 0;
+            loop {
+                let n = nix::sys::socket::send(
+                    peer.as_raw_fd(),
+                    &m[sent..],
+                    nix::sys::socket::MsgFlags::MSG_DONTWAIT,
+                )
+                .map_err(|e| Error::Restore(format!("socket pair at fd {peer_fd}: refill: {e}")))?;
+                sent += n;
+                if sent >= m.len() || n == 0 {
+                    break;
+                }
+            }
+        }
+    }
     for (fd, data) in pipe_data {
         let proc_path = format!("/proc/{tid}/fd/{fd}");
         std::fs::OpenOptions::new()

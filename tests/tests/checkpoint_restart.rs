@@ -524,3 +524,40 @@ fn connection_to_the_outside_comes_back_closed() {
         after.describe()
     );
 }
+
+/// Socket pairs whose two ends are the program's own come back connected, with what was queued
+/// in them at the checkpoint delivered once, in order (datagram boundaries kept).
+#[test]
+fn restart_keeps_socket_pairs_and_their_queued_messages() {
+    let scratch = Scratch::new("restart_keeps_socket_pairs_and_their_queued_messages");
+    let program = fixture("socketpair_queue");
+    let uninterrupted = run_uninterrupted(&program);
+    checkpoint_kill_restart(&scratch, &program, Wait::LineContaining("got line 10"))
+        .assert_matches(&uninterrupted);
+}
+
+/// The same, checkpointed twice without being killed: draining the pairs for the image must not
+/// take anything from the running program.
+#[test]
+fn checkpoints_leave_socket_pairs_untouched() {
+    let scratch = Scratch::new("checkpoints_leave_socket_pairs_untouched");
+    let program = fixture("socketpair_queue");
+    let uninterrupted = run_uninterrupted(&program);
+    let mut running = launch(
+        &program,
+        &scratch.dir("ckpt-0"),
+        Redirect::to(scratch.join("live.out")),
+    );
+    running.wait_for(Wait::LineContaining("got line 5"));
+    running.checkpoint();
+    running.wait_for(Wait::LineContaining("got line 12"));
+    running.checkpoint();
+    let done = running.wait();
+    done.assert_success();
+    assert_eq!(
+        done.stdout,
+        String::from_utf8_lossy(&uninterrupted.stdout),
+        "{}",
+        done.describe()
+    );
+}

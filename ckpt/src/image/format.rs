@@ -256,6 +256,17 @@ pub enum FdKind {
     Unsupported {
         what: String,
     },
+    /// One end of a connected pair of unix sockets whose two ends are both
+    /// in the program (socketpair): the pair is made again; `queued` holds
+    /// what waited to be read at this end (messages, or stream bytes).
+    UnixPair {
+        /// The smaller inode of the two ends.
+        id: u64,
+        /// 0 for the end with the smaller inode.
+        end: u8,
+        sock_type: i32,
+        queued: Vec<Vec<u8>>,
+    },
     /// A descriptor a plugin recreates at restart (a KVM VM, a tun device):
     /// the file plugin leaves its number free.
     Plugin {

@@ -299,3 +299,25 @@ pub fn ignore_terminal_signals() {
         unsafe { libc::signal(sig, libc::SIG_IGN) };
     }
 }
+
+/// A copy, in this process, of descriptor `fd` of process `pid`
+/// (pidfd_open + pidfd_getfd; the caller must be allowed to ptrace `pid`).
+pub fn pidfd_getfd(pid: pid_t, fd: i32) -> Result<OwnedFd, Errno> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open takes plain integers and returns a new descriptor
+    // or -1.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if pidfd < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: pidfd is a descriptor we own, just returned by the kernel.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
+    // SAFETY: pidfd_getfd takes plain integers and returns a new descriptor
+    // or -1.
+    let copy = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+    if copy < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: copy is a descriptor we own, just returned by the kernel.
+    Ok(unsafe { OwnedFd::from_raw_fd(copy as i32) })
+}
