@@ -71,6 +71,7 @@ pub fn capture(
     fds.sort_unstable();
     let mut pipes_seen: HashMap<u64, ()> = HashMap::new();
     let mut pairs = SocketPairs::new(pid, &fds);
+    let mut listening: Option<HashMap<u64, FdKind>> = None;
     let mut out = Vec::new();
     for fd in fds {
         let link_path = format!("/proc/{pid}/fd/{fd}");
@@ -114,6 +115,10 @@ pub fn capture(
             }
         } else if let Some(pair) = pairs.end(fd, &link)? {
             pair
+        } else if let Some(listener) = socket_inode(&link)
+            .and_then(|i| listening.get_or_insert_with(|| listeners(pid)).remove(&i))
+        {
+            listener
         } else if link == "anon_inode:[eventfd]" {
             FdKind::EventFd {
                 count: fdinfo_field(&info, "eventfd-count:")
@@ -309,6 +314,50 @@ impl SocketPairs {
         }
         Ok(queued)
     }
+}
+
+/// The process's listening TCP sockets by inode, from /proc/PID/net/tcp
+/// and tcp6 (its network namespace's).
+fn listeners(pid: pid_t) -> HashMap<u64, FdKind> {
+    let mut out = HashMap::new();
+    for (file, v6) in [("tcp", false), ("tcp6", true)] {
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{file}")) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // sl local rem st queues tr retrnsmt uid timeout inode
+            if f.len() < 10 || f[3] != "0A" {
+                continue;
+            }
+            let (Some((addr, port)), Ok(ino)) = (f[1].split_once(':'), f[9].parse::<u64>()) else {
+                continue;
+            };
+            // Each 32-bit word is printed as the host sees the network
+            // order bytes.
+            let mut bytes = Vec::new();
+            for word in addr.as_bytes().chunks(8) {
+                let Ok(w) = u32::from_str_radix(std::str::from_utf8(word).unwrap_or(""), 16) else {
+                    continue;
+                };
+                bytes.extend_from_slice(&w.to_ne_bytes());
+            }
+            let Ok(port) = u16::from_str_radix(port, 16) else {
+                continue;
+            };
+            if bytes.len() == if v6 { 16 } else { 4 } {
+                out.insert(
+                    ino,
+                    FdKind::TcpListener {
+                        v6,
+                        addr: bytes,
+                        port,
+                    },
+                );
+            }
+        }
+    }
+    out
 }
 
 fn socket_inode(link: &str) -> Option<u64> {
@@ -553,6 +602,71 @@ pub fn restore(
                 if !queued.is_empty() {
                     socket_data.push((*id, *end, queued.clone()));
                 }
+                call(
+                    "fcntl(F_SETFL)",
+                    libc::SYS_fcntl,
+                    &[f.fd as u64, libc::F_SETFL as u64, keep_flags],
+                )?;
+            }
+            FdKind::TcpListener { v6, addr, port } => {
+                let (family, sockaddr) = if *v6 {
+                    let mut a = (libc::AF_INET6 as u16).to_ne_bytes().to_vec();
+                    a.extend_from_slice(&port.to_be_bytes());
+                    a.extend_from_slice(&[0; 4]);
+                    a.extend_from_slice(addr);
+                    a.extend_from_slice(&[0; 4]);
+                    (libc::AF_INET6, a)
+                } else {
+                    let mut a = (libc::AF_INET as u16).to_ne_bytes().to_vec();
+                    a.extend_from_slice(&port.to_be_bytes());
+                    a.extend_from_slice(addr);
+                    a.extend_from_slice(&[0; 8]);
+                    (libc::AF_INET, a)
+                };
+                let shown = if *v6 {
+                    format!(
+                        "[{}]:{port}",
+                        std::net::Ipv6Addr::from(
+                            <[u8; 16]>::try_from(addr.as_slice()).unwrap_or([0; 16])
+                        )
+                    )
+                } else {
+                    format!(
+                        "{}:{port}",
+                        std::net::Ipv4Addr::from(
+                            <[u8; 4]>::try_from(addr.as_slice()).unwrap_or([0; 4])
+                        )
+                    )
+                };
+                let tmp = call(
+                    "socket",
+                    libc::SYS_socket,
+                    &[family as u64, libc::SOCK_STREAM as u64, 0],
+                )?;
+                tracee.write_mem(scratch, &1i32.to_ne_bytes())?;
+                call(
+                    "setsockopt(SO_REUSEADDR)",
+                    libc::SYS_setsockopt,
+                    &[
+                        tmp,
+                        libc::SOL_SOCKET as u64,
+                        libc::SO_REUSEADDR as u64,
+                        scratch,
+                        4,
+                    ],
+                )?;
+                tracee.write_mem(scratch, &sockaddr)?;
+                let bound =
+                    inj.syscall(tid, libc::SYS_bind, &[tmp, scratch, sockaddr.len() as u64])?;
+                if bound < 0 {
+                    return Err(Error::Restore(format!(
+                        "cannot listen on {shown} again (fd {}): {}",
+                        f.fd,
+                        crate::tracee::errno_text(bound)
+                    )));
+                }
+                call("listen", libc::SYS_listen, &[tmp, 4096])?;
+                place(tmp, f.fd)?;
                 call(
                     "fcntl(F_SETFL)",
                     libc::SYS_fcntl,

@@ -561,3 +561,82 @@ fn checkpoints_leave_socket_pairs_untouched() {
         done.describe()
     );
 }
+
+/// One client of tcp_server: sends `line`, returns the answer.
+fn tcp_client(port: u16, line: &str) -> String {
+    use std::io::{Read, Write};
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        match std::net::TcpStream::connect(("127.0.0.1", port)) {
+            Ok(mut s) => {
+                s.write_all(format!("{line}\n").as_bytes()).unwrap();
+                let mut answer = String::new();
+                let _ = s.read_to_string(&mut answer);
+                return answer;
+            }
+            Err(e) if std::time::Instant::now() > deadline => panic!("connect to {port}: {e}"),
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+        }
+    }
+}
+
+/// A listening TCP socket is bound again at restart: clients after the restart reach the same
+/// server, which goes on numbering them.
+#[test]
+fn restart_listens_again_on_the_same_port() {
+    let scratch = Scratch::new("restart_listens_again_on_the_same_port");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap();
+    let mut program = fixture("tcp_server");
+    program.args([port.to_string().as_str(), "3"]);
+    // Uninterrupted, with the same three clients.
+    let native = {
+        let mut cmd = std::process::Command::new(program.get_program());
+        cmd.args(program.get_args())
+            .stdout(std::process::Stdio::piped());
+        let child = cmd.spawn().unwrap();
+        let answers: Vec<String> = ["one", "two", "three"]
+            .iter()
+            .map(|l| tcp_client(port, l))
+            .collect();
+        let out = child.wait_with_output().unwrap();
+        (String::from_utf8_lossy(&out.stdout).into_owned(), answers)
+    };
+    let mut running = launch(
+        &program,
+        &scratch.dir("ckpt-0"),
+        Redirect::to(scratch.join("before.out")),
+    );
+    running.wait_for(Wait::LineContaining("listening"));
+    let first = tcp_client(port, "one");
+    running.wait_for(Wait::LineContaining("client 1"));
+    let image = running.checkpoint_and_kill();
+    let before = running.wait_timeout(KILL_TIMEOUT);
+    let mut restarted = restart(
+        &image,
+        &scratch.dir("ckpt-1"),
+        &[],
+        Redirect::to(scratch.join("after.out")),
+    );
+    let rest: Vec<String> = ["two", "three"]
+        .iter()
+        .map(|l| tcp_client(port, l))
+        .collect();
+    restarted.wait_for(Wait::LineContaining("done"));
+    let after = restarted.wait();
+    after.assert_success();
+    assert_eq!(
+        [vec![first], rest].concat(),
+        native.1,
+        "answers differ\n{}",
+        after.describe()
+    );
+    assert_eq!(
+        format!("{}{}", before.stdout, after.stdout),
+        native.0,
+        "{}",
+        after.describe()
+    );
+}

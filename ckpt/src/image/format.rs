@@ -267,6 +267,13 @@ pub enum FdKind {
         sock_type: i32,
         queued: Vec<Vec<u8>>,
     },
+    /// A listening TCP socket: bound again to its address and port.
+    TcpListener {
+        v6: bool,
+        /// The address, 4 or 16 bytes in network order.
+        addr: Vec<u8>,
+        port: u16,
+    },
     /// A descriptor a plugin recreates at restart (a KVM VM, a tun device):
     /// the file plugin leaves its number free.
     Plugin {
