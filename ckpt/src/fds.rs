@@ -256,9 +256,17 @@ impl SocketPairs {
         if self.diag.is_none() {
             self.diag = Some(crate::unix_sockets::all().unwrap_or_default());
         }
-        let Some(sock) = self.diag.as_ref().and_then(|d| d.get(&ino).copied()) else {
+        let Some(sock) = self.diag.as_ref().and_then(|d| d.get(&ino).cloned()) else {
             return Ok(None);
         };
+        if sock.state == crate::unix_sockets::LISTEN {
+            if let Some(name) = sock.name.clone().filter(|n| !n.is_empty()) {
+                return Ok(Some(FdKind::UnixListener {
+                    name,
+                    sock_type: sock.ty,
+                }));
+            }
+        }
         let Some(&peer_fd) = self.inodes.get(&sock.peer) else {
             return Ok(None);
         };
@@ -661,6 +669,49 @@ pub fn restore(
                 if bound < 0 {
                     return Err(Error::Restore(format!(
                         "cannot listen on {shown} again (fd {}): {}",
+                        f.fd,
+                        crate::tracee::errno_text(bound)
+                    )));
+                }
+                call("listen", libc::SYS_listen, &[tmp, 4096])?;
+                place(tmp, f.fd)?;
+                call(
+                    "fcntl(F_SETFL)",
+                    libc::SYS_fcntl,
+                    &[f.fd as u64, libc::F_SETFL as u64, keep_flags],
+                )?;
+            }
+            FdKind::UnixListener { name, sock_type } => {
+                let shown = String::from_utf8_lossy(name).replace('\0', "@");
+                // A path the old listener left behind is in the way.
+                if name.first() != Some(&0) {
+                    use std::os::unix::ffi::OsStrExt;
+                    use std::os::unix::fs::FileTypeExt;
+                    let given = std::path::Path::new(std::ffi::OsStr::from_bytes(name));
+                    // A relative name is the program's, from its cwd.
+                    let path = std::path::Path::new(&format!("/proc/{tid}/cwd")).join(given);
+                    if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_socket()) {
+                        let _ = std::fs::remove_file(&path);
+                    }
+                }
+                let mut sockaddr = (libc::AF_UNIX as u16).to_ne_bytes().to_vec();
+                sockaddr.extend_from_slice(name);
+                if sockaddr.len() > 110 {
+                    return Err(Error::Restore(format!(
+                        "unix socket name too long: {shown}"
+                    )));
+                }
+                let tmp = call(
+                    "socket",
+                    libc::SYS_socket,
+                    &[libc::AF_UNIX as u64, *sock_type as u64, 0],
+                )?;
+                tracee.write_mem(scratch, &sockaddr)?;
+                let bound =
+                    inj.syscall(tid, libc::SYS_bind, &[tmp, scratch, sockaddr.len() as u64])?;
+                if bound < 0 {
+                    return Err(Error::Restore(format!(
+                        "cannot listen on unix socket {shown} again (fd {}): {}",
                         f.fd,
                         crate::tracee::errno_text(bound)
                     )));

@@ -17,16 +17,25 @@ const NLM_F_REQUEST: u16 = 1;
 const NLM_F_DUMP: u16 = 0x300;
 const NLMSG_DONE: u16 = 3;
 const NLMSG_ERROR: u16 = 2;
+const UDIAG_SHOW_NAME: u32 = 1;
 const UDIAG_SHOW_PEER: u32 = 4;
+const UNIX_DIAG_NAME: u16 = 0;
 const UNIX_DIAG_PEER: u16 = 2;
+/// TCP_LISTEN, the state of a listening unix socket.
+pub const LISTEN: u8 = 10;
 
 /// One unix socket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnixSocket {
     /// SOCK_STREAM, SOCK_DGRAM or SOCK_SEQPACKET.
     pub ty: i32,
+    /// TCP_* state numbers (LISTEN for a listener).
+    pub state: u8,
     /// The peer's inode, 0 when not connected.
     pub peer: u64,
+    /// The address it is bound to (a path, or an abstract name starting
+    /// with a NUL byte), if any.
+    pub name: Option<Vec<u8>>,
 }
 
 /// Every unix socket of this network namespace, by inode.
@@ -69,7 +78,7 @@ fn request() -> Vec<u8> {
     req.extend_from_slice(&0u16.to_ne_bytes());
     req.extend_from_slice(&u32::MAX.to_ne_bytes());
     req.extend_from_slice(&0u32.to_ne_bytes());
-    req.extend_from_slice(&UDIAG_SHOW_PEER.to_ne_bytes());
+    req.extend_from_slice(&(UDIAG_SHOW_PEER | UDIAG_SHOW_NAME).to_ne_bytes());
     req.extend_from_slice(&[0xff; 8]);
     req
 }
@@ -104,7 +113,9 @@ fn parse(mut b: &[u8], out: &mut HashMap<u64, UnixSocket>) -> bool {
             let ino = u64::from(u32_at(msg, 4));
             let mut sock = UnixSocket {
                 ty: i32::from(msg[1]),
+                state: msg[2],
                 peer: 0,
+                name: None,
             };
             let mut attrs = &msg[16..];
             while attrs.len() >= 4 {
@@ -112,8 +123,20 @@ fn parse(mut b: &[u8], out: &mut HashMap<u64, UnixSocket>) -> bool {
                 if alen < 4 || alen > attrs.len() {
                     break;
                 }
-                if u16_at(attrs, 2) == UNIX_DIAG_PEER {
-                    sock.peer = u64::from(u32_at(attrs, 4));
+                match u16_at(attrs, 2) {
+                    UNIX_DIAG_PEER => sock.peer = u64::from(u32_at(attrs, 4)),
+                    UNIX_DIAG_NAME => {
+                        let mut name = attrs[4..alen].to_vec();
+                        // A path ends at its NUL; an abstract name (leading
+                        // NUL) is exactly its length.
+                        if name.first() != Some(&0) {
+                            if let Some(end) = name.iter().position(|&b| b == 0) {
+                                name.truncate(end);
+                            }
+                        }
+                        sock.name = Some(name);
+                    }
+                    _ => {}
                 }
                 let step = ((alen + 3) & !3).min(attrs.len());
                 attrs = &attrs[step..];
@@ -144,5 +167,20 @@ mod tests {
         assert_eq!(all.get(&ia).map(|s| s.peer), Some(ib));
         assert_eq!(all.get(&ib).map(|s| s.peer), Some(ia));
         assert_eq!(all.get(&ia).map(|s| s.ty), Some(libc::SOCK_STREAM));
+        let dir = std::env::temp_dir().join(format!("rewind-diag-{}", std::process::id()));
+        let path = dir.with_extension("sock");
+        let l = std::os::unix::net::UnixListener::bind(&path).expect("bind");
+        let all = super::all().expect("sock_diag");
+        let s = all
+            .get(
+                &std::fs::metadata(format!("/proc/self/fd/{}", l.as_raw_fd()))
+                    .map(|m| m.ino())
+                    .expect("fd metadata"),
+            )
+            .cloned()
+            .expect("the listener");
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(s.state, LISTEN);
+        assert_eq!(s.name, Some(path.as_os_str().as_encoded_bytes().to_vec()));
     }
 }

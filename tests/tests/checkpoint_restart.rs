@@ -564,43 +564,42 @@ fn checkpoints_leave_socket_pairs_untouched() {
 
 /// One client of tcp_server: sends `line`, returns the answer.
 fn tcp_client(port: u16, line: &str) -> String {
-    use std::io::{Read, Write};
+    talk(|| std::net::TcpStream::connect(("127.0.0.1", port)), line)
+}
+
+/// Connect (retrying while the server is not listening yet), send `line`, read the answer.
+fn talk<S: std::io::Read + std::io::Write>(
+    connect: impl Fn() -> std::io::Result<S>,
+    line: &str,
+) -> String {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
-        match std::net::TcpStream::connect(("127.0.0.1", port)) {
+        match connect() {
             Ok(mut s) => {
                 s.write_all(format!("{line}\n").as_bytes()).unwrap();
                 let mut answer = String::new();
                 let _ = s.read_to_string(&mut answer);
                 return answer;
             }
-            Err(e) if std::time::Instant::now() > deadline => panic!("connect to {port}: {e}"),
+            Err(e) if std::time::Instant::now() > deadline => panic!("connect: {e}"),
             Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
         }
     }
 }
 
-/// A listening TCP socket is bound again at restart: clients after the restart reach the same
-/// server, which goes on numbering them.
-#[test]
-fn restart_listens_again_on_the_same_port() {
-    let scratch = Scratch::new("restart_listens_again_on_the_same_port");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap();
+/// A listening socket is bound again at restart: clients after the restart reach the same
+/// server, which goes on numbering them (`address` as tcp_server takes it; `client` talks to it).
+fn listener_survives_restart(test: &str, address: &str, client: &dyn Fn(&str) -> String) {
+    let scratch = Scratch::new(test);
     let mut program = fixture("tcp_server");
-    program.args([port.to_string().as_str(), "3"]);
+    program.args([address, "3"]);
     // Uninterrupted, with the same three clients.
     let native = {
         let mut cmd = std::process::Command::new(program.get_program());
         cmd.args(program.get_args())
             .stdout(std::process::Stdio::piped());
         let child = cmd.spawn().unwrap();
-        let answers: Vec<String> = ["one", "two", "three"]
-            .iter()
-            .map(|l| tcp_client(port, l))
-            .collect();
+        let answers: Vec<String> = ["one", "two", "three"].iter().map(|l| client(l)).collect();
         let out = child.wait_with_output().unwrap();
         (String::from_utf8_lossy(&out.stdout).into_owned(), answers)
     };
@@ -610,7 +609,7 @@ fn restart_listens_again_on_the_same_port() {
         Redirect::to(scratch.join("before.out")),
     );
     running.wait_for(Wait::LineContaining("listening"));
-    let first = tcp_client(port, "one");
+    let first = client("one");
     running.wait_for(Wait::LineContaining("client 1"));
     let image = running.checkpoint_and_kill();
     let before = running.wait_timeout(KILL_TIMEOUT);
@@ -620,10 +619,7 @@ fn restart_listens_again_on_the_same_port() {
         &[],
         Redirect::to(scratch.join("after.out")),
     );
-    let rest: Vec<String> = ["two", "three"]
-        .iter()
-        .map(|l| tcp_client(port, l))
-        .collect();
+    let rest: Vec<String> = ["two", "three"].iter().map(|l| client(l)).collect();
     restarted.wait_for(Wait::LineContaining("done"));
     let after = restarted.wait();
     after.assert_success();
@@ -638,5 +634,50 @@ fn restart_listens_again_on_the_same_port() {
         native.0,
         "{}",
         after.describe()
+    );
+}
+
+#[test]
+fn restart_listens_again_on_the_same_port() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap();
+    listener_survives_restart(
+        "restart_listens_again_on_the_same_port",
+        &port.to_string(),
+        &|l| tcp_client(port, l),
+    );
+}
+
+#[test]
+fn restart_listens_again_on_the_same_unix_path() {
+    let dir = Scratch::new("unix-listener-path");
+    let path = dir.join("server.sock");
+    let p = path.clone();
+    listener_survives_restart(
+        "restart_listens_again_on_the_same_unix_path",
+        &path.display().to_string(),
+        &move |l| talk(|| std::os::unix::net::UnixStream::connect(&p), l),
+    );
+}
+
+#[test]
+fn restart_listens_again_on_the_same_abstract_unix_name() {
+    use std::os::linux::net::SocketAddrExt;
+    let name = format!("rewind-test-{}", std::process::id());
+    let n = name.clone();
+    listener_survives_restart(
+        "restart_listens_again_on_the_same_abstract_unix_name",
+        &format!("@{name}"),
+        &move |l| {
+            talk(
+                || {
+                    let addr = std::os::unix::net::SocketAddr::from_abstract_name(n.as_bytes())?;
+                    std::os::unix::net::UnixStream::connect_addr(&addr)
+                },
+                l,
+            )
+        },
     );
 }

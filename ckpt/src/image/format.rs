@@ -274,6 +274,12 @@ pub enum FdKind {
         addr: Vec<u8>,
         port: u16,
     },
+    /// A listening unix socket: bound again to its path (a stale socket
+    /// file there is removed first) or abstract name (leading NUL).
+    UnixListener {
+        name: Vec<u8>,
+        sock_type: i32,
+    },
     /// A descriptor a plugin recreates at restart (a KVM VM, a tun device):
     /// the file plugin leaves its number free.
     Plugin {
