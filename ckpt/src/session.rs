@@ -555,7 +555,8 @@ impl Session {
         for t in &self.others {
             let _ = crate::sys::process::kill(t.pid, libc::SIGKILL);
         }
-        for t in std::mem::take(&mut self.others) {
+        let others = std::mem::take(&mut self.others);
+        for t in &others {
             for &tid in t.threads.keys().filter(|&&x| x != t.pid) {
                 tracee::wait_thread_gone(t.pid, tid);
             }
@@ -566,6 +567,16 @@ impl Session {
                     Ok(Some((_, Stop::Exited(_) | Stop::Killed(_)))) | Err(_) => break,
                     _ => {}
                 }
+            }
+        }
+        // Orphans are reaped by init: wait (a little) until their pids are
+        // free, so that a restart right after can take them back.
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        for t in &others {
+            while std::fs::metadata(format!("/proc/{}", t.pid)).is_ok()
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(2));
             }
         }
     }
@@ -936,6 +947,10 @@ fn handle_other_stop(
                     scratch: None,
                 };
                 p.on_syscall_exit(&mut ctx, result)?;
+                if regs.rax as i64 != result {
+                    ptrace::setregs(tid, &regs)
+                        .map_err(|e| Error::ptrace("PTRACE_SETREGS", tid, e))?;
+                }
             }
             let _ = ptrace::cont(tid, 0);
         }

@@ -194,7 +194,7 @@ impl crate::plugin::Plugin for Pids {
         &mut self,
         ctx: &mut crate::plugin::SyscallCtx,
     ) -> Result<crate::plugin::SyscallAction, crate::Error> {
-        use crate::plugin::SyscallAction::{Emulate, Run};
+        use crate::plugin::SyscallAction::{Emulate, Run, RunWatchExit};
         if let Some(&(_, i)) = PATH_SYSCALLS
             .iter()
             .find(|(nr, _)| *nr == ctx.regs.orig_rax as i64)
@@ -213,9 +213,14 @@ impl crate::plugin::Plugin for Pids {
                 Some(p) => Emulate(p as i64),
                 None => Run,
             },
-            libc::SYS_kill | libc::SYS_wait4 => {
+            libc::SYS_kill => {
                 r.rdi = arg_pid(r.rdi);
                 Run
+            }
+            libc::SYS_wait4 => {
+                r.rdi = arg_pid(r.rdi);
+                // The child it reaps is named by its virtual pid (trees).
+                RunWatchExit
             }
             libc::SYS_tkill
             | libc::SYS_rt_sigqueueinfo
@@ -243,6 +248,17 @@ impl crate::plugin::Plugin for Pids {
             }
             _ => Run,
         })
+    }
+
+    fn on_syscall_exit(
+        &mut self,
+        ctx: &mut crate::plugin::SyscallCtx,
+        result: i64,
+    ) -> Result<(), crate::Error> {
+        if ctx.regs.orig_rax as i64 == libc::SYS_wait4 && result > 0 {
+            ctx.regs.rax = ctx.vids.to_virtual(result as i32) as i64 as u64;
+        }
+        Ok(())
     }
 }
 
