@@ -210,3 +210,35 @@ fn restart_of_a_tree_refuses_a_missing_image() {
     );
     assert_fails_clearly(&done, &["no such image"]);
 }
+
+#[test]
+fn tree_keeps_sessions_and_process_groups() {
+    // A child leads its own session, another leads its own group with a grandchild in it (three
+    // levels); the parent checks them at every step and ends them with a signal to the group.
+    let scratch = Scratch::new("tree_keeps_sessions_and_process_groups");
+    let mut program = fixture("tree_groups");
+    program.arg("30");
+    let uninterrupted = run_uninterrupted(&program);
+    let mut running = launch(
+        &program,
+        &scratch.dir("ckpt-0"),
+        Redirect::to(scratch.join("before.out")),
+    );
+    running.wait_for(Wait::LineContaining("step 8:"));
+    let images = running.checkpoint_tree_and_kill();
+    assert_eq!(
+        images.len(),
+        4,
+        "parent, two children, a grandchild: {images:?}"
+    );
+    let before = running.wait_timeout(KILL_TIMEOUT);
+    assert_nothing_left(&program);
+    let after = restart_tree(
+        &images,
+        &scratch.dir("ckpt-1"),
+        Redirect::to(scratch.join("after.out")),
+    )
+    .wait();
+    assert_pieces_match(&uninterrupted, &[&before.stdout, &after.stdout], &after);
+    assert_nothing_left(&program);
+}
