@@ -60,6 +60,10 @@ pub struct Session {
     /// Set once the program is gone: its exit code as a shell reports it.
     exit: Option<i32>,
     detached: bool,
+    /// Children made by vfork that have not exec'd or exited yet: their
+    /// parent cannot stop until they do, so a checkpoint lets them run to
+    /// their exec first.
+    vforked: std::collections::HashSet<pid_t>,
     coordinator: Option<crate::coordinator::link::CoordinatorLink>,
 }
 
@@ -201,6 +205,7 @@ impl Session {
             exit: None,
             detached: false,
             coordinator: None,
+            vforked: Default::default(),
         })
     }
 
@@ -263,6 +268,7 @@ impl Session {
             exit: None,
             detached: false,
             coordinator: None,
+            vforked: Default::default(),
         };
         // Children are followed, as at launch.
         for t in s.procs() {
@@ -337,12 +343,18 @@ impl Session {
     }
 
     /// A fork, vfork or clone event of `tid`: the new task is a thread of
-    /// its process or a new process of the tree.
-    fn note_new_task(&mut self, tid: pid_t) {
-        let Ok(new) = ptrace::geteventmsg(tid) else {
-            return;
-        };
-        let new = new as pid_t;
+    /// its process or a new process of the tree. Returns the new pid of a
+    /// vfork.
+    fn note_new_task(&mut self, tid: pid_t, stop: Stop) -> Option<pid_t> {
+        let new = ptrace::geteventmsg(tid).ok()? as pid_t;
+        if let Stop::Event(libc::PTRACE_EVENT_VFORK, _) = stop {
+            self.vforked.insert(new);
+        }
+        self.note_new_task_of(new);
+        matches!(stop, Stop::Event(libc::PTRACE_EVENT_VFORK, _)).then_some(new)
+    }
+
+    fn note_new_task_of(&mut self, new: pid_t) {
         match tracee::tgid_of(new) {
             Some(g) if g == new && !self.procs().any(|t| t.pid == new) => {
                 self.adopt(new);
@@ -436,7 +448,7 @@ impl Session {
     /// the way (new threads and processes, trapped syscalls) are handled
     /// as usual.
     fn stop_program(&mut self) -> Result<(), Error> {
-        for t in self.procs() {
+        for t in self.procs().filter(|t| !self.vforked.contains(&t.pid)) {
             for th in t.threads.values() {
                 if th.stop == ThreadStop::Running {
                     match ptrace::interrupt(th.tid) {
@@ -471,6 +483,11 @@ impl Session {
                 },
             };
             match stop {
+                Stop::Event(PTRACE_EVENT_STOP, _) if self.vforked.contains(&tid) => {
+                    // A vfork child runs on to its exec (or exit): its
+                    // parent cannot stop before.
+                    let _ = ptrace::cont(tid, 0);
+                }
                 Stop::Event(PTRACE_EVENT_STOP, _) => {
                     if let Some(t) = self.proc_mut(which) {
                         t.threads
@@ -478,6 +495,11 @@ impl Session {
                             .or_insert_with(|| Thread::new(tid))
                             .stop = ThreadStop::Interrupted;
                     }
+                }
+                Stop::Event(libc::PTRACE_EVENT_EXEC, _) if self.vforked.remove(&tid) => {
+                    self.other_stop(which, tid, stop)?;
+                    // Its parent goes on (and stops); now it stops too.
+                    let _ = ptrace::interrupt(tid);
                 }
                 Stop::Signal(sig) => {
                     let info = ptrace::getsiginfo(tid).ok();
@@ -491,7 +513,19 @@ impl Session {
                     libc::PTRACE_EVENT_FORK | libc::PTRACE_EVENT_VFORK | libc::PTRACE_EVENT_CLONE,
                     _,
                 ) => {
-                    self.note_new_task(tid);
+                    if let Some(child) = self.note_new_task(tid, stop) {
+                        // Its attach stop may have been taken for our
+                        // interrupt already: let it run to its exec.
+                        let stopped = self
+                            .procs_mut()
+                            .find(|t| t.pid == child)
+                            .and_then(|t| t.threads.get_mut(&child))
+                            .filter(|th| th.stop != ThreadStop::Running);
+                        if let Some(th) = stopped {
+                            th.stop = ThreadStop::Running;
+                            let _ = ptrace::cont(child, 0);
+                        }
+                    }
                     let _ = ptrace::cont(tid, 0);
                 }
                 _ => self.other_stop(which, tid, stop)?,
@@ -502,6 +536,7 @@ impl Session {
 
     /// A thread or process of the tree ended.
     fn task_gone(&mut self, tid: pid_t) {
+        self.vforked.remove(&tid);
         if let Some(i) = self.others.iter().position(|t| t.pid == tid) {
             let t = self.others.remove(i);
             for th in t.threads.keys() {
@@ -828,8 +863,12 @@ impl Session {
                     libc::PTRACE_EVENT_FORK | libc::PTRACE_EVENT_VFORK | libc::PTRACE_EVENT_CLONE,
                     _,
                 ) => {
-                    self.note_new_task(tid);
+                    self.note_new_task(tid, stop);
                     let _ = ptrace::cont(tid, 0);
+                }
+                Stop::Event(libc::PTRACE_EVENT_EXEC, _) => {
+                    self.vforked.remove(&tid);
+                    self.other_stop(which, tid, stop)?;
                 }
                 _ => self.other_stop(which, tid, stop)?,
             }

@@ -242,3 +242,35 @@ fn tree_keeps_sessions_and_process_groups() {
     assert_pieces_match(&uninterrupted, &[&before.stdout, &after.stdout], &after);
     assert_nothing_left(&program);
 }
+
+#[test]
+fn checkpoints_during_vfork_and_posix_spawn() {
+    // A vfork parent cannot stop before its child execs: checkpoints taken meanwhile let the child
+    // reach its exec first. Several checkpoints of a running program, then a chain of two restarts.
+    let scratch = Scratch::new("checkpoints_during_vfork_and_posix_spawn");
+    let mut program = fixture("tree_vfork");
+    program.arg("61");
+    let uninterrupted = run_uninterrupted(&program);
+    let mut running = launch(
+        &program,
+        &scratch.dir("ckpt-live"),
+        Redirect::to(scratch.join("live.out")),
+    );
+    running.wait_for(Wait::Lines(3));
+    for _ in 0..6 {
+        let done = running.command(&["--checkpoint"]);
+        assert!(done.status.success(), "{}", done.describe());
+        std::thread::sleep(std::time::Duration::from_millis(40));
+    }
+    let live = running.wait();
+    live.assert_success();
+    assert_eq!(
+        live.stdout,
+        String::from_utf8_lossy(&uninterrupted.stdout),
+        "{}",
+        live.describe()
+    );
+    let chain = checkpoint_chain(&scratch, &program, &[Wait::Lines(11), Wait::Lines(26)]);
+    chain.assert_matches(&uninterrupted);
+    assert_nothing_left(&program);
+}
