@@ -539,7 +539,9 @@ impl Session {
         self.vforked.remove(&tid);
         if let Some(i) = self.others.iter().position(|t| t.pid == tid) {
             let t = self.others.remove(i);
-            for th in t.threads.keys() {
+            // The leader's id stays known: its parent still reaps it by
+            // that id (wait4's result is translated).
+            for th in t.threads.keys().filter(|&&th| th != tid) {
                 self.vids.remove_real(*th);
             }
             tracing::debug!("process {tid} of the tree ended");

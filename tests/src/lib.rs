@@ -416,8 +416,10 @@ impl Running {
         self.checkpoint_tree_with(&["--checkpoint", "--kill"])
     }
 
+    /// `rewind command FLAGS...` (a checkpoint) of a program that may have forked: every image it
+    /// wrote, one per process, the root's first.
     #[track_caller]
-    fn checkpoint_tree_with(&self, flags: &[&str]) -> Vec<PathBuf> {
+    pub fn checkpoint_tree_with(&self, flags: &[&str]) -> Vec<PathBuf> {
         let done = self.command(flags);
         if !done.status.success() || done.stdout.trim().is_empty() {
             panic!(

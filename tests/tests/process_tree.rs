@@ -274,3 +274,51 @@ fn checkpoints_during_vfork_and_posix_spawn() {
     chain.assert_matches(&uninterrupted);
     assert_nothing_left(&program);
 }
+
+#[test]
+fn tree_restarted_while_the_original_runs_translates_ids() {
+    // The original tree keeps its pids, so the restored one cannot have them back: the child must
+    // still see its parent's old pid (getppid) and the parent reap its child by its old pid.
+    let scratch = Scratch::new("tree_restarted_while_the_original_runs_translates_ids");
+    let program = tree_pipe(43);
+    let uninterrupted = String::from_utf8_lossy(&run_uninterrupted(&program).stdout).into_owned();
+    let mut launched = launch(
+        &program,
+        &scratch.dir("ckpt-0"),
+        Redirect::to(scratch.join("original.out")),
+    );
+    launched.wait_for(Wait::LineContaining("parent 6: got"));
+    let images = launched.checkpoint_tree_with(&["--checkpoint"]);
+    assert_eq!(images.len(), 2, "{images:?}");
+    let copy = restart_tree(
+        &images,
+        &scratch.dir("ckpt-1"),
+        Redirect::to(scratch.join("copy.out")),
+    )
+    .wait();
+    copy.assert_success();
+    let original = launched.wait();
+    original.assert_success();
+    assert_eq!(
+        original.stdout, uninterrupted,
+        "the original must be unaffected"
+    );
+    let n = copy.stdout.lines().count();
+    assert!(
+        n > 0 && n < uninterrupted.lines().count(),
+        "copy printed {n} lines:\n{}",
+        copy.stdout
+    );
+    let expected: String = uninterrupted
+        .lines()
+        .skip(uninterrupted.lines().count() - n)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(
+        copy.stdout,
+        expected,
+        "{}",
+        first_difference(&expected, &copy.stdout)
+    );
+    assert_nothing_left(&program);
+}
