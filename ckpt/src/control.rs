@@ -56,6 +56,9 @@ pub struct Status {
     pub pid: i32,
     pub real_pid: i32,
     pub threads: Vec<i32>,
+    /// Every process of the program's tree (virtual pids), the program first.
+    #[serde(default)]
+    pub processes: Vec<i32>,
     pub ckpt_dir: String,
     pub images: Vec<String>,
     pub restarted: bool,

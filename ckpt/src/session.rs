@@ -639,6 +639,7 @@ impl Session {
                 .keys()
                 .map(|&t| self.vids.to_virtual(t))
                 .collect(),
+            processes: self.procs().map(|t| self.vids.to_virtual(t.pid)).collect(),
             ckpt_dir: self.opts.ckpt_dir.display().to_string(),
             images: self
                 .images

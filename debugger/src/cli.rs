@@ -244,6 +244,9 @@ pub fn command(req: CommandRequest) -> CliResult {
         );
         println!("argv:     {}", s.argv.join(" "));
         println!("threads:  {}", s.threads.len());
+        if s.processes.len() > 1 {
+            println!("processes: {} ({:?})", s.processes.len(), s.processes);
+        }
         println!("ckpt dir: {}", s.ckpt_dir);
         if s.restarted {
             println!("restarted from an image");

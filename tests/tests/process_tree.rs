@@ -98,6 +98,13 @@ fn tree_with_pipes_checkpoint_kill_restart() {
         Redirect::to(scratch.join("before.out")),
     );
     running.wait_for(Wait::LineContaining("parent 10: got"));
+    let status: serde_json::Value =
+        serde_json::from_str(running.status_json().trim()).expect("status JSON");
+    assert_eq!(
+        status["status"]["processes"].as_array().map(Vec::len),
+        Some(2),
+        "the session follows the parent and its child: {status}"
+    );
     let images = running.checkpoint_tree_and_kill();
     assert_eq!(
         images.len(),
