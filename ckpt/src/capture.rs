@@ -36,6 +36,8 @@ pub struct Checkpoint {
     pub stats: ImageStats,
     pub warnings: Vec<String>,
     pub millis: f64,
+    /// The images of the other processes of a tree written with this one.
+    pub also: Vec<std::path::PathBuf>,
 }
 
 /// Write a checkpoint image of `tracee`, whose threads must all be stopped.
@@ -166,6 +168,7 @@ fn capture_with(
         stats,
         warnings,
         millis: 0.0,
+        also: Vec::new(),
     })
 }
 

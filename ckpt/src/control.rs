@@ -38,6 +38,10 @@ pub struct Response {
     pub error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// The images of the other processes of the program's tree, written
+    /// with `image` (restart them all: `rewind restart IMAGE OTHERS...`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub other_images: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<Status>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -52,6 +56,9 @@ pub struct Status {
     pub pid: i32,
     pub real_pid: i32,
     pub threads: Vec<i32>,
+    /// Every process of the program's tree (virtual pids), the program first.
+    #[serde(default)]
+    pub processes: Vec<i32>,
     pub ckpt_dir: String,
     pub images: Vec<String>,
     pub restarted: bool,

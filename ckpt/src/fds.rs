@@ -26,7 +26,13 @@ impl Plugin for Files {
     }
 
     fn restart(&mut self, ctx: &mut RestoreCtx) -> Result<(), Error> {
-        restore(ctx.tracee, ctx.injector, &ctx.state.fds, ctx.warnings)
+        restore(
+            ctx.tracee,
+            ctx.injector,
+            &ctx.state.fds,
+            ctx.warnings,
+            ctx.shared_pipes,
+        )
     }
 }
 
@@ -414,6 +420,7 @@ pub fn restore(
     inj: &Injector,
     fds: &[FdState],
     warnings: &mut Vec<String>,
+    shared: Option<&crate::tree::SharedPipes>,
 ) -> Result<(), Error> {
     let tid = tracee.pid;
     let scratch = inj.scratch();
@@ -519,6 +526,28 @@ pub fn restore(
                     "lseek",
                     libc::SYS_lseek,
                     &[f.fd as u64, *pos, libc::SEEK_SET as u64],
+                )?;
+            }
+            FdKind::Pipe { id, write_end, .. }
+                if shared.is_some_and(|s| s.end(*id, *write_end).is_some()) =>
+            {
+                // A pipe of the tree, made (and filled) once by the restart:
+                // opened through rewind's own descriptor of it.
+                let end = shared.and_then(|s| s.end(*id, *write_end)).unwrap_or(-1);
+                let mode = if *write_end {
+                    libc::O_WRONLY
+                } else {
+                    libc::O_RDONLY
+                };
+                let tmp = open_path(
+                    &format!("/proc/{}/fd/{end}", std::process::id()),
+                    mode as u64,
+                )?;
+                place(tmp, f.fd)?;
+                call(
+                    "fcntl(F_SETFL)",
+                    libc::SYS_fcntl,
+                    &[f.fd as u64, libc::F_SETFL as u64, keep_flags],
                 )?;
             }
             FdKind::Pipe {

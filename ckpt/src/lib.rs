@@ -23,6 +23,7 @@ pub mod seccomp;
 pub mod session;
 pub mod sys;
 pub mod tracee;
+pub mod tree;
 pub mod unix_sockets;
 pub mod vids;
 

@@ -61,6 +61,8 @@ pub struct RestoreCtx<'a> {
     pub state: &'a ProcessState,
     pub vids: &'a mut VirtualIds,
     pub warnings: &'a mut Vec<String>,
+    /// Pipes of a process tree, shared with other processes being restored.
+    pub shared_pipes: Option<&'a crate::tree::SharedPipes>,
 }
 
 pub struct SyscallCtx<'a> {

@@ -42,6 +42,9 @@ pub struct RestartOptions<'a> {
     pub seccomp: Option<&'a dyn Fn(u64) -> Vec<u8>>,
     /// Make rdtsc fault in every thread (PR_SET_TSC), for replay.
     pub notsc: bool,
+    /// Pipes shared by several processes of a tree, made once by the
+    /// restart (see `tree`).
+    pub shared_pipes: Option<&'a crate::tree::SharedPipes>,
 }
 
 /// A restored process, every thread stopped and ready to run.
@@ -59,29 +62,25 @@ pub fn restart(
     plugins: &mut Vec<Box<dyn Plugin>>,
     opts: &RestartOptions,
 ) -> Result<Restored, Error> {
-    let t0 = std::time::Instant::now();
-    let mut reader = ImageReader::open(path)?;
-    let state = reader.state.clone();
-    preflight(&state, path)?;
-    crate::plugin::add_needed(plugins, &state)?;
-    let own = maps::read(std::process::id() as pid_t)?;
-    let mut taken: Vec<(u64, u64)> = state.regions.iter().map(|r| (r.start, r.end)).collect();
-    taken.extend(own.iter().map(|m| (m.start, m.end)));
-    let tramp = maps::find_hole(&taken, TRAMPOLINE_SIZE, 0x7fff_0000_0000).ok_or_else(|| {
-        Error::Restore("no room for the trampoline in the image's address space".into())
-    })?;
-
+    let reader = ImageReader::open(path)?;
+    preflight(&reader.state, path)?;
     // The original pid when it is free: then the kernel and the program
     // agree on ids everywhere, /proc contents included.
-    let husk = crate::sys::process::spawn_husk(Some(state.vpid))
+    let husk = new_husk(reader.state.vpid, ptrace::default_options())?;
+    restart_into(reader, path, husk, plugins, opts)
+}
+
+/// Fork a husk (with pid `vpid` when free), seize it with `options` and
+/// stop it.
+pub fn new_husk(vpid: pid_t, options: libc::c_int) -> Result<pid_t, Error> {
+    let husk = crate::sys::process::spawn_husk(Some(vpid))
         .map_err(|e| Error::Restore(format!("fork: {e}")))?;
-    let result = (|| {
-        ptrace::seize(husk, ptrace::default_options())
-            .map_err(|e| Error::ptrace("PTRACE_SEIZE", husk, e))?;
+    let seized = (|| {
+        ptrace::seize(husk, options).map_err(|e| Error::ptrace("PTRACE_SEIZE", husk, e))?;
         ptrace::interrupt(husk).map_err(|e| Error::ptrace("PTRACE_INTERRUPT", husk, e))?;
         loop {
             match ptrace::wait(husk, false).map_err(|e| Error::ptrace("waitpid", husk, e))? {
-                Some((_, Stop::Event(PTRACE_EVENT_STOP, _))) => break,
+                Some((_, Stop::Event(PTRACE_EVENT_STOP, _))) => return Ok(()),
                 Some((_, Stop::Exited(_) | Stop::Killed(_))) => {
                     return Err(Error::Restore("the new process died before restore".into()))
                 }
@@ -91,6 +90,54 @@ pub fn restart(
                 None => {}
             }
         }
+    })();
+    match seized {
+        Ok(()) => Ok(husk),
+        Err(e) => {
+            kill_husk(husk);
+            Err(e)
+        }
+    }
+}
+
+/// Kill a husk (restored or not) and reap it and its threads.
+pub fn kill_husk(husk: pid_t) {
+    // Threads made so far are traced too: reap them before the leader,
+    // whose wait would block on them.
+    let tasks: Vec<pid_t> = std::fs::read_dir(format!("/proc/{husk}/task"))
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let _ = crate::sys::process::kill(husk, libc::SIGKILL);
+    for tid in tasks.into_iter().filter(|&t| t != husk) {
+        crate::tracee::wait_thread_gone(husk, tid);
+    }
+    let _ = ptrace::wait(husk, false);
+}
+
+/// Restore the image read by `reader` into `husk`, a seized process
+/// stopped in its attach or interrupt stop. On failure the husk is killed.
+pub fn restart_into(
+    mut reader: ImageReader,
+    path: &Path,
+    husk: pid_t,
+    plugins: &mut Vec<Box<dyn Plugin>>,
+    opts: &RestartOptions,
+) -> Result<Restored, Error> {
+    let t0 = std::time::Instant::now();
+    let state = reader.state.clone();
+    let result = (|| {
+        preflight(&state, path)?;
+        crate::plugin::add_needed(plugins, &state)?;
+        let own = maps::read(std::process::id() as pid_t)?;
+        let mut taken: Vec<(u64, u64)> = state.regions.iter().map(|r| (r.start, r.end)).collect();
+        taken.extend(own.iter().map(|m| (m.start, m.end)));
+        let tramp =
+            maps::find_hole(&taken, TRAMPOLINE_SIZE, 0x7fff_0000_0000).ok_or_else(|| {
+                Error::Restore("no room for the trampoline in the image's address space".into())
+            })?;
         let mut tracee = Tracee::new(husk)?;
         if let Some(t) = tracee.threads.get_mut(&husk) {
             t.stop = ThreadStop::Interrupted;
@@ -113,19 +160,7 @@ pub fn restart(
             millis: t0.elapsed().as_secs_f64() * 1e3,
         }),
         Err(e) => {
-            // Threads made so far are traced too: reap them before the
-            // leader, whose wait would block on them.
-            let tasks: Vec<pid_t> = std::fs::read_dir(format!("/proc/{husk}/task"))
-                .map(|d| {
-                    d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-                        .collect()
-                })
-                .unwrap_or_default();
-            let _ = crate::sys::process::kill(husk, libc::SIGKILL);
-            for tid in tasks.into_iter().filter(|&t| t != husk) {
-                crate::tracee::wait_thread_gone(husk, tid);
-            }
-            let _ = ptrace::wait(husk, false);
+            kill_husk(husk);
             Err(e)
         }
     }
@@ -223,6 +258,7 @@ impl Refill<'_> {
                 state,
                 vids: &mut vids,
                 warnings: &mut self.warnings,
+                shared_pipes: opts.shared_pipes,
             };
             p.restart(&mut ctx)?;
         }

@@ -22,6 +22,7 @@ use crate::restore::{self, RestartOptions};
 use crate::sys::process::PreExec;
 use crate::sys::ptrace::{self, Stop, PTRACE_EVENT_STOP};
 use crate::tracee::{self, resume_passenger, Thread, ThreadStop, Tracee};
+
 use crate::vids::VirtualIds;
 use crate::Error;
 
@@ -40,7 +41,11 @@ pub struct SessionOptions {
 }
 
 pub struct Session {
+    /// The program `launch` started (the root of the tree).
     pub tracee: Tracee,
+    /// Every other process of the tree (its descendants), in the order
+    /// they appeared.
+    pub others: Vec<Tracee>,
     plugins: Vec<Box<dyn Plugin>>,
     pub vids: VirtualIds,
     stdio: StdioIds,
@@ -55,6 +60,10 @@ pub struct Session {
     /// Set once the program is gone: its exit code as a shell reports it.
     exit: Option<i32>,
     detached: bool,
+    /// Children made by vfork that have not exec'd or exited yet: their
+    /// parent cannot stop until they do, so a checkpoint lets them run to
+    /// their exec first.
+    vforked: std::collections::HashSet<pid_t>,
     coordinator: Option<crate::coordinator::link::CoordinatorLink>,
 }
 
@@ -164,14 +173,8 @@ impl Session {
                 .then(|| crate::seccomp::filter(&traced, &ioctls, 0)),
             ..PreExec::default()
         };
-        // Children inherit the filter: follow them (as passengers) so their
-        // trapped syscalls run instead of failing with ENOSYS.
-        let options = if pre.seccomp.is_some() {
-            ptrace::default_options() | libc::PTRACE_O_TRACEFORK | libc::PTRACE_O_TRACEVFORK
-        } else {
-            ptrace::default_options()
-        };
-        let (pid, path) = spawn_traced(argv, &pre, options)?;
+        // The children it forks are part of the session (process tree).
+        let (pid, path) = spawn_traced(argv, &pre, crate::tree::options())?;
         let mut tracee = Tracee::new(pid)?;
         if let Some(t) = tracee.threads.get_mut(&pid) {
             t.stop = ThreadStop::Interrupted;
@@ -187,6 +190,7 @@ impl Session {
             });
         Ok(Session {
             tracee,
+            others: Vec::new(),
             plugins,
             vids: VirtualIds::default(),
             stdio: crate::fds::own_stdio(),
@@ -201,37 +205,60 @@ impl Session {
             exit: None,
             detached: false,
             coordinator: None,
+            vforked: Default::default(),
         })
     }
 
-    /// Bring back the program of an image (`rewind restart`).
+    /// Bring back the program of an image (`rewind restart`), or a
+    /// process tree from the images of its processes (the root first).
     pub fn restart(
-        image: &Path,
+        images: &[PathBuf],
         opts: SessionOptions,
         ropts: &RestartOptions,
     ) -> Result<(Session, Vec<String>), Error> {
         let mut plugins = crate::plugin::by_names(&opts.plugins)?;
         let control = ControlSocket::bind(&opts.control_path())?;
-        let restored = restore::restart(image, &mut plugins, ropts)?;
-        tracing::info!(
-            "restored {} ({} threads) in {:.1} ms",
-            image.display(),
-            restored.state.threads.len(),
-            restored.millis
-        );
-        let prog = restored
+        let (mut restored, mut warnings) = match images {
+            [] => return Err(Error::Usage("give the image to restart".into())),
+            [image] => (
+                vec![restore::restart(image, &mut plugins, ropts)?],
+                Vec::new(),
+            ),
+            _ => crate::tree::restart_tree(images, &mut plugins, ropts)?,
+        };
+        for (r, image) in restored.iter().zip(images) {
+            tracing::info!(
+                "restored {} ({} threads) in {:.1} ms",
+                image.display(),
+                r.state.threads.len(),
+                r.millis
+            );
+        }
+        let first = restored.remove(0);
+        let prog = first
             .state
             .threads
             .first()
             .map(|t| t.comm.clone())
             .unwrap_or_default();
+        let mut vids = first.vids;
+        let mut others = Vec::new();
+        warnings.extend(first.warnings);
+        for r in restored {
+            for (v, real) in r.vids.pairs() {
+                vids.insert(v, real);
+            }
+            warnings.extend(r.warnings);
+            others.push(r.tracee);
+        }
         let mut s = Session {
-            tracee: restored.tracee,
+            tracee: first.tracee,
+            others,
             plugins,
-            vids: restored.vids,
+            vids,
             stdio: crate::fds::own_stdio(),
-            vppid: restored.state.vppid,
-            argv: restored.state.cmdline.clone(),
+            vppid: first.state.vppid,
+            argv: first.state.cmdline.clone(),
             prog,
             restarted: true,
             opts,
@@ -241,41 +268,118 @@ impl Session {
             exit: None,
             detached: false,
             coordinator: None,
+            vforked: Default::default(),
         };
-        let (traced, ioctls) = crate::plugin::traps(&s.plugins, !s.vids.is_identity());
-        if !traced.is_empty() || !ioctls.is_empty() {
-            // Children inherit the filter: follow them.
-            let opts =
-                ptrace::default_options() | libc::PTRACE_O_TRACEFORK | libc::PTRACE_O_TRACEVFORK;
-            for &tid in s.tracee.threads.keys() {
-                ptrace::setoptions(tid, opts)
+        // Children are followed, as at launch.
+        for t in s.procs() {
+            for &tid in t.threads.keys() {
+                ptrace::setoptions(tid, crate::tree::options())
                     .map_err(|e| Error::ptrace("PTRACE_SETOPTIONS", tid, e))?;
             }
         }
-        s.tracee.resume_all()?;
-        Ok((s, restored.warnings))
+        for t in s.procs_mut() {
+            t.resume_all()?;
+        }
+        Ok((s, warnings))
+    }
+
+    /// Every process of the session, the root first.
+    pub fn procs(&self) -> impl Iterator<Item = &Tracee> {
+        std::iter::once(&self.tracee).chain(self.others.iter())
+    }
+
+    fn procs_mut(&mut self) -> impl Iterator<Item = &mut Tracee> {
+        std::iter::once(&mut self.tracee).chain(self.others.iter_mut())
+    }
+
+    /// Resume every stopped thread of every process.
+    fn resume_tree(&mut self) -> Result<(), Error> {
+        for t in self.procs_mut() {
+            t.resume_all()?;
+        }
+        Ok(())
+    }
+
+    /// The process (None: the root, Some(i): `others[i]`) `tid` belongs
+    /// to, if it is one of ours.
+    fn owner(&self, tid: pid_t) -> Option<Option<usize>> {
+        if self.tracee.threads.contains_key(&tid) {
+            return Some(None);
+        }
+        if let Some(i) = self
+            .others
+            .iter()
+            .position(|t| t.threads.contains_key(&tid))
+        {
+            return Some(Some(i));
+        }
+        let tgid = tracee::tgid_of(tid)?;
+        if tgid == self.tracee.pid {
+            return Some(None);
+        }
+        self.others.iter().position(|t| t.pid == tgid).map(Some)
+    }
+
+    fn proc_mut(&mut self, which: Option<usize>) -> Option<&mut Tracee> {
+        match which {
+            None => Some(&mut self.tracee),
+            Some(i) => self.others.get_mut(i),
+        }
+    }
+
+    /// A process we have not heard of, seen through one of its threads'
+    /// stops (its fork event may still be queued): it joins the tree when
+    /// it descends from it.
+    fn adopt(&mut self, tid: pid_t) -> Option<Option<usize>> {
+        let pid = tracee::tgid_of(tid)?;
+        let t = Tracee::new(pid).ok()?;
+        tracing::debug!("process {pid} joins the tree");
+        self.others.push(t);
+        let i = self.others.len() - 1;
+        if let Some(t) = self.others.get_mut(i) {
+            t.threads.entry(tid).or_insert_with(|| Thread::new(tid));
+        }
+        Some(Some(i))
+    }
+
+    /// A fork, vfork or clone event of `tid`: the new task is a thread of
+    /// its process or a new process of the tree. Returns the new pid of a
+    /// vfork.
+    fn note_new_task(&mut self, tid: pid_t, stop: Stop) -> Option<pid_t> {
+        let new = ptrace::geteventmsg(tid).ok()? as pid_t;
+        if let Stop::Event(libc::PTRACE_EVENT_VFORK, _) = stop {
+            self.vforked.insert(new);
+        }
+        self.note_new_task_of(new);
+        matches!(stop, Stop::Event(libc::PTRACE_EVENT_VFORK, _)).then_some(new)
+    }
+
+    fn note_new_task_of(&mut self, new: pid_t) {
+        match tracee::tgid_of(new) {
+            Some(g) if g == new && !self.procs().any(|t| t.pid == new) => {
+                self.adopt(new);
+            }
+            Some(g) if g == new => {}
+            Some(_) => {
+                if let Some(t) = self.owner(new).and_then(|w| self.proc_mut(w)) {
+                    t.threads.entry(new).or_insert_with(|| Thread::new(new));
+                }
+            }
+            None => {}
+        }
     }
 
     /// Where the next image of this program goes.
     pub fn image_path(&self) -> PathBuf {
-        let name: String = self
-            .prog
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        self.opts.ckpt_dir.join(format!(
-            "ckpt_{name}_{}.rwd",
-            self.vids.to_virtual(self.tracee.pid)
-        ))
+        crate::tree::image_name(
+            &self.opts.ckpt_dir,
+            &self.prog,
+            self.vids.to_virtual(self.tracee.pid),
+        )
     }
 
-    /// Stop the program, write an image, then resume it (or kill it).
+    /// Stop the program (every process of its tree), write its images,
+    /// then resume it (or kill it).
     pub fn checkpoint(&mut self, kill: bool) -> Result<Checkpoint, Error> {
         if self.exit.is_some() {
             return Err(Error::Gone("the program has already exited".into()));
@@ -283,6 +387,9 @@ impl Session {
         let stopped = self.stop_program();
         if let Err(e) = stopped {
             self.reap_if_gone();
+            if self.exit.is_none() {
+                let _ = self.resume_tree();
+            }
             return Err(e);
         }
         tracing::debug!("all threads stopped");
@@ -290,13 +397,14 @@ impl Session {
         if kill {
             self.kill();
         } else {
-            self.tracee.resume_all()?;
+            self.resume_tree()?;
         }
         result
     }
 
-    /// Write an image of the program, whose threads are all stopped; they
-    /// stay stopped.
+    /// Write an image of every process of the program, whose threads are
+    /// all stopped; they stay stopped. The result is the root's, with the
+    /// other images in `also` and every warning.
     fn capture_stopped(&mut self) -> Result<Checkpoint, Error> {
         let path = self.image_path();
         let env = CaptureEnv {
@@ -304,12 +412,30 @@ impl Session {
             vids: &self.vids,
             vppid: self.vppid,
         };
-        let ckpt = capture::checkpoint(&mut self.tracee, &mut self.plugins, &env, &path)?;
+        let mut ckpt = capture::checkpoint(&mut self.tracee, &mut self.plugins, &env, &path)?;
+        for t in self.others.iter_mut() {
+            let ppid = ppid_of(t.pid).unwrap_or(0);
+            let env = CaptureEnv {
+                stdio: &self.stdio,
+                vids: &self.vids,
+                vppid: self.vids.to_virtual(ppid),
+            };
+            let comm = std::fs::read_to_string(format!("/proc/{}/comm", t.pid))
+                .map(|c| c.trim_end().to_string())
+                .unwrap_or_default();
+            let p =
+                crate::tree::image_name(&self.opts.ckpt_dir, &comm, self.vids.to_virtual(t.pid));
+            let c = capture::checkpoint(t, &mut self.plugins, &env, &p)?;
+            ckpt.warnings.extend(c.warnings);
+            ckpt.millis += c.millis;
+            ckpt.also.push(c.stats.path);
+        }
         tracing::info!(
-            "checkpoint {} written in {:.1} ms ({} bytes)",
+            "checkpoint {} written in {:.1} ms ({} bytes, {} more process(es))",
             ckpt.stats.path.display(),
             ckpt.millis,
-            ckpt.stats.file_bytes
+            ckpt.stats.file_bytes,
+            ckpt.also.len()
         );
         self.last_checkpoint_ms = Some(ckpt.millis);
         if !self.images.contains(&path) {
@@ -318,27 +444,176 @@ impl Session {
         Ok(ckpt)
     }
 
-    /// Stop every thread of the program; stops met on the way (new threads,
-    /// trapped syscalls, children under the filter) are handled as usual.
+    /// Stop every thread of every process of the program; stops met on
+    /// the way (new threads and processes, trapped syscalls) are handled
+    /// as usual.
     fn stop_program(&mut self) -> Result<(), Error> {
-        let (plugins, vids) = (&mut self.plugins, &self.vids);
-        tracee::stop_all(&mut self.tracee, |t, tid, stop| {
-            if !t.owns(tid) {
-                resume_passenger(tid, stop);
-                return Ok(());
+        for t in self.procs().filter(|t| !self.vforked.contains(&t.pid)) {
+            for th in t.threads.values() {
+                if th.stop == ThreadStop::Running {
+                    match ptrace::interrupt(th.tid) {
+                        Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+                        Err(e) => return Err(Error::ptrace("PTRACE_INTERRUPT", th.tid, e)),
+                    }
+                }
             }
-            handle_other_stop(t, plugins, vids, tid, stop).map(drop)
-        })
+        }
+        while !self.procs().all(Tracee::all_stopped) {
+            let Some((tid, stop)) = ptrace::wait(-1, false)
+                .map_err(|e| Error::ptrace("waitpid", self.tracee.pid, e))?
+            else {
+                continue;
+            };
+            if let Stop::Exited(_) | Stop::Killed(_) = stop {
+                if tid == self.tracee.pid {
+                    self.exit = exit_code(stop);
+                    return Err(Error::Gone("the program exited".into()));
+                }
+                self.task_gone(tid);
+                continue;
+            }
+            let which = match self.owner(tid) {
+                Some(w) => w,
+                None => match self.adopt(tid) {
+                    Some(w) => w,
+                    None => {
+                        resume_passenger(tid, stop);
+                        continue;
+                    }
+                },
+            };
+            match stop {
+                Stop::Event(PTRACE_EVENT_STOP, _) if self.vforked.contains(&tid) => {
+                    // A vfork child runs on to its exec (or exit): its
+                    // parent cannot stop before.
+                    let _ = ptrace::cont(tid, 0);
+                }
+                Stop::Event(PTRACE_EVENT_STOP, _) => {
+                    if let Some(t) = self.proc_mut(which) {
+                        t.threads
+                            .entry(tid)
+                            .or_insert_with(|| Thread::new(tid))
+                            .stop = ThreadStop::Interrupted;
+                    }
+                }
+                Stop::Event(libc::PTRACE_EVENT_EXEC, _) if self.vforked.remove(&tid) => {
+                    self.other_stop(which, tid, stop)?;
+                    // Its parent goes on (and stops); now it stops too.
+                    let _ = ptrace::interrupt(tid);
+                }
+                Stop::Signal(sig) => {
+                    let info = ptrace::getsiginfo(tid).ok();
+                    if let Some(t) = self.proc_mut(which) {
+                        let th = t.threads.entry(tid).or_insert_with(|| Thread::new(tid));
+                        th.stop = ThreadStop::Signal(sig);
+                        th.stop_siginfo = info;
+                    }
+                }
+                Stop::Event(
+                    libc::PTRACE_EVENT_FORK | libc::PTRACE_EVENT_VFORK | libc::PTRACE_EVENT_CLONE,
+                    _,
+                ) => {
+                    if let Some(child) = self.note_new_task(tid, stop) {
+                        // Its attach stop may have been taken for our
+                        // interrupt already: let it run to its exec.
+                        let stopped = self
+                            .procs_mut()
+                            .find(|t| t.pid == child)
+                            .and_then(|t| t.threads.get_mut(&child))
+                            .filter(|th| th.stop != ThreadStop::Running);
+                        if let Some(th) = stopped {
+                            th.stop = ThreadStop::Running;
+                            let _ = ptrace::cont(child, 0);
+                        }
+                    }
+                    let _ = ptrace::cont(tid, 0);
+                }
+                _ => self.other_stop(which, tid, stop)?,
+            }
+        }
+        Ok(())
     }
 
-    /// Kill the program and wait until it is gone.
+    /// A thread or process of the tree ended.
+    fn task_gone(&mut self, tid: pid_t) {
+        self.vforked.remove(&tid);
+        if let Some(i) = self.others.iter().position(|t| t.pid == tid) {
+            let t = self.others.remove(i);
+            // The leader's id stays known: its parent still reaps it by
+            // that id (wait4's result is translated).
+            for th in t.threads.keys().filter(|&&th| th != tid) {
+                self.vids.remove_real(*th);
+            }
+            tracing::debug!("process {tid} of the tree ended");
+            return;
+        }
+        for t in self.procs_mut() {
+            t.threads.remove(&tid);
+        }
+        self.vids.remove_real(tid);
+    }
+
+    fn other_stop(&mut self, which: Option<usize>, tid: pid_t, stop: Stop) -> Result<(), Error> {
+        let Session {
+            tracee,
+            others,
+            plugins,
+            vids,
+            ..
+        } = self;
+        let t = match which {
+            None => tracee,
+            Some(i) => match others.get_mut(i) {
+                Some(t) => t,
+                None => {
+                    resume_passenger(tid, stop);
+                    return Ok(());
+                }
+            },
+        };
+        handle_other_stop(t, plugins, vids, tid, stop).map(drop)
+    }
+
+    /// Kill the program (its whole tree) and wait until it is gone.
     pub fn kill(&mut self) {
         let _ = crate::sys::process::kill(self.tracee.pid, libc::SIGKILL);
+        self.kill_others();
         while self.exit.is_none() {
             match ptrace::wait(-1, false) {
                 Ok(Some((tid, stop))) if tid == self.tracee.pid => self.exit = exit_code(stop),
                 Ok(_) => {}
                 Err(_) => self.exit = Some(128 + libc::SIGKILL),
+            }
+        }
+    }
+
+    /// Kill every process of the tree but the root, and reap them.
+    fn kill_others(&mut self) {
+        for t in &self.others {
+            let _ = crate::sys::process::kill(t.pid, libc::SIGKILL);
+        }
+        let others = std::mem::take(&mut self.others);
+        for t in &others {
+            for &tid in t.threads.keys().filter(|&&x| x != t.pid) {
+                tracee::wait_thread_gone(t.pid, tid);
+            }
+            // The leader's exit as its tracer sees it (its parent, if
+            // alive, gets it too).
+            loop {
+                match ptrace::wait(t.pid, false) {
+                    Ok(Some((_, Stop::Exited(_) | Stop::Killed(_)))) | Err(_) => break,
+                    _ => {}
+                }
+            }
+        }
+        // Orphans are reaped by init: wait (a little) until their pids are
+        // free, so that a restart right after can take them back.
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        for t in &others {
+            while std::fs::metadata(format!("/proc/{}", t.pid)).is_ok()
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(2));
             }
         }
     }
@@ -364,6 +639,7 @@ impl Session {
                 .keys()
                 .map(|&t| self.vids.to_virtual(t))
                 .collect(),
+            processes: self.procs().map(|t| self.vids.to_virtual(t.pid)).collect(),
             ckpt_dir: self.opts.ckpt_dir.display().to_string(),
             images: self
                 .images
@@ -483,6 +759,7 @@ impl Session {
                 Ok(c) => Response {
                     ok: true,
                     image: Some(c.stats.path.display().to_string()),
+                    other_images: c.also.iter().map(|p| p.display().to_string()).collect(),
                     warnings: c.warnings,
                     ..Default::default()
                 },
@@ -522,12 +799,14 @@ impl Session {
             ));
         }
         self.stop_program()?;
-        for t in self.tracee.threads.values() {
-            let sig = match t.stop {
-                ThreadStop::Signal(s) => s,
-                _ => 0,
-            };
-            let _ = ptrace::detach(t.tid, sig);
+        for p in self.procs() {
+            for t in p.threads.values() {
+                let sig = match t.stop {
+                    ThreadStop::Signal(s) => s,
+                    _ => 0,
+                };
+                let _ = ptrace::detach(t.tid, sig);
+            }
         }
         self.detached = true;
         Ok(())
@@ -548,29 +827,34 @@ impl Session {
             if tid == self.tracee.pid {
                 if let Some(code) = exit_code(stop) {
                     self.exit = Some(code);
+                    // What is left of the tree ends with the program.
+                    self.kill_others();
                     return Ok(());
                 }
             }
-            if !self.tracee.owns(tid) {
-                // A child forked under the translation filter: followed
-                // only so its trapped syscalls don't fail with ENOSYS.
-                resume_passenger(tid, stop);
+            if let Stop::Exited(_) | Stop::Killed(_) = stop {
+                self.task_gone(tid);
                 continue;
             }
+            let which = match self.owner(tid) {
+                Some(w) => w,
+                None => match self.adopt(tid) {
+                    Some(w) => w,
+                    None => {
+                        resume_passenger(tid, stop);
+                        continue;
+                    }
+                },
+            };
             match stop {
-                Stop::Exited(_) | Stop::Killed(_) => {
-                    self.tracee.threads.remove(&tid);
-                    self.vids.remove_real(tid);
-                }
                 Stop::Signal(sig) => {
                     self.translate_siginfo(tid);
                     let _ = ptrace::cont(tid, sig);
                 }
                 Stop::Event(PTRACE_EVENT_STOP, sig) => {
-                    self.tracee
-                        .threads
-                        .entry(tid)
-                        .or_insert_with(|| Thread::new(tid));
+                    if let Some(t) = self.proc_mut(which) {
+                        t.threads.entry(tid).or_insert_with(|| Thread::new(tid));
+                    }
                     if tracee::is_group_stop(sig) {
                         // A group-stop: stay stopped until SIGCONT.
                         let _ = ptrace::listen(tid);
@@ -578,9 +862,18 @@ impl Session {
                         let _ = ptrace::cont(tid, 0);
                     }
                 }
-                _ => {
-                    handle_other_stop(&mut self.tracee, &mut self.plugins, &self.vids, tid, stop)?;
+                Stop::Event(
+                    libc::PTRACE_EVENT_FORK | libc::PTRACE_EVENT_VFORK | libc::PTRACE_EVENT_CLONE,
+                    _,
+                ) => {
+                    self.note_new_task(tid, stop);
+                    let _ = ptrace::cont(tid, 0);
                 }
+                Stop::Event(libc::PTRACE_EVENT_EXEC, _) => {
+                    self.vforked.remove(&tid);
+                    self.other_stop(which, tid, stop)?;
+                }
+                _ => self.other_stop(which, tid, stop)?,
             }
         }
     }
@@ -696,6 +989,10 @@ fn handle_other_stop(
                     scratch: None,
                 };
                 p.on_syscall_exit(&mut ctx, result)?;
+                if regs.rax as i64 != result {
+                    ptrace::setregs(tid, &regs)
+                        .map_err(|e| Error::ptrace("PTRACE_SETREGS", tid, e))?;
+                }
             }
             let _ = ptrace::cont(tid, 0);
         }
@@ -721,4 +1018,14 @@ fn wants(p: &dyn Plugin, nr: i64, arg1: u64) -> bool {
             .iter()
             .any(|t| (req >> 8) as u8 == t.ty && !t.except.contains(&req))
     }
+}
+
+/// The parent of process `pid` (/proc/pid/stat field 4; not its tracer).
+fn ppid_of(pid: pid_t) -> Option<pid_t> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.get(stat.rfind(')')? + 1..)?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }

@@ -204,7 +204,10 @@ fn wait_trap(tid: pid_t, want_segv: bool) -> Result<Option<pid_t>, Error> {
         match stop {
             Stop::Signal(libc::SIGTRAP) => return Ok(child),
             Stop::Signal(libc::SIGSEGV) if want_segv => return Ok(child),
-            Stop::Event(libc::PTRACE_EVENT_CLONE, _) => {
+            Stop::Event(
+                libc::PTRACE_EVENT_CLONE | libc::PTRACE_EVENT_FORK | libc::PTRACE_EVENT_VFORK,
+                _,
+            ) => {
                 child = Some(
                     ptrace::geteventmsg(tid)
                         .map_err(|e| Error::ptrace("PTRACE_GETEVENTMSG", tid, e))?
@@ -563,4 +566,64 @@ pub fn fork_stopped(tracee: &Tracee, tid: pid_t) -> Result<pid_t, Error> {
     copy.write_mem(saved.rip, &orig)?;
     ptrace::setregs(child, &saved).map_err(|e| Error::ptrace("PTRACE_SETREGS", child, e))?;
     Ok(child)
+}
+
+/// Fork stopped thread `tid` (a restart husk, traced with
+/// PTRACE_O_TRACEFORK) into a child process of it, with pid `want` when
+/// that pid is free (clone3 `set_tid`), else any pid. The child is a normal
+/// child (exit signal SIGCHLD) and sits in its attach stop; its memory is
+/// the parent's, with our code at rip: it is meant to be emptied and
+/// refilled. Returns the child's pid.
+pub fn fork_husk(tracee: &Tracee, tid: pid_t, want: Option<pid_t>) -> Result<pid_t, Error> {
+    let regs = ptrace::getregs(tid).map_err(|e| Error::ptrace("PTRACE_GETREGS", tid, e))?;
+    // struct clone_args and the pid array, well below the stack pointer
+    // (the husk sleeps in pause(): nothing lives there).
+    let at = (regs.rsp - 4096) & !15;
+    let mut saved = [0u8; 128];
+    tracee.read_mem(at, &mut saved)?;
+    let mut child = None;
+    if let Some(pid) = want {
+        let mut args = [0u64; 11];
+        args[4] = libc::SIGCHLD as u64; // exit_signal
+        args[8] = at + 96; // set_tid
+        args[9] = 1; // set_tid_size
+        let mut bytes: Vec<u8> = args.iter().flat_map(|v| v.to_le_bytes()).collect();
+        bytes.resize(96, 0);
+        bytes.extend_from_slice(&(pid as i64).to_le_bytes());
+        tracee.write_mem(at, &bytes)?;
+        let (ret, c) = syscall_at_rip(tracee, tid, libc::SYS_clone3, &[at, 88])?;
+        if ret > 0 {
+            child = c;
+        } else {
+            tracing::debug!("clone3(set_tid {pid}) failed: {}", errno_text(ret));
+        }
+    }
+    tracee.write_mem(at, &saved)?;
+    let child = match child {
+        Some(c) => c,
+        None => {
+            let (ret, c) = syscall_at_rip(
+                tracee,
+                tid,
+                libc::SYS_clone,
+                &[libc::SIGCHLD as u64, 0, 0, 0, 0],
+            )?;
+            c.ok_or_else(|| Error::Restore(format!("fork of a husk failed: {}", errno_text(ret))))?
+        }
+    };
+    loop {
+        match ptrace::wait(child, false).map_err(|e| Error::ptrace("waitpid", child, e))? {
+            Some((_, Stop::Event(PTRACE_EVENT_STOP, _))) => return Ok(child),
+            Some((_, Stop::Exited(_) | Stop::Killed(_))) => {
+                return Err(Error::Restore("a forked husk died at birth".into()))
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Run syscall `nr` in stopped thread `tid` of a process without a
+/// trampoline (see `syscall_at_rip`); the raw result.
+pub fn syscall_in_place(tracee: &Tracee, tid: pid_t, nr: i64, args: &[u64]) -> Result<i64, Error> {
+    syscall_at_rip(tracee, tid, nr, args).map(|r| r.0)
 }

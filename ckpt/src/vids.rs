@@ -69,12 +69,16 @@ impl VirtualIds {
 /// The built-in Pids plugin: translates the pid-carrying syscalls of a
 /// restarted program between its virtual ids and the kernel's.
 pub struct Pids {
-    vppid: Option<i32>,
+    /// The virtual parent of each restored process, by its real pid (one
+    /// plugin serves every process of a tree).
+    vppid: std::collections::HashMap<i32, i32>,
 }
 
 impl Pids {
     pub fn new() -> Pids {
-        Pids { vppid: None }
+        Pids {
+            vppid: Default::default(),
+        }
     }
 }
 
@@ -186,7 +190,7 @@ impl crate::plugin::Plugin for Pids {
     }
 
     fn restart(&mut self, ctx: &mut crate::plugin::RestoreCtx) -> Result<(), crate::Error> {
-        self.vppid = Some(ctx.state.vppid);
+        self.vppid.insert(ctx.tracee.pid, ctx.state.vppid);
         Ok(())
     }
 
@@ -194,7 +198,7 @@ impl crate::plugin::Plugin for Pids {
         &mut self,
         ctx: &mut crate::plugin::SyscallCtx,
     ) -> Result<crate::plugin::SyscallAction, crate::Error> {
-        use crate::plugin::SyscallAction::{Emulate, Run};
+        use crate::plugin::SyscallAction::{Emulate, Run, RunWatchExit};
         if let Some(&(_, i)) = PATH_SYSCALLS
             .iter()
             .find(|(nr, _)| *nr == ctx.regs.orig_rax as i64)
@@ -209,13 +213,20 @@ impl crate::plugin::Plugin for Pids {
         Ok(match r.orig_rax as i64 {
             libc::SYS_getpid => Emulate(v.to_virtual(ctx.tracee.pid) as i64),
             libc::SYS_gettid => Emulate(v.to_virtual(ctx.tid) as i64),
-            libc::SYS_getppid => match self.vppid {
-                Some(p) => Emulate(p as i64),
-                None => Run,
+            libc::SYS_getppid => match self.vppid.get(&ctx.tracee.pid) {
+                Some(&p) => Emulate(p as i64),
+                // A process forked since the restart: its parent's real pid,
+                // seen as virtual.
+                None => RunWatchExit,
             },
-            libc::SYS_kill | libc::SYS_wait4 => {
+            libc::SYS_kill => {
                 r.rdi = arg_pid(r.rdi);
                 Run
+            }
+            libc::SYS_wait4 => {
+                r.rdi = arg_pid(r.rdi);
+                // The child it reaps is named by its virtual pid (trees).
+                RunWatchExit
             }
             libc::SYS_tkill
             | libc::SYS_rt_sigqueueinfo
@@ -243,6 +254,18 @@ impl crate::plugin::Plugin for Pids {
             }
             _ => Run,
         })
+    }
+
+    fn on_syscall_exit(
+        &mut self,
+        ctx: &mut crate::plugin::SyscallCtx,
+        result: i64,
+    ) -> Result<(), crate::Error> {
+        let nr = ctx.regs.orig_rax as i64;
+        if (nr == libc::SYS_wait4 || nr == libc::SYS_getppid) && result > 0 {
+            ctx.regs.rax = ctx.vids.to_virtual(result as i32) as i64 as u64;
+        }
+        Ok(())
     }
 }
 

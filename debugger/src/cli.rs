@@ -227,6 +227,10 @@ pub fn command(req: CommandRequest) -> CliResult {
     if let Some(image) = &resp.image {
         println!("{image}");
     }
+    // A process tree: one image per process, the root's first.
+    for image in &resp.other_images {
+        println!("{image}");
+    }
     if let Some(s) = &resp.status {
         println!(
             "program:  {} (pid {}{})",
@@ -240,6 +244,9 @@ pub fn command(req: CommandRequest) -> CliResult {
         );
         println!("argv:     {}", s.argv.join(" "));
         println!("threads:  {}", s.threads.len());
+        if s.processes.len() > 1 {
+            println!("processes: {} ({:?})", s.processes.len(), s.processes);
+        }
         println!("ckpt dir: {}", s.ckpt_dir);
         if s.restarted {
             println!("restarted from an image");
@@ -268,12 +275,6 @@ pub struct RestartRequest {
 
 pub fn restart(req: RestartRequest) -> CliResult {
     let several = req.images.len() > 1;
-    if several && req.coordinator.is_none() {
-        return Err(CliError {
-            message: "several images restart together under a coordinator (--coordinator HOST:PORT); process trees are not supported yet".into(),
-            usage: false,
-        });
-    }
     check_dir(&req.ckpt_dir)?;
     let mut env = Vec::new();
     for kv in &req.env {
@@ -296,10 +297,19 @@ pub fn restart(req: RestartRequest) -> CliResult {
         drop(CoordinatorLink::connect(addr, token.as_deref())?);
         return crate::coordinator_cli::restart_all(&req, addr, token.as_deref());
     }
-    let image = req
-        .images
-        .first()
-        .ok_or_else(|| CliError::usage("give the image to restart"))?;
+    // Without a coordinator, several images are one process tree (the
+    // root first, as `rewind command --checkpoint` prints them).
+    if req.images.is_empty() {
+        return Err(CliError::usage("give the image to restart"));
+    }
+    if let Some(missing) = req.images.iter().find(|i| !i.is_file()) {
+        if several {
+            return Err(CliError {
+                message: format!("{}: no such image", missing.display()),
+                usage: false,
+            });
+        }
+    }
     let (link, control_socket) = coordinator_link(&req.coordinator, req.token, &req.ckpt_dir)?;
     let opts = SessionOptions {
         ckpt_dir: req.ckpt_dir,
@@ -315,7 +325,7 @@ pub fn restart(req: RestartRequest) -> CliResult {
         }
     };
     let restored = Session::restart(
-        image,
+        &req.images,
         opts,
         &RestartOptions {
             env,

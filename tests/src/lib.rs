@@ -288,6 +288,15 @@ pub fn restart(image: &Path, ckpt_dir: &Path, env: &[(&str, &str)], stdout: Redi
     spawn(cmd, ckpt_dir, stdout)
 }
 
+/// `rewind restart --ckpt-dir CKPT_DIR IMAGES...` of a process tree (the root's image first), run
+/// from CKPT_DIR.
+pub fn restart_tree(images: &[PathBuf], ckpt_dir: &Path, stdout: Redirect) -> Running {
+    let mut cmd = Command::new(rewind_bin());
+    cmd.arg("restart").arg("--ckpt-dir").arg(ckpt_dir);
+    cmd.args(images).current_dir(ckpt_dir);
+    spawn(cmd, ckpt_dir, stdout)
+}
+
 /// Any `rewind ARGS...` in the background from `dir`, like [`launch`]: its own process group, stdin
 /// empty, stdout to a file and stderr next to it, killed with its group when dropped.
 /// [`Running::ckpt_dir`] returns `dir`.
@@ -427,6 +436,20 @@ impl Running {
 
     #[track_caller]
     fn checkpoint_with(&self, flags: &[&str]) -> PathBuf {
+        self.checkpoint_tree_with(flags).remove(0)
+    }
+
+    /// `rewind command --checkpoint --kill` of a program that may have forked: every image it
+    /// wrote, one per process, the root's first.
+    #[track_caller]
+    pub fn checkpoint_tree_and_kill(&self) -> Vec<PathBuf> {
+        self.checkpoint_tree_with(&["--checkpoint", "--kill"])
+    }
+
+    /// `rewind command FLAGS...` (a checkpoint) of a program that may have forked: every image it
+    /// wrote, one per process, the root's first.
+    #[track_caller]
+    pub fn checkpoint_tree_with(&self, flags: &[&str]) -> Vec<PathBuf> {
         let done = self.command(flags);
         if !done.status.success() || done.stdout.trim().is_empty() {
             panic!(
@@ -436,10 +459,13 @@ impl Running {
                 self.diagnostics()
             );
         }
-        let printed = done.stdout.trim().lines().last().unwrap_or_default().trim();
-        let image = self.ckpt_dir.join(printed); // an absolute path replaces the directory
-        check_image_name(&image, &self.ckpt_dir, &done);
-        image
+        let mut images = Vec::new();
+        for printed in done.stdout.trim().lines() {
+            let image = self.ckpt_dir.join(printed.trim()); // an absolute path replaces the directory
+            check_image_name(&image, &self.ckpt_dir, &done);
+            images.push(image);
+        }
+        images
     }
 
     /// `rewind command --status --json`; returns what it printed (it must succeed).
@@ -745,17 +771,17 @@ pub fn checkpoint_chain_with(
     let mut images = Vec::new();
     for (i, &wait) in waits.iter().enumerate() {
         running.wait_for(wait);
-        let image = running.checkpoint_and_kill();
+        // One image per process when the program forked: all are restarted together.
+        let tree = running.checkpoint_tree_and_kill();
         let killed = running.wait_timeout(KILL_TIMEOUT);
         assert!(!killed.stderr.contains("panicked"), "{}", killed.describe());
         outputs.push(killed.stdout);
-        running = restart(
-            &image,
+        running = restart_tree(
+            &tree,
             &scratch.dir(&format!("ckpt-{}", i + 1)),
-            &[],
             stage_out(i + 1),
         );
-        images.push(image);
+        images.extend(tree);
     }
     let last = running.wait();
     outputs.push(last.stdout.clone());

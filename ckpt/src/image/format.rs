@@ -70,7 +70,10 @@ pub struct CpuSummary {
 pub struct ProcessState {
     pub vpid: i32,
     pub vppid: i32,
-    /// Virtual process group and session ids (informational for single processes).
+    /// Virtual process group and session ids. A process tree is a set of
+    /// images, one per process, linked by `vpid`/`vppid`; restart recreates
+    /// groups and sessions led inside the tree (see `tree.rs`), others are
+    /// informational.
     pub vpgid: i32,
     pub vsid: i32,
     pub exe: String,

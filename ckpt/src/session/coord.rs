@@ -111,7 +111,7 @@ impl Session {
     fn resume_from_coordinator(&mut self) {
         if let Some(link) = self.coordinator.as_mut() {
             if link.suspended_until.take().is_some() && self.exit.is_none() {
-                if let Err(e) = self.tracee.resume_all() {
+                if let Err(e) = self.resume_tree() {
                     tracing::warn!("cannot resume the program: {e}");
                 }
             }
@@ -188,7 +188,7 @@ impl Session {
             self.reap_if_gone();
             // Threads stopped before the failure must not stay stopped.
             if self.exit.is_none() {
-                let _ = self.tracee.resume_all();
+                let _ = self.resume_tree();
             }
             return Err(e);
         }
