@@ -276,6 +276,11 @@ impl SocketPairs {
         let Some(&peer_fd) = self.inodes.get(&sock.peer) else {
             return Ok(None);
         };
+        // A pair another process also holds (inherited across fork) would
+        // come back private to this one: it comes back closed instead.
+        if held_elsewhere(self.pid, &[ino, sock.peer]) {
+            return Ok(None);
+        }
         let queued = if self.drained.insert(ino, ()).is_none() {
             self.drain_and_refill(fd, peer_fd, sock.ty)?
         } else {
@@ -372,6 +377,25 @@ fn listeners(pid: pid_t) -> HashMap<u64, FdKind> {
         }
     }
     out
+}
+
+/// Whether a process other than `pid` has a descriptor of one of these
+/// sockets.
+fn held_elsewhere(pid: pid_t, inodes: &[u64]) -> bool {
+    let wanted: Vec<String> = inodes.iter().map(|i| format!("socket:[{i}]")).collect();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    procs
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<pid_t>().ok())
+        .filter(|&p| p != pid)
+        .any(|p| {
+            std::fs::read_dir(format!("/proc/{p}/fd")).is_ok_and(|fds| {
+                fds.filter_map(|e| e.ok())
+                    .filter_map(|e| std::fs::read_link(e.path()).ok())
+                    .any(|l| wanted.iter().any(|w| l.as_os_str() == w.as_str()))
+            })
+        })
 }
 
 fn socket_inode(link: &str) -> Option<u64> {
