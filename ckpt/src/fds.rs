@@ -474,6 +474,26 @@ pub fn restore(
         }
         Ok(())
     };
+    // Bind socket `tmp` to `sockaddr`, listen, and put it at `fd`.
+    let listen_again =
+        |tmp: u64, sockaddr: &[u8], shown: &str, fd: i32, flags: u64| -> Result<(), Error> {
+            tracee.write_mem(scratch, sockaddr)?;
+            let bound = inj.syscall(tid, libc::SYS_bind, &[tmp, scratch, sockaddr.len() as u64])?;
+            if bound < 0 {
+                return Err(Error::Restore(format!(
+                    "cannot listen on {shown} again (fd {fd}): {}",
+                    crate::tracee::errno_text(bound)
+                )));
+            }
+            call("listen", libc::SYS_listen, &[tmp, 4096])?;
+            place(tmp, fd)?;
+            call(
+                "fcntl(F_SETFL)",
+                libc::SYS_fcntl,
+                &[fd as u64, libc::F_SETFL as u64, flags],
+            )
+            .map(drop)
+        };
     let open_path = |path: &str, flags: u64| -> Result<u64, Error> {
         let mut bytes = path.as_bytes().to_vec();
         bytes.push(0);
@@ -716,23 +736,7 @@ pub fn restore(
                         4,
                     ],
                 )?;
-                tracee.write_mem(scratch, &sockaddr)?;
-                let bound =
-                    inj.syscall(tid, libc::SYS_bind, &[tmp, scratch, sockaddr.len() as u64])?;
-                if bound < 0 {
-                    return Err(Error::Restore(format!(
-                        "cannot listen on {shown} again (fd {}): {}",
-                        f.fd,
-                        crate::tracee::errno_text(bound)
-                    )));
-                }
-                call("listen", libc::SYS_listen, &[tmp, 4096])?;
-                place(tmp, f.fd)?;
-                call(
-                    "fcntl(F_SETFL)",
-                    libc::SYS_fcntl,
-                    &[f.fd as u64, libc::F_SETFL as u64, keep_flags],
-                )?;
+                listen_again(tmp, &sockaddr, &shown, f.fd, keep_flags)?;
             }
             FdKind::UnixListener { name, sock_type } => {
                 let shown = String::from_utf8_lossy(name).replace('\0', "@");
@@ -759,22 +763,12 @@ pub fn restore(
                     libc::SYS_socket,
                     &[libc::AF_UNIX as u64, *sock_type as u64, 0],
                 )?;
-                tracee.write_mem(scratch, &sockaddr)?;
-                let bound =
-                    inj.syscall(tid, libc::SYS_bind, &[tmp, scratch, sockaddr.len() as u64])?;
-                if bound < 0 {
-                    return Err(Error::Restore(format!(
-                        "cannot listen on unix socket {shown} again (fd {}): {}",
-                        f.fd,
-                        crate::tracee::errno_text(bound)
-                    )));
-                }
-                call("listen", libc::SYS_listen, &[tmp, 4096])?;
-                place(tmp, f.fd)?;
-                call(
-                    "fcntl(F_SETFL)",
-                    libc::SYS_fcntl,
-                    &[f.fd as u64, libc::F_SETFL as u64, keep_flags],
+                listen_again(
+                    tmp,
+                    &sockaddr,
+                    &format!("unix socket {shown}"),
+                    f.fd,
+                    keep_flags,
                 )?;
             }
             FdKind::EventFd { count, semaphore } => {
