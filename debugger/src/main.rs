@@ -27,6 +27,8 @@ enum Command {
     ///
     /// The program's stdin, stdout and stderr are rewind's. rewind exits with
     /// the program's exit status (128 + signal number when it is killed).
+    /// Processes it forks are followed: a checkpoint writes one image per
+    /// process of the tree.
     /// While it runs, `rewind command` checkpoints it through a control socket
     /// (mode 0600) in the checkpoint directory, or at $REWIND_CONTROL. With
     /// --coordinator it also registers with a `rewind coordinator`, which
@@ -393,10 +395,13 @@ struct RestartArgs {
     /// over loopback); default $REWIND_TOKEN.
     #[arg(long, value_name = "T", requires = "coordinator")]
     token: Option<String>,
-    /// The image to restart (ckpt_<prog>_<pid>.rwd). Several images need
-    /// --coordinator: each is restarted as a session of its own (sharing
-    /// this terminal) and registers with the coordinator; rewind exits when
-    /// all have ended, with the first nonzero status.
+    /// The image(s) to restart (ckpt_<prog>_<pid>.rwd). Several images are
+    /// the processes of one tree, as the checkpoint of a program that forked
+    /// printed them: the tree is rebuilt with its parent/child links,
+    /// process groups and sessions. With --coordinator, each image is
+    /// restarted as a session of its own (sharing this terminal) and
+    /// registers with the coordinator; rewind exits when all have ended,
+    /// with the first nonzero status.
     #[arg(value_name = "IMAGE", required = true)]
     images: Vec<PathBuf>,
 }
