@@ -1160,7 +1160,14 @@ pub fn system_program(name: &str) -> Command {
                 .find(|p| p.is_file())
         })
         .unwrap_or_else(|| panic!("{name} not found on PATH (scripts/setup.sh installs it)"));
-    Command::new(path)
+    let mut cmd = Command::new(path);
+    if name == "gdb" {
+        // In a UTF-8 locale gdb prints bytes that happen to form UTF-8 (the
+        // garbage after a string in a buffer, say) as characters; in the C
+        // locale always as octal escapes, as rewind's inspector does.
+        cmd.env("LC_ALL", "C");
+    }
+    cmd
 }
 
 /// A command running the python3 interpreter itself: `sys.executable` of the python3 on PATH, so
