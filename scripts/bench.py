@@ -246,19 +246,26 @@ def debug_times(trace, cmds):
     return times, r.stdout
 
 
-def bench_debug(work, quick, add):
-    """Reverse execution latencies and snapshot cost (DESIGN §5 targets)."""
-    spans = os.path.join(work, "spans")
+def record_spans(work, name, quick):
+    """Build scripts/bench/spans.c, calibrated to this machine, and record it:
+    (trace directory, scale; spans are 10 s, 1 s and 10 ms divided by scale)."""
+    spans = os.path.join(work, name)
     subprocess.run(["gcc", "-O1", "-g", "-o", spans, os.path.join(ROOT, "scripts", "bench", "spans.c")], check=True)
     # Calibrate: loop iterations per millisecond on this machine (that run
     # makes 100000 * (100 + 10 + 10) = 12e6 iterations).
     t = timed([spans, "100000", "100"])
     per_ms = max(1000, int(12e6 / (t * 1e3)))
     scale = 10 if quick else 1
-    trace = os.path.join(work, "trace-spans")
-    print("bench: debug: reverse-continue spans ...", file=sys.stderr, flush=True)
+    trace = os.path.join(work, f"trace-{name}")
     subprocess.run([REWIND, "record", "-o", trace, "--", spans, str(per_ms), str(scale)],
                    check=True, capture_output=True, timeout=1800)
+    return trace, scale
+
+
+def bench_debug(work, quick, add):
+    """Reverse execution latencies and snapshot cost (DESIGN §5 targets)."""
+    print("bench: debug: reverse-continue spans ...", file=sys.stderr, flush=True)
+    trace, scale = record_spans(work, "spans", quick)
     cmds = ["break mark", "run", "continue", "continue", "continue",
             "reverse-continue", "reverse-continue", "reverse-continue"]
     times, out = debug_times(trace, cmds)
@@ -316,15 +323,8 @@ def bench_gdbserver(work, quick, add):
     if not shutil.which("gdb"):
         print("bench: gdbserver: no gdb, skipped", file=sys.stderr)
         return
-    spans = os.path.join(work, "spans-gdb")
-    subprocess.run(["gcc", "-O1", "-g", "-o", spans, os.path.join(ROOT, "scripts", "bench", "spans.c")], check=True)
-    t = timed([spans, "100000", "100"])
-    per_ms = max(1000, int(12e6 / (t * 1e3)))
-    scale = 10 if quick else 1
-    trace = os.path.join(work, "trace-spans-gdb")
     print("bench: gdbserver: bc and bs latency ...", file=sys.stderr, flush=True)
-    subprocess.run([REWIND, "record", "-o", trace, "--", spans, str(per_ms), str(scale)],
-                   check=True, capture_output=True, timeout=1800)
+    trace, scale = record_spans(work, "spans-gdb", quick)
     script = os.path.join(work, "timer.py")
     with open(script, "w") as f:
         f.write(GDB_TIMER)

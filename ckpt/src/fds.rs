@@ -176,11 +176,9 @@ pub fn capture(
                 pos,
             }
         } else {
-            let hint = if link.starts_with("anon_inode:kvm") {
-                " (launch the program with --plugin kvm to keep its virtual machine)"
-            } else {
-                ""
-            };
+            let hint = crate::plugin::registered_owner(&link)
+                .map(|p| format!(" (launch the program with --plugin {p} to keep it)"))
+                .unwrap_or_default();
             let becomes = if link.starts_with("socket:") {
                 "a closed connection"
             } else {
@@ -228,28 +226,42 @@ fn epoll_watches(info: &str) -> Vec<EpollWatch> {
 /// has unix sockets at all).
 struct SocketPairs {
     pid: pid_t,
-    /// Inode of every socket descriptor, and the first fd holding it.
+    fds: Vec<i32>,
+    /// Inode of every socket descriptor, and the first fd holding it (read
+    /// with the diagnostics, at the first socket).
     inodes: HashMap<u64, i32>,
     diag: Option<HashMap<u64, crate::unix_sockets::UnixSocket>>,
-    drained: HashMap<u64, ()>,
+    drained: std::collections::HashSet<u64>,
+    /// Per pair (smaller inode): whether another process holds it too.
+    shared: HashMap<u64, bool>,
 }
 
 impl SocketPairs {
     fn new(pid: pid_t, fds: &[i32]) -> SocketPairs {
-        let mut inodes = HashMap::new();
-        for &fd in fds {
-            let Ok(link) = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")) else {
+        SocketPairs {
+            pid,
+            fds: fds.to_vec(),
+            inodes: HashMap::new(),
+            diag: None,
+            drained: Default::default(),
+            shared: HashMap::new(),
+        }
+    }
+
+    /// Ask the kernel about unix sockets, once, when the first socket
+    /// descriptor is met.
+    fn diagnose(&mut self) {
+        if self.diag.is_some() {
+            return;
+        }
+        self.diag = Some(crate::unix_sockets::all().unwrap_or_default());
+        for &fd in &self.fds {
+            let Ok(link) = std::fs::read_link(format!("/proc/{}/fd/{fd}", self.pid)) else {
                 continue;
             };
             if let Some(ino) = socket_inode(&link.to_string_lossy()) {
-                inodes.entry(ino).or_insert(fd);
+                self.inodes.entry(ino).or_insert(fd);
             }
-        }
-        SocketPairs {
-            pid,
-            inodes,
-            diag: None,
-            drained: HashMap::new(),
         }
     }
 
@@ -259,9 +271,7 @@ impl SocketPairs {
         let Some(ino) = socket_inode(link) else {
             return Ok(None);
         };
-        if self.diag.is_none() {
-            self.diag = Some(crate::unix_sockets::all().unwrap_or_default());
-        }
+        self.diagnose();
         let Some(sock) = self.diag.as_ref().and_then(|d| d.get(&ino).cloned()) else {
             return Ok(None);
         };
@@ -278,16 +288,22 @@ impl SocketPairs {
         };
         // A pair another process also holds (inherited across fork) would
         // come back private to this one: it comes back closed instead.
-        if held_elsewhere(self.pid, &[ino, sock.peer]) {
+        let id = ino.min(sock.peer);
+        let pid = self.pid;
+        if *self
+            .shared
+            .entry(id)
+            .or_insert_with(|| held_elsewhere(pid, &[ino, sock.peer]))
+        {
             return Ok(None);
         }
-        let queued = if self.drained.insert(ino, ()).is_none() {
+        let queued = if self.drained.insert(ino) {
             self.drain_and_refill(fd, peer_fd, sock.ty)?
         } else {
             Vec::new()
         };
         Ok(Some(FdKind::UnixPair {
-            id: ino.min(sock.peer),
+            id,
             end: u8::from(ino > sock.peer),
             sock_type: sock.ty,
             queued,

@@ -184,6 +184,16 @@ pub fn add_needed(plugins: &mut Vec<Box<dyn Plugin>>, state: &ProcessState) -> R
     Ok(())
 }
 
+/// The registered plugin that would own a descriptor with this `/proc`
+/// link (for a hint when that plugin is not loaded).
+pub fn registered_owner(link: &str) -> Option<&'static str> {
+    let registry = REGISTRY.lock().ok()?.clone();
+    registry
+        .iter()
+        .find(|(_, make)| make().fd_prefixes().iter().any(|p| link.starts_with(p)))
+        .map(|(name, _)| *name)
+}
+
 /// Names of the registered plugins.
 pub fn available() -> Vec<&'static str> {
     REGISTRY

@@ -327,6 +327,16 @@ impl Session {
         }
     }
 
+    /// The process `tid` belongs to ([`Session::owner`]), adopting it if
+    /// new; None (the stop resumed as a passenger's) if it is not ours.
+    fn owner_or_adopt(&mut self, tid: pid_t, stop: Stop) -> Option<Option<usize>> {
+        let which = self.owner(tid).or_else(|| self.adopt(tid));
+        if which.is_none() {
+            resume_passenger(tid, stop);
+        }
+        which
+    }
+
     /// A process we have not heard of, seen through one of its threads'
     /// stops (its fork event may still be queued): it joins the tree when
     /// it descends from it.
@@ -472,15 +482,8 @@ impl Session {
                 self.task_gone(tid);
                 continue;
             }
-            let which = match self.owner(tid) {
-                Some(w) => w,
-                None => match self.adopt(tid) {
-                    Some(w) => w,
-                    None => {
-                        resume_passenger(tid, stop);
-                        continue;
-                    }
-                },
+            let Some(which) = self.owner_or_adopt(tid, stop) else {
+                continue;
             };
             match stop {
                 Stop::Event(PTRACE_EVENT_STOP, _) if self.vforked.contains(&tid) => {
@@ -836,15 +839,8 @@ impl Session {
                 self.task_gone(tid);
                 continue;
             }
-            let which = match self.owner(tid) {
-                Some(w) => w,
-                None => match self.adopt(tid) {
-                    Some(w) => w,
-                    None => {
-                        resume_passenger(tid, stop);
-                        continue;
-                    }
-                },
+            let Some(which) = self.owner_or_adopt(tid, stop) else {
+                continue;
             };
             match stop {
                 Stop::Signal(sig) => {

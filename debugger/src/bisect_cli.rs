@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use crate::cli::{CliError, CliResult};
+use crate::cli::{err, CliResult};
 use crate::debug_cli::{executable, prepare_trace};
 use crate::repl::{Debugger, Search};
 use crate::timeline::{self, SearchOptions, StopReason, TimelineOptions};
@@ -20,13 +20,6 @@ pub struct BisectRequest {
     pub max_steps: u64,
     pub check_monotone: bool,
     pub max_snapshots: usize,
-}
-
-fn err(message: impl Into<String>) -> CliError {
-    CliError {
-        message: message.into(),
-        usage: false,
-    }
 }
 
 pub fn bisect(req: BisectRequest) -> CliResult {

@@ -32,6 +32,14 @@ impl CliError {
     }
 }
 
+/// An error that is not a usage error (exit code 1).
+pub(crate) fn err(message: impl Into<String>) -> CliError {
+    CliError {
+        message: message.into(),
+        usage: false,
+    }
+}
+
 impl std::fmt::Display for CliError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.message)
@@ -91,10 +99,10 @@ fn interval(s: Option<f64>) -> Result<Option<Duration>, CliError> {
 
 fn check_dir(dir: &std::path::Path) -> Result<(), CliError> {
     if !dir.is_dir() {
-        return Err(CliError {
-            message: format!("checkpoint directory {} does not exist", dir.display()),
-            usage: false,
-        });
+        return Err(err(format!(
+            "checkpoint directory {} does not exist",
+            dir.display()
+        )));
     }
     Ok(())
 }
@@ -219,10 +227,9 @@ pub fn command(req: CommandRequest) -> CliResult {
         eprintln!("rewind: warning: {w}");
     }
     if !resp.ok {
-        return Err(CliError {
-            message: resp.error.unwrap_or_else(|| "the session refused".into()),
-            usage: false,
-        });
+        return Err(err(resp
+            .error
+            .unwrap_or_else(|| "the session refused".into())));
     }
     if let Some(image) = &resp.image {
         println!("{image}");
@@ -288,10 +295,7 @@ pub fn restart(req: RestartRequest) -> CliResult {
         // Every image must be there, and the coordinator must accept us,
         // before anything starts.
         if let Some(missing) = req.images.iter().find(|i| !i.is_file()) {
-            return Err(CliError {
-                message: format!("{}: no such image", missing.display()),
-                usage: false,
-            });
+            return Err(err(format!("{}: no such image", missing.display())));
         }
         let token = coordinator::token_from(req.token.clone());
         drop(CoordinatorLink::connect(addr, token.as_deref())?);
@@ -304,10 +308,7 @@ pub fn restart(req: RestartRequest) -> CliResult {
     }
     if let Some(missing) = req.images.iter().find(|i| !i.is_file()) {
         if several {
-            return Err(CliError {
-                message: format!("{}: no such image", missing.display()),
-                usage: false,
-            });
+            return Err(err(format!("{}: no such image", missing.display())));
         }
     }
     let (link, control_socket) = coordinator_link(&req.coordinator, req.token, &req.ckpt_dir)?;

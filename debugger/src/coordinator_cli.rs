@@ -9,7 +9,7 @@ use std::time::Duration;
 use rewind_ckpt::coordinator::server::{Coordinator, CoordinatorOptions};
 use rewind_ckpt::coordinator::{self, client, ClientRequest, Report};
 
-use crate::cli::{CliError, CliResult, RestartRequest};
+use crate::cli::{err, CliError, CliResult, RestartRequest};
 
 pub struct CoordinatorRequest {
     pub listen: String,
@@ -113,12 +113,9 @@ pub fn command(req: CoordinatedCommand) -> CliResult {
         }
     }
     if !report.ok {
-        return Err(CliError {
-            message: report
-                .error
-                .unwrap_or_else(|| "the coordinator refused".into()),
-            usage: false,
-        });
+        return Err(err(report
+            .error
+            .unwrap_or_else(|| "the coordinator refused".into())));
     }
     match request {
         ClientRequest::Checkpoint { .. } => print_checkpoint(&req.coordinator, &report),

@@ -13,7 +13,7 @@ use rustyline::hint::Hinter;
 use rustyline::validate::Validator;
 use rustyline::{Context, Helper};
 
-use crate::cli::{CliError, CliResult};
+use crate::cli::{err, CliError, CliResult};
 use crate::repl::{command_names, Debugger, Flow};
 use crate::timeline::{self, TimelineOptions};
 
@@ -33,13 +33,6 @@ pub struct DebugRequest {
     pub max_snapshots: usize,
     /// Memory budget of the snapshots, MiB.
     pub snapshot_memory: u64,
-}
-
-fn err(message: impl Into<String>) -> CliError {
-    CliError {
-        message: message.into(),
-        usage: false,
-    }
 }
 
 /// Removes a temporary trace directory when dropped.

@@ -213,15 +213,24 @@ struct GdbserverArgs {
     /// removed on exit).
     #[arg(short = 'o', long = "output", value_name = "DIR")]
     output: Option<PathBuf>,
-    /// At most N in-memory snapshots to go back quickly.
-    #[arg(long, value_name = "N", default_value = "48")]
-    max_snapshots: usize,
-    /// At most MIB of memory held by snapshots alone.
-    #[arg(long, value_name = "MIB", default_value = "4096")]
-    snapshot_memory: u64,
+    #[command(flatten)]
+    snapshots: SnapshotArgs,
     /// The program to record and serve, and its arguments.
     #[arg(last = true, value_name = "PROG ARGS")]
     argv: Vec<String>,
+}
+
+/// How many in-memory snapshots the timeline keeps (debug, gdbserver).
+#[derive(Args, Debug)]
+struct SnapshotArgs {
+    /// At most N in-memory snapshots (forked copies of the replayed
+    /// process, sharing unchanged pages) to go back quickly.
+    #[arg(long, value_name = "N", default_value = "48")]
+    max_snapshots: usize,
+    /// At most MIB of memory held by snapshots alone (the pages they no
+    /// longer share); older ones are dropped first.
+    #[arg(long, value_name = "MIB", default_value = "4096")]
+    snapshot_memory: u64,
 }
 
 #[derive(Args, Debug)]
@@ -248,14 +257,8 @@ struct DebugArgs {
     /// Exit after the -x and --ex commands instead of reading more.
     #[arg(long)]
     batch: bool,
-    /// At most N in-memory snapshots (forked copies of the replayed
-    /// process, sharing unchanged pages) to go back quickly.
-    #[arg(long, value_name = "N", default_value = "48")]
-    max_snapshots: usize,
-    /// At most MIB of memory held by snapshots alone (the pages they no
-    /// longer share); older ones are dropped first.
-    #[arg(long, value_name = "MIB", default_value = "4096")]
-    snapshot_memory: u64,
+    #[command(flatten)]
+    snapshots: SnapshotArgs,
     /// The program to record and debug, and its arguments.
     #[arg(last = true, value_name = "PROG ARGS")]
     argv: Vec<String>,
@@ -469,8 +472,8 @@ fn main() -> ExitCode {
                 scripts: a.scripts,
                 commands: a.commands,
                 batch: a.batch,
-                max_snapshots: a.max_snapshots,
-                snapshot_memory: a.snapshot_memory,
+                max_snapshots: a.snapshots.max_snapshots,
+                snapshot_memory: a.snapshots.snapshot_memory,
             })
         }
         Command::Bisect(a) => {
@@ -506,8 +509,8 @@ fn main() -> ExitCode {
                 } else {
                     OnDisconnect::Kill
                 },
-                max_snapshots: a.max_snapshots,
-                snapshot_memory: a.snapshot_memory,
+                max_snapshots: a.snapshots.max_snapshots,
+                snapshot_memory: a.snapshots.snapshot_memory,
             })
         }
     };

@@ -173,33 +173,50 @@ impl KvmRecord {
     ) -> Result<Vec<(u64, u64)>, Error> {
         let largest = self.slots.iter().map(|s| s.size).max().unwrap_or(0);
         let bitmap_len = (largest / PAGE).div_ceil(64) * 8;
-        let buf_len = bitmap_len.div_ceil(PAGE).max(1) * PAGE;
+        // The request takes the scratch page's first 16 bytes; a bitmap
+        // that fits after it (slots up to ~126 MiB) needs no mapping.
+        let in_scratch = 64;
+        if bitmap_len <= PAGE - in_scratch {
+            return self.dirty_into(tracee, tid, inj, inj.scratch() + in_scratch);
+        }
+        let buf_len = bitmap_len.div_ceil(PAGE) * PAGE;
         inj.with_buffer(tid, "dirty log", buf_len, |buf| {
-            let mut ranges: Vec<(u64, u64)> = Vec::new();
-            for s in &self.slots {
-                let pages = s.size / PAGE;
-                let len = (pages.div_ceil(64) * 8) as usize;
-                let mut req = s.slot.to_le_bytes().to_vec();
-                req.extend_from_slice(&[0; 4]);
-                req.extend_from_slice(&buf.to_le_bytes());
-                tracee.write_mem(inj.scratch(), &req)?;
-                inj.call(
-                    tid,
-                    "KVM_GET_DIRTY_LOG",
-                    libc::SYS_ioctl,
-                    &[s.vm_fd as u64, KVM_GET_DIRTY_LOG as u64, inj.scratch()],
-                )?;
-                let mut bits = vec![0u8; len];
-                tracee.read_mem(buf, &mut bits)?;
-                for page in (0..pages).filter(|&p| bits[(p / 8) as usize] & (1 << (p % 8)) != 0) {
-                    let at = s.addr + page * PAGE;
-                    match ranges.last_mut() {
-                        Some((start, n)) if *start + *n == at => *n += PAGE,
-                        _ => ranges.push((at, PAGE)),
-                    }
+            self.dirty_into(tracee, tid, inj, buf)
+        })
+    }
+
+    /// The dirty pages of every slot, each slot's bitmap read into `buf`.
+    fn dirty_into(
+        &self,
+        tracee: &Tracee,
+        tid: pid_t,
+        inj: &Injector,
+        buf: u64,
+    ) -> Result<Vec<(u64, u64)>, Error> {
+        let mut ranges: Vec<(u64, u64)> = Vec::new();
+        for s in &self.slots {
+            let pages = s.size / PAGE;
+            let len = (pages.div_ceil(64) * 8) as usize;
+            let mut req = s.slot.to_le_bytes().to_vec();
+            req.extend_from_slice(&[0; 4]);
+            req.extend_from_slice(&buf.to_le_bytes());
+            tracee.write_mem(inj.scratch(), &req)?;
+            inj.call(
+                tid,
+                "KVM_GET_DIRTY_LOG",
+                libc::SYS_ioctl,
+                &[s.vm_fd as u64, KVM_GET_DIRTY_LOG as u64, inj.scratch()],
+            )?;
+            let mut bits = vec![0u8; len];
+            tracee.read_mem(buf, &mut bits)?;
+            for page in (0..pages).filter(|&p| bits[(p / 8) as usize] & (1 << (p % 8)) != 0) {
+                let at = s.addr + page * PAGE;
+                match ranges.last_mut() {
+                    Some((start, n)) if *start + *n == at => *n += PAGE,
+                    _ => ranges.push((at, PAGE)),
                 }
             }
-            Ok(ranges)
-        })
+        }
+        Ok(ranges)
     }
 }

@@ -21,7 +21,7 @@ use gdbstub::common::Signal;
 use gdbstub::conn::{Connection, ConnectionExt};
 use gdbstub::stub::{run_blocking, DisconnectReason, GdbStub, MultiThreadStopReason};
 
-use crate::cli::{CliError, CliResult};
+use crate::cli::{err, CliError, CliResult};
 use crate::timeline::{self, TimelineOptions};
 use conn::Link;
 use target::{Ran, Server};
@@ -51,30 +51,18 @@ pub struct GdbserverRequest {
     pub snapshot_memory: u64,
 }
 
-fn err(message: impl Into<String>) -> CliError {
-    CliError {
-        message: message.into(),
-        usage: false,
-    }
-}
-
-fn usage(message: impl Into<String>) -> CliError {
-    CliError {
-        message: message.into(),
-        usage: true,
-    }
-}
-
 pub fn gdbserver(req: GdbserverRequest) -> CliResult {
     if req.trace.is_some() != req.argv.is_empty() {
-        return Err(usage(if req.trace.is_some() {
+        return Err(CliError::usage(if req.trace.is_some() {
             "give either --trace DIR or -- PROG ARGS, not both"
         } else {
             "nothing to serve: give --trace DIR or -- PROG ARGS"
         }));
     }
     if req.stdio && req.listen.is_some() {
-        return Err(usage("give either --listen ADDR:PORT or --stdio, not both"));
+        return Err(CliError::usage(
+            "give either --listen ADDR:PORT or --stdio, not both",
+        ));
     }
     // With --stdio, stdout carries the protocol: keep it for gdb and send
     // everything else written to fd 1 (the program's output, while it is

@@ -93,6 +93,8 @@ pub fn entries(req: u32) -> Option<(usize, usize)> {
         KVM_SET_CPUID => Some((8, 24)),
         KVM_SET_GSI_ROUTING => Some((8, 48)),
         KVM_SET_MSRS | KVM_GET_MSRS => Some((8, 16)),
+        // struct kvm_signal_mask { u32 len; u8 sigset[len]; }
+        KVM_SET_SIGNAL_MASK => Some((4, 1)),
         _ => None,
     }
 }

@@ -330,10 +330,7 @@ fn read_arg(tracee: &Tracee, req: u32, arg: u64) -> Result<Arg, Error> {
         return Ok(Arg::Value(arg));
     }
     let fixed = abi::size(req);
-    let len = match abi::entries(req).or(match req {
-        abi::KVM_SET_SIGNAL_MASK => Some((4, 1)),
-        _ => None,
-    }) {
+    let len = match abi::entries(req) {
         Some((header, entry)) => {
             let mut h = [0u8; 4];
             tracee.read_mem(arg, &mut h)?;
