@@ -48,9 +48,21 @@ pub fn checkpoint(
     env: &CaptureEnv,
     path: &Path,
 ) -> Result<Checkpoint, Error> {
+    checkpoint_with(tracee, plugins, env, None, path)
+}
+
+/// [`checkpoint`] of one process of a program whose sockets `sockets`
+/// read for this checkpoint (every process of a tree shares it).
+pub fn checkpoint_with(
+    tracee: &mut Tracee,
+    plugins: &mut [Box<dyn Plugin>],
+    env: &CaptureEnv,
+    sockets: Option<&crate::sockets::Census>,
+    path: &Path,
+) -> Result<Checkpoint, Error> {
     let t0 = std::time::Instant::now();
     block_signals(tracee)?;
-    let result = checkpoint_blocked(tracee, plugins, env, path);
+    let result = checkpoint_blocked(tracee, plugins, env, sockets, path);
     let unblocked = unblock_signals(tracee);
     let ckpt = result?;
     unblocked?;
@@ -85,6 +97,7 @@ fn checkpoint_blocked(
     tracee: &mut Tracee,
     plugins: &mut [Box<dyn Plugin>],
     env: &CaptureEnv,
+    sockets: Option<&crate::sockets::Census>,
     path: &Path,
 ) -> Result<Checkpoint, Error> {
     let mappings = maps::read(tracee.pid)?;
@@ -92,7 +105,7 @@ fn checkpoint_blocked(
     let hole = maps::find_hole(&taken, TRAMPOLINE_SIZE, 0x7fff_0000_0000)
         .ok_or_else(|| Error::Tracee("no room in the address space for the trampoline".into()))?;
     let injector = Injector::install(tracee, tracee.pid, hole)?;
-    let result = capture_with(tracee, &injector, &mappings, plugins, env, path);
+    let result = capture_with(tracee, &injector, &mappings, plugins, env, sockets, path);
     let removed = injector.remove(tracee.pid);
     let ckpt = result?;
     removed?;
@@ -105,6 +118,7 @@ fn capture_with(
     mappings: &[Mapping],
     plugins: &mut [Box<dyn Plugin>],
     env: &CaptureEnv,
+    sockets: Option<&crate::sockets::Census>,
     path: &Path,
 ) -> Result<Checkpoint, Error> {
     let pid = tracee.pid;
@@ -130,6 +144,7 @@ fn capture_with(
             stdio: env.stdio,
             vids: env.vids,
             warnings: &mut warnings,
+            sockets,
         };
         result = p.pre_checkpoint(&mut ctx);
         if result.is_err() {

@@ -21,6 +21,7 @@ pub mod plugin;
 pub mod restore;
 pub mod seccomp;
 pub mod session;
+pub mod sockets;
 pub mod sys;
 pub mod tracee;
 pub mod tree;

@@ -46,6 +46,9 @@ pub struct CaptureCtx<'a> {
     pub warnings: &'a mut Vec<String>,
     /// Link prefixes of descriptors some plugin owns, with its name.
     pub claimed_fds: &'a [(&'static str, &'static str)],
+    /// The sockets of the whole program (its process tree), read for this
+    /// checkpoint; None when the process is captured alone.
+    pub sockets: Option<&'a crate::sockets::Census>,
 }
 
 pub struct ResumeCtx<'a> {
@@ -63,6 +66,9 @@ pub struct RestoreCtx<'a> {
     pub warnings: &'a mut Vec<String>,
     /// Pipes of a process tree, shared with other processes being restored.
     pub shared_pipes: Option<&'a crate::tree::SharedPipes>,
+    /// The sockets of every image being restored, made by rewind; None when
+    /// the process is restored alone.
+    pub sockets: Option<&'a crate::sockets::Rebuilt>,
 }
 
 pub struct SyscallCtx<'a> {

@@ -45,6 +45,9 @@ pub struct RestartOptions<'a> {
     /// Pipes shared by several processes of a tree, made once by the
     /// restart (see `tree`).
     pub shared_pipes: Option<&'a crate::tree::SharedPipes>,
+    /// Sockets of every image being restored, made once by the restart
+    /// (see `sockets`); without them each process gets its own.
+    pub sockets: Option<&'a crate::sockets::Rebuilt>,
 }
 
 /// A restored process, every thread stopped and ready to run.
@@ -259,6 +262,7 @@ impl Refill<'_> {
                 vids: &mut vids,
                 warnings: &mut self.warnings,
                 shared_pipes: opts.shared_pipes,
+                sockets: opts.sockets,
             };
             p.restart(&mut ctx)?;
         }

@@ -65,6 +65,14 @@ pub struct Session {
     /// their exec first.
     vforked: std::collections::HashSet<pid_t>,
     coordinator: Option<crate::coordinator::link::CoordinatorLink>,
+    /// The sockets of the last checkpoint, TCP ends in repair mode, until
+    /// the program runs on (they leave it) or is killed (they close
+    /// silently).
+    frozen: Option<crate::sockets::Census>,
+    /// Restarted: sockets rebuilt for the program whose TCP ends wait for
+    /// other programs of a coordinator's computation (the program stays
+    /// stopped until they are connected).
+    awaiting: Option<crate::sockets::Rebuilt>,
 }
 
 /// Find `prog` like execvp does.
@@ -206,6 +214,8 @@ impl Session {
             detached: false,
             coordinator: None,
             vforked: Default::default(),
+            frozen: None,
+            awaiting: None,
         })
     }
 
@@ -218,14 +228,37 @@ impl Session {
     ) -> Result<(Session, Vec<String>), Error> {
         let mut plugins = crate::plugin::by_names(&opts.plugins)?;
         let control = ControlSocket::bind(&opts.control_path())?;
+        if images.is_empty() {
+            return Err(Error::Usage("give the image to restart".into()));
+        }
+        // Every socket of every image is made once, by rewind, before any
+        // process takes its descriptors.
+        let states = images
+            .iter()
+            .map(|i| crate::image::ImageReader::open(i).map(|r| r.state))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut sockets = crate::sockets::Rebuilt::make(&states.iter().collect::<Vec<_>>())?;
+        let mut socket_warnings = sockets.take_warnings();
+        let ropts = RestartOptions {
+            env: ropts.env.clone(),
+            progress: ropts.progress,
+            seccomp: ropts.seccomp,
+            notsc: ropts.notsc,
+            shared_pipes: ropts.shared_pipes,
+            sockets: Some(&sockets),
+        };
         let (mut restored, mut warnings) = match images {
-            [] => return Err(Error::Usage("give the image to restart".into())),
             [image] => (
-                vec![restore::restart(image, &mut plugins, ropts)?],
+                vec![restore::restart(image, &mut plugins, &ropts)?],
                 Vec::new(),
             ),
-            _ => crate::tree::restart_tree(images, &mut plugins, ropts)?,
+            _ => crate::tree::restart_tree(images, &mut plugins, &ropts)?,
         };
+        drop(ropts);
+        // Every process holds its sockets: connections inside the tree run
+        // again.
+        socket_warnings.extend(sockets.release());
+        warnings.extend(socket_warnings);
         for (r, image) in restored.iter().zip(images) {
             tracing::info!(
                 "restored {} ({} threads) in {:.1} ms",
@@ -269,6 +302,8 @@ impl Session {
             detached: false,
             coordinator: None,
             vforked: Default::default(),
+            frozen: None,
+            awaiting: sockets.is_awaiting().then_some(sockets),
         };
         // Children are followed, as at launch.
         for t in s.procs() {
@@ -277,10 +312,31 @@ impl Session {
                     .map_err(|e| Error::ptrace("PTRACE_SETOPTIONS", tid, e))?;
             }
         }
-        for t in s.procs_mut() {
-            t.resume_all()?;
+        // A program whose connections wait for other programs' restarts
+        // stays stopped until they are made (see `reconnect`).
+        if s.awaiting.is_none() {
+            for t in s.procs_mut() {
+                t.resume_all()?;
+            }
         }
         Ok((s, warnings))
+    }
+
+    /// Make the TCP ends that waited for other programs' restarts (with
+    /// their addresses moved as `moved` says), connect them, and let the
+    /// program run.
+    fn connect_awaiting(
+        &mut self,
+        moved: &std::collections::HashMap<std::net::IpAddr, std::net::IpAddr>,
+    ) -> Result<(), Error> {
+        if let Some(mut sockets) = self.awaiting.take() {
+            sockets.reconnect(moved);
+            for w in sockets.release() {
+                tracing::warn!("{w}");
+            }
+            self.resume_tree()?;
+        }
+        Ok(())
     }
 
     /// Every process of the session, the root first.
@@ -292,8 +348,12 @@ impl Session {
         std::iter::once(&mut self.tracee).chain(self.others.iter_mut())
     }
 
-    /// Resume every stopped thread of every process.
+    /// Resume every stopped thread of every process (its sockets leave
+    /// the repair mode a checkpoint put them in first).
     fn resume_tree(&mut self) -> Result<(), Error> {
+        if let Some(mut census) = self.frozen.take() {
+            census.thaw();
+        }
         for t in self.procs_mut() {
             t.resume_all()?;
         }
@@ -403,7 +463,7 @@ impl Session {
             return Err(e);
         }
         tracing::debug!("all threads stopped");
-        let result = self.capture_stopped();
+        let result = self.capture_stopped(&[]);
         if kill {
             self.kill();
         } else {
@@ -415,14 +475,39 @@ impl Session {
     /// Write an image of every process of the program, whose threads are
     /// all stopped; they stay stopped. The result is the root's, with the
     /// other images in `also` and every warning.
-    fn capture_stopped(&mut self) -> Result<Checkpoint, Error> {
+    fn capture_stopped(
+        &mut self,
+        computation: &[crate::sockets::Endpoint],
+    ) -> Result<Checkpoint, Error> {
         let path = self.image_path();
+        // The sockets of the whole tree, read once for every image: send
+        // queues first (a coordinator's drain did it already), then the rest.
+        let mut census = match self.frozen.take() {
+            Some(c) => c,
+            None => {
+                let pids: Vec<pid_t> = self.procs().map(|t| t.pid).collect();
+                let mut c = crate::sockets::Census::take(&pids)?;
+                c.freeze(false);
+                c
+            }
+        };
+        census.capture(computation);
+        let socket_warnings = census.take_warnings();
+        // Kept until the program runs on or is killed.
+        let census = &*self.frozen.insert(census);
         let env = CaptureEnv {
             stdio: &self.stdio,
             vids: &self.vids,
             vppid: self.vppid,
         };
-        let mut ckpt = capture::checkpoint(&mut self.tracee, &mut self.plugins, &env, &path)?;
+        let mut ckpt = capture::checkpoint_with(
+            &mut self.tracee,
+            &mut self.plugins,
+            &env,
+            Some(census),
+            &path,
+        )?;
+        ckpt.warnings.extend(socket_warnings);
         for t in self.others.iter_mut() {
             let ppid = ppid_of(t.pid).unwrap_or(0);
             let env = CaptureEnv {
@@ -435,7 +520,7 @@ impl Session {
                 .unwrap_or_default();
             let p =
                 crate::tree::image_name(&self.opts.ckpt_dir, &comm, self.vids.to_virtual(t.pid));
-            let c = capture::checkpoint(t, &mut self.plugins, &env, &p)?;
+            let c = capture::checkpoint_with(t, &mut self.plugins, &env, Some(census), &p)?;
             ckpt.warnings.extend(c.warnings);
             ckpt.millis += c.millis;
             ckpt.also.push(c.stats.path);
@@ -588,6 +673,11 @@ impl Session {
                 Err(_) => self.exit = Some(128 + libc::SIGKILL),
             }
         }
+        // The program is gone: sockets left in repair mode by a checkpoint
+        // close now without a word to their peers (restarts reuse their
+        // addresses).
+        self.frozen = None;
+        self.awaiting = None;
     }
 
     /// Kill every process of the tree but the root, and reap them.
@@ -681,6 +771,14 @@ impl Session {
         };
         // Stops may have queued before the signalfd existed.
         self.drain_stops()?;
+        // Without a coordinator nobody says when the other programs are
+        // back: the connections are made now.
+        if self.coordinator.is_none() && self.awaiting.is_some() {
+            tracing::warn!(
+                "connections to other programs of the checkpoint are made now: restart those programs too (with a coordinator, restart waits for them)"
+            );
+            self.connect_awaiting(&std::collections::HashMap::new())?;
+        }
         while self.exit.is_none() && !self.detached {
             // While the coordinator holds the program stopped, local
             // requests and periodic checkpoints wait.

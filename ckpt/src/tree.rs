@@ -281,6 +281,7 @@ pub fn restart_tree(
         },
         notsc: opts.notsc,
         shared_pipes: Some(&pipes),
+        sockets: opts.sockets,
     };
     let mut done: Vec<Restored> = Vec::new();
     for (n, (path, reader, _)) in plan.procs.into_iter().enumerate() {

@@ -205,7 +205,7 @@ impl Session {
                 "asked to capture a program that is not suspended (its suspension expired?)".into(),
             ));
         }
-        let ckpt = self.capture_stopped();
+        let ckpt = self.capture_stopped(&[]);
         // However the capture went, the program stays suspended until the
         // coordinator's next order.
         self.hold(lease_ms);

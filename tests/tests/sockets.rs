@@ -1,0 +1,326 @@
+//! Connections between the processes of one program across checkpoint and restart (issue 7, part
+//! 2): TCP connections (IPv4, IPv6, loopback or not) and unix connections (stream, seqpacket,
+//! datagram; over a path, an abstract name or a socket pair) whose two ends are held by different
+//! processes of the program's tree, with data in flight both ways.
+//!
+//! Oracles: what the program prints before the checkpoint followed by what the restarted copy
+//! prints is what an uninterrupted run prints (every message arrives once, in order; the
+//! fixtures check payload sums, acknowledgments and that the names `getsockname`/`getpeername`
+//! report never change), a program checkpointed without being killed runs to the same end, and
+//! the images hold the connections with data in flight (decoded from them), so a test cannot pass
+//! with a checkpoint that caught nothing. No process may be left behind.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::thread;
+
+use nix::sched::{unshare, CloneFlags};
+use rewind_ckpt::image::format::{FdKind, SocketState};
+use rewind_ckpt::image::ImageReader;
+use rewind_tests::*;
+
+/// The TCP token ring: a parent and three members over TCP at `addr`.
+fn ring(addr: &str, rounds: u32) -> Command {
+    let mut cmd = fixture("tcp_ring");
+    cmd.args([addr, &rounds.to_string()]);
+    cmd
+}
+
+/// The unix client/server: `kind` (stream, seqpacket, dgram) over `name` (a path, @abstract,
+/// pair) for `n` requests.
+fn chat(kind: &str, name: &str, n: u32) -> Command {
+    let mut cmd = fixture("unix_chat");
+    cmd.args([kind, name, &n.to_string()]);
+    cmd
+}
+
+/// What the images of a checkpoint hold in their sockets (each socket counted once).
+#[derive(Debug, Default)]
+struct InFlight {
+    tcp_ends: usize,
+    tcp_bytes: usize,
+    unix_sockets: usize,
+    unix_messages: usize,
+}
+
+fn in_flight(images: &[PathBuf]) -> InFlight {
+    let mut seen = std::collections::HashSet::new();
+    let mut f = InFlight::default();
+    for image in images {
+        let reader = ImageReader::open(image)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", image.display()));
+        for fd in &reader.state.fds {
+            let FdKind::Socket { id, socket } = &fd.kind else {
+                continue;
+            };
+            if !seen.insert(*id) {
+                continue;
+            }
+            match socket {
+                SocketState::Tcp(c) => {
+                    f.tcp_ends += 1;
+                    f.tcp_bytes += c.sent.len() + c.unsent.len() + c.received.len();
+                }
+                SocketState::Unix(u) => {
+                    f.unix_sockets += 1;
+                    f.unix_messages += u.queued.len();
+                }
+                _ => {}
+            }
+        }
+    }
+    f
+}
+
+/// Every process whose command line is exactly the program's (none may be left after a test).
+fn processes_running(program: &Command) -> Vec<String> {
+    let argv: Vec<String> = std::iter::once(program.get_program())
+        .chain(program.get_args())
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.parse::<u32>().is_err() {
+            continue;
+        }
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|&b| b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if args == argv {
+            found.push(name);
+        }
+    }
+    found
+}
+
+#[track_caller]
+fn assert_nothing_left(program: &Command) {
+    for _ in 0..100 {
+        if processes_running(program).is_empty() {
+            return;
+        }
+        thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!(
+        "processes left behind: {:?} running {:?}",
+        processes_running(program),
+        program
+    );
+}
+
+/// Launch, wait for `line`, checkpoint the whole tree and kill it, restart every image; the
+/// output around the checkpoint must be the uninterrupted one. Returns what the images held.
+#[track_caller]
+fn checkpoint_kill_restart_tree(
+    scratch: &Scratch,
+    program: &Command,
+    line: &'static str,
+) -> InFlight {
+    let uninterrupted = run_uninterrupted(program);
+    let mut running = launch(
+        program,
+        &scratch.dir("ckpt-0"),
+        Redirect::to(scratch.join("before.out")),
+    );
+    running.wait_for(Wait::LineContaining(line));
+    let images = running.checkpoint_tree_and_kill();
+    let before = running.wait_timeout(KILL_TIMEOUT);
+    assert_nothing_left(program);
+    let held = in_flight(&images);
+    let after = restart_tree(
+        &images,
+        &scratch.dir("ckpt-1"),
+        Redirect::to(scratch.join("after.out")),
+    )
+    .wait();
+    assert_pieces_match(&uninterrupted, &[&before.stdout, &after.stdout], &after);
+    assert!(
+        !after.stderr.contains("warning"),
+        "the restart warned about something:\n{}",
+        after.describe()
+    );
+    assert_nothing_left(program);
+    held
+}
+
+/// Launch, checkpoint twice without killing (waiting for `lines`), and let it finish: the output
+/// is the uninterrupted one. Returns what the last images held.
+#[track_caller]
+fn checkpoints_leave_it_running(
+    scratch: &Scratch,
+    program: &Command,
+    lines: &[&'static str],
+) -> InFlight {
+    let uninterrupted = run_uninterrupted(program);
+    let mut running = launch(
+        program,
+        &scratch.dir("ckpt"),
+        Redirect::to(scratch.join("live.out")),
+    );
+    let mut held = InFlight::default();
+    for line in lines {
+        running.wait_for(Wait::LineContaining(line));
+        held = in_flight(&running.checkpoint_tree_with(&["--checkpoint"]));
+    }
+    let done = running.wait();
+    done.assert_success();
+    assert_eq!(
+        done.stdout,
+        String::from_utf8_lossy(&uninterrupted.stdout),
+        "{}",
+        done.describe()
+    );
+    assert_nothing_left(program);
+    held
+}
+
+#[track_caller]
+fn assert_tcp_in_flight(held: &InFlight, connections: usize) {
+    assert_eq!(
+        held.tcp_ends,
+        2 * connections,
+        "the images should hold both ends of {connections} TCP connections: {held:?}"
+    );
+    assert!(
+        held.tcp_bytes > 0,
+        "the checkpoint caught no byte in flight in the ring: {held:?}"
+    );
+}
+
+#[track_caller]
+fn assert_unix_in_flight(held: &InFlight) {
+    assert!(
+        held.unix_sockets >= 2 && held.unix_messages > 0,
+        "the images should hold both ends of the connection and messages in flight: {held:?}"
+    );
+}
+
+#[test]
+fn tcp_ring_restarts_with_tokens_in_flight() {
+    let scratch = Scratch::new("tcp_ring_restarts_with_tokens_in_flight");
+    let program = ring("127.0.0.1", 45);
+    let held = checkpoint_kill_restart_tree(&scratch, &program, "member 0 got token 8:");
+    assert_tcp_in_flight(&held, 3);
+}
+
+#[test]
+fn tcp_ring_over_ipv6_runs_on_after_checkpoints() {
+    let scratch = Scratch::new("tcp_ring_over_ipv6_runs_on_after_checkpoints");
+    let program = ring("::1", 40);
+    let held = checkpoints_leave_it_running(
+        &scratch,
+        &program,
+        &["member 0 got token 5:", "member 2 got token 15:"],
+    );
+    assert_tcp_in_flight(&held, 3);
+}
+
+#[test]
+fn tcp_ring_over_ipv6_restarts_twice_in_a_chain() {
+    let scratch = Scratch::new("tcp_ring_over_ipv6_restarts_twice_in_a_chain");
+    let program = ring("::1", 42);
+    let uninterrupted = run_uninterrupted(&program);
+    let chain = checkpoint_chain(
+        &scratch,
+        &program,
+        &[
+            Wait::LineContaining("member 1 got token 6:"),
+            Wait::LineContaining("member 2 got token 20:"),
+        ],
+    );
+    chain.assert_matches(&uninterrupted);
+    assert_tcp_in_flight(&in_flight(&chain.images[chain.images.len() - 4..]), 3);
+    assert_nothing_left(&program);
+}
+
+/// The ring over the address of a veth interface in a network namespace of the test's own: not
+/// loopback, as between hosts (the kernel still delivers it locally).
+#[test]
+fn tcp_ring_over_a_non_loopback_address() {
+    thread::scope(|s| {
+        s.spawn(|| {
+            unshare(CloneFlags::CLONE_NEWNET)
+                .unwrap_or_else(|e| panic!("unshare(CLONE_NEWNET): {e} (this test needs root)"));
+            for args in [
+                &["link", "set", "lo", "up"][..],
+                &[
+                    "link", "add", "rwveth0", "type", "veth", "peer", "name", "rwveth1",
+                ],
+                &["addr", "add", "10.77.3.1/24", "dev", "rwveth0"],
+                &["link", "set", "rwveth0", "up"],
+                &["link", "set", "rwveth1", "up"],
+            ] {
+                let done = run_command({
+                    let mut c = Command::new("ip");
+                    c.args(args);
+                    c
+                });
+                assert!(done.status.success(), "ip {args:?}: {}", done.describe());
+            }
+            let scratch = Scratch::new("tcp_ring_over_a_non_loopback_address");
+            let program = ring("10.77.3.1", 40);
+            let held = checkpoint_kill_restart_tree(&scratch, &program, "member 2 got token 7:");
+            assert_tcp_in_flight(&held, 3);
+        })
+        .join()
+        .map_err(std::panic::resume_unwind)
+        .ok();
+    });
+}
+
+/// A unix socket name in the scratch directory (short enough for sun_path).
+fn socket_path(scratch: &Scratch) -> String {
+    let p = scratch.join("c.sock");
+    assert!(p.as_os_str().len() < 100, "{} is too long", p.display());
+    p.display().to_string()
+}
+
+#[test]
+fn unix_stream_over_a_path_restarts_with_messages_in_flight() {
+    let scratch = Scratch::new("unix_stream_path");
+    let program = chat("stream", &socket_path(&scratch), 80);
+    let held = checkpoint_kill_restart_tree(&scratch, &program, "reply 21 ");
+    assert_unix_in_flight(&held);
+    assert!(!Path::new(&socket_path(&scratch)).exists());
+}
+
+#[test]
+fn unix_seqpacket_over_an_abstract_name_restarts_with_messages_in_flight() {
+    let scratch = Scratch::new("unix_seqpacket_abstract");
+    let name = format!("@rewind-test-seqpacket-{}", std::process::id());
+    let program = chat("seqpacket", &name, 80);
+    let held = checkpoint_kill_restart_tree(&scratch, &program, "reply 25 ");
+    assert_unix_in_flight(&held);
+}
+
+#[test]
+fn unix_datagrams_over_paths_restart_with_messages_in_flight() {
+    let scratch = Scratch::new("unix_dgram_path");
+    let program = chat("dgram", &socket_path(&scratch), 80);
+    let held = checkpoint_kill_restart_tree(&scratch, &program, "reply 17 ");
+    assert_unix_in_flight(&held);
+}
+
+#[test]
+fn unix_socket_pairs_across_processes_restart_with_messages_in_flight() {
+    for kind in ["stream", "dgram"] {
+        let scratch = Scratch::new(&format!("unix_pair_{kind}"));
+        let program = chat(kind, "pair", 60);
+        let held = checkpoint_kill_restart_tree(&scratch, &program, "reply 13 ");
+        assert_unix_in_flight(&held);
+    }
+}
+
+#[test]
+fn unix_chat_runs_on_after_checkpoints() {
+    let scratch = Scratch::new("unix_chat_runs_on");
+    let program = chat("stream", &socket_path(&scratch), 70);
+    let held = checkpoints_leave_it_running(&scratch, &program, &["reply 9 ", "reply 30 "]);
+    assert_unix_in_flight(&held);
+}
