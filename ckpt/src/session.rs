@@ -322,23 +322,6 @@ impl Session {
         Ok((s, warnings))
     }
 
-    /// Make the TCP ends that waited for other programs' restarts (with
-    /// their addresses moved as `moved` says), connect them, and let the
-    /// program run.
-    fn connect_awaiting(
-        &mut self,
-        moved: &std::collections::HashMap<std::net::IpAddr, std::net::IpAddr>,
-    ) -> Result<(), Error> {
-        if let Some(mut sockets) = self.awaiting.take() {
-            sockets.reconnect(moved);
-            for w in sockets.release() {
-                tracing::warn!("{w}");
-            }
-            self.resume_tree()?;
-        }
-        Ok(())
-    }
-
     /// Every process of the session, the root first.
     pub fn procs(&self) -> impl Iterator<Item = &Tracee> {
         std::iter::once(&self.tracee).chain(self.others.iter())
@@ -353,6 +336,14 @@ impl Session {
     fn resume_tree(&mut self) -> Result<(), Error> {
         if let Some(mut census) = self.frozen.take() {
             census.thaw();
+        }
+        // Restarted, connections to other programs go now (made first if
+        // no coordinator said how).
+        if let Some(mut sockets) = self.awaiting.take() {
+            sockets.reconnect(&std::collections::HashMap::new());
+            for w in sockets.release() {
+                tracing::warn!("{w}");
+            }
         }
         for t in self.procs_mut() {
             t.resume_all()?;
@@ -777,7 +768,7 @@ impl Session {
             tracing::warn!(
                 "connections to other programs of the checkpoint are made now: restart those programs too (with a coordinator, restart waits for them)"
             );
-            self.connect_awaiting(&std::collections::HashMap::new())?;
+            self.resume_tree()?;
         }
         while self.exit.is_none() && !self.detached {
             // While the coordinator holds the program stopped, local

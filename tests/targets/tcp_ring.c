@@ -1,4 +1,4 @@
-// A 3-process token ring over TCP, forked by one parent: a large token and acknowledgments are in flight in both directions of every connection most of the time; a restart must deliver every byte once.
+// A 3-process token ring over TCP (forked by one parent, or three separate programs): a large token and acknowledgments are in flight in both directions of every connection most of the time; a restart must deliver every byte once.
 //
 // usage: tcp_ring ADDR ROUNDS [DELAY_MS]: the parent listens on ADDR (an IPv4
 // or IPv6 address, port chosen by the kernel), makes three TCP connections
@@ -11,6 +11,12 @@
 // deterministic data) to the right. Each member checks that its sockets
 // still report the addresses they had. The parent prints "ring done" once
 // the three members exit successfully.
+//
+// usage: tcp_ring member I ADDR PORT NEXT_ADDR NEXT_PORT ROUNDS [DELAY_MS]:
+// member I of a ring of three separate programs: it listens on ADDR:PORT,
+// connects to the next member at NEXT_ADDR:NEXT_PORT (retrying until it
+// listens), accepts the previous member, then plays as above and prints
+// "member I done".
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -113,6 +119,8 @@ static void same_names(int fd, const struct sockaddr_storage *local,
     }
 }
 
+static int separate;
+
 static void member(int i, int left, int right, uint32_t rounds, int delay) {
     unsigned char *buf = malloc(400000);
     if (!buf)
@@ -174,10 +182,71 @@ static void member(int i, int left, int right, uint32_t rounds, int delay) {
             exit(1);
         }
     }
+    if (separate)
+        dprintf(1, "member %d done\n", i);
     exit(0);
 }
 
+static socklen_t parse(const char *addr, int port, struct sockaddr_storage *ss, int *family) {
+    memset(ss, 0, sizeof *ss);
+    if (strchr(addr, ':')) {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)ss;
+        a->sin6_family = AF_INET6;
+        a->sin6_port = htons((uint16_t)port);
+        if (inet_pton(AF_INET6, addr, &a->sin6_addr) != 1)
+            die("inet_pton");
+        *family = AF_INET6;
+        return sizeof *a;
+    }
+    struct sockaddr_in *a = (struct sockaddr_in *)ss;
+    a->sin_family = AF_INET;
+    a->sin_port = htons((uint16_t)port);
+    if (inet_pton(AF_INET, addr, &a->sin_addr) != 1)
+        die("inet_pton");
+    *family = AF_INET;
+    return sizeof *a;
+}
+
+static int member_program(int argc, char **argv) {
+    if (argc < 8) {
+        dprintf(2, "usage: tcp_ring member I ADDR PORT NEXT_ADDR NEXT_PORT ROUNDS [DELAY_MS]\n");
+        return 2;
+    }
+    int i = atoi(argv[2]);
+    separate = 1;
+    struct sockaddr_storage me, next;
+    int family, next_family;
+    socklen_t melen = parse(argv[3], atoi(argv[4]), &me, &family);
+    socklen_t nextlen = parse(argv[5], atoi(argv[6]), &next, &next_family);
+    uint32_t rounds = (uint32_t)atoi(argv[7]);
+    int delay = argc > 8 ? atoi(argv[8]) : 20;
+    int l = socket(family, SOCK_STREAM, 0), one = 1;
+    setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (l < 0 || bind(l, (struct sockaddr *)&me, melen) != 0 || listen(l, 4) != 0)
+        die("listen");
+    int right = -1;
+    for (int tries = 0; right < 0; tries++) {
+        right = socket(next_family, SOCK_STREAM, 0);
+        if (connect(right, (struct sockaddr *)&next, nextlen) == 0)
+            break;
+        if (tries > 3000)
+            die("connect to the next member");
+        close(right);
+        right = -1;
+        sleep_ms(10);
+    }
+    int left = accept(l, NULL, NULL);
+    if (left < 0)
+        die("accept");
+    close(l);
+    dprintf(1, "member %d connected\n", i);
+    member(i, left, right, rounds, delay);
+    return 0;
+}
+
 int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "member") == 0)
+        return member_program(argc, argv);
     if (argc < 3) {
         dprintf(2, "usage: tcp_ring ADDR ROUNDS [DELAY_MS]\n");
         return 2;

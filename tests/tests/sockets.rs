@@ -324,3 +324,158 @@ fn unix_chat_runs_on_after_checkpoints() {
     let held = checkpoints_leave_it_running(&scratch, &program, &["reply 9 ", "reply 30 "]);
     assert_unix_in_flight(&held);
 }
+
+/// A `rewind coordinator` on a free loopback port, killed when dropped.
+struct Coordinator {
+    running: Running,
+    addr: String,
+}
+
+impl Coordinator {
+    fn start(scratch: &Scratch) -> Coordinator {
+        let mut running = rewind_background(
+            ["coordinator", "--listen", "127.0.0.1:0", "--timeout", "30"],
+            scratch.path(),
+            Redirect::to(scratch.join("coordinator.out")),
+        );
+        running.wait_for(Wait::LineContaining("token: "));
+        let addr = running
+            .output()
+            .lines()
+            .find_map(|l| l.strip_prefix("rewind coordinator listening on "))
+            .map(|a| a.trim().to_string())
+            .unwrap_or_else(|| panic!("no address in {}", running.output()));
+        Coordinator { running, addr }
+    }
+}
+
+/// Ports nobody listens on now.
+fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().expect("its address").port())
+        .collect()
+}
+
+/// The ring as three programs of their own, each under its own `rewind launch --coordinator`:
+/// checkpointed and killed together, each image restarted by its own `rewind restart
+/// --coordinator`, which holds its program until the three are back and their connections made.
+#[test]
+fn coordinated_tcp_ring_of_three_programs_restarts_together() {
+    let scratch = Scratch::new("coordinated_tcp_ring");
+    let coordinator = Coordinator::start(&scratch);
+    let ports = free_ports(3);
+    let member = |i: usize| {
+        let mut cmd = fixture("tcp_ring");
+        cmd.args([
+            "member".to_string(),
+            i.to_string(),
+            "127.0.0.1".into(),
+            ports[i].to_string(),
+            "127.0.0.1".into(),
+            ports[(i + 1) % 3].to_string(),
+            "40".into(),
+        ]);
+        cmd
+    };
+    let uninterrupted: Vec<_> = thread::scope(|s| {
+        let runs: Vec<_> = (0..3)
+            .map(|i| {
+                let cmd = member(i);
+                s.spawn(move || run_uninterrupted(&cmd))
+            })
+            .collect();
+        runs.into_iter()
+            .map(|r| r.join().expect("an uninterrupted member"))
+            .collect()
+    });
+    let flags = ["--coordinator", coordinator.addr.as_str()];
+    let dir = scratch.dir("ckpt-0");
+    let mut launched: Vec<Running> = (0..3)
+        .map(|i| {
+            launch_with(
+                &flags,
+                &member(i),
+                &dir,
+                Redirect::to(scratch.join(format!("before-{i}.out"))),
+            )
+        })
+        .collect();
+    launched[0].wait_for(Wait::LineContaining("member 0 got token 8:"));
+    let done = rewind_in(
+        &dir,
+        [
+            "command",
+            "--coordinator",
+            &coordinator.addr,
+            "--checkpoint",
+            "--kill",
+        ],
+    );
+    done.assert_success();
+    assert!(done.stdout.contains("drain"), "{}", done.describe());
+    // Each image, by the member its program is.
+    let mut images: Vec<Option<PathBuf>> = vec![None; 3];
+    for line in done.stdout.lines().filter(|l| l.starts_with('[')) {
+        let path = line
+            .split(": ")
+            .nth(1)
+            .and_then(|rest| rest.split(" (").next())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| panic!("no image in {line:?}"));
+        let state = ImageReader::open(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .state;
+        let i: usize = state.cmdline[2].parse().expect("the member's number");
+        let held = in_flight(std::slice::from_ref(&path));
+        assert_eq!(
+            held.tcp_ends, 2,
+            "member {i}'s image should hold both its connections: {held:?}"
+        );
+        images[i] = Some(path);
+    }
+    let images: Vec<PathBuf> = images
+        .into_iter()
+        .map(|i| i.expect("an image per member"))
+        .collect();
+    assert!(
+        in_flight(&images).tcp_bytes > 0,
+        "nothing was in flight between the programs"
+    );
+    let before: Vec<Finished> = launched
+        .drain(..)
+        .map(|r| r.wait_timeout(KILL_TIMEOUT))
+        .collect();
+    let restart_dir = scratch.dir("ckpt-1");
+    let restarted: Vec<Running> = images
+        .iter()
+        .enumerate()
+        .map(|(i, image)| {
+            restart_with(
+                image,
+                &restart_dir,
+                &flags,
+                Redirect::to(scratch.join(format!("after-{i}.out"))),
+            )
+        })
+        .collect();
+    for (i, running) in restarted.into_iter().enumerate() {
+        let after = running.wait();
+        assert_pieces_match(
+            &uninterrupted[i],
+            &[&before[i].stdout, &after.stdout],
+            &after,
+        );
+        assert!(!after.stderr.contains("warning"), "{}", after.describe());
+    }
+    assert!(
+        coordinator.running.output().contains("made again"),
+        "the coordinator did not reconnect the programs:\n{}",
+        coordinator.running.output()
+    );
+    for i in 0..3 {
+        assert_nothing_left(&member(i));
+    }
+}

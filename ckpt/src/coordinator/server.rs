@@ -15,8 +15,9 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
 use super::{
-    authorize, read_line, send_line, Action, ClientRequest, Hello, Order, Phase, PingStats, Reply,
-    Report, Role, SessionInfo, SessionMsg, SessionReport, Welcome, HELLO_TIMEOUT, PROTOCOL,
+    authorize, read_line, send_line, Action, ClientRequest, Endpoint, Hello, Order, Phase,
+    PingStats, Reply, Report, Role, SessionInfo, SessionMsg, SessionReport, Welcome, HELLO_TIMEOUT,
+    PROTOCOL,
 };
 use crate::Error;
 
@@ -83,6 +84,9 @@ struct Peer {
     info: Option<SessionInfo>,
     /// Sessions: the exit code it reported.
     exited: Option<i32>,
+    /// Restarted sessions whose connections waited for others: set once
+    /// they were reconnected and resumed.
+    reconnected: bool,
 }
 
 struct State {
@@ -296,6 +300,81 @@ impl State {
                 self.note(other);
             }
         }
+        self.reconnect_ready(rx);
+    }
+
+    /// Restarted sessions waiting for each other's connections: the
+    /// registered, unreleased ones, with their endpoints.
+    fn waiting(&self) -> Vec<(u64, Vec<Endpoint>)> {
+        self.peers
+            .iter()
+            .filter_map(|(&id, p)| {
+                let info = p.info.as_ref()?;
+                (p.role == Role::Session
+                    && p.exited.is_none()
+                    && !p.reconnected
+                    && !info.awaiting.is_empty())
+                .then(|| (id, info.awaiting.clone()))
+            })
+            .collect()
+    }
+
+    /// Once every session a group of restarted sessions' connections lead
+    /// to has registered: `reconnect` (each makes its ends, in repair
+    /// mode), then `resume` (each lets its ends and its program go), so no
+    /// end talks before its peer exists.
+    fn reconnect_ready(&mut self, rx: &Receiver<Event>) {
+        loop {
+            let waiting = self.waiting();
+            if waiting.is_empty() {
+                return;
+            }
+            let Some(group) = complete_group(&waiting) else {
+                return;
+            };
+            let mut moved: Vec<(std::net::IpAddr, std::net::IpAddr)> = Vec::new();
+            for id in &group {
+                if let Some(info) = self.peers.get(id).and_then(|p| p.info.as_ref()) {
+                    for m in &info.moved {
+                        if !moved.iter().any(|(from, _)| *from == m.0) {
+                            moved.push(*m);
+                        }
+                    }
+                }
+            }
+            for id in &group {
+                if let Some(p) = self.peers.get_mut(id) {
+                    p.reconnected = true;
+                }
+            }
+            let (made, t1) = self.barrier(&group, Action::Reconnect { moved }, rx);
+            let (resumed, t2) = self.barrier(&group, Action::Resume, rx);
+            let failed: Vec<String> = made
+                .iter()
+                .chain(resumed.iter())
+                .filter_map(|(id, a)| match a {
+                    Ok(r) if r.ok => None,
+                    Ok(r) => Some(format!(
+                        "{}: {}",
+                        self.describe(*id),
+                        r.error.as_deref().unwrap_or("failed")
+                    )),
+                    Err(e) => Some(format!("{}: {e}", self.describe(*id))),
+                })
+                .collect();
+            let names: Vec<String> = group.iter().map(|id| format!("session {id}")).collect();
+            self.log(format!(
+                "connections between {} made again [reconnect {:.1} ms, resume {:.1} ms]{}",
+                names.join(", "),
+                t1.as_secs_f64() * 1e3,
+                t2.as_secs_f64() * 1e3,
+                if failed.is_empty() {
+                    String::new()
+                } else {
+                    format!(": failed for {}", failed.join("; "))
+                }
+            ));
+        }
     }
 
     fn role(&self, id: u64) -> Option<Role> {
@@ -325,6 +404,7 @@ impl State {
                         writer,
                         info: None,
                         exited: None,
+                        reconnected: false,
                     },
                 );
             }
@@ -404,6 +484,7 @@ impl State {
     ) -> (Answers, Duration) {
         self.round += 1;
         let round = self.round;
+        let name = action.name();
         let order = Order { round, action };
         let start = Instant::now();
         let mut answers = Answers::new();
@@ -450,8 +531,7 @@ impl State {
         for &id in targets {
             answers.entry(id).or_insert_with(|| {
                 Err(format!(
-                    "no answer to {} within {:.1} s",
-                    action.name(),
+                    "no answer to {name} within {:.1} s",
                     self.timeout.as_secs_f64()
                 ))
             });
@@ -612,13 +692,23 @@ impl State {
         rx: &Receiver<Event>,
     ) {
         let lease_ms = self.lease_ms();
-        let phases = [
-            ("suspend", Action::Suspend { lease_ms }),
-            ("capture", Action::Capture { lease_ms }),
-        ];
-        for (name, action) in phases {
+        // Every endpoint the drain reports goes to every capture: the
+        // connections between the programs are kept, the others close.
+        let mut computation: Vec<Endpoint> = Vec::new();
+        for name in ["suspend", "drain", "capture"] {
+            let action = match name {
+                "suspend" => Action::Suspend { lease_ms },
+                "drain" => Action::Drain { lease_ms },
+                _ => Action::Capture {
+                    lease_ms,
+                    computation: std::mem::take(&mut computation),
+                },
+            };
             let (answers, elapsed) = self.barrier(targets, action, rx);
             self.record(report, name, &answers, elapsed);
+            for a in answers.values().flatten() {
+                computation.extend(a.endpoints.iter().cloned());
+            }
             let all_ok = answers.values().all(|a| matches!(a, Ok(r) if r.ok));
             if !all_ok {
                 // The checkpoint is off: nobody may stay stopped, and nobody
@@ -668,5 +758,75 @@ impl State {
             min_us: at(0.0),
             max_us: at(1.0),
         });
+    }
+}
+
+/// A group of waiting sessions whose endpoints all pair with each other's
+/// (the smallest such set that holds the first complete session), if any.
+fn complete_group(waiting: &[(u64, Vec<Endpoint>)]) -> Option<Vec<u64>> {
+    let partner_of = |e: &Endpoint| {
+        waiting
+            .iter()
+            .find(|(_, ends)| ends.iter().any(|o| o.pairs_with(e)))
+            .map(|(id, _)| *id)
+    };
+    for (start, _) in waiting {
+        // Follow the connections from `start`; the group is complete when
+        // every end met has its partner among the waiting sessions.
+        let mut group = vec![*start];
+        let mut k = 0;
+        let mut complete = true;
+        while k < group.len() {
+            let id = group[k];
+            k += 1;
+            let Some((_, ends)) = waiting.iter().find(|(w, _)| *w == id) else {
+                continue;
+            };
+            for e in ends {
+                match partner_of(e) {
+                    Some(p) if !group.contains(&p) => group.push(p),
+                    Some(_) => {}
+                    None => complete = false,
+                }
+            }
+        }
+        if complete {
+            group.sort_unstable();
+            return Some(group);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn end(local: &str, remote: &str) -> Endpoint {
+        Endpoint {
+            local: local.parse().unwrap(),
+            remote: remote.parse().unwrap(),
+            host: "h/1".into(),
+        }
+    }
+
+    #[test]
+    fn groups_wait_for_every_peer() {
+        let a = (1, vec![end("127.0.0.1:1000", "127.0.0.1:2000")]);
+        let b = (
+            2,
+            vec![
+                end("127.0.0.1:2000", "127.0.0.1:1000"),
+                end("127.0.0.1:2001", "127.0.0.1:3000"),
+            ],
+        );
+        let c = (3, vec![end("127.0.0.1:3000", "127.0.0.1:2001")]);
+        assert_eq!(complete_group(&[a.clone(), b.clone()]), None);
+        assert_eq!(
+            complete_group(&[a.clone(), b.clone(), c]),
+            Some(vec![1, 2, 3])
+        );
+        let lone = (4, vec![end("127.0.0.1:4000", "127.0.0.1:4001")]);
+        assert_eq!(complete_group(&[lone, a, b]), None);
     }
 }

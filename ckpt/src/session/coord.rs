@@ -12,6 +12,11 @@ use crate::coordinator::link::CoordinatorLink;
 use crate::coordinator::{Action, Order, Reply, SessionInfo, SessionMsg};
 use crate::Error;
 
+/// A held session waits this much longer than the coordinator's barrier
+/// timeout before it lets its program go by itself (as the coordinator's
+/// own lease does).
+const LEASE_MARGIN: Duration = Duration::from_secs(15);
+
 impl SessionOptions {
     /// Where the session's control socket goes.
     pub fn control_path(&self) -> PathBuf {
@@ -32,13 +37,20 @@ impl Session {
     /// Register with the coordinator `link` leads to; from now on the
     /// session obeys it.
     pub fn join_coordinator(&mut self, mut link: CoordinatorLink) -> Result<(), Error> {
-        link.register(&self.coordinator_info())?;
+        let info = self.coordinator_info();
+        link.register(&info)?;
         tracing::info!(
             "registered with the coordinator at {} as session {}",
             link.addr,
             link.id
         );
+        let lease = link.timeout + LEASE_MARGIN;
         self.coordinator = Some(link);
+        // A restarted program whose connections lead to other programs
+        // waits (stopped) until the coordinator has them all back.
+        if !info.awaiting.is_empty() {
+            self.hold(lease.as_millis() as u64);
+        }
         Ok(())
     }
 
@@ -63,6 +75,16 @@ impl Session {
                 .map(|c| absolute(&c.path))
                 .unwrap_or_default(),
             restarted: self.restarted,
+            awaiting: self
+                .awaiting
+                .as_ref()
+                .map(|a| a.awaiting())
+                .unwrap_or_default(),
+            moved: self
+                .awaiting
+                .as_ref()
+                .map(|a| crate::sockets::moved_addresses(&a.awaiting()))
+                .unwrap_or_default(),
         }
     }
 
@@ -148,7 +170,18 @@ impl Session {
                 Ok(())
             }
             Action::Suspend { lease_ms } => self.suspend_for_coordinator(lease_ms),
-            Action::Capture { lease_ms } => self.capture_for_coordinator(lease_ms, &mut reply),
+            Action::Drain { lease_ms } => self.drain_for_coordinator(lease_ms, &mut reply),
+            Action::Capture {
+                lease_ms,
+                computation,
+            } => self.capture_for_coordinator(lease_ms, &computation, &mut reply),
+            Action::Reconnect { moved } => {
+                if let Some(sockets) = self.awaiting.as_mut() {
+                    sockets.reconnect(&moved.into_iter().collect());
+                    reply.warnings = sockets.take_warnings();
+                }
+                Ok(())
+            }
             Action::Resume => {
                 self.resume_from_coordinator();
                 Ok(())
@@ -196,16 +229,46 @@ impl Session {
         Ok(())
     }
 
-    /// Phase 2 of a coordinated checkpoint. This is where bytes in flight on
-    /// sockets between the coordinated programs will be drained into the
-    /// image (and refilled at restart); that is not done yet.
-    fn capture_for_coordinator(&mut self, lease_ms: u64, reply: &mut Reply) -> Result<(), Error> {
+    /// Phase 2 of a coordinated checkpoint: the send queues of the
+    /// program's TCP connections are read (their ends go into repair
+    /// mode), and the ends that lead out of its tree are reported, for the
+    /// coordinator to tell which lead to other programs of the computation.
+    fn drain_for_coordinator(&mut self, lease_ms: u64, reply: &mut Reply) -> Result<(), Error> {
+        if !self.held_by_coordinator() {
+            return Err(Error::Usage(
+                "asked to drain a program that is not suspended (its suspension expired?)".into(),
+            ));
+        }
+        let drained = (|| {
+            let pids: Vec<libc::pid_t> = self.procs().map(|t| t.pid).collect();
+            let mut census = crate::sockets::Census::take(&pids)?;
+            census.freeze(true);
+            reply.endpoints = census.endpoints();
+            // Kept for the capture, thawed if the program goes on.
+            if let Some(mut old) = self.frozen.replace(census) {
+                old.thaw();
+            }
+            Ok(())
+        })();
+        self.hold(lease_ms);
+        drained
+    }
+
+    /// Phase 3 of a coordinated checkpoint: the images. Connections to the
+    /// `computation`'s endpoints are kept; receive queues are read now,
+    /// after every session read its send queues.
+    fn capture_for_coordinator(
+        &mut self,
+        lease_ms: u64,
+        computation: &[crate::sockets::Endpoint],
+        reply: &mut Reply,
+    ) -> Result<(), Error> {
         if !self.held_by_coordinator() {
             return Err(Error::Usage(
                 "asked to capture a program that is not suspended (its suspension expired?)".into(),
             ));
         }
-        let ckpt = self.capture_stopped(&[]);
+        let ckpt = self.capture_stopped(computation);
         // However the capture went, the program stays suspended until the
         // coordinator's next order.
         self.hold(lease_ms);

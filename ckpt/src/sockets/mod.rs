@@ -80,6 +80,42 @@ pub fn host_id() -> String {
     format!("{}/{ns}", crate::coordinator::hostname())
 }
 
+/// For a program restarted on another host: each address its awaiting
+/// TCP ends used locally that this host lacks, with the address of this
+/// host that stands for it (the first one of the same family that is
+/// neither loopback nor link-local).
+pub fn moved_addresses(awaiting: &[Endpoint]) -> Vec<(IpAddr, IpAddr)> {
+    let here: Vec<IpAddr> = net::interface_addresses()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|a| socket_addr(a).map(|s| s.ip()))
+        .collect();
+    let usable = |a: &IpAddr| {
+        !a.is_loopback()
+            && match a {
+                IpAddr::V4(v) => !v.is_link_local(),
+                IpAddr::V6(v) => (v.segments()[0] & 0xffc0) != 0xfe80,
+            }
+    };
+    let mut out: Vec<(IpAddr, IpAddr)> = Vec::new();
+    for e in awaiting {
+        let old = e.local.ip();
+        if old.is_loopback() || old.is_unspecified() || here.contains(&old) {
+            continue;
+        }
+        if out.iter().any(|(o, _)| *o == old) {
+            continue;
+        }
+        if let Some(new) = here
+            .iter()
+            .find(|a| usable(a) && a.is_ipv4() == old.is_ipv4())
+        {
+            out.push((old, *new));
+        }
+    }
+    out
+}
+
 /// A raw `sockaddr_in`/`sockaddr_in6` as an address (flow label dropped).
 pub fn socket_addr(raw: &[u8]) -> Option<SocketAddr> {
     let family = u16::from_ne_bytes([*raw.first()?, *raw.get(1)?]);

@@ -278,3 +278,40 @@ pub fn shutdown(fd: RawFd, how: i32) -> Result<(), Errno> {
     }
     Ok(())
 }
+
+/// The addresses of this network namespace's interfaces (getifaddrs), as
+/// raw `sockaddr` bytes of their family's size.
+pub fn interface_addresses() -> Result<Vec<Vec<u8>>, Errno> {
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs writes a list head into `list` that we free below.
+    if unsafe { libc::getifaddrs(&mut list) } != 0 {
+        return Err(Errno::last());
+    }
+    let mut out = Vec::new();
+    let mut at = list;
+    while !at.is_null() {
+        // SAFETY: `at` is a node of the list getifaddrs returned, not yet
+        // freed.
+        let node = unsafe { &*at };
+        if !node.ifa_addr.is_null() {
+            // SAFETY: ifa_addr points to a sockaddr whose family says its
+            // size; sa_family is readable in every one.
+            let family = i32::from(unsafe { (*node.ifa_addr).sa_family });
+            let size = match family {
+                libc::AF_INET => std::mem::size_of::<libc::sockaddr_in>(),
+                libc::AF_INET6 => std::mem::size_of::<libc::sockaddr_in6>(),
+                _ => 0,
+            };
+            if size > 0 {
+                // SAFETY: the kernel's sockaddr of that family is `size`
+                // bytes long.
+                let bytes = unsafe { std::slice::from_raw_parts(node.ifa_addr.cast::<u8>(), size) };
+                out.push(bytes.to_vec());
+            }
+        }
+        at = node.ifa_next;
+    }
+    // SAFETY: `list` came from getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(list) };
+    Ok(out)
+}
