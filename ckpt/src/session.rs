@@ -73,6 +73,10 @@ pub struct Session {
     /// other programs of a coordinator's computation (the program stays
     /// stopped until they are connected).
     awaiting: Option<crate::sockets::Rebuilt>,
+    /// Restarted with connections that may move to this host's addresses:
+    /// the addresses the program knows and the real ones (the address
+    /// plugin's table).
+    addresses: Option<std::sync::Arc<std::sync::Mutex<crate::sockets::addresses::AddressMap>>>,
 }
 
 /// Find `prog` like execvp does.
@@ -216,6 +220,7 @@ impl Session {
             vforked: Default::default(),
             frozen: None,
             awaiting: None,
+            addresses: None,
         })
     }
 
@@ -238,6 +243,17 @@ impl Session {
             .map(|i| crate::image::ImageReader::open(i).map(|r| r.state))
             .collect::<Result<Vec<_>, _>>()?;
         let mut sockets = crate::sockets::Rebuilt::make(&states.iter().collect::<Vec<_>>())?;
+        // Connections to other programs may come back between other hosts'
+        // addresses: the program keeps seeing its old ones.
+        let addresses = crate::sockets::may_move(&states).then(|| {
+            let map = std::sync::Arc::new(std::sync::Mutex::new(
+                crate::sockets::addresses::AddressMap::default(),
+            ));
+            plugins.push(Box::new(crate::sockets::addresses::Addresses::new(
+                map.clone(),
+            )));
+            map
+        });
         let mut socket_warnings = sockets.take_warnings();
         let ropts = RestartOptions {
             env: ropts.env.clone(),
@@ -304,6 +320,7 @@ impl Session {
             vforked: Default::default(),
             frozen: None,
             awaiting: sockets.is_awaiting().then_some(sockets),
+            addresses,
         };
         // Children are followed, as at launch.
         for t in s.procs() {

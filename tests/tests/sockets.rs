@@ -479,3 +479,230 @@ fn coordinated_tcp_ring_of_three_programs_restarts_together() {
         assert_nothing_left(&member(i));
     }
 }
+
+/// A network namespace of the test's own: a thread that unshared one and runs, inside it, the
+/// jobs it is given (processes it starts live in the namespace). It goes away with the thread.
+struct Netns {
+    jobs: Option<std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>>,
+    thread: Option<thread::JoinHandle<()>>,
+    /// The thread's id (`ip ... netns TID` names its namespace).
+    tid: i32,
+}
+
+impl Netns {
+    fn new() -> Netns {
+        let (jobs, queue) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let thread = thread::spawn(move || {
+            unshare(CloneFlags::CLONE_NEWNET)
+                .unwrap_or_else(|e| panic!("unshare(CLONE_NEWNET): {e} (this test needs root)"));
+            let _ = tid_tx.send(nix::unistd::gettid().as_raw());
+            for job in queue {
+                job();
+            }
+        });
+        let tid = tid_rx.recv().expect("the namespace's thread started");
+        Netns {
+            jobs: Some(jobs),
+            thread: Some(thread),
+            tid,
+        }
+    }
+
+    /// Runs `f` in the namespace and returns what it returns.
+    fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.jobs
+            .as_ref()
+            .expect("the namespace's thread")
+            .send(Box::new(move || {
+                let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
+            }))
+            .expect("the namespace's thread is alive");
+        match rx.recv().expect("an answer from the namespace's thread") {
+            Ok(v) => v,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+
+    /// `ip ARGS...` in the namespace; it must succeed.
+    fn ip(&self, args: &[&str]) {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        self.run(move || {
+            let mut cmd = Command::new("ip");
+            cmd.args(&args);
+            let done = run_command(cmd);
+            assert!(done.status.success(), "ip {args:?}: {}", done.describe());
+        });
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        self.jobs = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Two hosts (network namespaces joined by veth, 10.77.5.1 and 10.77.5.2) each run one member of
+/// a two-member ring, connected to each other over TCP, under one coordinator. Checkpointed and
+/// killed, each image is restarted on the *other* host: the connections are made again between
+/// the new addresses, and the programs, which check getsockname/getpeername every 8 tokens, still
+/// see their old ones.
+#[test]
+fn two_hosts_swapped_keep_their_connection_and_addresses() {
+    let a = Netns::new();
+    let b = Netns::new();
+    a.ip(&[
+        "link",
+        "add",
+        "rwhosta",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "rwhostb",
+        "netns",
+        &b.tid.to_string(),
+    ]);
+    for (ns, dev, addr) in [
+        (&a, "rwhosta", "10.77.5.1/24"),
+        (&b, "rwhostb", "10.77.5.2/24"),
+    ] {
+        ns.ip(&["addr", "add", addr, "dev", dev]);
+        ns.ip(&["link", "set", dev, "up"]);
+        ns.ip(&["link", "set", "lo", "up"]);
+    }
+    let scratch = Scratch::new("two_hosts_swapped");
+    let root = scratch.path().to_path_buf();
+    let coordinator = a.run(move || {
+        let mut running = rewind_background(
+            ["coordinator", "--listen", "10.77.5.1:0", "--timeout", "30"],
+            &root,
+            Redirect::to(root.join("coordinator.out")),
+        );
+        running.wait_for(Wait::LineContaining("token: "));
+        running
+    });
+    let log = coordinator.output();
+    let field = |prefix: &str| {
+        log.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_else(|| panic!("no {prefix:?} in {log}"))
+    };
+    let (addr, token) = (field("rewind coordinator listening on "), field("token: "));
+    let member = |i: usize| {
+        let (me, next) = if i == 0 {
+            ("10.77.5.1", "10.77.5.2")
+        } else {
+            ("10.77.5.2", "10.77.5.1")
+        };
+        let mut cmd = fixture("tcp_ring");
+        cmd.args(["member", &i.to_string(), me, "7501", next, "7501", "40"]);
+        cmd
+    };
+    let hosts = [&a, &b];
+    // Uninterrupted, each on its own host.
+    let natives: Vec<thread::JoinHandle<std::process::Output>> = (0..2)
+        .map(|i| {
+            let cmd = member(i);
+            let tid = hosts[i].tid;
+            thread::spawn(move || {
+                // Join host i's namespace for this run.
+                let ns = std::fs::File::open(format!("/proc/{tid}/ns/net")).expect("its netns");
+                nix::sched::setns(ns, CloneFlags::CLONE_NEWNET).expect("setns");
+                run_uninterrupted(&cmd)
+            })
+        })
+        .collect();
+    let uninterrupted: Vec<std::process::Output> = natives
+        .into_iter()
+        .map(|t| t.join().expect("an uninterrupted member"))
+        .collect();
+    let flags = vec![
+        "--coordinator".to_string(),
+        addr.clone(),
+        "--token".to_string(),
+        token.clone(),
+    ];
+    let dir = scratch.dir("ckpt-0");
+    let mut launched: Vec<Running> = (0..2)
+        .map(|i| {
+            let (cmd, flags, dir) = (member(i), flags.clone(), dir.clone());
+            let out = scratch.join(format!("before-{i}.out"));
+            hosts[i].run(move || {
+                let f: Vec<&str> = flags.iter().map(String::as_str).collect();
+                launch_with(&f, &cmd, &dir, Redirect::to(out))
+            })
+        })
+        .collect();
+    launched[0].wait_for(Wait::LineContaining("member 0 got token 9:"));
+    let (d, f) = (dir.clone(), flags.clone());
+    let done = a.run(move || {
+        let mut args = vec!["command".to_string()];
+        args.extend(f);
+        args.extend(["--checkpoint".to_string(), "--kill".to_string()]);
+        rewind_in(&d, args)
+    });
+    done.assert_success();
+    let mut images: Vec<Option<PathBuf>> = vec![None; 2];
+    for line in done.stdout.lines().filter(|l| l.starts_with('[')) {
+        let path = line
+            .split(": ")
+            .nth(1)
+            .and_then(|rest| rest.split(" (").next())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| panic!("no image in {line:?}"));
+        let state = ImageReader::open(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .state;
+        let i: usize = state.cmdline[2].parse().expect("the member's number");
+        images[i] = Some(path);
+    }
+    let images: Vec<PathBuf> = images
+        .into_iter()
+        .map(|i| i.expect("an image per member"))
+        .collect();
+    assert_eq!(
+        in_flight(&images).tcp_ends,
+        4,
+        "both ends of both connections"
+    );
+    let before: Vec<Finished> = launched
+        .drain(..)
+        .map(|r| r.wait_timeout(KILL_TIMEOUT))
+        .collect();
+    let restart_dir = scratch.dir("ckpt-1");
+    // Member 0 (host a's) restarts on host b, member 1 on host a.
+    let restarted: Vec<Running> = (0..2)
+        .map(|i| {
+            let (image, flags, dir) = (images[i].clone(), flags.clone(), restart_dir.clone());
+            let out = scratch.join(format!("after-{i}.out"));
+            hosts[1 - i].run(move || {
+                let f: Vec<&str> = flags.iter().map(String::as_str).collect();
+                restart_with(&image, &dir, &f, Redirect::to(out))
+            })
+        })
+        .collect();
+    for (i, running) in restarted.into_iter().enumerate() {
+        let after = running.wait();
+        assert_pieces_match(
+            &uninterrupted[i],
+            &[&before[i].stdout, &after.stdout],
+            &after,
+        );
+        assert!(!after.stderr.contains("warning"), "{}", after.describe());
+    }
+    let log = coordinator.output();
+    assert!(
+        log.contains("made again") && log.contains("restarted from 10.77.5.2"),
+        "{log}"
+    );
+    drop(coordinator);
+    for i in 0..2 {
+        assert_nothing_left(&member(i));
+    }
+}

@@ -314,6 +314,12 @@ pub enum SocketState {
     Tcp(Box<TcpConnection>),
     /// A unix socket: listening, bound, connected or neither.
     Unix(Box<UnixEnd>),
+    /// A TCP socket not connected (nor connecting, nor listening): made
+    /// again, bound to `addr` when its port is not 0.
+    TcpBound {
+        addr: std::net::SocketAddr,
+        options: Vec<SockOpt>,
+    },
     /// A connection whose other end is not part of the checkpoint: it comes
     /// back as a closed connection that first delivers what had arrived.
     Closed {

@@ -176,8 +176,14 @@ impl Session {
                 computation,
             } => self.capture_for_coordinator(lease_ms, &computation, &mut reply),
             Action::Reconnect { moved } => {
+                let moved: std::collections::HashMap<_, _> = moved.into_iter().collect();
+                if let Some(map) = &self.addresses {
+                    if let Ok(mut map) = map.lock() {
+                        map.set(&moved);
+                    }
+                }
                 if let Some(sockets) = self.awaiting.as_mut() {
-                    sockets.reconnect(&moved.into_iter().collect());
+                    sockets.reconnect(&moved);
                     reply.warnings = sockets.take_warnings();
                 }
                 Ok(())

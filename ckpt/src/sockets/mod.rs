@@ -30,6 +30,7 @@
 //! A connection whose other end is not part of the checkpoint comes back
 //! closed, after delivering what had arrived, with a warning.
 
+pub mod addresses;
 pub mod tcp;
 pub mod unix;
 
@@ -64,11 +65,16 @@ pub struct Endpoint {
 impl Endpoint {
     /// Whether `other` is the other end of this one's connection.
     pub fn pairs_with(&self, other: &Endpoint) -> bool {
-        let canon = |a: &SocketAddr| (a.ip().to_canonical(), a.port());
-        canon(&self.local) == canon(&other.remote)
-            && canon(&self.remote) == canon(&other.local)
+        same(&self.local, &other.remote)
+            && same(&self.remote, &other.local)
             && (!self.local.ip().to_canonical().is_loopback() || self.host == other.host)
     }
+}
+
+/// The same address and port, an IPv4-mapped IPv6 address being its IPv4
+/// one (a dual-stack listener's connections from IPv4 clients).
+fn same(a: &SocketAddr, b: &SocketAddr) -> bool {
+    a.ip().to_canonical() == b.ip().to_canonical() && a.port() == b.port()
 }
 
 /// This network namespace, as `hostname/inode of its netns`.
@@ -78,6 +84,18 @@ pub fn host_id() -> String {
         .map(|m| m.ino())
         .unwrap_or(0);
     format!("{}/{ns}", crate::coordinator::hostname())
+}
+
+/// Whether the images have TCP connections to other programs over
+/// addresses that are not loopback ones: restarted on another host, those
+/// addresses change, and the program's view of them needs translating
+/// ([`addresses`]).
+pub fn may_move(states: &[ProcessState]) -> bool {
+    states.iter().flat_map(|s| &s.fds).any(|f| {
+        matches!(&f.kind, FdKind::Socket { socket: SocketState::Tcp(c), .. }
+            if matches!(c.peer, PeerPlace::Computation { .. })
+                && !c.local.ip().to_canonical().is_loopback())
+    })
 }
 
 /// For a program restarted on another host: each address its awaiting
@@ -358,8 +376,8 @@ impl Census {
         let remote = end.remote?;
         self.socks.iter().find_map(|(&ino, s)| {
             let t = s.tcp.as_ref()?;
-            (t.remote == Some(end.local)
-                && t.local == remote
+            (t.remote.is_some_and(|r| same(&r, &end.local))
+                && same(&t.local, &remote)
                 && tcp::restorable(t.state)
                 && tcp::restorable(end.state))
             .then_some(ino)
@@ -476,7 +494,14 @@ impl Census {
                 options: SockOpts::read(raw, SockOpts::TCP),
             });
         }
-        let remote = t.remote.unwrap_or(t.local);
+        let Some(remote) = t.remote else {
+            // Not connected (made, maybe bound, connection not started):
+            // made again as it was.
+            return Some(SocketState::TcpBound {
+                addr: t.local,
+                options: SockOpts::read(raw, SockOpts::TCP),
+            });
+        };
         let what = tcp::describe(&t.local, &remote);
         if let Some(frozen) = &t.frozen {
             let me = Endpoint {
@@ -634,15 +659,35 @@ impl Rebuilt {
                         Error::Restore(format!("cannot listen on {addr} again: {}", e.desc()))
                     };
                     let s = net::socket(family(addr), libc::SOCK_STREAM, 0).map_err(fail)?;
-                    SockOpts::apply(s.as_raw_fd(), options, true);
+                    let raw = s.as_raw_fd();
+                    SockOpts::apply(raw, options, true);
                     // A listener just killed leaves connections behind in
                     // TIME_WAIT on its port.
-                    let _ =
-                        net::setsockopt_int(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1);
-                    net::bind(s.as_raw_fd(), &sockaddr(addr)).map_err(fail)?;
-                    net::listen(s.as_raw_fd(), (*backlog).min(i32::MAX as u32) as i32)
-                        .map_err(fail)?;
-                    SockOpts::apply(s.as_raw_fd(), options, false);
+                    let reuse = net::getsockopt_int(raw, libc::SOL_SOCKET, libc::SO_REUSEADDR);
+                    let _ = net::setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1);
+                    net::bind(raw, &sockaddr(addr)).map_err(fail)?;
+                    net::listen(raw, (*backlog).min(i32::MAX as u32) as i32).map_err(fail)?;
+                    if let Ok(v) = reuse {
+                        let _ = net::setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_REUSEADDR, v);
+                    }
+                    SockOpts::apply(raw, options, false);
+                    self.add(id, s);
+                }
+                SocketState::TcpBound { addr, options } => {
+                    let s = net::socket(family(addr), libc::SOCK_STREAM, 0).map_err(|e| {
+                        Error::Restore(format!("cannot make a TCP socket: {}", e.desc()))
+                    })?;
+                    let raw = s.as_raw_fd();
+                    SockOpts::apply(raw, options, true);
+                    if addr.port() != 0 {
+                        if let Err(e) = net::bind(raw, &sockaddr(addr)) {
+                            self.warnings.push(format!(
+                                "TCP socket bound to {addr}: cannot bind it again ({}); it is unbound now",
+                                e.desc()
+                            ));
+                        }
+                    }
+                    SockOpts::apply(raw, options, false);
                     self.add(id, s);
                 }
                 SocketState::Unix(u) if u.listening.is_some() => {
@@ -949,7 +994,7 @@ impl Rebuilt {
                 PeerPlace::Tree => {
                     let partner = ends
                         .iter()
-                        .any(|(_, o)| o.local == c.remote && o.remote == c.local);
+                        .any(|(_, o)| same(&o.local, &c.remote) && same(&o.remote, &c.local));
                     if !partner {
                         self.warnings.push(format!(
                             "{what}: the process holding its other end is not among the images; it comes back closed"
