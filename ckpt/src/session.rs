@@ -499,6 +499,9 @@ impl Session {
                 c
             }
         };
+        if let Some(map) = self.addresses.as_ref().and_then(|m| m.lock().ok()) {
+            census.show_addresses(map.shown());
+        }
         census.capture(computation);
         let socket_warnings = census.take_warnings();
         // Kept until the program runs on or is killed.

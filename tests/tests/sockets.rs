@@ -550,7 +550,7 @@ impl Drop for Netns {
 /// a two-member ring, connected to each other over TCP, under one coordinator. Checkpointed and
 /// killed, each image is restarted on the *other* host: the connections are made again between
 /// the new addresses, and the programs, which check getsockname/getpeername every 8 tokens, still
-/// see their old ones.
+/// see their old ones. Checkpointed and killed again there, each goes back to its own host.
 #[test]
 fn two_hosts_swapped_keep_their_connection_and_addresses() {
     let a = Netns::new();
@@ -639,61 +639,71 @@ fn two_hosts_swapped_keep_their_connection_and_addresses() {
             })
         })
         .collect();
-    launched[0].wait_for(Wait::LineContaining("member 0 got token 9:"));
-    let (d, f) = (dir.clone(), flags.clone());
-    let done = a.run(move || {
-        let mut args = vec!["command".to_string()];
-        args.extend(f);
-        args.extend(["--checkpoint".to_string(), "--kill".to_string()]);
-        rewind_in(&d, args)
-    });
-    done.assert_success();
-    let mut images: Vec<Option<PathBuf>> = vec![None; 2];
-    for line in done.stdout.lines().filter(|l| l.starts_with('[')) {
-        let path = line
-            .split(": ")
-            .nth(1)
-            .and_then(|rest| rest.split(" (").next())
-            .map(PathBuf::from)
-            .unwrap_or_else(|| panic!("no image in {line:?}"));
-        let state = ImageReader::open(&path)
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-            .state;
-        let i: usize = state.cmdline[2].parse().expect("the member's number");
-        images[i] = Some(path);
-    }
-    let images: Vec<PathBuf> = images
-        .into_iter()
-        .map(|i| i.expect("an image per member"))
-        .collect();
-    assert_eq!(
-        in_flight(&images).tcp_ends,
-        4,
-        "both ends of both connections"
-    );
-    let before: Vec<Finished> = launched
-        .drain(..)
-        .map(|r| r.wait_timeout(KILL_TIMEOUT))
-        .collect();
-    let restart_dir = scratch.dir("ckpt-1");
-    // Member 0 (host a's) restarts on host b, member 1 on host a.
-    let restarted: Vec<Running> = (0..2)
-        .map(|i| {
-            let (image, flags, dir) = (images[i].clone(), flags.clone(), restart_dir.clone());
-            let out = scratch.join(format!("after-{i}.out"));
-            hosts[1 - i].run(move || {
-                let f: Vec<&str> = flags.iter().map(String::as_str).collect();
-                restart_with(&image, &dir, &f, Redirect::to(out))
-            })
-        })
-        .collect();
-    for (i, running) in restarted.into_iter().enumerate() {
-        let after = running.wait();
-        assert_pieces_match(
-            &uninterrupted[i],
-            &[&before[i].stdout, &after.stdout],
-            &after,
+    // Twice: each image restarts on the other host, then back on its own.
+    let mut pieces: Vec<Vec<String>> = vec![Vec::new(), Vec::new()];
+    let mut last: Vec<Option<Finished>> = vec![None, None];
+    for (stage, line) in [
+        (0usize, "member 0 got token 9:"),
+        (1, "member 0 got token 22:"),
+    ] {
+        launched[0].wait_for(Wait::LineContaining(line));
+        let (d, f) = (scratch.dir(&format!("ckpt-{stage}")), flags.clone());
+        let done = a.run(move || {
+            let mut args = vec!["command".to_string()];
+            args.extend(f);
+            args.extend(["--checkpoint".to_string(), "--kill".to_string()]);
+            rewind_in(&d, args)
+        });
+        done.assert_success();
+        let mut images: Vec<Option<PathBuf>> = vec![None; 2];
+        for line in done.stdout.lines().filter(|l| l.starts_with('[')) {
+            let path = line
+                .split(": ")
+                .nth(1)
+                .and_then(|rest| rest.split(" (").next())
+                .map(PathBuf::from)
+                .unwrap_or_else(|| panic!("no image in {line:?}"));
+            let state = ImageReader::open(&path)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+                .state;
+            let i: usize = state.cmdline[2].parse().expect("the member's number");
+            images[i] = Some(path);
+        }
+        let images: Vec<PathBuf> = images
+            .into_iter()
+            .map(|i| i.expect("an image per member"))
+            .collect();
+        assert_eq!(
+            in_flight(&images).tcp_ends,
+            4,
+            "both ends of both connections"
         );
+        for (i, r) in launched.drain(..).enumerate() {
+            pieces[i].push(r.wait_timeout(KILL_TIMEOUT).stdout);
+        }
+        let restart_dir = scratch.dir(&format!("ckpt-{}", stage + 1));
+        // First member i restarts on the other host, then back on its own.
+        launched = (0..2)
+            .map(|i| {
+                let (image, flags, dir) = (images[i].clone(), flags.clone(), restart_dir.clone());
+                let out = scratch.join(format!("after-{stage}-{i}.out"));
+                let host = if stage == 0 { 1 - i } else { i };
+                hosts[host].run(move || {
+                    let f: Vec<&str> = flags.iter().map(String::as_str).collect();
+                    restart_with(&image, &dir, &f, Redirect::to(out))
+                })
+            })
+            .collect();
+    }
+    for (i, running) in launched.drain(..).enumerate() {
+        let after = running.wait();
+        pieces[i].push(after.stdout.clone());
+        last[i] = Some(after);
+    }
+    for i in 0..2 {
+        let after = last[i].as_ref().expect("the last stage");
+        let p: Vec<&str> = pieces[i].iter().map(String::as_str).collect();
+        assert_pieces_match(&uninterrupted[i], &p, after);
         assert!(!after.stderr.contains("warning"), "{}", after.describe());
     }
     let log = coordinator.output();

@@ -33,6 +33,11 @@ impl AddressMap {
         self.to_virtual = moved.iter().map(|(o, n)| (*n, *o)).collect();
     }
 
+    /// Real addresses and the ones the program sees.
+    pub fn shown(&self) -> HashMap<IpAddr, IpAddr> {
+        self.to_virtual.clone()
+    }
+
     fn is_empty(&self) -> bool {
         self.to_real.is_empty()
     }

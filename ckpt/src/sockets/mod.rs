@@ -299,6 +299,9 @@ pub struct Census {
     /// Unix sockets of this network namespace, by inode.
     diag: HashMap<u64, UnixSocket>,
     host: String,
+    /// Real addresses and the ones the program sees, for a program
+    /// restarted on another host ([`addresses`]).
+    shown: HashMap<IpAddr, IpAddr>,
     warnings: Vec<String>,
 }
 
@@ -366,8 +369,15 @@ impl Census {
             socks,
             diag,
             host: host_id(),
+            shown: HashMap::new(),
             warnings: Vec::new(),
         })
+    }
+
+    /// Record connections with the addresses the program sees (real ones
+    /// mapped through `shown`), so that they survive the next restart too.
+    pub fn show_addresses(&mut self, shown: HashMap<IpAddr, IpAddr>) {
+        self.shown = shown;
     }
 
     /// The inode of the TCP end at the other side of `end`, if the census
@@ -520,7 +530,15 @@ impl Census {
             };
             if let Some(peer) = peer {
                 match tcp::capture(raw, frozen, peer) {
-                    Ok(c) => return Some(SocketState::Tcp(Box::new(c))),
+                    Ok(mut c) => {
+                        // A program moved here before keeps its old view.
+                        for a in [&mut c.local, &mut c.remote] {
+                            if let Some(v) = self.shown.get(&a.ip()) {
+                                a.set_ip(*v);
+                            }
+                        }
+                        return Some(SocketState::Tcp(Box::new(c)));
+                    }
                     Err(e) => self.warnings.push(format!(
                         "fd {fd} of process {pid} ({what}): cannot read it ({e}); it will be a closed connection after restart"
                     )),
