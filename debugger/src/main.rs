@@ -41,9 +41,11 @@ enum Command {
     /// in --ckpt-dir (default: the current directory). With --coordinator
     /// HOST:PORT it talks to a `rewind coordinator` instead, which applies
     /// the command to every session registered with it: --checkpoint stops
-    /// them all (barrier), writes every image (barrier), then resumes them
-    /// or, with --kill, kills them; it prints every image, the time of each
-    /// phase and the command that restarts them all. If one session fails,
+    /// them all (barrier), reads what is in flight on their TCP connections
+    /// (barrier: connections between the programs are kept), writes every
+    /// image (barrier), then resumes them or, with --kill, kills them; it
+    /// prints every image, the time of each phase and the command that
+    /// restarts them all. If one session fails,
     /// disconnects or does not answer in time, the command fails naming it
     /// and the others are resumed (never killed).
     #[command(
@@ -403,8 +405,11 @@ struct RestartArgs {
     /// printed them: the tree is rebuilt with its parent/child links,
     /// process groups and sessions. With --coordinator, each image is
     /// restarted as a session of its own (sharing this terminal) and
-    /// registers with the coordinator; rewind exits when all have ended,
-    /// with the first nonzero status.
+    /// registers with the coordinator; a program connected to other programs
+    /// of the coordinator waits, stopped, until they are restarted too (on
+    /// any host: their connections are made again between the new hosts'
+    /// addresses). rewind exits when all have ended, with the first nonzero
+    /// status.
     #[arg(value_name = "IMAGE", required = true)]
     images: Vec<PathBuf>,
 }
