@@ -360,8 +360,15 @@ impl Census {
                 socks.insert(ino, sock);
             }
         }
+        let mut warnings = Vec::new();
         let diag = if any_unix {
-            crate::unix_sockets::all()?
+            crate::unix_sockets::all().unwrap_or_else(|e| {
+                // Without the diagnostics unix sockets come back closed.
+                warnings.push(format!(
+                    "cannot list unix sockets ({e}): they will be closed connections after restart"
+                ));
+                HashMap::new()
+            })
         } else {
             HashMap::new()
         };
@@ -370,7 +377,7 @@ impl Census {
             diag,
             host: host_id(),
             shown: HashMap::new(),
-            warnings: Vec::new(),
+            warnings,
         })
     }
 
