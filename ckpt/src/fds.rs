@@ -102,7 +102,7 @@ pub fn capture(
         None => {
             let mut c = Census::take(&[pid])?;
             c.freeze(false);
-            c.capture(&[]);
+            c.capture(&Default::default());
             warnings.extend(c.take_warnings());
             &*local.insert(c)
         }
@@ -795,7 +795,12 @@ pub fn restore(
                     SocketState::Unix(u) => u
                         .peer
                         .as_ref()
-                        .filter(|p| !p.held && p.alive && u.sock_type != libc::SOCK_DGRAM)
+                        .filter(|p| {
+                            !p.held
+                                && p.alive
+                                && p.elsewhere.is_none()
+                                && u.sock_type != libc::SOCK_DGRAM
+                        })
                         .map(|p| {
                             format!(
                                 "unix socket connected to {}",

@@ -471,7 +471,7 @@ impl Session {
             return Err(e);
         }
         tracing::debug!("all threads stopped");
-        let result = self.capture_stopped(&[]);
+        let result = self.capture_stopped(&Default::default());
         if kill {
             self.kill();
         } else {
@@ -485,7 +485,7 @@ impl Session {
     /// other images in `also` and every warning.
     fn capture_stopped(
         &mut self,
-        computation: &[crate::sockets::Endpoint],
+        computation: &crate::sockets::Computation,
     ) -> Result<Checkpoint, Error> {
         let path = self.image_path();
         // The sockets of the whole tree, read once for every image: send

@@ -1,4 +1,4 @@
-// A client and a server process (parent and child) over a unix socket (stream, seqpacket or datagram; named by a path, an abstract name, or a socketpair), with requests and replies in flight both ways: after a restart every message arrives once, in order, and the names both ends report stay the same.
+// A client and a server (parent and child, or two programs) over a unix socket (stream, seqpacket or datagram; named by a path, an abstract name, or a socketpair), with requests and replies in flight both ways: after a restart every message arrives once, in order, and the names both ends report stay the same.
 //
 // usage: unix_chat stream|seqpacket|dgram /PATH|@NAME|pair N: the parent
 // makes the server's socket (a listener, a bound datagram socket or a socket
@@ -7,6 +7,11 @@
 // reads each request slowly and answers with what getsockname/getpeername
 // (or recvfrom) tell it. Only the client prints: one line per reply, and
 // its own names every 10 replies. A datagram client binds NAME.c first.
+//
+// usage: unix_chat stream|seqpacket|dgram /PATH|@NAME N server|client: the
+// server alone (it makes its socket, serves one client, and exits at its
+// "bye"), or the client alone (it connects, retrying until the server
+// listens, and prints as above).
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stddef.h>
@@ -186,7 +191,13 @@ int main(int argc, char **argv) {
                                                : SOCK_DGRAM;
     const char *name = argv[2];
     int n = atoi(argv[3]);
+    const char *mode = argc > 4 ? argv[4] : "both";
     int pair = strcmp(name, "pair") == 0;
+    if (pair && strcmp(mode, "both") != 0) {
+        dprintf(2, "unix_chat: a socket pair needs both ends in one program\n");
+        return 2;
+    }
+    int alone_client = strcmp(mode, "client") == 0;
     int sv[2] = {-1, -1}, listener = -1, srv = -1;
     struct sockaddr_un addr;
     socklen_t addrlen = 0;
@@ -194,6 +205,8 @@ int main(int argc, char **argv) {
         if (socketpair(AF_UNIX, type, 0, sv) != 0)
             die("socketpair");
         srv = sv[1];
+    } else if (alone_client) {
+        addrlen = make_addr(name, &addr);
     } else {
         if (name[0] == '/')
             unlink(name);
@@ -208,10 +221,12 @@ int main(int argc, char **argv) {
         else
             listener = s;
     }
-    pid_t kid = fork();
+    if (strcmp(mode, "server") == 0)
+        server(srv, listener);
+    pid_t kid = alone_client ? 0 : fork();
     if (kid < 0)
         die("fork");
-    if (kid == 0) {
+    if (kid == 0 && !alone_client) {
         if (pair)
             close(sv[0]);
         server(srv, listener);
@@ -238,8 +253,13 @@ int main(int argc, char **argv) {
             if (bind(fd, (struct sockaddr *)&me, melen) != 0)
                 die("bind client");
         }
-        if (connect(fd, (struct sockaddr *)&addr, addrlen) != 0)
-            die("connect");
+        // Alone, the client waits for the server to be there.
+        int tries = 0;
+        while (connect(fd, (struct sockaddr *)&addr, addrlen) != 0) {
+            if (!alone_client || ++tries > 3000)
+                die("connect");
+            sleep_ms(10);
+        }
     }
     static char buf[16384];
     for (int i = 0; i < n; i += 4) {
@@ -273,6 +293,10 @@ int main(int argc, char **argv) {
         }
     }
     send_msg(fd, "bye", 3, NULL, 0);
+    if (alone_client) {
+        dprintf(1, "chat done\n");
+        return 0;
+    }
     int status;
     while (waitpid(kid, &status, 0) < 0)
         if (errno != EINTR)

@@ -716,3 +716,107 @@ fn two_hosts_swapped_keep_their_connection_and_addresses() {
         assert_nothing_left(&member(i));
     }
 }
+
+/// A unix client and server as two programs of one coordinator (stream over a path, seqpacket
+/// over an abstract name), requests and replies in flight: checkpointed and killed together,
+/// each restarted by its own `rewind restart --coordinator`; the connection is made again by the
+/// server's restart (through its listener, so names stay) and handed to the client's, and the
+/// client's output is the uninterrupted one.
+#[test]
+fn unix_connection_between_two_coordinated_programs_restarts() {
+    for (kind, name) in [
+        ("stream", None),
+        ("seqpacket", Some("@rewind-test-coord-chat")),
+    ] {
+        let scratch = Scratch::new(&format!("unix_coordinated_{kind}"));
+        let name = name
+            .map(|n| format!("{n}-{}", std::process::id()))
+            .unwrap_or_else(|| socket_path(&scratch));
+        let coordinator = Coordinator::start(&scratch);
+        let role = |r: &str| {
+            let mut cmd = chat(kind, &name, 70);
+            cmd.arg(r);
+            cmd
+        };
+        let uninterrupted = thread::scope(|s| {
+            let server = role("server");
+            let srv = s.spawn(move || run_uninterrupted(&server));
+            let client = run_uninterrupted(&role("client"));
+            let server = srv.join().expect("the server");
+            assert!(server.status.success(), "{server:?}");
+            client
+        });
+        let flags = ["--coordinator", coordinator.addr.as_str()];
+        let dir = scratch.dir("ckpt-0");
+        let server = launch_with(
+            &flags,
+            &role("server"),
+            &dir,
+            Redirect::to(scratch.join("server.out")),
+        );
+        let mut client = launch_with(
+            &flags,
+            &role("client"),
+            &dir,
+            Redirect::to(scratch.join("before.out")),
+        );
+        client.wait_for(Wait::LineContaining("reply 23 "));
+        let done = rewind_in(
+            &dir,
+            [
+                "command",
+                "--coordinator",
+                &coordinator.addr,
+                "--checkpoint",
+                "--kill",
+            ],
+        );
+        done.assert_success();
+        let images: Vec<PathBuf> = done
+            .stdout
+            .lines()
+            .filter(|l| l.starts_with('['))
+            .filter_map(|l| l.split(": ").nth(1)?.split(" (").next().map(PathBuf::from))
+            .collect();
+        assert_eq!(images.len(), 2, "{}", done.describe());
+        let held = in_flight(&images);
+        assert!(
+            held.unix_messages > 0,
+            "no message in flight between the programs: {held:?}"
+        );
+        let before = client.wait_timeout(KILL_TIMEOUT);
+        drop(server.wait_timeout(KILL_TIMEOUT));
+        let restart_dir = scratch.dir("ckpt-1");
+        let restarted: Vec<(bool, Running)> = images
+            .iter()
+            .enumerate()
+            .map(|(i, image)| {
+                let state = ImageReader::open(image)
+                    .unwrap_or_else(|e| panic!("{}: {e}", image.display()))
+                    .state;
+                let is_client = state.cmdline.last().map(String::as_str) == Some("client");
+                let out = scratch.join(format!("after-{i}.out"));
+                (
+                    is_client,
+                    restart_with(image, &restart_dir, &flags, Redirect::to(out)),
+                )
+            })
+            .collect();
+        for (is_client, running) in restarted {
+            let after = running.wait();
+            assert!(!after.stderr.contains("warning"), "{}", after.describe());
+            if is_client {
+                assert_pieces_match(&uninterrupted, &[&before.stdout, &after.stdout], &after);
+            } else {
+                after.assert_success();
+            }
+        }
+        assert!(
+            coordinator.running.output().contains("made again"),
+            "{}",
+            coordinator.running.output()
+        );
+        assert_nothing_left(&role("client"));
+        assert_nothing_left(&role("server"));
+    }
+}

@@ -44,7 +44,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::control::Status;
-pub use crate::sockets::Endpoint;
+pub use crate::sockets::{Endpoint, UnixLink};
 use crate::Error;
 
 /// Version of the protocol, sent in every [`Hello`].
@@ -115,6 +115,10 @@ pub struct SessionInfo {
     /// back (see [`Action::Reconnect`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub awaiting: Vec<Endpoint>,
+    /// Restarted: its program's unix connections to other programs of the
+    /// computation (made with theirs; held like `awaiting`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub awaiting_links: Vec<UnixLink>,
     /// Restarted on another host: the addresses of the old host its
     /// connections used, and the ones of this host that stand for them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -148,6 +152,9 @@ pub enum Action {
         lease_ms: u64,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         computation: Vec<Endpoint>,
+        /// Every unix connection the sessions reported at the drain.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        links: Vec<UnixLink>,
     },
     /// Restarted sessions whose connections wait for each other, all
     /// registered now: make those connections (in repair mode), with the
@@ -216,6 +223,10 @@ pub struct Reply {
     /// its process tree.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub endpoints: Vec<Endpoint>,
+    /// After a drain: the program's unix connections whose other end is
+    /// alive outside its process tree.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<UnixLink>,
 }
 
 /// Messages from a session to the coordinator.

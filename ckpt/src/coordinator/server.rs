@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use super::{
     authorize, read_line, send_line, Action, ClientRequest, Endpoint, Hello, Order, Phase,
-    PingStats, Reply, Report, Role, SessionInfo, SessionMsg, SessionReport, Welcome, HELLO_TIMEOUT,
-    PROTOCOL,
+    PingStats, Reply, Report, Role, SessionInfo, SessionMsg, SessionReport, UnixLink, Welcome,
+    HELLO_TIMEOUT, PROTOCOL,
 };
 use crate::Error;
 
@@ -305,7 +305,7 @@ impl State {
 
     /// Restarted sessions waiting for each other's connections: the
     /// registered, unreleased ones, with their endpoints.
-    fn waiting(&self) -> Vec<(u64, Vec<Endpoint>)> {
+    fn waiting(&self) -> Vec<Waiting> {
         self.peers
             .iter()
             .filter_map(|(&id, p)| {
@@ -313,8 +313,12 @@ impl State {
                 (p.role == Role::Session
                     && p.exited.is_none()
                     && !p.reconnected
-                    && !info.awaiting.is_empty())
-                .then(|| (id, info.awaiting.clone()))
+                    && !(info.awaiting.is_empty() && info.awaiting_links.is_empty()))
+                .then(|| Waiting {
+                    id,
+                    ends: info.awaiting.clone(),
+                    links: info.awaiting_links.clone(),
+                })
             })
             .collect()
     }
@@ -695,6 +699,7 @@ impl State {
         // Every endpoint the drain reports goes to every capture: the
         // connections between the programs are kept, the others close.
         let mut computation: Vec<Endpoint> = Vec::new();
+        let mut links: Vec<UnixLink> = Vec::new();
         for name in ["suspend", "drain", "capture"] {
             let action = match name {
                 "suspend" => Action::Suspend { lease_ms },
@@ -702,12 +707,14 @@ impl State {
                 _ => Action::Capture {
                     lease_ms,
                     computation: std::mem::take(&mut computation),
+                    links: std::mem::take(&mut links),
                 },
             };
             let (answers, elapsed) = self.barrier(targets, action, rx);
             self.record(report, name, &answers, elapsed);
             for a in answers.values().flatten() {
                 computation.extend(a.endpoints.iter().cloned());
+                links.extend(a.links.iter().cloned());
             }
             let all_ok = answers.values().all(|a| matches!(a, Ok(r) if r.ok));
             if !all_ok {
@@ -761,29 +768,48 @@ impl State {
     }
 }
 
-/// A group of waiting sessions whose endpoints all pair with each other's
+/// A restarted session waiting for other programs' restarts: its TCP ends
+/// and unix connections.
+#[derive(Debug, Clone)]
+struct Waiting {
+    id: u64,
+    ends: Vec<Endpoint>,
+    links: Vec<UnixLink>,
+}
+
+/// A group of waiting sessions whose connections all lead to each other
 /// (the smallest such set that holds the first complete session), if any.
-fn complete_group(waiting: &[(u64, Vec<Endpoint>)]) -> Option<Vec<u64>> {
-    let partner_of = |e: &Endpoint| {
-        waiting
-            .iter()
-            .find(|(_, ends)| ends.iter().any(|o| o.pairs_with(e)))
-            .map(|(id, _)| *id)
+fn complete_group(waiting: &[Waiting]) -> Option<Vec<u64>> {
+    // The session holding the other end of each connection of `w`.
+    let partners = |w: &Waiting| -> Vec<Option<u64>> {
+        let tcp = w.ends.iter().map(|e| {
+            waiting
+                .iter()
+                .find(|o| o.ends.iter().any(|x| x.pairs_with(e)))
+                .map(|o| o.id)
+        });
+        let unix = w.links.iter().map(|l| {
+            waiting
+                .iter()
+                .find(|o| o.links.iter().any(|x| x.pairs_with(l)))
+                .map(|o| o.id)
+        });
+        tcp.chain(unix).collect()
     };
-    for (start, _) in waiting {
+    for start in waiting {
         // Follow the connections from `start`; the group is complete when
         // every end met has its partner among the waiting sessions.
-        let mut group = vec![*start];
+        let mut group = vec![start.id];
         let mut k = 0;
         let mut complete = true;
         while k < group.len() {
             let id = group[k];
             k += 1;
-            let Some((_, ends)) = waiting.iter().find(|(w, _)| *w == id) else {
+            let Some(w) = waiting.iter().find(|w| w.id == id) else {
                 continue;
             };
-            for e in ends {
-                match partner_of(e) {
+            for p in partners(w) {
+                match p {
                     Some(p) if !group.contains(&p) => group.push(p),
                     Some(_) => {}
                     None => complete = false,
@@ -810,23 +836,46 @@ mod tests {
         }
     }
 
+    fn tcp(id: u64, ends: Vec<Endpoint>) -> Waiting {
+        Waiting {
+            id,
+            ends,
+            links: Vec::new(),
+        }
+    }
+
     #[test]
     fn groups_wait_for_every_peer() {
-        let a = (1, vec![end("127.0.0.1:1000", "127.0.0.1:2000")]);
-        let b = (
+        let a = tcp(1, vec![end("127.0.0.1:1000", "127.0.0.1:2000")]);
+        let b = tcp(
             2,
             vec![
                 end("127.0.0.1:2000", "127.0.0.1:1000"),
                 end("127.0.0.1:2001", "127.0.0.1:3000"),
             ],
         );
-        let c = (3, vec![end("127.0.0.1:3000", "127.0.0.1:2001")]);
+        let c = tcp(3, vec![end("127.0.0.1:3000", "127.0.0.1:2001")]);
         assert_eq!(complete_group(&[a.clone(), b.clone()]), None);
         assert_eq!(
-            complete_group(&[a.clone(), b.clone(), c]),
+            complete_group(&[a.clone(), b.clone(), c.clone()]),
             Some(vec![1, 2, 3])
         );
-        let lone = (4, vec![end("127.0.0.1:4000", "127.0.0.1:4001")]);
-        assert_eq!(complete_group(&[lone, a, b]), None);
+        let lone = tcp(4, vec![end("127.0.0.1:4000", "127.0.0.1:4001")]);
+        assert_eq!(complete_group(&[lone, a.clone(), b.clone()]), None);
+        // A unix connection joins the groups too.
+        let link = |end, peer| UnixLink {
+            end,
+            peer,
+            host: "h/1".into(),
+        };
+        let mut c2 = c.clone();
+        c2.links.push(link(10, 11));
+        let d = Waiting {
+            id: 5,
+            ends: Vec::new(),
+            links: vec![link(11, 10)],
+        };
+        assert_eq!(complete_group(&[a.clone(), b.clone(), c2.clone()]), None);
+        assert_eq!(complete_group(&[a, b, c2, d]), Some(vec![1, 2, 3, 5]));
     }
 }

@@ -423,6 +423,10 @@ pub struct UnixPeer {
     /// Whether it is part of the checkpoint; if not, whether it was alive.
     pub held: bool,
     pub alive: bool,
+    /// Held by another program of the coordinator's computation, on the
+    /// host (`hostname/netns inode`) both lived on: that program's restart
+    /// rebuilds the connection with this one's.
+    pub elsewhere: Option<String>,
 }
 
 /// One message waiting at a socket.

@@ -48,7 +48,7 @@ impl Session {
         self.coordinator = Some(link);
         // A restarted program whose connections lead to other programs
         // waits (stopped) until the coordinator has them all back.
-        if !info.awaiting.is_empty() {
+        if !info.awaiting.is_empty() || !info.awaiting_links.is_empty() {
             self.hold(lease.as_millis() as u64);
         }
         Ok(())
@@ -79,6 +79,11 @@ impl Session {
                 .awaiting
                 .as_ref()
                 .map(|a| a.awaiting())
+                .unwrap_or_default(),
+            awaiting_links: self
+                .awaiting
+                .as_ref()
+                .map(|a| a.links())
                 .unwrap_or_default(),
             moved: self
                 .awaiting
@@ -174,7 +179,14 @@ impl Session {
             Action::Capture {
                 lease_ms,
                 computation,
-            } => self.capture_for_coordinator(lease_ms, &computation, &mut reply),
+                links,
+            } => {
+                let computation = crate::sockets::Computation {
+                    tcp: computation,
+                    unix: links,
+                };
+                self.capture_for_coordinator(lease_ms, &computation, &mut reply)
+            }
             Action::Reconnect { moved } => {
                 let moved: std::collections::HashMap<_, _> = moved.into_iter().collect();
                 if let Some(map) = &self.addresses {
@@ -250,6 +262,7 @@ impl Session {
             let mut census = crate::sockets::Census::take(&pids)?;
             census.freeze(true);
             reply.endpoints = census.endpoints();
+            reply.links = census.unix_links();
             // Kept for the capture, thawed if the program goes on.
             if let Some(mut old) = self.frozen.replace(census) {
                 old.thaw();
@@ -266,7 +279,7 @@ impl Session {
     fn capture_for_coordinator(
         &mut self,
         lease_ms: u64,
-        computation: &[crate::sockets::Endpoint],
+        computation: &crate::sockets::Computation,
         reply: &mut Reply,
     ) -> Result<(), Error> {
         if !self.held_by_coordinator() {

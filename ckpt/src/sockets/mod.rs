@@ -77,6 +77,32 @@ fn same(a: &SocketAddr, b: &SocketAddr) -> bool {
     a.ip().to_canonical() == b.ip().to_canonical() && a.port() == b.port()
 }
 
+/// A unix connection between two programs of a coordinator, seen from one
+/// end: the two ends are each other's `end` and `peer` (inodes at the
+/// checkpoint), on the same `host`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct UnixLink {
+    pub end: u64,
+    pub peer: u64,
+    pub host: String,
+}
+
+impl UnixLink {
+    pub fn pairs_with(&self, other: &UnixLink) -> bool {
+        self.end == other.peer && self.peer == other.end && self.host == other.host
+    }
+}
+
+/// What the programs of a coordinator's computation reported at its drain:
+/// the connections between them are kept, the others close.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Computation {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tcp: Vec<Endpoint>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unix: Vec<UnixLink>,
+}
+
 /// This network namespace, as `hostname/inode of its netns`.
 pub fn host_id() -> String {
     use std::os::unix::fs::MetadataExt;
@@ -451,11 +477,31 @@ impl Census {
             .collect()
     }
 
+    /// The unix connections (stream, seqpacket) whose other end is alive
+    /// outside the census, for a coordinator to match with other programs'.
+    pub fn unix_links(&self) -> Vec<UnixLink> {
+        self.socks
+            .iter()
+            .filter(|(_, s)| s.domain == libc::AF_UNIX && s.ty != libc::SOCK_DGRAM)
+            .filter_map(|(&ino, _)| {
+                let d = self.diag.get(&ino)?;
+                (d.peer != 0
+                    && !self.socks.contains_key(&d.peer)
+                    && self.diag.contains_key(&d.peer))
+                .then(|| UnixLink {
+                    end: ino,
+                    peer: d.peer,
+                    host: self.host.clone(),
+                })
+            })
+            .collect()
+    }
+
     /// Phase 2: everything else. `computation`: the endpoints of the other
     /// programs checkpointed with this one (a coordinator's); a TCP end
     /// whose other end is neither in the census nor among them leads
     /// outside and comes back closed.
-    pub fn capture(&mut self, computation: &[Endpoint]) {
+    pub fn capture(&mut self, computation: &Computation) {
         let inodes: Vec<u64> = self.socks.keys().copied().collect();
         let held: HashSet<u64> = inodes.iter().copied().collect();
         for ino in inodes {
@@ -470,7 +516,7 @@ impl Census {
         &mut self,
         ino: u64,
         held: &HashSet<u64>,
-        computation: &[Endpoint],
+        computation: &Computation,
     ) -> Option<SocketState> {
         let s = self.socks.get(&ino)?;
         let raw = s.fd.as_raw_fd();
@@ -478,7 +524,18 @@ impl Census {
         if s.domain == libc::AF_UNIX {
             let diag = self.diag.get(&ino)?;
             return match unix::capture(raw, diag, &self.diag, |i| held.contains(&i)) {
-                Ok((end, lost)) => {
+                Ok((mut end, lost)) => {
+                    // Another program of the computation holds the other end.
+                    if let Some(p) = end.peer.as_mut() {
+                        let me = UnixLink {
+                            end: ino,
+                            peer: p.id,
+                            host: self.host.clone(),
+                        };
+                        if !p.held && computation.unix.iter().any(|l| me.pairs_with(l)) {
+                            p.elsewhere = Some(self.host.clone());
+                        }
+                    }
                     if lost {
                         self.warnings.push(format!(
                             "fd {fd} of process {pid} (unix socket {}): descriptors or credentials sent with the messages waiting in it are not kept",
@@ -486,7 +543,11 @@ impl Census {
                         ));
                     }
                     if let Some(p) = &end.peer {
-                        if !p.held && p.alive && end.sock_type != libc::SOCK_DGRAM {
+                        if !p.held
+                            && p.alive
+                            && p.elsewhere.is_none()
+                            && end.sock_type != libc::SOCK_DGRAM
+                        {
                             self.warnings.push(format!(
                                 "fd {fd} of process {pid} (unix socket connected to {}) leads outside the checkpoint: it will be a closed connection after restart",
                                 unix::show(&p.name)
@@ -528,7 +589,7 @@ impl Census {
             };
             let peer = if self.tcp_peer(t).is_some() {
                 Some(PeerPlace::Tree)
-            } else if computation.iter().any(|e| me.pairs_with(e)) {
+            } else if computation.tcp.iter().any(|e| me.pairs_with(e)) {
                 Some(PeerPlace::Computation {
                     host: self.host.clone(),
                 })
@@ -618,6 +679,9 @@ pub struct Rebuilt {
     stand_ins: HashMap<u64, OwnedFd>,
     /// What to write back through a stand-in's other end.
     stand_in_data: HashMap<u64, Vec<Vec<u8>>>,
+    /// Unix connections to other programs of a coordinator, made with them:
+    /// their programs must not run before every one is back.
+    links: Vec<UnixLink>,
     warnings: Vec<String>,
 }
 
@@ -649,6 +713,7 @@ impl Rebuilt {
         r.listeners(&wanted)?;
         r.unix_bound(&wanted);
         r.unix_connections(&wanted);
+        r.unix_between_programs(&wanted);
         r.unix_unconnected(&wanted);
         r.tcp_connections(&wanted);
         r.closed(&wanted);
@@ -810,7 +875,7 @@ impl Rebuilt {
                 continue;
             };
             let Some(p) = &u.peer else { continue };
-            if u.listening.is_some() {
+            if u.listening.is_some() || p.elsewhere.is_some() && u.sock_type != libc::SOCK_DGRAM {
                 continue;
             }
             let other = wanted.get(&p.id).and_then(|pw| match pw.state {
@@ -849,21 +914,42 @@ impl Rebuilt {
         a: (u64, &UnixEnd, &str),
         b: (u64, &UnixEnd, &str),
     ) -> Result<(), String> {
-        let ty = a.1.sock_type;
         // The accepted end has the listener's name.
         let (server, client) = if !a.1.name.is_empty()
             && (self.listener_named(wanted, &a.1.name).is_some() || b.1.name.is_empty())
         {
             (a, b)
-        } else if !b.1.name.is_empty() {
-            (b, a)
         } else {
-            let (x, y) = net::socketpair(ty).map_err(|e| format!("socketpair: {}", e.desc()))?;
-            self.add(a.0, x);
-            self.add(b.0, y);
-            return Ok(());
+            (b, a)
         };
-        let name = &server.1.name;
+        let (s, c) = self.connected_pair(
+            wanted,
+            a.1.sock_type,
+            (&server.1.name, server.2),
+            (&client.1.name, client.2),
+        )?;
+        self.add(server.0, s);
+        self.add(client.0, c);
+        Ok(())
+    }
+
+    /// A connected pair of unix sockets of type `ty`: (the accepted end,
+    /// named `server`, the client end, bound to `client`), each name with
+    /// the directory relative names are resolved from. Made through the
+    /// listener rebuilt for that name, or a temporary one; by socketpair
+    /// when there is no name (or it is taken, with a warning).
+    fn connected_pair(
+        &mut self,
+        wanted: &BTreeMap<u64, Wanted>,
+        ty: i32,
+        server: (&[u8], &str),
+        client: (&[u8], &str),
+    ) -> Result<(OwnedFd, OwnedFd), String> {
+        let pair = || net::socketpair(ty).map_err(|e| format!("socketpair: {}", e.desc()));
+        let name = server.0;
+        if name.is_empty() {
+            return pair();
+        }
         let mut temporary: Option<OwnedFd> = None;
         let listener = match self.listener_named(wanted, name) {
             Some(l) => l,
@@ -871,19 +957,15 @@ impl Rebuilt {
                 // A temporary listener gives the accepted end its name;
                 // only where that name is free.
                 let l = net::socket(libc::AF_UNIX, ty, 0).map_err(|e| e.desc().to_string())?;
-                let bound = unix::at_name(name, server.2, |addr| net::bind(l.as_raw_fd(), addr))
+                let bound = unix::at_name(name, server.1, |addr| net::bind(l.as_raw_fd(), addr))
                     .and_then(|()| net::listen(l.as_raw_fd(), 1));
                 if let Err(e) = bound {
-                    let (x, y) =
-                        net::socketpair(ty).map_err(|e| format!("socketpair: {}", e.desc()))?;
-                    self.add(a.0, x);
-                    self.add(b.0, y);
                     self.warnings.push(format!(
                         "unix socket {}: its name is taken ({}); getsockname and getpeername no longer report it on its connection",
                         unix::show(name),
                         e.desc()
                     ));
-                    return Ok(());
+                    return pair();
                 }
                 let raw = l.as_raw_fd();
                 temporary = Some(l);
@@ -892,18 +974,18 @@ impl Rebuilt {
         };
         let made = (|| {
             let c = net::socket(libc::AF_UNIX, ty, 0).map_err(|e| e.desc().to_string())?;
-            if !client.1.name.is_empty() {
-                if let Err(e) = unix::at_name(&client.1.name, client.2, |addr| {
-                    net::bind(c.as_raw_fd(), addr)
-                }) {
+            if !client.0.is_empty() {
+                if let Err(e) =
+                    unix::at_name(client.0, client.1, |addr| net::bind(c.as_raw_fd(), addr))
+                {
                     self.warnings.push(format!(
                         "unix socket {}: cannot bind it again ({}); it is unnamed now",
-                        unix::show(&client.1.name),
+                        unix::show(client.0),
                         e.desc()
                     ));
                 }
             }
-            unix::at_name(name, server.2, |addr| net::connect(c.as_raw_fd(), addr))
+            unix::at_name(name, server.1, |addr| net::connect(c.as_raw_fd(), addr))
                 .map_err(|e| format!("connect: {}", e.desc()))?;
             let mut accepted = net::accept_now(listener);
             for _ in 0..1000 {
@@ -918,14 +1000,99 @@ impl Rebuilt {
         })();
         if temporary.take().is_some() && name.first() != Some(&0) {
             // The temporary listener's socket file goes with it.
-            let path = std::path::Path::new(server.2)
+            let path = std::path::Path::new(server.1)
                 .join(std::path::Path::new(&*String::from_utf8_lossy(name)));
             let _ = std::fs::remove_file(path);
         }
-        let (s, c) = made?;
-        self.add(server.0, s);
-        self.add(client.0, c);
-        Ok(())
+        made
+    }
+
+    /// Unix connections to other programs of a coordinator: one end of
+    /// each is made here, the other by the other program's restart, which
+    /// takes its end from this one through a short-lived abstract socket
+    /// (`@rewind-unix-A-B`, the two inodes). The end whose socket has a
+    /// name (the accepted one) makes the pair, through its listener when it
+    /// has one, else the end with the smaller inode. All handovers are
+    /// offered before any is awaited, so two programs that each wait for
+    /// the other cannot block each other.
+    fn unix_between_programs(&mut self, wanted: &BTreeMap<u64, Wanted>) {
+        let ends: Vec<(u64, &UnixEnd, &str)> = wanted
+            .iter()
+            .filter_map(|(&id, w)| match w.state {
+                SocketState::Unix(u)
+                    if u.sock_type != libc::SOCK_DGRAM
+                        && u.peer.as_ref().is_some_and(|p| p.elsewhere.is_some()) =>
+                {
+                    Some((id, u.as_ref(), w.cwd))
+                }
+                _ => None,
+            })
+            .collect();
+        let makes = |id: u64, u: &UnixEnd| match &u.peer {
+            Some(p) if !u.name.is_empty() && p.name.is_empty() => true,
+            Some(p) if u.name.is_empty() && !p.name.is_empty() => false,
+            Some(p) => id < p.id,
+            None => true,
+        };
+        let rendezvous = |id: u64, peer: u64| {
+            let mut name = vec![0u8];
+            name.extend_from_slice(
+                format!("rewind-unix-{}-{}", id.min(peer), id.max(peer)).as_bytes(),
+            );
+            name
+        };
+        for &(id, u, cwd) in &ends {
+            let Some(p) = &u.peer else { continue };
+            let made = if makes(id, u) {
+                self.connected_pair(wanted, u.sock_type, (&u.name, cwd), (&p.name, cwd))
+                    .and_then(|(mine, theirs)| {
+                        // What waited at this end, written again by the other.
+                        let msgs: Vec<Vec<u8>> = u.queued.iter().map(|m| m.data.clone()).collect();
+                        Self::write_all(theirs.as_raw_fd(), &msgs, None)
+                            .map_err(|e| format!("refill: {}", e.desc()))?;
+                        let ours = mine.try_clone().map_err(|e| format!("dup: {e}"))?;
+                        offer(&rendezvous(id, p.id), theirs, ours)?;
+                        Ok(mine)
+                    })
+            } else {
+                continue;
+            };
+            self.linked(id, u, made);
+        }
+        for &(id, u, _) in ends.iter().filter(|(id, u, _)| !makes(*id, u)) {
+            let Some(p) = &u.peer else { continue };
+            let taken = take(&rendezvous(id, p.id)).and_then(|(mine, theirs)| {
+                let msgs: Vec<Vec<u8>> = u.queued.iter().map(|m| m.data.clone()).collect();
+                Self::write_all(theirs.as_raw_fd(), &msgs, None)
+                    .map_err(|e| format!("refill: {}", e.desc()))?;
+                Ok(mine)
+            });
+            self.linked(id, u, taken);
+        }
+    }
+
+    /// The end `id` of a unix connection to another program, made (or
+    /// not: then closed, after what waited in it).
+    fn linked(&mut self, id: u64, u: &UnixEnd, made: Result<OwnedFd, String>) {
+        let Some(p) = &u.peer else { return };
+        match made {
+            Ok(mine) => {
+                self.add(id, mine);
+                self.links.push(UnixLink {
+                    end: id,
+                    peer: p.id,
+                    host: p.elsewhere.clone().unwrap_or_default(),
+                });
+            }
+            Err(e) => {
+                self.warnings.push(format!(
+                    "unix connection to another program: {e}; it comes back closed"
+                ));
+                self.closed_stand_in(id, u.sock_type);
+                self.stand_in_data
+                    .insert(id, u.queued.iter().map(|m| m.data.clone()).collect());
+            }
+        }
     }
 
     /// A datagram socket connected to `p`: a pair of unnamed sockets is
@@ -1104,7 +1271,10 @@ impl Rebuilt {
             let SocketState::Unix(u) = w.state else {
                 continue;
             };
+            let elsewhere = u.peer.as_ref().is_some_and(|p| p.elsewhere.is_some())
+                && u.sock_type != libc::SOCK_DGRAM;
             if u.queued.is_empty()
+                || elsewhere
                 || self.stand_ins.contains_key(&id) && u.sock_type == libc::SOCK_DGRAM
             {
                 continue;
@@ -1256,8 +1426,75 @@ impl Rebuilt {
         }
     }
 
-    /// Whether TCP ends wait for another program's restart.
+    /// The unix connections made with other programs' restarts.
+    pub fn links(&self) -> Vec<UnixLink> {
+        self.links.clone()
+    }
+
+    /// Whether connections wait for other programs' restarts.
     pub fn is_awaiting(&self) -> bool {
-        !self.awaiting.is_empty()
+        !self.awaiting.is_empty() || !self.links.is_empty()
+    }
+}
+
+/// How long a unix connection's end waits for the other program's restart
+/// to hand it over.
+const HANDOVER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Offer `theirs` (the other program's end) and `ours` (a copy of this
+/// end, for the other to write back what waited at its end) at the
+/// abstract name `name`, on a thread of its own, until taken or twice the
+/// timeout.
+fn offer(name: &[u8], theirs: OwnedFd, ours: OwnedFd) -> Result<(), String> {
+    let l = net::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0).map_err(|e| e.desc().to_string())?;
+    net::bind(l.as_raw_fd(), &unix::sockaddr_un(name))
+        .and_then(|()| net::listen(l.as_raw_fd(), 1))
+        .map_err(|e| format!("handover socket {}: {}", unix::show(name), e.desc()))?;
+    std::thread::Builder::new()
+        .name("unix-handover".into())
+        .spawn(move || {
+            use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+            use std::os::fd::AsFd;
+            let deadline = std::time::Instant::now() + 2 * HANDOVER_TIMEOUT;
+            while std::time::Instant::now() < deadline {
+                let mut fds = [PollFd::new(l.as_fd(), PollFlags::POLLIN)];
+                if !matches!(poll(&mut fds, PollTimeout::from(1000u16)), Ok(n) if n > 0) {
+                    continue;
+                }
+                if let Ok(c) = net::accept_now(l.as_raw_fd()) {
+                    let fds = [theirs.as_raw_fd(), ours.as_raw_fd()];
+                    if net::send_fds(c.as_raw_fd(), &fds).is_ok() {
+                        return;
+                    }
+                }
+            }
+        })
+        .map(drop)
+        .map_err(|e| format!("cannot start a thread: {e}"))
+}
+
+/// Take this end and a copy of the other one from the other program's
+/// restart ([`offer`]), waiting for it at most [`HANDOVER_TIMEOUT`].
+fn take(name: &[u8]) -> Result<(OwnedFd, OwnedFd), String> {
+    let deadline = std::time::Instant::now() + HANDOVER_TIMEOUT;
+    loop {
+        let s =
+            net::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0).map_err(|e| e.desc().to_string())?;
+        if net::connect(s.as_raw_fd(), &unix::sockaddr_un(name)).is_ok() {
+            let mut fds = net::recv_fds(s.as_raw_fd())
+                .map_err(|e| format!("receiving it from the other program: {}", e.desc()))?
+                .into_iter();
+            return match (fds.next(), fds.next()) {
+                (Some(mine), Some(theirs)) => Ok((mine, theirs)),
+                _ => Err("the other program's restart handed over nothing".into()),
+            };
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!(
+                "the other program was not restarted within {} s",
+                HANDOVER_TIMEOUT.as_secs()
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }

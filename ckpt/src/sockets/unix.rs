@@ -161,6 +161,7 @@ pub fn capture(
             .unwrap_or_default(),
         held: held(diag.peer),
         alive: all.contains_key(&diag.peer),
+        elsewhere: None,
     });
     Ok((
         UnixEnd {

@@ -315,3 +315,38 @@ pub fn interface_addresses() -> Result<Vec<Vec<u8>>, Errno> {
     unsafe { libc::freeifaddrs(list) };
     Ok(out)
 }
+
+/// Send descriptors over a connected unix socket (SCM_RIGHTS), with one
+/// byte of data.
+pub fn send_fds(fd: RawFd, fds: &[RawFd]) -> Result<(), Errno> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
+    let iov = [std::io::IoSlice::new(b"F")];
+    sendmsg::<UnixAddr>(
+        fd,
+        &iov,
+        &[ControlMessage::ScmRights(fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .map(drop)
+}
+
+/// Receive the descriptors (up to 4) sent by [`send_fds`] (close-on-exec).
+pub fn recv_fds(fd: RawFd) -> Result<Vec<OwnedFd>, Errno> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
+    let mut byte = [0u8; 1];
+    let mut iov = [std::io::IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!([RawFd; 4]);
+    let msg = recvmsg::<UnixAddr>(fd, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)?;
+    let mut out = Vec::new();
+    for c in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            for raw in fds {
+                // SAFETY: SCM_RIGHTS installed `raw` in this process just
+                // now; nothing else owns it.
+                out.push(unsafe { OwnedFd::from_raw_fd(raw) });
+            }
+        }
+    }
+    Ok(out)
+}
