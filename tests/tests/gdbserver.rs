@@ -720,6 +720,34 @@ fn live_program_over_tcp_and_a_dropped_connection() {
 }
 
 #[test]
+fn gdb_waits_for_a_recording_longer_than_its_remote_timeout() {
+    // gdb gives a stub `remotetimeout` seconds (three tries) to answer its first packet; here the
+    // recording alone (sleep 6) takes longer than that, and gdb must still get the right answers.
+    let sleep = system_program("sleep");
+    let connect = format!(
+        "target remote | {} gdbserver --stdio -- {} 6",
+        rewind_bin().display(),
+        sleep.get_program().to_string_lossy()
+    );
+    let got = gdb(
+        &[
+            "set remotetimeout 1".into(),
+            connect,
+            "p $pc".into(),
+            "info threads".into(),
+        ],
+        None,
+        &[],
+    );
+    assert!(
+        !got.stderr.contains("Remote replied unexpectedly") && pcs(&got.stdout).len() == 1,
+        "{}",
+        got.describe()
+    );
+    assert!(got.stdout.contains("* 1"), "{}", got.describe());
+}
+
+#[test]
 fn bad_usage_exits_with_2() {
     let scratch = Scratch::new("gds-usage");
     let done = rewind_in(scratch.path(), ["gdbserver"]);
