@@ -82,11 +82,13 @@ fn finish(mut child: Child, what: String, timeout: Duration) -> GdbRun {
 
 /// gdb -batch -nx with `cmds` (each an -ex), on `binary` if given.
 ///
-/// A known, not yet understood flake (issue 5): now and then gdb stops
-/// waiting in the middle of a `continue` as if it got SIGINT ("Cannot
-/// execute this command while the target is running", Python's
-/// KeyboardInterrupt at exit). Such a session is run once more, saying so
-/// on stderr; a second failure fails the test.
+/// A flake seen in earlier runs (issue 5): gdb stopping in the middle of a
+/// `continue` as if it got SIGINT ("Cannot execute this command while the
+/// target is running", Python's KeyboardInterrupt at exit). Its likely
+/// cause, gdb giving up on its first packets while rewind loads, is fixed
+/// (`gdb_waits_for_a_recording_longer_than_its_remote_timeout`); should it
+/// happen again, the session is run once more, saying so on stderr, and a
+/// second failure fails the test.
 fn gdb(cmds: &[String], binary: Option<&Path>, env: &[(&str, &str)]) -> GdbRun {
     let run = gdb_once(cmds, binary, env);
     let flaked = |r: &GdbRun| {
