@@ -721,6 +721,90 @@ fn live_program_over_tcp_and_a_dropped_connection() {
     assert!(!done.stderr.contains("panicked"), "{}", done.describe());
 }
 
+/// The values `{0x.., 0x..}` of a `print/x` of 128-bit lanes, as bytes
+/// (lane 0 first, little-endian).
+fn lanes(line: &str) -> Option<Vec<u8>> {
+    let inner = line.split_once(" = {")?.1.strip_suffix('}')?;
+    let mut bytes = Vec::new();
+    for v in inner.split(", ") {
+        let v = u128::from_str_radix(v.strip_prefix("0x")?, 16).ok()?;
+        bytes.extend_from_slice(&v.to_le_bytes());
+    }
+    Some(bytes)
+}
+
+#[test]
+fn vector_registers_match_what_the_program_loaded() {
+    // simd_regs holds, in a loop of raw nanosleep syscalls, zmm0-31 (with AVX-512) or ymm0-15, byte
+    // b of register r being block * 97 + r * 31 + b * 7 + 1 (mod 256). Whatever the CPU's XSAVE
+    // layout (AMD and Intel place AVX-512 state differently), gdb must see exactly that.
+    let scratch = Scratch::new("gds-simd");
+    let mut prog = fixture("simd_regs");
+    // Without cargo's long library path, ld.so's start-up is a few dozen events, not hundreds.
+    prog.env_remove("LD_LIBRARY_PATH");
+    let rec = record(&scratch, &prog, None);
+    assert!(rec.status.success(), "{}", rec.stderr);
+    let (regs, width, view) = if std::arch::is_x86_feature_detected!("avx512f") {
+        (32, 64, "zmm")
+    } else {
+        (16, 32, "ymm")
+    };
+    let lanes_of = if view == "zmm" {
+        "v4_int128"
+    } else {
+        "v2_int128"
+    };
+    // Moments in the middle of the run (about 30 events of start-up, then 16 blocks of 5
+    // nanosleeps and a write).
+    let events = [50, 75, 100];
+    let mut cmds = vec![connect(&rec.dir)];
+    for event in events {
+        cmds.push(format!("monitor goto {event}"));
+        cmds.push("maint flush register-cache".into());
+        cmds.push("p $orig_rax".into());
+        for r in 0..regs {
+            cmds.push(format!("p/x ${view}{r}.{lanes_of}"));
+        }
+    }
+    let got = gdb(&cmds, None, &[]);
+    let shown: Vec<&str> = got.stdout.lines().filter(|l| l.starts_with('$')).collect();
+    assert_eq!(shown.len(), events.len() * (1 + regs), "{}", got.describe());
+    let mut checked = 0;
+    for moment in shown.chunks(1 + regs) {
+        // Inside the asm loop only when the event is one of its nanosleeps.
+        if !moment[0].ends_with(" = 35") {
+            continue;
+        }
+        let bytes: Vec<Vec<u8>> = moment[1..]
+            .iter()
+            .map(|l| lanes(l).unwrap_or_else(|| panic!("not lanes: {l}\n{}", got.describe())))
+            .collect();
+        // The block, from zmm0/ymm0's first byte: block * 97 + 1 (97 is odd: invertible mod 256).
+        let inverse = (1..=255u32)
+            .find(|i| (97 * i) % 256 == 1)
+            .expect("97 is invertible");
+        let block = (u32::from(bytes[0][0]).wrapping_sub(1) % 256 * inverse) % 256;
+        for (r, reg) in bytes.iter().enumerate() {
+            assert_eq!(reg.len(), width, "{view}{r}: {}", got.describe());
+            for (b, &v) in reg.iter().enumerate() {
+                let want = (block as usize * 97 + r * 31 + b * 7 + 1) % 256;
+                assert_eq!(
+                    v as usize,
+                    want,
+                    "{view}{r} byte {b} (block {block}):\n{}",
+                    got.describe()
+                );
+            }
+        }
+        checked += 1;
+    }
+    assert!(
+        checked > 0,
+        "no moment inside the loop:\n{}",
+        got.describe()
+    );
+}
+
 #[test]
 fn gdb_waits_for_a_recording_longer_than_its_remote_timeout() {
     // gdb gives a stub `remotetimeout` seconds (three tries) to answer its first packet; here the
