@@ -2,6 +2,7 @@
 //! function per operation, each unsafe block with a `// SAFETY:` line.
 //! The rest of the workspace is safe Rust.
 
+pub mod ipc;
 pub mod process;
 pub mod ptrace;
 
