@@ -184,10 +184,20 @@ pub type DataRuns = (Arc<dyn PageSource>, Vec<(u64, u64)>);
 /// that reads them through the object. Holes of the object (never
 /// written) are skipped without being read.
 pub fn data_runs(pid: pid_t, r: &Region, offset: u64) -> Result<DataRuns, Error> {
+    mapping_data_runs(pid, r.start, r.end, offset)
+}
+
+/// [`data_runs`] of the mapping `[start, end)` at `offset` in its object.
+fn mapping_data_runs(
+    pid: pid_t,
+    start: u64,
+    end_addr: u64,
+    offset: u64,
+) -> Result<DataRuns, Error> {
     use nix::unistd::{lseek, Whence};
-    let path = map_files_path(pid, r.start, r.end);
+    let path = map_files_path(pid, start, end_addr);
     let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
-    let len = r.end - r.start;
+    let len = end_addr - start;
     let end = offset + len;
     let fd = file.as_raw_fd();
     let mut runs = Vec::new();
@@ -220,14 +230,129 @@ pub fn data_runs(pid: pid_t, r: &Region, offset: u64) -> Result<DataRuns, Error>
     }
     let source: Arc<dyn PageSource> = Arc::new(ObjectPages {
         file,
-        start: r.start,
+        start,
         offset,
     });
     let runs = runs
         .into_iter()
-        .map(|(s, e)| (r.start + (s - offset), e - s))
+        .map(|(s, e)| (start + (s - offset), e - s))
         .collect();
     Ok((source, runs))
+}
+
+/// A process just forked from a stopped one (an in-memory snapshot, see
+/// `tracee::fork_stopped`) shares every MAP_SHARED object with it, which a
+/// snapshot must not (DESIGN §3): each shared memory object the child maps
+/// is copied into a new one of rewind's, mapped over the old mappings
+/// (same addresses, offsets and protection). System V segments and files
+/// on disk stay shared.
+pub fn unshare_after_fork(child: &crate::tracee::Tracee) -> Result<(), Error> {
+    let pid = child.pid;
+    let mut groups: Vec<((u64, u64), u64, Vec<Mapping>)> = Vec::new();
+    for m in crate::maps::read(pid)? {
+        let Some(object) = object_of(pid, &m) else {
+            continue;
+        };
+        if matches!(object.kind, SharedKind::SysV(_)) {
+            continue;
+        }
+        let key = (object.dev, object.ino);
+        let need = (m.offset + m.len()).max(object.size);
+        match groups.iter_mut().find(|g| g.0 == key) {
+            Some(g) => {
+                g.1 = g.1.max(need);
+                g.2.push(m);
+            }
+            None => groups.push((key, need, vec![m])),
+        }
+    }
+    if groups.is_empty() {
+        return Ok(());
+    }
+    let tid = pid;
+    let inject = |nr: i64, args: &[u64], what: &str| -> Result<u64, Error> {
+        let r = crate::tracee::syscall_in_place(child, tid, nr, args)?;
+        if r < 0 {
+            return Err(Error::Tracee(format!(
+                "{what} in a snapshot failed: {}",
+                crate::tracee::errno_text(r)
+            )));
+        }
+        Ok(r as u64)
+    };
+    // A private page of the child's for the paths it opens.
+    let scratch = inject(
+        libc::SYS_mmap,
+        &[
+            0,
+            PAGE,
+            (libc::PROT_READ | libc::PROT_WRITE) as u64,
+            (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
+            u64::MAX,
+            0,
+        ],
+        "mmap",
+    )?;
+    let result = (|| {
+        for (_, size, mappings) in &groups {
+            let copy = File::from(crate::sys::ipc::shared_anonymous(*size).map_err(|e| {
+                Error::Tracee(format!(
+                    "cannot copy shared memory for a snapshot: {}",
+                    e.desc()
+                ))
+            })?);
+            let mut buf = vec![0u8; 1 << 20];
+            for m in mappings {
+                let (source, runs) = mapping_data_runs(pid, m.start, m.end, m.offset)?;
+                for (addr, len) in runs {
+                    let mut at = addr;
+                    while at < addr + len {
+                        let n = (addr + len - at).min(buf.len() as u64) as usize;
+                        source
+                            .read(at, &mut buf[..n])
+                            .map_err(|e| Error::io(map_files_path(pid, m.start, m.end), e))?;
+                        copy.write_all_at(&buf[..n], m.offset + (at - m.start))
+                            .map_err(|e| Error::io("a snapshot's copy of shared memory", e))?;
+                        at += n as u64;
+                    }
+                }
+            }
+            let mut path =
+                format!("/proc/{}/fd/{}", std::process::id(), copy.as_raw_fd()).into_bytes();
+            path.push(0);
+            child.write_mem(scratch, &path)?;
+            let fd = inject(
+                libc::SYS_openat,
+                &[
+                    libc::AT_FDCWD as u64,
+                    scratch,
+                    (libc::O_RDWR | libc::O_CLOEXEC) as u64,
+                    0,
+                ],
+                "open",
+            )?;
+            let mapped = mappings.iter().try_for_each(|m| {
+                inject(
+                    libc::SYS_mmap,
+                    &[
+                        m.start,
+                        m.len(),
+                        m.prot as u64,
+                        (libc::MAP_SHARED | libc::MAP_FIXED) as u64,
+                        fd,
+                        m.offset,
+                    ],
+                    "mmap",
+                )
+                .map(drop)
+            });
+            inject(libc::SYS_close, &[fd], "close")?;
+            mapped?;
+        }
+        Ok(())
+    })();
+    inject(libc::SYS_munmap, &[scratch, PAGE], "munmap")?;
+    result
 }
 
 /// How a restored process maps an object made by [`SharedMemory::prepare`].

@@ -557,3 +557,45 @@ fn sysv_id_taken_by_another_object_is_refused_clearly() {
     );
     assert_nothing_left(&program);
 }
+
+// ---------------------------------------------------------------------------------------------
+// In-memory snapshots of the debugger (DESIGN §3: MAP_SHARED memory is copied explicitly)
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn debugger_snapshots_keep_their_own_shared_memory() {
+    let scratch = Scratch::new("debugger_snapshots_keep_their_own_shared_memory");
+    let rec = record(&scratch, &fixture("shm_snapshot"), None);
+    // Forward to step 200 (the shared flag was set at step 120), then back to step 40: the
+    // snapshots taken on the way forward must not have seen the later writes.
+    let done = debug(
+        &rec.dir,
+        &[
+            "break mark if step == 200",
+            "run",
+            "print sh->flag",
+            "print sh->counter",
+            "delete",
+            "break mark if step == 40",
+            "reverse-continue",
+            "print current_step",
+            "print sh->counter",
+            "print priv_counter",
+            "print sh->flag",
+            "info checkpoints",
+        ],
+    );
+    done.assert_success();
+    assert_eq!(
+        printed_values(&done.stdout),
+        ["777", "200", "40", "40", "40", "0"],
+        "{}",
+        done.describe()
+    );
+    // The way back went through in-memory snapshots, not only the trace's images.
+    assert!(
+        done.stdout.to_lowercase().contains("snapshot"),
+        "{}",
+        done.describe()
+    );
+}
