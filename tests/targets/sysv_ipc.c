@@ -1,4 +1,4 @@
-// Exercises System V IPC across a process tree: a producer (parent) and a consumer (forked child) pass items through a ring buffer in a SysV shared memory segment guarded by a SysV semaphore set, and every item also goes over a SysV message queue that the consumer reads a few items late (messages are always queued); every object is removed at the end.
+// Exercises System V IPC across a process tree: a producer (parent) and a consumer (forked child) pass items through a ring buffer in a SysV shared memory segment guarded by a SysV semaphore set, every item also goes over a SysV message queue that the consumer reads a few items late (messages are always queued), and a second segment holds a note while nobody has it attached; every object is removed at the end.
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdint.h>
@@ -18,8 +18,8 @@
 #define PAGE 4096
 
 /* Usage: sysv_ipc ITEMS KEY [rmid] [PAUSE_MS]
- *   KEY: the segment's key; the semaphore set and the queue use KEY+1 and
- *   KEY+2 (0: IPC_PRIVATE for all three). "rmid": the segment is marked
+ *   KEY: the segment's key; the semaphore set, the queue and the note's
+ *   segment use KEY+1, KEY+2 and KEY+3 (0: IPC_PRIVATE for all). "rmid": the segment is marked
  *   for removal as soon as it is attached (it lives while attached). */
 
 enum { MUTEX, ITEMS, FREE };
@@ -82,11 +82,20 @@ int main(int argc, char **argv) {
     int shmid = shmget(key_of(key, 0), size, IPC_CREAT | IPC_EXCL | 0640);
     semid = semget(key_of(key, 1), 3, IPC_CREAT | IPC_EXCL | 0600);
     int q = msgget(key_of(key, 2), IPC_CREAT | IPC_EXCL | 0620);
-    if (shmid < 0 || semid < 0 || q < 0) {
+    int spare = shmget(key_of(key, 3), 2 * PAGE, IPC_CREAT | IPC_EXCL | 0600);
+    if (shmid < 0 || semid < 0 || q < 0 || spare < 0) {
         perror("get");
         return 1;
     }
-    fprintf(stderr, "ids: shm %d sem %d msg %d\n", shmid, semid, q);
+    fprintf(stderr, "ids: shm %d sem %d msg %d spare %d\n", shmid, semid, q, spare);
+    // A note in the second page of the spare segment, detached until the end.
+    char *note = shmat(spare, NULL, 0);
+    if (note == (void *)-1) {
+        perror("shmat");
+        return 1;
+    }
+    snprintf(note + PAGE, 64, "note of %d items", items);
+    shmdt(note);
     unsigned short init[3] = {1, 0, SLOTS};
     if (semctl(semid, 0, SETALL, init) != 0) {
         perror("semctl");
@@ -149,6 +158,14 @@ int main(int argc, char **argv) {
     printf("producer: consumer exited with %d after %u items\n",
            WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), r->tail);
     shmdt(r);
+    note = shmat(spare, NULL, SHM_RDONLY);
+    if (note == (void *)-1) {
+        printf("shmat of the note failed: %s\n", strerror(errno));
+        return 1;
+    }
+    printf("producer: %s\n", note + PAGE);
+    shmdt(note);
+    shmctl(spare, IPC_RMID, NULL);
     if (!rmid) shmctl(shmid, IPC_RMID, NULL);
     semctl(semid, 0, IPC_RMID);
     msgctl(q, IPC_RMID, NULL);

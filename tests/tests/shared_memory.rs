@@ -364,7 +364,8 @@ fn sysv_ipc(items: u32, key: i64, rmid: bool, pause_ms: u32) -> Command {
     program
 }
 
-/// The ids the fixture printed on stderr: ("m" | "s" | "q", id).
+/// The ids the fixture printed on stderr: ("m" | "s" | "q", id): its segment, semaphore set,
+/// queue and the segment of its note (detached while it runs).
 fn fixture_ids(stderr: &str) -> Vec<(&'static str, i64)> {
     let line = stderr
         .lines()
@@ -379,7 +380,12 @@ fn fixture_ids(stderr: &str) -> Vec<(&'static str, i64)> {
             .and_then(|v| v.parse::<i64>().ok())
             .unwrap_or_else(|| panic!("no {name} id in {line:?}"))
     };
-    vec![("m", id("shm")), ("s", id("sem")), ("q", id("msg"))]
+    vec![
+        ("m", id("shm")),
+        ("s", id("sem")),
+        ("q", id("msg")),
+        ("m", id("spare")),
+    ]
 }
 
 /// Launch the fixture, checkpoint it after `wait` and kill it: (output, stderr, images).
@@ -406,7 +412,7 @@ fn sysv_checkpoint_and_kill(
 fn sysv_ipc_ring_and_queue_checkpoint_kill_restart() {
     let scratch = Scratch::new("sysv_ipc_ring_and_queue_checkpoint_kill_restart");
     let key = 0x5200_0000 | i64::from(unique(0x10));
-    let keys = [key, key + 1, key + 2];
+    let keys = [key, key + 1, key + 2, key + 3];
     let mut cleanup = IpcCleanup {
         keys: keys.to_vec(),
         ids: Vec::new(),
@@ -470,7 +476,7 @@ fn sysv_objects_removed_after_the_checkpoint_come_back_with_their_ids() {
         keys: Vec::new(),
         ids: ids.clone(),
     };
-    // The segment went with its last attach; remove the set and the queue too.
+    // The ring's segment went with its last attach; remove the others too.
     for o in objects_of(&[], &ids) {
         let done = Command::new("ipcrm")
             .arg(format!("-{}", o.kind))
@@ -489,10 +495,13 @@ fn sysv_objects_removed_after_the_checkpoint_come_back_with_their_ids() {
     let now = objects_of(&[], &ids);
     assert_eq!(
         now.len(),
-        3,
-        "all three are back with their ids: {now:?} (wanted {ids:?})"
+        4,
+        "all four are back with their ids: {now:?} (wanted {ids:?})"
     );
-    let shm = now.iter().find(|o| o.kind == "m").expect("segment");
+    let shm = now
+        .iter()
+        .find(|o| o.kind == "m" && o.id == ids[0].1)
+        .expect("segment");
     assert!(
         shm.perms & 0o1000 != 0 && shm.count == 2,
         "the segment is attached by both processes and marked removed again: {shm:?}"
@@ -511,7 +520,7 @@ fn sysv_objects_removed_after_the_checkpoint_come_back_with_their_ids() {
 fn sysv_id_taken_by_another_object_is_refused_clearly() {
     let scratch = Scratch::new("sysv_id_taken_by_another_object_is_refused_clearly");
     let key = 0x5200_0000 | i64::from(unique(0x20));
-    let keys = [key, key + 1, key + 2];
+    let keys = [key, key + 1, key + 2, key + 3];
     let mut cleanup = IpcCleanup {
         keys: keys.to_vec(),
         ids: Vec::new(),
