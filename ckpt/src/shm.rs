@@ -118,9 +118,10 @@ pub fn object_of(pid: pid_t, m: &Mapping) -> Option<SharedObject> {
     } else if name.starts_with('/') {
         let md = std::fs::metadata(name).ok()?;
         let fs = nix::sys::statfs::statfs(name).ok()?;
-        if md.ino() != m.inode || fs.filesystem_type().0 as i64 != TMPFS_MAGIC {
-            // A file on disk (mapped again by path), or a path that now
-            // names another file (stored by contents, as before).
+        if !md.is_file() || md.ino() != m.inode || fs.filesystem_type().0 as i64 != TMPFS_MAGIC {
+            // A file on disk (mapped again by path), a device node (/dev
+            // is devtmpfs, which says tmpfs too), or a path that now names
+            // another file: as before.
             return None;
         }
         SharedKind::TmpfsFile {

@@ -287,6 +287,14 @@ fn unlinked_posix_shm_ring_checkpoint_kill_restart() {
 // System V IPC
 // ---------------------------------------------------------------------------------------------
 
+/// The System V tests take turns: a restart that makes an object with its old id writes
+/// `*_next_id` and then creates it, and an object another test made in between would take that id.
+static SYSV_TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn sysv_turn() -> std::sync::MutexGuard<'static, ()> {
+    SYSV_TURN.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// One System V object as /proc/sysvipc shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct IpcObject {
@@ -410,6 +418,7 @@ fn sysv_checkpoint_and_kill(
 
 #[test]
 fn sysv_ipc_ring_and_queue_checkpoint_kill_restart() {
+    let _turn = sysv_turn();
     let scratch = Scratch::new("sysv_ipc_ring_and_queue_checkpoint_kill_restart");
     let key = 0x5200_0000 | i64::from(unique(0x10));
     let keys = [key, key + 1, key + 2, key + 3];
@@ -465,6 +474,7 @@ fn sysv_ipc_ring_and_queue_checkpoint_kill_restart() {
 
 #[test]
 fn sysv_objects_removed_after_the_checkpoint_come_back_with_their_ids() {
+    let _turn = sysv_turn();
     let scratch = Scratch::new("sysv_removed_objects_come_back");
     // IPC_PRIVATE objects, the segment marked removed while attached.
     let program = sysv_ipc(67, 0, true, 25);
@@ -518,6 +528,7 @@ fn sysv_objects_removed_after_the_checkpoint_come_back_with_their_ids() {
 
 #[test]
 fn sysv_id_taken_by_another_object_is_refused_clearly() {
+    let _turn = sysv_turn();
     let scratch = Scratch::new("sysv_id_taken_by_another_object_is_refused_clearly");
     let key = 0x5200_0000 | i64::from(unique(0x20));
     let keys = [key, key + 1, key + 2, key + 3];
