@@ -406,11 +406,12 @@ struct RestartArgs {
     token: Option<String>,
     /// The image(s) to restart (ckpt_<prog>_<pid>.rwd). Several images are
     /// the processes of one tree, as the checkpoint of a program that forked
-    /// printed them: the tree is rebuilt with its parent/child links,
-    /// process groups and sessions. With --coordinator, each image is
-    /// restarted as a session of its own (sharing this terminal) and
-    /// registers with the coordinator; rewind exits when all have ended,
-    /// with the first nonzero status.
+    /// printed them (any order: the root is found by parent links): the
+    /// tree is rebuilt with its parent/child links, process groups and
+    /// sessions. With --coordinator, the images are split into process
+    /// trees, each restarted as a session of its own (sharing this
+    /// terminal) that registers with the coordinator; rewind exits when all
+    /// have ended, with the first nonzero status.
     #[arg(value_name = "IMAGE", required = true)]
     images: Vec<PathBuf>,
 }
