@@ -7,7 +7,9 @@ continue over the same span, reverse-stepi against stepi) and the pause and
 memory of an in-memory snapshot; `rewind coordinator`'s barrier round trip
 and coordinated checkpoints and restarts of N processes; checkpoint and restart
 of a tun device program (`--plugin tun`) with packets queued in its device and
-of a KVM VMM (`--plugin kvm`); gdb's reverse commands through `rewind gdbserver`.
+of a KVM VMM (`--plugin kvm`); gdb's reverse commands through `rewind gdbserver`;
+a producer and a consumer sharing 64 MiB (and 256 MiB) of memory, checkpointed
+and restarted together.
 
 Prints a table and writes bench-results.json: a list of
 {name, value, unit, peer, peer_value, ratio, note}. Run through scripts/bench.sh.
@@ -412,6 +414,69 @@ def bench_kvm(work, quick, add):
     add("kvm/record-20k-iterations", rec, "s", native, None, "native run")
     add("kvm/replay-20k-iterations", rep, "s", native, None, "native run")
     shutil.rmtree(trace, ignore_errors=True)
+def bench_shm(work, quick, add):
+    """Shared memory across a process tree (tests/targets/shm_ring.c): a producer
+    and a consumer share a ring buffer and a block of random bytes (64 MiB, and
+    256 MiB without --quick) in MAP_SHARED anonymous memory and in a POSIX shm
+    object; checkpoint of the two processes (engine and wall), the images (the
+    block is stored once, by the parent's image), and restart of both until
+    both are restored (wall, from the start of `rewind restart`)."""
+    ring = os.path.join(work, "shm_ring")
+    subprocess.run(["gcc", "-O2", "-pthread", "-o", ring,
+                    os.path.join(ROOT, "tests", "targets", "shm_ring.c")], check=True)
+    for mode in ["anon", "posix"]:
+        for mib in [64] + ([] if quick else [256]):
+            runs = []
+            for rep in range(1 if quick else 3):
+                d = os.path.join(work, f"shm-{mode}-{mib}-{rep}")
+                d2 = d + "-restart"
+                os.makedirs(d)
+                os.makedirs(d2)
+                name = f"rewind-bench-{os.getpid()}-{rep}"
+                out = os.path.join(d, "out")
+                argv = [ring, mode, "100000", str(mib), name, "5"]
+                launch = subprocess.Popen([REWIND, "launch", "--ckpt-dir", d, "--"] + argv,
+                                          stdout=open(out, "w"), stderr=subprocess.DEVNULL,
+                                          start_new_session=True)
+                restart = None
+                try:
+                    wait_for(out, r"item 20 ", timeout=600)
+                    t = time.monotonic()
+                    images = rewind("command", "--ckpt-dir", d, "--checkpoint").stdout.split()
+                    wall = (time.monotonic() - t) * 1e3
+                    st = json.loads(rewind("command", "--ckpt-dir", d, "--status", "--json").stdout)
+                    images = [os.path.join(d, os.path.basename(i)) for i in images]
+                    sizes = [os.path.getsize(i) for i in images]
+                    rewind("command", "--ckpt-dir", d, "--kill")
+                    launch.wait(timeout=60)
+                    err = os.path.join(d2, "err")
+                    t = time.monotonic()
+                    restart = subprocess.Popen([REWIND, "-v", "restart", "--ckpt-dir", d2] + images,
+                                               stdout=subprocess.DEVNULL, stderr=open(err, "w"),
+                                               start_new_session=True)
+                    wait_for(err, r"(?s)restored .* in .*restored .* in ([0-9.]+) ms", timeout=600)
+                    restored = (time.monotonic() - t) * 1e3
+                    rewind("command", "--ckpt-dir", d2, "--kill")
+                    restart.wait(timeout=60)
+                    runs.append({"ckpt_ms": st["status"]["last_checkpoint_ms"], "ckpt_wall_ms": wall,
+                                 "image_mib": sum(sizes) / 2**20, "child_image_mib": min(sizes) / 2**20,
+                                 "restart_wall_ms": restored})
+                finally:
+                    for p in (launch, restart):
+                        if p is not None and p.poll() is None:
+                            os.killpg(p.pid, signal.SIGKILL)
+                    if os.path.exists(os.path.join("/dev/shm", name)):
+                        os.remove(os.path.join("/dev/shm", name))
+                    shutil.rmtree(d, ignore_errors=True)
+                    shutil.rmtree(d2, ignore_errors=True)
+            m = median_of(runs)
+            add(f"shm/{mode}-{mib}MiB-checkpoint", m["ckpt_ms"], "ms")
+            add(f"shm/{mode}-{mib}MiB-checkpoint-wall", m["ckpt_wall_ms"], "ms")
+            add(f"shm/{mode}-{mib}MiB-images", m["image_mib"], "MiB")
+            add(f"shm/{mode}-{mib}MiB-child-image", m["child_image_mib"], "MiB")
+            add(f"shm/{mode}-{mib}MiB-restart-wall", m["restart_wall_ms"], "ms")
+
+
 def bench_coordinator(work, quick, add, target, full):
     """`rewind coordinator` on loopback: the round trip of a no-op barrier
     across 4 sessions (median of 1000, timed by the coordinator from its first
@@ -605,6 +670,8 @@ def main():
     ap.add_argument("--only-bisect", action="store_true", help="only the bisect measures")
     ap.add_argument("--only-kvm", action="store_true", help="only the KVM plugin measures")
     ap.add_argument("--only-tun", action="store_true", help="only the tun plugin measures")
+    ap.add_argument("--only-shm", action="store_true",
+                    help="only the shared memory measures (a process tree sharing 64/256 MiB)")
     ap.add_argument("--tun-worker", metavar="DIR", help=argparse.SUPPRESS)
     ap.add_argument("--tun-reps", type=int, default=3, help=argparse.SUPPRESS)
     ap.add_argument("--only-gdbserver", action="store_true", help="only gdb's bc/bs latency through rewind gdbserver")
@@ -645,6 +712,9 @@ def main():
         if args.only_tun:
             args.skip_checkpoint = args.skip_record = args.skip_debug = True
             bench_tun(work, args.quick, add)
+        if args.only_shm:
+            args.skip_checkpoint = args.skip_record = args.skip_debug = True
+            bench_shm(work, args.quick, add)
         if args.only_kvm:
             args.skip_checkpoint = args.skip_record = args.skip_debug = True
             bench_kvm(work, args.quick, add)
@@ -667,6 +737,7 @@ def main():
         if not args.skip_checkpoint and not args.only_debug:
             bench_coordinator(work, args.quick, add, target, args.full)
             bench_tun(work, args.quick, add)
+            bench_shm(work, args.quick, add)
         if not args.skip_record and not args.only_debug:
             bench_record_replay(work, args.quick, add)
             bench_kvm(work, args.quick, add)

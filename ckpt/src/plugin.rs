@@ -46,6 +46,10 @@ pub struct CaptureCtx<'a> {
     pub warnings: &'a mut Vec<String>,
     /// Link prefixes of descriptors some plugin owns, with its name.
     pub claimed_fds: &'a [(&'static str, &'static str)],
+    /// Which process of the checkpoint this is: 0 for the root of a tree
+    /// (or a lone process), captured first; state of the whole program
+    /// belongs in that image.
+    pub tree_index: usize,
 }
 
 pub struct ResumeCtx<'a> {
@@ -207,6 +211,7 @@ pub fn builtin() -> Vec<Box<dyn Plugin>> {
     vec![
         Box::new(crate::fds::Files),
         Box::new(crate::vids::Pids::new()),
+        Box::new(crate::sysv::SysV::new()),
     ]
 }
 
@@ -230,7 +235,7 @@ pub fn by_names(names: &[String]) -> Result<Vec<Box<dyn Plugin>>, Error> {
             return Err(Error::Usage(format!(
                 "unknown plugin {name:?} (available: {})",
                 if known.is_empty() {
-                    "none besides the built-in files and pids".to_string()
+                    "none besides the built-in files, pids and sysv".to_string()
                 } else {
                     known.join(", ")
                 }

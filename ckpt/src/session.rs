@@ -218,13 +218,19 @@ impl Session {
     ) -> Result<(Session, Vec<String>), Error> {
         let mut plugins = crate::plugin::by_names(&opts.plugins)?;
         let control = ControlSocket::bind(&opts.control_path())?;
+        // A restart brings back the program's System V and POSIX IPC
+        // objects (see `shm` and `sysv`).
+        let ropts = RestartOptions {
+            recreate_ipc: true,
+            ..ropts.clone()
+        };
         let (mut restored, mut warnings) = match images {
             [] => return Err(Error::Usage("give the image to restart".into())),
             [image] => (
-                vec![restore::restart(image, &mut plugins, ropts)?],
+                vec![restore::restart(image, &mut plugins, &ropts)?],
                 Vec::new(),
             ),
-            _ => crate::tree::restart_tree(images, &mut plugins, ropts)?,
+            _ => crate::tree::restart_tree(images, &mut plugins, &ropts)?,
         };
         for (r, image) in restored.iter().zip(images) {
             tracing::info!(
@@ -422,7 +428,15 @@ impl Session {
             vids: &self.vids,
             vppid: self.vppid,
         };
-        let mut ckpt = capture::checkpoint(&mut self.tracee, &mut self.plugins, &env, &path)?;
+        // Shared memory is stored once, by the first image that maps it.
+        let mut tree = capture::TreeCapture::default();
+        let mut ckpt = capture::checkpoint_in_tree(
+            &mut self.tracee,
+            &mut self.plugins,
+            &env,
+            &path,
+            &mut tree,
+        )?;
         for t in self.others.iter_mut() {
             let ppid = ppid_of(t.pid).unwrap_or(0);
             let env = CaptureEnv {
@@ -435,7 +449,7 @@ impl Session {
                 .unwrap_or_default();
             let p =
                 crate::tree::image_name(&self.opts.ckpt_dir, &comm, self.vids.to_virtual(t.pid));
-            let c = capture::checkpoint(t, &mut self.plugins, &env, &p)?;
+            let c = capture::checkpoint_in_tree(t, &mut self.plugins, &env, &p, &mut tree)?;
             ckpt.warnings.extend(c.warnings);
             ckpt.millis += c.millis;
             ckpt.also.push(c.stats.path);

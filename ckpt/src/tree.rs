@@ -10,8 +10,9 @@
 //! child of its restored parent: `wait` works), sets sessions and process
 //! groups (injected `setsid`/`setpgid`), makes every pipe that several
 //! processes share once, in rewind itself, refilled with its buffered bytes
-//! (each process opens it through `/proc/<rewind>/fd`), and only then
-//! restores each image into its husk.
+//! (each process opens it through `/proc/<rewind>/fd`), makes every shared
+//! memory object once (`shm`: each process maps the same object again), and
+//! only then restores each image into its husk.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
@@ -24,6 +25,7 @@ use crate::image::format::{FdKind, ProcessState};
 use crate::image::ImageReader;
 use crate::plugin::Plugin;
 use crate::restore::{self, RestartOptions, Restored};
+use crate::shm::SharedMemory;
 use crate::sys::ptrace;
 use crate::tracee::{self, Tracee};
 use crate::Error;
@@ -267,6 +269,14 @@ pub fn restart_tree(
             return Err(e);
         }
     };
+    // Shared memory several processes map is made once (see `shm`).
+    let memory = match SharedMemory::prepare(&states, opts.recreate_ipc) {
+        Ok(m) => m,
+        Err(e) => {
+            kill_all(&husks);
+            return Err(e);
+        }
+    };
     // When some pid could not be taken back, every process translates.
     let translate = real.iter().any(|(v, r)| v != r);
     let (traced, ioctls) = crate::plugin::traps(plugins, translate);
@@ -281,6 +291,8 @@ pub fn restart_tree(
         },
         notsc: opts.notsc,
         shared_pipes: Some(&pipes),
+        shared_memory: Some(&memory),
+        recreate_ipc: opts.recreate_ipc,
     };
     let mut done: Vec<Restored> = Vec::new();
     for (n, (path, reader, _)) in plan.procs.into_iter().enumerate() {
@@ -299,6 +311,7 @@ pub fn restart_tree(
             }
         }
     }
+    warnings.extend(memory.finish());
     Ok((done, warnings))
 }
 

@@ -73,6 +73,12 @@ enum Command {
     /// The program continues where the checkpoint caught it, in a new process
     /// whose stdin, stdout and stderr are rewind's; it sees the same pid and
     /// thread ids as before. rewind exits with the program's exit status.
+    ///
+    /// Memory its processes shared (MAP_SHARED anonymous memory, memfds,
+    /// POSIX shm) is shared again; POSIX shm files and the program's System
+    /// V segments, semaphore sets and message queues get the checkpoint's
+    /// contents back, with their ids and keys (an id taken by another
+    /// object is an error naming it).
     Restart(RestartArgs),
     /// Run a program live and record everything nondeterministic it sees.
     ///

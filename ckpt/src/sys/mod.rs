@@ -3,6 +3,7 @@
 //! The rest of the workspace is safe Rust.
 
 pub mod cpu;
+pub mod ipc;
 pub mod process;
 pub mod ptrace;
 
