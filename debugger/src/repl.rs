@@ -1862,6 +1862,11 @@ impl Debugger {
             "{n} snapshot processes (with anchors) hold {:.1} MiB of their own\n",
             bytes as f64 / (1u64 << 20) as f64
         ));
+        let r = self.tl.restores();
+        text.push_str(&format!(
+            "Gone back from: {} snapshots, {} anchors, {} trace images (the first included)\n",
+            r.snapshots, r.anchors, r.images
+        ));
         let _ = write!(self.out, "{text}");
     }
 

@@ -8,9 +8,12 @@
 //!
 //! Snapshots are forks of the replayed process (copy-on-write, taken at
 //! event boundaries as replay moves forward, spaced by replay time and
-//! thinned so that older history keeps fewer of them). A process with
-//! several threads cannot be forked that way; then the trace's own images
-//! (the initial one and periodic checkpoints) are the starting points.
+//! thinned so that older history keeps fewer of them). Fork copies one
+//! thread: a snapshot of a threaded program holds its other threads as
+//! data, recreated in each working copy made from it
+//! ([`Replayer::snapshot`], [`Replayer::fork`]). The trace's own images
+//! (the initial one and periodic checkpoints) are the starting points when
+//! no snapshot is (a signal being delivered at every boundary).
 
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
@@ -203,6 +206,8 @@ struct Snapshot {
 /// without events cheap.
 struct Anchor {
     moment: Moment,
+    /// The thread selected there.
+    thread: i32,
     rep: Replayer<'static>,
 }
 
@@ -280,6 +285,18 @@ pub struct Timeline {
     /// one instruction without stepping a long way); given the timeline at
     /// the moment in question.
     pub predecessors: Option<Predecessors>,
+    restores: Restores,
+}
+
+/// Where the timeline went back from, so far (`info checkpoints`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Restores {
+    /// Copies of an in-memory snapshot (at an event boundary).
+    pub snapshots: u64,
+    /// Copies of an anchor (a snapshot between events).
+    pub anchors: u64,
+    /// Restarts of one of the trace's images (the first one included).
+    pub images: u64,
 }
 
 /// See [`Timeline::predecessors`].
@@ -355,6 +372,10 @@ impl Timeline {
             thinned: 0,
             watches: Vec::new(),
             predecessors: None,
+            restores: Restores {
+                images: 1,
+                ..Restores::default()
+            },
         };
         t.take_snapshot();
         Ok(t)
@@ -432,6 +453,12 @@ impl Timeline {
         self.snapshots.iter().map(|s| s.event).collect()
     }
 
+    /// How often the timeline went back from snapshots, anchors and the
+    /// trace's images so far.
+    pub fn restores(&self) -> Restores {
+        self.restores
+    }
+
     fn tick(&mut self, what: &dyn Fn() -> String) -> Result<()> {
         if self.last_progress.elapsed() >= Duration::from_millis(200) {
             self.last_progress = Instant::now();
@@ -452,13 +479,14 @@ impl Timeline {
         if self.anchors.iter().any(|a| a.moment == self.at) {
             return;
         }
-        match self.cur.fork() {
+        match self.cur.snapshot() {
             Ok(rep) => {
                 if self.anchors.len() >= MAX_ANCHORS {
                     self.anchors.remove(0);
                 }
                 self.anchors.push(Anchor {
                     moment: self.at.clone(),
+                    thread: self.thread,
                     rep,
                 });
             }
@@ -481,7 +509,7 @@ impl Timeline {
         if self.snapshots.iter().any(|s| s.event == event) {
             return;
         }
-        match self.cur.fork() {
+        match self.cur.snapshot() {
             Ok(rep) => {
                 let i = self.snapshots.partition_point(|s| s.event < event);
                 self.snapshots.insert(i, Snapshot { event, rep });
@@ -497,11 +525,11 @@ impl Timeline {
     pub fn snapshot_now(&mut self) -> Result<(Duration, libc::pid_t)> {
         if !self.cur.can_fork() {
             return Err(other(
-                "no in-memory snapshot possible here (several threads, or inside a syscall)",
+                "no in-memory snapshot possible here (a signal is being delivered)",
             ));
         }
         let t = Instant::now();
-        let rep = self.cur.fork()?;
+        let rep = self.cur.snapshot()?;
         let pause = t.elapsed();
         let pid = rep.tracee().pid;
         if self.at.path.is_empty() {
@@ -516,6 +544,7 @@ impl Timeline {
             }
             self.anchors.push(Anchor {
                 moment: self.at.clone(),
+                thread: self.thread,
                 rep,
             });
         }
@@ -728,11 +757,12 @@ impl Timeline {
             (Some(rest), None) => rest,
             (_, Some((i, arest))) => {
                 let fresh = self.anchors[i].rep.fork()?;
+                self.restores.anchors += 1;
                 let mut old = std::mem::replace(&mut self.cur, fresh);
                 old.kill();
                 self.lost = false;
                 self.at = self.anchors[i].moment.clone();
-                self.thread = self.anchor_thread();
+                self.thread = self.anchors[i].thread;
                 arest
             }
             (None, None) => {
@@ -846,12 +876,16 @@ impl Timeline {
         let fresh = match use_snap {
             Some(i) => {
                 let s = &self.snapshots[i];
+                self.restores.snapshots += 1;
                 (s.rep.fork()?, s.event)
             }
-            None => (
-                Replayer::open(&self.trace, &image.1, image.0, self.console.clone())?,
-                image.0,
-            ),
+            None => {
+                self.restores.images += 1;
+                (
+                    Replayer::open(&self.trace, &image.1, image.0, self.console.clone())?,
+                    image.0,
+                )
+            }
         };
         let mut old = std::mem::replace(&mut self.cur, fresh.0);
         old.kill();
@@ -863,10 +897,6 @@ impl Timeline {
             .unwrap_or(0);
         self.since_snapshot = Instant::now();
         Ok(())
-    }
-
-    fn anchor_thread(&self) -> i32 {
-        self.cur.threads().first().map(|t| t.0).unwrap_or(0)
     }
 
     /// Follow one segment from here (within the current event interval),

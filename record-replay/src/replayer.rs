@@ -16,7 +16,7 @@ use std::sync::Arc;
 use libc::{pid_t, user_regs_struct};
 use rewind_ckpt::restore::{self, RestartOptions};
 use rewind_ckpt::sys::ptrace::{self, Stop, PTRACE_EVENT_STOP};
-use rewind_ckpt::tracee::Tracee;
+use rewind_ckpt::tracee::{ThreadCopy, Tracee};
 
 use crate::recorder::{call_disposition, cpu_info, native_syscalls, regs_args, tsc_instruction};
 use crate::syscalls::{self, Disposition};
@@ -161,6 +161,12 @@ pub struct Replayer<'a> {
     internal_bp: Option<u64>,
     /// Watchpoints programmed in each thread's debug registers.
     dr_state: HashMap<pid_t, Vec<Watch>>,
+    /// A snapshot's threads other than its live one (see
+    /// [`Replayer::snapshot`]).
+    held: Option<Held>,
+    /// The last reading of each thread for a copy (by recorded id), kept
+    /// while the thread does not run: its syscall-made parts are reused.
+    known: RefCell<HashMap<i32, ThreadCopy>>,
 }
 
 /// Check that this machine can replay a trace made with `header`.
@@ -268,6 +274,8 @@ pub fn replay(
         stepped: false,
         internal_bp: None,
         dr_state: HashMap::new(),
+        held: None,
+        known: RefCell::default(),
     };
     let result = r.run();
     if r.exit.is_none() {
@@ -357,6 +365,8 @@ impl<'a> Replayer<'a> {
             stepped: false,
             internal_bp: None,
             dr_state: HashMap::new(),
+            held: None,
+            known: RefCell::default(),
         })
     }
 
@@ -420,36 +430,86 @@ impl<'a> Replayer<'a> {
         }
     }
 
-    /// Whether [`Replayer::fork`] can copy this replay: one thread, at a
-    /// plain stop (not inside a syscall, no signal to deliver).
+    /// Whether [`Replayer::fork`] can copy this replay: every thread at a
+    /// plain stop or at the seccomp stop of a syscall not applied yet (at
+    /// least one at a plain stop), no signal to deliver, no stop pending.
     pub fn can_fork(&self) -> bool {
         self.exit.is_none()
             && self.queued.values().all(|q| q.is_empty())
-            && self.threads.len() == 1
-            && self
-                .threads
-                .values()
-                .all(|&(_, at)| matches!(at, At::Stopped { sig: 0 } | At::Skipped | At::Exit))
+            && self.threads.values().all(|&(_, at)| {
+                matches!(
+                    at,
+                    At::Stopped { sig: 0 } | At::Skipped | At::Exit | At::Entry
+                )
+            })
+            && self.threads.values().any(|&(_, at)| at != At::Entry)
     }
 
     /// An independent copy of this replay, in a new process forked from
-    /// this one (copy-on-write): an in-memory snapshot, or a working copy
-    /// of one.
+    /// this one (copy-on-write), that can run: a working copy of a
+    /// snapshot. Fork copies one thread; the others are recreated in the
+    /// copy (`rewind_ckpt::tracee::recreate_threads`) from what was read of
+    /// them (this replay's threads, or what a snapshot holds of them).
     pub fn fork(&self) -> Result<Replayer<'a>, Error> {
+        let (mut copy, held) = self.copy()?;
+        if let Some(held) = held {
+            let mut created = Vec::new();
+            let others: Vec<ThreadCopy> = held.others.iter().map(|t| t.2.clone()).collect();
+            let made = rewind_ckpt::tracee::recreate_threads(
+                &mut copy.tracee,
+                &held.main,
+                &others,
+                &mut created,
+            );
+            let known = copy.known.get_mut();
+            for (i, tid) in created.into_iter().enumerate() {
+                let (vtid, at, ref t) = held.others[i];
+                copy.threads.insert(vtid, (tid, at));
+                known.insert(vtid, ThreadCopy { tid, ..t.clone() });
+            }
+            // On failure the copy is dropped: killed with what was made.
+            made?;
+            if let Some((&vtid, &(tid, _))) =
+                copy.threads.iter().find(|t| t.1 .0 == copy.tracee.pid)
+            {
+                known.insert(vtid, ThreadCopy { tid, ..held.main });
+            }
+        }
+        Ok(copy)
+    }
+
+    /// An in-memory snapshot of this replay: a copy that only
+    /// [`Replayer::fork`] uses. It is one stopped process (its other
+    /// threads are held as data and recreated in each working copy), so
+    /// that many snapshots cost the tracer little.
+    pub fn snapshot(&self) -> Result<Replayer<'a>, Error> {
+        let (mut copy, held) = self.copy()?;
+        copy.held = held;
+        Ok(copy)
+    }
+
+    /// A one-thread copy of this replay and what its other threads are.
+    fn copy(&self) -> Result<(Replayer<'a>, Option<Held>), Error> {
         if !self.can_fork() {
             return Err(Error::Unsupported(
-                "this replay cannot be forked (several threads, or a thread inside a syscall)"
+                "this replay cannot be forked here (a signal being delivered, or no thread at a plain stop)"
                     .into(),
             ));
         }
-        let Some((&vtid, &(real, at))) = self.threads.iter().next() else {
-            return Err(Error::Unsupported("no thread to fork".into()));
+        let (main_vtid, main_real, main_at, held) = match &self.held {
+            Some(held) => {
+                let Some((&vtid, &(real, at))) = self.threads.iter().next() else {
+                    return Err(Error::Unsupported("no thread to fork".into()));
+                };
+                (vtid, real, at, Some(held.clone()))
+            }
+            None => self.read_threads()?,
         };
-        let child = rewind_ckpt::tracee::fork_stopped(&self.tracee, real)?;
+        let child = rewind_ckpt::tracee::fork_stopped(&self.tracee, main_real)?;
         let tracee = Tracee::new(child)?;
         let mut threads = HashMap::new();
-        threads.insert(vtid, (child, at));
-        Ok(Replayer {
+        threads.insert(main_vtid, (child, main_at));
+        let copy = Replayer {
             dir: self.dir.clone(),
             opts: self.opts.clone(),
             tracee,
@@ -472,8 +532,65 @@ impl<'a> Replayer<'a> {
             stepped: false,
             internal_bp: None,
             dr_state: HashMap::new(),
-        })
+            held: None,
+            known: RefCell::default(),
+        };
+        Ok((copy, held))
     }
+
+    /// The thread to fork from (the leader when it is at a plain stop)
+    /// and, with several threads, what fork does not copy of them.
+    fn read_threads(&self) -> Result<(i32, pid_t, At, Option<Held>), Error> {
+        let mut order: Vec<(i32, pid_t, At)> =
+            self.threads.iter().map(|(&v, &(r, a))| (v, r, a)).collect();
+        order.sort_by_key(|t| t.0);
+        let main = order
+            .iter()
+            .position(|t| t.1 == self.tracee.pid && t.2 != At::Entry)
+            .or_else(|| order.iter().position(|t| t.2 != At::Entry))
+            .ok_or_else(|| Error::Unsupported("no thread to fork".into()))?;
+        let (vtid, real, at) = order.remove(main);
+        if order.is_empty() {
+            return Ok((vtid, real, at, None));
+        }
+        let read = |vtid: i32, real: pid_t, at: At| {
+            let known = self.known.borrow().get(&vtid).cloned();
+            let t = rewind_ckpt::tracee::read_thread(
+                &self.tracee,
+                real,
+                at == At::Entry,
+                known.as_ref(),
+            )?;
+            self.known.borrow_mut().insert(vtid, t.clone());
+            Ok::<_, Error>(t)
+        };
+        let held = Held {
+            main: read(vtid, real, at)?,
+            others: order
+                .iter()
+                .map(|&(v, r, a)| Ok((v, a, read(v, r, a)?)))
+                .collect::<Result<_, Error>>()?,
+        };
+        let restart = |t: &rewind_ckpt::tracee::ThreadCopy| {
+            (t.regs.orig_rax as i64) >= 0
+                && (ERESTART_RESTARTBLOCK..=ERESTARTSYS).contains(&(t.regs.rax as i64))
+        };
+        if restart(&held.main) || held.others.iter().any(|t| restart(&t.2)) {
+            return Err(Error::Unsupported(
+                "this replay cannot be forked here (a thread's syscall is to be restarted)".into(),
+            ));
+        }
+        Ok((vtid, real, at, Some(held)))
+    }
+}
+
+/// The threads of a snapshot other than its one live thread, as data.
+#[derive(Clone)]
+struct Held {
+    /// What fork drops of the live thread.
+    main: ThreadCopy,
+    /// (recorded id, where it was, what it was).
+    others: Vec<(i32, At, ThreadCopy)>,
 }
 
 fn perr(op: &'static str, tid: pid_t) -> impl Fn(nix::errno::Errno) -> Error {
@@ -574,6 +691,8 @@ impl Replayer<'_> {
     }
 
     fn set_at(&mut self, tid: i32, at: At) {
+        // Every run of a thread ends here: what was read of it is stale.
+        self.known.get_mut().remove(&tid);
         if let Some(t) = self.threads.get_mut(&tid) {
             t.1 = at;
         }
