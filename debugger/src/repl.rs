@@ -227,6 +227,17 @@ impl Debugger {
         }
     }
 
+    /// The session ends: a live program about to exit exits, any other is
+    /// killed (said on stderr).
+    pub fn finish(&mut self) {
+        if let Some(pid) = self.tl.live_pid() {
+            let about_to_exit = self.tl.finish_live(false);
+            if about_to_exit == Some(128 + libc::SIGKILL) || about_to_exit.is_none() {
+                eprintln!("rewind: the program (process {pid}) was killed");
+            }
+        }
+    }
+
     fn say(&mut self, text: &str) {
         let _ = writeln!(self.out, "{text}");
         let _ = self.out.flush();
@@ -272,6 +283,12 @@ impl Debugger {
             "checkpoint" => self.cmd_checkpoint(),
             "restart" => self.cmd_restart(args)?,
             "kill" | "k" => {
+                if let Some(pid) = self.tl.live_pid() {
+                    self.tl.finish_live(true);
+                    self.say(&format!(
+                        "[Inferior 1 (process {pid}) killed; the history recorded so far is kept]"
+                    ));
+                }
                 self.tl.goto(&Moment::default()).map_err(terr)?;
                 self.frame = 0;
                 self.say("[Inferior 1 killed; history is kept: `run` starts again]");

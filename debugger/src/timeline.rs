@@ -286,6 +286,15 @@ pub struct Timeline {
     /// the moment in question.
     pub predecessors: Option<Predecessors>,
     restores: Restores,
+    /// A live recording the history grows from (`rewind debug -- PROG`).
+    live: Option<LiveEnd>,
+}
+
+/// The live program at the end of history: it is where the last recorded
+/// event left it, or at the entry of `pending`, a syscall it has not run.
+struct LiveEnd {
+    live: rewind_rr::recorder::Live,
+    pending: Option<Event>,
 }
 
 /// Where the timeline went back from, so far (`info checkpoints`).
@@ -347,8 +356,8 @@ impl Timeline {
         opts: TimelineOptions,
     ) -> Result<Timeline> {
         let mut images = vec![(0u64, first.to_string())];
-        for (i, ev) in trace.events.iter().enumerate() {
-            if let Event::Checkpoint { image } = ev {
+        for i in 0..trace.events.len() {
+            if let Some(Event::Checkpoint { image }) = trace.events.get(i).as_deref() {
                 images.push((i as u64 + 1, image.clone()));
             }
         }
@@ -376,9 +385,117 @@ impl Timeline {
                 images: 1,
                 ..Restores::default()
             },
+            live: None,
         };
         t.take_snapshot();
         Ok(t)
+    }
+
+    /// Start `argv` under a live recording into `dir` and open the
+    /// timeline at its first instruction: history is recorded as far as
+    /// forward commands go (see `rewind_rr::recorder::Live`); the program
+    /// does its I/O live, once, when replay reaches it.
+    pub fn open_live(
+        argv: &[String],
+        dir: &std::path::Path,
+        console: Rc<RefCell<Console<'static>>>,
+        opts: TimelineOptions,
+    ) -> Result<Timeline> {
+        let events = rewind_rr::trace::EventList::default();
+        let live = rewind_rr::recorder::Live::start(
+            argv,
+            &rewind_rr::recorder::RecordOptions {
+                dir: dir.to_path_buf(),
+                verify_memory: false,
+                checkpoint_interval: Some(Duration::from_secs(5)),
+            },
+            events.clone(),
+        )?;
+        let trace = LoadedTrace {
+            dir: dir.to_path_buf(),
+            header: rewind_rr::trace::read_header(dir).map_err(rewind_rr::Error::from)?,
+            events,
+            end: None,
+        };
+        let mut t = Self::open(trace, console, opts)?;
+        t.live = Some(LiveEnd {
+            live,
+            pending: None,
+        });
+        Ok(t)
+    }
+
+    /// The live program's pid, while there is one.
+    pub fn live_pid(&self) -> Option<libc::pid_t> {
+        self.live
+            .as_ref()
+            .filter(|l| l.live.ended().is_none())
+            .map(|l| l.live.pid)
+    }
+
+    /// End the live recording: a program about to exit exits (unless
+    /// `kill`), any other is killed; history stays as recorded. Its status.
+    pub fn finish_live(&mut self, kill: bool) -> Option<i32> {
+        let l = self.live.as_mut()?;
+        let code = l.live.finish(kill);
+        l.pending = None;
+        code
+    }
+
+    /// Whether replay has used every recorded event and a live program
+    /// may record more.
+    fn at_live_end(&self) -> bool {
+        self.cur.next().is_none() && self.live.as_ref().is_some_and(|l| l.live.ended().is_none())
+    }
+
+    /// At the end of what is recorded, in a live recording: have the
+    /// program log its next events, or say which syscall it is about to
+    /// make. Nothing to do elsewhere.
+    fn ensure_next(&mut self) -> Result<()> {
+        if !self.at_live_end() || self.live.as_ref().is_some_and(|l| l.pending.is_some()) {
+            return Ok(());
+        }
+        let before = self.events();
+        let ext = match self.live.as_mut() {
+            Some(l) => l.live.extend()?,
+            None => return Ok(()),
+        };
+        self.extended(before, ext)
+    }
+
+    /// Take in what the live program did.
+    fn extended(&mut self, before: u64, ext: rewind_rr::recorder::Extension) -> Result<()> {
+        use rewind_rr::recorder::Extension;
+        let now = self.events();
+        // Its output went to the terminal live: replay does not show it.
+        self.console.borrow_mut().shown_through = now;
+        for i in before..now {
+            if let Some(ev) = self.trace.events.get(i as usize) {
+                if let Event::Checkpoint { image } = &*ev {
+                    self.images.push((i + 1, image.clone()));
+                }
+            }
+        }
+        match ext {
+            Extension::Events | Extension::Ended(_) => Ok(()),
+            Extension::AtSyscall(ev) => {
+                if let Some(l) = self.live.as_mut() {
+                    l.pending = Some(ev);
+                }
+                Ok(())
+            }
+            Extension::Interrupted => Err(TimelineError::Interrupted),
+        }
+    }
+
+    /// The next event, or the syscall the live program is about to make.
+    fn next_or_pending(&self) -> Option<std::sync::Arc<Event>> {
+        self.cur.next().or_else(|| {
+            self.live
+                .as_ref()
+                .and_then(|l| l.pending.clone())
+                .map(std::sync::Arc::new)
+        })
     }
 
     pub fn trace(&self) -> &LoadedTrace {
@@ -642,20 +759,22 @@ impl Timeline {
     }
 
     /// Whether the next event ends the program (history stops before it).
-    fn next_is_final(&self) -> bool {
-        match self.cur.next() {
+    fn next_is_final(&mut self) -> Result<bool> {
+        self.ensure_next()?;
+        Ok(match self.next_or_pending().as_deref() {
             Some(Event::Syscall { nr, .. }) => {
                 *nr == libc::SYS_exit_group
                     || (*nr == libc::SYS_exit && self.cur.threads().len() <= 1)
             }
             None => true,
             _ => false,
-        }
+        })
     }
 
-    fn at_end(&self) -> bool {
-        self.at.path.last() == Some(&Seg::ToSyscall)
-            || (self.cur.next().is_none() && self.at.event >= self.events())
+    fn at_end(&mut self) -> Result<bool> {
+        self.ensure_next()?;
+        Ok(self.at.path.last() == Some(&Seg::ToSyscall)
+            || (self.next_or_pending().is_none() && self.at.event >= self.events()))
     }
 
     /// Apply the next event (no breakpoints, no stepping): for moving
@@ -720,8 +839,39 @@ impl Timeline {
         }
     }
 
-    /// `advance`, with Ctrl-C turned into an error.
+    /// `advance`, with Ctrl-C turned into an error. At the end of a live
+    /// recording, the program records more first; when it is about to make
+    /// a syscall, replay runs to that syscall (pausing on the way as asked),
+    /// and only then does the program make it, and replay apply it.
     fn adv(&mut self) -> Result<Advance> {
+        self.ensure_next()?;
+        let pending = match (self.cur.next(), &self.live) {
+            (None, Some(l)) => l.pending.clone(),
+            _ => None,
+        };
+        if let Some(syscall) = pending {
+            self.cur.set_pending(Some(syscall));
+            if let Some(p) = self.rts_here()? {
+                return Ok(Advance::Paused(p));
+            }
+            let stepped = self.cur.stepped();
+            let before = self.events();
+            let ext = match self.live.as_mut() {
+                Some(l) => {
+                    l.pending = None;
+                    l.live.commit()?
+                }
+                None => return Err(other("no live program")),
+            };
+            self.cur.set_pending(None);
+            self.extended(before, ext)?;
+            return match self.cur.advance()? {
+                Advance::Event { stepped: s } => Ok(Advance::Event {
+                    stepped: s || stepped,
+                }),
+                a => Ok(a),
+            };
+        }
         match self.cur.advance()? {
             Advance::Paused(Pause::Interrupted { .. }) => {
                 self.lost = true;
@@ -731,8 +881,19 @@ impl Timeline {
         }
     }
 
-    /// `run_to_syscall`, with Ctrl-C turned into an error.
+    /// `run_to_syscall`, with Ctrl-C turned into an error (after the last
+    /// recorded event, to the syscall the live program is about to make).
     fn rts(&mut self) -> Result<Option<Pause>> {
+        self.ensure_next()?;
+        let pending = match (self.cur.next(), &self.live) {
+            (None, Some(l)) => l.pending.clone(),
+            _ => None,
+        };
+        self.cur.set_pending(pending);
+        self.rts_here()
+    }
+
+    fn rts_here(&mut self) -> Result<Option<Pause>> {
         match self.cur.run_to_syscall()? {
             Some(Pause::Interrupted { .. }) => {
                 self.lost = true;
@@ -771,7 +932,7 @@ impl Timeline {
             }
         };
         while self.cur.event() < m.event {
-            if self.next_is_final() {
+            if self.next_is_final()? {
                 return Err(other(format!("moment {m} lies past the end of history")));
             }
             let (e, total) = (self.cur.event(), m.event);
@@ -985,10 +1146,10 @@ impl Timeline {
 
     fn stepi_inner(&mut self) -> Result<StopReason> {
         loop {
-            if self.at_end() {
+            if self.at_end()? {
                 return Ok(StopReason::End);
             }
-            if self.next_is_final() {
+            if self.next_is_final()? {
                 self.set_mode(BTreeSet::new(), true);
                 match self.rts()? {
                     Some(Pause::Step { tid }) => {
@@ -1041,13 +1202,13 @@ impl Timeline {
         let mut values = self.watch_values();
         let mut start = self.at.clone();
         loop {
-            if self.at_end() {
+            if self.at_end()? {
                 return Ok(StopReason::End);
             }
             let e = self.at.event;
             self.tick(&|| format!("running forward: event {e}"))?;
             let bps = self.breakpoints.clone();
-            if self.next_is_final() {
+            if self.next_is_final()? {
                 self.set_mode(bps, false);
                 match self.rts()? {
                     Some(Pause::Breakpoint { tid, addr }) => {
@@ -1213,8 +1374,12 @@ impl Timeline {
     /// syscall instruction: counted arrivals at that instruction, found
     /// with one breakpoint rather than by stepping the whole interval.
     fn syscall_anchor(&mut self, base: &Moment) -> Result<Option<Moment>> {
-        let Some(Event::Syscall { tid, nr, .. }) =
-            self.trace.events.get(base.event as usize).cloned()
+        let Some(Event::Syscall { tid, nr, .. }) = self
+            .trace
+            .events
+            .get(base.event as usize)
+            .as_deref()
+            .cloned()
         else {
             return Ok(None);
         };

@@ -21,7 +21,7 @@ use rewind_ckpt::tracee::{ThreadCopy, Tracee};
 use crate::recorder::{call_disposition, cpu_info, native_syscalls, regs_args, tsc_instruction};
 use crate::syscalls::{self, Disposition};
 use crate::trace::format::{Event, TraceHeader};
-use crate::trace::{self, EventReader, TraceError};
+use crate::trace::{self, EventList, EventReader, TraceError};
 use crate::{regs_checksum, Error};
 
 const ERESTARTSYS: i64 = -512;
@@ -87,7 +87,7 @@ impl<'a> Console<'a> {
 /// all in memory (a debugger going back and forth).
 enum Source {
     Stream(Box<EventReader>),
-    Loaded(Arc<Vec<Event>>),
+    Loaded(EventList),
 }
 
 /// What a debugger asks of a replay: breakpoints to stop at, or one
@@ -167,6 +167,8 @@ pub struct Replayer<'a> {
     /// The last reading of each thread for a copy (by recorded id), kept
     /// while the thread does not run: its syscall-made parts are reused.
     known: RefCell<HashMap<i32, ThreadCopy>>,
+    /// See [`Replayer::set_pending`].
+    pending: Option<Event>,
 }
 
 /// Check that this machine can replay a trace made with `header`.
@@ -276,6 +278,7 @@ pub fn replay(
         dr_state: HashMap::new(),
         held: None,
         known: RefCell::default(),
+        pending: None,
     };
     let result = r.run();
     if r.exit.is_none() {
@@ -312,7 +315,7 @@ pub fn replay(
 pub struct LoadedTrace {
     pub dir: PathBuf,
     pub header: TraceHeader,
-    pub events: Arc<Vec<Event>>,
+    pub events: EventList,
     pub end: Option<crate::trace::format::TraceEnd>,
 }
 
@@ -330,7 +333,7 @@ pub fn load(dir: &Path) -> Result<LoadedTrace, Error> {
     Ok(LoadedTrace {
         dir: dir.to_path_buf(),
         header,
-        events: Arc::new(events),
+        events: EventList::new(events),
         end,
     })
 }
@@ -367,6 +370,7 @@ impl<'a> Replayer<'a> {
             dr_state: HashMap::new(),
             held: None,
             known: RefCell::default(),
+            pending: None,
         })
     }
 
@@ -376,11 +380,23 @@ impl<'a> Replayer<'a> {
     }
 
     /// The next event to apply.
-    pub fn next(&self) -> Option<&Event> {
+    pub fn next(&self) -> Option<Arc<Event>> {
         match &self.source {
             Source::Loaded(events) => events.get(self.event as usize),
             Source::Stream(_) => None,
         }
+    }
+
+    /// The syscall a live recording's next event will be (its result not
+    /// known yet), for [`Replayer::run_to_syscall`] after the last event.
+    pub fn set_pending(&mut self, syscall: Option<Event>) {
+        self.pending = syscall;
+    }
+
+    /// Whether an instruction ran in the last `advance` or
+    /// `run_to_syscall` while single-stepping.
+    pub fn stepped(&self) -> bool {
+        self.stepped
     }
 
     pub fn debug_mut(&mut self) -> &mut DebugCtl {
@@ -404,17 +420,23 @@ impl<'a> Replayer<'a> {
     }
 
     /// Run the next event's thread up to the event (a syscall), without
-    /// applying it: Ok(None) when there, or the pause on the way.
+    /// applying it: Ok(None) when there, or the pause on the way. After the
+    /// last event, the syscall is the one [`Replayer::set_pending`] gave, if
+    /// any (a live recording's next event, not made yet).
     pub fn run_to_syscall(&mut self) -> Result<Option<Pause>, Error> {
-        let (tid, nr, args, regs) = match self.next() {
+        self.stepped = false;
+        let next = self
+            .next()
+            .or_else(|| self.pending.clone().map(std::sync::Arc::new));
+        let (tid, nr, args, regs) = match next.as_deref() {
             None => return Ok(None),
-            Some(Event::Syscall {
+            Some(&Event::Syscall {
                 tid,
                 nr,
                 args,
                 regs,
                 ..
-            }) => (*tid, *nr, *args, *regs),
+            }) => (tid, nr, args, regs),
             Some(_) => return Err(Error::Unsupported("the next event is not a syscall".into())),
         };
         self.event += 1;
@@ -534,6 +556,7 @@ impl<'a> Replayer<'a> {
             dr_state: HashMap::new(),
             held: None,
             known: RefCell::default(),
+            pending: None,
         };
         Ok((copy, held))
     }
@@ -703,7 +726,7 @@ impl Replayer<'_> {
     fn next_event(&mut self) -> Result<Option<Event>, Error> {
         match &mut self.source {
             Source::Stream(reader) => Ok(reader.next_event()?),
-            Source::Loaded(events) => Ok(events.get(self.event as usize).cloned()),
+            Source::Loaded(events) => Ok(events.get(self.event as usize).map(|e| (*e).clone())),
         }
     }
 

@@ -7,6 +7,7 @@ pub mod format;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 use format::{Event, TraceEnd, TraceHeader, CHUNK_MAGIC, TRACE_MAGIC, TRACE_VERSION};
 
@@ -127,6 +128,45 @@ pub fn read_end(dir: &Path) -> Result<Option<TraceEnd>, TraceError> {
     }
 }
 
+/// The events of a trace in memory, shared by every replay of it (a
+/// debugger's current replay and its snapshots); a live recording
+/// (`rewind debug -- PROG`) appends to it as the program runs.
+#[derive(Debug, Clone, Default)]
+pub struct EventList(Arc<RwLock<Vec<Arc<Event>>>>);
+
+impl EventList {
+    pub fn new(events: Vec<Event>) -> EventList {
+        EventList(Arc::new(RwLock::new(
+            events.into_iter().map(Arc::new).collect(),
+        )))
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<Arc<Event>>> {
+        // Nothing panics while holding the lock: a poisoned one is whole.
+        self.0.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn len(&self) -> usize {
+        self.read().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Event `i` (0-based: the `i+1`-th).
+    pub fn get(&self, i: usize) -> Option<Arc<Event>> {
+        self.read().get(i).cloned()
+    }
+
+    pub fn push(&self, event: Event) {
+        self.0
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Arc::new(event));
+    }
+}
+
 /// Appends events to `events`, a chunk at a time.
 pub struct EventLog {
     path: PathBuf,
@@ -194,6 +234,12 @@ impl EventLog {
 
     /// Write what is pending and make it durable.
     pub fn finish(mut self) -> Result<(u64, u64, u64), TraceError> {
+        self.sync()
+    }
+
+    /// Write what is pending and make it durable, keeping the log open:
+    /// (events, chunks, bytes) so far.
+    pub fn sync(&mut self) -> Result<(u64, u64, u64), TraceError> {
         self.flush_chunk()?;
         self.out.flush().map_err(|e| io(&self.path, e))?;
         self.out
