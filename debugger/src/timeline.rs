@@ -456,11 +456,21 @@ impl Timeline {
             return Ok(());
         }
         let before = self.events();
+        let bps = self.live_breakpoints();
         let ext = match self.live.as_mut() {
-            Some(l) => l.live.extend()?,
+            Some(l) => l.live.extend(&bps)?,
             None => return Ok(()),
         };
         self.extended(before, ext)
+    }
+
+    /// Where the live program stops early (an `Event::Mark`), so that a
+    /// forward command shows an arrival without waiting for the program's
+    /// next event: the breakpoints of the run under way and the user's.
+    fn live_breakpoints(&mut self) -> BTreeSet<u64> {
+        let mut bps = self.cur.debug_mut().breakpoints.clone();
+        bps.extend(self.breakpoints.iter().copied());
+        bps
     }
 
     /// Take in what the live program did.
@@ -856,10 +866,11 @@ impl Timeline {
             }
             let stepped = self.cur.stepped();
             let before = self.events();
+            let bps = self.live_breakpoints();
             let ext = match self.live.as_mut() {
                 Some(l) => {
                     l.pending = None;
-                    l.live.commit()?
+                    l.live.commit(&bps)?
                 }
                 None => return Err(other("no live program")),
             };

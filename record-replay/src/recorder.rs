@@ -482,6 +482,12 @@ impl Recorder {
             return Ok(true);
         };
         self.last_progress = std::time::Instant::now();
+        if let Some(live) = self.live.as_mut() {
+            live.disarm(&self.tracee);
+            if stop != Stop::Signal(libc::SIGTRAP) {
+                live.forget_skip(tid);
+            }
+        }
         if tid == pid {
             if let Stop::Exited(c) = stop {
                 self.exit_code = Some(c);
@@ -595,6 +601,7 @@ impl Recorder {
             if live.hold(tid, sig) {
                 return Ok(());
             }
+            return self.live_cont(tid, sig);
         }
         match ptrace::cont(tid, sig) {
             Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
@@ -634,8 +641,13 @@ impl Recorder {
                     self.syscall_entry(tid)?
                 }
             }
-            Stop::Syscall => self.syscall_exit(tid)?,
+            Stop::Syscall => {
+                if !self.live_restart(tid)? {
+                    self.syscall_exit(tid)?
+                }
+            }
             Stop::Signal(libc::SIGINT) if self.live_interrupt(tid)? => {}
+            Stop::Signal(libc::SIGTRAP) if self.live_trap(tid)? => {}
             Stop::Signal(sig) => self.signal(tid, sig)?,
             Stop::Event(libc::PTRACE_EVENT_CLONE, _) => {
                 let new =

@@ -169,6 +169,9 @@ pub struct Replayer<'a> {
     known: RefCell<HashMap<i32, ThreadCopy>>,
     /// See [`Replayer::set_pending`].
     pending: Option<Event>,
+    /// The `Mark` event of this index was reached and reported as a pause:
+    /// applying it runs nothing.
+    mark_reached: Option<u64>,
 }
 
 /// Check that this machine can replay a trace made with `header`.
@@ -279,6 +282,7 @@ pub fn replay(
         held: None,
         known: RefCell::default(),
         pending: None,
+        mark_reached: None,
     };
     let result = r.run();
     if r.exit.is_none() {
@@ -371,6 +375,7 @@ impl<'a> Replayer<'a> {
             held: None,
             known: RefCell::default(),
             pending: None,
+            mark_reached: None,
         })
     }
 
@@ -557,6 +562,8 @@ impl<'a> Replayer<'a> {
             held: None,
             known: RefCell::default(),
             pending: None,
+            // A copy made at a mark's reported arrival is there too.
+            mark_reached: self.mark_reached,
         };
         Ok((copy, held))
     }
@@ -1168,6 +1175,7 @@ impl Replayer<'_> {
     fn step(&mut self, ev: Event) -> Result<(), Error> {
         match ev {
             Event::Preempt { tid, regs } => self.run_to_regs(tid, &regs)?,
+            Event::Mark { tid, addr, regs } => self.run_to_mark(tid, addr, &regs)?,
             // Only a starting point for `--from`.
             Event::Checkpoint { .. } => {}
             Event::Enter {
@@ -1364,6 +1372,67 @@ impl Replayer<'_> {
             }
             Err(self.diverge(vtid, format!("the preemption point at rip {addr:#x} was never reached with the recorded registers")))
         })();
+        self.internal_bp = None;
+        result
+    }
+
+    /// Run `vtid` to its first arrival at `addr` since the previous event,
+    /// where a debugger stopped the live recording (the registers must be
+    /// `want`). A user breakpoint there, or the single step that got
+    /// there, is reported first (a pause, as without the mark); the mark is
+    /// applied, running nothing, on the next advance.
+    fn run_to_mark(&mut self, vtid: i32, addr: u64, want: &[u64]) -> Result<(), Error> {
+        let want = rewind_ckpt::capture::regs_from_slice(want)
+            .ok_or_else(|| self.diverge(vtid, "malformed mark registers in the trace".into()))?;
+        if self.mark_reached.take() == Some(self.event) {
+            self.set_at(vtid, At::Stopped { sig: 0 });
+            return Ok(());
+        }
+        let same = |r: &user_regs_struct| {
+            // RF and TF are the debugger's.
+            let flags = !((1u64 << 16) | TRAP_FLAG);
+            let (mut a, mut b) = (*r, want);
+            a.eflags &= flags;
+            b.eflags &= flags;
+            a.orig_rax = 0;
+            b.orig_rax = 0;
+            rewind_ckpt::capture::regs_to_vec(&a) == rewind_ckpt::capture::regs_to_vec(&b)
+        };
+        self.internal_bp = Some(addr);
+        let result = match self.run_to_stop(vtid) {
+            Err(Error::Paused) => Err(Error::Paused),
+            Ok((Stop::Signal(libc::SIGTRAP), Some(r))) if r.rip == addr => {
+                if !same(&r) {
+                    Err(self.diverge(
+                        vtid,
+                        format!("the registers at the mark at {addr:#x} differ from the recording"),
+                    ))
+                } else if let Some(pause) = match &self.debug {
+                    Some(d) if d.step => Some(Pause::Step { tid: vtid }),
+                    Some(d) if d.breakpoints.contains(&addr) => {
+                        Some(Pause::Breakpoint { tid: vtid, addr })
+                    }
+                    _ => None,
+                } {
+                    // The step or arrival that got there is the debugger's
+                    // to see; applying the mark then runs nothing.
+                    self.mark_reached = Some(self.event);
+                    self.pause = Some(pause);
+                    Err(Error::Paused)
+                } else {
+                    self.set_at(vtid, At::Stopped { sig: 0 });
+                    Ok(())
+                }
+            }
+            Ok((stop, regs)) => Err(self.diverge(
+                vtid,
+                format!(
+                    "expected to reach the mark at {addr:#x}, got {}",
+                    describe_stop(stop, regs.as_ref())
+                ),
+            )),
+            Err(e) => Err(e),
+        };
         self.internal_bp = None;
         result
     }

@@ -231,3 +231,67 @@ fn quit_kills_a_live_program_left_stopped() {
     assert!(again.status.success(), "{}", again.describe());
     assert!(again.stdout.contains("fact (n=6)"), "{}", again.describe());
 }
+
+#[test]
+fn ctrl_c_stops_a_long_live_continue_and_comes_back() {
+    let scratch = Scratch::new("live-ctrl-c");
+    // About 2 s of syscall-free computing between the two marks, run live.
+    let mut child = Command::new(rewind_bin())
+        .args(["debug", "-o"])
+        .arg(scratch.join("trace"))
+        .arg("--")
+        .arg(target("dbg_spin"))
+        .arg("1500")
+        .current_dir(scratch.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .expect("start rewind debug");
+    let pgid = child.id() as i32;
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin
+        .write_all(b"break mark\nrun\nwhen\ncontinue\n")
+        .expect("commands");
+    stdin.flush().expect("flush");
+    std::thread::sleep(Duration::from_millis(1200));
+    let started = Instant::now();
+    rewind_ckpt::sys::process::kill(pgid, libc::SIGINT).expect("send SIGINT");
+    stdin
+        .write_all(b"when\ncontinue\nwhen\ncontinue\nquit\n")
+        .expect("commands");
+    drop(stdin);
+    let out = child.wait_with_output().expect("wait");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stderr.contains("Quit (interrupted)"), "{stdout}\n{stderr}");
+    // Back where the interrupted continue began, then on to mark(1) (the
+    // program went on meanwhile: what it computed is recorded), then to
+    // its end.
+    let whens: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("Current event:"))
+        .collect();
+    assert_eq!(whens.len(), 3, "{stdout}\n{stderr}");
+    assert_eq!(whens[0], whens[1], "{stdout}\n{stderr}");
+    assert!(stdout.contains("mark (i=1)"), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("No more reverse-execution history."),
+        "{stdout}\n{stderr}"
+    );
+    // Its one line of output, once.
+    assert_eq!(
+        stdout
+            .lines()
+            .filter(|l| l.chars().all(|c| c.is_ascii_digit()) && !l.is_empty())
+            .count(),
+        1,
+        "{stdout}\n{stderr}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(120));
+    if let Some(ps) = group_left(pgid) {
+        panic!("processes left behind:\n{ps}");
+    }
+}

@@ -16,6 +16,7 @@
 //! The recorder runs on a thread of its own: it is the program's tracer, and
 //! waiting for its stops never takes the stops of the debugger's replays.
 
+use std::collections::BTreeSet;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
@@ -57,6 +58,17 @@ pub(super) struct LiveState {
     parked: Option<pid_t>,
     /// Ctrl-C stopped the program with nothing logged.
     interrupted: bool,
+    /// The debugger's breakpoints: the current thread stops at its first
+    /// arrival at one (an `Event::Mark`), so that a forward command does
+    /// not wait for the program's next event to show it.
+    breakpoints: BTreeSet<u64>,
+    /// Breakpoints written while the current thread runs (what was there).
+    armed: Vec<(u64, u8)>,
+    /// Those last armed, until the next arming.
+    was_armed: Vec<u64>,
+    /// The thread single-stepped off a breakpoint it was at (from this
+    /// rip) before the others are armed.
+    skipping: Option<(pid_t, u64)>,
 }
 
 impl LiveState {
@@ -79,9 +91,66 @@ impl LiveState {
     pub(super) fn done(&self) -> bool {
         self.new_events > 0 || self.parked.is_some() || self.interrupted
     }
+
+    /// Take the breakpoints out of the program's code.
+    pub(super) fn disarm(&mut self, tracee: &rewind_ckpt::tracee::Tracee) {
+        if self.armed.is_empty() {
+            return;
+        }
+        self.was_armed.clear();
+        for (addr, orig) in self.armed.drain(..).rev() {
+            // The program may have unmapped it meanwhile.
+            let _ = tracee.write_mem(addr, &[orig]);
+            self.was_armed.push(addr);
+        }
+    }
+
+    /// `tid` stopped otherwise than for the step off a breakpoint.
+    pub(super) fn forget_skip(&mut self, tid: pid_t) {
+        if self.skipping.is_some_and(|(t, _)| t == tid) {
+            self.skipping = None;
+        }
+    }
+
+    fn arm(&mut self, tracee: &rewind_ckpt::tracee::Tracee) {
+        for &addr in &self.breakpoints {
+            let mut orig = [0u8; 1];
+            // An address not mapped (yet) cannot be hit.
+            if tracee.read_mem(addr, &mut orig).is_ok() && tracee.write_mem(addr, &[0xcc]).is_ok() {
+                self.armed.push((addr, orig[0]));
+            }
+        }
+    }
 }
 
 const SI_KERNEL: i32 = 0x80;
+const TRAP_BRKPT: i32 = 1;
+const TRAP_TRACE: i32 = 2;
+/// TF in rflags.
+const TRAP_FLAG: u64 = 1 << 8;
+const SI_TKILL: i32 = -6;
+const ERESTARTSYS: i64 = -512;
+const ERESTART_RESTARTBLOCK: i64 = -516;
+
+/// A SIGINT from the terminal (Ctrl-C) or from rewind itself (its Ctrl-C
+/// handler passes the signal on to the program's running thread).
+fn is_interrupt(info: &[u8; ptrace::SIGINFO_SIZE]) -> bool {
+    let code = i32::from_le_bytes([info[8], info[9], info[10], info[11]]);
+    let sender = i32::from_le_bytes([info[16], info[17], info[18], info[19]]);
+    code == SI_KERNEL || (code == SI_TKILL && sender == std::process::id() as i32)
+}
+
+/// Whether SIGINT is pending for thread `tid` of process `pid`.
+fn sigint_pending(pid: pid_t, tid: pid_t) -> bool {
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).unwrap_or_default();
+    let bit = 1u64 << (libc::SIGINT - 1);
+    status
+        .lines()
+        .filter(|l| l.starts_with("SigPnd:") || l.starts_with("ShdPnd:"))
+        .filter_map(|l| u64::from_str_radix(l.split_whitespace().nth(1)?, 16).ok())
+        .any(|mask| mask & bit != 0)
+}
 
 impl Recorder {
     /// In a live recording, the seccomp stop of the current thread waits
@@ -97,48 +166,165 @@ impl Recorder {
         }
     }
 
-    /// A SIGINT that stopped `tid` in a live recording, while Ctrl-C is
-    /// pending or sent by the terminal: the debugger's interrupt, not a
-    /// signal for the program (gdb's `handle SIGINT nopass`). True when it
-    /// was taken so.
+    /// Let the current thread `tid` run its code (with `sig`) with the
+    /// debugger's breakpoints armed; one it is at is stepped over first (it
+    /// was reported, or is where an event left it), as replay does.
+    pub(super) fn live_cont(&mut self, tid: pid_t, sig: i32) -> Result<(), Error> {
+        let Some(live) = self.live.as_mut() else {
+            return Ok(());
+        };
+        let rip = if live.breakpoints.is_empty() {
+            None
+        } else {
+            ptrace::getregs(tid).ok().map(|r| r.rip)
+        };
+        let resumed = match rip {
+            Some(rip) if live.breakpoints.contains(&rip) => {
+                live.skipping = Some((tid, rip));
+                ptrace::singlestep(tid, sig)
+            }
+            _ => {
+                live.arm(&self.tracee);
+                ptrace::cont(tid, sig)
+            }
+        };
+        match resumed {
+            Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+            Err(e) => Err(perr("PTRACE_CONT", tid)(e)),
+        }
+    }
+
+    /// A SIGTRAP of `tid` that is the debugger's: the step off a breakpoint
+    /// (then the others are armed, unless it landed on one), or an arrival
+    /// at one, logged as an `Event::Mark` where the thread is held. True
+    /// when it was.
+    pub(super) fn live_trap(&mut self, tid: pid_t) -> Result<bool, Error> {
+        let Some(live) = self.live.as_mut() else {
+            return Ok(false);
+        };
+        let info = ptrace::getsiginfo(tid).map_err(perr("PTRACE_GETSIGINFO", tid))?;
+        let code = i32::from_le_bytes([info[8], info[9], info[10], info[11]]);
+        let mut regs = ptrace::getregs(tid).map_err(perr("PTRACE_GETREGS", tid))?;
+        match live.skipping {
+            Some((t, from)) if t == tid => {
+                if code != TRAP_TRACE && code != TRAP_BRKPT {
+                    live.skipping = None;
+                    return Ok(false);
+                }
+                if code == TRAP_BRKPT && regs.rip == from {
+                    // Stepping out of a syscall stop first reports the
+                    // syscall's end, nothing executed: once more.
+                    ptrace::singlestep(tid, 0).map_err(perr("PTRACE_SINGLESTEP", tid))?;
+                    return Ok(true);
+                }
+                live.skipping = None;
+                let landed = live.breakpoints.contains(&regs.rip);
+                if self.is_syscall_insn(from) && regs.r11 & TRAP_FLAG != 0 {
+                    // `syscall` saved our trap flag in r11, which the
+                    // program would not see without stepping (nor replay).
+                    regs.r11 &= !TRAP_FLAG;
+                    ptrace::setregs(tid, &regs).map_err(perr("PTRACE_SETREGS", tid))?;
+                }
+                if landed {
+                    self.mark(tid, &regs)?;
+                } else {
+                    self.live_cont(tid, 0)?;
+                }
+                Ok(true)
+            }
+            _ => {
+                let addr = regs.rip.wrapping_sub(1);
+                if code != SI_KERNEL || !live.was_armed.contains(&addr) {
+                    return Ok(false);
+                }
+                regs.rip = addr;
+                ptrace::setregs(tid, &regs).map_err(perr("PTRACE_SETREGS", tid))?;
+                self.mark(tid, &regs)?;
+                Ok(true)
+            }
+        }
+    }
+
+    fn is_syscall_insn(&self, rip: u64) -> bool {
+        let mut code = [0u8; 2];
+        self.tracee.read_mem(rip, &mut code).is_ok() && code == [0x0f, 0x05]
+    }
+
+    /// `tid` arrived at a breakpoint: logged, and held there.
+    fn mark(&mut self, tid: pid_t, regs: &libc::user_regs_struct) -> Result<(), Error> {
+        self.push(Event::Mark {
+            tid,
+            addr: regs.rip,
+            regs: rewind_ckpt::capture::regs_to_vec(regs),
+        })?;
+        if let Some(t) = self.threads.get_mut(&tid) {
+            t.at_boundary = false;
+        }
+        self.go(tid, 0)
+    }
+
+    /// A SIGINT that stopped `tid` in a live recording, from the terminal
+    /// or sent by rewind's Ctrl-C handler: the debugger's interrupt, not a
+    /// signal for the program (gdb's `handle SIGINT nopass`). It is
+    /// dropped and the program goes on, unwatched, to its next event (where
+    /// it waits for the debugger); the debugger's command stops. True when
+    /// it was taken so.
     pub(super) fn live_interrupt(&mut self, tid: pid_t) -> Result<bool, Error> {
         if self.live.is_none() {
             return Ok(false);
         }
         let info = ptrace::getsiginfo(tid).map_err(perr("PTRACE_GETSIGINFO", tid))?;
-        let code = i32::from_le_bytes([info[8], info[9], info[10], info[11]]);
-        if !rewind_ckpt::sys::interrupt_pending() && code != SI_KERNEL {
+        if !is_interrupt(&info) {
             return Ok(false);
         }
-        let running = self.current == Some(tid)
-            && matches!(
-                self.threads.get(&tid).map(|t| &t.state),
-                Some(State::Running)
-            );
-        if running {
-            // Somewhere in its code: that place becomes an event (its
-            // registers, as a preemption point), so that the debugger can
-            // show it and come back to it.
-            let regs = ptrace::getregs(tid).map_err(perr("PTRACE_GETREGS", tid))?;
-            self.push(Event::Preempt {
-                tid,
-                regs: rewind_ckpt::capture::regs_to_vec(&regs),
-            })?;
-            if let Some(t) = self.threads.get_mut(&tid) {
-                t.at_boundary = false;
-            }
-        } else if let Some(live) = self.live.as_mut() {
+        if let Some(live) = self.live.as_mut() {
             live.interrupted = true;
         }
-        // Held (without the signal) until the debugger asks for more.
-        self.go(tid, 0)?;
+        // On, with the breakpoints (an arrival waits for the debugger).
+        self.live_cont(tid, 0)?;
         Ok(true)
+    }
+
+    /// A syscall that the debugger's interrupt (a SIGINT pending for the
+    /// program, see `live_interrupt`) made return to be restarted: it is
+    /// made again from its `syscall` instruction, unlogged, as if the
+    /// signal had never come (the kernel's restart needs the signal, which
+    /// replay would not have). True when `tid`'s syscall exit was that.
+    pub(super) fn live_restart(&mut self, tid: pid_t) -> Result<bool, Error> {
+        if self.live.is_none()
+            || !matches!(
+                self.threads.get(&tid).map(|t| &t.state),
+                Some(State::InSyscall { .. })
+            )
+        {
+            return Ok(false);
+        }
+        let mut regs = ptrace::getregs(tid).map_err(perr("PTRACE_GETREGS", tid))?;
+        if !(ERESTART_RESTARTBLOCK..=ERESTARTSYS).contains(&(regs.rax as i64))
+            || !sigint_pending(self.tracee.pid, tid)
+        {
+            return Ok(false);
+        }
+        regs.rip -= 2;
+        regs.rax = regs.orig_rax;
+        regs.orig_rax = u64::MAX;
+        ptrace::setregs(tid, &regs).map_err(perr("PTRACE_SETREGS", tid))?;
+        // Still in that syscall for the recorder: its next entry is the
+        // same call again.
+        match ptrace::cont(tid, 0) {
+            Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(true),
+            Err(e) => Err(perr("PTRACE_CONT", tid)(e)),
+        }
     }
 
     /// Give the debugger more: resume what the last extension held, run
     /// until something is logged, the current thread reaches a syscall,
     /// Ctrl-C, or the end.
-    fn extend(&mut self, sigfd: &nix::sys::signalfd::SignalFd) -> Result<Extension, Error> {
+    fn extend(
+        &mut self,
+        breakpoints: BTreeSet<u64>,
+        sigfd: &nix::sys::signalfd::SignalFd,
+    ) -> Result<Extension, Error> {
         let Some(live) = self.live.as_mut() else {
             return Err(Error::Unsupported("not a live recording".into()));
         };
@@ -147,23 +333,26 @@ impl Recorder {
         }
         live.new_events = 0;
         live.interrupted = false;
+        live.breakpoints = breakpoints;
         for (tid, sig) in std::mem::take(&mut live.held) {
-            match ptrace::cont(tid, sig) {
-                Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
-                Err(e) => return Err(perr("PTRACE_CONT", tid)(e)),
-            }
+            self.live_cont(tid, sig)?;
         }
         self.run_live(sigfd)
     }
 
     /// Run the syscall the current thread is parked at, and on.
-    fn commit(&mut self, sigfd: &nix::sys::signalfd::SignalFd) -> Result<Extension, Error> {
+    fn commit(
+        &mut self,
+        breakpoints: BTreeSet<u64>,
+        sigfd: &nix::sys::signalfd::SignalFd,
+    ) -> Result<Extension, Error> {
         let Some(live) = self.live.as_mut() else {
             return Err(Error::Unsupported("not a live recording".into()));
         };
         let Some(tid) = live.parked.take() else {
-            return self.extend(sigfd);
+            return self.extend(breakpoints, sigfd);
         };
+        live.breakpoints = breakpoints;
         live.new_events = 0;
         live.interrupted = false;
         self.last_progress = std::time::Instant::now();
@@ -215,8 +404,9 @@ fn at_syscall(tid: pid_t) -> Result<Extension, Error> {
 }
 
 enum Request {
-    Extend,
-    Commit,
+    /// With the debugger's breakpoints.
+    Extend(BTreeSet<u64>),
+    Commit(BTreeSet<u64>),
     /// Let a program about to exit exit (unless `kill`), kill any other,
     /// and write what is pending.
     Finish {
@@ -290,15 +480,16 @@ impl Live {
         reply
     }
 
-    /// Run the program on until it logs events, reaches a syscall, is
+    /// Run the program on until it logs events (an arrival at one of
+    /// `breakpoints` is one: an `Event::Mark`), reaches a syscall, is
     /// interrupted or ends.
-    pub fn extend(&mut self) -> Result<Extension, Error> {
-        self.ask(Request::Extend)
+    pub fn extend(&mut self, breakpoints: &BTreeSet<u64>) -> Result<Extension, Error> {
+        self.ask(Request::Extend(breakpoints.clone()))
     }
 
     /// Run the syscall [`Extension::AtSyscall`] said, and on as `extend`.
-    pub fn commit(&mut self) -> Result<Extension, Error> {
-        self.ask(Request::Commit)
+    pub fn commit(&mut self, breakpoints: &BTreeSet<u64>) -> Result<Extension, Error> {
+        self.ask(Request::Commit(breakpoints.clone()))
     }
 
     /// The program's exit status once it ended.
@@ -351,6 +542,10 @@ fn serve(
             held: Vec::new(),
             parked: None,
             interrupted: false,
+            breakpoints: BTreeSet::new(),
+            armed: Vec::new(),
+            was_armed: Vec::new(),
+            skipping: None,
         });
         Ok((rec, fd))
     });
@@ -368,8 +563,8 @@ fn serve(
     let mut ended = false;
     while let Ok(r) = requests.recv() {
         let reply = match r {
-            Request::Extend => rec.extend(&sigfd),
-            Request::Commit => rec.commit(&sigfd),
+            Request::Extend(bps) => rec.extend(bps, &sigfd),
+            Request::Commit(bps) => rec.commit(bps, &sigfd),
             Request::Finish { kill } => {
                 let _ = replies.send(rec.finish_live(kill, &sigfd));
                 return;
@@ -408,7 +603,7 @@ impl Recorder {
             });
         let ended = if exiting && !kill {
             loop {
-                match self.commit(sigfd) {
+                match self.commit(BTreeSet::new(), sigfd) {
                     Ok(Extension::Ended(code)) => break Some(code),
                     Ok(_) => {}
                     Err(_) => break None,

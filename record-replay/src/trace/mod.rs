@@ -9,7 +9,9 @@ use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-use format::{Event, TraceEnd, TraceHeader, CHUNK_MAGIC, TRACE_MAGIC, TRACE_VERSION};
+use format::{
+    Event, TraceEnd, TraceHeader, CHUNK_MAGIC, TRACE_MAGIC, TRACE_VERSION, TRACE_VERSION_MIN,
+};
 
 /// Raw bytes of events gathered before a chunk is compressed and written.
 const CHUNK_TARGET: usize = 1 << 20;
@@ -79,7 +81,7 @@ pub fn read_header(dir: &Path) -> Result<TraceHeader, TraceError> {
         return Err(TraceError::NotATrace(dir.to_path_buf()));
     }
     let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
-    if version != TRACE_VERSION {
+    if !(TRACE_VERSION_MIN..=TRACE_VERSION).contains(&version) {
         return Err(TraceError::Version {
             path,
             found: version,
