@@ -2069,9 +2069,11 @@ Looking:   print (p) EXPR, p/x EXPR, x/NFU ADDR, whatis/ptype EXPR,
            backtrace (bt), frame (f) N,
            up, down, list (l), disassemble, info registers|frame|locals|args|
            threads|sharedlibrary|line, thread N
-Other:     source FILE, echo TEXT, help, quit (q)
+Other:     source FILE, echo TEXT, kill (k), help, quit (q)
 An empty line repeats the last command. History is read-only: `set var`
-cannot change the past. Long operations show progress; Ctrl-C stops them.";
+cannot change the past. Long operations show progress; Ctrl-C stops them.
+With `rewind debug -- PROG`, forward commands past the end of history run
+the program live (recording it); `kill` kills it, keeping its history.";
 
 fn expr_error(expr: &str, e: &inspect::ExprError) -> String {
     if e.column == 0 || e.column > expr.chars().count() {
