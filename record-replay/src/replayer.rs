@@ -1303,6 +1303,8 @@ impl Replayer<'_> {
                 }
                 let _ = real;
                 self.kill();
+                // The program goes on in the new image: it has not ended.
+                self.exit = None;
                 let (tracee, threads) = start(&self.dir.join(&image), self.cpu)?;
                 self.tracee = tracee;
                 self.threads = threads;
