@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::inspect::{self, Frame, Program, Target};
-use crate::timeline::{Moment, StopReason, Timeline, TimelineError};
+use crate::timeline::{Arrival, Moment, StopReason, Timeline, TimelineError};
 
 mod search;
 pub use search::{parse_search, Search};
@@ -40,6 +40,8 @@ struct UserWatch {
     hits: u64,
     /// The value as last shown (gdb's Old value).
     shown: String,
+    /// `watch EXPR if COND`: a trigger stops only when COND is true there.
+    condition: Option<String>,
 }
 
 impl UserWatch {
@@ -486,7 +488,10 @@ impl Debugger {
     /// watch/rwatch/awatch EXPR: hardware watchpoints on the expression's
     /// bytes (debug registers: 4 slots of 1, 2, 4 or 8 aligned bytes).
     fn cmd_watch(&mut self, args: &str, kind: &'static str) -> CmdResult {
-        let expr = args.trim();
+        let (expr, condition) = match args.split_once(" if ") {
+            Some((e, c)) if !c.trim().is_empty() => (e.trim(), Some(c.trim().to_string())),
+            _ => (args.trim(), None),
+        };
         if expr.is_empty() {
             return Err("Argument required (expression to compute).".into());
         }
@@ -529,6 +534,7 @@ impl Debugger {
             enabled: true,
             hits: 0,
             shown,
+            condition,
         };
         self.say(&format!("{} {id}: {expr}", w.title()));
         self.watches.push(w);
@@ -659,6 +665,10 @@ impl Debugger {
         let id: u32 = id
             .parse()
             .map_err(|_| format!("Bad breakpoint argument: '{args}'"))?;
+        if let Some(w) = self.watches.iter_mut().find(|w| w.id == id) {
+            w.condition = (!cond.trim().is_empty()).then(|| cond.trim().to_string());
+            return Ok(());
+        }
         let b = self
             .bps
             .iter_mut()
@@ -729,6 +739,44 @@ impl Debugger {
                 continue;
             }
             stop = true;
+        }
+        stop
+    }
+
+    /// Whether a trigger of watchpoint slot `slot` (its value changed, or
+    /// it was accessed) should stop: an enabled watchpoint on it without a
+    /// condition, or whose condition is true here. Going forward, one
+    /// whose condition is false takes the new value as its old one, as
+    /// gdb's does.
+    fn watch_says_stop(
+        watches: &mut [UserWatch],
+        prog: &Program,
+        exe: &Path,
+        tl: &Timeline,
+        slot: crate::timeline::Watch,
+        forward: bool,
+    ) -> bool {
+        let now = Now { tl, exe };
+        let mut stop = false;
+        for w in watches.iter_mut() {
+            if !w.enabled || !w.slots.contains(&slot) {
+                continue;
+            }
+            let ok = match &w.condition {
+                None => true,
+                Some(c) => match inspect::evaluate(c, prog, &now, 0) {
+                    Ok(v) => prog.value_is_true(&v).unwrap_or(true),
+                    // gdb stops when a condition cannot be evaluated.
+                    Err(_) => true,
+                },
+            };
+            if ok {
+                stop = true;
+            } else if forward {
+                if let Ok(v) = inspect::evaluate(&w.expr, prog, &now, 0) {
+                    w.shown = inspect::format_value(prog, &now, &v);
+                }
+            }
         }
         stop
     }
@@ -815,9 +863,20 @@ impl Debugger {
         self.frame = 0;
         self.tl.breakpoints.extend(extra.iter().copied());
         let Debugger {
-            tl, prog, exe, bps, ..
+            tl,
+            prog,
+            exe,
+            bps,
+            watches,
+            ..
         } = self;
-        let mut stop = |t: &mut Timeline, addr: u64| {
+        let mut stop = |t: &mut Timeline, arrival: Arrival| {
+            let addr = match arrival {
+                Arrival::Watch(slot) => {
+                    return Self::watch_says_stop(watches, prog, exe, t, slot, forward)
+                }
+                Arrival::Breakpoint(addr) => addr,
+            };
             if target(t, addr) {
                 return true;
             }
@@ -831,9 +890,9 @@ impl Debugger {
             yes
         };
         let r = if forward {
-            tl.cont(&mut stop)
+            tl.cont_to(&mut stop)
         } else {
-            tl.reverse_cont(&mut stop)
+            tl.reverse_cont_to(&mut stop)
         };
         // Back to the user's own (with those resolved meanwhile).
         self.sync_breakpoints();
@@ -1049,8 +1108,31 @@ impl Debugger {
     }
 
     /// stepi without end-of-history report duplication; false at the end.
+    /// One instruction forward; false (after saying so) at the end of
+    /// history or when it triggered a watchpoint (as gdb's steps do).
     fn stepi_quiet(&mut self) -> Result<bool, String> {
-        let r = self.tl.stepi().map_err(terr)?;
+        if !self.watches.iter().any(|w| w.enabled) {
+            let r = self.tl.stepi().map_err(terr)?;
+            return Ok(self.not_at_an_end(r));
+        }
+        self.note_watch_values();
+        let Debugger {
+            tl,
+            prog,
+            exe,
+            watches,
+            ..
+        } = self;
+        let mut stop = |t: &mut Timeline, arrival: Arrival| match arrival {
+            Arrival::Watch(slot) => Self::watch_says_stop(watches, prog, exe, t, slot, true),
+            Arrival::Breakpoint(_) => false,
+        };
+        let r = tl.stepi_to(&mut stop).map_err(terr)?;
+        self.refresh();
+        if let StopReason::Watch(w) = r {
+            self.announce_watch(w);
+            return Ok(false);
+        }
         Ok(self.not_at_an_end(r))
     }
 
@@ -1807,14 +1889,17 @@ impl Debugger {
         for w in &self.watches {
             let kind = match w.kind {
                 "rwatch" => "read watchpoint",
-                "awatch" => "acc watchpoint ",
-                _ => "hw watchpoint  ",
+                "awatch" => "acc watchpoint",
+                _ => "hw watchpoint ",
             };
             let enb = if w.enabled { "y" } else { "n" };
             text.push_str(&format!(
                 "{:<7} {kind} keep {enb}                      {}\n",
                 w.id, w.expr
             ));
+            if let Some(c) = &w.condition {
+                text.push_str(&format!("\tstop only if {c}\n"));
+            }
             if w.hits > 0 {
                 let s = if w.hits == 1 { "" } else { "s" };
                 text.push_str(&format!("\tbreakpoint already hit {} time{s}\n", w.hits));

@@ -197,6 +197,21 @@ pub enum StopReason {
     Watch(Watch),
 }
 
+/// What a forward or backward run arrives at, for its caller to say
+/// whether it stops there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrival {
+    /// A breakpoint address.
+    Breakpoint(u64),
+    /// A watchpoint that counts (a write watchpoint whose value changed, an
+    /// access watchpoint), just after the instruction (or event) that did
+    /// it.
+    Watch(Watch),
+}
+
+/// Says whether a run stops at an arrival.
+pub type Stops<'a> = dyn FnMut(&mut Timeline, Arrival) -> bool + 'a;
+
 struct Snapshot {
     event: u64,
     rep: Replayer<'static>,
@@ -1152,10 +1167,23 @@ impl Timeline {
 
     /// Execute one instruction forward (of whichever thread runs next).
     pub fn stepi(&mut self) -> Result<StopReason> {
-        self.guard(|t| t.stepi_inner())
+        self.guard(|t| t.stepi_inner(None))
     }
 
-    fn stepi_inner(&mut self) -> Result<StopReason> {
+    /// [`Timeline::stepi`], with the watchpoints checked: an instruction
+    /// (or syscall) that triggers one for which `stop` says yes gives
+    /// `StopReason::Watch` (the position is the same as the step's).
+    pub fn stepi_to(&mut self, stop: &mut Stops) -> Result<StopReason> {
+        self.guard(|t| t.stepi_inner(Some(stop)))
+    }
+
+    fn stepi_inner(&mut self, mut stop: Option<&mut Stops>) -> Result<StopReason> {
+        let watching = stop.is_some() && !self.watches.is_empty();
+        let mut values = if watching {
+            self.watch_values()
+        } else {
+            HashMap::new()
+        };
         loop {
             if self.at_end()? {
                 return Ok(StopReason::End);
@@ -1175,11 +1203,29 @@ impl Timeline {
                     }
                 }
             }
-            self.set_mode(BTreeSet::new(), true);
+            let watches = if watching {
+                self.watches.clone()
+            } else {
+                Vec::new()
+            };
+            self.set_mode_w(BTreeSet::new(), true, watches);
             match self.adv()? {
                 Advance::Paused(Pause::Step { tid }) => {
                     self.thread = tid;
                     self.at = self.at.then(Seg::Steps(1));
+                    return Ok(StopReason::Step);
+                }
+                Advance::Paused(Pause::Watch { tid, watch }) => {
+                    // A step that triggered a watchpoint.
+                    self.thread = tid;
+                    self.at = self.at.then(Seg::Steps(1));
+                    if let Some(stop) = stop.as_mut() {
+                        if self.watch_counts(&watch, &mut values)
+                            && stop(self, Arrival::Watch(watch))
+                        {
+                            return Ok(StopReason::Watch(watch));
+                        }
+                    }
                     return Ok(StopReason::Step);
                 }
                 Advance::Paused(p) => return Err(other(format!("unexpected pause {p:?}"))),
@@ -1189,6 +1235,16 @@ impl Timeline {
                         self.thread = t;
                     }
                     self.snapshot_if_due();
+                    if watching {
+                        // The kernel wrote a watched location.
+                        if let (Some(w), Some(stop)) =
+                            (self.changed_by_event(&mut values), stop.as_mut())
+                        {
+                            if stop(self, Arrival::Watch(w)) {
+                                return Ok(StopReason::Watch(w));
+                            }
+                        }
+                    }
                     if stepped {
                         return Ok(StopReason::Step);
                     }
@@ -1201,13 +1257,16 @@ impl Timeline {
     /// Run forward until a breakpoint arrival for which `stop` says yes,
     /// or the end of history.
     pub fn cont(&mut self, stop: &mut dyn FnMut(&mut Timeline, u64) -> bool) -> Result<StopReason> {
+        self.cont_to(&mut breakpoints_only(stop))
+    }
+
+    /// Run forward until an arrival (breakpoint, or watchpoint that
+    /// counts) for which `stop` says yes, or the end of history.
+    pub fn cont_to(&mut self, stop: &mut Stops) -> Result<StopReason> {
         self.guard(|t| t.cont_inner(stop))
     }
 
-    fn cont_inner(
-        &mut self,
-        stop: &mut dyn FnMut(&mut Timeline, u64) -> bool,
-    ) -> Result<StopReason> {
+    fn cont_inner(&mut self, stop: &mut Stops) -> Result<StopReason> {
         let mut counts: HashMap<u64, u64> = HashMap::new();
         let mut wcounts: HashMap<Watch, u64> = HashMap::new();
         let mut values = self.watch_values();
@@ -1224,7 +1283,7 @@ impl Timeline {
                 match self.rts()? {
                     Some(Pause::Breakpoint { tid, addr }) => {
                         self.counted(&start, &mut counts, addr, tid, Seg::Hit);
-                        if stop(self, addr) {
+                        if stop(self, Arrival::Breakpoint(addr)) {
                             return Ok(StopReason::Breakpoint(addr));
                         }
                         continue;
@@ -1241,7 +1300,7 @@ impl Timeline {
             match self.adv()? {
                 Advance::Paused(Pause::Breakpoint { tid, addr }) => {
                     self.counted(&start, &mut counts, addr, tid, Seg::Hit);
-                    if stop(self, addr) {
+                    if stop(self, Arrival::Breakpoint(addr)) {
                         // Going back from here (or to here) starts from it.
                         self.take_anchor();
                         return Ok(StopReason::Breakpoint(addr));
@@ -1249,7 +1308,7 @@ impl Timeline {
                 }
                 Advance::Paused(Pause::Watch { tid, watch }) => {
                     self.counted(&start, &mut wcounts, watch, tid, Seg::Watch);
-                    if self.watch_counts(&watch, &mut values) {
+                    if self.watch_counts(&watch, &mut values) && stop(self, Arrival::Watch(watch)) {
                         self.take_anchor();
                         return Ok(StopReason::Watch(watch));
                     }
@@ -1267,7 +1326,9 @@ impl Timeline {
                     // The kernel wrote a watched location (a read into it):
                     // no debug register sees that.
                     if let Some(w) = self.changed_by_event(&mut values) {
-                        return Ok(StopReason::Watch(w));
+                        if stop(self, Arrival::Watch(w)) {
+                            return Ok(StopReason::Watch(w));
+                        }
                     }
                 }
                 Advance::End => return Ok(StopReason::End),
@@ -1582,13 +1643,17 @@ impl Timeline {
         &mut self,
         stop: &mut dyn FnMut(&mut Timeline, u64) -> bool,
     ) -> Result<StopReason> {
+        self.reverse_cont_to(&mut breakpoints_only(stop))
+    }
+
+    /// Run backward to the last arrival before here for which `stop` says
+    /// yes (a watchpoint's stop is just before the instruction that did
+    /// it), or to the beginning of history.
+    pub fn reverse_cont_to(&mut self, stop: &mut Stops) -> Result<StopReason> {
         self.guard(|t| t.reverse_cont_inner(stop))
     }
 
-    fn reverse_cont_inner(
-        &mut self,
-        stop: &mut dyn FnMut(&mut Timeline, u64) -> bool,
-    ) -> Result<StopReason> {
+    fn reverse_cont_inner(&mut self, stop: &mut Stops) -> Result<StopReason> {
         let target = self.at.clone();
         // Windows [from, to) scanned backward: from anchors in the current
         // event interval (stops made there), then from its beginning, then
@@ -1608,7 +1673,9 @@ impl Timeline {
             self.goto_inner(&start)?;
             // An anchor made at a breakpoint stop is an arrival itself.
             let at_start = match (anchor.is_some(), start.path.last()) {
-                (true, Some(Seg::Hit(x, _))) if self.breakpoints.contains(x) && stop(self, *x) => {
+                (true, Some(Seg::Hit(x, _)))
+                    if self.breakpoints.contains(x) && stop(self, Arrival::Breakpoint(*x)) =>
+                {
                     Some((start.clone(), Found::Breakpoint(*x)))
                 }
                 _ => None,
@@ -1662,11 +1729,7 @@ impl Timeline {
 
     /// From here, run forward to `to` with the breakpoints, and return the
     /// last arrival strictly before `to` that `stop` accepts.
-    fn scan(
-        &mut self,
-        to: &Moment,
-        stop: &mut dyn FnMut(&mut Timeline, u64) -> bool,
-    ) -> Result<Option<(Moment, Found)>> {
+    fn scan(&mut self, to: &Moment, stop: &mut Stops) -> Result<Option<(Moment, Found)>> {
         let mut last: Option<(Moment, Found)> = None;
         let mut values = self.watch_values();
         // Events up to `to`'s interval: continue with breakpoints.
@@ -1683,13 +1746,15 @@ impl Timeline {
                 match self.adv()? {
                     Advance::Paused(Pause::Breakpoint { tid, addr }) => {
                         self.counted(&start, &mut counts, addr, tid, Seg::Hit);
-                        if stop(self, addr) {
+                        if stop(self, Arrival::Breakpoint(addr)) {
                             last = Some((self.at.clone(), Found::Breakpoint(addr)));
                         }
                     }
                     Advance::Paused(Pause::Watch { tid, watch }) => {
                         self.counted(&start, &mut wcounts, watch, tid, Seg::Watch);
-                        if self.watch_counts(&watch, &mut values) {
+                        if self.watch_counts(&watch, &mut values)
+                            && stop(self, Arrival::Watch(watch))
+                        {
                             last = Some((self.at.clone(), Found::Watch(watch)));
                         }
                     }
@@ -1697,7 +1762,9 @@ impl Timeline {
                         self.at = Moment::at_event(self.cur.event());
                         self.snapshot_if_due();
                         if let Some(w) = self.changed_by_event(&mut values) {
-                            last = Some((self.at.clone(), Found::Watch(w)));
+                            if stop(self, Arrival::Watch(w)) {
+                                last = Some((self.at.clone(), Found::Watch(w)));
+                            }
                         }
                         break;
                     }
@@ -1716,12 +1783,15 @@ impl Timeline {
                     for _ in 0..n {
                         self.follow(Seg::Steps(1))?;
                         let rip = self.regs()?.rip;
-                        if self.breakpoints.contains(&rip) && self.at != *to && stop(self, rip) {
+                        if self.breakpoints.contains(&rip)
+                            && self.at != *to
+                            && stop(self, Arrival::Breakpoint(rip))
+                        {
                             last = Some((self.at.clone(), Found::Breakpoint(rip)));
                         }
                         // Watchpoints are not armed while stepping: look.
                         for w in self.watches.clone() {
-                            if self.watch_counts(&w, &mut values) {
+                            if self.watch_counts(&w, &mut values) && stop(self, Arrival::Watch(w)) {
                                 last = Some((self.at.clone(), Found::Watch(w)));
                             }
                         }
@@ -1742,7 +1812,9 @@ impl Timeline {
                         match self.adv()? {
                             Advance::Paused(Pause::Watch { tid, watch }) => {
                                 self.counted(&start, &mut wcounts, watch, tid, Seg::Watch);
-                                if self.watch_counts(&watch, &mut values) {
+                                if self.watch_counts(&watch, &mut values)
+                                    && stop(self, Arrival::Watch(watch))
+                                {
                                     last = Some((self.at.clone(), Found::Watch(watch)));
                                 }
                             }
@@ -1751,7 +1823,10 @@ impl Timeline {
                                 // The arrival that ends the path is `to`
                                 // itself, not before it.
                                 let is_target = a == addr && c == n && last_seg;
-                                if !is_target && self.breakpoints.contains(&a) && stop(self, a) {
+                                if !is_target
+                                    && self.breakpoints.contains(&a)
+                                    && stop(self, Arrival::Breakpoint(a))
+                                {
                                     last = Some((self.at.clone(), Found::Breakpoint(a)));
                                 }
                             }
@@ -1781,7 +1856,10 @@ impl Timeline {
                                 // that ends the path (the trap comes after
                                 // the instruction) lies before `to`.
                                 let counts_as = self.watch_counts(&watch, &mut values);
-                                if self.watches.contains(&watch) && counts_as {
+                                if self.watches.contains(&watch)
+                                    && counts_as
+                                    && stop(self, Arrival::Watch(watch))
+                                {
                                     last = Some((self.at.clone(), Found::Watch(watch)));
                                 }
                             }
@@ -1801,7 +1879,7 @@ impl Timeline {
                         match self.rts()? {
                             Some(Pause::Breakpoint { tid, addr }) => {
                                 self.counted(&start, &mut counts, addr, tid, Seg::Hit);
-                                if stop(self, addr) {
+                                if stop(self, Arrival::Breakpoint(addr)) {
                                     last = Some((self.at.clone(), Found::Breakpoint(addr)));
                                 }
                             }
@@ -1814,6 +1892,17 @@ impl Timeline {
             }
         }
         Ok(last)
+    }
+}
+
+/// A stop callback over breakpoint addresses only: every watchpoint that
+/// counts stops.
+fn breakpoints_only<'a>(
+    stop: &'a mut dyn FnMut(&mut Timeline, u64) -> bool,
+) -> impl FnMut(&mut Timeline, Arrival) -> bool + 'a {
+    move |t, a| match a {
+        Arrival::Breakpoint(addr) => stop(t, addr),
+        Arrival::Watch(_) => true,
     }
 }
 

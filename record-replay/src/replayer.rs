@@ -101,7 +101,8 @@ pub struct DebugCtl {
     /// Run one instruction at a time.
     pub step: bool,
     /// Hardware watchpoints (at most 4, the debug registers), armed while
-    /// threads run (not while stepping).
+    /// threads run (also while stepping: an instruction that triggers one
+    /// pauses as `Pause::Watch` rather than `Pause::Step`).
     pub watches: Vec<Watch>,
 }
 
@@ -882,7 +883,12 @@ impl Replayer<'_> {
                                 return Ok((stop, Some(r)));
                             }
                         }
-                        self.pause = Some(Pause::Step { tid: vtid });
+                        // A watchpoint armed while stepping (a debugger's
+                        // stepi) that the instruction triggered.
+                        self.pause = Some(match self.watch_hit(real)? {
+                            Some(watch) => Pause::Watch { tid: vtid, watch },
+                            None => Pause::Step { tid: vtid },
+                        });
                         return Err(Error::Paused);
                     }
                     stop
@@ -991,8 +997,11 @@ impl Replayer<'_> {
     /// Program `real`'s debug registers with the watchpoints (none while
     /// stepping), if they are not already.
     fn sync_watches(&mut self, real: pid_t, stepping: bool) -> Result<(), Error> {
+        // Watchpoints are armed while stepping only when the debugger asks
+        // for both (a step then reports the access as `Pause::Watch`).
+        let _ = stepping;
         let want: Vec<Watch> = match &self.debug {
-            Some(d) if !stepping => d.watches.iter().take(4).copied().collect(),
+            Some(d) => d.watches.iter().take(4).copied().collect(),
             _ => Vec::new(),
         };
         let have = self.dr_state.get(&real).cloned().unwrap_or_default();

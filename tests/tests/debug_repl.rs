@@ -287,6 +287,49 @@ fn watchpoints_match_gdb_forward_and_retrace_every_change_backward() {
 }
 
 #[test]
+fn watchpoints_stop_steps_and_take_conditions_as_gdb_does() {
+    let scratch = Scratch::new("debug-watch-steps");
+    let mut prog = fixture("dbg_demo");
+    prog.env("GLIBC_TUNABLES", NO_AVX);
+    // `next` stops where `counter` changes; a conditional watchpoint stops
+    // only where its condition holds (and reports the value before the
+    // change that made it stop).
+    let mut cmds = vec!["break main", "run", "watch counter"];
+    for _ in 0..12 {
+        cmds.extend(["next", "p $pc"]);
+    }
+    cmds.extend(["stepi", "p $pc", "delete 2", "watch total if total > 30000"]);
+    cmds.extend(["continue", "p $pc", "condition 3 total > 200000"]);
+    cmds.extend(["continue", "p $pc", "info breakpoints"]);
+    // Oracle: gdb on the same binary (hardware watchpoints, forward).
+    let mut gdb = system_program("gdb");
+    gdb.env("GLIBC_TUNABLES", NO_AVX).args(["-batch", "-nx"]);
+    for c in &cmds {
+        gdb.arg("-ex").arg(c);
+    }
+    gdb.arg(target("dbg_demo"));
+    let g = gdb.output().expect("run gdb");
+    let gdb_out = String::from_utf8_lossy(&g.stdout);
+    let want = (watch_reports(&gdb_out), pcs(&gdb_out));
+    assert_eq!(want.0.len(), 4, "gdb's watchpoint stops:\n{gdb_out}");
+    for (mode, done) in both_modes(&scratch, &prog, &cmds) {
+        assert!(done.status.success(), "{mode}: {}", done.describe());
+        let got = (watch_reports(&done.stdout), pcs(&done.stdout));
+        assert_eq!(
+            got,
+            want,
+            "{mode}: {}\n--- gdb:\n{gdb_out}",
+            done.describe()
+        );
+        assert!(
+            done.stdout.contains("\tstop only if total > 200000"),
+            "{mode}: {}",
+            done.describe()
+        );
+    }
+}
+
+#[test]
 fn a_batch_script_reverse_continues_to_the_values_the_forward_run_printed() {
     let scratch = Scratch::new("debug-batch");
     let rec = record(&scratch, &fixture("dbg_demo"), None);

@@ -578,7 +578,7 @@ impl Timeline {
                 StopReason::Watch(_) => {
                     let b = self.at.clone();
                     let old = self.judge_here(pred, &mut probes, &|| format!("moment {b}"))?;
-                    self.stepi_inner()?;
+                    self.stepi_inner(None)?;
                     let a = self.at.clone();
                     let new = self.judge_here(pred, &mut probes, &|| format!("moment {a}"))?;
                     self.goto_inner(&b)?;
