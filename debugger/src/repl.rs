@@ -82,6 +82,13 @@ impl Target for Now<'_> {
     fn exe(&self) -> PathBuf {
         self.exe.to_path_buf()
     }
+
+    fn xmm(&self, i: usize) -> Option<[u8; 16]> {
+        // The xsave area starts with the FXSAVE layout: xmm0 at 160.
+        let tid = self.tl.real_thread()?;
+        let x = rewind_ckpt::sys::ptrace::get_xstate(tid).ok()?;
+        x.get(160 + 16 * i..176 + 16 * i)?.try_into().ok()
+    }
 }
 
 fn zero_regs() -> libc::user_regs_struct {
@@ -1217,28 +1224,13 @@ impl Debugger {
         Ok(())
     }
 
-    /// After `finish`: gdb's "Value returned is $N = ..." for functions
-    /// returning an integer, character, bool, enum or pointer (in rax).
+    /// After `finish`: gdb's "Value returned is $N = ..." (integers,
+    /// pointers, enums, float and double, structs and unions, where the
+    /// ABI leaves them).
     fn show_returned(&mut self, function: &str) {
         self.refresh();
         let now = self.now();
-        let Ok(ty) = inspect::describe_type(function, false, &self.prog, &now, 0) else {
-            return;
-        };
-        // "long (int)": the return type is what precedes the parameters.
-        let Some(open) = ty.rfind(" (") else {
-            return;
-        };
-        let ret = ty[..open].trim();
-        if ret == "void"
-            || ret.is_empty()
-            || ["float", "double", "struct", "union", "["]
-                .iter()
-                .any(|k| ret.contains(k))
-        {
-            return;
-        }
-        let Ok(v) = inspect::evaluate(&format!("({ret}) $rax"), &self.prog, &now, 0) else {
+        let Some(v) = inspect::returned_value(function, &self.prog, &now) else {
             return;
         };
         let text = inspect::format_value(&self.prog, &now, &v);

@@ -330,6 +330,49 @@ fn watchpoints_stop_steps_and_take_conditions_as_gdb_does() {
 }
 
 #[test]
+fn finish_shows_floating_point_and_struct_values_as_gdb_does() {
+    let scratch = Scratch::new("debug-returns");
+    let functions = [
+        "half",
+        "scale",
+        "make_pair",
+        "make_two",
+        "make_mixed",
+        "make_floats",
+        "make_big",
+        "make_num",
+        "make_small",
+    ];
+    let breaks: Vec<String> = functions.iter().map(|f| format!("break {f}")).collect();
+    let mut cmds: Vec<&str> = breaks.iter().map(|s| s.as_str()).collect();
+    cmds.extend(["run", "finish"]);
+    for _ in 1..functions.len() {
+        cmds.extend(["continue", "finish"]);
+    }
+    // Oracle: gdb's own finish on the same binary (float, double, structs
+    // in rax/rdx, xmm0/xmm1, both, in memory; a union).
+    let mut gdb = system_program("gdb");
+    gdb.args(["-batch", "-nx"]);
+    for c in &cmds {
+        gdb.arg("-ex").arg(c);
+    }
+    gdb.arg(target("dbg_returns"));
+    let g = gdb.output().expect("run gdb");
+    let gdb_out = String::from_utf8_lossy(&g.stdout);
+    let want = returned(&gdb_out);
+    assert_eq!(want.len(), functions.len(), "gdb's values:\n{gdb_out}");
+    for (mode, done) in both_modes(&scratch, &fixture("dbg_returns"), &cmds) {
+        assert!(done.status.success(), "{mode}: {}", done.describe());
+        assert_eq!(
+            returned(&done.stdout),
+            want,
+            "{mode}: {}\n--- gdb:\n{gdb_out}",
+            done.describe()
+        );
+    }
+}
+
+#[test]
 fn a_batch_script_reverse_continues_to_the_values_the_forward_run_printed() {
     let scratch = Scratch::new("debug-batch");
     let rec = record(&scratch, &fixture("dbg_demo"), None);
