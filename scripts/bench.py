@@ -248,14 +248,18 @@ def debug_times(trace, cmds):
     return times, r.stdout
 
 
-def record_spans(work, name, quick):
-    """Build scripts/bench/spans.c, calibrated to this machine, and record it:
-    (trace directory, scale; spans are 10 s, 1 s and 10 ms divided by scale)."""
+def record_spans(work, name, quick, source="spans.c"):
+    """Build scripts/bench/spans.c (or `source`, which takes the same
+    arguments), calibrated to this machine, and record it: (trace directory,
+    scale; spans are 10 s, 1 s and 10 ms divided by scale, for spans.c)."""
     spans = os.path.join(work, name)
-    subprocess.run(["gcc", "-O1", "-g", "-o", spans, os.path.join(ROOT, "scripts", "bench", "spans.c")], check=True)
+    calibrate = os.path.join(work, "calibrate")
+    bench = os.path.join(ROOT, "scripts", "bench")
+    subprocess.run(["gcc", "-O1", "-g", "-o", calibrate, os.path.join(bench, "spans.c")], check=True)
+    subprocess.run(["gcc", "-O1", "-g", "-pthread", "-o", spans, os.path.join(bench, source)], check=True)
     # Calibrate: loop iterations per millisecond on this machine (that run
     # makes 100000 * (100 + 10 + 10) = 12e6 iterations).
-    t = timed([spans, "100000", "100"])
+    t = timed([calibrate, "100000", "100"])
     per_ms = max(1000, int(12e6 / (t * 1e3)))
     scale = 10 if quick else 1
     trace = os.path.join(work, f"trace-{name}")
@@ -277,6 +281,24 @@ def bench_debug(work, quick, add):
     for i, (label, f_s, b_s) in enumerate(zip(labels, fwd, reversed(back))):
         add(f"reverse-continue/{label.replace(' ', '')}-back", b_s * 1e3, "ms", f_s * 1e3, None,
             "forward continue over the same span")
+    shutil.rmtree(trace, ignore_errors=True)
+    # The same in a program of 4 threads that make an event every ~0.1 ms
+    # of work (scripts/bench/thread_spans.c: spans of 2 s, 200 ms and 10 ms
+    # of thread 0's work, the others running alongside): snapshots of every
+    # thread, and going back from them.
+    print("bench: debug: reverse-continue spans, 4 threads ...", file=sys.stderr, flush=True)
+    trace, scale = record_spans(work, "thread-spans", quick, "thread_spans.c")
+    times, out = debug_times(trace, cmds + ["info checkpoints"])
+    fwd = [s for c, s in times[2:5]]
+    back = [s for c, s in times[5:8]]
+    labels = [f"{2000 // scale} ms", f"{200 // scale} ms", "10 ms"]
+    for label, f_s, b_s in zip(labels, fwd, reversed(back)):
+        add(f"reverse-continue-4-threads/{label.replace(' ', '')}-of-thread-0-back", b_s * 1e3, "ms",
+            f_s * 1e3, None, "forward continue over the same span")
+    m = re.search(r"Gone back from: (\d+) snapshots, (\d+) anchors, (\d+) trace images", out)
+    if m:
+        add("reverse-continue-4-threads/restores-from-snapshots", int(m.group(1)) + int(m.group(2)), "")
+        add("reverse-continue-4-threads/restores-from-trace-images", int(m.group(3)), "")
     shutil.rmtree(trace, ignore_errors=True)
     # reverse-stepi: 50 of them from a breakpoint in a real program
     # (python3 at its third write), each timed, against stepi.

@@ -11,6 +11,9 @@ use nix::errno::Errno;
 use crate::sys::ptrace::{self, Stop, PTRACE_EVENT_STOP};
 use crate::Error;
 
+mod copy;
+pub use copy::{read_thread, recreate_threads, ThreadCopy};
+
 pub const PAGE: u64 = 4096;
 /// `syscall; int3; int3` — the whole code of the trampoline.
 const TRAMPOLINE_CODE: [u8; 4] = [0x0f, 0x05, 0xcc, 0xcc];

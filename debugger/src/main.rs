@@ -97,14 +97,18 @@ enum Command {
     Replay(ReplayArgs),
     /// Debug a program forward and backward, with gdb's commands.
     ///
-    /// `rewind debug -- PROG ARGS` records the program first (it runs to
-    /// its end with this terminal), then opens the recording at its first
-    /// instruction; `rewind debug --trace DIR` opens a recording made by
-    /// `rewind record`; `rewind debug --image F` looks at a checkpoint
-    /// image. Every stop has an exact moment: reverse-stepi,
+    /// `rewind debug -- PROG ARGS` starts the program at its first
+    /// instruction, live and recorded as far as forward commands go:
+    /// reverse commands replay the history recorded so far, forward ones
+    /// replay up to its end and then run the program on. It does its I/O
+    /// with this terminal, once, when the debugger passes it (Ctrl-C stops
+    /// a command, not the program; `kill` and `quit` kill it, unless it is
+    /// about to exit). `rewind debug --trace DIR` opens a recording made by
+    /// `rewind record` (its output is shown the first time replay passes
+    /// it, nothing outside is touched); `rewind debug --image F` looks at a
+    /// checkpoint image. Every stop has an exact moment: reverse-stepi,
     /// reverse-step/next/finish and reverse-continue go back to the
-    /// instruction that really ran before. The program's output is shown
-    /// the first time replay passes it; nothing outside is touched.
+    /// instruction that really ran before.
     /// Commands come from the terminal (history, completion, an empty line
     /// repeats), from -x files and --ex, or from stdin when it is not a
     /// terminal. `help` lists them.
@@ -118,9 +122,9 @@ enum Command {
     /// on 127.0.0.1 only, never on all interfaces unless --listen says so)
     /// or starts rewind itself with `target remote | rewind gdbserver
     /// --stdio ...` (the protocol on stdin/stdout; the program's output then
-    /// goes to stderr). `-- PROG ARGS` records the program to its end first
-    /// (it runs live, reading /dev/null with --stdio), then serves the
-    /// recording; `--trace DIR` serves one made by `rewind record`. gdb's
+    /// goes to stderr). `-- PROG ARGS` runs the program live, recorded as
+    /// far as gdb goes forward (reading /dev/null with --stdio); `--trace
+    /// DIR` serves a recording made by `rewind record`. gdb's
     /// break, watch/rwatch/awatch, continue, step, next, finish, until and
     /// reverse-step/next/finish/continue/stepi all work; history is
     /// read-only (writes to memory or registers are refused). `monitor
@@ -212,7 +216,8 @@ struct GdbserverArgs {
     #[arg(long)]
     stdio: bool,
     /// When gdb detaches or the connection drops: `kill` stops the replay
-    /// there, `detach` lets it replay on to the end of the recording.
+    /// there (and kills a live program), `detach` lets it replay on to the
+    /// end of the recording (a live program runs to its end).
     #[arg(long, value_name = "kill|detach", default_value = "kill", value_parser = ["kill", "detach"])]
     on_disconnect: String,
     /// Keep the recording of PROG in DIR (default: a temporary directory,
@@ -221,7 +226,7 @@ struct GdbserverArgs {
     output: Option<PathBuf>,
     #[command(flatten)]
     snapshots: SnapshotArgs,
-    /// The program to record and serve, and its arguments.
+    /// The program to run live and serve, and its arguments.
     #[arg(last = true, value_name = "PROG ARGS")]
     argv: Vec<String>,
 }
@@ -265,7 +270,7 @@ struct DebugArgs {
     batch: bool,
     #[command(flatten)]
     snapshots: SnapshotArgs,
-    /// The program to record and debug, and its arguments.
+    /// The program to run live and debug, and its arguments.
     #[arg(last = true, value_name = "PROG ARGS")]
     argv: Vec<String>,
 }

@@ -1284,6 +1284,19 @@ pub fn debug(dir: &Path, cmds: &[&str]) -> Finished {
     rewind_in(parent, &args)
 }
 
+/// `rewind debug --batch` over `program` run live (`-- PROG`), its
+/// recording kept in `trace` (`-o`), with `cmds`, in the scratch directory.
+pub fn debug_live(scratch: &Scratch, program: &Command, trace: &Path, cmds: &[&str]) -> Finished {
+    let mut cmd = Command::new(rewind_bin());
+    cmd.arg("debug").arg("--batch").arg("-o").arg(trace);
+    for c in cmds {
+        cmd.arg("--ex").arg(c);
+    }
+    cmd.arg("--").current_dir(scratch.path());
+    copy_program(program, &mut cmd);
+    run_to_end(cmd, COMMAND_TIMEOUT)
+}
+
 /// What each `print` showed, after `$N = `.
 pub fn printed_values(output: &str) -> Vec<String> {
     output

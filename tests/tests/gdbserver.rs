@@ -219,7 +219,21 @@ fn compare_with_record_full(test: &str, cmds: &[&str]) {
         "gdb's record full could not follow the fixture:\n{}",
         want.describe()
     );
-    let mut remote = vec![connect(&rec.dir)];
+    // On the recording, and on the program run live (recorded as far as
+    // gdb goes forward).
+    let live = format!(
+        "target remote | env GLIBC_TUNABLES={NO_AVX} {} gdbserver --stdio -o {} -- {}",
+        rewind_bin().display(),
+        scratch.join("live-trace").display(),
+        target("dbg_demo").display()
+    );
+    for target_cmd in [connect(&rec.dir), live] {
+        compare_remote(&cmds, &want, target_cmd);
+    }
+}
+
+fn compare_remote(cmds: &[String], want: &GdbRun, target_cmd: String) {
+    let mut remote = vec![target_cmd];
     remote.extend(cmds.iter().map(|c| {
         if c == "run" {
             "continue".to_string()

@@ -110,26 +110,33 @@ pub fn gdbserver(req: GdbserverRequest) -> CliResult {
         }
     };
 
-    let (dir, _temp) =
-        crate::debug_cli::prepare_trace(req.trace.as_deref(), &req.argv, req.output.as_deref())?;
-    let _ = rewind_ckpt::sys::set_child_subreaper();
     let opts = TimelineOptions {
         max_snapshots: req.max_snapshots,
         memory_budget: req.snapshot_memory << 20,
         ..Default::default()
     };
-    let trace = rewind_rr::replayer::load(&dir).map_err(|e| err(e.to_string()))?;
-    // The program's replayed output goes to stderr: with --stdio, stdout
-    // is gdb's.
-    let console = rewind_rr::replayer::Console::new(
-        if req.stdio {
-            Box::new(std::io::stderr())
-        } else {
-            Box::new(std::io::stdout())
-        },
-        Box::new(std::io::stderr()),
-    );
-    let tl = timeline::Timeline::open(trace, console, opts).map_err(|e| err(e.to_string()))?;
+    // `-- PROG`: live, recorded as far as gdb goes forward (with --stdio
+    // its stdout is our stderr and it reads /dev/null, set above).
+    let (tl, _temp) = if let Some(dir) = &req.trace {
+        let _ = rewind_ckpt::sys::set_child_subreaper();
+        let trace = rewind_rr::replayer::load(dir).map_err(|e| err(e.to_string()))?;
+        // The program's replayed output goes to stderr: with --stdio,
+        // stdout is gdb's.
+        let console = rewind_rr::replayer::Console::new(
+            if req.stdio {
+                Box::new(std::io::stderr())
+            } else {
+                Box::new(std::io::stdout())
+            },
+            Box::new(std::io::stderr()),
+        );
+        let tl = timeline::Timeline::open(trace, console, opts).map_err(|e| err(e.to_string()))?;
+        (tl, None)
+    } else {
+        let (tl, temp) =
+            crate::debug_cli::live_timeline(&req.argv, req.output.as_deref(), opts, req.stdio)?;
+        (tl, Some(temp))
+    };
     let exe = crate::debug_cli::executable(&tl);
 
     // Ready: the keep-alive stops before the protocol starts.
@@ -191,7 +198,8 @@ pub fn gdbserver(req: GdbserverRequest) -> CliResult {
         ),
     };
     if end == OnDisconnect::Detach {
-        // Detached: the program goes on to the end of its recording.
+        // Detached: the program goes on to the end of its recording (a
+        // live one to its own end).
         server.tl.breakpoints.clear();
         server.tl.watches.clear();
         server.tl.progress = None;
@@ -200,6 +208,8 @@ pub fn gdbserver(req: GdbserverRequest) -> CliResult {
             eprintln!("rewind: {e}");
         }
     }
+    // A live program about to exit exits; any other is killed.
+    server.tl.finish_live(end == OnDisconnect::Kill);
     code
 }
 
