@@ -820,24 +820,21 @@ fn vector_registers_match_what_the_program_loaded() {
 }
 
 #[test]
-fn gdb_waits_for_a_recording_longer_than_its_remote_timeout() {
-    // gdb gives a stub `remotetimeout` seconds (three tries) to answer its first packet; here the
-    // recording alone (sleep 6) takes longer than that, and gdb must still get the right answers.
-    let sleep = system_program("sleep");
-    let connect = format!(
-        "target remote | {} gdbserver --stdio -- {} 6",
-        rewind_bin().display(),
-        sleep.get_program().to_string_lossy()
-    );
+fn gdb_waits_for_a_start_longer_than_its_remote_timeout() {
+    // gdb gives a stub `remotetimeout` seconds (three tries) to answer its first packet; here
+    // rewind's start takes longer than that (6 s, as on a loaded machine), and gdb must still get
+    // the right answers.
+    let scratch = Scratch::new("gds-slow-start");
+    let rec = demo_recording(&scratch);
     let got = gdb(
         &[
             "set remotetimeout 1".into(),
-            connect,
+            connect(&rec.dir),
             "p $pc".into(),
             "info threads".into(),
         ],
         None,
-        &[],
+        &[("REWIND_TEST_SLOW_START_MS", "6000")],
     );
     assert!(
         !got.stderr.contains("Remote replied unexpectedly") && pcs(&got.stdout).len() == 1,

@@ -110,6 +110,13 @@ pub fn gdbserver(req: GdbserverRequest) -> CliResult {
         }
     };
 
+    // Tests simulate a slow start (a loaded machine) with this.
+    if let Some(ms) = std::env::var("REWIND_TEST_SLOW_START_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
     let opts = TimelineOptions {
         max_snapshots: req.max_snapshots,
         memory_budget: req.snapshot_memory << 20,
