@@ -574,7 +574,8 @@ impl Timeline {
         };
         self.watches = slots;
         loop {
-            match self.reverse_cont_inner(&mut |_, _| false)? {
+            // Every watchpoint trigger, no breakpoint.
+            match self.reverse_cont_inner(&mut |_, a| matches!(a, Arrival::Watch(_)))? {
                 StopReason::Watch(_) => {
                     let b = self.at.clone();
                     let old = self.judge_here(pred, &mut probes, &|| format!("moment {b}"))?;
