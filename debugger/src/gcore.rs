@@ -481,13 +481,23 @@ const STANDARD_ENDS: [(u32, usize); 7] = [
 /// gdb 13 does not show).
 fn for_gdb(mut x: Vec<u8>) -> Vec<u8> {
     let xcr0 = le_u64(&x[XCR0_OFFSET..XCR0_OFFSET + 8]);
+    // An area too small for Intel's layout of what XCR0 enables is laid
+    // out otherwise (AMD Zen 4 has AVX-512 without the MPX hole, at 832):
+    // only x87, SSE and AVX are where gdb looks then.
+    let intel_size = STANDARD_ENDS
+        .iter()
+        .filter(|(bit, _)| xcr0 & (1 << bit) != 0)
+        .map(|&(_, end)| end)
+        .max()
+        .unwrap_or(XSAVE_HEADER_END);
+    let intel = x.len() >= intel_size;
     let mut drop = 0u64;
     let mut size = XSAVE_HEADER_END;
     for (bit, end) in STANDARD_ENDS {
         if xcr0 & (1 << bit) == 0 {
             continue;
         }
-        if end > x.len() {
+        if end > x.len() || (!intel && bit > 2) {
             drop |= 1 << bit;
         } else {
             size = size.max(end);
@@ -645,6 +655,15 @@ mod tests {
         let mut x = vec![0u8; 2696];
         put(&mut x, XCR0_OFFSET, &0x2e7u64.to_le_bytes());
         assert_eq!(for_gdb(x.clone()), x);
+        // AMD Zen 4: AVX-512 packed at 832 (no MPX hole), in 2432 bytes:
+        // its registers are not where gdb 13 reads them, AVX's are.
+        let mut x = vec![0u8; 2432];
+        put(&mut x, XCR0_OFFSET, &0xe7u64.to_le_bytes());
+        put(&mut x, XSTATE_BV_OFFSET, &0xe7u64.to_le_bytes());
+        let y = for_gdb(x);
+        assert_eq!(y.len(), 832);
+        assert_eq!(le_u64(&y[XCR0_OFFSET..]), 0x7);
+        assert_eq!(le_u64(&y[XSTATE_BV_OFFSET..]), 0x7);
     }
 
     #[test]
