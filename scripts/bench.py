@@ -300,6 +300,24 @@ def bench_debug(work, quick, add):
         add("reverse-continue-4-threads/restores-from-snapshots", int(m.group(1)) + int(m.group(2)), "")
         add("reverse-continue-4-threads/restores-from-trace-images", int(m.group(3)), "")
     shutil.rmtree(trace, ignore_errors=True)
+    # Live debugging (`rewind debug -- PROG`): running a program to its end
+    # with `run` (the program recorded as it goes, replay following it) against
+    # `rewind record` of it.
+    print("bench: debug: live run to the end ...", file=sys.stderr, flush=True)
+    reads = os.path.join(work, "reads")
+    subprocess.run(["gcc", "-O2", "-o", reads, os.path.join(ROOT, "scripts", "bench", "reads.c")], check=True)
+    data = os.path.join(work, "data")
+    with open(data, "wb") as f:
+        f.write(os.urandom(4096))
+    python = subprocess.run(["python3", "-c", "import sys; print(sys.executable)"],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    for name, cmd in [("small-reads", [reads, data, "2000" if quick else "20000"]),
+                      ("python3-startup+compute", [python, "-c", "print(sum(i*i for i in range(2*10**6)))"])]:
+        trace = os.path.join(work, f"trace-live-{name}")
+        t_rec = timed([REWIND, "record", "-o", trace, "--", *cmd])
+        shutil.rmtree(trace, ignore_errors=True)
+        t_live = timed([REWIND, "debug", "--batch", "--ex", "run", "--", *cmd])
+        add(f"live-run-to-end/{name}", t_live, "s", t_rec, None, "rewind record of it")
     # reverse-stepi: 50 of them from a breakpoint in a real program
     # (python3 at its third write), each timed, against stepi.
     print("bench: debug: reverse-stepi ...", file=sys.stderr, flush=True)

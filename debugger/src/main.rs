@@ -111,7 +111,8 @@ enum Command {
     /// instruction that really ran before.
     /// Commands come from the terminal (history, completion, an empty line
     /// repeats), from -x files and --ex, or from stdin when it is not a
-    /// terminal. `help` lists them.
+    /// terminal (a live program reading stdin then wants -x/--ex and
+    /// --batch). `help` lists them.
     #[command(
         after_help = "Examples:\n  rewind debug -- ./prog arg\n  rewind debug --trace rewind-trace-prog-123 -x cmds.gdb --batch\n  echo -e 'break main\\nrun\\nbt' | rewind debug --trace DIR"
     )]

@@ -250,22 +250,66 @@ fn ctrl_c_stops_a_long_live_continue_and_comes_back() {
         .spawn()
         .expect("start rewind debug");
     let pgid = child.id() as i32;
+    let out = Arc::new(Mutex::new(String::new()));
+    let reader = {
+        let out = out.clone();
+        let mut stdout = child.stdout.take().expect("stdout");
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                out.lock()
+                    .expect("output")
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        })
+    };
+    let mut stderr = child.stderr.take().expect("stderr");
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let wait_for = |text: &str| loop {
+        if out.lock().expect("output").contains(text) {
+            return;
+        }
+        if Instant::now() > deadline {
+            // SAFETY: kill(2) on the test's own child process group.
+            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+            panic!(
+                "no {text:?} in time:\n{}",
+                out.lock().expect("output").as_str()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     let mut stdin = child.stdin.take().expect("stdin");
     stdin
-        .write_all(b"break mark\nrun\nwhen\ncontinue\n")
+        .write_all(b"break mark\nrun\nwhen\n")
         .expect("commands");
     stdin.flush().expect("flush");
-    std::thread::sleep(Duration::from_millis(1200));
+    // At mark(0): then a continue, interrupted while the program computes.
+    wait_for("Current event:");
+    stdin.write_all(b"continue\n").expect("commands");
+    stdin.flush().expect("flush");
+    std::thread::sleep(Duration::from_millis(700));
+    // Ctrl-C as a front end sends it (gdb to its gdbserver): to rewind,
+    // which passes it on to the program's running thread.
     let started = Instant::now();
     rewind_ckpt::sys::process::kill(pgid, libc::SIGINT).expect("send SIGINT");
     stdin
         .write_all(b"when\ncontinue\nwhen\ncontinue\nquit\n")
         .expect("commands");
     drop(stdin);
-    let out = child.wait_with_output().expect("wait");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let status = child.wait().expect("wait");
+    reader.join().expect("reader");
+    let stderr = err_reader.join().expect("stderr");
+    let stdout = out.lock().expect("output").clone();
+    assert!(status.success(), "{stdout}\n{stderr}");
     assert!(stderr.contains("Quit (interrupted)"), "{stdout}\n{stderr}");
     // Back where the interrupted continue began, then on to mark(1) (the
     // program went on meanwhile: what it computed is recorded), then to

@@ -574,6 +574,7 @@ impl Timeline {
         };
         self.watches = slots;
         loop {
+            // Every watchpoint trigger, no breakpoint.
             match self.reverse_cont_inner(&mut |_, a| matches!(a, Arrival::Watch(_)))? {
                 StopReason::Watch(_) => {
                     let b = self.at.clone();
