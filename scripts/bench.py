@@ -8,6 +8,8 @@ memory of an in-memory snapshot; `rewind coordinator`'s barrier round trip
 and coordinated checkpoints and restarts of N processes; checkpoint and restart
 of a tun device program (`--plugin tun`) with packets queued in its device and
 of a KVM VMM (`--plugin kvm`); gdb's reverse commands through `rewind gdbserver`;
+a producer and a consumer sharing 64 MiB (and 256 MiB) of memory, checkpointed
+and restarted together;
 checkpoint and restart of a TCP token ring (a process tree, and three programs
 under a coordinator) with data in flight.
 
@@ -248,14 +250,18 @@ def debug_times(trace, cmds):
     return times, r.stdout
 
 
-def record_spans(work, name, quick):
-    """Build scripts/bench/spans.c, calibrated to this machine, and record it:
-    (trace directory, scale; spans are 10 s, 1 s and 10 ms divided by scale)."""
+def record_spans(work, name, quick, source="spans.c"):
+    """Build scripts/bench/spans.c (or `source`, which takes the same
+    arguments), calibrated to this machine, and record it: (trace directory,
+    scale; spans are 10 s, 1 s and 10 ms divided by scale, for spans.c)."""
     spans = os.path.join(work, name)
-    subprocess.run(["gcc", "-O1", "-g", "-o", spans, os.path.join(ROOT, "scripts", "bench", "spans.c")], check=True)
+    calibrate = os.path.join(work, "calibrate")
+    bench = os.path.join(ROOT, "scripts", "bench")
+    subprocess.run(["gcc", "-O1", "-g", "-o", calibrate, os.path.join(bench, "spans.c")], check=True)
+    subprocess.run(["gcc", "-O1", "-g", "-pthread", "-o", spans, os.path.join(bench, source)], check=True)
     # Calibrate: loop iterations per millisecond on this machine (that run
     # makes 100000 * (100 + 10 + 10) = 12e6 iterations).
-    t = timed([spans, "100000", "100"])
+    t = timed([calibrate, "100000", "100"])
     per_ms = max(1000, int(12e6 / (t * 1e3)))
     scale = 10 if quick else 1
     trace = os.path.join(work, f"trace-{name}")
@@ -278,6 +284,42 @@ def bench_debug(work, quick, add):
         add(f"reverse-continue/{label.replace(' ', '')}-back", b_s * 1e3, "ms", f_s * 1e3, None,
             "forward continue over the same span")
     shutil.rmtree(trace, ignore_errors=True)
+    # The same in a program of 4 threads that make an event every ~0.1 ms
+    # of work (scripts/bench/thread_spans.c: spans of 2 s, 200 ms and 10 ms
+    # of thread 0's work, the others running alongside): snapshots of every
+    # thread, and going back from them.
+    print("bench: debug: reverse-continue spans, 4 threads ...", file=sys.stderr, flush=True)
+    trace, scale = record_spans(work, "thread-spans", quick, "thread_spans.c")
+    times, out = debug_times(trace, cmds + ["info checkpoints"])
+    fwd = [s for c, s in times[2:5]]
+    back = [s for c, s in times[5:8]]
+    labels = [f"{2000 // scale} ms", f"{200 // scale} ms", "10 ms"]
+    for label, f_s, b_s in zip(labels, fwd, reversed(back)):
+        add(f"reverse-continue-4-threads/{label.replace(' ', '')}-of-thread-0-back", b_s * 1e3, "ms",
+            f_s * 1e3, None, "forward continue over the same span")
+    m = re.search(r"Gone back from: (\d+) snapshots, (\d+) anchors, (\d+) trace images", out)
+    if m:
+        add("reverse-continue-4-threads/restores-from-snapshots", int(m.group(1)) + int(m.group(2)), "")
+        add("reverse-continue-4-threads/restores-from-trace-images", int(m.group(3)), "")
+    shutil.rmtree(trace, ignore_errors=True)
+    # Live debugging (`rewind debug -- PROG`): running a program to its end
+    # with `run` (the program recorded as it goes, replay following it) against
+    # `rewind record` of it.
+    print("bench: debug: live run to the end ...", file=sys.stderr, flush=True)
+    reads = os.path.join(work, "reads")
+    subprocess.run(["gcc", "-O2", "-o", reads, os.path.join(ROOT, "scripts", "bench", "reads.c")], check=True)
+    data = os.path.join(work, "data")
+    with open(data, "wb") as f:
+        f.write(os.urandom(4096))
+    python = subprocess.run(["python3", "-c", "import sys; print(sys.executable)"],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    for name, cmd in [("small-reads", [reads, data, "2000" if quick else "20000"]),
+                      ("python3-startup+compute", [python, "-c", "print(sum(i*i for i in range(2*10**6)))"])]:
+        trace = os.path.join(work, f"trace-live-{name}")
+        t_rec = timed([REWIND, "record", "-o", trace, "--", *cmd])
+        shutil.rmtree(trace, ignore_errors=True)
+        t_live = timed([REWIND, "debug", "--batch", "--ex", "run", "--", *cmd])
+        add(f"live-run-to-end/{name}", t_live, "s", t_rec, None, "rewind record of it")
     # reverse-stepi: 50 of them from a breakpoint in a real program
     # (python3 at its third write), each timed, against stepi.
     print("bench: debug: reverse-stepi ...", file=sys.stderr, flush=True)
@@ -414,6 +456,69 @@ def bench_kvm(work, quick, add):
     add("kvm/record-20k-iterations", rec, "s", native, None, "native run")
     add("kvm/replay-20k-iterations", rep, "s", native, None, "native run")
     shutil.rmtree(trace, ignore_errors=True)
+def bench_shm(work, quick, add):
+    """Shared memory across a process tree (tests/targets/shm_ring.c): a producer
+    and a consumer share a ring buffer and a block of random bytes (64 MiB, and
+    256 MiB without --quick) in MAP_SHARED anonymous memory and in a POSIX shm
+    object; checkpoint of the two processes (engine and wall), the images (the
+    block is stored once, by the parent's image), and restart of both until
+    both are restored (wall, from the start of `rewind restart`)."""
+    ring = os.path.join(work, "shm_ring")
+    subprocess.run(["gcc", "-O2", "-pthread", "-o", ring,
+                    os.path.join(ROOT, "tests", "targets", "shm_ring.c")], check=True)
+    for mode in ["anon", "posix"]:
+        for mib in [64] + ([] if quick else [256]):
+            runs = []
+            for rep in range(1 if quick else 3):
+                d = os.path.join(work, f"shm-{mode}-{mib}-{rep}")
+                d2 = d + "-restart"
+                os.makedirs(d)
+                os.makedirs(d2)
+                name = f"rewind-bench-{os.getpid()}-{rep}"
+                out = os.path.join(d, "out")
+                argv = [ring, mode, "100000", str(mib), name, "5"]
+                launch = subprocess.Popen([REWIND, "launch", "--ckpt-dir", d, "--"] + argv,
+                                          stdout=open(out, "w"), stderr=subprocess.DEVNULL,
+                                          start_new_session=True)
+                restart = None
+                try:
+                    wait_for(out, r"item 20 ", timeout=600)
+                    t = time.monotonic()
+                    images = rewind("command", "--ckpt-dir", d, "--checkpoint").stdout.split()
+                    wall = (time.monotonic() - t) * 1e3
+                    st = json.loads(rewind("command", "--ckpt-dir", d, "--status", "--json").stdout)
+                    images = [os.path.join(d, os.path.basename(i)) for i in images]
+                    sizes = [os.path.getsize(i) for i in images]
+                    rewind("command", "--ckpt-dir", d, "--kill")
+                    launch.wait(timeout=60)
+                    err = os.path.join(d2, "err")
+                    t = time.monotonic()
+                    restart = subprocess.Popen([REWIND, "-v", "restart", "--ckpt-dir", d2] + images,
+                                               stdout=subprocess.DEVNULL, stderr=open(err, "w"),
+                                               start_new_session=True)
+                    wait_for(err, r"(?s)restored .* in .*restored .* in ([0-9.]+) ms", timeout=600)
+                    restored = (time.monotonic() - t) * 1e3
+                    rewind("command", "--ckpt-dir", d2, "--kill")
+                    restart.wait(timeout=60)
+                    runs.append({"ckpt_ms": st["status"]["last_checkpoint_ms"], "ckpt_wall_ms": wall,
+                                 "image_mib": sum(sizes) / 2**20, "child_image_mib": min(sizes) / 2**20,
+                                 "restart_wall_ms": restored})
+                finally:
+                    for p in (launch, restart):
+                        if p is not None and p.poll() is None:
+                            os.killpg(p.pid, signal.SIGKILL)
+                    if os.path.exists(os.path.join("/dev/shm", name)):
+                        os.remove(os.path.join("/dev/shm", name))
+                    shutil.rmtree(d, ignore_errors=True)
+                    shutil.rmtree(d2, ignore_errors=True)
+            m = median_of(runs)
+            add(f"shm/{mode}-{mib}MiB-checkpoint", m["ckpt_ms"], "ms")
+            add(f"shm/{mode}-{mib}MiB-checkpoint-wall", m["ckpt_wall_ms"], "ms")
+            add(f"shm/{mode}-{mib}MiB-images", m["image_mib"], "MiB")
+            add(f"shm/{mode}-{mib}MiB-child-image", m["child_image_mib"], "MiB")
+            add(f"shm/{mode}-{mib}MiB-restart-wall", m["restart_wall_ms"], "ms")
+
+
 def bench_coordinator(work, quick, add, target, full):
     """`rewind coordinator` on loopback: the round trip of a no-op barrier
     across 4 sessions (median of 1000, timed by the coordinator from its first
@@ -723,6 +828,8 @@ def main():
     ap.add_argument("--only-bisect", action="store_true", help="only the bisect measures")
     ap.add_argument("--only-kvm", action="store_true", help="only the KVM plugin measures")
     ap.add_argument("--only-tun", action="store_true", help="only the tun plugin measures")
+    ap.add_argument("--only-shm", action="store_true",
+                    help="only the shared memory measures (a process tree sharing 64/256 MiB)")
     ap.add_argument("--only-sockets", action="store_true",
                     help="only the socket measures (a TCP ring with data in flight)")
     ap.add_argument("--tun-worker", metavar="DIR", help=argparse.SUPPRESS)
@@ -765,6 +872,9 @@ def main():
         if args.only_tun:
             args.skip_checkpoint = args.skip_record = args.skip_debug = True
             bench_tun(work, args.quick, add)
+        if args.only_shm:
+            args.skip_checkpoint = args.skip_record = args.skip_debug = True
+            bench_shm(work, args.quick, add)
         if args.only_kvm:
             args.skip_checkpoint = args.skip_record = args.skip_debug = True
             bench_kvm(work, args.quick, add)
@@ -790,6 +900,7 @@ def main():
         if not args.skip_checkpoint and not args.only_debug:
             bench_coordinator(work, args.quick, add, target, args.full)
             bench_tun(work, args.quick, add)
+            bench_shm(work, args.quick, add)
             bench_sockets(work, args.quick, add)
         if not args.skip_record and not args.only_debug:
             bench_record_replay(work, args.quick, add)

@@ -13,6 +13,7 @@ use crate::image::format::{
 use crate::image::{ImageStats, ImageWriter, PageSource};
 use crate::maps::{self, Mapping};
 use crate::plugin::{CaptureCtx, Plugin, ResumeCtx, StdioIds};
+pub use crate::shm::TreeCapture;
 use crate::sys::ptrace;
 use crate::tracee::{Injector, ThreadStop, Tracee, PAGE, TRAMPOLINE_SIZE};
 use crate::vids::VirtualIds;
@@ -48,21 +49,32 @@ pub fn checkpoint(
     env: &CaptureEnv,
     path: &Path,
 ) -> Result<Checkpoint, Error> {
-    checkpoint_with(tracee, plugins, env, None, path)
+    checkpoint_in_tree(
+        tracee,
+        plugins,
+        env,
+        None,
+        path,
+        &mut TreeCapture::default(),
+    )
 }
 
-/// [`checkpoint`] of one process of a program whose sockets `sockets`
-/// read for this checkpoint (every process of a tree shares it).
-pub fn checkpoint_with(
+/// [`checkpoint`] of one process of a tree whose processes are captured
+/// one after the other (the root first) with the same `tree`: shared
+/// memory an earlier image stored is not stored again; `sockets`, the
+/// program's sockets read for this checkpoint (shared by every process).
+pub fn checkpoint_in_tree(
     tracee: &mut Tracee,
     plugins: &mut [Box<dyn Plugin>],
     env: &CaptureEnv,
     sockets: Option<&crate::sockets::Census>,
     path: &Path,
+    tree: &mut TreeCapture,
 ) -> Result<Checkpoint, Error> {
     let t0 = std::time::Instant::now();
     block_signals(tracee)?;
-    let result = checkpoint_blocked(tracee, plugins, env, sockets, path);
+    let result = checkpoint_blocked(tracee, plugins, env, sockets, path, tree);
+    tree.index += 1;
     let unblocked = unblock_signals(tracee);
     let ckpt = result?;
     unblocked?;
@@ -99,13 +111,22 @@ fn checkpoint_blocked(
     env: &CaptureEnv,
     sockets: Option<&crate::sockets::Census>,
     path: &Path,
+    tree: &mut TreeCapture,
 ) -> Result<Checkpoint, Error> {
     let mappings = maps::read(tracee.pid)?;
     let taken: Vec<(u64, u64)> = mappings.iter().map(|m| (m.start, m.end)).collect();
     let hole = maps::find_hole(&taken, TRAMPOLINE_SIZE, 0x7fff_0000_0000)
         .ok_or_else(|| Error::Tracee("no room in the address space for the trampoline".into()))?;
     let injector = Injector::install(tracee, tracee.pid, hole)?;
-    let result = capture_with(tracee, &injector, &mappings, plugins, env, sockets, path);
+    let result = capture_with(
+        tracee,
+        &injector,
+        &mappings,
+        plugins,
+        env,
+        path,
+        (sockets, tree),
+    );
     let removed = injector.remove(tracee.pid);
     let ckpt = result?;
     removed?;
@@ -118,13 +139,13 @@ fn capture_with(
     mappings: &[Mapping],
     plugins: &mut [Box<dyn Plugin>],
     env: &CaptureEnv,
-    sockets: Option<&crate::sockets::Census>,
     path: &Path,
+    (sockets, tree): (Option<&crate::sockets::Census>, &mut TreeCapture),
 ) -> Result<Checkpoint, Error> {
     let pid = tracee.pid;
     let t = std::time::Instant::now();
     let mut state = process_state(tracee, injector, env)?;
-    state.regions = regions(mappings, injector.addr)?;
+    state.regions = regions(pid, mappings, injector.addr, tree)?;
     tracing::debug!(
         "process state captured in {:.1} ms",
         t.elapsed().as_secs_f64() * 1e3
@@ -145,6 +166,7 @@ fn capture_with(
             vids: env.vids,
             warnings: &mut warnings,
             sockets,
+            tree_index: tree.index,
         };
         result = p.pre_checkpoint(&mut ctx);
         if result.is_err() {
@@ -494,11 +516,33 @@ fn thread_state(
     })
 }
 
-/// Classify every mapping (the trampoline at `skip` is ours, not the program's).
-fn regions(mappings: &[Mapping], skip: u64) -> Result<Vec<Region>, Error> {
+/// Classify every mapping of process `pid` (the trampoline at `skip` is
+/// ours, not the program's).
+fn regions(
+    pid: pid_t,
+    mappings: &[Mapping],
+    skip: u64,
+    tree: &mut TreeCapture,
+) -> Result<Vec<Region>, Error> {
     let mut out = Vec::new();
     for m in mappings {
         if m.contains(skip) || m.name == "[vsyscall]" {
+            continue;
+        }
+        if let Some(object) = crate::shm::object_of(pid, m) {
+            let stored = tree.claim(&object, m.offset, m.len());
+            out.push(Region {
+                start: m.start,
+                end: m.end,
+                prot: m.prot,
+                shared: true,
+                kind: RegionKind::Shared {
+                    object,
+                    offset: m.offset,
+                    stored,
+                },
+                name: m.name.clone(),
+            });
             continue;
         }
         let kind = match m.name.as_str() {
@@ -559,6 +603,8 @@ fn pages_to_store(pagemap: &std::fs::File, r: &Region) -> Result<Vec<(u64, u64)>
     let keep = match r.kind {
         RegionKind::Vdso | RegionKind::Vvar | RegionKind::VvarVclock => return Ok(Vec::new()),
         RegionKind::File { .. } if r.shared => return Ok(Vec::new()),
+        // Read through their object (`write_memory`).
+        RegionKind::Shared { .. } => return Ok(Vec::new()),
         _ => true,
     };
     if !keep {
@@ -625,6 +671,15 @@ fn write_memory(pid: pid_t, regions: &[Region], writer: &mut ImageWriter) -> Res
     let mem = std::fs::File::open(&mem_path).map_err(|e| Error::io(&mem_path, e))?;
     let source: Arc<dyn PageSource> = Arc::new(TraceeMemory { pid, mem });
     for r in regions {
+        if let RegionKind::Shared { offset, stored, .. } = &r.kind {
+            if *stored {
+                let (object, runs) = crate::shm::data_runs(pid, r, *offset)?;
+                for (addr, len) in runs {
+                    writer.add_range(addr, len, &object)?;
+                }
+            }
+            continue;
+        }
         for (first, count) in pages_to_store(&pagemap, r)? {
             writer.add_range(r.start + first * PAGE, count * PAGE, &source)?;
         }

@@ -6,7 +6,9 @@
 //! runs the event loop of `rewind launch` and `rewind restart`: it keeps the
 //! program running, answers the control socket ([`control`]) and translates
 //! virtual process ids ([`vids`]). What lives outside process memory is
-//! handled by [`plugin::Plugin`]s; files, pipes and pids are built-in plugins.
+//! handled by [`plugin::Plugin`]s; files, pipes, pids and System V IPC
+//! objects ([`sysv`]) are built-in plugins. Shared memory, in one process or
+//! across a process tree, is [`shm`].
 //!
 //! This crate knows nothing of debugging. Everything unsafe lives in [`sys`].
 
@@ -21,8 +23,10 @@ pub mod plugin;
 pub mod restore;
 pub mod seccomp;
 pub mod session;
+pub mod shm;
 pub mod sockets;
 pub mod sys;
+pub mod sysv;
 pub mod tracee;
 pub mod tree;
 pub mod unix_sockets;

@@ -49,6 +49,10 @@ pub struct CaptureCtx<'a> {
     /// The sockets of the whole program (its process tree), read for this
     /// checkpoint; None when the process is captured alone.
     pub sockets: Option<&'a crate::sockets::Census>,
+    /// Which process of the checkpoint this is: 0 for the root of a tree
+    /// (or a lone process), captured first; state of the whole program
+    /// belongs in that image.
+    pub tree_index: usize,
 }
 
 pub struct ResumeCtx<'a> {
@@ -213,6 +217,7 @@ pub fn builtin() -> Vec<Box<dyn Plugin>> {
     vec![
         Box::new(crate::fds::Files),
         Box::new(crate::vids::Pids::new()),
+        Box::new(crate::sysv::SysV::new()),
     ]
 }
 
@@ -236,7 +241,7 @@ pub fn by_names(names: &[String]) -> Result<Vec<Box<dyn Plugin>>, Error> {
             return Err(Error::Usage(format!(
                 "unknown plugin {name:?} (available: {})",
                 if known.is_empty() {
-                    "none besides the built-in files and pids".to_string()
+                    "none besides the built-in files, pids and sysv".to_string()
                 } else {
                     known.join(", ")
                 }

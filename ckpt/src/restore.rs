@@ -5,6 +5,7 @@
 //! process is ever left.
 
 use std::collections::HashMap;
+use std::os::fd::RawFd;
 use std::path::Path;
 
 use libc::pid_t;
@@ -14,6 +15,7 @@ use crate::image::format::{ProcessState, Region, RegionKind};
 use crate::image::ImageReader;
 use crate::maps::{self, Mapping};
 use crate::plugin::{Plugin, RestoreCtx};
+use crate::shm::{Backing, SharedMemory};
 use crate::sys::ptrace::{self, Stop, PTRACE_EVENT_STOP};
 use crate::tracee::{errno_text, Injector, Thread, ThreadStop, Tracee, PAGE, TRAMPOLINE_SIZE};
 use crate::vids::VirtualIds;
@@ -31,7 +33,7 @@ const ERESTARTNOHAND: i64 = -514;
 const ERESTART_RESTARTBLOCK: i64 = -516;
 
 /// What `rewind restart` may change (DMTCP's modify-env), and how it reports.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct RestartOptions<'a> {
     /// Environment variables to set in the restored program.
     pub env: Vec<(String, String)>,
@@ -48,6 +50,15 @@ pub struct RestartOptions<'a> {
     /// Sockets of every image being restored, made once by the restart
     /// (see `sockets`); without them each process gets its own.
     pub sockets: Option<&'a crate::sockets::Rebuilt>,
+    /// Shared memory objects made once for every image of the restart (see
+    /// `shm`); [`restart`] makes them itself when None.
+    pub shared_memory: Option<&'a SharedMemory>,
+    /// Bring back the image's IPC objects in the machine: System V
+    /// segments, semaphore sets and message queues with their ids, POSIX
+    /// shm files in /dev/shm with the checkpoint's contents (`rewind
+    /// restart`). When false (replay, inspection), nothing outside rewind
+    /// is touched: such memory comes back as private shared memory.
+    pub recreate_ipc: bool,
 }
 
 /// A restored process, every thread stopped and ready to run.
@@ -67,10 +78,22 @@ pub fn restart(
 ) -> Result<Restored, Error> {
     let reader = ImageReader::open(path)?;
     preflight(&reader.state, path)?;
+    if opts.shared_memory.is_some() {
+        let husk = new_husk(reader.state.vpid, ptrace::default_options())?;
+        return restart_into(reader, path, husk, plugins, opts);
+    }
+    let shm = SharedMemory::prepare(&[&reader.state], opts.recreate_ipc)
+        .map_err(|e| Error::Restore(format!("{}: {e}", path.display())))?;
+    let opts = RestartOptions {
+        shared_memory: Some(&shm),
+        ..opts.clone()
+    };
     // The original pid when it is free: then the kernel and the program
     // agree on ids everywhere, /proc contents included.
     let husk = new_husk(reader.state.vpid, ptrace::default_options())?;
-    restart_into(reader, path, husk, plugins, opts)
+    let mut restored = restart_into(reader, path, husk, plugins, &opts)?;
+    restored.warnings.extend(shm.finish());
+    Ok(restored)
 }
 
 /// Fork a husk (with pid `vpid` when free), seize it with `options` and
@@ -192,7 +215,9 @@ fn preflight(state: &ProcessState, path: &Path) -> Result<(), Error> {
                 ))
             })?;
             let mtime_ns = md.mtime() as i128 * 1_000_000_000 + md.mtime_nsec() as i128;
-            if md.size() != identity.size || mtime_ns != identity.mtime_ns {
+            // A shared mapping shows the file as it is now (its writes
+            // went to the file, which others may have changed since).
+            if !r.shared && (md.size() != identity.size || mtime_ns != identity.mtime_ns) {
                 return Err(Error::Restore(format!(
                     "file {file}, mapped at {:#x}-{:#x}, changed since the checkpoint (size or mtime differ)",
                     r.start, r.end
@@ -246,7 +271,7 @@ impl Refill<'_> {
         }
         self.empty()?;
         self.move_vdso()?;
-        self.map_regions()?;
+        self.map_regions(opts.shared_memory)?;
         self.fill_memory(reader, opts.progress)?;
         self.protect_regions()?;
         self.restore_mm()?;
@@ -451,8 +476,12 @@ impl Refill<'_> {
         Ok(())
     }
 
-    fn map_regions(&mut self) -> Result<(), Error> {
+    fn map_regions(&mut self, shm: Option<&SharedMemory>) -> Result<(), Error> {
         let mut files: HashMap<(String, bool), u64> = HashMap::new();
+        // Descriptors of shared memory objects opened in the husk, and the
+        // System V attaches made: (base, end, id).
+        let mut objects: HashMap<(u64, u64), u64> = HashMap::new();
+        let mut attached: Vec<(u64, u64, i32)> = Vec::new();
         let scratch = self.inj.scratch();
         let result = (|| {
             for r in &self.state.regions {
@@ -469,6 +498,41 @@ impl Refill<'_> {
                 };
                 let (prot, flags, fd, offset) = match &r.kind {
                     RegionKind::Vdso | RegionKind::Vvar | RegionKind::VvarVclock => continue,
+                    RegionKind::Shared { object, offset, .. } => {
+                        let (backing, _) =
+                            shm.and_then(|s| s.backing(object)).ok_or_else(|| {
+                                Error::Restore(format!(
+                                    "shared memory {} at {:#x}-{:#x} was not made for this restart",
+                                    region_name(r),
+                                    r.start,
+                                    r.end
+                                ))
+                            })?;
+                        match backing {
+                            Backing::SysV(id) => {
+                                self.attach_segment(r, id, *offset, &mut attached)?;
+                                self.empty_if_reset(r, shm)?;
+                                continue;
+                            }
+                            Backing::Fd(fd) => {
+                                let key = (object.dev, object.ino);
+                                let hfd = match objects.get(&key) {
+                                    Some(&h) => h,
+                                    None => {
+                                        let h = self.open_rewind_fd(fd)?;
+                                        objects.insert(key, h);
+                                        h
+                                    }
+                                };
+                                (
+                                    r.prot as u64 | libc::PROT_WRITE as u64,
+                                    libc::MAP_SHARED as u64,
+                                    hfd,
+                                    *offset,
+                                )
+                            }
+                        }
+                    }
                     RegionKind::Anon | RegionKind::Contents => (
                         r.prot as u64 | libc::PROT_WRITE as u64,
                         shared | libc::MAP_ANONYMOUS as u64 | growsdown,
@@ -554,13 +618,126 @@ impl Refill<'_> {
                     };
                     return Err(Error::Restore(what));
                 }
+                self.empty_if_reset(r, shm)?;
             }
             Ok(())
         })();
-        for fd in files.values() {
+        for fd in files.values().chain(objects.values()) {
             let _ = self.call("close", libc::SYS_close, &[*fd]);
         }
         result
+    }
+
+    /// Open rewind's descriptor `fd` in the husk (through /proc), read-write.
+    fn open_rewind_fd(&self, fd: RawFd) -> Result<u64, Error> {
+        let path = format!("/proc/{}/fd/{fd}", std::process::id());
+        let mut bytes = path.clone().into_bytes();
+        bytes.push(0);
+        let scratch = self.inj.scratch();
+        self.tracee.write_mem(scratch, &bytes)?;
+        self.call(
+            &format!("open {path}"),
+            libc::SYS_openat,
+            &[
+                libc::AT_FDCWD as u64,
+                scratch,
+                (libc::O_RDWR | libc::O_CLOEXEC) as u64,
+                0,
+            ],
+        )
+    }
+
+    /// Attach System V segment `id` so that region `r` (at `offset` in the
+    /// segment) is where it was. One attach serves every region of it (an
+    /// attach split by mprotect); the parts of an attach the image does
+    /// not have (detached by munmap) are unmapped again.
+    fn attach_segment(
+        &self,
+        r: &Region,
+        id: i32,
+        offset: u64,
+        attached: &mut Vec<(u64, u64, i32)>,
+    ) -> Result<(), Error> {
+        let base = r.start.checked_sub(offset).ok_or_else(|| {
+            Error::Restore(format!(
+                "region {} at {:#x}: offset {offset:#x} in its segment lies below address 0",
+                region_name(r),
+                r.start
+            ))
+        })?;
+        if attached
+            .iter()
+            .any(|&(b, e, i)| i == id && b == base && r.end <= e)
+        {
+            return Ok(());
+        }
+        // Every region of this attach, and whether any is executable.
+        let pieces: Vec<&Region> = self
+            .state
+            .regions
+            .iter()
+            .filter(|o| match &o.kind {
+                RegionKind::Shared { object, offset, .. } => {
+                    matches!(&object.kind, crate::image::format::SharedKind::SysV(s) if s.id == sysv_old_id(r))
+                        && o.start.checked_sub(*offset) == Some(base)
+                }
+                _ => false,
+            })
+            .collect();
+        let exec = pieces.iter().any(|p| p.prot & libc::PROT_EXEC as u32 != 0);
+        const SHM_EXEC: u64 = 0o100000;
+        let ret = self.inj.syscall(
+            self.pid(),
+            libc::SYS_shmat,
+            &[id as u64, base, if exec { SHM_EXEC } else { 0 }],
+        )?;
+        if ret as u64 != base {
+            return Err(Error::Restore(format!(
+                "cannot attach System V shared memory segment {id} at {base:#x} (region {} at {:#x}-{:#x}): {}",
+                region_name(r),
+                r.start,
+                r.end,
+                errno_text(ret)
+            )));
+        }
+        let size = sysv_size(r).div_ceil(PAGE) * PAGE;
+        let end = base + size;
+        // Unmap what the image does not have of this attach.
+        let mut at = base;
+        let mut kept: Vec<(u64, u64)> = pieces.iter().map(|p| (p.start, p.end)).collect();
+        kept.sort_unstable();
+        for (s, e) in kept.into_iter().chain(std::iter::once((end, end))) {
+            if s > at {
+                self.call("munmap", libc::SYS_munmap, &[at, s.min(end) - at])?;
+            }
+            at = at.max(e);
+        }
+        attached.push((base, end, id));
+        Ok(())
+    }
+
+    /// A stored region of an object that held data already (a tmpfs file,
+    /// a segment that outlived the program) is emptied before the image's
+    /// pages are written into it: it gets the checkpoint's contents.
+    fn empty_if_reset(&self, r: &Region, shared: Option<&SharedMemory>) -> Result<(), Error> {
+        let RegionKind::Shared {
+            object,
+            stored: true,
+            ..
+        } = &r.kind
+        else {
+            return Ok(());
+        };
+        if shared.and_then(|s| s.backing(object)).map(|b| b.1) != Some(true) {
+            return Ok(());
+        }
+        const MADV_REMOVE: u64 = 9;
+        self.call(
+            &format!("madvise(MADV_REMOVE) {:#x}-{:#x}", r.start, r.end),
+            libc::SYS_madvise,
+            &[r.start, r.end - r.start, MADV_REMOVE],
+        )?;
+        Ok(())
     }
 
     /// Write the image's pages into the husk. A second thread reads and
@@ -615,6 +792,9 @@ impl Refill<'_> {
             let added_write = match r.kind {
                 RegionKind::Vdso | RegionKind::Vvar | RegionKind::VvarVclock => false,
                 RegionKind::File { .. } if r.shared => false,
+                // Mapped or attached writable (and a segment's attach
+                // covers all its regions, whatever their protection).
+                RegionKind::Shared { .. } => true,
                 _ => r.prot & libc::PROT_WRITE as u32 == 0,
             };
             if added_write {
@@ -950,6 +1130,28 @@ impl Refill<'_> {
             regs.rip = abort;
         }
         Ok(())
+    }
+}
+
+/// The checkpoint's id of the System V segment behind region `r`.
+fn sysv_old_id(r: &Region) -> i32 {
+    match &r.kind {
+        RegionKind::Shared { object, .. } => match &object.kind {
+            crate::image::format::SharedKind::SysV(s) => s.id,
+            _ => -1,
+        },
+        _ => -1,
+    }
+}
+
+/// The size of the System V segment behind region `r`.
+fn sysv_size(r: &Region) -> u64 {
+    match &r.kind {
+        RegionKind::Shared { object, .. } => match &object.kind {
+            crate::image::format::SharedKind::SysV(s) => s.size,
+            _ => 0,
+        },
+        _ => 0,
     }
 }
 

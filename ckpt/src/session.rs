@@ -255,13 +255,12 @@ impl Session {
             map
         });
         let mut socket_warnings = sockets.take_warnings();
+        // A restart brings back the program's System V and POSIX IPC
+        // objects (see `shm` and `sysv`).
         let ropts = RestartOptions {
-            env: ropts.env.clone(),
-            progress: ropts.progress,
-            seccomp: ropts.seccomp,
-            notsc: ropts.notsc,
-            shared_pipes: ropts.shared_pipes,
+            recreate_ipc: true,
             sockets: Some(&sockets),
+            ..ropts.clone()
         };
         let (mut restored, mut warnings) = match images {
             [image] => (
@@ -511,12 +510,15 @@ impl Session {
             vids: &self.vids,
             vppid: self.vppid,
         };
-        let mut ckpt = capture::checkpoint_with(
+        // Shared memory is stored once, by the first image that maps it.
+        let mut tree = capture::TreeCapture::default();
+        let mut ckpt = capture::checkpoint_in_tree(
             &mut self.tracee,
             &mut self.plugins,
             &env,
             Some(census),
             &path,
+            &mut tree,
         )?;
         ckpt.warnings.extend(socket_warnings);
         for t in self.others.iter_mut() {
@@ -531,7 +533,14 @@ impl Session {
                 .unwrap_or_default();
             let p =
                 crate::tree::image_name(&self.opts.ckpt_dir, &comm, self.vids.to_virtual(t.pid));
-            let c = capture::checkpoint_with(t, &mut self.plugins, &env, Some(census), &p)?;
+            let c = capture::checkpoint_in_tree(
+                t,
+                &mut self.plugins,
+                &env,
+                Some(census),
+                &p,
+                &mut tree,
+            )?;
             ckpt.warnings.extend(c.warnings);
             ckpt.millis += c.millis;
             ckpt.also.push(c.stats.path);

@@ -11,6 +11,9 @@ use nix::errno::Errno;
 use crate::sys::ptrace::{self, Stop, PTRACE_EVENT_STOP};
 use crate::Error;
 
+mod copy;
+pub use copy::{read_thread, recreate_threads, ThreadCopy};
+
 pub const PAGE: u64 = 4096;
 /// `syscall; int3; int3` — the whole code of the trampoline.
 const TRAMPOLINE_CODE: [u8; 4] = [0x0f, 0x05, 0xcc, 0xcc];
@@ -535,9 +538,10 @@ pub fn wait_thread_gone(pid: pid_t, tid: pid_t) {
 }
 
 /// Fork the process of stopped thread `tid` into a new traced process that
-/// sits stopped with the same registers, memory (copy-on-write), signal
-/// state and descriptors: an in-memory snapshot (only `tid` is copied, as
-/// with any fork). The child has no exit signal, so its end is never
+/// sits stopped with the same registers, memory (copy-on-write; MAP_SHARED
+/// memory copied into objects of its own, see `shm::unshare_after_fork`),
+/// signal state and descriptors: an in-memory snapshot (only `tid` is
+/// copied, as with any fork). The child has no exit signal, so its end is never
 /// reported to the program. `tid`'s registers and code are unchanged.
 /// Returns the child's pid.
 pub fn fork_stopped(tracee: &Tracee, tid: pid_t) -> Result<pid_t, Error> {
@@ -562,9 +566,18 @@ pub fn fork_stopped(tracee: &Tracee, tid: pid_t) -> Result<pid_t, Error> {
             _ => {}
         }
     }
-    let copy = Tracee::new(child)?;
-    copy.write_mem(saved.rip, &orig)?;
-    ptrace::setregs(child, &saved).map_err(|e| Error::ptrace("PTRACE_SETREGS", child, e))?;
+    let prepared = (|| {
+        let copy = Tracee::new(child)?;
+        copy.write_mem(saved.rip, &orig)?;
+        ptrace::setregs(child, &saved).map_err(|e| Error::ptrace("PTRACE_SETREGS", child, e))?;
+        // Shared memory is the snapshot's own, as the rest of its memory.
+        crate::shm::unshare_after_fork(&copy)
+    })();
+    if let Err(e) = prepared {
+        let _ = crate::sys::process::kill(child, libc::SIGKILL);
+        let _ = ptrace::wait(child, false);
+        return Err(e);
+    }
     Ok(child)
 }
 

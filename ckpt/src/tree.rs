@@ -10,8 +10,9 @@
 //! child of its restored parent: `wait` works), sets sessions and process
 //! groups (injected `setsid`/`setpgid`), makes every pipe that several
 //! processes share once, in rewind itself, refilled with its buffered bytes
-//! (each process opens it through `/proc/<rewind>/fd`), and only then
-//! restores each image into its husk.
+//! (each process opens it through `/proc/<rewind>/fd`), makes every shared
+//! memory object once (`shm`: each process maps the same object again), and
+//! only then restores each image into its husk.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
@@ -24,6 +25,7 @@ use crate::image::format::{FdKind, ProcessState};
 use crate::image::ImageReader;
 use crate::plugin::Plugin;
 use crate::restore::{self, RestartOptions, Restored};
+use crate::shm::SharedMemory;
 use crate::sys::ptrace;
 use crate::tracee::{self, Tracee};
 use crate::Error;
@@ -267,6 +269,14 @@ pub fn restart_tree(
             return Err(e);
         }
     };
+    // Shared memory several processes map is made once (see `shm`).
+    let memory = match SharedMemory::prepare(&states, opts.recreate_ipc) {
+        Ok(m) => m,
+        Err(e) => {
+            kill_all(&husks);
+            return Err(e);
+        }
+    };
     // When some pid could not be taken back, every process translates.
     let translate = real.iter().any(|(v, r)| v != r);
     let (traced, ioctls) = crate::plugin::traps(plugins, translate);
@@ -282,6 +292,8 @@ pub fn restart_tree(
         notsc: opts.notsc,
         shared_pipes: Some(&pipes),
         sockets: opts.sockets,
+        shared_memory: Some(&memory),
+        recreate_ipc: opts.recreate_ipc,
     };
     let mut done: Vec<Restored> = Vec::new();
     for (n, (path, reader, _)) in plan.procs.into_iter().enumerate() {
@@ -300,7 +312,67 @@ pub fn restart_tree(
             }
         }
     }
+    warnings.extend(memory.finish());
     Ok((done, warnings))
+}
+
+/// Split `images` into process trees, each root first (the others keep
+/// their order): an image joins the tree of the image that holds its
+/// parent's virtual pid; one whose parent is not among them (or is
+/// ambiguous: two images of that pid, from two hosts) roots a tree of its
+/// own. Several sessions' images, restarted through a coordinator, are
+/// thus told apart by their parent links alone.
+pub fn group(images: &[PathBuf]) -> Result<Vec<Vec<PathBuf>>, Error> {
+    let mut ids = Vec::new();
+    for p in images {
+        let r = ImageReader::open(p)?;
+        ids.push((r.state.vpid, r.state.vppid));
+    }
+    Ok(group_ids(&ids)
+        .into_iter()
+        .map(|g| g.into_iter().map(|i| images[i].clone()).collect())
+        .collect())
+}
+
+/// [`group`] over (vpid, vppid) pairs: trees of indices, root first.
+fn group_ids(ids: &[(i32, i32)]) -> Vec<Vec<usize>> {
+    let mut by_vpid: HashMap<i32, Option<usize>> = HashMap::new();
+    for (i, &(vpid, _)) in ids.iter().enumerate() {
+        by_vpid
+            .entry(vpid)
+            .and_modify(|e| *e = None)
+            .or_insert(Some(i));
+    }
+    let parent = |i: usize| match by_vpid.get(&ids[i].1) {
+        Some(&Some(j)) if j != i => Some(j),
+        _ => None,
+    };
+    // The root of each image: follow parents (a cycle roots where it closes).
+    let root = |mut i: usize| {
+        let mut seen = HashSet::new();
+        while let Some(j) = parent(i) {
+            if !seen.insert(i) {
+                break;
+            }
+            i = j;
+        }
+        i
+    };
+    let mut trees: Vec<(usize, Vec<usize>)> = Vec::new();
+    for i in 0..ids.len() {
+        let r = root(i);
+        match trees.iter_mut().find(|(t, _)| *t == r) {
+            Some((_, members)) => members.push(i),
+            None => trees.push((r, vec![i])),
+        }
+    }
+    for (r, members) in &mut trees {
+        if let Some(k) = members.iter().position(|m| m == r) {
+            let root = members.remove(k);
+            members.insert(0, root);
+        }
+    }
+    trees.into_iter().map(|(_, m)| m).collect()
 }
 
 /// The name of a process's image: `ckpt_<comm>_<virtual pid>.rwd`.
@@ -316,4 +388,32 @@ pub fn image_name(dir: &Path, comm: &str, vpid: i32) -> PathBuf {
         })
         .collect();
     dir.join(format!("ckpt_{name}_{vpid}.rwd"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::group_ids;
+
+    #[test]
+    fn images_of_several_sessions_split_into_their_trees() {
+        // Two sessions: 10 -> 11 -> 12 and 20 -> 21, interleaved, a child
+        // listed before its root.
+        let ids = [(11, 10), (20, 1), (10, 5), (21, 20), (12, 11)];
+        assert_eq!(group_ids(&ids), vec![vec![2, 0, 4], vec![1, 3]]);
+    }
+
+    #[test]
+    fn an_orphan_or_an_ambiguous_parent_roots_its_own_tree() {
+        // 30's parent is absent; 40 appears twice (two hosts), so 41's
+        // parent is ambiguous.
+        let ids = [(30, 7), (40, 1), (40, 2), (41, 40)];
+        assert_eq!(group_ids(&ids), vec![vec![0], vec![1], vec![2], vec![3]]);
+    }
+
+    #[test]
+    fn a_parent_cycle_does_not_loop() {
+        let ids = [(1, 2), (2, 1)];
+        let trees = group_ids(&ids);
+        assert_eq!(trees.iter().map(Vec::len).sum::<usize>(), 2);
+    }
 }

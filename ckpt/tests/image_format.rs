@@ -10,8 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use rewind_ckpt::image::format::{
-    CpuSummary, EpollWatch, FdKind, FdState, FileIdentity, Header, MmFields, PageRun, ProcessState,
-    Region, RegionKind, Rlimit, SigAction, ThreadState, FORMAT_VERSION, MAGIC,
+    CpuSummary, EpollWatch, FdKind, FdState, FileIdentity, Header, IpcPerm, MmFields, PageRun,
+    ProcessState, Region, RegionKind, Rlimit, SharedKind, SharedObject, SigAction, SysVShm,
+    ThreadState, FORMAT_VERSION, MAGIC, OLDEST_READABLE_VERSION,
 };
 use rewind_ckpt::image::{
     parse, read_header, ImageError, ImageReader, ImageWriter, MemoryChunk, PageSource,
@@ -1133,7 +1134,7 @@ fn other_format_versions_are_refused() {
         parse(&bytes),
         Err(ImageError::OlderVersion {
             found: 0,
-            supported: FORMAT_VERSION,
+            supported: OLDEST_READABLE_VERSION,
             ..
         })
     ));
@@ -1599,6 +1600,99 @@ fn decodes_checked_in_v1_example() {
     let (_, _, stats) = ImageReader::verify(&path).expect("verify");
     assert_eq!(stats.raw_bytes, 5 * PAGE as u64);
     assert_eq!(stats.chunks, 1);
+}
+
+#[test]
+fn shared_regions_round_trip_in_the_current_version() {
+    let dir = TempDir::new("shared");
+    let path = dir.path("ckpt_shm_7.rwd");
+    let object = |ino: u64, kind: SharedKind| SharedObject {
+        dev: 1,
+        ino,
+        size: 8 * PAGE as u64,
+        kind,
+    };
+    let shared = |start: u64, object: SharedObject, offset: u64, stored: bool| Region {
+        start,
+        end: start + 4 * PAGE as u64,
+        prot: 3,
+        shared: true,
+        kind: RegionKind::Shared {
+            object,
+            offset,
+            stored,
+        },
+        name: "/dev/zero (deleted)".into(),
+    };
+    let sysv = SysVShm {
+        id: 32769,
+        key: 0x5257_0001,
+        size: 10_000,
+        perm: IpcPerm {
+            uid: 0,
+            gid: 0,
+            mode: 0o600,
+        },
+        removed: true,
+    };
+    let st = state(vec![
+        shared(0x1000_0000, object(40, SharedKind::Anonymous), 0, true),
+        // The second half of the same object, mapped again, not stored.
+        shared(
+            0x1100_0000,
+            object(40, SharedKind::Anonymous),
+            4 * PAGE as u64,
+            false,
+        ),
+        shared(
+            0x1200_0000,
+            object(
+                41,
+                SharedKind::TmpfsFile {
+                    path: "/dev/shm/ring".into(),
+                    mode: 0o600,
+                    uid: 0,
+                    gid: 0,
+                },
+            ),
+            0,
+            true,
+        ),
+        shared(0x1300_0000, object(32769, SharedKind::SysV(sysv)), 0, true),
+        shared(
+            0x1400_0000,
+            object(
+                42,
+                SharedKind::Memfd {
+                    name: "ring".into(),
+                },
+            ),
+            0,
+            true,
+        ),
+        shared(
+            0x1500_0000,
+            object(
+                43,
+                SharedKind::Deleted {
+                    path: "/dev/shm/mpich".into(),
+                },
+            ),
+            0,
+            true,
+        ),
+    ]);
+    let page: Vec<u8> = (0..PAGE).map(|i| (i % 253) as u8 | 1).collect();
+    let mut w = ImageWriter::create(&path, &header(), &st).expect("create");
+    w.add_pages(0x1000_0000, &page).expect("pages");
+    w.add_pages(0x1300_0000 + PAGE as u64, &page)
+        .expect("pages");
+    w.finish().expect("finish");
+    let bytes = fs::read(&path).expect("read");
+    assert_eq!(&bytes[8..12], &FORMAT_VERSION.to_le_bytes());
+    let (_, s, chunks) = parse(&bytes).expect("decode");
+    assert_eq!(s, st);
+    assert_eq!(pages_of(&chunks).len(), 2);
 }
 
 // ---------------------------------------------------------------------------

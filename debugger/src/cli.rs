@@ -280,7 +280,7 @@ pub struct RestartRequest {
     pub token: Option<String>,
 }
 
-pub fn restart(req: RestartRequest) -> CliResult {
+pub fn restart(mut req: RestartRequest) -> CliResult {
     let several = req.images.len() > 1;
     check_dir(&req.ckpt_dir)?;
     let mut env = Vec::new();
@@ -297,18 +297,28 @@ pub fn restart(req: RestartRequest) -> CliResult {
         if let Some(missing) = req.images.iter().find(|i| !i.is_file()) {
             return Err(err(format!("{}: no such image", missing.display())));
         }
-        let token = coordinator::token_from(req.token.clone());
-        drop(CoordinatorLink::connect(addr, token.as_deref())?);
-        return crate::coordinator_cli::restart_all(&req, addr, token.as_deref());
+        // Several sessions' images: one child session per process tree.
+        let trees = rewind_ckpt::tree::group(&req.images)?;
+        if trees.len() > 1 {
+            let token = coordinator::token_from(req.token.clone());
+            drop(CoordinatorLink::connect(addr, token.as_deref())?);
+            return crate::coordinator_cli::restart_all(&req, trees, addr, token.as_deref());
+        }
     }
     // Without a coordinator, several images are one process tree (the
-    // root first, as `rewind command --checkpoint` prints them).
+    // root first, as `rewind command --checkpoint` prints them; in any
+    // order when their parent links make one tree, as a glob gives them).
     if req.images.is_empty() {
         return Err(CliError::usage("give the image to restart"));
     }
     if let Some(missing) = req.images.iter().find(|i| !i.is_file()) {
         if several {
             return Err(err(format!("{}: no such image", missing.display())));
+        }
+    }
+    if several {
+        if let [tree] = rewind_ckpt::tree::group(&req.images)?.as_slice() {
+            req.images = tree.clone();
         }
     }
     let (link, control_socket) = coordinator_link(&req.coordinator, req.token, &req.ckpt_dir)?;

@@ -172,9 +172,14 @@ fn print_checkpoint(addr: &str, report: &Report) {
             s.id,
             s.info.describe()
         );
+        // The other processes of its tree, if it forked.
+        for other in &s.also {
+            println!("    {other}");
+        }
+        let all = std::iter::once(image).chain(s.also.iter().cloned());
         match hosts.iter_mut().find(|(h, _)| *h == s.info.hostname) {
-            Some((_, images)) => images.push(image),
-            None => hosts.push((s.info.hostname.clone(), vec![image])),
+            Some((_, images)) => images.extend(all),
+            None => hosts.push((s.info.hostname.clone(), all.collect())),
         }
     }
     for (host, images) in &hosts {
@@ -228,18 +233,25 @@ fn print_status(addr: &str, report: &Report) {
     }
 }
 
-/// `rewind restart --coordinator ADDR IMG1 IMG2...`: one `rewind restart
-/// --coordinator ADDR IMGi` child per image (each a session of its own,
-/// sharing this terminal), waited for together. Exits with the first
-/// nonzero status in image order, else 0.
-pub fn restart_all(req: &RestartRequest, addr: &str, token: Option<&str>) -> CliResult {
+/// `rewind restart --coordinator ADDR IMG1 IMG2...`: the images are split
+/// into process trees by their parent links (a session whose program
+/// forked wrote one image per process), and each tree is restarted by a
+/// `rewind restart --coordinator ADDR ROOT CHILD...` child (a session of
+/// its own, sharing this terminal); all are waited for together. Exits
+/// with the first nonzero status in tree order, else 0.
+pub fn restart_all(
+    req: &RestartRequest,
+    trees: Vec<Vec<PathBuf>>,
+    addr: &str,
+    token: Option<&str>,
+) -> CliResult {
     let exe = std::env::current_exe()
         .map_err(|e| CliError::from(rewind_ckpt::Error::io("/proc/self/exe", e)))?;
     // Like the sessions it starts, it leaves Ctrl-C to the programs and ends
     // when they do.
     rewind_ckpt::sys::process::ignore_terminal_signals();
     let mut children = Vec::new();
-    for image in &req.images {
+    for tree in trees {
         let mut cmd = Command::new(&exe);
         cmd.arg("restart")
             .arg("--coordinator")
@@ -259,9 +271,9 @@ pub fn restart_all(req: &RestartRequest, addr: &str, token: Option<&str>) -> Cli
         if let Some(t) = token {
             cmd.env(coordinator::ENV_TOKEN, t);
         }
-        cmd.arg(image);
+        cmd.args(&tree);
         match cmd.spawn() {
-            Ok(child) => children.push((image.clone(), child)),
+            Ok(child) => children.push((tree[0].clone(), child)),
             Err(e) => {
                 for (_, mut c) in children {
                     let _ = c.kill();

@@ -88,7 +88,7 @@ fn image_timeline(image: &Path, opts: TimelineOptions) -> Result<timeline::Timel
             verify_memory: false,
             cpu: rewind_ckpt::sys::first_allowed_cpu() as u32,
         },
-        events: std::sync::Arc::new(Vec::new()),
+        events: rewind_rr::trace::EventList::default(),
         end: None,
     };
     let console =
@@ -181,10 +181,54 @@ pub fn debug(req: DebugRequest) -> CliResult {
         let tl = image_timeline(image, opts)?;
         return session(tl, &req);
     }
+    if !req.argv.is_empty() {
+        let (tl, _temp) = live_timeline(&req.argv, req.output.as_deref(), opts, false)?;
+        return session(tl, &req);
+    }
     let (dir, _temp) = prepare_trace(req.trace.as_deref(), &req.argv, req.output.as_deref())?;
     let _ = rewind_ckpt::sys::set_child_subreaper();
     let tl = timeline::open_trace(&dir, opts).map_err(|e| err(e.to_string()))?;
     session(tl, &req)
+}
+
+/// A timeline over `argv` started now under a live recording (into
+/// `output`, else a temporary directory removed when the returned guard
+/// drops). The program's output is its own (live); with `to_stderr`, the
+/// replayed output of events it did not make live goes to stderr.
+pub(crate) fn live_timeline(
+    argv: &[String],
+    output: Option<&Path>,
+    opts: TimelineOptions,
+    to_stderr: bool,
+) -> Result<(timeline::Timeline, TempTrace), CliError> {
+    rewind_ckpt::session::resolve_program(&argv[0]).map_err(|e| err(e.to_string()))?;
+    let mut temp = TempTrace(None);
+    let dir = match output {
+        Some(d) => d.to_path_buf(),
+        None => {
+            let prog = Path::new(&argv[0])
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "prog".into());
+            let d =
+                std::env::temp_dir().join(format!("rewind-debug-{prog}-{}", std::process::id()));
+            temp = TempTrace(Some(d.clone()));
+            d
+        }
+    };
+    rewind_ckpt::sys::process::ignore_terminal_signals();
+    let _ = rewind_ckpt::sys::set_child_subreaper();
+    let console = rewind_rr::replayer::Console::new(
+        if to_stderr {
+            Box::new(std::io::stderr())
+        } else {
+            Box::new(std::io::stdout())
+        },
+        Box::new(std::io::stderr()),
+    );
+    let tl =
+        timeline::Timeline::open_live(argv, &dir, console, opts).map_err(|e| err(e.to_string()))?;
+    Ok((tl, temp))
 }
 
 /// The REPL session over a timeline.
@@ -238,7 +282,10 @@ fn session(mut tl: timeline::Timeline, req: &DebugRequest) -> CliResult {
         for (i, line) in text.lines().enumerate() {
             started.set(Instant::now());
             match dbg.execute(line) {
-                Ok(Flow::Quit) => return Ok(0),
+                Ok(Flow::Quit) => {
+                    dbg.finish();
+                    return Ok(0);
+                }
                 Ok(Flow::Go) => {}
                 Err(e) => {
                     let _ = std::io::stdout().flush();
@@ -252,15 +299,16 @@ fn session(mut tl: timeline::Timeline, req: &DebugRequest) -> CliResult {
             }
         }
     }
+    let mut quit = false;
     for c in &req.commands {
         if run(&mut dbg, c) == Flow::Quit {
-            return Ok(0);
+            quit = true;
+            break;
         }
     }
-    if req.batch {
-        return Ok(0);
-    }
-    if interactive {
+    let result = if quit || req.batch {
+        Ok(0)
+    } else if interactive {
         repl_loop(&mut dbg, &mut run)
     } else {
         // Commands from a pipe or a file, one per line.
@@ -271,7 +319,9 @@ fn session(mut tl: timeline::Timeline, req: &DebugRequest) -> CliResult {
             }
         }
         Ok(0)
-    }
+    };
+    dbg.finish();
+    result
 }
 
 struct Completion;

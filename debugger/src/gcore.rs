@@ -412,7 +412,7 @@ fn build_notes(src: &CoreSource, maps: &[Mapping]) -> Result<Vec<u8>> {
         let xstate = ptrace::get_xstate(tid)
             .ok()
             .filter(|x| x.len() >= XSAVE_HEADER_END)
-            .map(for_gdb);
+            .map(|x| for_gdb(x, rewind_ckpt::sys::cpu::xsave_component));
         per_thread.push((shown, regs, xstate));
     }
     let mut first = true;
@@ -458,47 +458,52 @@ const XSTATE_BV_OFFSET: usize = 512;
 /// End of the XSAVE header: the legacy area and the header.
 const XSAVE_HEADER_END: usize = 576;
 
-/// Where each state component ends in Intel's standard (non-compacted)
-/// XSAVE layout, which gdb 13 assumes: (XCR0 bit, end offset).
-const STANDARD_ENDS: [(u32, usize); 7] = [
-    (2, 832),  // AVX (YMM_Hi128)
-    (3, 1024), // MPX BNDREGS
-    (4, 1088), // MPX BNDCSR
-    (5, 1152), // AVX-512 opmask
-    (6, 1664), // AVX-512 ZMM_Hi256
-    (7, 2688), // AVX-512 Hi16_ZMM
-    (9, 2696), // PKRU
+/// Intel's standard (non-compacted) XSAVE layout, which gdb 13 assumes
+/// whatever the CPU: (XCR0 bit, offset, size) of each component it knows.
+const INTEL_LAYOUT: [(u32, usize, usize); 7] = [
+    (2, 576, 256),   // AVX (YMM_Hi128)
+    (3, 960, 64),    // MPX BNDREGS
+    (4, 1024, 64),   // MPX BNDCSR
+    (5, 1088, 64),   // AVX-512 opmask
+    (6, 1152, 512),  // AVX-512 ZMM_Hi256
+    (7, 1664, 1024), // AVX-512 Hi16_ZMM
+    (9, 2688, 8),    // PKRU
 ];
 
 /// The xsave area as gdb 13 can read it. gdb 13 derives the layout from
-/// XCR0 alone, with Intel's offsets; on CPUs that place a component
-/// elsewhere (AMD without AVX-512 keeps PKRU at 2432, in an area of 2440
-/// bytes) it rejects the whole note as too small, losing even the SSE and
-/// AVX registers. The core's copy of XCR0 (and XSTATE_BV) then leaves out
-/// the components that do not fit Intel's layout: gdb shows every register
-/// but those (pkru). gdb also wants the note to be exactly the size of the
-/// components it knows: the area is cut there (what is cut, AMX tiles say,
-/// gdb 13 does not show).
-fn for_gdb(mut x: Vec<u8>) -> Vec<u8> {
+/// XCR0 alone, with Intel's offsets, and rejects the whole note (losing even
+/// the SSE and AVX registers) when it is not exactly the size that layout
+/// gives. This CPU's layout (`locate`: CPUID leaf 0xD) may differ: AMD
+/// processors without MPX place AVX-512 at 832/896/1408 and PKRU at 2432 or
+/// 2440. So every component gdb knows is moved to Intel's offset (gaps, such
+/// as MPX on a CPU without it, stay zero), and the others (AMX tiles, say,
+/// which gdb 13 does not show) are left out of the core's XCR0 and
+/// XSTATE_BV and cut.
+fn for_gdb(x: Vec<u8>, locate: impl Fn(u32) -> Option<(usize, usize)>) -> Vec<u8> {
     let xcr0 = le_u64(&x[XCR0_OFFSET..XCR0_OFFSET + 8]);
-    let mut drop = 0u64;
-    let mut size = XSAVE_HEADER_END;
-    for (bit, end) in STANDARD_ENDS {
+    let mut out = x[..XSAVE_HEADER_END].to_vec();
+    let mut keep = 0b11u64; // x87 and SSE, in the legacy area
+    for (bit, at, len) in INTEL_LAYOUT {
         if xcr0 & (1 << bit) == 0 {
             continue;
         }
-        if end > x.len() {
-            drop |= 1 << bit;
-        } else {
-            size = size.max(end);
+        let Some((from, n)) = locate(bit) else {
+            continue;
+        };
+        if n != len || from + n > x.len() {
+            continue;
         }
+        if out.len() < at + len {
+            out.resize(at + len, 0);
+        }
+        out[at..at + len].copy_from_slice(&x[from..from + n]);
+        keep |= 1 << bit;
     }
     for at in [XCR0_OFFSET, XSTATE_BV_OFFSET] {
-        let v = le_u64(&x[at..at + 8]) & !drop;
-        put(&mut x, at, &v.to_le_bytes());
+        let v = le_u64(&out[at..at + 8]) & keep;
+        put(&mut out, at, &v.to_le_bytes());
     }
-    x.truncate(size);
-    x
+    out
 }
 
 fn align_up(x: u64, a: u64) -> u64 {
@@ -630,21 +635,57 @@ mod tests {
         assert!(parse_maps_line("garbage").is_none());
     }
 
+    /// A fake CPU layout: (bit, offset, size).
+    fn layout(parts: &'static [(u32, usize, usize)]) -> impl Fn(u32) -> Option<(usize, usize)> {
+        move |bit| parts.iter().find(|p| p.0 == bit).map(|p| (p.1, p.2))
+    }
+
+    /// An xsave area of `len` bytes whose every component byte is its XCR0
+    /// bit number, at `parts`' offsets.
+    fn area(len: usize, xcr0: u64, parts: &[(u32, usize, usize)]) -> Vec<u8> {
+        let mut x = vec![0u8; len];
+        put(&mut x, XCR0_OFFSET, &xcr0.to_le_bytes());
+        put(&mut x, XSTATE_BV_OFFSET, &xcr0.to_le_bytes());
+        for &(bit, at, n) in parts {
+            x[at..at + n].fill(bit as u8);
+        }
+        x
+    }
+
     #[test]
     fn xstate_fits_gdb_13() {
-        // AMD without AVX-512: x87, SSE, AVX and PKRU (at 2432) in 2440
-        // bytes.
-        let mut x = vec![0u8; 2440];
-        put(&mut x, XCR0_OFFSET, &0x207u64.to_le_bytes());
-        put(&mut x, XSTATE_BV_OFFSET, &0x203u64.to_le_bytes());
-        let y = for_gdb(x);
-        assert_eq!(y.len(), 832);
-        assert_eq!(le_u64(&y[XCR0_OFFSET..]), 0x7);
-        assert_eq!(le_u64(&y[XSTATE_BV_OFFSET..]), 0x3);
+        // AMD without AVX-512: AVX, and PKRU at 2432 in 2440 bytes.
+        const AMD: &[(u32, usize, usize)] = &[(2, 576, 256), (9, 2432, 8)];
+        let y = for_gdb(area(2440, 0x207, AMD), layout(AMD));
+        assert_eq!(y.len(), 2696);
+        assert_eq!(le_u64(&y[XCR0_OFFSET..]), 0x207);
+        assert!(y[576..832].iter().all(|&b| b == 2));
+        assert!(y[2688..2696].iter().all(|&b| b == 9));
+        assert!(y[832..2688].iter().all(|&b| b == 0));
+        // AMD with AVX-512 (Zen 4): opmask, ZMM_Hi256, Hi16_ZMM at 832, 896,
+        // 1408, in 2432 bytes; gdb wants them at Intel's offsets, in 2688.
+        const ZEN4: &[(u32, usize, usize)] =
+            &[(2, 576, 256), (5, 832, 64), (6, 896, 512), (7, 1408, 1024)];
+        let y = for_gdb(area(2432, 0xe7, ZEN4), layout(ZEN4));
+        assert_eq!(y.len(), 2688);
+        assert_eq!(le_u64(&y[XCR0_OFFSET..]), 0xe7);
+        for (bit, at, n) in [(5u8, 1088, 64), (6, 1152, 512), (7, 1664, 1024)] {
+            assert!(y[at..at + n].iter().all(|&b| b == bit), "component {bit}");
+        }
         // Intel with AVX-512 and PKRU: unchanged.
-        let mut x = vec![0u8; 2696];
-        put(&mut x, XCR0_OFFSET, &0x2e7u64.to_le_bytes());
-        assert_eq!(for_gdb(x.clone()), x);
+        const INTEL: &[(u32, usize, usize)] = &[
+            (2, 576, 256),
+            (5, 1088, 64),
+            (6, 1152, 512),
+            (7, 1664, 1024),
+            (9, 2688, 8),
+        ];
+        let x = area(2696, 0x2e7, INTEL);
+        assert_eq!(for_gdb(x.clone(), layout(INTEL)), x);
+        // AMX tiles (bits 17, 18) are cut and left out of XCR0.
+        const AMX: &[(u32, usize, usize)] = &[(2, 576, 256), (17, 2752, 64), (18, 2816, 8192)];
+        let y = for_gdb(area(11008, 0x60007, AMX), layout(AMX));
+        assert_eq!((y.len(), le_u64(&y[XCR0_OFFSET..])), (832, 0x7));
     }
 
     #[test]

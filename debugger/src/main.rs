@@ -75,6 +75,12 @@ enum Command {
     /// The program continues where the checkpoint caught it, in a new process
     /// whose stdin, stdout and stderr are rewind's; it sees the same pid and
     /// thread ids as before. rewind exits with the program's exit status.
+    ///
+    /// Memory its processes shared (MAP_SHARED anonymous memory, memfds,
+    /// POSIX shm) is shared again; POSIX shm files and the program's System
+    /// V segments, semaphore sets and message queues get the checkpoint's
+    /// contents back, with their ids and keys (an id taken by another
+    /// object is an error naming it).
     Restart(RestartArgs),
     /// Run a program live and record everything nondeterministic it sees.
     ///
@@ -93,17 +99,22 @@ enum Command {
     Replay(ReplayArgs),
     /// Debug a program forward and backward, with gdb's commands.
     ///
-    /// `rewind debug -- PROG ARGS` records the program first (it runs to
-    /// its end with this terminal), then opens the recording at its first
-    /// instruction; `rewind debug --trace DIR` opens a recording made by
-    /// `rewind record`; `rewind debug --image F` looks at a checkpoint
-    /// image. Every stop has an exact moment: reverse-stepi,
+    /// `rewind debug -- PROG ARGS` starts the program at its first
+    /// instruction, live and recorded as far as forward commands go:
+    /// reverse commands replay the history recorded so far, forward ones
+    /// replay up to its end and then run the program on. It does its I/O
+    /// with this terminal, once, when the debugger passes it (Ctrl-C stops
+    /// a command, not the program; `kill` and `quit` kill it, unless it is
+    /// about to exit). `rewind debug --trace DIR` opens a recording made by
+    /// `rewind record` (its output is shown the first time replay passes
+    /// it, nothing outside is touched); `rewind debug --image F` looks at a
+    /// checkpoint image. Every stop has an exact moment: reverse-stepi,
     /// reverse-step/next/finish and reverse-continue go back to the
-    /// instruction that really ran before. The program's output is shown
-    /// the first time replay passes it; nothing outside is touched.
+    /// instruction that really ran before.
     /// Commands come from the terminal (history, completion, an empty line
     /// repeats), from -x files and --ex, or from stdin when it is not a
-    /// terminal. `help` lists them.
+    /// terminal (a live program reading stdin then wants -x/--ex and
+    /// --batch). `help` lists them.
     #[command(
         after_help = "Examples:\n  rewind debug -- ./prog arg\n  rewind debug --trace rewind-trace-prog-123 -x cmds.gdb --batch\n  echo -e 'break main\\nrun\\nbt' | rewind debug --trace DIR"
     )]
@@ -114,9 +125,9 @@ enum Command {
     /// on 127.0.0.1 only, never on all interfaces unless --listen says so)
     /// or starts rewind itself with `target remote | rewind gdbserver
     /// --stdio ...` (the protocol on stdin/stdout; the program's output then
-    /// goes to stderr). `-- PROG ARGS` records the program to its end first
-    /// (it runs live, reading /dev/null with --stdio), then serves the
-    /// recording; `--trace DIR` serves one made by `rewind record`. gdb's
+    /// goes to stderr). `-- PROG ARGS` runs the program live, recorded as
+    /// far as gdb goes forward (reading /dev/null with --stdio); `--trace
+    /// DIR` serves a recording made by `rewind record`. gdb's
     /// break, watch/rwatch/awatch, continue, step, next, finish, until and
     /// reverse-step/next/finish/continue/stepi all work; history is
     /// read-only (writes to memory or registers are refused). `monitor
@@ -208,7 +219,8 @@ struct GdbserverArgs {
     #[arg(long)]
     stdio: bool,
     /// When gdb detaches or the connection drops: `kill` stops the replay
-    /// there, `detach` lets it replay on to the end of the recording.
+    /// there (and kills a live program), `detach` lets it replay on to the
+    /// end of the recording (a live program runs to its end).
     #[arg(long, value_name = "kill|detach", default_value = "kill", value_parser = ["kill", "detach"])]
     on_disconnect: String,
     /// Keep the recording of PROG in DIR (default: a temporary directory,
@@ -217,7 +229,7 @@ struct GdbserverArgs {
     output: Option<PathBuf>,
     #[command(flatten)]
     snapshots: SnapshotArgs,
-    /// The program to record and serve, and its arguments.
+    /// The program to run live and serve, and its arguments.
     #[arg(last = true, value_name = "PROG ARGS")]
     argv: Vec<String>,
 }
@@ -261,7 +273,7 @@ struct DebugArgs {
     batch: bool,
     #[command(flatten)]
     snapshots: SnapshotArgs,
-    /// The program to record and debug, and its arguments.
+    /// The program to run live and debug, and its arguments.
     #[arg(last = true, value_name = "PROG ARGS")]
     argv: Vec<String>,
 }
@@ -402,14 +414,15 @@ struct RestartArgs {
     token: Option<String>,
     /// The image(s) to restart (ckpt_<prog>_<pid>.rwd). Several images are
     /// the processes of one tree, as the checkpoint of a program that forked
-    /// printed them: the tree is rebuilt with its parent/child links,
-    /// process groups and sessions. With --coordinator, each image is
-    /// restarted as a session of its own (sharing this terminal) and
-    /// registers with the coordinator; a program connected to other programs
-    /// of the coordinator waits, stopped, until they are restarted too (on
-    /// any host: their connections are made again between the new hosts'
-    /// addresses). rewind exits when all have ended, with the first nonzero
-    /// status.
+    /// printed them (any order: the root is found by parent links): the
+    /// tree is rebuilt with its parent/child links, process groups and
+    /// sessions. With --coordinator, the images are split into process
+    /// trees, each restarted as a session of its own (sharing this
+    /// terminal) that registers with the coordinator; a program connected
+    /// to other programs of the coordinator waits, stopped, until they are
+    /// restarted too (on any host: their connections are made again between
+    /// the new hosts' addresses). rewind exits when all have ended, with the
+    /// first nonzero status.
     #[arg(value_name = "IMAGE", required = true)]
     images: Vec<PathBuf>,
 }

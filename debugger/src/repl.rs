@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::inspect::{self, Frame, Program, Target};
-use crate::timeline::{Moment, StopReason, Timeline, TimelineError};
+use crate::timeline::{Arrival, Moment, StopReason, Timeline, TimelineError};
 
 mod search;
 pub use search::{parse_search, Search};
@@ -40,6 +40,8 @@ struct UserWatch {
     hits: u64,
     /// The value as last shown (gdb's Old value).
     shown: String,
+    /// `watch EXPR if COND`: a trigger stops only when COND is true there.
+    condition: Option<String>,
 }
 
 impl UserWatch {
@@ -79,6 +81,13 @@ impl Target for Now<'_> {
 
     fn exe(&self) -> PathBuf {
         self.exe.to_path_buf()
+    }
+
+    fn xmm(&self, i: usize) -> Option<[u8; 16]> {
+        // The xsave area starts with the FXSAVE layout: xmm0 at 160.
+        let tid = self.tl.real_thread()?;
+        let x = rewind_ckpt::sys::ptrace::get_xstate(tid).ok()?;
+        x.get(160 + 16 * i..176 + 16 * i)?.try_into().ok()
     }
 }
 
@@ -227,6 +236,17 @@ impl Debugger {
         }
     }
 
+    /// The session ends: a live program about to exit exits, any other is
+    /// killed (said on stderr).
+    pub fn finish(&mut self) {
+        if let Some(pid) = self.tl.live_pid() {
+            let about_to_exit = self.tl.finish_live(false);
+            if about_to_exit == Some(128 + libc::SIGKILL) || about_to_exit.is_none() {
+                eprintln!("rewind: the program (process {pid}) was killed");
+            }
+        }
+    }
+
     fn say(&mut self, text: &str) {
         let _ = writeln!(self.out, "{text}");
         let _ = self.out.flush();
@@ -272,6 +292,12 @@ impl Debugger {
             "checkpoint" => self.cmd_checkpoint(),
             "restart" => self.cmd_restart(args)?,
             "kill" | "k" => {
+                if let Some(pid) = self.tl.live_pid() {
+                    self.tl.finish_live(true);
+                    self.say(&format!(
+                        "[Inferior 1 (process {pid}) killed; the history recorded so far is kept]"
+                    ));
+                }
                 self.tl.goto(&Moment::default()).map_err(terr)?;
                 self.frame = 0;
                 self.say("[Inferior 1 killed; history is kept: `run` starts again]");
@@ -469,7 +495,10 @@ impl Debugger {
     /// watch/rwatch/awatch EXPR: hardware watchpoints on the expression's
     /// bytes (debug registers: 4 slots of 1, 2, 4 or 8 aligned bytes).
     fn cmd_watch(&mut self, args: &str, kind: &'static str) -> CmdResult {
-        let expr = args.trim();
+        let (expr, condition) = match args.split_once(" if ") {
+            Some((e, c)) if !c.trim().is_empty() => (e.trim(), Some(c.trim().to_string())),
+            _ => (args.trim(), None),
+        };
         if expr.is_empty() {
             return Err("Argument required (expression to compute).".into());
         }
@@ -512,6 +541,7 @@ impl Debugger {
             enabled: true,
             hits: 0,
             shown,
+            condition,
         };
         self.say(&format!("{} {id}: {expr}", w.title()));
         self.watches.push(w);
@@ -642,6 +672,10 @@ impl Debugger {
         let id: u32 = id
             .parse()
             .map_err(|_| format!("Bad breakpoint argument: '{args}'"))?;
+        if let Some(w) = self.watches.iter_mut().find(|w| w.id == id) {
+            w.condition = (!cond.trim().is_empty()).then(|| cond.trim().to_string());
+            return Ok(());
+        }
         let b = self
             .bps
             .iter_mut()
@@ -712,6 +746,44 @@ impl Debugger {
                 continue;
             }
             stop = true;
+        }
+        stop
+    }
+
+    /// Whether a trigger of watchpoint slot `slot` (its value changed, or
+    /// it was accessed) should stop: an enabled watchpoint on it without a
+    /// condition, or whose condition is true here. Going forward, one
+    /// whose condition is false takes the new value as its old one, as
+    /// gdb's does.
+    fn watch_says_stop(
+        watches: &mut [UserWatch],
+        prog: &Program,
+        exe: &Path,
+        tl: &Timeline,
+        slot: crate::timeline::Watch,
+        forward: bool,
+    ) -> bool {
+        let now = Now { tl, exe };
+        let mut stop = false;
+        for w in watches.iter_mut() {
+            if !w.enabled || !w.slots.contains(&slot) {
+                continue;
+            }
+            let ok = match &w.condition {
+                None => true,
+                Some(c) => match inspect::evaluate(c, prog, &now, 0) {
+                    Ok(v) => prog.value_is_true(&v).unwrap_or(true),
+                    // gdb stops when a condition cannot be evaluated.
+                    Err(_) => true,
+                },
+            };
+            if ok {
+                stop = true;
+            } else if forward {
+                if let Ok(v) = inspect::evaluate(&w.expr, prog, &now, 0) {
+                    w.shown = inspect::format_value(prog, &now, &v);
+                }
+            }
         }
         stop
     }
@@ -798,9 +870,20 @@ impl Debugger {
         self.frame = 0;
         self.tl.breakpoints.extend(extra.iter().copied());
         let Debugger {
-            tl, prog, exe, bps, ..
+            tl,
+            prog,
+            exe,
+            bps,
+            watches,
+            ..
         } = self;
-        let mut stop = |t: &mut Timeline, addr: u64| {
+        let mut stop = |t: &mut Timeline, arrival: Arrival| {
+            let addr = match arrival {
+                Arrival::Watch(slot) => {
+                    return Self::watch_says_stop(watches, prog, exe, t, slot, forward)
+                }
+                Arrival::Breakpoint(addr) => addr,
+            };
             if target(t, addr) {
                 return true;
             }
@@ -814,9 +897,9 @@ impl Debugger {
             yes
         };
         let r = if forward {
-            tl.cont(&mut stop)
+            tl.cont_to(&mut stop)
         } else {
-            tl.reverse_cont(&mut stop)
+            tl.reverse_cont_to(&mut stop)
         };
         // Back to the user's own (with those resolved meanwhile).
         self.sync_breakpoints();
@@ -1032,8 +1115,31 @@ impl Debugger {
     }
 
     /// stepi without end-of-history report duplication; false at the end.
+    /// One instruction forward; false (after saying so) at the end of
+    /// history or when it triggered a watchpoint (as gdb's steps do).
     fn stepi_quiet(&mut self) -> Result<bool, String> {
-        let r = self.tl.stepi().map_err(terr)?;
+        if !self.watches.iter().any(|w| w.enabled) {
+            let r = self.tl.stepi().map_err(terr)?;
+            return Ok(self.not_at_an_end(r));
+        }
+        self.note_watch_values();
+        let Debugger {
+            tl,
+            prog,
+            exe,
+            watches,
+            ..
+        } = self;
+        let mut stop = |t: &mut Timeline, arrival: Arrival| match arrival {
+            Arrival::Watch(slot) => Self::watch_says_stop(watches, prog, exe, t, slot, true),
+            Arrival::Breakpoint(_) => false,
+        };
+        let r = tl.stepi_to(&mut stop).map_err(terr)?;
+        self.refresh();
+        if let StopReason::Watch(w) = r {
+            self.announce_watch(w);
+            return Ok(false);
+        }
         Ok(self.not_at_an_end(r))
     }
 
@@ -1118,28 +1224,13 @@ impl Debugger {
         Ok(())
     }
 
-    /// After `finish`: gdb's "Value returned is $N = ..." for functions
-    /// returning an integer, character, bool, enum or pointer (in rax).
+    /// After `finish`: gdb's "Value returned is $N = ..." (integers,
+    /// pointers, enums, float and double, structs and unions, where the
+    /// ABI leaves them).
     fn show_returned(&mut self, function: &str) {
         self.refresh();
         let now = self.now();
-        let Ok(ty) = inspect::describe_type(function, false, &self.prog, &now, 0) else {
-            return;
-        };
-        // "long (int)": the return type is what precedes the parameters.
-        let Some(open) = ty.rfind(" (") else {
-            return;
-        };
-        let ret = ty[..open].trim();
-        if ret == "void"
-            || ret.is_empty()
-            || ["float", "double", "struct", "union", "["]
-                .iter()
-                .any(|k| ret.contains(k))
-        {
-            return;
-        }
-        let Ok(v) = inspect::evaluate(&format!("({ret}) $rax"), &self.prog, &now, 0) else {
+        let Some(v) = inspect::returned_value(function, &self.prog, &now) else {
             return;
         };
         let text = inspect::format_value(&self.prog, &now, &v);
@@ -1790,14 +1881,17 @@ impl Debugger {
         for w in &self.watches {
             let kind = match w.kind {
                 "rwatch" => "read watchpoint",
-                "awatch" => "acc watchpoint ",
-                _ => "hw watchpoint  ",
+                "awatch" => "acc watchpoint",
+                _ => "hw watchpoint ",
             };
             let enb = if w.enabled { "y" } else { "n" };
             text.push_str(&format!(
                 "{:<7} {kind} keep {enb}                      {}\n",
                 w.id, w.expr
             ));
+            if let Some(c) = &w.condition {
+                text.push_str(&format!("\tstop only if {c}\n"));
+            }
             if w.hits > 0 {
                 let s = if w.hits == 1 { "" } else { "s" };
                 text.push_str(&format!("\tbreakpoint already hit {} time{s}\n", w.hits));
@@ -1861,6 +1955,11 @@ impl Debugger {
         text.push_str(&format!(
             "{n} snapshot processes (with anchors) hold {:.1} MiB of their own\n",
             bytes as f64 / (1u64 << 20) as f64
+        ));
+        let r = self.tl.restores();
+        text.push_str(&format!(
+            "Gone back from: {} snapshots, {} anchors, {} trace images (the first included)\n",
+            r.snapshots, r.anchors, r.images
         ));
         let _ = write!(self.out, "{text}");
     }
@@ -2047,9 +2146,11 @@ Looking:   print (p) EXPR, p/x EXPR, x/NFU ADDR, whatis/ptype EXPR,
            backtrace (bt), frame (f) N,
            up, down, list (l), disassemble, info registers|frame|locals|args|
            threads|sharedlibrary|line, thread N
-Other:     source FILE, echo TEXT, help, quit (q)
+Other:     source FILE, echo TEXT, kill (k), help, quit (q)
 An empty line repeats the last command. History is read-only: `set var`
-cannot change the past. Long operations show progress; Ctrl-C stops them.";
+cannot change the past. Long operations show progress; Ctrl-C stops them.
+With `rewind debug -- PROG`, forward commands past the end of history run
+the program live (recording it); `kill` kills it, keeping its history.";
 
 fn expr_error(expr: &str, e: &inspect::ExprError) -> String {
     if e.column == 0 || e.column > expr.chars().count() {

@@ -8,9 +8,12 @@
 //!
 //! Snapshots are forks of the replayed process (copy-on-write, taken at
 //! event boundaries as replay moves forward, spaced by replay time and
-//! thinned so that older history keeps fewer of them). A process with
-//! several threads cannot be forked that way; then the trace's own images
-//! (the initial one and periodic checkpoints) are the starting points.
+//! thinned so that older history keeps fewer of them). Fork copies one
+//! thread: a snapshot of a threaded program holds its other threads as
+//! data, recreated in each working copy made from it
+//! ([`Replayer::snapshot`], [`Replayer::fork`]). The trace's own images
+//! (the initial one and periodic checkpoints) are the starting points when
+//! no snapshot is (a signal being delivered at every boundary).
 
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
@@ -194,6 +197,21 @@ pub enum StopReason {
     Watch(Watch),
 }
 
+/// What a forward or backward run arrives at, for its caller to say
+/// whether it stops there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrival {
+    /// A breakpoint address.
+    Breakpoint(u64),
+    /// A watchpoint that counts (a write watchpoint whose value changed, an
+    /// access watchpoint), just after the instruction (or event) that did
+    /// it.
+    Watch(Watch),
+}
+
+/// Says whether a run stops at an arrival.
+pub type Stops<'a> = dyn FnMut(&mut Timeline, Arrival) -> bool + 'a;
+
 struct Snapshot {
     event: u64,
     rep: Replayer<'static>,
@@ -203,6 +221,8 @@ struct Snapshot {
 /// without events cheap.
 struct Anchor {
     moment: Moment,
+    /// The thread selected there.
+    thread: i32,
     rep: Replayer<'static>,
 }
 
@@ -280,6 +300,27 @@ pub struct Timeline {
     /// one instruction without stepping a long way); given the timeline at
     /// the moment in question.
     pub predecessors: Option<Predecessors>,
+    restores: Restores,
+    /// A live recording the history grows from (`rewind debug -- PROG`).
+    live: Option<LiveEnd>,
+}
+
+/// The live program at the end of history: it is where the last recorded
+/// event left it, or at the entry of `pending`, a syscall it has not run.
+struct LiveEnd {
+    live: rewind_rr::recorder::Live,
+    pending: Option<Event>,
+}
+
+/// Where the timeline went back from, so far (`info checkpoints`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Restores {
+    /// Copies of an in-memory snapshot (at an event boundary).
+    pub snapshots: u64,
+    /// Copies of an anchor (a snapshot between events).
+    pub anchors: u64,
+    /// Restarts of one of the trace's images (the first one included).
+    pub images: u64,
 }
 
 /// See [`Timeline::predecessors`].
@@ -330,8 +371,8 @@ impl Timeline {
         opts: TimelineOptions,
     ) -> Result<Timeline> {
         let mut images = vec![(0u64, first.to_string())];
-        for (i, ev) in trace.events.iter().enumerate() {
-            if let Event::Checkpoint { image } = ev {
+        for i in 0..trace.events.len() {
+            if let Some(Event::Checkpoint { image }) = trace.events.get(i).as_deref() {
                 images.push((i as u64 + 1, image.clone()));
             }
         }
@@ -355,9 +396,131 @@ impl Timeline {
             thinned: 0,
             watches: Vec::new(),
             predecessors: None,
+            restores: Restores {
+                images: 1,
+                ..Restores::default()
+            },
+            live: None,
         };
         t.take_snapshot();
         Ok(t)
+    }
+
+    /// Start `argv` under a live recording into `dir` and open the
+    /// timeline at its first instruction: history is recorded as far as
+    /// forward commands go (see `rewind_rr::recorder::Live`); the program
+    /// does its I/O live, once, when replay reaches it.
+    pub fn open_live(
+        argv: &[String],
+        dir: &std::path::Path,
+        console: Rc<RefCell<Console<'static>>>,
+        opts: TimelineOptions,
+    ) -> Result<Timeline> {
+        let events = rewind_rr::trace::EventList::default();
+        let live = rewind_rr::recorder::Live::start(
+            argv,
+            &rewind_rr::recorder::RecordOptions {
+                dir: dir.to_path_buf(),
+                verify_memory: false,
+                checkpoint_interval: Some(Duration::from_secs(5)),
+            },
+            events.clone(),
+        )?;
+        let trace = LoadedTrace {
+            dir: dir.to_path_buf(),
+            header: rewind_rr::trace::read_header(dir).map_err(rewind_rr::Error::from)?,
+            events,
+            end: None,
+        };
+        let mut t = Self::open(trace, console, opts)?;
+        t.live = Some(LiveEnd {
+            live,
+            pending: None,
+        });
+        Ok(t)
+    }
+
+    /// The live program's pid, while there is one.
+    pub fn live_pid(&self) -> Option<libc::pid_t> {
+        self.live
+            .as_ref()
+            .filter(|l| l.live.ended().is_none())
+            .map(|l| l.live.pid)
+    }
+
+    /// End the live recording: a program about to exit exits (unless
+    /// `kill`), any other is killed; history stays as recorded. Its status.
+    pub fn finish_live(&mut self, kill: bool) -> Option<i32> {
+        let l = self.live.as_mut()?;
+        let code = l.live.finish(kill);
+        l.pending = None;
+        code
+    }
+
+    /// Whether replay has used every recorded event and a live program
+    /// may record more.
+    fn at_live_end(&self) -> bool {
+        self.cur.next().is_none() && self.live.as_ref().is_some_and(|l| l.live.ended().is_none())
+    }
+
+    /// At the end of what is recorded, in a live recording: have the
+    /// program log its next events, or say which syscall it is about to
+    /// make. Nothing to do elsewhere.
+    fn ensure_next(&mut self) -> Result<()> {
+        if !self.at_live_end() || self.live.as_ref().is_some_and(|l| l.pending.is_some()) {
+            return Ok(());
+        }
+        let before = self.events();
+        let bps = self.live_breakpoints();
+        let ext = match self.live.as_mut() {
+            Some(l) => l.live.extend(&bps)?,
+            None => return Ok(()),
+        };
+        self.extended(before, ext)
+    }
+
+    /// Where the live program stops early (an `Event::Mark`), so that a
+    /// forward command shows an arrival without waiting for the program's
+    /// next event: the breakpoints of the run under way and the user's.
+    fn live_breakpoints(&mut self) -> BTreeSet<u64> {
+        let mut bps = self.cur.debug_mut().breakpoints.clone();
+        bps.extend(self.breakpoints.iter().copied());
+        bps
+    }
+
+    /// Take in what the live program did.
+    fn extended(&mut self, before: u64, ext: rewind_rr::recorder::Extension) -> Result<()> {
+        use rewind_rr::recorder::Extension;
+        let now = self.events();
+        // Its output went to the terminal live: replay does not show it.
+        self.console.borrow_mut().shown_through = now;
+        for i in before..now {
+            if let Some(ev) = self.trace.events.get(i as usize) {
+                if let Event::Checkpoint { image } = &*ev {
+                    self.images.push((i + 1, image.clone()));
+                }
+            }
+        }
+        match ext {
+            Extension::Events | Extension::Ended(_) => Ok(()),
+            Extension::AtSyscall(ev) => {
+                if let Some(l) = self.live.as_mut() {
+                    l.pending = Some(ev);
+                }
+                Ok(())
+            }
+            Extension::Interrupted => Err(TimelineError::Interrupted),
+        }
+    }
+
+    /// The next event, or the syscall the live program is about to make.
+    fn next_or_pending(&self) -> Option<std::sync::Arc<Event>> {
+        self.cur.next().or_else(|| {
+            self.live
+                .as_ref()
+                .and_then(|l| l.pending.clone())
+                .map(std::sync::Arc::new)
+        })
     }
 
     pub fn trace(&self) -> &LoadedTrace {
@@ -432,6 +595,12 @@ impl Timeline {
         self.snapshots.iter().map(|s| s.event).collect()
     }
 
+    /// How often the timeline went back from snapshots, anchors and the
+    /// trace's images so far.
+    pub fn restores(&self) -> Restores {
+        self.restores
+    }
+
     fn tick(&mut self, what: &dyn Fn() -> String) -> Result<()> {
         if self.last_progress.elapsed() >= Duration::from_millis(200) {
             self.last_progress = Instant::now();
@@ -452,13 +621,14 @@ impl Timeline {
         if self.anchors.iter().any(|a| a.moment == self.at) {
             return;
         }
-        match self.cur.fork() {
+        match self.cur.snapshot() {
             Ok(rep) => {
                 if self.anchors.len() >= MAX_ANCHORS {
                     self.anchors.remove(0);
                 }
                 self.anchors.push(Anchor {
                     moment: self.at.clone(),
+                    thread: self.thread,
                     rep,
                 });
             }
@@ -481,7 +651,7 @@ impl Timeline {
         if self.snapshots.iter().any(|s| s.event == event) {
             return;
         }
-        match self.cur.fork() {
+        match self.cur.snapshot() {
             Ok(rep) => {
                 let i = self.snapshots.partition_point(|s| s.event < event);
                 self.snapshots.insert(i, Snapshot { event, rep });
@@ -497,11 +667,11 @@ impl Timeline {
     pub fn snapshot_now(&mut self) -> Result<(Duration, libc::pid_t)> {
         if !self.cur.can_fork() {
             return Err(other(
-                "no in-memory snapshot possible here (several threads, or inside a syscall)",
+                "no in-memory snapshot possible here (a signal is being delivered)",
             ));
         }
         let t = Instant::now();
-        let rep = self.cur.fork()?;
+        let rep = self.cur.snapshot()?;
         let pause = t.elapsed();
         let pid = rep.tracee().pid;
         if self.at.path.is_empty() {
@@ -516,6 +686,7 @@ impl Timeline {
             }
             self.anchors.push(Anchor {
                 moment: self.at.clone(),
+                thread: self.thread,
                 rep,
             });
         }
@@ -613,20 +784,22 @@ impl Timeline {
     }
 
     /// Whether the next event ends the program (history stops before it).
-    fn next_is_final(&self) -> bool {
-        match self.cur.next() {
+    fn next_is_final(&mut self) -> Result<bool> {
+        self.ensure_next()?;
+        Ok(match self.next_or_pending().as_deref() {
             Some(Event::Syscall { nr, .. }) => {
                 *nr == libc::SYS_exit_group
                     || (*nr == libc::SYS_exit && self.cur.threads().len() <= 1)
             }
             None => true,
             _ => false,
-        }
+        })
     }
 
-    fn at_end(&self) -> bool {
-        self.at.path.last() == Some(&Seg::ToSyscall)
-            || (self.cur.next().is_none() && self.at.event >= self.events())
+    fn at_end(&mut self) -> Result<bool> {
+        self.ensure_next()?;
+        Ok(self.at.path.last() == Some(&Seg::ToSyscall)
+            || (self.next_or_pending().is_none() && self.at.event >= self.events()))
     }
 
     /// Apply the next event (no breakpoints, no stepping): for moving
@@ -691,8 +864,40 @@ impl Timeline {
         }
     }
 
-    /// `advance`, with Ctrl-C turned into an error.
+    /// `advance`, with Ctrl-C turned into an error. At the end of a live
+    /// recording, the program records more first; when it is about to make
+    /// a syscall, replay runs to that syscall (pausing on the way as asked),
+    /// and only then does the program make it, and replay apply it.
     fn adv(&mut self) -> Result<Advance> {
+        self.ensure_next()?;
+        let pending = match (self.cur.next(), &self.live) {
+            (None, Some(l)) => l.pending.clone(),
+            _ => None,
+        };
+        if let Some(syscall) = pending {
+            self.cur.set_pending(Some(syscall));
+            if let Some(p) = self.rts_here()? {
+                return Ok(Advance::Paused(p));
+            }
+            let stepped = self.cur.stepped();
+            let before = self.events();
+            let bps = self.live_breakpoints();
+            let ext = match self.live.as_mut() {
+                Some(l) => {
+                    l.pending = None;
+                    l.live.commit(&bps)?
+                }
+                None => return Err(other("no live program")),
+            };
+            self.cur.set_pending(None);
+            self.extended(before, ext)?;
+            return match self.cur.advance()? {
+                Advance::Event { stepped: s } => Ok(Advance::Event {
+                    stepped: s || stepped,
+                }),
+                a => Ok(a),
+            };
+        }
         match self.cur.advance()? {
             Advance::Paused(Pause::Interrupted { .. }) => {
                 self.lost = true;
@@ -702,8 +907,19 @@ impl Timeline {
         }
     }
 
-    /// `run_to_syscall`, with Ctrl-C turned into an error.
+    /// `run_to_syscall`, with Ctrl-C turned into an error (after the last
+    /// recorded event, to the syscall the live program is about to make).
     fn rts(&mut self) -> Result<Option<Pause>> {
+        self.ensure_next()?;
+        let pending = match (self.cur.next(), &self.live) {
+            (None, Some(l)) => l.pending.clone(),
+            _ => None,
+        };
+        self.cur.set_pending(pending);
+        self.rts_here()
+    }
+
+    fn rts_here(&mut self) -> Result<Option<Pause>> {
         match self.cur.run_to_syscall()? {
             Some(Pause::Interrupted { .. }) => {
                 self.lost = true;
@@ -728,11 +944,12 @@ impl Timeline {
             (Some(rest), None) => rest,
             (_, Some((i, arest))) => {
                 let fresh = self.anchors[i].rep.fork()?;
+                self.restores.anchors += 1;
                 let mut old = std::mem::replace(&mut self.cur, fresh);
                 old.kill();
                 self.lost = false;
                 self.at = self.anchors[i].moment.clone();
-                self.thread = self.anchor_thread();
+                self.thread = self.anchors[i].thread;
                 arest
             }
             (None, None) => {
@@ -741,7 +958,7 @@ impl Timeline {
             }
         };
         while self.cur.event() < m.event {
-            if self.next_is_final() {
+            if self.next_is_final()? {
                 return Err(other(format!("moment {m} lies past the end of history")));
             }
             let (e, total) = (self.cur.event(), m.event);
@@ -846,12 +1063,16 @@ impl Timeline {
         let fresh = match use_snap {
             Some(i) => {
                 let s = &self.snapshots[i];
+                self.restores.snapshots += 1;
                 (s.rep.fork()?, s.event)
             }
-            None => (
-                Replayer::open(&self.trace, &image.1, image.0, self.console.clone())?,
-                image.0,
-            ),
+            None => {
+                self.restores.images += 1;
+                (
+                    Replayer::open(&self.trace, &image.1, image.0, self.console.clone())?,
+                    image.0,
+                )
+            }
         };
         let mut old = std::mem::replace(&mut self.cur, fresh.0);
         old.kill();
@@ -863,10 +1084,6 @@ impl Timeline {
             .unwrap_or(0);
         self.since_snapshot = Instant::now();
         Ok(())
-    }
-
-    fn anchor_thread(&self) -> i32 {
-        self.cur.threads().first().map(|t| t.0).unwrap_or(0)
     }
 
     /// Follow one segment from here (within the current event interval),
@@ -950,15 +1167,28 @@ impl Timeline {
 
     /// Execute one instruction forward (of whichever thread runs next).
     pub fn stepi(&mut self) -> Result<StopReason> {
-        self.guard(|t| t.stepi_inner())
+        self.guard(|t| t.stepi_inner(None))
     }
 
-    fn stepi_inner(&mut self) -> Result<StopReason> {
+    /// [`Timeline::stepi`], with the watchpoints checked: an instruction
+    /// (or syscall) that triggers one for which `stop` says yes gives
+    /// `StopReason::Watch` (the position is the same as the step's).
+    pub fn stepi_to(&mut self, stop: &mut Stops) -> Result<StopReason> {
+        self.guard(|t| t.stepi_inner(Some(stop)))
+    }
+
+    fn stepi_inner(&mut self, mut stop: Option<&mut Stops>) -> Result<StopReason> {
+        let watching = stop.is_some() && !self.watches.is_empty();
+        let mut values = if watching {
+            self.watch_values()
+        } else {
+            HashMap::new()
+        };
         loop {
-            if self.at_end() {
+            if self.at_end()? {
                 return Ok(StopReason::End);
             }
-            if self.next_is_final() {
+            if self.next_is_final()? {
                 self.set_mode(BTreeSet::new(), true);
                 match self.rts()? {
                     Some(Pause::Step { tid }) => {
@@ -973,11 +1203,29 @@ impl Timeline {
                     }
                 }
             }
-            self.set_mode(BTreeSet::new(), true);
+            let watches = if watching {
+                self.watches.clone()
+            } else {
+                Vec::new()
+            };
+            self.set_mode_w(BTreeSet::new(), true, watches);
             match self.adv()? {
                 Advance::Paused(Pause::Step { tid }) => {
                     self.thread = tid;
                     self.at = self.at.then(Seg::Steps(1));
+                    return Ok(StopReason::Step);
+                }
+                Advance::Paused(Pause::Watch { tid, watch }) => {
+                    // A step that triggered a watchpoint.
+                    self.thread = tid;
+                    self.at = self.at.then(Seg::Steps(1));
+                    if let Some(stop) = stop.as_mut() {
+                        if self.watch_counts(&watch, &mut values)
+                            && stop(self, Arrival::Watch(watch))
+                        {
+                            return Ok(StopReason::Watch(watch));
+                        }
+                    }
                     return Ok(StopReason::Step);
                 }
                 Advance::Paused(p) => return Err(other(format!("unexpected pause {p:?}"))),
@@ -987,6 +1235,16 @@ impl Timeline {
                         self.thread = t;
                     }
                     self.snapshot_if_due();
+                    if watching {
+                        // The kernel wrote a watched location.
+                        if let (Some(w), Some(stop)) =
+                            (self.changed_by_event(&mut values), stop.as_mut())
+                        {
+                            if stop(self, Arrival::Watch(w)) {
+                                return Ok(StopReason::Watch(w));
+                            }
+                        }
+                    }
                     if stepped {
                         return Ok(StopReason::Step);
                     }
@@ -999,30 +1257,33 @@ impl Timeline {
     /// Run forward until a breakpoint arrival for which `stop` says yes,
     /// or the end of history.
     pub fn cont(&mut self, stop: &mut dyn FnMut(&mut Timeline, u64) -> bool) -> Result<StopReason> {
+        self.cont_to(&mut breakpoints_only(stop))
+    }
+
+    /// Run forward until an arrival (breakpoint, or watchpoint that
+    /// counts) for which `stop` says yes, or the end of history.
+    pub fn cont_to(&mut self, stop: &mut Stops) -> Result<StopReason> {
         self.guard(|t| t.cont_inner(stop))
     }
 
-    fn cont_inner(
-        &mut self,
-        stop: &mut dyn FnMut(&mut Timeline, u64) -> bool,
-    ) -> Result<StopReason> {
+    fn cont_inner(&mut self, stop: &mut Stops) -> Result<StopReason> {
         let mut counts: HashMap<u64, u64> = HashMap::new();
         let mut wcounts: HashMap<Watch, u64> = HashMap::new();
         let mut values = self.watch_values();
         let mut start = self.at.clone();
         loop {
-            if self.at_end() {
+            if self.at_end()? {
                 return Ok(StopReason::End);
             }
             let e = self.at.event;
             self.tick(&|| format!("running forward: event {e}"))?;
             let bps = self.breakpoints.clone();
-            if self.next_is_final() {
+            if self.next_is_final()? {
                 self.set_mode(bps, false);
                 match self.rts()? {
                     Some(Pause::Breakpoint { tid, addr }) => {
                         self.counted(&start, &mut counts, addr, tid, Seg::Hit);
-                        if stop(self, addr) {
+                        if stop(self, Arrival::Breakpoint(addr)) {
                             return Ok(StopReason::Breakpoint(addr));
                         }
                         continue;
@@ -1039,7 +1300,7 @@ impl Timeline {
             match self.adv()? {
                 Advance::Paused(Pause::Breakpoint { tid, addr }) => {
                     self.counted(&start, &mut counts, addr, tid, Seg::Hit);
-                    if stop(self, addr) {
+                    if stop(self, Arrival::Breakpoint(addr)) {
                         // Going back from here (or to here) starts from it.
                         self.take_anchor();
                         return Ok(StopReason::Breakpoint(addr));
@@ -1047,7 +1308,7 @@ impl Timeline {
                 }
                 Advance::Paused(Pause::Watch { tid, watch }) => {
                     self.counted(&start, &mut wcounts, watch, tid, Seg::Watch);
-                    if self.watch_counts(&watch, &mut values) {
+                    if self.watch_counts(&watch, &mut values) && stop(self, Arrival::Watch(watch)) {
                         self.take_anchor();
                         return Ok(StopReason::Watch(watch));
                     }
@@ -1065,7 +1326,9 @@ impl Timeline {
                     // The kernel wrote a watched location (a read into it):
                     // no debug register sees that.
                     if let Some(w) = self.changed_by_event(&mut values) {
-                        return Ok(StopReason::Watch(w));
+                        if stop(self, Arrival::Watch(w)) {
+                            return Ok(StopReason::Watch(w));
+                        }
                     }
                 }
                 Advance::End => return Ok(StopReason::End),
@@ -1183,8 +1446,12 @@ impl Timeline {
     /// syscall instruction: counted arrivals at that instruction, found
     /// with one breakpoint rather than by stepping the whole interval.
     fn syscall_anchor(&mut self, base: &Moment) -> Result<Option<Moment>> {
-        let Some(Event::Syscall { tid, nr, .. }) =
-            self.trace.events.get(base.event as usize).cloned()
+        let Some(Event::Syscall { tid, nr, .. }) = self
+            .trace
+            .events
+            .get(base.event as usize)
+            .as_deref()
+            .cloned()
         else {
             return Ok(None);
         };
@@ -1376,13 +1643,17 @@ impl Timeline {
         &mut self,
         stop: &mut dyn FnMut(&mut Timeline, u64) -> bool,
     ) -> Result<StopReason> {
+        self.reverse_cont_to(&mut breakpoints_only(stop))
+    }
+
+    /// Run backward to the last arrival before here for which `stop` says
+    /// yes (a watchpoint's stop is just before the instruction that did
+    /// it), or to the beginning of history.
+    pub fn reverse_cont_to(&mut self, stop: &mut Stops) -> Result<StopReason> {
         self.guard(|t| t.reverse_cont_inner(stop))
     }
 
-    fn reverse_cont_inner(
-        &mut self,
-        stop: &mut dyn FnMut(&mut Timeline, u64) -> bool,
-    ) -> Result<StopReason> {
+    fn reverse_cont_inner(&mut self, stop: &mut Stops) -> Result<StopReason> {
         let target = self.at.clone();
         // Windows [from, to) scanned backward: from anchors in the current
         // event interval (stops made there), then from its beginning, then
@@ -1402,7 +1673,9 @@ impl Timeline {
             self.goto_inner(&start)?;
             // An anchor made at a breakpoint stop is an arrival itself.
             let at_start = match (anchor.is_some(), start.path.last()) {
-                (true, Some(Seg::Hit(x, _))) if self.breakpoints.contains(x) && stop(self, *x) => {
+                (true, Some(Seg::Hit(x, _)))
+                    if self.breakpoints.contains(x) && stop(self, Arrival::Breakpoint(*x)) =>
+                {
                     Some((start.clone(), Found::Breakpoint(*x)))
                 }
                 _ => None,
@@ -1456,11 +1729,7 @@ impl Timeline {
 
     /// From here, run forward to `to` with the breakpoints, and return the
     /// last arrival strictly before `to` that `stop` accepts.
-    fn scan(
-        &mut self,
-        to: &Moment,
-        stop: &mut dyn FnMut(&mut Timeline, u64) -> bool,
-    ) -> Result<Option<(Moment, Found)>> {
+    fn scan(&mut self, to: &Moment, stop: &mut Stops) -> Result<Option<(Moment, Found)>> {
         let mut last: Option<(Moment, Found)> = None;
         let mut values = self.watch_values();
         // Events up to `to`'s interval: continue with breakpoints.
@@ -1477,13 +1746,15 @@ impl Timeline {
                 match self.adv()? {
                     Advance::Paused(Pause::Breakpoint { tid, addr }) => {
                         self.counted(&start, &mut counts, addr, tid, Seg::Hit);
-                        if stop(self, addr) {
+                        if stop(self, Arrival::Breakpoint(addr)) {
                             last = Some((self.at.clone(), Found::Breakpoint(addr)));
                         }
                     }
                     Advance::Paused(Pause::Watch { tid, watch }) => {
                         self.counted(&start, &mut wcounts, watch, tid, Seg::Watch);
-                        if self.watch_counts(&watch, &mut values) {
+                        if self.watch_counts(&watch, &mut values)
+                            && stop(self, Arrival::Watch(watch))
+                        {
                             last = Some((self.at.clone(), Found::Watch(watch)));
                         }
                     }
@@ -1491,7 +1762,9 @@ impl Timeline {
                         self.at = Moment::at_event(self.cur.event());
                         self.snapshot_if_due();
                         if let Some(w) = self.changed_by_event(&mut values) {
-                            last = Some((self.at.clone(), Found::Watch(w)));
+                            if stop(self, Arrival::Watch(w)) {
+                                last = Some((self.at.clone(), Found::Watch(w)));
+                            }
                         }
                         break;
                     }
@@ -1510,12 +1783,15 @@ impl Timeline {
                     for _ in 0..n {
                         self.follow(Seg::Steps(1))?;
                         let rip = self.regs()?.rip;
-                        if self.breakpoints.contains(&rip) && self.at != *to && stop(self, rip) {
+                        if self.breakpoints.contains(&rip)
+                            && self.at != *to
+                            && stop(self, Arrival::Breakpoint(rip))
+                        {
                             last = Some((self.at.clone(), Found::Breakpoint(rip)));
                         }
                         // Watchpoints are not armed while stepping: look.
                         for w in self.watches.clone() {
-                            if self.watch_counts(&w, &mut values) {
+                            if self.watch_counts(&w, &mut values) && stop(self, Arrival::Watch(w)) {
                                 last = Some((self.at.clone(), Found::Watch(w)));
                             }
                         }
@@ -1536,7 +1812,9 @@ impl Timeline {
                         match self.adv()? {
                             Advance::Paused(Pause::Watch { tid, watch }) => {
                                 self.counted(&start, &mut wcounts, watch, tid, Seg::Watch);
-                                if self.watch_counts(&watch, &mut values) {
+                                if self.watch_counts(&watch, &mut values)
+                                    && stop(self, Arrival::Watch(watch))
+                                {
                                     last = Some((self.at.clone(), Found::Watch(watch)));
                                 }
                             }
@@ -1545,7 +1823,10 @@ impl Timeline {
                                 // The arrival that ends the path is `to`
                                 // itself, not before it.
                                 let is_target = a == addr && c == n && last_seg;
-                                if !is_target && self.breakpoints.contains(&a) && stop(self, a) {
+                                if !is_target
+                                    && self.breakpoints.contains(&a)
+                                    && stop(self, Arrival::Breakpoint(a))
+                                {
                                     last = Some((self.at.clone(), Found::Breakpoint(a)));
                                 }
                             }
@@ -1575,7 +1856,10 @@ impl Timeline {
                                 // that ends the path (the trap comes after
                                 // the instruction) lies before `to`.
                                 let counts_as = self.watch_counts(&watch, &mut values);
-                                if self.watches.contains(&watch) && counts_as {
+                                if self.watches.contains(&watch)
+                                    && counts_as
+                                    && stop(self, Arrival::Watch(watch))
+                                {
                                     last = Some((self.at.clone(), Found::Watch(watch)));
                                 }
                             }
@@ -1595,7 +1879,7 @@ impl Timeline {
                         match self.rts()? {
                             Some(Pause::Breakpoint { tid, addr }) => {
                                 self.counted(&start, &mut counts, addr, tid, Seg::Hit);
-                                if stop(self, addr) {
+                                if stop(self, Arrival::Breakpoint(addr)) {
                                     last = Some((self.at.clone(), Found::Breakpoint(addr)));
                                 }
                             }
@@ -1608,6 +1892,17 @@ impl Timeline {
             }
         }
         Ok(last)
+    }
+}
+
+/// A stop callback over breakpoint addresses only: every watchpoint that
+/// counts stops.
+fn breakpoints_only<'a>(
+    stop: &'a mut dyn FnMut(&mut Timeline, u64) -> bool,
+) -> impl FnMut(&mut Timeline, Arrival) -> bool + 'a {
+    move |t, a| match a {
+        Arrival::Breakpoint(addr) => stop(t, addr),
+        Arrival::Watch(_) => true,
     }
 }
 

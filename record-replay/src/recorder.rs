@@ -253,49 +253,77 @@ struct Recorder {
     preempting: Option<pid_t>,
     /// Guest memory and kvm_run pages written by KVM_RUN.
     kvm: crate::kvm::KvmRecord,
+    /// Driven step by step by a debugger (`live`), not run to the end.
+    live: Option<live::LiveState>,
 }
+
+mod live;
+pub use live::{Extension, Live};
 
 /// Record `argv` into `opts.dir`.
 pub fn record(argv: &[String], opts: &RecordOptions) -> Result<Recording, Error> {
-    let prog = argv
-        .first()
-        .ok_or_else(|| Error::Usage("no program given".into()))?;
-    // Before the trace directory exists: a missing program leaves nothing.
-    rewind_ckpt::session::resolve_program(prog)?;
-    prepare_dir(&opts.dir)?;
-    let header = trace_header(argv, opts.verify_memory);
-    trace::write_header(&opts.dir, &header)?;
-    let pre = PreExec {
-        seccomp: Some(rewind_ckpt::seccomp::filter_all_but(
-            &native_syscalls(),
-            None,
-        )),
-        notsc: true,
-        cpu: Some(header.cpu as usize),
-    };
-    let options = ptrace::default_options() | libc::PTRACE_O_TRACEFORK | libc::PTRACE_O_TRACEVFORK;
-    let (pid, _) = rewind_ckpt::session::spawn_traced(argv, &pre, options)?;
-    let tracee = Tracee::new(pid)?;
-    let mut rec = Recorder {
-        tracee,
-        dir: opts.dir.clone(),
-        log: EventLog::create(&opts.dir)?,
-        threads: HashMap::new(),
-        current: Some(pid),
-        ready: VecDeque::new(),
-        execs: 0,
-        exit_code: None,
-        stdio: rewind_ckpt::fds::own_stdio(),
-        verify_memory: opts.verify_memory,
-        checkpoint_interval: opts.checkpoint_interval,
-        last_checkpoint: std::time::Instant::now(),
-        checkpoints: 0,
-        last_progress: std::time::Instant::now(),
-        preempting: None,
-        kvm: Default::default(),
-    };
-    let result = rec.start(pid).and_then(|()| rec.run());
+    let mut rec = Recorder::launch(argv, opts)?;
+    let result = rec.run();
     if result.is_err() {
+        rec.kill_program();
+    }
+    result?;
+    rec.finish()
+}
+
+impl Recorder {
+    /// Start `argv` traced, stopped after its exec with the initial image
+    /// written into `opts.dir`.
+    fn launch(argv: &[String], opts: &RecordOptions) -> Result<Recorder, Error> {
+        let prog = argv
+            .first()
+            .ok_or_else(|| Error::Usage("no program given".into()))?;
+        // Before the trace directory exists: a missing program leaves nothing.
+        rewind_ckpt::session::resolve_program(prog)?;
+        prepare_dir(&opts.dir)?;
+        let header = trace_header(argv, opts.verify_memory);
+        trace::write_header(&opts.dir, &header)?;
+        let pre = PreExec {
+            seccomp: Some(rewind_ckpt::seccomp::filter_all_but(
+                &native_syscalls(),
+                None,
+            )),
+            notsc: true,
+            cpu: Some(header.cpu as usize),
+        };
+        let options =
+            ptrace::default_options() | libc::PTRACE_O_TRACEFORK | libc::PTRACE_O_TRACEVFORK;
+        let (pid, _) = rewind_ckpt::session::spawn_traced(argv, &pre, options)?;
+        let tracee = Tracee::new(pid)?;
+        let mut rec = Recorder {
+            tracee,
+            dir: opts.dir.clone(),
+            log: EventLog::create(&opts.dir)?,
+            threads: HashMap::new(),
+            current: Some(pid),
+            ready: VecDeque::new(),
+            execs: 0,
+            exit_code: None,
+            stdio: rewind_ckpt::fds::own_stdio(),
+            verify_memory: opts.verify_memory,
+            checkpoint_interval: opts.checkpoint_interval,
+            last_checkpoint: std::time::Instant::now(),
+            checkpoints: 0,
+            last_progress: std::time::Instant::now(),
+            preempting: None,
+            kvm: Default::default(),
+            live: None,
+        };
+        if let Err(e) = rec.start(pid) {
+            rec.kill_program();
+            return Err(e);
+        }
+        Ok(rec)
+    }
+
+    /// Kill the program and reap it.
+    fn kill_program(&mut self) {
+        let pid = self.tracee.pid;
         let _ = rewind_ckpt::sys::process::kill(pid, libc::SIGKILL);
         while let Ok(Some((tid, stop))) = ptrace::wait(-1, false) {
             if tid == pid && matches!(stop, Stop::Exited(_) | Stop::Killed(_)) {
@@ -303,25 +331,43 @@ pub fn record(argv: &[String], opts: &RecordOptions) -> Result<Recording, Error>
             }
         }
     }
-    result?;
-    let exit_code = rec.exit_code.unwrap_or(0);
-    let Recorder { log, .. } = rec;
-    let (events, chunks, bytes) = log.finish()?;
-    trace::write_end(
-        &opts.dir,
-        &TraceEnd {
+
+    /// The program ended: write what is pending and the end record.
+    fn finish(self) -> Result<Recording, Error> {
+        let exit_code = self.exit_code.unwrap_or(0);
+        let Recorder { log, dir, .. } = self;
+        let (events, chunks, bytes) = log.finish()?;
+        trace::write_end(
+            &dir,
+            &TraceEnd {
+                events,
+                chunks,
+                exit_code,
+            },
+        )?;
+        let total = dir_size(&dir);
+        Ok(Recording {
+            dir,
             events,
-            chunks,
+            bytes: total.max(bytes),
             exit_code,
-        },
-    )?;
-    let total = dir_size(&opts.dir);
-    Ok(Recording {
-        dir: opts.dir.clone(),
-        events,
-        bytes: total.max(bytes),
-        exit_code,
-    })
+        })
+    }
+}
+
+/// SIGCHLD blocked in this thread and readable on a descriptor: stops
+/// arrive there, so waiting can time out (a thread that runs too long
+/// without an event while others wait is preempted).
+fn sigchld_fd() -> Result<nix::sys::signalfd::SignalFd, Error> {
+    let mut mask = nix::sys::signal::SigSet::empty();
+    mask.add(nix::sys::signal::Signal::SIGCHLD);
+    mask.thread_block()
+        .map_err(|e| rewind_ckpt::Error::Tracee(format!("sigprocmask: {e}")))?;
+    nix::sys::signalfd::SignalFd::with_flags(
+        &mask,
+        nix::sys::signalfd::SfdFlags::SFD_NONBLOCK | nix::sys::signalfd::SfdFlags::SFD_CLOEXEC,
+    )
+    .map_err(|e| rewind_ckpt::Error::Tracee(format!("signalfd: {e}")).into())
 }
 
 fn dir_size(dir: &Path) -> u64 {
@@ -404,53 +450,60 @@ impl Recorder {
 
     fn push(&mut self, event: Event) -> Result<(), Error> {
         self.log.push(&event)?;
+        if let Some(live) = self.live.as_mut() {
+            live.pushed(event);
+        }
         Ok(())
     }
 
     fn run(&mut self) -> Result<(), Error> {
+        let sigfd = sigchld_fd()?;
+        while self.turn(&sigfd)? {}
+        Ok(())
+    }
+
+    /// One turn of the event loop: schedule, wait for a stop, handle it.
+    /// False once the program has ended.
+    fn turn(&mut self, sigfd: &nix::sys::signalfd::SignalFd) -> Result<bool, Error> {
         let pid = self.tracee.pid;
-        // Stops arrive as SIGCHLD on a signalfd, so waiting can time out:
-        // a thread that runs too long without an event while others wait
-        // is preempted.
-        let mut mask = nix::sys::signal::SigSet::empty();
-        mask.add(nix::sys::signal::Signal::SIGCHLD);
-        mask.thread_block()
-            .map_err(|e| rewind_ckpt::Error::Tracee(format!("sigprocmask: {e}")))?;
-        let sigfd = nix::sys::signalfd::SignalFd::with_flags(
-            &mask,
-            nix::sys::signalfd::SfdFlags::SFD_NONBLOCK | nix::sys::signalfd::SfdFlags::SFD_CLOEXEC,
-        )
-        .map_err(|e| rewind_ckpt::Error::Tracee(format!("signalfd: {e}")))?;
-        loop {
-            if self.current.is_none() {
-                self.schedule()?;
+        if self.current.is_none() {
+            self.schedule()?;
+            if self.live.as_ref().is_some_and(|l| l.done()) {
+                return Ok(true);
             }
-            // A deadline only matters while another thread waits to run;
-            // otherwise block in waitpid (one syscall per stop).
-            let nohang = self.current.is_some() && !self.ready.is_empty();
-            let Some((tid, stop)) = ptrace::wait(-1, nohang).map_err(perr("waitpid", pid))? else {
-                if nohang {
-                    self.idle(&sigfd)?;
-                }
-                continue;
-            };
-            self.last_progress = std::time::Instant::now();
-            if tid == pid {
-                if let Stop::Exited(c) = stop {
-                    self.exit_code = Some(c);
-                    return Ok(());
-                }
-                if let Stop::Killed(s) = stop {
-                    self.exit_code = Some(128 + s);
-                    return Ok(());
-                }
-            }
-            if !self.threads.contains_key(&tid) && !self.tracee.owns(tid) {
-                passenger(tid, stop);
-                continue;
-            }
-            self.handle(tid, stop)?;
         }
+        // A deadline only matters while another thread waits to run;
+        // otherwise block in waitpid (one syscall per stop).
+        let nohang = self.current.is_some() && !self.ready.is_empty();
+        let Some((tid, stop)) = ptrace::wait(-1, nohang).map_err(perr("waitpid", pid))? else {
+            if nohang {
+                self.idle(sigfd)?;
+            }
+            return Ok(true);
+        };
+        self.last_progress = std::time::Instant::now();
+        if let Some(live) = self.live.as_mut() {
+            live.disarm(&self.tracee);
+            if stop != Stop::Signal(libc::SIGTRAP) {
+                live.forget_skip(tid);
+            }
+        }
+        if tid == pid {
+            if let Stop::Exited(c) = stop {
+                self.exit_code = Some(c);
+                return Ok(false);
+            }
+            if let Stop::Killed(s) = stop {
+                self.exit_code = Some(128 + s);
+                return Ok(false);
+            }
+        }
+        if !self.threads.contains_key(&tid) && !self.tracee.owns(tid) {
+            passenger(tid, stop);
+            return Ok(true);
+        }
+        self.handle(tid, stop)?;
+        Ok(true)
     }
 
     /// Nothing to handle: wait for the next stop, preempting the current
@@ -537,6 +590,19 @@ impl Recorder {
             t.at_boundary = false;
             t.state = State::Running;
         }
+        self.go(tid, sig)
+    }
+
+    /// Let `tid` run its code (with signal `sig`); a live recording that
+    /// logged an event keeps it stopped there until the debugger asks for
+    /// more.
+    fn go(&mut self, tid: pid_t, sig: i32) -> Result<(), Error> {
+        if let Some(live) = self.live.as_mut() {
+            if live.hold(tid, sig) {
+                return Ok(());
+            }
+            return self.live_cont(tid, sig);
+        }
         match ptrace::cont(tid, sig) {
             Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
             Err(e) => Err(perr("PTRACE_CONT", tid)(e)),
@@ -558,10 +624,7 @@ impl Recorder {
             rewind_ckpt::sys::process::tgkill(pid, tid, sig)
                 .map_err(|e| rewind_ckpt::Error::Tracee(format!("tgkill: {e}")))?;
         }
-        match ptrace::cont(tid, 0) {
-            Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
-            Err(e) => Err(perr("PTRACE_CONT", tid)(e)),
-        }
+        self.go(tid, 0)
     }
 
     fn handle(&mut self, tid: pid_t, stop: Stop) -> Result<(), Error> {
@@ -573,8 +636,18 @@ impl Recorder {
                     self.current = None;
                 }
             }
-            Stop::Event(libc::PTRACE_EVENT_SECCOMP, _) => self.syscall_entry(tid)?,
-            Stop::Syscall => self.syscall_exit(tid)?,
+            Stop::Event(libc::PTRACE_EVENT_SECCOMP, _) => {
+                if !self.park(tid) {
+                    self.syscall_entry(tid)?
+                }
+            }
+            Stop::Syscall => {
+                if !self.live_restart(tid)? {
+                    self.syscall_exit(tid)?
+                }
+            }
+            Stop::Signal(libc::SIGINT) if self.live_interrupt(tid)? => {}
+            Stop::Signal(libc::SIGTRAP) if self.live_trap(tid)? => {}
             Stop::Signal(sig) => self.signal(tid, sig)?,
             Stop::Event(libc::PTRACE_EVENT_CLONE, _) => {
                 let new =

@@ -16,12 +16,12 @@ use std::sync::Arc;
 use libc::{pid_t, user_regs_struct};
 use rewind_ckpt::restore::{self, RestartOptions};
 use rewind_ckpt::sys::ptrace::{self, Stop, PTRACE_EVENT_STOP};
-use rewind_ckpt::tracee::Tracee;
+use rewind_ckpt::tracee::{ThreadCopy, Tracee};
 
 use crate::recorder::{call_disposition, cpu_info, native_syscalls, regs_args, tsc_instruction};
 use crate::syscalls::{self, Disposition};
 use crate::trace::format::{Event, TraceHeader};
-use crate::trace::{self, EventReader, TraceError};
+use crate::trace::{self, EventList, EventReader, TraceError};
 use crate::{regs_checksum, Error};
 
 const ERESTARTSYS: i64 = -512;
@@ -87,7 +87,7 @@ impl<'a> Console<'a> {
 /// all in memory (a debugger going back and forth).
 enum Source {
     Stream(Box<EventReader>),
-    Loaded(Arc<Vec<Event>>),
+    Loaded(EventList),
 }
 
 /// What a debugger asks of a replay: breakpoints to stop at, or one
@@ -101,7 +101,8 @@ pub struct DebugCtl {
     /// Run one instruction at a time.
     pub step: bool,
     /// Hardware watchpoints (at most 4, the debug registers), armed while
-    /// threads run (not while stepping).
+    /// threads run (also while stepping: an instruction that triggers one
+    /// pauses as `Pause::Watch` rather than `Pause::Step`).
     pub watches: Vec<Watch>,
 }
 
@@ -161,6 +162,17 @@ pub struct Replayer<'a> {
     internal_bp: Option<u64>,
     /// Watchpoints programmed in each thread's debug registers.
     dr_state: HashMap<pid_t, Vec<Watch>>,
+    /// A snapshot's threads other than its live one (see
+    /// [`Replayer::snapshot`]).
+    held: Option<Held>,
+    /// The last reading of each thread for a copy (by recorded id), kept
+    /// while the thread does not run: its syscall-made parts are reused.
+    known: RefCell<HashMap<i32, ThreadCopy>>,
+    /// See [`Replayer::set_pending`].
+    pending: Option<Event>,
+    /// The `Mark` event of this index was reached and reported as a pause:
+    /// applying it runs nothing.
+    mark_reached: Option<u64>,
 }
 
 /// Check that this machine can replay a trace made with `header`.
@@ -268,6 +280,10 @@ pub fn replay(
         stepped: false,
         internal_bp: None,
         dr_state: HashMap::new(),
+        held: None,
+        known: RefCell::default(),
+        pending: None,
+        mark_reached: None,
     };
     let result = r.run();
     if r.exit.is_none() {
@@ -304,7 +320,7 @@ pub fn replay(
 pub struct LoadedTrace {
     pub dir: PathBuf,
     pub header: TraceHeader,
-    pub events: Arc<Vec<Event>>,
+    pub events: EventList,
     pub end: Option<crate::trace::format::TraceEnd>,
 }
 
@@ -322,7 +338,7 @@ pub fn load(dir: &Path) -> Result<LoadedTrace, Error> {
     Ok(LoadedTrace {
         dir: dir.to_path_buf(),
         header,
-        events: Arc::new(events),
+        events: EventList::new(events),
         end,
     })
 }
@@ -357,6 +373,10 @@ impl<'a> Replayer<'a> {
             stepped: false,
             internal_bp: None,
             dr_state: HashMap::new(),
+            held: None,
+            known: RefCell::default(),
+            pending: None,
+            mark_reached: None,
         })
     }
 
@@ -366,11 +386,23 @@ impl<'a> Replayer<'a> {
     }
 
     /// The next event to apply.
-    pub fn next(&self) -> Option<&Event> {
+    pub fn next(&self) -> Option<Arc<Event>> {
         match &self.source {
             Source::Loaded(events) => events.get(self.event as usize),
             Source::Stream(_) => None,
         }
+    }
+
+    /// The syscall a live recording's next event will be (its result not
+    /// known yet), for [`Replayer::run_to_syscall`] after the last event.
+    pub fn set_pending(&mut self, syscall: Option<Event>) {
+        self.pending = syscall;
+    }
+
+    /// Whether an instruction ran in the last `advance` or
+    /// `run_to_syscall` while single-stepping.
+    pub fn stepped(&self) -> bool {
+        self.stepped
     }
 
     pub fn debug_mut(&mut self) -> &mut DebugCtl {
@@ -394,17 +426,23 @@ impl<'a> Replayer<'a> {
     }
 
     /// Run the next event's thread up to the event (a syscall), without
-    /// applying it: Ok(None) when there, or the pause on the way.
+    /// applying it: Ok(None) when there, or the pause on the way. After the
+    /// last event, the syscall is the one [`Replayer::set_pending`] gave, if
+    /// any (a live recording's next event, not made yet).
     pub fn run_to_syscall(&mut self) -> Result<Option<Pause>, Error> {
-        let (tid, nr, args, regs) = match self.next() {
+        self.stepped = false;
+        let next = self
+            .next()
+            .or_else(|| self.pending.clone().map(std::sync::Arc::new));
+        let (tid, nr, args, regs) = match next.as_deref() {
             None => return Ok(None),
-            Some(Event::Syscall {
+            Some(&Event::Syscall {
                 tid,
                 nr,
                 args,
                 regs,
                 ..
-            }) => (*tid, *nr, *args, *regs),
+            }) => (tid, nr, args, regs),
             Some(_) => return Err(Error::Unsupported("the next event is not a syscall".into())),
         };
         self.event += 1;
@@ -420,36 +458,86 @@ impl<'a> Replayer<'a> {
         }
     }
 
-    /// Whether [`Replayer::fork`] can copy this replay: one thread, at a
-    /// plain stop (not inside a syscall, no signal to deliver).
+    /// Whether [`Replayer::fork`] can copy this replay: every thread at a
+    /// plain stop or at the seccomp stop of a syscall not applied yet (at
+    /// least one at a plain stop), no signal to deliver, no stop pending.
     pub fn can_fork(&self) -> bool {
         self.exit.is_none()
             && self.queued.values().all(|q| q.is_empty())
-            && self.threads.len() == 1
-            && self
-                .threads
-                .values()
-                .all(|&(_, at)| matches!(at, At::Stopped { sig: 0 } | At::Skipped | At::Exit))
+            && self.threads.values().all(|&(_, at)| {
+                matches!(
+                    at,
+                    At::Stopped { sig: 0 } | At::Skipped | At::Exit | At::Entry
+                )
+            })
+            && self.threads.values().any(|&(_, at)| at != At::Entry)
     }
 
     /// An independent copy of this replay, in a new process forked from
-    /// this one (copy-on-write): an in-memory snapshot, or a working copy
-    /// of one.
+    /// this one (copy-on-write), that can run: a working copy of a
+    /// snapshot. Fork copies one thread; the others are recreated in the
+    /// copy (`rewind_ckpt::tracee::recreate_threads`) from what was read of
+    /// them (this replay's threads, or what a snapshot holds of them).
     pub fn fork(&self) -> Result<Replayer<'a>, Error> {
+        let (mut copy, held) = self.copy()?;
+        if let Some(held) = held {
+            let mut created = Vec::new();
+            let others: Vec<ThreadCopy> = held.others.iter().map(|t| t.2.clone()).collect();
+            let made = rewind_ckpt::tracee::recreate_threads(
+                &mut copy.tracee,
+                &held.main,
+                &others,
+                &mut created,
+            );
+            let known = copy.known.get_mut();
+            for (i, tid) in created.into_iter().enumerate() {
+                let (vtid, at, ref t) = held.others[i];
+                copy.threads.insert(vtid, (tid, at));
+                known.insert(vtid, ThreadCopy { tid, ..t.clone() });
+            }
+            // On failure the copy is dropped: killed with what was made.
+            made?;
+            if let Some((&vtid, &(tid, _))) =
+                copy.threads.iter().find(|t| t.1 .0 == copy.tracee.pid)
+            {
+                known.insert(vtid, ThreadCopy { tid, ..held.main });
+            }
+        }
+        Ok(copy)
+    }
+
+    /// An in-memory snapshot of this replay: a copy that only
+    /// [`Replayer::fork`] uses. It is one stopped process (its other
+    /// threads are held as data and recreated in each working copy), so
+    /// that many snapshots cost the tracer little.
+    pub fn snapshot(&self) -> Result<Replayer<'a>, Error> {
+        let (mut copy, held) = self.copy()?;
+        copy.held = held;
+        Ok(copy)
+    }
+
+    /// A one-thread copy of this replay and what its other threads are.
+    fn copy(&self) -> Result<(Replayer<'a>, Option<Held>), Error> {
         if !self.can_fork() {
             return Err(Error::Unsupported(
-                "this replay cannot be forked (several threads, or a thread inside a syscall)"
+                "this replay cannot be forked here (a signal being delivered, or no thread at a plain stop)"
                     .into(),
             ));
         }
-        let Some((&vtid, &(real, at))) = self.threads.iter().next() else {
-            return Err(Error::Unsupported("no thread to fork".into()));
+        let (main_vtid, main_real, main_at, held) = match &self.held {
+            Some(held) => {
+                let Some((&vtid, &(real, at))) = self.threads.iter().next() else {
+                    return Err(Error::Unsupported("no thread to fork".into()));
+                };
+                (vtid, real, at, Some(held.clone()))
+            }
+            None => self.read_threads()?,
         };
-        let child = rewind_ckpt::tracee::fork_stopped(&self.tracee, real)?;
+        let child = rewind_ckpt::tracee::fork_stopped(&self.tracee, main_real)?;
         let tracee = Tracee::new(child)?;
         let mut threads = HashMap::new();
-        threads.insert(vtid, (child, at));
-        Ok(Replayer {
+        threads.insert(main_vtid, (child, main_at));
+        let copy = Replayer {
             dir: self.dir.clone(),
             opts: self.opts.clone(),
             tracee,
@@ -472,8 +560,68 @@ impl<'a> Replayer<'a> {
             stepped: false,
             internal_bp: None,
             dr_state: HashMap::new(),
-        })
+            held: None,
+            known: RefCell::default(),
+            pending: None,
+            // A copy made at a mark's reported arrival is there too.
+            mark_reached: self.mark_reached,
+        };
+        Ok((copy, held))
     }
+
+    /// The thread to fork from (the leader when it is at a plain stop)
+    /// and, with several threads, what fork does not copy of them.
+    fn read_threads(&self) -> Result<(i32, pid_t, At, Option<Held>), Error> {
+        let mut order: Vec<(i32, pid_t, At)> =
+            self.threads.iter().map(|(&v, &(r, a))| (v, r, a)).collect();
+        order.sort_by_key(|t| t.0);
+        let main = order
+            .iter()
+            .position(|t| t.1 == self.tracee.pid && t.2 != At::Entry)
+            .or_else(|| order.iter().position(|t| t.2 != At::Entry))
+            .ok_or_else(|| Error::Unsupported("no thread to fork".into()))?;
+        let (vtid, real, at) = order.remove(main);
+        if order.is_empty() {
+            return Ok((vtid, real, at, None));
+        }
+        let read = |vtid: i32, real: pid_t, at: At| {
+            let known = self.known.borrow().get(&vtid).cloned();
+            let t = rewind_ckpt::tracee::read_thread(
+                &self.tracee,
+                real,
+                at == At::Entry,
+                known.as_ref(),
+            )?;
+            self.known.borrow_mut().insert(vtid, t.clone());
+            Ok::<_, Error>(t)
+        };
+        let held = Held {
+            main: read(vtid, real, at)?,
+            others: order
+                .iter()
+                .map(|&(v, r, a)| Ok((v, a, read(v, r, a)?)))
+                .collect::<Result<_, Error>>()?,
+        };
+        let restart = |t: &rewind_ckpt::tracee::ThreadCopy| {
+            (t.regs.orig_rax as i64) >= 0
+                && (ERESTART_RESTARTBLOCK..=ERESTARTSYS).contains(&(t.regs.rax as i64))
+        };
+        if restart(&held.main) || held.others.iter().any(|t| restart(&t.2)) {
+            return Err(Error::Unsupported(
+                "this replay cannot be forked here (a thread's syscall is to be restarted)".into(),
+            ));
+        }
+        Ok((vtid, real, at, Some(held)))
+    }
+}
+
+/// The threads of a snapshot other than its one live thread, as data.
+#[derive(Clone)]
+struct Held {
+    /// What fork drops of the live thread.
+    main: ThreadCopy,
+    /// (recorded id, where it was, what it was).
+    others: Vec<(i32, At, ThreadCopy)>,
 }
 
 fn perr(op: &'static str, tid: pid_t) -> impl Fn(nix::errno::Errno) -> Error {
@@ -574,6 +722,8 @@ impl Replayer<'_> {
     }
 
     fn set_at(&mut self, tid: i32, at: At) {
+        // Every run of a thread ends here: what was read of it is stale.
+        self.known.get_mut().remove(&tid);
         if let Some(t) = self.threads.get_mut(&tid) {
             t.1 = at;
         }
@@ -584,7 +734,7 @@ impl Replayer<'_> {
     fn next_event(&mut self) -> Result<Option<Event>, Error> {
         match &mut self.source {
             Source::Stream(reader) => Ok(reader.next_event()?),
-            Source::Loaded(events) => Ok(events.get(self.event as usize).cloned()),
+            Source::Loaded(events) => Ok(events.get(self.event as usize).map(|e| (*e).clone())),
         }
     }
 
@@ -733,7 +883,12 @@ impl Replayer<'_> {
                                 return Ok((stop, Some(r)));
                             }
                         }
-                        self.pause = Some(Pause::Step { tid: vtid });
+                        // A watchpoint armed while stepping (a debugger's
+                        // stepi) that the instruction triggered.
+                        self.pause = Some(match self.watch_hit(real)? {
+                            Some(watch) => Pause::Watch { tid: vtid, watch },
+                            None => Pause::Step { tid: vtid },
+                        });
                         return Err(Error::Paused);
                     }
                     stop
@@ -842,8 +997,11 @@ impl Replayer<'_> {
     /// Program `real`'s debug registers with the watchpoints (none while
     /// stepping), if they are not already.
     fn sync_watches(&mut self, real: pid_t, stepping: bool) -> Result<(), Error> {
+        // Watchpoints are armed while stepping only when the debugger asks
+        // for both (a step then reports the access as `Pause::Watch`).
+        let _ = stepping;
         let want: Vec<Watch> = match &self.debug {
-            Some(d) if !stepping => d.watches.iter().take(4).copied().collect(),
+            Some(d) => d.watches.iter().take(4).copied().collect(),
             _ => Vec::new(),
         };
         let have = self.dr_state.get(&real).cloned().unwrap_or_default();
@@ -1026,6 +1184,7 @@ impl Replayer<'_> {
     fn step(&mut self, ev: Event) -> Result<(), Error> {
         match ev {
             Event::Preempt { tid, regs } => self.run_to_regs(tid, &regs)?,
+            Event::Mark { tid, addr, regs } => self.run_to_mark(tid, addr, &regs)?,
             // Only a starting point for `--from`.
             Event::Checkpoint { .. } => {}
             Event::Enter {
@@ -1153,6 +1312,8 @@ impl Replayer<'_> {
                 }
                 let _ = real;
                 self.kill();
+                // The program goes on in the new image: it has not ended.
+                self.exit = None;
                 let (tracee, threads) = start(&self.dir.join(&image), self.cpu)?;
                 self.tracee = tracee;
                 self.threads = threads;
@@ -1222,6 +1383,67 @@ impl Replayer<'_> {
             }
             Err(self.diverge(vtid, format!("the preemption point at rip {addr:#x} was never reached with the recorded registers")))
         })();
+        self.internal_bp = None;
+        result
+    }
+
+    /// Run `vtid` to its first arrival at `addr` since the previous event,
+    /// where a debugger stopped the live recording (the registers must be
+    /// `want`). A user breakpoint there, or the single step that got
+    /// there, is reported first (a pause, as without the mark); the mark is
+    /// applied, running nothing, on the next advance.
+    fn run_to_mark(&mut self, vtid: i32, addr: u64, want: &[u64]) -> Result<(), Error> {
+        let want = rewind_ckpt::capture::regs_from_slice(want)
+            .ok_or_else(|| self.diverge(vtid, "malformed mark registers in the trace".into()))?;
+        if self.mark_reached.take() == Some(self.event) {
+            self.set_at(vtid, At::Stopped { sig: 0 });
+            return Ok(());
+        }
+        let same = |r: &user_regs_struct| {
+            // RF and TF are the debugger's.
+            let flags = !((1u64 << 16) | TRAP_FLAG);
+            let (mut a, mut b) = (*r, want);
+            a.eflags &= flags;
+            b.eflags &= flags;
+            a.orig_rax = 0;
+            b.orig_rax = 0;
+            rewind_ckpt::capture::regs_to_vec(&a) == rewind_ckpt::capture::regs_to_vec(&b)
+        };
+        self.internal_bp = Some(addr);
+        let result = match self.run_to_stop(vtid) {
+            Err(Error::Paused) => Err(Error::Paused),
+            Ok((Stop::Signal(libc::SIGTRAP), Some(r))) if r.rip == addr => {
+                if !same(&r) {
+                    Err(self.diverge(
+                        vtid,
+                        format!("the registers at the mark at {addr:#x} differ from the recording"),
+                    ))
+                } else if let Some(pause) = match &self.debug {
+                    Some(d) if d.step => Some(Pause::Step { tid: vtid }),
+                    Some(d) if d.breakpoints.contains(&addr) => {
+                        Some(Pause::Breakpoint { tid: vtid, addr })
+                    }
+                    _ => None,
+                } {
+                    // The step or arrival that got there is the debugger's
+                    // to see; applying the mark then runs nothing.
+                    self.mark_reached = Some(self.event);
+                    self.pause = Some(pause);
+                    Err(Error::Paused)
+                } else {
+                    self.set_at(vtid, At::Stopped { sig: 0 });
+                    Ok(())
+                }
+            }
+            Ok((stop, regs)) => Err(self.diverge(
+                vtid,
+                format!(
+                    "expected to reach the mark at {addr:#x}, got {}",
+                    describe_stop(stop, regs.as_ref())
+                ),
+            )),
+            Err(e) => Err(e),
+        };
         self.internal_bp = None;
         result
     }

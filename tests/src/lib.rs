@@ -1284,6 +1284,19 @@ pub fn debug(dir: &Path, cmds: &[&str]) -> Finished {
     rewind_in(parent, &args)
 }
 
+/// `rewind debug --batch` over `program` run live (`-- PROG`), its
+/// recording kept in `trace` (`-o`), with `cmds`, in the scratch directory.
+pub fn debug_live(scratch: &Scratch, program: &Command, trace: &Path, cmds: &[&str]) -> Finished {
+    let mut cmd = Command::new(rewind_bin());
+    cmd.arg("debug").arg("--batch").arg("-o").arg(trace);
+    for c in cmds {
+        cmd.arg("--ex").arg(c);
+    }
+    cmd.arg("--").current_dir(scratch.path());
+    copy_program(program, &mut cmd);
+    run_to_end(cmd, COMMAND_TIMEOUT)
+}
+
 /// What each `print` showed, after `$N = `.
 pub fn printed_values(output: &str) -> Vec<String> {
     output
@@ -1295,4 +1308,54 @@ pub fn printed_values(output: &str) -> Vec<String> {
                 .unwrap_or_default()
         })
         .collect()
+}
+
+/// Every process whose command line is exactly `argv` (none must be left after a test). Each test
+/// should run its fixture with arguments of its own, so parallel tests do not see each other's.
+pub fn processes_running(argv: &[String]) -> Vec<String> {
+    let mut found = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in dir.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.parse::<u32>().is_err() {
+            continue;
+        }
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|&b| b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if args == argv {
+            found.push(name);
+        }
+    }
+    found
+}
+
+pub fn argv_of(program: &Command) -> Vec<String> {
+    std::iter::once(program.get_program())
+        .chain(program.get_args())
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect()
+}
+
+#[track_caller]
+pub fn assert_nothing_left(program: &Command) {
+    let argv = argv_of(program);
+    // Orphans are reaped by init: give it a moment.
+    for _ in 0..100 {
+        if processes_running(&argv).is_empty() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!(
+        "processes left behind: {:?} running {argv:?}",
+        processes_running(&argv)
+    );
 }

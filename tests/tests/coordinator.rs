@@ -327,6 +327,99 @@ fn the_printed_restart_command_restarts_every_image() {
 }
 
 #[test]
+fn a_program_that_forked_is_checkpointed_and_restarted_as_its_whole_tree() {
+    let scratch = Scratch::new("coord_tree");
+    let mut tree = fixture("tree_pipe");
+    tree.arg("44");
+    let heap = fixture("loop_heap");
+    let tree_native = thread::spawn(|| {
+        let mut t = fixture("tree_pipe");
+        t.arg("44");
+        run_uninterrupted(&t)
+    });
+    let heap_native = thread::spawn(|| run_uninterrupted(&fixture("loop_heap")));
+    let coord = Coord::start(&scratch, "127.0.0.1:0");
+    let flags = ["--coordinator", coord.addr.as_str()];
+    let mut tree_run = launch_with(
+        &flags,
+        &tree,
+        &scratch.dir("ckpt-tree"),
+        Redirect::to(scratch.join("tree.before")),
+    );
+    let mut heap_run = launch_with(
+        &flags,
+        &heap,
+        &scratch.dir("ckpt-heap"),
+        Redirect::to(scratch.join("heap.before")),
+    );
+    tree_run.wait_for(Wait::LineContaining("parent 10: got"));
+    heap_run.wait_for(Wait::Lines(6));
+    coord.wait_log(&["joined"], 2);
+
+    let done = coord.command(scratch.path(), &["--checkpoint", "--kill"]);
+    done.assert_success();
+    // The forked child's image is listed under its session and is part of the restart command.
+    let restart_line = done
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("restart: "))
+        .unwrap_or_else(|| panic!("no restart command printed:\n{}", done.describe()));
+    let words: Vec<&str> = restart_line.split_whitespace().collect();
+    assert_eq!(
+        words.len(),
+        4 + 3,
+        "two images of tree_pipe and one of loop_heap: {}",
+        done.describe()
+    );
+    let before_tree = tree_run.wait_timeout(KILL_TIMEOUT).stdout;
+    let before_heap = heap_run.wait_timeout(KILL_TIMEOUT).stdout;
+    assert_nothing_left(&tree);
+
+    let restarted = rewind_background(
+        &words[1..],
+        &scratch.dir("ckpt-1"),
+        Redirect::to(scratch.join("all.after")),
+    );
+    coord.wait_log(&["joined", "restarted"], 2);
+    let restarted = restarted.wait();
+    restarted.assert_success();
+    let remainder = |native: thread::JoinHandle<Output>, before: &str, name: &str| {
+        let native = native.join().expect("uninterrupted run");
+        let expected = String::from_utf8_lossy(&native.stdout).into_owned();
+        assert!(
+            !before.is_empty() && expected.starts_with(before) && expected.len() > before.len(),
+            "{name} printed {before:?} before the checkpoint, which does not begin its \
+             uninterrupted output (or is all of it):\n{expected}"
+        );
+        expected[before.len()..].to_string()
+    };
+    let parts = [
+        (
+            "tree_pipe",
+            remainder(tree_native, &before_tree, "tree_pipe"),
+        ),
+        (
+            "loop_heap",
+            remainder(heap_native, &before_heap, "loop_heap"),
+        ),
+    ];
+    if let Err(e) = check_interleaving(&parts, &restarted.stdout) {
+        panic!(
+            "the restarted programs' shared output is not their remaining outputs interleaved: {e}\n{}",
+            restarted.describe()
+        );
+    }
+    // The child was restored as the parent's own child (one session, one tree).
+    assert!(
+        restarted.stdout.contains("parent is mine")
+            && restarted.stdout.contains("waitpid: my child"),
+        "{}",
+        restarted.describe()
+    );
+    assert_nothing_left(&tree);
+}
+
+#[test]
 fn a_session_failing_mid_checkpoint_is_named_and_nobody_is_killed() {
     let scratch = Scratch::new("coord_fail");
     let names: Vec<_> = PROGRAMS.iter().map(|(n, _)| *n).collect();

@@ -65,15 +65,35 @@ fn gdb_pcs(binary: &std::path::Path, cmds: &[String]) -> (Vec<String>, Vec<Strin
     (pcs(&text), returned(&text))
 }
 
+/// The same commands on a recording (`--trace`) and on the program run
+/// live (`-- PROG`, recorded as far as the commands go).
+fn both_modes(scratch: &Scratch, prog: &Command, cmds: &[&str]) -> Vec<(&'static str, Finished)> {
+    let rec = record(scratch, prog, None);
+    let traced = debug(&rec.dir, cmds);
+    let live = debug_live(scratch, prog, &scratch.join("live-trace"), cmds);
+    vec![("--trace", traced), ("live", live)]
+}
+
 fn compare_with_gdb(test: &str, cmds: &[&str]) {
     let scratch = Scratch::new(test);
     let mut prog = fixture("dbg_demo");
     prog.env("GLIBC_TUNABLES", NO_AVX);
-    let rec = record(&scratch, &prog, None);
     let cmds = with_pcs(cmds);
     let (want, want_values) = gdb_pcs(&target("dbg_demo"), &cmds);
     let refs: Vec<&str> = cmds.iter().map(|s| s.as_str()).collect();
-    let done = debug(&rec.dir, &refs);
+    for (mode, done) in both_modes(&scratch, &prog, &refs) {
+        compare_stops(mode, &cmds, &want, &want_values, &done);
+    }
+}
+
+fn compare_stops(
+    mode: &str,
+    cmds: &[String],
+    want: &[String],
+    want_values: &[String],
+    done: &Finished,
+) {
+    assert!(done.status.success(), "{mode}: {}", done.describe());
     let got = pcs(&done.stdout);
     assert_eq!(
         want.len(),
@@ -84,7 +104,7 @@ fn compare_with_gdb(test: &str, cmds: &[&str]) {
         assert_eq!(
             g,
             w,
-            "stop {} differs from gdb's (after `{}`)\n--- rewind:\n{}",
+            "{mode}: stop {} differs from gdb's (after `{}`)\n--- rewind:\n{}",
             i + 1,
             cmds.iter()
                 .filter(|c| *c != "p $pc")
@@ -94,7 +114,7 @@ fn compare_with_gdb(test: &str, cmds: &[&str]) {
             done.describe()
         );
     }
-    assert_eq!(got.len(), want.len(), "{}", done.describe());
+    assert_eq!(got.len(), want.len(), "{mode}: {}", done.describe());
     if cmds.iter().any(|c| c == "finish") {
         assert!(
             !want_values.is_empty(),
@@ -104,7 +124,7 @@ fn compare_with_gdb(test: &str, cmds: &[&str]) {
     assert_eq!(
         returned(&done.stdout),
         want_values,
-        "values finish returned: {}",
+        "{mode}: values finish returned: {}",
         done.describe()
     );
 }
@@ -220,7 +240,6 @@ fn watchpoints_match_gdb_forward_and_retrace_every_change_backward() {
     let scratch = Scratch::new("debug-watch");
     let mut prog = fixture("dbg_demo");
     prog.env("GLIBC_TUNABLES", NO_AVX);
-    let rec = record(&scratch, &prog, None);
     let mut cmds = vec!["break main", "run", "watch total", "watch counter"];
     for _ in 0..6 {
         cmds.extend(["continue", "p $pc"]);
@@ -243,24 +262,111 @@ fn watchpoints_match_gdb_forward_and_retrace_every_change_backward() {
     for _ in 0..6 {
         cmds.extend(["reverse-continue", "p $pc"]);
     }
-    let done = debug(&rec.dir, &cmds);
-    assert!(done.status.success(), "{}", done.describe());
-    let got = watch_reports(&done.stdout);
-    assert_eq!(got.len(), 12, "{}", done.describe());
-    assert_eq!(
-        &got[..6],
-        &want[..],
-        "forward stops as gdb's: {}",
-        done.describe()
-    );
-    // Backward: each change undone in turn, newest first.
-    for (i, (old, new, _)) in got[6..].iter().enumerate() {
-        let (f_old, f_new, _) = &got[5 - i];
+    for (mode, done) in both_modes(&scratch, &prog, &cmds) {
+        assert!(done.status.success(), "{mode}: {}", done.describe());
+        let got = watch_reports(&done.stdout);
+        assert_eq!(got.len(), 12, "{mode}: {}", done.describe());
         assert_eq!(
-            (old, new),
-            (f_new, f_old),
-            "reverse stop {}: {}",
-            i + 1,
+            &got[..6],
+            &want[..],
+            "{mode}: forward stops as gdb's: {}",
+            done.describe()
+        );
+        // Backward: each change undone in turn, newest first.
+        for (i, (old, new, _)) in got[6..].iter().enumerate() {
+            let (f_old, f_new, _) = &got[5 - i];
+            assert_eq!(
+                (old, new),
+                (f_new, f_old),
+                "{mode}: reverse stop {}: {}",
+                i + 1,
+                done.describe()
+            );
+        }
+    }
+}
+
+#[test]
+fn watchpoints_stop_steps_and_take_conditions_as_gdb_does() {
+    let scratch = Scratch::new("debug-watch-steps");
+    let mut prog = fixture("dbg_demo");
+    prog.env("GLIBC_TUNABLES", NO_AVX);
+    // `next` stops where `counter` changes; a conditional watchpoint stops
+    // only where its condition holds (and reports the value before the
+    // change that made it stop).
+    let mut cmds = vec!["break main", "run", "watch counter"];
+    for _ in 0..12 {
+        cmds.extend(["next", "p $pc"]);
+    }
+    cmds.extend(["stepi", "p $pc", "delete 2", "watch total if total > 30000"]);
+    cmds.extend(["continue", "p $pc", "condition 3 total > 200000"]);
+    cmds.extend(["continue", "p $pc", "info breakpoints"]);
+    // Oracle: gdb on the same binary (hardware watchpoints, forward).
+    let mut gdb = system_program("gdb");
+    gdb.env("GLIBC_TUNABLES", NO_AVX).args(["-batch", "-nx"]);
+    for c in &cmds {
+        gdb.arg("-ex").arg(c);
+    }
+    gdb.arg(target("dbg_demo"));
+    let g = gdb.output().expect("run gdb");
+    let gdb_out = String::from_utf8_lossy(&g.stdout);
+    let want = (watch_reports(&gdb_out), pcs(&gdb_out));
+    assert_eq!(want.0.len(), 4, "gdb's watchpoint stops:\n{gdb_out}");
+    for (mode, done) in both_modes(&scratch, &prog, &cmds) {
+        assert!(done.status.success(), "{mode}: {}", done.describe());
+        let got = (watch_reports(&done.stdout), pcs(&done.stdout));
+        assert_eq!(
+            got,
+            want,
+            "{mode}: {}\n--- gdb:\n{gdb_out}",
+            done.describe()
+        );
+        assert!(
+            done.stdout.contains("\tstop only if total > 200000"),
+            "{mode}: {}",
+            done.describe()
+        );
+    }
+}
+
+#[test]
+fn finish_shows_floating_point_and_struct_values_as_gdb_does() {
+    let scratch = Scratch::new("debug-returns");
+    let functions = [
+        "half",
+        "scale",
+        "make_pair",
+        "make_two",
+        "make_mixed",
+        "make_floats",
+        "make_big",
+        "make_num",
+        "make_small",
+    ];
+    let breaks: Vec<String> = functions.iter().map(|f| format!("break {f}")).collect();
+    let mut cmds: Vec<&str> = breaks.iter().map(|s| s.as_str()).collect();
+    cmds.extend(["run", "finish"]);
+    for _ in 1..functions.len() {
+        cmds.extend(["continue", "finish"]);
+    }
+    // Oracle: gdb's own finish on the same binary (float, double, structs
+    // in rax/rdx, xmm0/xmm1, both, in memory; a union).
+    let mut gdb = system_program("gdb");
+    gdb.args(["-batch", "-nx"]);
+    for c in &cmds {
+        gdb.arg("-ex").arg(c);
+    }
+    gdb.arg(target("dbg_returns"));
+    let g = gdb.output().expect("run gdb");
+    let gdb_out = String::from_utf8_lossy(&g.stdout);
+    let want = returned(&gdb_out);
+    assert_eq!(want.len(), functions.len(), "gdb's values:\n{gdb_out}");
+    for (mode, done) in both_modes(&scratch, &fixture("dbg_returns"), &cmds) {
+        assert!(done.status.success(), "{mode}: {}", done.describe());
+        assert_eq!(
+            returned(&done.stdout),
+            want,
+            "{mode}: {}\n--- gdb:\n{gdb_out}",
             done.describe()
         );
     }
@@ -276,7 +382,7 @@ fn a_batch_script_reverse_continues_to_the_values_the_forward_run_printed() {
          continue\nprint n\nprint total\nreverse-continue\nprint n\nprint total\nreverse-continue\n\
          print n\nreverse-continue\nprint n\nreverse-continue\nprint n\nreverse-continue\nwhen\n",
     );
-    let done = rewind_in(
+    let traced = rewind_in(
         scratch.path(),
         [
             "debug",
@@ -287,6 +393,26 @@ fn a_batch_script_reverse_continues_to_the_values_the_forward_run_printed() {
             &script.display().to_string(),
         ],
     );
+    // The same script with the program run live.
+    let live = rewind_in(
+        scratch.path(),
+        [
+            "debug",
+            "-o",
+            &scratch.join("live-trace").display().to_string(),
+            "--batch",
+            "-x",
+            &script.display().to_string(),
+            "--",
+            &target("dbg_demo").display().to_string(),
+        ],
+    );
+    for done in [traced, live] {
+        check_batch_script(&rec, &done);
+    }
+}
+
+fn check_batch_script(rec: &Recorded, done: &Finished) {
     assert!(done.status.success(), "{}", done.describe());
     let values = printed_values(&done.stdout);
     // Oracle: forward, n and total at each hit; backward, the same n in
@@ -337,7 +463,6 @@ fn a_batch_script_reverse_continues_to_the_values_the_forward_run_printed() {
 #[test]
 fn a_multithreaded_recording_goes_back_to_each_earlier_stop() {
     let scratch = Scratch::new("debug-threads");
-    let rec = record(&scratch, &fixture("rr_threads_counters"), None);
     let cmds = [
         "break say",
         "run",
@@ -357,14 +482,19 @@ fn a_multithreaded_recording_goes_back_to_each_earlier_stop() {
         "p text",
         "p $rsp",
     ];
-    let done = debug(&rec.dir, &cmds);
-    assert!(done.status.success(), "{}", done.describe());
-    let values = printed_values(&done.stdout);
-    assert_eq!(values.len(), 10, "{}", done.describe());
-    // Back at the 2nd and 1st stops: the same string and stack pointer.
-    assert_eq!(values[6..8], values[2..4], "{}", done.describe());
-    assert_eq!(values[8..10], values[0..2], "{}", done.describe());
-    assert!(done.stdout.contains("Thread "), "{}", done.describe());
+    for (mode, done) in both_modes(&scratch, &fixture("rr_threads_counters"), &cmds) {
+        assert!(done.status.success(), "{mode}: {}", done.describe());
+        let values = printed_values(&done.stdout);
+        assert_eq!(values.len(), 10, "{mode}: {}", done.describe());
+        // Back at the 2nd and 1st stops: the same string and stack pointer.
+        assert_eq!(values[6..8], values[2..4], "{mode}: {}", done.describe());
+        assert_eq!(values[8..10], values[0..2], "{mode}: {}", done.describe());
+        assert!(
+            done.stdout.contains("Thread "),
+            "{mode}: {}",
+            done.describe()
+        );
+    }
 }
 
 #[test]

@@ -2,7 +2,8 @@
 //! trace of a recorded fixture (every instruction's registers) is walked
 //! exactly backwards by reverse-stepi; reverse-continue lands on the last
 //! arrival at a breakpoint the forward trace saw; going to a moment twice
-//! gives identical registers.
+//! gives identical registers. The same with five threads, going back from
+//! in-memory snapshots of all of them.
 
 use std::collections::BTreeSet;
 
@@ -176,4 +177,170 @@ fn symbol_address(path: &std::path::Path, name: &str) -> u64 {
                 .flatten()
         })
         .unwrap_or_else(|| panic!("no symbol {name} in {}", path.display()))
+}
+
+/// Every thread's registers (recorded id, registers the program sees).
+fn all_threads(t: &Timeline) -> Vec<(i32, Vec<u64>)> {
+    t.replayer()
+        .threads()
+        .into_iter()
+        .map(|(vtid, real)| {
+            let r = rewind_ckpt::sys::ptrace::getregs(real).expect("thread registers");
+            (vtid, program_regs(&rewind_ckpt::capture::regs_to_vec(&r)))
+        })
+        .collect()
+}
+
+/// A stop of a threaded replay: which thread stopped, every thread's
+/// registers, and the memory near every thread's stack pointer with the
+/// program's own data and heap (the moment itself may be spelled
+/// differently when reached another way).
+type ThreadedStop = (i32, Vec<(i32, Vec<u64>)>, u64);
+
+fn threaded_stop(t: &Timeline) -> ThreadedStop {
+    (t.thread(), all_threads(t), program_memory(t))
+}
+
+/// A hash of that memory.
+fn program_memory(t: &Timeline) -> u64 {
+    use std::hash::{DefaultHasher, Hasher};
+    let tracee = t.replayer().tracee();
+    let maps = rewind_ckpt::maps::read(tracee.pid).expect("maps");
+    let mut ranges: Vec<(u64, u64)> = maps
+        .iter()
+        .filter(|m| m.prot & libc::PROT_WRITE as u32 != 0)
+        .filter(|m| m.name == "[heap]" || m.name.ends_with("rr_threads_counters"))
+        .map(|m| (m.start, m.end))
+        .collect();
+    for (_, r) in all_threads(t) {
+        let sp = r[19];
+        if let Some(m) = maps.iter().find(|m| m.start <= sp && sp < m.end) {
+            ranges.push((
+                sp.saturating_sub(32 << 10).max(m.start),
+                (sp + (32 << 10)).min(m.end),
+            ));
+        }
+    }
+    let mut h = DefaultHasher::new();
+    for (start, end) in ranges {
+        let mut buf = vec![0u8; (end - start) as usize];
+        tracee.read_mem(start, &mut buf).expect("read memory");
+        h.write_u64(start);
+        h.write(&buf);
+    }
+    h.finish()
+}
+
+#[test]
+fn threaded_program_goes_back_through_snapshots() {
+    let scratch = Scratch::new("rc-threads");
+    let exe = target("rr_threads_counters");
+    let rec = record(&scratch, &fixture("rr_threads_counters"), None);
+    assert!(rec.status.success(), "{}", rec.stderr);
+    let opts = TimelineOptions {
+        snapshot_interval: std::time::Duration::from_millis(5),
+        ..TimelineOptions::default()
+    };
+    let (mut t, out) = open(&rec.dir, opts);
+    // Oracle: the forward run, from the trace's initial image only, with a
+    // breakpoint where every thread reports (say), and at the end of each
+    // worker: every arrival with every thread's registers and the memory.
+    let bias = load_bias_of(&t, &exe);
+    let bps: BTreeSet<u64> = [
+        symbol_address(&exe, "say") + bias,
+        symbol_address(&exe, "worker") + bias,
+    ]
+    .into_iter()
+    .collect();
+    t.breakpoints = bps.clone();
+    let mut hits: Vec<(Moment, ThreadedStop)> = Vec::new();
+    loop {
+        match t.cont(&mut |_, _| true).expect("continue") {
+            StopReason::Breakpoint(a) => {
+                assert!(bps.contains(&a));
+                hits.push((t.now().clone(), threaded_stop(&t)));
+            }
+            StopReason::End => break,
+            other => panic!("unexpected stop {other:?}"),
+        }
+    }
+    assert_eq!(
+        t.restores().images,
+        1,
+        "forward from the initial image only"
+    );
+    let threads_seen: BTreeSet<i32> = hits.iter().map(|h| h.1 .0).collect();
+    assert_eq!(threads_seen.len(), 4, "every worker thread arrives");
+    assert!(
+        hits.iter().any(|h| h.1 .1.len() == 5),
+        "arrivals while all five threads live"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.0.borrow()),
+        rec.stdout,
+        "replay shows the program's output once, as recorded"
+    );
+    assert!(
+        t.snapshot_events().len() > 4,
+        "snapshots of the threaded replay: {:?}",
+        t.snapshot_events()
+    );
+
+    // Backward: every reverse-continue lands on the previous arrival, with
+    // the same thread, every thread's registers and the same memory, and
+    // goes back from in-memory snapshots, never from the trace's images.
+    for (m, want) in hits.iter().rev() {
+        match t.reverse_cont(&mut |_, _| true).expect("reverse-continue") {
+            StopReason::Breakpoint(_) => {}
+            other => panic!("expected a breakpoint, got {other:?}"),
+        }
+        assert_eq!(threaded_stop(&t), *want, "at {} (forward: {m})", t.now());
+    }
+    assert_eq!(
+        t.reverse_cont(&mut |_, _| true).expect("rc"),
+        StopReason::Start
+    );
+    let r = t.restores();
+    assert!(r.snapshots > 10, "went back from snapshots: {r:?}");
+    assert_eq!(r.images, 1, "never from the trace's images: {r:?}");
+
+    // Forward single steps across thread switches and syscalls, from an
+    // arrival in the middle; then reverse-stepi walks them back exactly.
+    let mid = &hits[hits.len() / 2];
+    t.goto(&mid.0).expect("goto");
+    assert_eq!(threaded_stop(&t), mid.1, "goto an arrival");
+    let n = 800;
+    let mut forward: Vec<(Moment, i32, Vec<u64>)> = Vec::new();
+    for _ in 0..n {
+        forward.push((t.now().clone(), t.thread(), program_regs(&regs(&t))));
+        assert_eq!(t.stepi().expect("stepi"), StopReason::Step);
+    }
+    let first_event = forward[0].0.event;
+    assert!(
+        forward.last().is_some_and(|f| f.0.event > first_event),
+        "the stretch crosses events"
+    );
+    for (i, (m, tid, want)) in forward.iter().rev().take(500).enumerate() {
+        assert_eq!(t.reverse_stepi().expect("reverse-stepi"), StopReason::Step);
+        assert_eq!(
+            (t.thread(), program_regs(&regs(&t))),
+            (*tid, want.clone()),
+            "reverse-stepi #{} should land where forward step {} was (moment {m}), at {}",
+            i + 1,
+            n - 1 - i,
+            t.now()
+        );
+    }
+    assert_eq!(t.restores().images, 1, "{:?}", t.restores());
+}
+
+fn load_bias_of(t: &Timeline, exe: &std::path::Path) -> u64 {
+    let pid = t.replayer().tracee().pid;
+    let auxv = std::fs::read(format!("/proc/{pid}/auxv")).expect("auxv");
+    let at_entry = auxv
+        .chunks_exact(16)
+        .find(|w| u64::from_le_bytes(w[..8].try_into().unwrap()) == libc::AT_ENTRY)
+        .map(|w| u64::from_le_bytes(w[8..].try_into().unwrap()))
+        .expect("AT_ENTRY");
+    at_entry - elf_entry(exe)
 }

@@ -288,6 +288,15 @@ fn gdb_sees_the_vector_registers_of_a_core() {
         cmds.push(format!("print/x $xmm{r}.uint128"));
         cmds.push(format!("print/x $ymm{r}.v2_int128[1]"));
     }
+    // With AVX-512 (the fixture then holds zmm0-31): the top quarter of a
+    // low and of a high zmm, which this CPU may keep at offsets other than
+    // the ones gdb 13 assumes (AMD).
+    let avx512 = std::arch::is_x86_feature_detected!("avx512f");
+    if avx512 {
+        for r in [5, 20] {
+            cmds.push(format!("print/x $zmm{r}.v4_int128[3]"));
+        }
+    }
     let cmds: Vec<&str> = cmds.iter().map(String::as_str).collect();
     let (out, err) = gdb(&exe, &core, &cmds);
     let transcript = format!("gdb stdout:\n{out}\ngdb stderr:\n{err}");
@@ -307,6 +316,23 @@ fn gdb_sees_the_vector_registers_of_a_core() {
         assert!(low != 0 && high != 0, "ymm{r} holds the fixture's bytes");
         want.push(format!("{low:#x}"));
         want.push(format!("{high:#x}"));
+    }
+    if avx512 {
+        // This CPU's offsets of ZMM_Hi256 (zmm0-15's upper halves) and
+        // Hi16_ZMM (zmm16-31), from CPUID.
+        let component = |bit| {
+            rewind_ckpt::sys::cpu::xsave_component(bit)
+                .expect("AVX-512 state")
+                .0
+        };
+        for (r, at) in [
+            (5, component(6) + 32 * 5 + 16),
+            (20, component(7) + 64 * 4 + 48),
+        ] {
+            let top = le(&xs[at..at + 16]);
+            assert!(top != 0, "zmm{r} holds the fixture's bytes");
+            want.push(format!("{top:#x}"));
+        }
     }
     assert_eq!(printed(&out), want, "{transcript}");
 }

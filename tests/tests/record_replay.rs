@@ -145,6 +145,23 @@ fn replay_reproduces_sort_of_a_file_changed_then_deleted() {
 }
 
 #[test]
+fn replay_goes_on_in_the_program_a_shell_execs() {
+    // sh runs a command, then execs the fixture: replay goes on in the new
+    // image (it used to take the exec for the program's end).
+    let scratch = Scratch::new("replay_goes_on_in_the_program_a_shell_execs");
+    let mut program = system_program("sh");
+    program.arg("-c").arg(format!(
+        "echo before the exec; exec {}",
+        target("dbg_demo").display()
+    ));
+    let native = run_natively(&scratch, &program, None);
+    native.assert_success();
+    let recorded = record(&scratch, &program, None);
+    assert_recorded_like_native(&recorded, &native);
+    recorded.assert_replays_as_recorded(&[]);
+}
+
+#[test]
 fn replay_reproduces_python3_time_random_and_pid() {
     const SCRIPT: &str = r#"
 import hashlib, os, random, time

@@ -630,6 +630,7 @@ impl State {
                     if r.image.is_some() {
                         s.image = r.image.clone();
                         s.image_bytes = r.image_bytes;
+                        s.also = r.also.clone();
                     }
                     s.warnings.extend(r.warnings.iter().cloned());
                     if r.status.is_some() {

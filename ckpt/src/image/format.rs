@@ -33,7 +33,13 @@ use serde::{Deserialize, Serialize};
 /// First bytes of every image.
 pub const MAGIC: [u8; 8] = *b"RWNDIMG\0";
 /// Current version of everything in this module.
-pub const FORMAT_VERSION: u32 = 1;
+///
+/// Version 2 added `RegionKind::Shared` (and `SharedObject`, `SharedKind`)
+/// at the end of its enum: a version 1 image decodes unchanged, so both are
+/// read.
+pub const FORMAT_VERSION: u32 = 2;
+/// Oldest version this build still reads.
+pub const OLDEST_READABLE_VERSION: u32 = 1;
 /// Start of every memory chunk.
 pub const CHUNK_MAGIC: u32 = 0x4b4e_4843; // "CHNK"
 /// Start of the trailer that closes a complete image.
@@ -158,6 +164,119 @@ pub enum RegionKind {
     Vdso,
     Vvar,
     VvarVclock,
+    /// MAP_SHARED memory of a kernel object that other mappings, of this
+    /// process or of other processes of its tree, may share (shared
+    /// anonymous memory, memfd, POSIX shm on tmpfs, System V shm). A restart
+    /// makes each object once and maps it again in every region that held
+    /// it, so writes by one process are seen by the others.
+    Shared {
+        object: SharedObject,
+        /// Offset of the region's first byte in the object.
+        offset: u64,
+        /// Whether this image stores the region's pages. In a checkpoint of
+        /// a tree, the first image (the root's first) that maps a part of an
+        /// object stores it; later mappings of a part already stored do
+        /// not, and their restart needs that image too.
+        stored: bool,
+    },
+}
+
+/// A shared memory object as the checkpoint found it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SharedObject {
+    /// Device and inode of the object at the checkpoint: the mappings with
+    /// the same pair share one object.
+    pub dev: u64,
+    pub ino: u64,
+    /// Its size in bytes.
+    pub size: u64,
+    pub kind: SharedKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SharedKind {
+    /// MAP_SHARED|MAP_ANONYMOUS memory ("/dev/zero (deleted)" in the maps):
+    /// made again as shared anonymous memory.
+    Anonymous,
+    /// A memfd: made again with memfd_create under the same name.
+    Memfd { name: String },
+    /// A file on tmpfs that is still linked (POSIX shared memory in
+    /// /dev/shm): its mapped parts get the checkpoint's contents back; it
+    /// is created again, with its mode and owner, if it is gone.
+    TmpfsFile {
+        path: String,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
+    /// A file deleted while mapped (a POSIX shm object after shm_unlink, a
+    /// deleted file): made again as an unlinked file in the same directory
+    /// (else a memfd), with the checkpoint's contents.
+    Deleted { path: String },
+    /// A System V shared memory segment attached with shmat: made again
+    /// with the same id and key when it is gone (see `sysv.rs`).
+    SysV(SysVShm),
+}
+
+/// A System V shared memory segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SysVShm {
+    pub id: i32,
+    /// IPC_PRIVATE (0) or the key it was made with; 0 too once removed.
+    pub key: i32,
+    pub size: u64,
+    pub perm: IpcPerm,
+    /// Marked for removal (IPC_RMID) while still attached: removed again
+    /// once the restarted processes are attached.
+    pub removed: bool,
+}
+
+/// Owner and mode of a System V IPC object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpcPerm {
+    pub uid: u32,
+    pub gid: u32,
+    /// The low 9 permission bits.
+    pub mode: u32,
+}
+
+/// System V semaphore sets and message queues of a program (the "sysv"
+/// plugin's data, bincode, in the root image of a checkpoint), with the
+/// segments it made that no process had attached.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SysVState {
+    pub semaphores: Vec<SysVSem>,
+    pub queues: Vec<SysVMsg>,
+    /// Segments no process of the program had attached, with their
+    /// contents.
+    pub detached_shm: Vec<DetachedSegment>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DetachedSegment {
+    pub segment: SysVShm,
+    /// Its non-zero pages, as (offset, bytes) runs.
+    pub pages: Vec<(u64, Vec<u8>)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SysVSem {
+    pub id: i32,
+    pub key: i32,
+    pub perm: IpcPerm,
+    /// semval of each semaphore.
+    pub values: Vec<u16>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SysVMsg {
+    pub id: i32,
+    pub key: i32,
+    pub perm: IpcPerm,
+    /// msg_qbytes: the most bytes the queue may hold.
+    pub qbytes: u64,
+    /// Queued messages in order: (type, text).
+    pub messages: Vec<(i64, Vec<u8>)>,
 }
 
 /// What a file looked like at checkpoint; restart refuses a file that changed

@@ -42,7 +42,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 pub use error::ImageError;
-use format::{Header, PageRun, ProcessState, CHUNK_MAGIC, FORMAT_VERSION, MAGIC, TRAILER_MAGIC};
+use format::{
+    Header, PageRun, ProcessState, CHUNK_MAGIC, FORMAT_VERSION, MAGIC, OLDEST_READABLE_VERSION,
+    TRAILER_MAGIC,
+};
 
 /// Memory is stored in pages of this size.
 pub const PAGE_SIZE: u64 = 4096;
@@ -1356,11 +1359,11 @@ impl<R: Read> Decoder<R> {
                 supported: FORMAT_VERSION,
             });
         }
-        if version < FORMAT_VERSION {
+        if version < OLDEST_READABLE_VERSION {
             return Err(ImageError::OlderVersion {
                 path: self.path.clone(),
                 found: version,
-                supported: FORMAT_VERSION,
+                supported: OLDEST_READABLE_VERSION,
             });
         }
         let rest: [u8; 12] = self.read_array("preamble", 0)?;

@@ -293,7 +293,14 @@ impl Session {
         self.hold(lease_ms);
         let ckpt = ckpt?;
         reply.image = Some(absolute(&ckpt.stats.path));
-        reply.image_bytes = Some(ckpt.stats.file_bytes);
+        reply.also = ckpt.also.iter().map(|p| absolute(p)).collect();
+        let others: u64 = ckpt
+            .also
+            .iter()
+            .filter_map(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum();
+        reply.image_bytes = Some(ckpt.stats.file_bytes + others);
         reply.warnings = ckpt.warnings;
         Ok(())
     }

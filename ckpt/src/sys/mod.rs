@@ -2,6 +2,8 @@
 //! function per operation, each unsafe block with a `// SAFETY:` line.
 //! The rest of the workspace is safe Rust.
 
+pub mod cpu;
+pub mod ipc;
 pub mod net;
 pub mod process;
 pub mod ptrace;

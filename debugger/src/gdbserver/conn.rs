@@ -43,6 +43,48 @@ impl Signals {
     }
 }
 
+/// Keeps gdb waiting while rewind records or loads, before the protocol
+/// starts. gdb waits for the answer to its first packet for a few seconds
+/// only (`set remotetimeout`, three tries), then goes on as if it had none,
+/// and every later answer pairs with the wrong packet. Any character outside
+/// a packet restarts its wait, so a `+` every half second (an acknowledgment,
+/// and a true one: the transport loses nothing) keeps it waiting as long as
+/// needed.
+pub struct KeepAlive {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl KeepAlive {
+    pub fn start(mut out: Box<dyn Write + Send>) -> KeepAlive {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::SeqCst) {
+                if out.write_all(b"+").and_then(|_| out.flush()).is_err() {
+                    return;
+                }
+                std::thread::park_timeout(std::time::Duration::from_millis(500));
+            }
+        });
+        KeepAlive {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for KeepAlive {
+    /// Stops writing before the protocol starts (no byte written after).
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+    }
+}
+
 pub struct Link {
     rx: mpsc::Receiver<Vec<u8>>,
     buf: VecDeque<u8>,

@@ -13,7 +13,7 @@ mod regs;
 mod target;
 
 use std::io::BufWriter;
-use std::net::TcpListener;
+use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::PathBuf;
 
@@ -23,7 +23,7 @@ use gdbstub::stub::{run_blocking, DisconnectReason, GdbStub, MultiThreadStopReas
 
 use crate::cli::{err, CliError, CliResult};
 use crate::timeline::{self, TimelineOptions};
-use conn::Link;
+use conn::{KeepAlive, Link};
 use target::{Ran, Server};
 
 /// Where gdb connects when nothing else is said.
@@ -84,53 +84,86 @@ pub fn gdbserver(req: GdbserverRequest) -> CliResult {
     } else {
         None
     };
-    // Listen before recording, so that a busy port is said at once.
-    let listener = if stdio.is_none() {
-        let addr = req.listen.clone().unwrap_or_else(|| DEFAULT_LISTEN.into());
-        let l =
-            TcpListener::bind(&addr).map_err(|e| err(format!("cannot listen on {addr}: {e}")))?;
-        Some((l, addr))
-    } else {
-        None
+    // gdb's end of the connection, kept waiting (KeepAlive) while the
+    // recording is made and loaded: with --stdio it is there from the start;
+    // on TCP, a thread accepts it meanwhile (listening at once, so that a
+    // busy port is said at once).
+    let pending = match stdio {
+        Some((inp, out)) => {
+            let beat = out
+                .try_clone()
+                .map_err(|e| err(format!("cannot use stdout: {e}")))?;
+            Pending::Stdio(inp, out, KeepAlive::start(Box::new(beat)))
+        }
+        None => {
+            let addr = req.listen.clone().unwrap_or_else(|| DEFAULT_LISTEN.into());
+            let l = TcpListener::bind(&addr)
+                .map_err(|e| err(format!("cannot listen on {addr}: {e}")))?;
+            eprintln!("Listening on {addr} (gdb: target remote {addr})");
+            let accepting = std::thread::spawn(move || {
+                let (stream, peer) = l.accept()?;
+                let _ = stream.set_nodelay(true);
+                let beat = KeepAlive::start(Box::new(stream.try_clone()?));
+                Ok((stream, peer, beat))
+            });
+            Pending::Tcp(accepting, addr)
+        }
     };
 
-    let (dir, _temp) =
-        crate::debug_cli::prepare_trace(req.trace.as_deref(), &req.argv, req.output.as_deref())?;
-    let _ = rewind_ckpt::sys::set_child_subreaper();
+    // Tests simulate a slow start (a loaded machine) with this.
+    if let Some(ms) = std::env::var("REWIND_TEST_SLOW_START_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
     let opts = TimelineOptions {
         max_snapshots: req.max_snapshots,
         memory_budget: req.snapshot_memory << 20,
         ..Default::default()
     };
-    let trace = rewind_rr::replayer::load(&dir).map_err(|e| err(e.to_string()))?;
-    // The program's replayed output goes to stderr: with --stdio, stdout
-    // is gdb's.
-    let console = rewind_rr::replayer::Console::new(
-        if req.stdio {
-            Box::new(std::io::stderr())
-        } else {
-            Box::new(std::io::stdout())
-        },
-        Box::new(std::io::stderr()),
-    );
-    let tl = timeline::Timeline::open(trace, console, opts).map_err(|e| err(e.to_string()))?;
+    // `-- PROG`: live, recorded as far as gdb goes forward (with --stdio
+    // its stdout is our stderr and it reads /dev/null, set above).
+    let (tl, _temp) = if let Some(dir) = &req.trace {
+        let _ = rewind_ckpt::sys::set_child_subreaper();
+        let trace = rewind_rr::replayer::load(dir).map_err(|e| err(e.to_string()))?;
+        // The program's replayed output goes to stderr: with --stdio,
+        // stdout is gdb's.
+        let console = rewind_rr::replayer::Console::new(
+            if req.stdio {
+                Box::new(std::io::stderr())
+            } else {
+                Box::new(std::io::stdout())
+            },
+            Box::new(std::io::stderr()),
+        );
+        let tl = timeline::Timeline::open(trace, console, opts).map_err(|e| err(e.to_string()))?;
+        (tl, None)
+    } else {
+        let (tl, temp) =
+            crate::debug_cli::live_timeline(&req.argv, req.output.as_deref(), opts, req.stdio)?;
+        (tl, Some(temp))
+    };
     let exe = crate::debug_cli::executable(&tl);
 
-    let link = match (stdio, listener) {
-        (Some((inp, out)), _) => Link::new(Box::new(inp), Box::new(BufWriter::new(out))),
-        (None, Some((l, addr))) => {
-            eprintln!("Listening on {addr} (gdb: target remote {addr})");
-            let (stream, peer) = l
-                .accept()
+    // Ready: the keep-alive stops before the protocol starts.
+    let link = match pending {
+        Pending::Stdio(inp, out, beat) => {
+            drop(beat);
+            Link::new(Box::new(inp), Box::new(BufWriter::new(out)))
+        }
+        Pending::Tcp(accepting, addr) => {
+            let (stream, peer, beat) = accepting
+                .join()
+                .map_err(|_| err("the thread accepting gdb's connection failed"))?
                 .map_err(|e| err(format!("accepting a connection on {addr}: {e}")))?;
+            drop(beat);
             eprintln!("rewind: gdb connected from {peer}");
-            let _ = stream.set_nodelay(true);
             let input = stream
                 .try_clone()
                 .map_err(|e| err(format!("connection: {e}")))?;
             Link::new(Box::new(input), Box::new(BufWriter::new(stream)))
         }
-        (None, None) => return Err(err("no connection")),
     };
     // A Ctrl-C from gdb becomes our SIGINT, which stops the replay.
     rewind_ckpt::sys::catch_interrupt().map_err(|e| err(format!("cannot catch SIGINT: {e}")))?;
@@ -172,7 +205,8 @@ pub fn gdbserver(req: GdbserverRequest) -> CliResult {
         ),
     };
     if end == OnDisconnect::Detach {
-        // Detached: the program goes on to the end of its recording.
+        // Detached: the program goes on to the end of its recording (a
+        // live one to its own end).
         server.tl.breakpoints.clear();
         server.tl.watches.clear();
         server.tl.progress = None;
@@ -181,7 +215,19 @@ pub fn gdbserver(req: GdbserverRequest) -> CliResult {
             eprintln!("rewind: {e}");
         }
     }
+    // A live program about to exit exits; any other is killed.
+    server.tl.finish_live(end == OnDisconnect::Kill);
     code
+}
+
+/// gdb's connection while rewind gets ready.
+enum Pending {
+    Stdio(std::fs::File, std::fs::File, KeepAlive),
+    /// The thread accepting the connection, and the address.
+    Tcp(
+        std::thread::JoinHandle<std::io::Result<(TcpStream, std::net::SocketAddr, KeepAlive)>>,
+        String,
+    ),
 }
 
 enum EventLoop {}

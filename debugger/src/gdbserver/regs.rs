@@ -53,28 +53,44 @@ impl Arch for X86_64Rewind {
     }
 }
 
-/// Which optional register sets this machine has (from XCR0).
+/// Which optional register sets this machine has (from XCR0), and where
+/// its XSAVE layout keeps them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Layout {
     pub avx: bool,
     pub avx512: bool,
+    /// Offsets in the standard (uncompacted) format of ptrace's
+    /// NT_X86_XSTATE, which are the CPU's own (CPUID leaf 0xD): AMD keeps
+    /// the AVX-512 state at 832/896/1408, Intel at 1088/1152/1664.
+    ymm_hi128: usize,
+    opmask: usize,
+    zmm_hi256: usize,
+    hi16_zmm: usize,
 }
-
-/// Offsets of XSAVE components in the standard (uncompacted) format that
-/// ptrace's NT_X86_XSTATE uses.
-const YMM_HI128: usize = 576;
-const OPMASK: usize = 1088;
-const ZMM_HI256: usize = 1152;
-const HI16_ZMM: usize = 1664;
 
 impl Layout {
     /// What this machine has (CPUID and XCR0, as the kernel enabled
     /// them), as far as an xstate buffer of `len` bytes holds it.
     pub fn of_machine(len: usize) -> Layout {
-        let avx = std::arch::is_x86_feature_detected!("avx") && len >= YMM_HI128 + 256;
+        use rewind_ckpt::sys::cpu::xsave_component;
+        let fits = |bit| xsave_component(bit).filter(|&(at, n)| at + n <= len);
+        let avx = fits(2).filter(|_| std::arch::is_x86_feature_detected!("avx"));
+        let avx512 = match (fits(5), fits(6), fits(7)) {
+            (Some(k), Some(h), Some(z))
+                if avx.is_some() && std::arch::is_x86_feature_detected!("avx512f") =>
+            {
+                Some((k.0, h.0, z.0))
+            }
+            _ => None,
+        };
+        let (opmask, zmm_hi256, hi16_zmm) = avx512.unwrap_or_default();
         Layout {
-            avx,
-            avx512: avx && std::arch::is_x86_feature_detected!("avx512f") && len >= HI16_ZMM + 1024,
+            avx: avx.is_some(),
+            avx512: avx512.is_some(),
+            ymm_hi128: avx.map_or(0, |a| a.0),
+            opmask,
+            zmm_hi256,
+            hi16_zmm,
         }
     }
 
@@ -203,24 +219,24 @@ impl Layout {
         q(&mut out, r.gs_base);
         if self.avx {
             for i in 0..16 {
-                out.extend_from_slice(&bytes(xs, YMM_HI128 + 16 * i, 16));
+                out.extend_from_slice(&bytes(xs, self.ymm_hi128 + 16 * i, 16));
             }
         }
         if self.avx && self.avx512 {
             for i in 0..16 {
-                out.extend_from_slice(&bytes(xs, HI16_ZMM + 64 * i, 16));
+                out.extend_from_slice(&bytes(xs, self.hi16_zmm + 64 * i, 16));
             }
             for i in 0..16 {
-                out.extend_from_slice(&bytes(xs, HI16_ZMM + 64 * i + 16, 16));
+                out.extend_from_slice(&bytes(xs, self.hi16_zmm + 64 * i + 16, 16));
             }
             for i in 0..8 {
-                out.extend_from_slice(&bytes(xs, OPMASK + 8 * i, 8));
+                out.extend_from_slice(&bytes(xs, self.opmask + 8 * i, 8));
             }
             for i in 0..16 {
-                out.extend_from_slice(&bytes(xs, ZMM_HI256 + 32 * i, 32));
+                out.extend_from_slice(&bytes(xs, self.zmm_hi256 + 32 * i, 32));
             }
             for i in 0..16 {
-                out.extend_from_slice(&bytes(xs, HI16_ZMM + 64 * i + 32, 32));
+                out.extend_from_slice(&bytes(xs, self.hi16_zmm + 64 * i + 32, 32));
             }
         }
         out

@@ -15,6 +15,7 @@ mod examine;
 mod expr;
 mod format;
 mod program;
+mod returned;
 mod symbols;
 mod types;
 mod unwind;
@@ -25,6 +26,7 @@ pub use examine::{examine, Examiner};
 pub use expr::{describe_type, evaluate, evaluate_tracking, evaluate_with_history, ExprError};
 pub use format::{eflags_text, format_value, format_value_as, type_name};
 pub use program::{BreakLoc, LineRow, Loc, Module, Program};
+pub use returned::returned_value;
 pub use unwind::Frame;
 pub use value::Value;
 
@@ -39,6 +41,10 @@ pub trait Target {
     fn auxv(&self) -> Vec<(u64, u64)>;
     /// Path of the main executable.
     fn exe(&self) -> std::path::PathBuf;
+    /// The selected thread's register xmm`i` (16 bytes), if known.
+    fn xmm(&self, _i: usize) -> Option<[u8; 16]> {
+        None
+    }
 }
 
 #[cfg(test)]

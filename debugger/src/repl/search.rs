@@ -368,7 +368,7 @@ impl Debugger {
                 }
             }
             Cause::Event { index, before } => {
-                let desc = match self.tl.trace().events.get(*index as usize) {
+                let desc = match self.tl.trace().events.get(*index as usize).as_deref() {
                     Some(rewind_rr::trace::format::Event::Syscall { nr, tid, .. }) => {
                         format!(
                             "the {} syscall of thread {tid}",

@@ -263,7 +263,7 @@ impl Timeline {
         let interval = base.event;
         loop {
             self.set_mode_w(BTreeSet::new(), false, slots.clone());
-            let stop = if self.next_is_final() {
+            let stop = if self.next_is_final()? {
                 match self.rts()? {
                     None => {
                         self.at = self.at.then(Seg::ToSyscall);
@@ -353,7 +353,7 @@ impl Timeline {
     /// (None for other events).
     fn event_start(&mut self, index: u64) -> Result<Option<Moment>> {
         if !matches!(
-            self.trace.events.get(index as usize),
+            self.trace.events.get(index as usize).as_deref(),
             Some(Event::Syscall { .. })
         ) {
             return Ok(None);
@@ -365,11 +365,11 @@ impl Timeline {
 
     /// One instruction forward inside the current event interval.
     fn step_in_interval(&mut self) -> Result<StepEnd> {
-        if self.at_end() {
+        if self.at_end()? {
             return Ok(StepEnd::Boundary { stepped: false });
         }
         self.set_mode(BTreeSet::new(), true);
-        if self.next_is_final() {
+        if self.next_is_final()? {
             return match self.rts()? {
                 Some(Pause::Step { tid }) => {
                     self.thread = tid;
@@ -574,11 +574,12 @@ impl Timeline {
         };
         self.watches = slots;
         loop {
-            match self.reverse_cont_inner(&mut |_, _| false)? {
+            // Every watchpoint trigger, no breakpoint.
+            match self.reverse_cont_inner(&mut |_, a| matches!(a, Arrival::Watch(_)))? {
                 StopReason::Watch(_) => {
                     let b = self.at.clone();
                     let old = self.judge_here(pred, &mut probes, &|| format!("moment {b}"))?;
-                    self.stepi_inner()?;
+                    self.stepi_inner(None)?;
                     let a = self.at.clone();
                     let new = self.judge_here(pred, &mut probes, &|| format!("moment {a}"))?;
                     self.goto_inner(&b)?;
@@ -670,7 +671,7 @@ impl Timeline {
             t.goto_inner(&Moment::at_event(0))?;
             let mut out = Output::default();
             let total = t.events();
-            while t.cur.event() < total && !t.next_is_final() {
+            while t.cur.event() < total && !t.next_is_final()? {
                 let e = t.cur.event();
                 t.tick(&|| format!("collecting output: event {e} of {total}"))?;
                 t.apply_event()?;

@@ -15,7 +15,9 @@
 use serde::{Deserialize, Serialize};
 
 pub const TRACE_MAGIC: [u8; 8] = *b"RWNDTRC\0";
-pub const TRACE_VERSION: u32 = 1;
+/// Version 2 added `Event::Mark`; version 1 traces are read as well.
+pub const TRACE_VERSION: u32 = 2;
+pub const TRACE_VERSION_MIN: u32 = 1;
 pub const CHUNK_MAGIC: u32 = 0x5645_4e54; // "TNEV"
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,6 +90,11 @@ pub enum Event {
     /// was here (every thread stopped at a syscall boundary or not yet
     /// started); `replay --from` starts from it.
     Checkpoint { image: String },
+    /// Where a debugger stopped a live recording (`rewind debug -- PROG`):
+    /// `tid` ran from the previous event to its first arrival at a
+    /// breakpoint at `addr`, with this register file (27 words, checked in
+    /// replay). Replay runs the thread there.
+    Mark { tid: i32, addr: u64, regs: Vec<u64> },
 }
 
 impl Event {
@@ -98,7 +105,8 @@ impl Event {
             | Event::Rdtsc { tid, .. }
             | Event::Signal { tid, .. }
             | Event::Exec { tid, .. }
-            | Event::Preempt { tid, .. } => *tid,
+            | Event::Preempt { tid, .. }
+            | Event::Mark { tid, .. } => *tid,
             Event::Checkpoint { .. } => 0,
         }
     }

@@ -7,8 +7,11 @@ pub mod format;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
-use format::{Event, TraceEnd, TraceHeader, CHUNK_MAGIC, TRACE_MAGIC, TRACE_VERSION};
+use format::{
+    Event, TraceEnd, TraceHeader, CHUNK_MAGIC, TRACE_MAGIC, TRACE_VERSION, TRACE_VERSION_MIN,
+};
 
 /// Raw bytes of events gathered before a chunk is compressed and written.
 const CHUNK_TARGET: usize = 1 << 20;
@@ -78,7 +81,7 @@ pub fn read_header(dir: &Path) -> Result<TraceHeader, TraceError> {
         return Err(TraceError::NotATrace(dir.to_path_buf()));
     }
     let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
-    if version != TRACE_VERSION {
+    if !(TRACE_VERSION_MIN..=TRACE_VERSION).contains(&version) {
         return Err(TraceError::Version {
             path,
             found: version,
@@ -124,6 +127,45 @@ pub fn read_end(dir: &Path) -> Result<Option<TraceEnd>, TraceError> {
             }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io(&path, e)),
+    }
+}
+
+/// The events of a trace in memory, shared by every replay of it (a
+/// debugger's current replay and its snapshots); a live recording
+/// (`rewind debug -- PROG`) appends to it as the program runs.
+#[derive(Debug, Clone, Default)]
+pub struct EventList(Arc<RwLock<Vec<Arc<Event>>>>);
+
+impl EventList {
+    pub fn new(events: Vec<Event>) -> EventList {
+        EventList(Arc::new(RwLock::new(
+            events.into_iter().map(Arc::new).collect(),
+        )))
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<Arc<Event>>> {
+        // Nothing panics while holding the lock: a poisoned one is whole.
+        self.0.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn len(&self) -> usize {
+        self.read().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Event `i` (0-based: the `i+1`-th).
+    pub fn get(&self, i: usize) -> Option<Arc<Event>> {
+        self.read().get(i).cloned()
+    }
+
+    pub fn push(&self, event: Event) {
+        self.0
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Arc::new(event));
     }
 }
 
@@ -194,6 +236,12 @@ impl EventLog {
 
     /// Write what is pending and make it durable.
     pub fn finish(mut self) -> Result<(u64, u64, u64), TraceError> {
+        self.sync()
+    }
+
+    /// Write what is pending and make it durable, keeping the log open:
+    /// (events, chunks, bytes) so far.
+    pub fn sync(&mut self) -> Result<(u64, u64, u64), TraceError> {
         self.flush_chunk()?;
         self.out.flush().map_err(|e| io(&self.path, e))?;
         self.out
