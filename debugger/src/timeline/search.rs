@@ -275,10 +275,7 @@ impl Timeline {
                 match self.adv()? {
                     Advance::Paused(p) => Some(p),
                     Advance::Event { .. } => {
-                        self.at = Moment::at_event(self.cur.event());
-                        if let Some(t) = self.last_thread() {
-                            self.thread = t;
-                        }
+                        self.set_at_boundary();
                         None
                     }
                     Advance::End => return Err(other("history ended during the search")),
@@ -391,10 +388,7 @@ impl Timeline {
             }
             Advance::Paused(p) => Err(other(format!("unexpected pause {p:?}"))),
             Advance::Event { stepped } => {
-                self.at = Moment::at_event(self.cur.event());
-                if let Some(t) = self.last_thread() {
-                    self.thread = t;
-                }
+                self.set_at_boundary();
                 Ok(StepEnd::Boundary { stepped })
             }
             Advance::End => Ok(StepEnd::Boundary { stepped: false }),
