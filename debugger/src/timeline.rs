@@ -1752,9 +1752,20 @@ impl Timeline {
                 }
                 Some((m, Found::Watch(w))) => {
                     // Backward, the stop is before the instruction that
-                    // changed (or touched) the location.
-                    self.goto_inner(&m)?;
-                    self.reverse_stepi_inner()?;
+                    // changed (or touched) the location; before the event
+                    // that did, if no instruction led to it (the end of a
+                    // syscall that blocked): the stop it stands for.
+                    let stands_for = match m.path.is_empty() {
+                        true => Some(self.stop_at_boundary(m.event)?),
+                        false => None,
+                    };
+                    match stands_for {
+                        Some(p) if p != m => self.goto_inner(&p)?,
+                        _ => {
+                            self.goto_inner(&m)?;
+                            self.reverse_stepi_inner()?;
+                        }
+                    }
                     self.take_anchor();
                     return Ok(StopReason::Watch(w));
                 }

@@ -1,4 +1,4 @@
-// Exercises syscalls that end long after they began: a thread waits in read() on a pipe until the main thread writes to it, the main thread sleeps in nanosleep.
+// Exercises syscalls that end long after they began: a thread waits in read() on a pipe until the main thread writes to it (the byte lands in a global), the main thread sleeps in nanosleep.
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <stdint.h>
@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 static int fds[2];
+static char received; /* written by the kernel, at the end of the reader's read() */
 static volatile uint64_t work = 1;
 
 static void compute(int rounds) {
@@ -16,10 +17,9 @@ static void compute(int rounds) {
 
 static void *reader(void *arg) {
     (void)arg;
-    char c = 0;
-    ssize_t n = read(fds[0], &c, 1); /* waits for main's write */
+    ssize_t n = read(fds[0], &received, 1); /* waits for main's write */
     compute(10);
-    return (void *)(intptr_t)(n == 1 ? c : '?');
+    return (void *)(intptr_t)(n == 1 ? received : '?');
 }
 
 int main(void) {

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeSet;
 
-use rewind_debugger::timeline::{Moment, StopReason, Timeline, TimelineOptions};
+use rewind_debugger::timeline::{watch_slots, Moment, StopReason, Timeline, TimelineOptions};
 use rewind_rr::replayer::{self, Console};
 use rewind_rr::trace::format::Event;
 use rewind_tests::*;
@@ -393,10 +393,16 @@ fn reverse_stepi_walks_back_over_syscalls_that_waited() {
     })
     .expect("goto");
     assert_eq!(t.stepi().expect("stepi"), StopReason::Step);
+    // With the byte the reader's read() gets, at every step.
+    let exe = target("dbg_blocking");
+    let received = symbol_address(&exe, "received") + load_bias_of(&t, &exe);
+    let byte = |t: &Timeline| t.watched_bytes(&watch_slots(received, 1, false)[0]);
     let mut forward: Vec<(Moment, i32, AllThreads)> = Vec::new();
+    let mut bytes = Vec::new();
     while t.now().event <= last + 1 {
         assert!(forward.len() < 200_000, "the stretch never ends");
         forward.push((t.now().clone(), t.thread(), all_threads(&t)));
+        bytes.push(byte(&t));
         assert_eq!(t.stepi().expect("stepi"), StopReason::Step);
     }
     // No instruction leads to where a waiting syscall ends: stepi goes on.
@@ -425,6 +431,34 @@ fn reverse_stepi_walks_back_over_syscalls_that_waited() {
             t.now()
         );
     }
+
+    // A watchpoint on the byte, going back from the end of the stretch:
+    // the kernel wrote it at the end of the read, which no instruction led
+    // to; the stop before that change is the forward step whose stepi made
+    // it.
+    let changed = bytes
+        .windows(2)
+        .position(|w| w[0] != w[1])
+        .expect("the read's byte arrives in the stretch");
+    assert_eq!(
+        bytes[changed + 1],
+        Some(b"x".to_vec()),
+        "the byte main writes"
+    );
+    t.goto(&forward[forward.len() - 1].0).expect("goto");
+    t.watches = watch_slots(received, 1, false);
+    assert_eq!(
+        t.reverse_cont_to(&mut |_, _| true)
+            .expect("reverse-continue"),
+        StopReason::Watch(t.watches[0])
+    );
+    let (m, tid, want) = &forward[changed];
+    assert_eq!(
+        (t.thread(), all_threads(&t), byte(&t)),
+        (*tid, want.clone(), bytes[changed].clone()),
+        "a reverse watchpoint should stop where forward step {changed} was (moment {m}), at {}",
+        t.now()
+    );
 }
 
 fn load_bias_of(t: &Timeline, exe: &std::path::Path) -> u64 {
