@@ -576,10 +576,33 @@ impl Timeline {
                     self.stepi_inner(None)?;
                     let a = self.at.clone();
                     let new = self.judge_here(pred, &mut probes, &|| format!("moment {a}"))?;
+                    // A step that went past event boundaries no instruction
+                    // led to (the end of a syscall that blocked while other
+                    // threads ran) before its instruction: one of those
+                    // events may be what changed it.
+                    let mut passed = None;
+                    if old.shown != new.shown && !a.path.is_empty() {
+                        for e in b.event + 1..=a.event {
+                            let m = Moment::at_event(e);
+                            self.goto_inner(&m)?;
+                            let v =
+                                self.judge_here(pred, &mut probes, &|| format!("moment {m}"))?;
+                            if v.shown != old.shown {
+                                passed = Some(e - 1);
+                                break;
+                            }
+                        }
+                    }
                     self.goto_inner(&b)?;
                     if old.shown != new.shown {
                         let rip = self.regs()?.rip;
-                        let cause = if a.path.is_empty() && a.event > b.event {
+                        let cause = if let Some(index) = passed {
+                            // Its thread made it long before, no instruction here.
+                            Cause::Event {
+                                index,
+                                before: None,
+                            }
+                        } else if a.path.is_empty() && a.event > b.event {
                             Cause::Event {
                                 index: a.event - 1,
                                 before: Some(b.clone()),
