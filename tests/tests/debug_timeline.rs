@@ -239,7 +239,15 @@ fn program_memory(t: &Timeline) -> u64 {
 fn threaded_program_goes_back_through_snapshots() {
     let scratch = Scratch::new("rc-threads");
     let exe = target("rr_threads_counters");
-    let rec = record(&scratch, &fixture("rr_threads_counters"), None);
+    // Without the recorder's periodic checkpoints (every 5 s, so only when
+    // recording is slow: a loaded machine), which going back prefers to an
+    // older snapshot: the test is about snapshots.
+    let rec = record_with(
+        &scratch,
+        &fixture("rr_threads_counters"),
+        &["--checkpoint-interval", "0"],
+        None,
+    );
     assert!(rec.status.success(), "{}", rec.stderr);
     let opts = TimelineOptions {
         snapshot_interval: std::time::Duration::from_millis(5),
