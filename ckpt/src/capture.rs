@@ -19,9 +19,15 @@ use crate::tracee::{Injector, ThreadStop, Tracee, PAGE, TRAMPOLINE_SIZE};
 use crate::vids::VirtualIds;
 use crate::Error;
 
-/// Everything but SIGKILL and SIGSTOP: blocked in every thread while the
-/// tracer works, so no handler runs in the middle of a capture.
-const BLOCK_ALL: u64 = !((1u64 << (libc::SIGKILL - 1)) | (1u64 << (libc::SIGSTOP - 1)));
+/// What every thread blocks while the tracer works, so that no handler runs
+/// in the middle of a capture: all but SIGKILL and SIGSTOP, which cannot be
+/// blocked, and SIGTRAP, raised by the `int3` that ends every injected
+/// syscall: a trap raised while blocked makes the kernel reset the program's
+/// SIGTRAP handler (`force_sig_info`); unblocked, it stops in the tracer,
+/// which swallows it (CRIU leaves it unblocked for the same reason).
+pub const BLOCK_ALL: u64 = !((1u64 << (libc::SIGKILL - 1))
+    | (1u64 << (libc::SIGSTOP - 1))
+    | (1u64 << (libc::SIGTRAP - 1)));
 
 /// What a capture needs besides the tracee.
 pub struct CaptureEnv<'a> {
@@ -109,7 +115,7 @@ fn checkpoint_blocked(
         .ok_or_else(|| Error::Tracee("no room in the address space for the trampoline".into()))?;
     let injector = Injector::install(tracee, tracee.pid, hole)?;
     let result = capture_with(tracee, &injector, &mappings, plugins, env, path, tree);
-    let removed = injector.remove(tracee.pid);
+    let removed = injector.remove(tracee, tracee.pid);
     let ckpt = result?;
     removed?;
     Ok(ckpt)

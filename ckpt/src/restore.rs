@@ -26,7 +26,7 @@ const PR_SET_MM_MAP: u64 = 14;
 const MAP_FIXED_NOREPLACE: u64 = 0x10_0000;
 const RSEQ_FLAG_UNREGISTER: u64 = 1;
 const SS_DISABLE: i32 = 2;
-const BLOCK_ALL: u64 = !((1u64 << (libc::SIGKILL - 1)) | (1u64 << (libc::SIGSTOP - 1)));
+use crate::capture::BLOCK_ALL;
 const ERESTARTSYS: i64 = -512;
 const ERESTARTNOINTR: i64 = -513;
 const ERESTARTNOHAND: i64 = -514;
@@ -309,8 +309,22 @@ impl Refill<'_> {
             crate::environ::set_vars(&self.tracee, &self.inj, state, &opts.env)?;
         }
         self.queue_pending()?;
+        // The trampoline is unmapped from the leader's own code, at the
+        // instruction pointer it is about to get back (mapped by now).
+        if let Some(rip) = self
+            .state
+            .threads
+            .first()
+            .and_then(|t| regs_from_slice(&t.regs))
+            .map(|r| r.rip)
+        {
+            let mut regs =
+                ptrace::getregs(pid).map_err(|e| Error::ptrace("PTRACE_GETREGS", pid, e))?;
+            regs.rip = rip;
+            ptrace::setregs(pid, &regs).map_err(|e| Error::ptrace("PTRACE_SETREGS", pid, e))?;
+        }
         let inj = self.inj;
-        inj.remove(pid)?;
+        inj.remove(&self.tracee, pid)?;
         self.final_registers()?;
         let tracee = std::mem::replace(&mut self.tracee, Tracee::new(pid)?);
         Ok((tracee, vids, std::mem::take(&mut self.warnings)))
@@ -1072,8 +1086,13 @@ impl Refill<'_> {
         let tids: Vec<pid_t> = self.thread_tids();
         for (t, tid) in self.state.threads.iter().zip(tids) {
             for info in &t.pending {
+                tracing::debug!("thread {tid}: signal {} pending again", sig_of(info));
                 self.tracee.write_mem(scratch, info)?;
-                self.call(
+                // From the thread itself: the kernel lets a thread queue a
+                // signal with the siginfo of kill()/tgkill() or of the kernel
+                // (si_code >= 0 or SI_TKILL) only to itself (EPERM otherwise).
+                self.inj.call(
+                    tid,
                     "rt_tgsigqueueinfo",
                     libc::SYS_rt_tgsigqueueinfo,
                     &[pid as u64, tid as u64, sig_of(info), scratch],

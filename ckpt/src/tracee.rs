@@ -338,16 +338,16 @@ impl Injector {
         Ok(value)
     }
 
-    /// Unmap the trampoline itself. The thread faults on the next
-    /// instruction fetch; that SIGSEGV is swallowed.
-    pub fn remove(self, tid: pid_t) -> Result<(), Error> {
-        let saved = ptrace::getregs(tid).map_err(|e| Error::ptrace("PTRACE_GETREGS", tid, e))?;
-        let mut regs = saved;
-        regs.rip = self.addr;
-        set_syscall(&mut regs, libc::SYS_munmap, &[self.addr, TRAMPOLINE_SIZE]);
-        let result = run_to_trap(tid, &regs, true);
-        ptrace::setregs(tid, &saved).map_err(|e| Error::ptrace("PTRACE_SETREGS", tid, e))?;
-        let ret = result?;
+    /// Unmap the trampoline itself, from a `syscall; int3` briefly written
+    /// at the thread's instruction pointer (as [`Injector::install`] maps
+    /// it). Never from the trampoline: the thread would fault on the next
+    /// instruction fetch, and a fault while SIGSEGV is blocked (as it is
+    /// during a capture) makes the kernel reset the program's SIGSEGV
+    /// handler to the default (`force_sig_info`): a JVM, whose safepoints
+    /// are SIGSEGVs, then dies at the next one.
+    pub fn remove(self, tracee: &Tracee, tid: pid_t) -> Result<(), Error> {
+        let (ret, _) =
+            syscall_at_rip(tracee, tid, libc::SYS_munmap, &[self.addr, TRAMPOLINE_SIZE])?;
         if ret != 0 {
             return Err(Error::Tracee(format!(
                 "cannot unmap the trampoline: {}",

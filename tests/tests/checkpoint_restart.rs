@@ -681,3 +681,22 @@ fn restart_listens_again_on_the_same_abstract_unix_name() {
         },
     );
 }
+
+/// Handlers of SIGSEGV, SIGTRAP and SIGILL survive a checkpoint, in the program that runs on and in
+/// its restarted copies: the engine's injected syscalls (each ends on an `int3`) and the removal of
+/// its trampoline must not raise a fault while the program's signals are blocked, which makes the
+/// kernel reset the handler (a JVM then dies at its next safepoint, a SIGSEGV).
+#[test]
+fn restart_keeps_fault_handlers() {
+    let scratch = Scratch::new("restart_keeps_fault_handlers");
+    let program = fixture("fault_handlers");
+    let uninterrupted = run_uninterrupted(&program);
+    checkpoint_chain(
+        &scratch,
+        &program,
+        &[Wait::Lines(5), Wait::LineContaining("round 12")],
+    )
+    .assert_matches(&uninterrupted);
+    let scratch = Scratch::new("restart_keeps_fault_handlers_run_on");
+    checkpoint_run_on(&scratch, &program, Wait::Lines(5)).assert_matches(&uninterrupted);
+}
