@@ -1153,6 +1153,8 @@ impl Replayer<'_> {
                 }
                 let _ = real;
                 self.kill();
+                // The old image is gone, not the program: it goes on.
+                self.exit = None;
                 let (tracee, threads) = start(&self.dir.join(&image), self.cpu)?;
                 self.tracee = tracee;
                 self.threads = threads;
