@@ -30,6 +30,7 @@ pub mod tracee;
 pub mod tree;
 pub mod unix_sockets;
 pub mod vids;
+pub mod zombies;
 
 use nix::errno::Errno;
 

@@ -154,6 +154,9 @@ pub fn register(name: &'static str, make: Factory) {
 
 /// A new instance of the registered plugin `name`.
 pub fn make(name: &str) -> Option<Box<dyn Plugin>> {
+    if name == crate::zombies::PLUGIN_NAME {
+        return Some(Box::new(crate::zombies::Zombies));
+    }
     let registry = REGISTRY.lock().ok()?;
     registry.iter().find(|(n, _)| *n == name).map(|(_, f)| f())
 }
@@ -219,6 +222,9 @@ pub fn builtin() -> Vec<Box<dyn Plugin>> {
 /// ones always come first.
 pub fn by_names(names: &[String]) -> Result<Vec<Box<dyn Plugin>>, Error> {
     let mut out = builtin();
+    // Sessions (launch, restart) bring back unreaped children too; record
+    // and replay need not (a replayed `wait` is the recorded one).
+    out.push(Box::new(crate::zombies::Zombies));
     let registry = REGISTRY.lock().map(|r| r.clone()).unwrap_or_default();
     let mut seen: Vec<&str> = Vec::new();
     for name in names

@@ -349,3 +349,55 @@ fn bash_pipelines_restart() {
     let scratch = Scratch::new("bash_pipelines");
     checkpoint_kill_restart(&scratch, &program, Wait::Lines(6)).assert_matches(&uninterrupted);
 }
+
+/// `make -j2` building a small C program with gcc: a tree of make, gcc drivers, cc1 and as,
+/// linked by the jobserver pipe; the checkpoint lands mid-build (a driver whose cc1 has just
+/// ended is common: that child comes back as a zombie the driver reaps).
+const MAKE_BUILD: &str = r#"
+set -e
+cd "$1"
+n=24
+for i in $(seq 1 $n); do
+  printf 'long f%d(void){ long s=0; for(long k=0;k<%d;k++) s+=k*%d%%7; return s; }\n' $i $((i*1000)) $i > f$i.c
+done
+{ echo '#include <stdio.h>'
+  for i in $(seq 1 $n); do echo "long f$i(void);"; done
+  echo 'int main(void){ long t=0;'
+  for i in $(seq 1 $n); do echo "t+=f$i(); printf(\"%d %ld\\n\", $i, t);"; done
+  echo 'return 0;}'; } > main.c
+objs=$(for i in $(seq 1 $n); do printf 'f%d.o ' $i; done)
+printf 'prog: %s main.o\n\t@$(CC) -o $@ $^\n\t@echo linked\n%%.o: %%.c\n\t@$(CC) -O2 -c $< -o $@\n\t@echo compiled $<\n' "$objs" > Makefile
+echo building
+make -j2 2>&1 | sort
+./prog | tail -3
+"#;
+
+#[test]
+fn make_j2_with_gcc_restart() {
+    let test = "make_j2_with_gcc_restart";
+    let (Some(_), Some(_), Some(mut program)) = (
+        installed("make", test),
+        installed("gcc", test),
+        installed("bash", test),
+    ) else {
+        return;
+    };
+    let scratch = Scratch::new("make_j2");
+    let script = scratch.write("build.sh", MAKE_BUILD);
+    let (native, rewound) = (scratch.dir("native"), scratch.dir("rewound"));
+    program.arg(&script);
+    let mut native_run = Command::new(program.get_program());
+    native_run.args(program.get_args()).arg(&native);
+    let uninterrupted = run_uninterrupted(&native_run);
+    program.arg(&rewound);
+    let chain = checkpoint_chain(&scratch, &program, &[Wait::LineContaining("building")]);
+    chain.assert_matches(&uninterrupted);
+    assert!(
+        chain
+            .images
+            .iter()
+            .any(|i| i.to_string_lossy().contains("ckpt_make_")),
+        "the checkpoint did not land during the build: {:?}",
+        chain.images
+    );
+}
