@@ -221,7 +221,7 @@ fn end_child(child: pid_t, inj: &Injector, z: &Zombie, pgid: pid_t) -> Result<()
             libc::SYS_rt_sigaction,
             &[sig as u64, inj.scratch(), 0, 8],
         )?;
-        let _ = crate::sys::process::prlimit_set(child, libc::RLIMIT_CORE as u32, 0, 0);
+        let _ = crate::sys::process::prlimit_set(child, libc::RLIMIT_CORE, 0, 0);
         ptrace::setsigmask(child, 0).map_err(|e| Error::ptrace("PTRACE_SETSIGMASK", child, e))?;
         crate::sys::process::kill(child, sig).map_err(|e| Error::Restore(format!("kill: {e}")))?;
         ptrace::cont(child, 0).map_err(|e| Error::ptrace("PTRACE_CONT", child, e))?;
