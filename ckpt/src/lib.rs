@@ -15,6 +15,7 @@
 pub mod capture;
 pub mod control;
 pub mod coordinator;
+pub mod creds;
 pub mod environ;
 pub mod fds;
 pub mod image;

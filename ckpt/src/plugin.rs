@@ -157,6 +157,9 @@ pub fn make(name: &str) -> Option<Box<dyn Plugin>> {
     if name == crate::zombies::PLUGIN_NAME {
         return Some(Box::new(crate::zombies::Zombies));
     }
+    if name == crate::creds::PLUGIN_NAME {
+        return Some(Box::new(crate::creds::Creds));
+    }
     let registry = REGISTRY.lock().ok()?;
     registry.iter().find(|(n, _)| *n == name).map(|(_, f)| f())
 }
@@ -215,6 +218,7 @@ pub fn builtin() -> Vec<Box<dyn Plugin>> {
         Box::new(crate::fds::Files),
         Box::new(crate::vids::Pids::new()),
         Box::new(crate::sysv::SysV::new()),
+        Box::new(crate::creds::Creds),
     ]
 }
 
@@ -241,7 +245,7 @@ pub fn by_names(names: &[String]) -> Result<Vec<Box<dyn Plugin>>, Error> {
             return Err(Error::Usage(format!(
                 "unknown plugin {name:?} (available: {})",
                 if known.is_empty() {
-                    "none besides the built-in files, pids and sysv".to_string()
+                    "none besides the built-in files, pids, sysv, creds and zombies".to_string()
                 } else {
                     known.join(", ")
                 }

@@ -54,7 +54,8 @@ pub struct RestartOptions<'a> {
     /// segments, semaphore sets and message queues with their ids, POSIX
     /// shm files in /dev/shm with the checkpoint's contents (`rewind
     /// restart`). When false (replay, inspection), nothing outside rewind
-    /// is touched: such memory comes back as private shared memory.
+    /// is touched: such memory comes back as private shared memory. Also
+    /// gives the program back its user and group ids (see `creds`).
     pub recreate_ipc: bool,
 }
 
@@ -307,6 +308,13 @@ impl Refill<'_> {
         }
         if !opts.env.is_empty() {
             crate::environ::set_vars(&self.tracee, &self.inj, state, &opts.env)?;
+        }
+        // The program's user and group ids, last of what needs privileges
+        // (a restart into the machine only; see `creds`).
+        if opts.recreate_ipc {
+            if let Some(creds) = crate::creds::Credentials::in_image(state) {
+                creds?.apply(&self.tracee, &self.inj)?;
+            }
         }
         self.queue_pending()?;
         // The trampoline is unmapped from the leader's own code, at the
