@@ -116,6 +116,17 @@ fn checkpoint_blocked(
     let injector = Injector::install(tracee, tracee.pid, hole)?;
     let result = capture_with(tracee, &injector, &mappings, plugins, env, path, tree);
     let removed = injector.remove(tracee, tracee.pid);
+    // A SIGTRAP of the program's that an injected syscall took off a
+    // thread's queue is delivered when the thread goes on (the thread sits
+    // in the signal-delivery-stop of the injection's own trap).
+    for t in tracee.threads.values_mut() {
+        if let Some(info) = crate::tracee::take_held_trap(t.tid) {
+            if !matches!(t.stop, ThreadStop::Signal(_)) {
+                t.stop = ThreadStop::Signal(libc::SIGTRAP);
+                t.stop_siginfo = Some(info);
+            }
+        }
+    }
     let ckpt = result?;
     removed?;
     Ok(ckpt)
@@ -347,6 +358,10 @@ fn process_state(tracee: &Tracee, inj: &Injector, env: &CaptureEnv) -> Result<Pr
             if let Some(ts) = threads.last_mut() {
                 ts.pending.insert(0, info.to_vec());
             }
+        }
+        if let (Some(info), Some(ts)) = (crate::tracee::held_trap(t.tid), threads.last_mut()) {
+            // Its own SIGTRAP, taken off its queue by an injected syscall.
+            ts.pending.insert(0, info.to_vec());
         }
         if let Some(ts) = threads.last_mut() {
             ts.sigmask = t.saved_mask.unwrap_or(ts.sigmask);

@@ -1075,7 +1075,7 @@ impl Refill<'_> {
         Ok(())
     }
 
-    fn queue_pending(&self) -> Result<(), Error> {
+    fn queue_pending(&mut self) -> Result<(), Error> {
         let pid = self.pid();
         let scratch = self.inj.scratch();
         let sig_of = |info: &[u8]| {
@@ -1095,6 +1095,20 @@ impl Refill<'_> {
         for (t, tid) in self.state.threads.iter().zip(tids) {
             for info in &t.pending {
                 tracing::debug!("thread {tid}: signal {} pending again", sig_of(info));
+                if sig_of(info) == libc::SIGTRAP as u64 {
+                    // SIGTRAP stays unblocked while the tracer works: queued
+                    // now, the next injected syscall would take it. The
+                    // thread sits in the signal-delivery-stop of an injected
+                    // syscall's trap: it gets it when it first goes on.
+                    if let (Ok(si), Some(th)) = (
+                        <[u8; ptrace::SIGINFO_SIZE]>::try_from(info.as_slice()),
+                        self.tracee.threads.get_mut(&tid),
+                    ) {
+                        th.stop = ThreadStop::Signal(libc::SIGTRAP);
+                        th.stop_siginfo = Some(si);
+                        continue;
+                    }
+                }
                 self.tracee.write_mem(scratch, info)?;
                 // From the thread itself: the kernel lets a thread queue a
                 // signal with the siginfo of kill()/tgkill() or of the kernel
