@@ -359,6 +359,11 @@ fn process_state(tracee: &Tracee, inj: &Injector, env: &CaptureEnv) -> Result<Pr
                 ts.pending.insert(0, info.to_vec());
             }
         }
+        if let Some(ts) = threads.last_mut() {
+            // A fault's signal is not stored: the thread is at the faulting
+            // instruction, which raises it again when it runs.
+            ts.pending.retain(|info| !is_fault(info));
+        }
         if let (Some(info), Some(ts)) = (crate::tracee::held_trap(t.tid), threads.last_mut()) {
             // Its own SIGTRAP, taken off its queue by an injected syscall.
             ts.pending.insert(0, info.to_vec());
@@ -687,4 +692,22 @@ fn write_memory(pid: pid_t, regions: &[Region], writer: &mut ImageWriter) -> Res
         }
     }
     Ok(())
+}
+
+/// Whether a raw siginfo is a fault the kernel raised for the instruction
+/// the thread stands on (SIGSEGV, SIGBUS, SIGILL, SIGFPE with a positive
+/// si_code): running that instruction again raises it again. Queued again
+/// at restart instead, it was delivered at once although blocked ("got
+/// signal 11 during an injected syscall").
+pub(crate) fn is_fault(info: &[u8]) -> bool {
+    let word = |i: usize| {
+        info.get(i..i + 4)
+            .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .unwrap_or(0)
+    };
+    let (signo, code) = (word(0), word(8));
+    matches!(
+        signo,
+        libc::SIGSEGV | libc::SIGBUS | libc::SIGILL | libc::SIGFPE
+    ) && code > 0
 }

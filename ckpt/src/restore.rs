@@ -1094,6 +1094,10 @@ impl Refill<'_> {
         let tids: Vec<pid_t> = self.thread_tids();
         for (t, tid) in self.state.threads.iter().zip(tids) {
             for info in &t.pending {
+                if crate::capture::is_fault(info) {
+                    // Raised again by its instruction (older images kept it).
+                    continue;
+                }
                 tracing::debug!("thread {tid}: signal {} pending again", sig_of(info));
                 if sig_of(info) == libc::SIGTRAP as u64 {
                     // SIGTRAP stays unblocked while the tracer works: queued
