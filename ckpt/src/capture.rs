@@ -19,9 +19,15 @@ use crate::tracee::{Injector, ThreadStop, Tracee, PAGE, TRAMPOLINE_SIZE};
 use crate::vids::VirtualIds;
 use crate::Error;
 
-/// Everything but SIGKILL and SIGSTOP: blocked in every thread while the
-/// tracer works, so no handler runs in the middle of a capture.
-const BLOCK_ALL: u64 = !((1u64 << (libc::SIGKILL - 1)) | (1u64 << (libc::SIGSTOP - 1)));
+/// What every thread blocks while the tracer works, so that no handler runs
+/// in the middle of a capture: all but SIGKILL and SIGSTOP, which cannot be
+/// blocked, and SIGTRAP, raised by the `int3` that ends every injected
+/// syscall: a trap raised while blocked makes the kernel reset the program's
+/// SIGTRAP handler (`force_sig_info`); unblocked, it stops in the tracer,
+/// which swallows it (CRIU leaves it unblocked for the same reason).
+pub const BLOCK_ALL: u64 = !((1u64 << (libc::SIGKILL - 1))
+    | (1u64 << (libc::SIGSTOP - 1))
+    | (1u64 << (libc::SIGTRAP - 1)));
 
 /// What a capture needs besides the tracee.
 pub struct CaptureEnv<'a> {
@@ -127,7 +133,18 @@ fn checkpoint_blocked(
         path,
         (sockets, tree),
     );
-    let removed = injector.remove(tracee.pid);
+    let removed = injector.remove(tracee, tracee.pid);
+    // A SIGTRAP of the program's that an injected syscall took off a
+    // thread's queue is delivered when the thread goes on (the thread sits
+    // in the signal-delivery-stop of the injection's own trap).
+    for t in tracee.threads.values_mut() {
+        if let Some(info) = crate::tracee::take_held_trap(t.tid) {
+            if !matches!(t.stop, ThreadStop::Signal(_)) {
+                t.stop = ThreadStop::Signal(libc::SIGTRAP);
+                t.stop_siginfo = Some(info);
+            }
+        }
+    }
     let ckpt = result?;
     removed?;
     Ok(ckpt)
@@ -360,6 +377,15 @@ fn process_state(tracee: &Tracee, inj: &Injector, env: &CaptureEnv) -> Result<Pr
             if let Some(ts) = threads.last_mut() {
                 ts.pending.insert(0, info.to_vec());
             }
+        }
+        if let Some(ts) = threads.last_mut() {
+            // A fault's signal is not stored: the thread is at the faulting
+            // instruction, which raises it again when it runs.
+            ts.pending.retain(|info| !is_fault(info));
+        }
+        if let (Some(info), Some(ts)) = (crate::tracee::held_trap(t.tid), threads.last_mut()) {
+            // Its own SIGTRAP, taken off its queue by an injected syscall.
+            ts.pending.insert(0, info.to_vec());
         }
         if let Some(ts) = threads.last_mut() {
             ts.sigmask = t.saved_mask.unwrap_or(ts.sigmask);
@@ -685,4 +711,22 @@ fn write_memory(pid: pid_t, regions: &[Region], writer: &mut ImageWriter) -> Res
         }
     }
     Ok(())
+}
+
+/// Whether a raw siginfo is a fault the kernel raised for the instruction
+/// the thread stands on (SIGSEGV, SIGBUS, SIGILL, SIGFPE with a positive
+/// si_code): running that instruction again raises it again. Queued again
+/// at restart instead, it was delivered at once although blocked ("got
+/// signal 11 during an injected syscall").
+pub(crate) fn is_fault(info: &[u8]) -> bool {
+    let word = |i: usize| {
+        info.get(i..i + 4)
+            .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .unwrap_or(0)
+    };
+    let (signo, code) = (word(0), word(8));
+    matches!(
+        signo,
+        libc::SIGSEGV | libc::SIGBUS | libc::SIGILL | libc::SIGFPE
+    ) && code > 0
 }

@@ -15,6 +15,7 @@
 pub mod capture;
 pub mod control;
 pub mod coordinator;
+pub mod creds;
 pub mod environ;
 pub mod fds;
 pub mod image;
@@ -31,6 +32,7 @@ pub mod tracee;
 pub mod tree;
 pub mod unix_sockets;
 pub mod vids;
+pub mod zombies;
 
 use nix::errno::Errno;
 

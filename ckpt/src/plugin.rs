@@ -160,6 +160,12 @@ pub fn register(name: &'static str, make: Factory) {
 
 /// A new instance of the registered plugin `name`.
 pub fn make(name: &str) -> Option<Box<dyn Plugin>> {
+    if name == crate::zombies::PLUGIN_NAME {
+        return Some(Box::new(crate::zombies::Zombies));
+    }
+    if name == crate::creds::PLUGIN_NAME {
+        return Some(Box::new(crate::creds::Creds));
+    }
     let registry = REGISTRY.lock().ok()?;
     registry.iter().find(|(n, _)| *n == name).map(|(_, f)| f())
 }
@@ -218,6 +224,7 @@ pub fn builtin() -> Vec<Box<dyn Plugin>> {
         Box::new(crate::fds::Files),
         Box::new(crate::vids::Pids::new()),
         Box::new(crate::sysv::SysV::new()),
+        Box::new(crate::creds::Creds),
     ]
 }
 
@@ -225,6 +232,9 @@ pub fn builtin() -> Vec<Box<dyn Plugin>> {
 /// ones always come first.
 pub fn by_names(names: &[String]) -> Result<Vec<Box<dyn Plugin>>, Error> {
     let mut out = builtin();
+    // Sessions (launch, restart) bring back unreaped children too; record
+    // and replay need not (a replayed `wait` is the recorded one).
+    out.push(Box::new(crate::zombies::Zombies));
     let registry = REGISTRY.lock().map(|r| r.clone()).unwrap_or_default();
     let mut seen: Vec<&str> = Vec::new();
     for name in names
@@ -241,7 +251,7 @@ pub fn by_names(names: &[String]) -> Result<Vec<Box<dyn Plugin>>, Error> {
             return Err(Error::Usage(format!(
                 "unknown plugin {name:?} (available: {})",
                 if known.is_empty() {
-                    "none besides the built-in files, pids and sysv".to_string()
+                    "none besides the built-in files, pids, sysv, creds and zombies".to_string()
                 } else {
                     known.join(", ")
                 }

@@ -282,3 +282,26 @@ fn tree_restarted_while_the_original_runs_translates_ids() {
     );
     assert_nothing_left(&program);
 }
+
+/// Children that have ended but are not reaped yet when the checkpoint lands (a compiler driver
+/// whose cc1 just finished, a shell's command substitution) come back as zombies of the restarted
+/// parent, with their pid and status (exit codes and signals): its wait finds them. Without them
+/// `wait` failed with ECHILD (`gcc: fatal error: failed to get exit status`).
+#[test]
+fn unreaped_children_are_waited_for_after_restart() {
+    let scratch = Scratch::new("unreaped_children_are_waited_for_after_restart");
+    let mut program = fixture("tree_zombie");
+    program.arg("14");
+    let uninterrupted = run_uninterrupted(&program);
+    let chain = checkpoint_chain(
+        &scratch,
+        &program,
+        &[
+            Wait::LineContaining("round  3: child ended"),
+            // Round 5's child was killed by a signal.
+            Wait::LineContaining("round  5: child ended"),
+        ],
+    );
+    chain.assert_matches(&uninterrupted);
+    assert_nothing_left(&program);
+}
