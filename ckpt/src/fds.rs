@@ -129,7 +129,7 @@ fn capture_with(
     fds.sort_unstable();
     let mut pipes_seen: HashMap<u64, ()> = HashMap::new();
     let mut out = Vec::new();
-    for fd in fds {
+    for &fd in &fds {
         let link_path = format!("/proc/{pid}/fd/{fd}");
         let Ok(link) = std::fs::read_link(&link_path) else {
             continue;
@@ -201,7 +201,7 @@ fn capture_with(
             }
         } else if link == "anon_inode:[eventpoll]" {
             FdKind::Epoll {
-                watches: epoll_watches(&info),
+                watches: held_watches(pid, fd, epoll_watches(&info), &fds, warnings),
             }
         } else if link.starts_with("/dev/pts/")
             || link.starts_with("/dev/tty")
@@ -265,6 +265,44 @@ fn epoll_watches(info: &str) -> Vec<EpollWatch> {
             })
         })
         .collect()
+}
+
+/// The watches of epoll `epfd` of `pid`, each under a descriptor that
+/// holds its file now. A watch outlives the descriptor it was added through
+/// while another descriptor holds the same file (the program dup'ed it, or
+/// another process shares it): its number may be closed, or name another
+/// file, by now. Such a watch is kept under a descriptor of this process
+/// that holds its file (`kcmp`), or dropped with a warning when none does.
+fn held_watches(
+    pid: pid_t,
+    epfd: i32,
+    watches: Vec<EpollWatch>,
+    fds: &[i32],
+    warnings: &mut Vec<String>,
+) -> Vec<EpollWatch> {
+    use crate::sys::process::epoll_watches_file;
+    let mut out = Vec::with_capacity(watches.len());
+    for (i, w) in watches.iter().enumerate() {
+        // Registrations of one number are told apart by their rank among
+        // those of that number, in the order fdinfo lists them (the
+        // kernel's).
+        let toff = watches[..i].iter().filter(|o| o.fd == w.fd).count() as u32;
+        let same = |fd: i32| epoll_watches_file(pid, fd, epfd, w.fd, toff);
+        match same(w.fd) {
+            Ok(true) => out.push(*w),
+            // No kcmp here (or not allowed): as fdinfo says.
+            Err(nix::errno::Errno::ENOSYS | nix::errno::Errno::EPERM) => out.push(*w),
+            _ => match fds.iter().copied().find(|&fd| same(fd) == Ok(true)) {
+                Some(fd) => out.push(EpollWatch { fd, ..*w }),
+                None => warnings.push(format!(
+                    "epoll fd {epfd} watches a file it was given as fd {}, which this process no \
+                     longer holds: that watch is not restored",
+                    w.fd
+                )),
+            },
+        }
+    }
+    out
 }
 
 fn socket_inode(link: &str) -> Option<u64> {
@@ -820,16 +858,21 @@ pub fn restore(
             FdKind::Epoll { .. } | FdKind::Plugin { .. } => {}
         }
     }
+    // Every epoll instance first: one may watch another (nested epolls).
     for f in fds {
-        if let FdKind::Epoll { watches } = &f.kind {
+        if let FdKind::Epoll { .. } = &f.kind {
             let tmp = call("epoll_create1", libc::SYS_epoll_create1, &[0])?;
             place(tmp, f.fd)?;
+        }
+    }
+    for f in fds {
+        if let FdKind::Epoll { watches } = &f.kind {
             for w in watches {
                 let mut ev = w.events.to_le_bytes().to_vec();
                 ev.extend_from_slice(&w.data.to_le_bytes());
                 tracee.write_mem(scratch, &ev)?;
-                call(
-                    "epoll_ctl",
+                let added = inj.syscall(
+                    tid,
                     libc::SYS_epoll_ctl,
                     &[
                         f.fd as u64,
@@ -838,6 +881,21 @@ pub fn restore(
                         scratch,
                     ],
                 )?;
+                if added == -i64::from(libc::EEXIST) {
+                    // Two watches of one file, added through two
+                    // descriptors of which one is closed now.
+                    warnings.push(format!(
+                        "epoll fd {} watched the file of fd {} twice: it watches it once now",
+                        f.fd, w.fd
+                    ));
+                } else if added < 0 {
+                    return Err(Error::Restore(format!(
+                        "epoll fd {}: cannot watch fd {} again: {}",
+                        f.fd,
+                        w.fd,
+                        crate::tracee::errno_text(added)
+                    )));
+                }
             }
         }
     }
