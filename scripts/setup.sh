@@ -4,7 +4,7 @@
 #   bash scripts/setup.sh --bench  also the peers scripts/bench.sh compares with (criu)
 set -euo pipefail
 
-want=(gcc libc6-dev python3 make sqlite3 gdb binutils iproute2 util-linux mount)
+want=(gcc libc6-dev python3 make sqlite3 gdb binutils iproute2 util-linux mount mpich libmpich-dev)
 if [[ "${1:-}" == "--bench" ]]; then
     want+=(criu)
 fi
