@@ -8,7 +8,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 
 use libc::pid_t;
 
-use crate::image::format::{EpollWatch, FdKind, FdState, SocketState};
+use crate::image::format::{EpollWatch, FdKind, FdState, SharedObject, SocketState};
 use crate::plugin::{CaptureCtx, Plugin, RestoreCtx, StdioIds};
 use crate::sockets::{Census, Rebuilt};
 use crate::tracee::{Injector, Tracee};
@@ -51,6 +51,7 @@ impl Plugin for Files {
             ctx.warnings,
             ctx.shared_pipes,
             sockets,
+            ctx.shared_memory,
         )?;
         if let Some(mut r) = local {
             r.reconnect(&HashMap::new());
@@ -128,6 +129,8 @@ fn capture_with(
         .collect();
     fds.sort_unstable();
     let mut pipes_seen: HashMap<u64, ()> = HashMap::new();
+    // The shared memory objects the process maps, read once if needed.
+    let mut mapped: Option<Vec<SharedObject>> = None;
     let mut out = Vec::new();
     for &fd in &fds {
         let link_path = format!("/proc/{pid}/fd/{fd}");
@@ -208,6 +211,13 @@ fn capture_with(
             || link == "/dev/console"
         {
             FdKind::Tty { path: link.clone() }
+        } else if let Some(object) = ident
+            .filter(|_| link.ends_with(" (deleted)"))
+            .and_then(|id| mapped_object(pid, id, &mut mapped))
+        {
+            // Mapped too: the same object as the mappings again, whose
+            // contents the regions store.
+            FdKind::SharedMemory { object, pos }
         } else if let Some(path) = link.strip_suffix(" (deleted)") {
             let mut contents = Vec::new();
             std::fs::File::open(&link_path)
@@ -265,6 +275,25 @@ fn epoll_watches(info: &str) -> Vec<EpollWatch> {
             })
         })
         .collect()
+}
+
+/// The shared memory object with identity `ident` (device, inode) that
+/// `pid` maps, if it maps it (`mapped` caches the process's objects).
+fn mapped_object(
+    pid: pid_t,
+    ident: (u64, u64),
+    mapped: &mut Option<Vec<SharedObject>>,
+) -> Option<SharedObject> {
+    let objects = mapped.get_or_insert_with(|| {
+        crate::maps::read(pid)
+            .map(|maps| {
+                maps.iter()
+                    .filter_map(|m| crate::shm::object_of(pid, m))
+                    .collect()
+            })
+            .unwrap_or_default()
+    });
+    objects.iter().find(|o| (o.dev, o.ino) == ident).cloned()
 }
 
 /// The watches of epoll `epfd` of `pid`, each under a descriptor that
@@ -355,6 +384,7 @@ pub fn restore(
     warnings: &mut Vec<String>,
     shared: Option<&crate::tree::SharedPipes>,
     sockets: &Rebuilt,
+    memory: Option<&crate::shm::SharedMemory>,
 ) -> Result<(), Error> {
     let tid = tracee.pid;
     let scratch = inj.scratch();
@@ -504,6 +534,29 @@ pub fn restore(
                     .open(&proc_path)
                     .and_then(|mut file| file.write_all(contents))
                     .map_err(|e| Error::io(&proc_path, e))?;
+                call(
+                    "lseek",
+                    libc::SYS_lseek,
+                    &[f.fd as u64, *pos, libc::SEEK_SET as u64],
+                )?;
+            }
+            FdKind::SharedMemory { object, pos } => {
+                // The object the restart made for the mappings (they are
+                // restored already), through rewind's descriptor of it.
+                let Some((crate::shm::Backing::Fd(ours), _)) =
+                    memory.and_then(|m| m.backing(object))
+                else {
+                    return Err(Error::Restore(format!(
+                        "fd {}: the shared memory it names was not made again",
+                        f.fd
+                    )));
+                };
+                // The /proc link must be followed (shm_open's O_NOFOLLOW).
+                let tmp = open_path(
+                    &format!("/proc/{}/fd/{ours}", std::process::id()),
+                    open_flags & !(libc::O_NOFOLLOW as u64),
+                )?;
+                place(tmp, f.fd)?;
                 call(
                     "lseek",
                     libc::SYS_lseek,
