@@ -129,8 +129,9 @@ fn capture_with(
         .collect();
     fds.sort_unstable();
     let mut pipes_seen: HashMap<u64, ()> = HashMap::new();
-    // The shared memory objects the process maps, read once if needed.
-    let mut mapped: Option<Vec<SharedObject>> = None;
+    // The shared memory objects the process maps, with the parts each
+    // mapping covers, read once if needed.
+    let mut mapped: Option<Vec<(SharedObject, u64, u64)>> = None;
     let mut out = Vec::new();
     for &fd in &fds {
         let link_path = format!("/proc/{pid}/fd/{fd}");
@@ -211,13 +212,18 @@ fn capture_with(
             || link == "/dev/console"
         {
             FdKind::Tty { path: link.clone() }
-        } else if let Some(object) = ident
+        } else if let Some((object, covered)) = ident
             .filter(|_| link.ends_with(" (deleted)"))
             .and_then(|id| mapped_object(pid, id, &mut mapped))
         {
             // Mapped too: the same object as the mappings again, whose
-            // contents the regions store.
-            FdKind::SharedMemory { object, pos }
+            // contents the regions store (the rest is stored here).
+            let unmapped = unmapped_data(&link_path, object.size, &covered)?;
+            FdKind::SharedMemory {
+                object,
+                pos,
+                unmapped,
+            }
         } else if let Some(path) = link.strip_suffix(" (deleted)") {
             let mut contents = Vec::new();
             std::fs::File::open(&link_path)
@@ -278,22 +284,72 @@ fn epoll_watches(info: &str) -> Vec<EpollWatch> {
 }
 
 /// The shared memory object with identity `ident` (device, inode) that
-/// `pid` maps, if it maps it (`mapped` caches the process's objects).
+/// `pid` maps, if it maps it, and the parts of it its mappings cover, as
+/// (offset, end) (`mapped` caches the process's objects).
 fn mapped_object(
     pid: pid_t,
     ident: (u64, u64),
-    mapped: &mut Option<Vec<SharedObject>>,
-) -> Option<SharedObject> {
+    mapped: &mut Option<Vec<(SharedObject, u64, u64)>>,
+) -> Option<(SharedObject, Vec<(u64, u64)>)> {
     let objects = mapped.get_or_insert_with(|| {
         crate::maps::read(pid)
             .map(|maps| {
                 maps.iter()
-                    .filter_map(|m| crate::shm::object_of(pid, m))
+                    .filter_map(|m| {
+                        let object = crate::shm::object_of(pid, m)?;
+                        Some((object, m.offset, m.offset + m.len()))
+                    })
                     .collect()
             })
             .unwrap_or_default()
     });
-    objects.iter().find(|o| (o.dev, o.ino) == ident).cloned()
+    let mut found = None;
+    let mut covered = Vec::new();
+    for (o, start, end) in objects.iter() {
+        if (o.dev, o.ino) == ident {
+            found.get_or_insert_with(|| o.clone());
+            covered.push((*start, *end));
+        }
+    }
+    found.map(|o| (o, covered))
+}
+
+/// The data (not holes) of the file at `path` (of `size` bytes) outside
+/// the `covered` (offset, end) ranges, as (offset, bytes).
+fn unmapped_data(
+    path: &str,
+    size: u64,
+    covered: &[(u64, u64)],
+) -> Result<Vec<(u64, Vec<u8>)>, Error> {
+    use std::os::unix::fs::FileExt;
+    let mut covered = covered.to_vec();
+    covered.sort_unstable();
+    let mut gaps = Vec::new();
+    let mut at = 0;
+    for (s, e) in covered {
+        if s > at {
+            gaps.push((at, s.min(size)));
+        }
+        at = at.max(e);
+    }
+    if at < size {
+        gaps.push((at, size));
+    }
+    gaps.retain(|(s, e)| s < e);
+    if gaps.is_empty() {
+        return Ok(Vec::new());
+    }
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut out = Vec::new();
+    for (start, end) in gaps {
+        for (s, e) in crate::shm::data_ranges(&file, start, end) {
+            let mut bytes = vec![0u8; (e - s) as usize];
+            file.read_exact_at(&mut bytes, s)
+                .map_err(|e| Error::io(path, e))?;
+            out.push((s, bytes));
+        }
+    }
+    Ok(out)
 }
 
 /// The watches of epoll `epfd` of `pid`, each under a descriptor that
@@ -540,7 +596,11 @@ pub fn restore(
                     &[f.fd as u64, *pos, libc::SEEK_SET as u64],
                 )?;
             }
-            FdKind::SharedMemory { object, pos } => {
+            FdKind::SharedMemory {
+                object,
+                pos,
+                unmapped,
+            } => {
                 // The object the restart made for the mappings (they are
                 // restored already), through rewind's descriptor of it.
                 let Some((crate::shm::Backing::Fd(ours), _)) =
@@ -551,6 +611,18 @@ pub fn restore(
                         f.fd
                     )));
                 };
+                if !unmapped.is_empty() {
+                    use std::os::unix::fs::FileExt;
+                    let own = format!("/proc/self/fd/{ours}");
+                    let file = std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(&own)
+                        .map_err(|e| Error::io(&own, e))?;
+                    for (at, bytes) in unmapped {
+                        file.write_all_at(bytes, *at)
+                            .map_err(|e| Error::io(&own, e))?;
+                    }
+                }
                 // The /proc link must be followed (shm_open's O_NOFOLLOW).
                 let tmp = open_path(
                     &format!("/proc/{}/fd/{ours}", std::process::id()),

@@ -1,11 +1,13 @@
 // Exercises a descriptor of shared memory the process also maps (POSIX shm unlinked after mmap, or a memfd) that children open through /proc/<parent>/fd, as UCX's peers do: after a restart the descriptor and the mapping must be one object.
 //
 // usage: shm_fd_peer posix|memfd NAME STEPS [DELAY_US]: the parent makes the
-// object (shm_open NAME then shm_unlink, or memfd_create NAME), maps it and
-// keeps its descriptor. Each step forks a child that opens
-// /proc/<parent>/fd/<fd>, maps it and writes a value derived from the step
-// and from what the parent wrote before; the parent waits for it and prints
-// what its own mapping shows, then writes the next seed.
+// object (shm_open NAME then shm_unlink, or memfd_create NAME) of 64 KiB,
+// maps its first 8 KiB, writes a tail at 60 KiB through the descriptor (a
+// part it does not map) and keeps the descriptor. Each step forks a child
+// that opens /proc/<parent>/fd/<fd>, maps all of it and writes a value
+// derived from the step, the tail and what the parent wrote before; the
+// parent waits for it and prints what its own mapping shows, then writes
+// the next seed.
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <stdint.h>
@@ -17,6 +19,8 @@
 #include <unistd.h>
 
 #define SIZE (64 * 1024)
+#define MAPPED (8 * 1024)
+#define TAIL (60 * 1024)
 
 struct shared {
     uint64_t seed;
@@ -39,13 +43,19 @@ int main(int argc, char **argv) {
         perror("make the object");
         return 1;
     }
-    struct shared *s = mmap(NULL, SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    struct shared *s = mmap(NULL, MAPPED, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (s == MAP_FAILED) {
         perror("mmap");
         return 1;
     }
     if (!memfd)
         shm_unlink(name);
+    char tail[64];
+    int tail_len = snprintf(tail, sizeof tail, "the tail of %s", argv[1]);
+    if (pwrite(fd, tail, (size_t)tail_len, TAIL) != tail_len) {
+        perror("pwrite");
+        return 1;
+    }
     s->seed = 0x5eed;
     for (int i = 0; i < steps; i++) {
         pid_t child = fork();
@@ -66,7 +76,10 @@ int main(int argc, char **argv) {
                 perror("child mmap");
                 _exit(1);
             }
-            p->answers[i] = p->seed * 6364136223846793005ull + (uint64_t)i;
+            uint64_t h = 0;
+            for (const char *c = (const char *)p + TAIL; *c; c++)
+                h = h * 131 + (unsigned char)*c;
+            p->answers[i] = p->seed * 6364136223846793005ull + (uint64_t)i + h;
             _exit(0);
         }
         int status;

@@ -419,10 +419,13 @@ pub enum FdKind {
     /// A descriptor of a shared memory object the process maps too (a file
     /// deleted while open and mapped, such as MPICH's segments, or a
     /// memfd): opened at restart on the object its mappings share (see
-    /// `crate::shm`), whose contents the regions store.
+    /// `crate::shm`), whose contents the regions store; `unmapped` holds
+    /// the data of the parts no mapping of this process covers, as
+    /// (offset, bytes), written into the object at restart.
     SharedMemory {
         object: SharedObject,
         pos: u64,
+        unmapped: Vec<(u64, Vec<u8>)>,
     },
 }
 
