@@ -519,6 +519,77 @@ def bench_shm(work, quick, add):
             add(f"shm/{mode}-{mib}MiB-restart-wall", m["restart_wall_ms"], "ms")
 
 
+def bench_mpi(work, quick, add):
+    """An MPI program under MPICH's mpirun (tests/targets/mpi_ring.c, 4 ranks: one launch
+    follows mpirun, hydra_pmi_proxy and the ranks, six images): checkpoint (engine and wall,
+    the computation running on), images, then checkpoint --kill and restart of every image,
+    timed until rank 0 prints again (so it includes up to one iteration of the ring, ~10 ms
+    of sleep plus its messages). With UCX's default transports (System V and POSIX shared
+    memory, cross-memory attach) and over TCP only (UCX_TLS=tcp,self)."""
+    if not shutil.which("mpicc") or not shutil.which("mpirun"):
+        print("bench: mpi skipped: MPICH missing (scripts/setup.sh installs it)", file=sys.stderr)
+        return
+    print("bench: mpi ...", file=sys.stderr, flush=True)
+    exe = os.path.join(work, "mpi_ring")
+    subprocess.run(["mpicc", "-O2", "-o", exe, os.path.join(ROOT, "tests", "targets", "mpi_ring.c")],
+                   check=True)
+    reps = 1 if quick else 3
+    med = statistics.median
+    for label, tls in [("default", None), ("tcp", "tcp,self")]:
+        env = dict(os.environ)
+        if tls:
+            env["UCX_TLS"] = tls
+        ckpt, ckpt_wall, kill_wall, restart, sizes = [], [], [], [], []
+        for rep in range(reps):
+            d = os.path.join(work, f"mpi-{label}-{rep}")
+            d2 = d + "-restart"
+            os.makedirs(d)
+            os.makedirs(d2)
+            procs = []
+            try:
+                out = os.path.join(d, "before")
+                launch = subprocess.Popen([REWIND, "launch", "--ckpt-dir", d, "--", "mpirun", "-n", "4",
+                                           exe, "1000000", "10000"], stdout=open(out, "w"),
+                                          stderr=subprocess.DEVNULL, start_new_session=True, env=env)
+                procs.append(launch)
+                wait_for(out, r"iteration 20:", timeout=120)
+                t = time.monotonic()
+                rewind("command", "--ckpt-dir", d, "--checkpoint")
+                ckpt_wall.append((time.monotonic() - t) * 1e3)
+                st = json.loads(rewind("command", "--ckpt-dir", d, "--status", "--json").stdout)
+                ckpt.append(st["status"]["last_checkpoint_ms"])
+                wait_for(out, r"iteration 40:", timeout=120)
+                t = time.monotonic()
+                images = rewind("command", "--ckpt-dir", d, "--checkpoint", "--kill").stdout.split()
+                kill_wall.append((time.monotonic() - t) * 1e3)
+                launch.wait(timeout=60)
+                images = [os.path.join(d, os.path.basename(i)) for i in images]
+                sizes.append(sum(os.path.getsize(i) for i in images) / 2**20)
+                after = os.path.join(d2, "after")
+                t = time.monotonic()
+                p = subprocess.Popen([REWIND, "restart", "--ckpt-dir", d2] + images,
+                                     stdout=open(after, "w"), stderr=subprocess.DEVNULL,
+                                     start_new_session=True)
+                procs.append(p)
+                wait_for(after, r"iteration \d+:", timeout=120)
+                restart.append((time.monotonic() - t) * 1e3)
+                rewind("command", "--ckpt-dir", d2, "--kill")
+                p.wait(timeout=60)
+            finally:
+                for p in procs:
+                    if p.poll() is None:
+                        os.killpg(p.pid, signal.SIGKILL)
+                        p.wait()
+                shutil.rmtree(d, ignore_errors=True)
+                shutil.rmtree(d2, ignore_errors=True)
+        note = "4 ranks, 6 processes" + (f", UCX_TLS={tls}" if tls else ", UCX defaults")
+        add(f"mpi/{label}-checkpoint", med(ckpt), "ms", note=note)
+        add(f"mpi/{label}-checkpoint-wall", med(ckpt_wall), "ms")
+        add(f"mpi/{label}-checkpoint-kill-wall", med(kill_wall), "ms")
+        add(f"mpi/{label}-images", med(sizes), "MiB")
+        add(f"mpi/{label}-restart-until-running", med(restart), "ms")
+
+
 def bench_coordinator(work, quick, add, target, full):
     """`rewind coordinator` on loopback: the round trip of a no-op barrier
     across 4 sessions (median of 1000, timed by the coordinator from its first
@@ -832,6 +903,8 @@ def main():
                     help="only the shared memory measures (a process tree sharing 64/256 MiB)")
     ap.add_argument("--only-sockets", action="store_true",
                     help="only the socket measures (a TCP ring with data in flight)")
+    ap.add_argument("--only-mpi", action="store_true",
+                    help="only the MPI measures (4 ranks under MPICH's mpirun)")
     ap.add_argument("--tun-worker", metavar="DIR", help=argparse.SUPPRESS)
     ap.add_argument("--tun-reps", type=int, default=3, help=argparse.SUPPRESS)
     ap.add_argument("--only-gdbserver", action="store_true", help="only gdb's bc/bs latency through rewind gdbserver")
@@ -881,6 +954,9 @@ def main():
         if args.only_sockets:
             args.skip_checkpoint = args.skip_record = args.skip_debug = True
             bench_sockets(work, args.quick, add)
+        if args.only_mpi:
+            args.skip_checkpoint = args.skip_record = args.skip_debug = True
+            bench_mpi(work, args.quick, add)
         if args.only_coordinator:
             args.skip_checkpoint = args.skip_record = args.skip_debug = True
             bench_coordinator(work, args.quick, add, target, args.full)
@@ -902,6 +978,7 @@ def main():
             bench_tun(work, args.quick, add)
             bench_shm(work, args.quick, add)
             bench_sockets(work, args.quick, add)
+            bench_mpi(work, args.quick, add)
         if not args.skip_record and not args.only_debug:
             bench_record_replay(work, args.quick, add)
             bench_kvm(work, args.quick, add)

@@ -8,7 +8,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 
 use libc::pid_t;
 
-use crate::image::format::{EpollWatch, FdKind, FdState, SocketState};
+use crate::image::format::{EpollWatch, FdKind, FdState, SharedObject, SocketState};
 use crate::plugin::{CaptureCtx, Plugin, RestoreCtx, StdioIds};
 use crate::sockets::{Census, Rebuilt};
 use crate::tracee::{Injector, Tracee};
@@ -51,6 +51,7 @@ impl Plugin for Files {
             ctx.warnings,
             ctx.shared_pipes,
             sockets,
+            ctx.shared_memory,
         )?;
         if let Some(mut r) = local {
             r.reconnect(&HashMap::new());
@@ -128,8 +129,11 @@ fn capture_with(
         .collect();
     fds.sort_unstable();
     let mut pipes_seen: HashMap<u64, ()> = HashMap::new();
+    // The shared memory objects the process maps, with the parts each
+    // mapping covers, read once if needed.
+    let mut mapped: Option<Vec<(SharedObject, u64, u64)>> = None;
     let mut out = Vec::new();
-    for fd in fds {
+    for &fd in &fds {
         let link_path = format!("/proc/{pid}/fd/{fd}");
         let Ok(link) = std::fs::read_link(&link_path) else {
             continue;
@@ -201,13 +205,25 @@ fn capture_with(
             }
         } else if link == "anon_inode:[eventpoll]" {
             FdKind::Epoll {
-                watches: epoll_watches(&info),
+                watches: held_watches(pid, fd, epoll_watches(&info), &fds, warnings),
             }
         } else if link.starts_with("/dev/pts/")
             || link.starts_with("/dev/tty")
             || link == "/dev/console"
         {
             FdKind::Tty { path: link.clone() }
+        } else if let Some((object, covered)) = ident
+            .filter(|_| link.ends_with(" (deleted)"))
+            .and_then(|id| mapped_object(pid, id, &mut mapped))
+        {
+            // Mapped too: the same object as the mappings again, whose
+            // contents the regions store (the rest is stored here).
+            let unmapped = unmapped_data(&link_path, object.size, &covered)?;
+            FdKind::SharedMemory {
+                object,
+                pos,
+                unmapped,
+            }
         } else if let Some(path) = link.strip_suffix(" (deleted)") {
             let mut contents = Vec::new();
             std::fs::File::open(&link_path)
@@ -267,6 +283,113 @@ fn epoll_watches(info: &str) -> Vec<EpollWatch> {
         .collect()
 }
 
+/// The shared memory object with identity `ident` (device, inode) that
+/// `pid` maps, if it maps it, and the parts of it its mappings cover, as
+/// (offset, end) (`mapped` caches the process's objects).
+fn mapped_object(
+    pid: pid_t,
+    ident: (u64, u64),
+    mapped: &mut Option<Vec<(SharedObject, u64, u64)>>,
+) -> Option<(SharedObject, Vec<(u64, u64)>)> {
+    let objects = mapped.get_or_insert_with(|| {
+        crate::maps::read(pid)
+            .map(|maps| {
+                maps.iter()
+                    .filter_map(|m| {
+                        let object = crate::shm::object_of(pid, m)?;
+                        Some((object, m.offset, m.offset + m.len()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    });
+    let mut found = None;
+    let mut covered = Vec::new();
+    for (o, start, end) in objects.iter() {
+        if (o.dev, o.ino) == ident {
+            found.get_or_insert_with(|| o.clone());
+            covered.push((*start, *end));
+        }
+    }
+    found.map(|o| (o, covered))
+}
+
+/// The data (not holes) of the file at `path` (of `size` bytes) outside
+/// the `covered` (offset, end) ranges, as (offset, bytes).
+fn unmapped_data(
+    path: &str,
+    size: u64,
+    covered: &[(u64, u64)],
+) -> Result<Vec<(u64, Vec<u8>)>, Error> {
+    use std::os::unix::fs::FileExt;
+    let mut covered = covered.to_vec();
+    covered.sort_unstable();
+    let mut gaps = Vec::new();
+    let mut at = 0;
+    for (s, e) in covered {
+        if s > at {
+            gaps.push((at, s.min(size)));
+        }
+        at = at.max(e);
+    }
+    if at < size {
+        gaps.push((at, size));
+    }
+    gaps.retain(|(s, e)| s < e);
+    if gaps.is_empty() {
+        return Ok(Vec::new());
+    }
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut out = Vec::new();
+    for (start, end) in gaps {
+        for (s, e) in crate::shm::data_ranges(&file, start, end) {
+            let mut bytes = vec![0u8; (e - s) as usize];
+            file.read_exact_at(&mut bytes, s)
+                .map_err(|e| Error::io(path, e))?;
+            out.push((s, bytes));
+        }
+    }
+    Ok(out)
+}
+
+/// The watches of epoll `epfd` of `pid`, each under a descriptor that
+/// holds its file now. A watch outlives the descriptor it was added through
+/// while another descriptor holds the same file (the program dup'ed it, or
+/// another process shares it): its number may be closed, or name another
+/// file, by now. Such a watch is kept under a descriptor of this process
+/// that holds its file (`kcmp`), or dropped with a warning when none does.
+fn held_watches(
+    pid: pid_t,
+    epfd: i32,
+    watches: Vec<EpollWatch>,
+    fds: &[i32],
+    warnings: &mut Vec<String>,
+) -> Vec<EpollWatch> {
+    use crate::sys::process::epoll_watches_file;
+    let mut out = Vec::with_capacity(watches.len());
+    for (i, w) in watches.iter().enumerate() {
+        // Registrations of one number are told apart by their rank among
+        // those of that number, in the order fdinfo lists them (the
+        // kernel's).
+        let toff = watches[..i].iter().filter(|o| o.fd == w.fd).count() as u32;
+        let same = |fd: i32| epoll_watches_file(pid, fd, epfd, w.fd, toff);
+        match same(w.fd) {
+            Ok(true) => out.push(*w),
+            // No kcmp here (or not allowed): as fdinfo says.
+            Err(nix::errno::Errno::ENOSYS | nix::errno::Errno::EPERM) => out.push(*w),
+            _ => match fds.iter().copied().find(|&fd| same(fd) == Ok(true)) {
+                Some(fd) => out.push(EpollWatch { fd, ..*w }),
+                None => warnings.push(format!(
+                    "epoll fd {epfd} watches a file it was given as fd {}, which this process no \
+                     longer holds: that watch is not restored",
+                    w.fd
+                )),
+            },
+        }
+    }
+    out
+}
+
 fn socket_inode(link: &str) -> Option<u64> {
     link.strip_prefix("socket:[")?
         .strip_suffix(']')?
@@ -317,6 +440,7 @@ pub fn restore(
     warnings: &mut Vec<String>,
     shared: Option<&crate::tree::SharedPipes>,
     sockets: &Rebuilt,
+    memory: Option<&crate::shm::SharedMemory>,
 ) -> Result<(), Error> {
     let tid = tracee.pid;
     let scratch = inj.scratch();
@@ -466,6 +590,45 @@ pub fn restore(
                     .open(&proc_path)
                     .and_then(|mut file| file.write_all(contents))
                     .map_err(|e| Error::io(&proc_path, e))?;
+                call(
+                    "lseek",
+                    libc::SYS_lseek,
+                    &[f.fd as u64, *pos, libc::SEEK_SET as u64],
+                )?;
+            }
+            FdKind::SharedMemory {
+                object,
+                pos,
+                unmapped,
+            } => {
+                // The object the restart made for the mappings (they are
+                // restored already), through rewind's descriptor of it.
+                let Some((crate::shm::Backing::Fd(ours), _)) =
+                    memory.and_then(|m| m.backing(object))
+                else {
+                    return Err(Error::Restore(format!(
+                        "fd {}: the shared memory it names was not made again",
+                        f.fd
+                    )));
+                };
+                if !unmapped.is_empty() {
+                    use std::os::unix::fs::FileExt;
+                    let own = format!("/proc/self/fd/{ours}");
+                    let file = std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(&own)
+                        .map_err(|e| Error::io(&own, e))?;
+                    for (at, bytes) in unmapped {
+                        file.write_all_at(bytes, *at)
+                            .map_err(|e| Error::io(&own, e))?;
+                    }
+                }
+                // The /proc link must be followed (shm_open's O_NOFOLLOW).
+                let tmp = open_path(
+                    &format!("/proc/{}/fd/{ours}", std::process::id()),
+                    open_flags & !(libc::O_NOFOLLOW as u64),
+                )?;
+                place(tmp, f.fd)?;
                 call(
                     "lseek",
                     libc::SYS_lseek,
@@ -820,16 +983,21 @@ pub fn restore(
             FdKind::Epoll { .. } | FdKind::Plugin { .. } => {}
         }
     }
+    // Every epoll instance first: one may watch another (nested epolls).
     for f in fds {
-        if let FdKind::Epoll { watches } = &f.kind {
+        if let FdKind::Epoll { .. } = &f.kind {
             let tmp = call("epoll_create1", libc::SYS_epoll_create1, &[0])?;
             place(tmp, f.fd)?;
+        }
+    }
+    for f in fds {
+        if let FdKind::Epoll { watches } = &f.kind {
             for w in watches {
                 let mut ev = w.events.to_le_bytes().to_vec();
                 ev.extend_from_slice(&w.data.to_le_bytes());
                 tracee.write_mem(scratch, &ev)?;
-                call(
-                    "epoll_ctl",
+                let added = inj.syscall(
+                    tid,
                     libc::SYS_epoll_ctl,
                     &[
                         f.fd as u64,
@@ -838,6 +1006,21 @@ pub fn restore(
                         scratch,
                     ],
                 )?;
+                if added == -i64::from(libc::EEXIST) {
+                    // Two watches of one file, added through two
+                    // descriptors of which one is closed now.
+                    warnings.push(format!(
+                        "epoll fd {} watched the file of fd {} twice: it watches it once now",
+                        f.fd, w.fd
+                    ));
+                } else if added < 0 {
+                    return Err(Error::Restore(format!(
+                        "epoll fd {}: cannot watch fd {} again: {}",
+                        f.fd,
+                        w.fd,
+                        crate::tracee::errno_text(added)
+                    )));
+                }
             }
         }
     }

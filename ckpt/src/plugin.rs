@@ -73,6 +73,9 @@ pub struct RestoreCtx<'a> {
     /// The sockets of every image being restored, made by rewind; None when
     /// the process is restored alone.
     pub sockets: Option<&'a crate::sockets::Rebuilt>,
+    /// The shared memory objects of every image being restored, made by
+    /// rewind (see `crate::shm`).
+    pub shared_memory: Option<&'a crate::shm::SharedMemory>,
 }
 
 pub struct SyscallCtx<'a> {

@@ -289,6 +289,7 @@ impl Refill<'_> {
                 warnings: &mut self.warnings,
                 shared_pipes: opts.shared_pipes,
                 sockets: opts.sockets,
+                shared_memory: opts.shared_memory,
             };
             p.restart(&mut ctx)?;
         }

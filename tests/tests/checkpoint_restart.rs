@@ -151,6 +151,15 @@ fn restart_keeps_timerfd_and_epoll() {
 }
 
 #[test]
+fn restart_keeps_nested_epolls_and_watches_of_closed_descriptors() {
+    let scratch = Scratch::new("restart_keeps_nested_epolls");
+    let mut program = fixture("epoll_nested");
+    program.args(["40", "50000"]);
+    let uninterrupted = run_uninterrupted(&program);
+    checkpoint_kill_restart(&scratch, &program, Wait::Lines(8)).assert_matches(&uninterrupted);
+}
+
+#[test]
 fn restart_keeps_vector_registers() {
     let scratch = Scratch::new("restart_keeps_vector_registers");
     let program = fixture("simd_regs");

@@ -35,9 +35,9 @@ pub const MAGIC: [u8; 8] = *b"RWNDIMG\0";
 /// Current version of everything in this module.
 ///
 /// Version 2 added `RegionKind::Shared` (and `SharedObject`, `SharedKind`)
-/// at the end of its enum: a version 1 image decodes unchanged, so both are
-/// read.
-pub const FORMAT_VERSION: u32 = 2;
+/// at the end of its enum, version 3 `FdKind::SharedMemory` at the end of
+/// its: older images decode unchanged, so all three are read.
+pub const FORMAT_VERSION: u32 = 3;
 /// Oldest version this build still reads.
 pub const OLDEST_READABLE_VERSION: u32 = 1;
 /// Start of every memory chunk.
@@ -415,6 +415,17 @@ pub enum FdKind {
     Socket {
         id: u64,
         socket: SocketState,
+    },
+    /// A descriptor of a shared memory object the process maps too (a file
+    /// deleted while open and mapped, such as MPICH's segments, or a
+    /// memfd): opened at restart on the object its mappings share (see
+    /// `crate::shm`), whose contents the regions store; `unmapped` holds
+    /// the data of the parts no mapping of this process covers, as
+    /// (offset, bytes), written into the object at restart.
+    SharedMemory {
+        object: SharedObject,
+        pos: u64,
+        unmapped: Vec<(u64, Vec<u8>)>,
     },
 }
 
