@@ -20,6 +20,7 @@ pub mod fds;
 pub mod image;
 pub mod maps;
 pub mod plugin;
+pub mod pty;
 pub mod restore;
 pub mod seccomp;
 pub mod session;

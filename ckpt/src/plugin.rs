@@ -49,6 +49,9 @@ pub struct CaptureCtx<'a> {
     /// The sockets of the whole program (its process tree), read for this
     /// checkpoint; None when the process is captured alone.
     pub sockets: Option<&'a crate::sockets::Census>,
+    /// The ptys the program made, read for this checkpoint; None when the
+    /// process is captured alone.
+    pub terminals: Option<&'a crate::pty::Census>,
     /// Which process of the checkpoint this is: 0 for the root of a tree
     /// (or a lone process), captured first; state of the whole program
     /// belongs in that image.
@@ -73,6 +76,9 @@ pub struct RestoreCtx<'a> {
     /// The sockets of every image being restored, made by rewind; None when
     /// the process is restored alone.
     pub sockets: Option<&'a crate::sockets::Rebuilt>,
+    /// The ptys of every image being restored, made by rewind; None when
+    /// the process is restored alone.
+    pub terminals: Option<&'a crate::pty::Rebuilt>,
 }
 
 pub struct SyscallCtx<'a> {

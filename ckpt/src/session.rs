@@ -502,13 +502,19 @@ impl Session {
             census.show_addresses(map.shown());
         }
         census.capture(computation);
-        let socket_warnings = census.take_warnings();
+        let mut socket_warnings = census.take_warnings();
+        // The ptys it made, read once (what is in flight is put back).
+        let pids: Vec<pid_t> = self.procs().map(|t| t.pid).collect();
+        let terminals = crate::pty::Census::take(&pids, &self.vids);
         // Kept until the program runs on or is killed.
         let census = &*self.frozen.insert(census);
+        let mut terminals = terminals?;
+        socket_warnings.extend(terminals.take_warnings());
         let env = CaptureEnv {
             stdio: &self.stdio,
             vids: &self.vids,
             vppid: self.vppid,
+            terminals: Some(&terminals),
         };
         // Shared memory is stored once, by the first image that maps it.
         let mut tree = capture::TreeCapture::default();
@@ -527,6 +533,7 @@ impl Session {
                 stdio: &self.stdio,
                 vids: &self.vids,
                 vppid: self.vids.to_virtual(ppid),
+                terminals: Some(&terminals),
             };
             let comm = std::fs::read_to_string(format!("/proc/{}/comm", t.pid))
                 .map(|c| c.trim_end().to_string())
