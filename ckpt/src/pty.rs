@@ -621,12 +621,7 @@ impl Rebuilt {
             }
         }
         with_copy(&t, husk, made.slave.as_raw_fd(), |copy| {
-            tracee::syscall_in_place(
-                &t,
-                husk,
-                libc::SYS_ioctl,
-                &[copy, libc::TIOCSCTTY, 0],
-            )
+            tracee::syscall_in_place(&t, husk, libc::SYS_ioctl, &[copy, libc::TIOCSCTTY, 0])
         })
         .and_then(|r| {
             if r < 0 {
@@ -830,16 +825,56 @@ fn set_foreground(leader: pid_t, slave: RawFd, group: pid_t) -> Result<(), Error
     t.read_mem(at, &mut saved)?;
     t.write_mem(at, &group.to_le_bytes())?;
     let r = with_copy(&t, leader, slave, |copy| {
-        tracee::syscall_in_place(
-            &t,
-            leader,
-            libc::SYS_ioctl,
-            &[copy, libc::TIOCSPGRP, at],
-        )
+        tracee::syscall_in_place(&t, leader, libc::SYS_ioctl, &[copy, libc::TIOCSPGRP, at])
     });
     t.write_mem(at, &saved)?;
     match r? {
         r if r < 0 => Err(Error::Restore(tracee::errno_text(r))),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn canonical() -> Termios2 {
+        let mut t = tty::termios2_zeroed();
+        t.c_lflag = libc::ICANON | libc::ECHO | libc::ISIG | libc::IEXTEN;
+        t.c_iflag = libc::ICRNL;
+        t.c_cc[libc::VEOF] = 0x04;
+        t.c_cc[libc::VLNEXT] = 0x16;
+        t.c_cc[libc::VEOL] = b'#';
+        t.c_cc[libc::VERASE] = 0x7f;
+        t
+    }
+
+    #[test]
+    fn lines_keep_their_ends_and_literal_specials_are_escaped() {
+        let t = canonical();
+        let lines = vec![
+            b"plain\n".to_vec(),
+            b"hash#".to_vec(),
+            b"eof ended".to_vec(),
+            Vec::new(),
+            b"a\x04b#c\x16\x7f\n".to_vec(),
+        ];
+        let bytes = input_bytes(&t, &lines, b"part#x");
+        let want: &[u8] = b"plain\nhash#eof ended\x04\x04a\x16\x04b\x16#c\x16\x16\x7f\npart\x16#x";
+        assert_eq!(bytes, want);
+        // Erase is off while they are stored: 0x7f stays a byte.
+        let p = storing_settings(&t);
+        assert_eq!(p.c_cc[libc::VERASE], 0);
+        assert_eq!(p.c_lflag & (libc::ECHO | libc::ISIG), 0);
+        assert_eq!(p.c_iflag & libc::ICRNL, 0);
+    }
+
+    #[test]
+    fn raw_input_goes_back_as_it_is() {
+        let mut t = canonical();
+        t.c_lflag &= !libc::ICANON;
+        let bytes = input_bytes(&t, &[], b"\x03\x04#\n");
+        assert_eq!(bytes, b"\x03\x04#\n");
+        assert_eq!(storing_settings(&t).c_lflag & libc::IEXTEN, 0);
     }
 }

@@ -252,3 +252,144 @@ fn interactive_bash_keeps_job_control_across_restarts() {
     shell.args(["--norc", "--noprofile", "--noediting", "-i"]);
     assert_nothing_left(&shell);
 }
+
+/// `pty_queues` waiting for `go` (a file) with bytes in flight in its three ptys.
+fn queues(go: &std::path::Path) -> Command {
+    let mut cmd = fixture("pty_queues");
+    cmd.arg(go);
+    cmd
+}
+
+/// The bytes of `pty_queues`' output line "`what` N: ESCAPED" (each such line in order).
+fn reads(output: &str, what: &str) -> Vec<Vec<u8>> {
+    let prefix = format!("{what} ");
+    output
+        .lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .filter_map(|l| l.split_once(": ").map(|(_, s)| s).or(l.strip_suffix(':')))
+        .map(|s| {
+            let mut out = Vec::new();
+            let b = s.as_bytes();
+            let mut i = 0;
+            while i < b.len() {
+                if b[i] == b'\\' && b.get(i + 1) == Some(&b'x') && i + 4 <= b.len() {
+                    let hex = std::str::from_utf8(&b[i + 2..i + 4]).unwrap_or("zz");
+                    out.push(u8::from_str_radix(hex, 16).expect("an escaped byte"));
+                    i += 4;
+                } else {
+                    out.push(b[i]);
+                    i += 1;
+                }
+            }
+            out
+        })
+        .collect()
+}
+
+/// What waited in `pty_queues`' ptys must be what its uninterrupted run reads afterwards: the
+/// canonical reader's lines one by one (the last completed after the hold), the raw reader's
+/// bytes, and the masters' output (echo included).
+#[track_caller]
+fn assert_queues_held(images: &[PathBuf], uninterrupted: &str) {
+    let mut ptys = Vec::new();
+    for image in images {
+        let reader = ImageReader::open(image).expect("an image");
+        for fd in &reader.state.fds {
+            if let FdKind::Pty {
+                master: true, pty, ..
+            } = &fd.kind
+            {
+                ptys.push((**pty).clone());
+            }
+        }
+    }
+    assert_eq!(ptys.len(), 3, "three ptys: {ptys:?}");
+    let a = ptys
+        .iter()
+        .find(|p| p.exclusive)
+        .expect("pty A (exclusive)");
+    let b = ptys
+        .iter()
+        .find(|p| p.packet_mode)
+        .expect("pty B (packet mode)");
+    let c = ptys.iter().find(|p| p.locked).expect("pty C (locked)");
+    let mut lines = reads(uninterrupted, "a reads");
+    let last = lines.pop().expect("A's reads");
+    assert_eq!(a.input_lines, lines, "A's complete lines");
+    let mut partial = a.input_rest.clone();
+    partial.extend_from_slice(b"ne\n");
+    assert_eq!(partial, last, "A's partial line, completed after the hold");
+    let mut output = reads(uninterrupted, "a master got").concat();
+    assert!(output.ends_with(b"ne\r\n"), "{output:?}");
+    output.truncate(output.len() - 4); // the echo of what was typed after the hold
+    assert_eq!(a.output, output, "A's output");
+    assert_eq!(b.input_rest, reads(uninterrupted, "b got").concat());
+    assert_eq!(b.output, reads(uninterrupted, "b master got").concat());
+    assert!(
+        c.input_lines.len() == 1 && c.winsize[..2] == [7, 9],
+        "{c:?}"
+    );
+}
+
+#[test]
+fn pty_queues_come_back_exactly() {
+    let _one = serial();
+    let scratch = Scratch::new("pty_queues_come_back_exactly");
+    let reference = scratch.write("go-at-once", "");
+    let uninterrupted = run_uninterrupted(&queues(&reference));
+    let uninterrupted_text = String::from_utf8_lossy(&uninterrupted.stdout).into_owned();
+    assert!(
+        uninterrupted_text.contains("partial line"),
+        "{uninterrupted_text}"
+    );
+    let go = scratch.join("go");
+    let program = queues(&go);
+    let mut running = launch(
+        &program,
+        &scratch.dir("ckpt-0"),
+        Redirect::to(scratch.join("before.out")),
+    );
+    running.wait_for(Wait::LineContaining("holding"));
+    let images = running.checkpoint_tree_and_kill();
+    let before = running.wait_timeout(KILL_TIMEOUT);
+    assert_nothing_left(&program);
+    assert_queues_held(&images, &uninterrupted_text);
+    std::fs::write(&go, "").expect("the go file");
+    let after = restart_tree(
+        &images,
+        &scratch.dir("ckpt-1"),
+        Redirect::to(scratch.join("after.out")),
+    )
+    .wait();
+    assert_pieces_match(&uninterrupted, &[&before.stdout, &after.stdout], &after);
+    assert!(!after.stderr.contains("warning"), "{}", after.describe());
+    assert_nothing_left(&program);
+}
+
+#[test]
+fn pty_queues_stay_after_a_checkpoint() {
+    let _one = serial();
+    let scratch = Scratch::new("pty_queues_stay_after_a_checkpoint");
+    let reference = scratch.write("go-at-once", "");
+    let uninterrupted = run_uninterrupted(&queues(&reference));
+    let go = scratch.join("go");
+    let program = queues(&go);
+    let mut running = launch(
+        &program,
+        &scratch.dir("ckpt"),
+        Redirect::to(scratch.join("live.out")),
+    );
+    running.wait_for(Wait::LineContaining("holding"));
+    let images = running.checkpoint_tree_with(&["--checkpoint"]);
+    assert_queues_held(&images, &String::from_utf8_lossy(&uninterrupted.stdout));
+    std::fs::write(&go, "").expect("the go file");
+    let done = running.wait();
+    done.assert_success();
+    assert_eq!(
+        done.stdout,
+        String::from_utf8_lossy(&uninterrupted.stdout),
+        "{}",
+        done.describe()
+    );
+    assert_nothing_left(&program);
+}
