@@ -691,6 +691,12 @@ impl Session {
 
     /// Kill the program (its whole tree) and wait until it is gone.
     pub fn kill(&mut self) {
+        // The root's children, orphaned by its death, come to rewind rather
+        // than to init, so that kill_others reaps them at once (an init may
+        // take seconds, and a restart right after wants their pids back).
+        if !self.others.is_empty() {
+            let _ = crate::sys::set_child_subreaper();
+        }
         let _ = crate::sys::process::kill(self.tracee.pid, libc::SIGKILL);
         self.kill_others();
         while self.exit.is_none() {
@@ -726,13 +732,16 @@ impl Session {
                 }
             }
         }
-        // Orphans are reaped by init: wait (a little) until their pids are
-        // free, so that a restart right after can take them back.
+        // Orphans are reaped by their new parent: rewind (see `kill`), or
+        // init: wait (a little) until their pids are free, so that a restart
+        // right after can take them back.
         let deadline = std::time::Instant::now() + Duration::from_secs(2);
         for t in &others {
             while std::fs::metadata(format!("/proc/{}", t.pid)).is_ok()
                 && std::time::Instant::now() < deadline
             {
+                // Ours to reap if it was handed to us (a no-op otherwise).
+                let _ = ptrace::wait(t.pid, true);
                 std::thread::sleep(Duration::from_millis(2));
             }
         }
