@@ -18,6 +18,7 @@ pub mod coordinator;
 pub mod environ;
 pub mod fds;
 pub mod image;
+pub mod jobs;
 pub mod maps;
 pub mod plugin;
 pub mod pty;

@@ -224,6 +224,7 @@ pub fn builtin() -> Vec<Box<dyn Plugin>> {
         Box::new(crate::fds::Files),
         Box::new(crate::vids::Pids::new()),
         Box::new(crate::sysv::SysV::new()),
+        Box::new(crate::jobs::Jobs),
     ]
 }
 
@@ -247,7 +248,7 @@ pub fn by_names(names: &[String]) -> Result<Vec<Box<dyn Plugin>>, Error> {
             return Err(Error::Usage(format!(
                 "unknown plugin {name:?} (available: {})",
                 if known.is_empty() {
-                    "none besides the built-in files, pids and sysv".to_string()
+                    "none besides the built-in files, pids, sysv and jobs".to_string()
                 } else {
                     known.join(", ")
                 }

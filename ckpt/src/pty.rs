@@ -74,6 +74,9 @@ pub struct Census {
     ptys: BTreeMap<u32, PtyState>,
     /// (pid, fd) -> (index, master, file).
     ends: HashMap<(pid_t, RawFd), (u32, bool, u32)>,
+    /// A descriptor of each open file of each pty's slave, by index: file
+    /// n + 1 is `slave_files[index][n]`.
+    slave_files: BTreeMap<u32, Vec<End>>,
     warnings: Vec<String>,
 }
 
@@ -96,28 +99,12 @@ impl Census {
                 .collect();
             fds.sort_unstable();
             for fd in fds {
-                let path = format!("{dir}/{fd}");
-                let Ok(link) = std::fs::read_link(&path) else {
-                    continue;
-                };
-                let link = link.to_string_lossy().into_owned();
-                if link == "/dev/ptmx" || link.ends_with("/ptmx") {
-                    let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))
-                        .unwrap_or_default();
-                    if let Some(index) = info
-                        .lines()
-                        .find_map(|l| l.strip_prefix("tty-index:"))
-                        .and_then(|v| v.trim().parse().ok())
-                    {
-                        masters.entry(index).or_default().push(((pid, fd), link));
+                match pty_end(pid, fd) {
+                    Some(PtyEnd::Master(index, link)) => {
+                        masters.entry(index).or_default().push(((pid, fd), link))
                     }
-                } else if link.starts_with("/dev/pts/") {
-                    if let Ok(md) = std::fs::metadata(&path) {
-                        let rdev = md.rdev();
-                        if libc::major(rdev) as u64 == PTS_MAJOR {
-                            slaves.entry(libc::minor(rdev)).or_default().push((pid, fd));
-                        }
-                    }
+                    Some(PtyEnd::Slave(index)) => slaves.entry(index).or_default().push((pid, fd)),
+                    None => {}
                 }
             }
         }
@@ -162,21 +149,66 @@ impl Census {
                 census.ends.insert((p, f), (index, false, n as u32 + 1));
             }
             census.ptys.insert(index, state);
+            census.slave_files.insert(index, files);
         }
         census.warnings.dedup();
         Ok(census)
     }
 
     /// What descriptor `fd` of process `pid` is, if it is an end of one of
-    /// the program's ptys: (master, open file number, the pty).
+    /// the program's ptys: (master, open file number, the pty). A process
+    /// the census did not look at (a copy of one, sharing its open files)
+    /// is asked the kernel.
     pub fn end(&self, pid: pid_t, fd: RawFd) -> Option<(bool, u32, &PtyState)> {
-        let &(index, master, file) = self.ends.get(&(pid, fd))?;
-        Some((master, file, self.ptys.get(&index)?))
+        if let Some(&(index, master, file)) = self.ends.get(&(pid, fd)) {
+            return Some((master, file, self.ptys.get(&index)?));
+        }
+        match pty_end(pid, fd)? {
+            PtyEnd::Master(index, _) => Some((true, 0, self.ptys.get(&index)?)),
+            PtyEnd::Slave(index) => {
+                let files = self.slave_files.get(&index)?;
+                let n = files
+                    .iter()
+                    .position(|&(p, f)| tty::same_file(p, f, pid, fd).unwrap_or(false))?;
+                Some((false, n as u32 + 1, self.ptys.get(&index)?))
+            }
+        }
     }
 
     pub fn take_warnings(&mut self) -> Vec<String> {
         std::mem::take(&mut self.warnings)
     }
+}
+
+/// A descriptor's side of a pty.
+enum PtyEnd {
+    /// A master (its index, and the path it was opened through).
+    Master(u32, String),
+    /// A slave (its index).
+    Slave(u32),
+}
+
+/// Whether descriptor `fd` of `pid` is a pty's master (its fdinfo names
+/// the index) or slave (a Unix98 pty device).
+fn pty_end(pid: pid_t, fd: RawFd) -> Option<PtyEnd> {
+    let path = format!("/proc/{pid}/fd/{fd}");
+    let link = std::fs::read_link(&path).ok()?;
+    let link = link.to_string_lossy().into_owned();
+    if link == "/dev/ptmx" || link.ends_with("/ptmx") {
+        let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).ok()?;
+        let index = info
+            .lines()
+            .find_map(|l| l.strip_prefix("tty-index:"))
+            .and_then(|v| v.trim().parse().ok())?;
+        return Some(PtyEnd::Master(index, link));
+    }
+    if link.starts_with("/dev/pts/") {
+        let rdev = std::fs::metadata(&path).ok()?.rdev();
+        if libc::major(rdev) as u64 == PTS_MAJOR {
+            return Some(PtyEnd::Slave(libc::minor(rdev)));
+        }
+    }
+    None
 }
 
 fn termios_of(t: &Termios2) -> Termios {

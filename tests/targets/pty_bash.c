@@ -1,6 +1,7 @@
-// An interactive bash (job control on) on a pseudo-terminal the program makes: a pipeline sent to the background, jobs, a foreground pipeline interrupted by Ctrl-C, fg, stty and tty; prints the transcript.
+// An interactive bash (job control on) on a pseudo-terminal the program makes: a pipeline sent to the background, jobs, a foreground pipeline interrupted by Ctrl-C, fg, a job stopped by Ctrl-Z that stays stopped until fg, stty and tty; prints the transcript.
 //
 // usage: pty_bash [BASH]
+//        pty_bash nap     (the job it stops: prints, sleeps 2 s, prints)
 //
 // The driver opens /dev/ptmx, makes a pipe, and runs `bash --norc
 // --noprofile --noediting -i` on the slave (its controlling terminal) with
@@ -9,7 +10,9 @@
 // the master (carriage returns dropped; the pid in bash's "[1] 1234"
 // replaced by PID, so that runs compare). It waits a while before Ctrl-C
 // (a foreground pipeline runs meanwhile) and before `fg` (a background
-// pipeline waits for the driver's pipe meanwhile), then feeds the pipe.
+// pipeline waits for the driver's pipe meanwhile), then feeds the pipe. A
+// job stopped by Ctrl-Z must stay stopped (it would print "woke up" early)
+// while the driver waits before its fg.
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -104,7 +107,19 @@ static void type(const char *cmd) {
 }
 
 int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "nap") == 0) {
+        /* The job bash stops with Ctrl-Z: one process, that prints. */
+        dprintf(1, "going\n");
+        sleep_ms(2000);
+        dprintf(1, "woke up\n");
+        return 0;
+    }
     const char *bash = argc > 1 ? argv[1] : "/bin/bash";
+    char self[4096];
+    ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (len < 0)
+        die("readlink");
+    self[len] = 0;
     int feed[2];
     if (pipe(feed) < 0)
         die("pipe");
@@ -138,6 +153,7 @@ int main(int argc, char **argv) {
         setenv("PS2", "> ", 1);
         setenv("TERM", "dumb", 1);
         setenv("HISTFILE", "", 1);
+        setenv("NAP", self, 1);
         execl(bash, "bash", "--norc", "--noprofile", "--noediting", "-i", (char *)NULL);
         die("exec bash");
     }
@@ -158,6 +174,14 @@ int main(int argc, char **argv) {
     if (write(feed[1], "hello from the pipe\n", 20) != 20)
         die("write pipe");
     close(feed[1]);
+    type("\"$NAP\" nap\n");
+    until("going\n", 1);
+    if (write(master, "\032", 1) != 1) /* Ctrl-Z */
+        die("write");
+    type("jobs; echo stopped job listed\n");
+    until("stopped job listed\n", 2);
+    sleep_ms(3000); /* a stopped job stays stopped */
+    type("fg\n");
     type("jobs; echo no job left\n");
     type("stty -a\n");
     type("[ \"$(tty)\" = \"$T0\" ] && echo same terminal\n");

@@ -128,6 +128,19 @@ fn checkpoint_kill_restart(scratch: &Scratch, program: &Command, line: &'static 
     held
 }
 
+/// A program checkpointed without being killed printed what its uninterrupted run printed.
+#[track_caller]
+fn assert_ran_as(uninterrupted: &std::process::Output, done: &Finished) {
+    done.assert_success();
+    let expected = String::from_utf8_lossy(&uninterrupted.stdout);
+    assert!(
+        done.stdout == expected,
+        "the output differs from the uninterrupted run's: {}\n--- expected:\n{expected}\n--- got: {}",
+        first_difference(&expected, &done.stdout),
+        done.describe()
+    );
+}
+
 /// The pty of `pty_shell` as the images must hold it: one pair, the master in the driver, the
 /// slave's one open file shared by the shell's and the job's descriptors, the shell's session's
 /// controlling terminal with the job as foreground, and bytes in flight.
@@ -206,13 +219,7 @@ fn pty_session_runs_on_after_checkpoints() {
         in_flight += h.in_flight();
     }
     let done = running.wait();
-    done.assert_success();
-    assert_eq!(
-        done.stdout,
-        String::from_utf8_lossy(&uninterrupted.stdout),
-        "{}",
-        done.describe()
-    );
+    assert_ran_as(&uninterrupted, &done);
     assert!(in_flight > 0, "no checkpoint caught a byte in flight");
     assert_nothing_left(&program);
 }
@@ -384,12 +391,60 @@ fn pty_queues_stay_after_a_checkpoint() {
     assert_queues_held(&images, &String::from_utf8_lossy(&uninterrupted.stdout));
     std::fs::write(&go, "").expect("the go file");
     let done = running.wait();
-    done.assert_success();
-    assert_eq!(
-        done.stdout,
-        String::from_utf8_lossy(&uninterrupted.stdout),
-        "{}",
-        done.describe()
+    assert_ran_as(&uninterrupted, &done);
+    assert_nothing_left(&program);
+}
+
+/// A job bash stopped with Ctrl-Z must stay stopped until its `fg` (it would print "woke up"
+/// early): after a checkpoint the program runs on from, and after a restart (the image records
+/// the stop).
+#[test]
+fn a_stopped_job_stays_stopped_after_a_checkpoint_and_a_restart() {
+    let _one = serial();
+    let scratch = Scratch::new("stopped_job");
+    let program = bash();
+    let uninterrupted = run_uninterrupted(&program);
+    let expected = String::from_utf8_lossy(&uninterrupted.stdout).into_owned();
+    assert!(
+        expected.contains("Stopped") && expected.contains("woke up"),
+        "the uninterrupted run did not go as planned:\n{expected}"
     );
+    // Runs on after a checkpoint.
+    let mut running = launch(
+        &program,
+        &scratch.dir("live"),
+        Redirect::to(scratch.join("live.out")),
+    );
+    running.wait_for(Wait::LineContaining("stopped job listed"));
+    let images = running.checkpoint_tree_with(&["--checkpoint"]);
+    let stopped: Vec<i32> = images
+        .iter()
+        .filter_map(|i| rewind_ckpt::jobs::stop_of(&ImageReader::open(i).expect("an image").state))
+        .collect();
+    assert_eq!(
+        stopped,
+        [libc::SIGTSTP],
+        "the stopped job's image records its stop"
+    );
+    let done = running.wait();
+    assert_ran_as(&uninterrupted, &done);
+    // Killed and restarted.
+    let mut running = launch(
+        &program,
+        &scratch.dir("ckpt-0"),
+        Redirect::to(scratch.join("before.out")),
+    );
+    running.wait_for(Wait::LineContaining("stopped job listed"));
+    let images = running.checkpoint_tree_and_kill();
+    let before = running.wait_timeout(KILL_TIMEOUT);
+    assert_nothing_left(&program);
+    let after = restart_tree(
+        &images,
+        &scratch.dir("ckpt-1"),
+        Redirect::to(scratch.join("after.out")),
+    )
+    .wait();
+    assert_pieces_match(&uninterrupted, &[&before.stdout, &after.stdout], &after);
+    assert!(!after.stderr.contains("warning"), "{}", after.describe());
     assert_nothing_left(&program);
 }

@@ -469,6 +469,14 @@ pub struct PtyState {
     pub foreground: Option<i32>,
 }
 
+/// A process stopped by job control at the checkpoint (the `jobs`
+/// plugin's data): it is held stopped after a restart until a SIGCONT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobStop {
+    /// The signal that stopped it (SIGTSTP, SIGTTIN, SIGTTOU, SIGSTOP).
+    pub signal: i32,
+}
+
 /// A terminal's settings (`struct termios2`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Termios {
