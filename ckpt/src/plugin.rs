@@ -272,6 +272,7 @@ pub fn traps(plugins: &[Box<dyn Plugin>], translate: bool) -> (Vec<i64>, Vec<Ioc
     traced.dedup();
     let ioctls = plugins
         .iter()
+        .filter(|p| translate || p.name() != crate::vids::PLUGIN_NAME)
         .flat_map(|p| p.ioctls().iter().copied())
         .collect();
     (traced, ioctls)

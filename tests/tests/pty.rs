@@ -448,3 +448,43 @@ fn a_stopped_job_stays_stopped_after_a_checkpoint_and_a_restart() {
     assert!(!after.stderr.contains("warning"), "{}", after.describe());
     assert_nothing_left(&program);
 }
+
+/// Restarted while the original still runs (its pty index and its pids are taken): the copy gets
+/// another pty (with a warning; the slave's name the driver knows differs) and translated ids
+/// (tcgetpgrp, getpgrp, getsid answer the program's own), and runs on exactly as the original.
+#[test]
+fn pty_session_restarted_beside_the_original_gets_another_index() {
+    let _one = serial();
+    let scratch = Scratch::new("pty_beside_original");
+    let program = shell(50);
+    let uninterrupted = run_uninterrupted(&program);
+    let expected = String::from_utf8_lossy(&uninterrupted.stdout).into_owned();
+    let mut running = launch(
+        &program,
+        &scratch.dir("ckpt-0"),
+        Redirect::to(scratch.join("original.out")),
+    );
+    running.wait_for(Wait::LineContaining("rep 10 "));
+    let images = running.checkpoint_tree_with(&["--checkpoint"]);
+    let copy = restart_tree(
+        &images,
+        &scratch.dir("ckpt-1"),
+        Redirect::to(scratch.join("copy.out")),
+    )
+    .wait();
+    let original = running.wait();
+    assert_ran_as(&uninterrupted, &original);
+    copy.assert_success();
+    assert!(
+        copy.stderr.contains("is taken: it is /dev/pts/"),
+        "the restart should say the terminal changed:\n{}",
+        copy.describe()
+    );
+    let as_original = copy.stdout.replace("slave CHANGED", "slave unchanged");
+    assert!(
+        as_original.contains("shell: bye") && expected.ends_with(&as_original),
+        "the copy's output is not the end of the uninterrupted run's: {}\n--- expected:\n{expected}",
+        copy.describe()
+    );
+    assert_nothing_left(&program);
+}
