@@ -11,7 +11,8 @@ of a KVM VMM (`--plugin kvm`); gdb's reverse commands through `rewind gdbserver`
 a producer and a consumer sharing 64 MiB (and 256 MiB) of memory, checkpointed
 and restarted together;
 checkpoint and restart of a TCP token ring (a process tree, and three programs
-under a coordinator) with data in flight.
+under a coordinator) with data in flight; checkpoint and restart of programs
+that made pseudo-terminals (bytes in flight, a shell and its job).
 
 Prints a table and writes bench-results.json: a list of
 {name, value, unit, peer, peer_value, ratio, note}. Run through scripts/bench.sh.
@@ -888,6 +889,69 @@ def bench_sockets(work, quick, add):
     add("sockets/ring-coordinated-restart-until-running", med(coord_restart), "ms")
 
 
+def bench_pty(work, quick, add):
+    """Checkpoint and restart of programs that made pseudo-terminals: tests/targets/pty_queues (one
+    process, three ptys holding bytes both ways, read and put back at the checkpoint, made again
+    and refilled at restart) and tests/targets/pty_shell (a driver, a shell and its job on one pty,
+    requests and answers in flight; the shell takes its controlling terminal back at restart).
+    Checkpoint: the engine's time (the pty census included); restart: until the program prints
+    again."""
+    print("bench: pty ...", file=sys.stderr, flush=True)
+    exes = {}
+    for name in ("pty_queues", "pty_shell"):
+        exes[name] = os.path.join(work, name)
+        subprocess.run(["gcc", "-O1", "-o", exes[name],
+                        os.path.join(ROOT, "tests", "targets", name + ".c")], check=True)
+    reps = 1 if quick else 5
+    med = statistics.median
+    cases = [
+        ("queues", lambda d: [exes["pty_queues"], os.path.join(d, "go")], r"holding",
+         r"going on", "1 process, 3 ptys"),
+        ("shell", lambda d: [exes["pty_shell"], "400"], r"rep 20 ", r"rep \d+ ",
+         "3 processes, 1 pty, controlling terminal"),
+    ]
+    for name, argv, ready, again, note in cases:
+        ckpt, restart = [], []
+        for rep in range(reps):
+            d = os.path.join(work, f"pty-{name}-{rep}")
+            os.makedirs(d)
+            procs = []
+            try:
+                out = os.path.join(d, "before")
+                launch = subprocess.Popen([REWIND, "launch", "--ckpt-dir", d, "--"] + argv(d),
+                                          stdout=open(out, "w"), stderr=subprocess.DEVNULL,
+                                          start_new_session=True)
+                procs.append(launch)
+                wait_for(out, ready)
+                images = rewind("command", "--ckpt-dir", d, "--checkpoint").stdout.split()
+                st = json.loads(rewind("command", "--ckpt-dir", d, "--status", "--json").stdout)
+                ckpt.append(st["status"]["last_checkpoint_ms"])
+                images = rewind("command", "--ckpt-dir", d, "--checkpoint", "--kill").stdout.split()
+                launch.wait(timeout=60)
+                images = [os.path.join(d, os.path.basename(i)) for i in images]
+                open(os.path.join(d, "go"), "w").close()
+                d2 = os.path.join(d, "restart")
+                os.makedirs(d2)
+                after = os.path.join(d, "after")
+                t = time.monotonic()
+                p = subprocess.Popen([REWIND, "restart", "--ckpt-dir", d2] + images,
+                                     stdout=open(after, "w"), stderr=subprocess.DEVNULL,
+                                     start_new_session=True)
+                procs.append(p)
+                wait_for(after, again)
+                restart.append((time.monotonic() - t) * 1e3)
+                rewind("command", "--ckpt-dir", d2, "--kill", check=False)
+                p.wait(timeout=60)
+            finally:
+                for p in procs:
+                    if p.poll() is None:
+                        os.killpg(p.pid, signal.SIGKILL)
+                        p.wait()
+                shutil.rmtree(d, ignore_errors=True)
+        add(f"pty/{name}-checkpoint", med(ckpt), "ms", note=note)
+        add(f"pty/{name}-restart-until-running", med(restart), "ms")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smaller sizes, one repetition (a few minutes)")
@@ -905,6 +969,8 @@ def main():
                     help="only the socket measures (a TCP ring with data in flight)")
     ap.add_argument("--only-mpi", action="store_true",
                     help="only the MPI measures (4 ranks under MPICH's mpirun)")
+    ap.add_argument("--only-pty", action="store_true",
+                    help="only the pseudo-terminal measures (ptys with bytes in flight, a shell and its job)")
     ap.add_argument("--tun-worker", metavar="DIR", help=argparse.SUPPRESS)
     ap.add_argument("--tun-reps", type=int, default=3, help=argparse.SUPPRESS)
     ap.add_argument("--only-gdbserver", action="store_true", help="only gdb's bc/bs latency through rewind gdbserver")
@@ -957,6 +1023,9 @@ def main():
         if args.only_mpi:
             args.skip_checkpoint = args.skip_record = args.skip_debug = True
             bench_mpi(work, args.quick, add)
+        if args.only_pty:
+            args.skip_checkpoint = args.skip_record = args.skip_debug = True
+            bench_pty(work, args.quick, add)
         if args.only_coordinator:
             args.skip_checkpoint = args.skip_record = args.skip_debug = True
             bench_coordinator(work, args.quick, add, target, args.full)
@@ -979,6 +1048,7 @@ def main():
             bench_shm(work, args.quick, add)
             bench_sockets(work, args.quick, add)
             bench_mpi(work, args.quick, add)
+            bench_pty(work, args.quick, add)
         if not args.skip_record and not args.only_debug:
             bench_record_replay(work, args.quick, add)
             bench_kvm(work, args.quick, add)

@@ -35,6 +35,9 @@ pub struct CaptureEnv<'a> {
     pub vids: &'a VirtualIds,
     /// Virtual pid of the parent, as the program knows it.
     pub vppid: i32,
+    /// The ptys of the program, read once for the whole checkpoint (None:
+    /// each process's are read with it).
+    pub terminals: Option<&'a crate::pty::Census>,
 }
 
 /// Result of a checkpoint.
@@ -183,6 +186,7 @@ fn capture_with(
             vids: env.vids,
             warnings: &mut warnings,
             sockets,
+            terminals: env.terminals,
             tree_index: tree.index,
         };
         result = p.pre_checkpoint(&mut ctx);

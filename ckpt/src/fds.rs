@@ -26,15 +26,25 @@ impl Plugin for Files {
             ctx.tracee.pid,
             ctx.stdio,
             ctx.claimed_fds,
-            ctx.sockets,
+            (ctx.sockets, ctx.terminals),
+            ctx.vids,
             ctx.warnings,
         )?;
         Ok(())
     }
 
     fn restart(&mut self, ctx: &mut RestoreCtx) -> Result<(), Error> {
-        // Restored alone, the process's sockets are made for it here, and
-        // its TCP connections (to itself) run again at once.
+        // Restored alone, the process's sockets and ptys are made for it
+        // here, and its TCP connections (to itself) run again at once.
+        let mut local_ptys = None;
+        let terminals = match ctx.terminals {
+            Some(t) => t,
+            None => {
+                let mut t = crate::pty::Rebuilt::make(&[ctx.state])?;
+                ctx.warnings.extend(t.take_warnings());
+                &*local_ptys.insert(t)
+            }
+        };
         let mut local = None;
         let sockets = match ctx.sockets {
             Some(s) => s,
@@ -49,9 +59,13 @@ impl Plugin for Files {
             ctx.injector,
             &ctx.state.fds,
             ctx.warnings,
-            ctx.shared_pipes,
-            sockets,
-            ctx.shared_memory,
+            Remade {
+                pipes: ctx.shared_pipes,
+                sockets,
+                memory: ctx.shared_memory,
+                terminals,
+                vsid: ctx.state.vsid,
+            },
         )?;
         if let Some(mut r) = local {
             r.reconnect(&HashMap::new());
@@ -87,14 +101,26 @@ fn parse_pair(s: &str) -> (u64, u64) {
     (it.next().unwrap_or(0), it.next().unwrap_or(0))
 }
 
-/// Capture every descriptor of `pid`.
+/// Capture every descriptor of `pid`, with the sockets and ptys of its
+/// program read for this checkpoint (read here when None: the process is
+/// captured alone).
 pub fn capture(
     pid: pid_t,
     stdio: &StdioIds,
     claimed: &[(&'static str, &'static str)],
-    sockets: Option<&Census>,
+    (sockets, terminals): (Option<&Census>, Option<&crate::pty::Census>),
+    vids: &crate::vids::VirtualIds,
     warnings: &mut Vec<String>,
 ) -> Result<Vec<FdState>, Error> {
+    let mut local_ptys = None;
+    let terminals = match terminals {
+        Some(t) => t,
+        None => {
+            let mut t = crate::pty::Census::take(&[pid], vids)?;
+            warnings.extend(t.take_warnings());
+            &*local_ptys.insert(t)
+        }
+    };
     // Captured alone, the process's sockets are read here (its TCP
     // connections to itself frozen only while they are).
     let mut local = None;
@@ -108,7 +134,7 @@ pub fn capture(
             &*local.insert(c)
         }
     };
-    let fds = capture_with(pid, stdio, claimed, census, warnings);
+    let fds = capture_with(pid, stdio, claimed, (census, terminals), warnings);
     if let Some(mut c) = local {
         c.thaw();
     }
@@ -119,7 +145,7 @@ fn capture_with(
     pid: pid_t,
     stdio: &StdioIds,
     claimed: &[(&'static str, &'static str)],
-    census: &Census,
+    (census, terminals): (&Census, &crate::pty::Census),
     warnings: &mut Vec<String>,
 ) -> Result<Vec<FdState>, Error> {
     let dir = format!("/proc/{pid}/fd");
@@ -161,6 +187,12 @@ fn capture_with(
             }
         } else if let Some(from) = inherited {
             FdKind::Inherited { from: from as i32 }
+        } else if let Some((master, file, pty)) = terminals.end(pid, fd) {
+            FdKind::Pty {
+                master,
+                file,
+                pty: Box::new(pty.clone()),
+            }
         } else if let Some(rest) = link.strip_prefix("pipe:[") {
             let id: u64 = rest.trim_end_matches(']').parse().unwrap_or(0);
             let buffered = if pipes_seen.insert(id, ()).is_none() {
@@ -431,17 +463,38 @@ pub fn check_paths(fds: &[FdState]) -> Result<(), Error> {
     Ok(())
 }
 
+/// What a restart made again for every process before restoring their
+/// descriptors: the descriptors are taken from these.
+pub struct Remade<'a> {
+    /// Pipes shared between processes of the tree.
+    pub pipes: Option<&'a crate::tree::SharedPipes>,
+    pub sockets: &'a Rebuilt,
+    /// Shared memory objects (see `crate::shm`).
+    pub memory: Option<&'a crate::shm::SharedMemory>,
+    /// The ptys the program made.
+    pub terminals: &'a crate::pty::Rebuilt,
+    /// The process's session (whose controlling terminal may be one of
+    /// `terminals`).
+    pub vsid: i32,
+}
+
 /// Recreate `fds` in the stopped husk. Descriptors 0..2 of the husk are its
-/// parent's (rewind restart's) stdio, used for `Inherited` and terminals.
+/// parent's (rewind restart's) stdio, used for `Inherited` and terminals
+/// the program did not make.
 pub fn restore(
     tracee: &Tracee,
     inj: &Injector,
     fds: &[FdState],
     warnings: &mut Vec<String>,
-    shared: Option<&crate::tree::SharedPipes>,
-    sockets: &Rebuilt,
-    memory: Option<&crate::shm::SharedMemory>,
+    remade: Remade<'_>,
 ) -> Result<(), Error> {
+    let Remade {
+        pipes: shared,
+        sockets,
+        memory,
+        terminals,
+        vsid,
+    } = remade;
     let tid = tracee.pid;
     let scratch = inj.scratch();
     let call = |what: &str, nr: i64, args: &[u64]| inj.call(tid, what, nr, args);
@@ -550,6 +603,30 @@ pub fn restore(
                     "dup2",
                     libc::SYS_dup2,
                     &[parked[*from as usize % 3], f.fd as u64],
+                )?;
+            }
+            FdKind::Tty { path } if path == "/dev/tty" && terminals.controls(vsid) => {
+                // The controlling terminal, a pty of the program's: it
+                // took it back when its session was made.
+                let tmp = open_path(path, open_flags | libc::O_NOCTTY as u64)?;
+                place(tmp, f.fd)?;
+            }
+            FdKind::Pty { master, file, pty } => {
+                let ours = terminals.fd(pty.index, *master, *file).ok_or_else(|| {
+                    Error::Restore(format!("fd {}: pty {} was not made again", f.fd, pty.index))
+                })?;
+                let tmp = take_from_rewind(ours)?;
+                place(tmp, f.fd)?;
+                // pidfd_getfd's copy is close-on-exec (kept only if it was).
+                call(
+                    "fcntl(F_SETFD)",
+                    libc::SYS_fcntl,
+                    &[f.fd as u64, libc::F_SETFD as u64, 0],
+                )?;
+                call(
+                    "fcntl(F_SETFL)",
+                    libc::SYS_fcntl,
+                    &[f.fd as u64, libc::F_SETFL as u64, keep_flags],
                 )?;
             }
             FdKind::Tty { path } => {

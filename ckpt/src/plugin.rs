@@ -49,6 +49,9 @@ pub struct CaptureCtx<'a> {
     /// The sockets of the whole program (its process tree), read for this
     /// checkpoint; None when the process is captured alone.
     pub sockets: Option<&'a crate::sockets::Census>,
+    /// The ptys the program made, read for this checkpoint; None when the
+    /// process is captured alone.
+    pub terminals: Option<&'a crate::pty::Census>,
     /// Which process of the checkpoint this is: 0 for the root of a tree
     /// (or a lone process), captured first; state of the whole program
     /// belongs in that image.
@@ -76,6 +79,9 @@ pub struct RestoreCtx<'a> {
     /// The shared memory objects of every image being restored, made by
     /// rewind (see `crate::shm`).
     pub shared_memory: Option<&'a crate::shm::SharedMemory>,
+    /// The ptys of every image being restored, made by rewind; None when
+    /// the process is restored alone.
+    pub terminals: Option<&'a crate::pty::Rebuilt>,
 }
 
 pub struct SyscallCtx<'a> {
@@ -228,6 +234,7 @@ pub fn builtin() -> Vec<Box<dyn Plugin>> {
         Box::new(crate::vids::Pids::new()),
         Box::new(crate::sysv::SysV::new()),
         Box::new(crate::creds::Creds),
+        Box::new(crate::jobs::Jobs),
     ]
 }
 
@@ -254,7 +261,8 @@ pub fn by_names(names: &[String]) -> Result<Vec<Box<dyn Plugin>>, Error> {
             return Err(Error::Usage(format!(
                 "unknown plugin {name:?} (available: {})",
                 if known.is_empty() {
-                    "none besides the built-in files, pids, sysv, creds and zombies".to_string()
+                    "none besides the built-in files, pids, sysv, creds, zombies and jobs"
+                        .to_string()
                 } else {
                     known.join(", ")
                 }
@@ -278,6 +286,7 @@ pub fn traps(plugins: &[Box<dyn Plugin>], translate: bool) -> (Vec<i64>, Vec<Ioc
     traced.dedup();
     let ioctls = plugins
         .iter()
+        .filter(|p| translate || p.name() != crate::vids::PLUGIN_NAME)
         .flat_map(|p| p.ioctls().iter().copied())
         .collect();
     (traced, ioctls)

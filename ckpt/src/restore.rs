@@ -50,6 +50,9 @@ pub struct RestartOptions<'a> {
     /// Sockets of every image being restored, made once by the restart
     /// (see `sockets`); without them each process gets its own.
     pub sockets: Option<&'a crate::sockets::Rebuilt>,
+    /// The ptys of every image being restored, made once by the restart
+    /// (see `pty`); [`restart`] makes them itself when None.
+    pub terminals: Option<&'a crate::pty::Rebuilt>,
     /// Shared memory objects made once for every image of the restart (see
     /// `shm`); [`restart`] makes them itself when None.
     pub shared_memory: Option<&'a SharedMemory>,
@@ -79,9 +82,37 @@ pub fn restart(
 ) -> Result<Restored, Error> {
     let reader = ImageReader::open(path)?;
     preflight(&reader.state, path)?;
+    // The ptys it made, made again first: a session leader takes its
+    // controlling terminal back in its husk.
+    let mut local_ptys = None;
+    let mut pty_warnings = Vec::new();
+    let terminals = match opts.terminals {
+        Some(t) => t,
+        None => {
+            let mut t = crate::pty::Rebuilt::make(&[&reader.state])
+                .map_err(|e| Error::Restore(format!("{}: {e}", path.display())))?;
+            pty_warnings = t.take_warnings();
+            &*local_ptys.insert(t)
+        }
+    };
+    let opts = RestartOptions {
+        terminals: Some(terminals),
+        ..opts.clone()
+    };
+    let opts = &opts;
+    let husk_for = |vpid: pid_t| -> Result<pid_t, Error> {
+        let husk = new_husk(vpid, ptrace::default_options())?;
+        if let Err(e) = terminals.attach_leader(husk, &reader.state) {
+            kill_husk(husk);
+            return Err(e);
+        }
+        Ok(husk)
+    };
     if opts.shared_memory.is_some() {
-        let husk = new_husk(reader.state.vpid, ptrace::default_options())?;
-        return restart_into(reader, path, husk, plugins, opts);
+        let husk = husk_for(reader.state.vpid)?;
+        let mut restored = restart_into(reader, path, husk, plugins, opts)?;
+        restored.warnings.splice(0..0, pty_warnings);
+        return Ok(restored);
     }
     let shm = SharedMemory::prepare(&[&reader.state], opts.recreate_ipc)
         .map_err(|e| Error::Restore(format!("{}: {e}", path.display())))?;
@@ -91,8 +122,9 @@ pub fn restart(
     };
     // The original pid when it is free: then the kernel and the program
     // agree on ids everywhere, /proc contents included.
-    let husk = new_husk(reader.state.vpid, ptrace::default_options())?;
+    let husk = husk_for(reader.state.vpid)?;
     let mut restored = restart_into(reader, path, husk, plugins, &opts)?;
+    restored.warnings.splice(0..0, pty_warnings);
     restored.warnings.extend(shm.finish());
     Ok(restored)
 }
@@ -290,6 +322,7 @@ impl Refill<'_> {
                 shared_pipes: opts.shared_pipes,
                 sockets: opts.sockets,
                 shared_memory: opts.shared_memory,
+                terminals: opts.terminals,
             };
             p.restart(&mut ctx)?;
         }

@@ -159,6 +159,13 @@ fn cstring(s: &str) -> Result<CString, Error> {
     CString::new(s).map_err(|_| Error::Usage(format!("argument contains a NUL byte: {s:?}")))
 }
 
+fn vfork_job_stop(tid: pid_t) -> Error {
+    Error::Tracee(format!(
+        "process {tid} is stopped by job control between vfork and exec: its parent cannot \
+         stop until it goes on; continue it (fg, bg) and checkpoint again"
+    ))
+}
+
 fn exit_code(stop: Stop) -> Option<i32> {
     match stop {
         Stop::Exited(c) => Some(c),
@@ -274,6 +281,10 @@ impl Session {
         // again.
         socket_warnings.extend(sockets.release());
         warnings.extend(socket_warnings);
+        // Processes stopped by job control stay stopped until SIGCONT.
+        for r in restored.iter_mut() {
+            crate::jobs::restore(&mut r.tracee, &r.state);
+        }
         for (r, image) in restored.iter().zip(images) {
             tracing::info!(
                 "restored {} ({} threads) in {:.1} ms",
@@ -502,13 +513,19 @@ impl Session {
             census.show_addresses(map.shown());
         }
         census.capture(computation);
-        let socket_warnings = census.take_warnings();
+        let mut socket_warnings = census.take_warnings();
+        // The ptys it made, read once (what is in flight is put back).
+        let pids: Vec<pid_t> = self.procs().map(|t| t.pid).collect();
+        let terminals = crate::pty::Census::take(&pids, &self.vids);
         // Kept until the program runs on or is killed.
         let census = &*self.frozen.insert(census);
+        let mut terminals = terminals?;
+        socket_warnings.extend(terminals.take_warnings());
         let env = CaptureEnv {
             stdio: &self.stdio,
             vids: &self.vids,
             vppid: self.vppid,
+            terminals: Some(&terminals),
         };
         // Shared memory is stored once, by the first image that maps it.
         let mut tree = capture::TreeCapture::default();
@@ -527,6 +544,7 @@ impl Session {
                 stdio: &self.stdio,
                 vids: &self.vids,
                 vppid: self.vids.to_virtual(ppid),
+                terminals: Some(&terminals),
             };
             let comm = std::fs::read_to_string(format!("/proc/{}/comm", t.pid))
                 .map(|c| c.trim_end().to_string())
@@ -563,6 +581,15 @@ impl Session {
     /// the way (new threads and processes, trapped syscalls) are handled
     /// as usual.
     fn stop_program(&mut self) -> Result<(), Error> {
+        // A vfork child stopped by job control will not exec: its parent
+        // cannot be stopped until it is continued.
+        if let Some(&tid) = self.vforked.iter().find(|&&v| {
+            self.procs()
+                .filter_map(|t| t.threads.get(&v))
+                .any(|th| th.job_stop.is_some())
+        }) {
+            return Err(vfork_job_stop(self.vids.to_virtual(tid)));
+        }
         for t in self.procs().filter(|t| !self.vforked.contains(&t.pid)) {
             for th in t.threads.values() {
                 if th.stop == ThreadStop::Running {
@@ -591,17 +618,29 @@ impl Session {
                 continue;
             };
             match stop {
+                Stop::Event(PTRACE_EVENT_STOP, sig)
+                    if self.vforked.contains(&tid) && tracee::is_group_stop(sig) =>
+                {
+                    self.note_job_stop(which, tid, Some(sig));
+                    let _ = ptrace::listen(tid);
+                    return Err(vfork_job_stop(self.vids.to_virtual(tid)));
+                }
                 Stop::Event(PTRACE_EVENT_STOP, _) if self.vforked.contains(&tid) => {
                     // A vfork child runs on to its exec (or exit): its
                     // parent cannot stop before.
                     let _ = ptrace::cont(tid, 0);
                 }
-                Stop::Event(PTRACE_EVENT_STOP, _) => {
+                Stop::Signal(sig) if self.vforked.contains(&tid) => {
+                    // Delivered at once, for the same reason.
+                    self.translate_siginfo(tid);
+                    let _ = ptrace::cont(tid, sig);
+                }
+                Stop::Event(PTRACE_EVENT_STOP, sig) => {
                     if let Some(t) = self.proc_mut(which) {
-                        t.threads
-                            .entry(tid)
-                            .or_insert_with(|| Thread::new(tid))
-                            .stop = ThreadStop::Interrupted;
+                        let th = t.threads.entry(tid).or_insert_with(|| Thread::new(tid));
+                        th.stop = ThreadStop::Interrupted;
+                        // A thread in a job-control stop reports its signal.
+                        th.job_stop = tracee::is_group_stop(sig).then_some(sig);
                     }
                 }
                 Stop::Event(libc::PTRACE_EVENT_EXEC, _) if self.vforked.remove(&tid) => {
@@ -971,14 +1010,14 @@ impl Session {
             };
             match stop {
                 Stop::Signal(sig) => {
+                    self.note_job_stop(which, tid, None);
                     self.translate_siginfo(tid);
                     let _ = ptrace::cont(tid, sig);
                 }
                 Stop::Event(PTRACE_EVENT_STOP, sig) => {
-                    if let Some(t) = self.proc_mut(which) {
-                        t.threads.entry(tid).or_insert_with(|| Thread::new(tid));
-                    }
-                    if tracee::is_group_stop(sig) {
+                    let group_stop = tracee::is_group_stop(sig).then_some(sig);
+                    self.note_job_stop(which, tid, group_stop);
+                    if group_stop.is_some() {
                         // A group-stop: stay stopped until SIGCONT.
                         let _ = ptrace::listen(tid);
                     } else {
@@ -998,6 +1037,17 @@ impl Session {
                 }
                 _ => self.other_stop(which, tid, stop)?,
             }
+        }
+    }
+
+    /// Thread `tid` of process `which` is in a job-control stop by
+    /// `signal`, or (None) runs again.
+    fn note_job_stop(&mut self, which: Option<usize>, tid: pid_t, signal: Option<i32>) {
+        if let Some(t) = self.proc_mut(which) {
+            t.threads
+                .entry(tid)
+                .or_insert_with(|| Thread::new(tid))
+                .job_stop = signal;
         }
     }
 

@@ -41,6 +41,10 @@ pub struct Thread {
     pub stop_siginfo: Option<[u8; ptrace::SIGINFO_SIZE]>,
     /// The plugin (index) waiting for the end of this thread's syscall.
     pub exit_watcher: Option<usize>,
+    /// In a job-control stop (a group-stop, by this signal) that lasts
+    /// until a SIGCONT: whenever the tracer lets the thread go, it stays
+    /// stopped (PTRACE_LISTEN), across checkpoints and restarts too.
+    pub job_stop: Option<i32>,
 }
 
 /// A traced process (thread group).
@@ -152,8 +156,11 @@ impl Tracee {
             if let Some(info) = t.stop_siginfo.take() {
                 let _ = ptrace::setsiginfo(t.tid, &info);
             }
-            // A plugin waiting for a syscall's end still gets its exit stop.
-            let resumed = if t.exit_watcher.is_some() {
+            // A plugin waiting for a syscall's end still gets its exit stop;
+            // a thread in a job-control stop stays stopped until SIGCONT.
+            let resumed = if t.job_stop.is_some() && t.stop == ThreadStop::Interrupted {
+                keep_stopped(t.tid)
+            } else if t.exit_watcher.is_some() {
                 ptrace::syscall(t.tid, sig)
             } else {
                 ptrace::cont(t.tid, sig)
@@ -169,6 +176,31 @@ impl Tracee {
             }
         }
         Ok(())
+    }
+}
+
+/// Let thread `tid` go without letting it run: PTRACE_LISTEN, which needs
+/// a PTRACE_EVENT_STOP trap; a thread in another stop (an injected
+/// syscall's trap) is first brought to one (PTRACE_INTERRUPT then
+/// PTRACE_CONT: it traps again before any instruction of its own).
+fn keep_stopped(tid: pid_t) -> Result<(), Errno> {
+    match ptrace::listen(tid) {
+        Err(Errno::EIO) => {}
+        other => return other,
+    }
+    ptrace::interrupt(tid)?;
+    ptrace::cont(tid, 0)?;
+    loop {
+        match ptrace::wait(tid, false)? {
+            Some((_, Stop::Event(PTRACE_EVENT_STOP, _))) => return ptrace::listen(tid),
+            Some((_, Stop::Exited(_) | Stop::Killed(_))) => return Ok(()),
+            // A signal on the way is delivered when it runs again.
+            Some((_, Stop::Signal(sig))) => {
+                ptrace::interrupt(tid)?;
+                ptrace::cont(tid, sig)?;
+            }
+            Some(_) | None => {}
+        }
     }
 }
 
@@ -189,6 +221,7 @@ impl Thread {
             saved_mask: None,
             stop_siginfo: None,
             exit_watcher: None,
+            job_stop: None,
         }
     }
 }

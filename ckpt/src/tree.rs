@@ -232,6 +232,18 @@ pub fn restart_tree(
 ) -> Result<(Vec<Restored>, Vec<String>), Error> {
     let plan = plan(images)?;
     let mut warnings = plan.warnings;
+    // The ptys the program made exist before any husk: a session leader
+    // takes its controlling terminal back before its children are forked.
+    let mut local_ptys = None;
+    let terminals = match opts.terminals {
+        Some(t) => t,
+        None => {
+            let states: Vec<&ProcessState> = plan.procs.iter().map(|(_, r, _)| &r.state).collect();
+            let mut t = crate::pty::Rebuilt::make(&states)?;
+            warnings.extend(t.take_warnings());
+            &*local_ptys.insert(t)
+        }
+    };
     let mut husks: Vec<pid_t> = Vec::new();
     let kill_all = |husks: &[pid_t]| {
         for &h in husks.iter().rev() {
@@ -253,6 +265,7 @@ pub fn restart_tree(
             husks.push(husk);
             real.insert(st.vpid, husk);
             set_ids(husk, st, &real, &mut warnings)
+                .and_then(|()| terminals.attach_leader(husk, st))
                 .map_err(|e| Error::Restore(format!("{}: {e}", path.display())))?;
         }
         Ok::<(), Error>(())
@@ -261,6 +274,8 @@ pub fn restart_tree(
         kill_all(&husks);
         return Err(e);
     }
+    // Every process group exists: each pty's foreground is set again.
+    warnings.extend(terminals.set_foregrounds(&real));
     let states: Vec<&ProcessState> = plan.procs.iter().map(|(_, r, _)| &r.state).collect();
     let pipes = match SharedPipes::make(&states) {
         Ok(p) => p,
@@ -292,6 +307,7 @@ pub fn restart_tree(
         notsc: opts.notsc,
         shared_pipes: Some(&pipes),
         sockets: opts.sockets,
+        terminals: Some(terminals),
         shared_memory: Some(&memory),
         recreate_ipc: opts.recreate_ipc,
     };

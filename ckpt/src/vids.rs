@@ -117,7 +117,9 @@ const TRAPPED: &[i64] = &[
     libc::SYS_wait4,
     libc::SYS_waitid,
     libc::SYS_getpgid,
+    libc::SYS_getpgrp,
     libc::SYS_getsid,
+    libc::SYS_setpgid,
     libc::SYS_sched_getaffinity,
     libc::SYS_sched_setaffinity,
     libc::SYS_prlimit64,
@@ -148,6 +150,20 @@ const TRAPPED: &[i64] = &[
 /// Below the stack pointer, past the red zone: room for a rewritten path
 /// while the thread is stopped at syscall entry.
 const PATH_SCRATCH_BELOW_SP: u64 = 4096;
+
+/// Terminal ioctls (type 'T'): TIOCSPGRP, TIOCGPGRP and TIOCGSID carry
+/// process group and session ids (tcsetpgrp, tcgetpgrp, tcgetsid).
+const TERMINAL_IOCTLS: &[crate::plugin::IoctlTrap] = &[crate::plugin::IoctlTrap {
+    ty: b'T',
+    except: &[],
+}];
+
+/// The id an ioctl's argument points to.
+fn id_at(tracee: &crate::tracee::Tracee, addr: u64) -> Option<i32> {
+    let mut b = [0u8; 4];
+    tracee.read_mem(addr, &mut b).ok()?;
+    Some(i32::from_le_bytes(b))
+}
 
 fn arg(r: &libc::user_regs_struct, i: usize) -> u64 {
     [r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9][i]
@@ -199,6 +215,10 @@ impl crate::plugin::Plugin for Pids {
         TRAPPED
     }
 
+    fn ioctls(&self) -> &'static [crate::plugin::IoctlTrap] {
+        TERMINAL_IOCTLS
+    }
+
     fn restart(&mut self, ctx: &mut crate::plugin::RestoreCtx) -> Result<(), crate::Error> {
         self.vppid.insert(ctx.tracee.pid, ctx.state.vppid);
         Ok(())
@@ -238,10 +258,42 @@ impl crate::plugin::Plugin for Pids {
                 // The child it reaps is named by its virtual pid (trees).
                 RunWatchExit
             }
+            libc::SYS_getpgrp => RunWatchExit,
+            libc::SYS_getpgid | libc::SYS_getsid => {
+                if r.rdi as i32 > 0 {
+                    r.rdi = real(r.rdi);
+                }
+                // The group or session is named by its virtual id.
+                RunWatchExit
+            }
+            libc::SYS_setpgid => {
+                if r.rdi as i32 > 0 {
+                    r.rdi = real(r.rdi);
+                }
+                if r.rsi as i32 > 0 {
+                    r.rsi = real(r.rsi);
+                }
+                Run
+            }
+            libc::SYS_ioctl if r.rsi == libc::TIOCSPGRP => {
+                // tcsetpgrp: the group, as the kernel knows it, in a copy.
+                if let Some(group) = id_at(ctx.tracee, r.rdx) {
+                    let at = (r.rsp - PATH_SCRATCH_BELOW_SP - 8) & !15;
+                    let kernel_group = v.to_real(group);
+                    if kernel_group != group
+                        && ctx
+                            .tracee
+                            .write_mem(at, &kernel_group.to_le_bytes())
+                            .is_ok()
+                    {
+                        r.rdx = at;
+                    }
+                }
+                Run
+            }
+            libc::SYS_ioctl if r.rsi == libc::TIOCGPGRP || r.rsi == libc::TIOCGSID => RunWatchExit,
             libc::SYS_tkill
             | libc::SYS_rt_sigqueueinfo
-            | libc::SYS_getpgid
-            | libc::SYS_getsid
             | libc::SYS_sched_getaffinity
             | libc::SYS_sched_setaffinity
             | libc::SYS_prlimit64
@@ -287,8 +339,28 @@ impl crate::plugin::Plugin for Pids {
         result: i64,
     ) -> Result<(), crate::Error> {
         let nr = ctx.regs.orig_rax as i64;
-        if (nr == libc::SYS_wait4 || nr == libc::SYS_getppid) && result > 0 {
+        if matches!(
+            nr,
+            libc::SYS_wait4
+                | libc::SYS_getppid
+                | libc::SYS_getpgid
+                | libc::SYS_getpgrp
+                | libc::SYS_getsid
+        ) && result > 0
+        {
             ctx.regs.rax = ctx.vids.to_virtual(result as i32) as i64 as u64;
+        }
+        // tcgetpgrp, tcgetsid: the id the kernel wrote, made virtual.
+        if nr == libc::SYS_ioctl
+            && result == 0
+            && (ctx.regs.rsi == libc::TIOCGPGRP || ctx.regs.rsi == libc::TIOCGSID)
+        {
+            if let Some(real) = id_at(ctx.tracee, ctx.regs.rdx) {
+                let virt = ctx.vids.to_virtual(real);
+                if virt != real {
+                    let _ = ctx.tracee.write_mem(ctx.regs.rdx, &virt.to_le_bytes());
+                }
+            }
         }
         Ok(())
     }

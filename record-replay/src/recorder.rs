@@ -439,6 +439,7 @@ impl Recorder {
             stdio: &rewind_ckpt::fds::own_stdio(),
             vids: &VirtualIds::default(),
             vppid: std::process::id() as i32,
+            terminals: None,
         };
         let mut plugins = rewind_ckpt::plugin::builtin();
         capture::checkpoint(&mut self.tracee, &mut plugins, &env, &self.dir.join(name))?;
@@ -877,6 +878,7 @@ impl Recorder {
             stdio: &self.stdio,
             vids: &VirtualIds::default(),
             vppid: std::process::id() as i32,
+            terminals: None,
         };
         let mut plugins = rewind_ckpt::plugin::builtin();
         capture::checkpoint(&mut self.tracee, &mut plugins, &env, &self.dir.join(&name))?;

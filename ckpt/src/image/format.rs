@@ -36,8 +36,9 @@ pub const MAGIC: [u8; 8] = *b"RWNDIMG\0";
 ///
 /// Version 2 added `RegionKind::Shared` (and `SharedObject`, `SharedKind`)
 /// at the end of its enum, version 3 `FdKind::SharedMemory` at the end of
-/// its: older images decode unchanged, so all three are read.
-pub const FORMAT_VERSION: u32 = 3;
+/// its, version 4 `FdKind::Pty` after it: older images decode unchanged, so
+/// all four are read.
+pub const FORMAT_VERSION: u32 = 4;
 /// Oldest version this build still reads.
 pub const OLDEST_READABLE_VERSION: u32 = 1;
 /// Start of every memory chunk.
@@ -427,6 +428,80 @@ pub enum FdKind {
         pos: u64,
         unmapped: Vec<(u64, Vec<u8>)>,
     },
+    /// One end of a pseudo-terminal the program made (a process of the
+    /// checkpoint opened /dev/ptmx and holds its master): the pair is made
+    /// again at restart (see `crate::pty`), with its settings and the
+    /// bytes in flight, and the descriptors that shared an open file share
+    /// one again. A terminal whose master is outside the program (the one
+    /// `rewind launch` ran in) is [`FdKind::Tty`] instead.
+    Pty {
+        /// The master side (/dev/ptmx), else a slave (/dev/pts/N).
+        master: bool,
+        /// Which open file of that side: descriptors of the checkpoint with
+        /// the same number share one (inherited across fork, dup'ed). The
+        /// master has one open file, 0; slaves are numbered from 1.
+        file: u32,
+        pty: Box<PtyState>,
+    },
+}
+
+/// A pseudo-terminal of the program as the checkpoint found it (every
+/// descriptor of it carries the same copy).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PtyState {
+    /// Its index: the slave is /dev/pts/<index>.
+    pub index: u32,
+    /// The path the master was opened through (/dev/ptmx).
+    pub ptmx: String,
+    pub termios: Termios,
+    /// TIOCGLCKTRMIOS: the settings' bits no one may change (usually none).
+    pub locked_termios: Termios,
+    /// Rows, columns, x and y pixels.
+    pub winsize: [u16; 4],
+    /// The master is in packet mode (TIOCPKT).
+    pub packet_mode: bool,
+    /// The slave is locked (no unlockpt yet).
+    pub locked: bool,
+    /// Exclusive mode (TIOCEXCL).
+    pub exclusive: bool,
+    /// What the slave side wrote that the master's reader has not read, as
+    /// that reader gets it (after output processing).
+    pub output: Vec<u8>,
+    /// Complete lines waiting for the slave's reader in canonical mode, one
+    /// by one as a read returns them: each ends with its newline (or EOL
+    /// character), except a line ended by the EOF character (an empty one
+    /// is a bare EOF).
+    pub input_lines: Vec<Vec<u8>>,
+    /// Then the rest of the input: the line being typed (canonical mode),
+    /// or every byte waiting (non-canonical mode).
+    pub input_rest: Vec<u8>,
+    /// The session whose controlling terminal it is (the virtual pid of
+    /// its leader), and its foreground process group (virtual).
+    pub session: Option<i32>,
+    pub foreground: Option<i32>,
+}
+
+/// A process stopped by job control at the checkpoint (the `jobs`
+/// plugin's data): it is held stopped after a restart until a SIGCONT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobStop {
+    /// The signal that stopped it (SIGTSTP, SIGTTIN, SIGTTOU, SIGSTOP).
+    pub signal: i32,
+}
+
+/// A terminal's settings (`struct termios2`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Termios {
+    pub iflag: u32,
+    pub oflag: u32,
+    pub cflag: u32,
+    pub lflag: u32,
+    /// The line discipline (0, N_TTY).
+    pub line: u8,
+    /// The control characters (c_cc, 19 of them).
+    pub cc: Vec<u8>,
+    pub ispeed: u32,
+    pub ospeed: u32,
 }
 
 /// What a socket was at the checkpoint, enough to make it again.

@@ -7,6 +7,7 @@ pub mod ipc;
 pub mod net;
 pub mod process;
 pub mod ptrace;
+pub mod tty;
 
 use std::os::fd::RawFd;
 
