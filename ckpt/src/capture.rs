@@ -1,11 +1,12 @@
 //! Capture: read the whole state of a stopped process (DESIGN §3) and stream
 //! it into an image.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use libc::pid_t;
 
+use crate::forked::MemoryCopy;
 use crate::image::format::{
     CpuSummary, FileIdentity, Header, MmFields, ProcessState, Region, RegionKind, Rlimit,
     SigAction, ThreadState,
@@ -36,9 +37,91 @@ pub struct CaptureEnv<'a> {
 pub struct Checkpoint {
     pub stats: ImageStats,
     pub warnings: Vec<String>,
+    /// Time the capture took, the program stopped (summed over the
+    /// processes of a tree).
     pub millis: f64,
     /// The images of the other processes of a tree written with this one.
     pub also: Vec<std::path::PathBuf>,
+    /// How long the program was stopped for the checkpoint, as its session
+    /// measured it (the capture alone otherwise).
+    pub stopped_ms: f64,
+    /// From the start of the checkpoint until every image was durable.
+    pub durable_ms: f64,
+}
+
+/// How a checkpoint writes the memory of an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MemoryMode {
+    /// From the stopped process, before it may run on: the image is
+    /// complete when the capture returns.
+    #[default]
+    Stopped,
+    /// From a copy-on-write copy of the process ([`crate::forked`]), made
+    /// while it is stopped: it may run on at once, while
+    /// [`PendingImage::write`] writes the image. A process that cannot be
+    /// forked is written stopped.
+    Forked,
+}
+
+/// One captured process whose image [`PendingImage::write`] completes (on
+/// any thread; at once if it was written stopped).
+pub struct PendingImage {
+    /// Where the image appears once written.
+    pub path: PathBuf,
+    pub warnings: Vec<String>,
+    /// Time the capture took, the process stopped.
+    pub millis: f64,
+    memory: Memory,
+}
+
+// One per image, moved once: boxing would buy nothing.
+#[allow(clippy::large_enum_variant)]
+enum Memory {
+    /// Written already, the process stopped.
+    Written(ImageStats),
+    /// To read from a copy of the process (and from bytes read at once).
+    FromCopy {
+        writer: ImageWriter,
+        ranges: Vec<Range>,
+        copy: MemoryCopy,
+    },
+}
+
+impl PendingImage {
+    /// The copy its memory is read from, a process the caller's ptrace
+    /// sees (it must never resume it); None once written.
+    pub fn copy(&self) -> Option<pid_t> {
+        match &self.memory {
+            Memory::Written(_) => None,
+            Memory::FromCopy { copy, .. } => Some(copy.pid()),
+        }
+    }
+
+    /// Writes what is left of the image and makes it durable (fsynced,
+    /// renamed); the copy is killed after (its tracer reaps it).
+    pub fn write(self) -> Result<Checkpoint, Error> {
+        let t = std::time::Instant::now();
+        let stats = match self.memory {
+            Memory::Written(stats) => stats,
+            Memory::FromCopy {
+                writer,
+                ranges,
+                copy,
+            } => {
+                let written = write_ranges(writer, ranges);
+                drop(copy);
+                written?
+            }
+        };
+        Ok(Checkpoint {
+            stats,
+            warnings: self.warnings,
+            millis: self.millis,
+            also: Vec::new(),
+            stopped_ms: self.millis,
+            durable_ms: self.millis + t.elapsed().as_secs_f64() * 1e3,
+        })
+    }
 }
 
 /// Write a checkpoint image of `tracee`, whose threads must all be stopped.
@@ -62,16 +145,30 @@ pub fn checkpoint_in_tree(
     path: &Path,
     tree: &mut TreeCapture,
 ) -> Result<Checkpoint, Error> {
+    capture_in_tree(tracee, plugins, env, path, tree, MemoryMode::Stopped)?.write()
+}
+
+/// [`checkpoint_in_tree`] whose memory is written as `mode` says: with
+/// [`MemoryMode::Forked`], the process may run on as soon as this returns,
+/// and [`PendingImage::write`] writes its image.
+pub fn capture_in_tree(
+    tracee: &mut Tracee,
+    plugins: &mut [Box<dyn Plugin>],
+    env: &CaptureEnv,
+    path: &Path,
+    tree: &mut TreeCapture,
+    mode: MemoryMode,
+) -> Result<PendingImage, Error> {
     let t0 = std::time::Instant::now();
     block_signals(tracee)?;
-    let result = checkpoint_blocked(tracee, plugins, env, path, tree);
+    let result = checkpoint_blocked(tracee, plugins, env, path, tree, mode);
     tree.index += 1;
     let unblocked = unblock_signals(tracee);
-    let ckpt = result?;
+    let pending = result?;
     unblocked?;
-    Ok(Checkpoint {
+    Ok(PendingImage {
         millis: t0.elapsed().as_secs_f64() * 1e3,
-        ..ckpt
+        ..pending
     })
 }
 
@@ -102,19 +199,21 @@ fn checkpoint_blocked(
     env: &CaptureEnv,
     path: &Path,
     tree: &mut TreeCapture,
-) -> Result<Checkpoint, Error> {
+    mode: MemoryMode,
+) -> Result<PendingImage, Error> {
     let mappings = maps::read(tracee.pid)?;
     let taken: Vec<(u64, u64)> = mappings.iter().map(|m| (m.start, m.end)).collect();
     let hole = maps::find_hole(&taken, TRAMPOLINE_SIZE, 0x7fff_0000_0000)
         .ok_or_else(|| Error::Tracee("no room in the address space for the trampoline".into()))?;
     let injector = Injector::install(tracee, tracee.pid, hole)?;
-    let result = capture_with(tracee, &injector, &mappings, plugins, env, path, tree);
+    let result = capture_with(tracee, &injector, &mappings, plugins, env, path, tree, mode);
     let removed = injector.remove(tracee.pid);
     let ckpt = result?;
     removed?;
     Ok(ckpt)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn capture_with(
     tracee: &Tracee,
     injector: &Injector,
@@ -123,7 +222,8 @@ fn capture_with(
     env: &CaptureEnv,
     path: &Path,
     tree: &mut TreeCapture,
-) -> Result<Checkpoint, Error> {
+    mode: MemoryMode,
+) -> Result<PendingImage, Error> {
     let pid = tracee.pid;
     let t = std::time::Instant::now();
     let mut state = process_state(tracee, injector, env)?;
@@ -155,19 +255,12 @@ fn capture_with(
         }
         prepared += 1;
     }
-    let written = result.and_then(|()| {
+    // The memory is written (or a copy of it made) between the plugins'
+    // pre_checkpoint and resume, as they left it.
+    let memory = result.and_then(|()| {
         let header = header(tracee, &state)?;
-        let t = std::time::Instant::now();
-        let mut writer = ImageWriter::create(path, &header, &state)?;
-        write_memory(pid, &state.regions, &mut writer)?;
-        let stats = writer.finish()?;
-        tracing::debug!(
-            "memory: {:.1} MiB stored, {} zero pages dropped; image written in {:.1} ms",
-            stats.raw_bytes as f64 / f64::from(1 << 20),
-            stats.zero_pages,
-            t.elapsed().as_secs_f64() * 1e3
-        );
-        Ok(stats)
+        let writer = ImageWriter::create(path, &header, &state)?;
+        prepare_memory(tracee, injector, &state.regions, writer, mode)
     });
     let mut resumed = Ok(());
     for p in plugins.iter_mut().take(prepared) {
@@ -180,14 +273,79 @@ fn capture_with(
             resumed = r;
         }
     }
-    let stats = written?;
+    let memory = memory?;
     resumed?;
-    Ok(Checkpoint {
-        stats,
+    Ok(PendingImage {
+        path: path.to_path_buf(),
         warnings,
         millis: 0.0,
-        also: Vec::new(),
+        memory,
     })
+}
+
+/// The memory of an image: written now from the stopped process, or, with
+/// [`MemoryMode::Forked`], ready to be read from a copy made now.
+fn prepare_memory(
+    tracee: &Tracee,
+    injector: &Injector,
+    regions: &[Region],
+    writer: ImageWriter,
+    mode: MemoryMode,
+) -> Result<Memory, Error> {
+    let pid = tracee.pid;
+    if mode == MemoryMode::Forked {
+        let t = std::time::Instant::now();
+        let shared: Vec<(u64, u64)> = regions
+            .iter()
+            .filter(|r| r.shared)
+            .map(|r| (r.start, r.end))
+            .collect();
+        match crate::forked::make(tracee, injector, &shared) {
+            Ok(made) => {
+                // Shared memory and what the fork did not copy are read now.
+                let held = |r: &Region| {
+                    r.shared
+                        || made
+                            .unforkable
+                            .iter()
+                            .any(|&(s, e)| s < r.end && r.start < e)
+                };
+                let ranges = memory_ranges(pid, regions, made.copy.pid(), held)?;
+                tracing::debug!(
+                    "process {pid} copied (copy {}) in {:.1} ms",
+                    made.copy.pid(),
+                    t.elapsed().as_secs_f64() * 1e3
+                );
+                return Ok(Memory::FromCopy {
+                    writer,
+                    ranges,
+                    copy: made.copy,
+                });
+            }
+            Err(e) => tracing::info!(
+                "process {pid} cannot be copied ({e}): its image is written while it is stopped"
+            ),
+        }
+    }
+    let ranges = memory_ranges(pid, regions, pid, |_| false)?;
+    Ok(Memory::Written(write_ranges(writer, ranges)?))
+}
+
+/// Hands every range to the writer, whose workers read, zero-check and
+/// compress them in parallel, and completes the image.
+fn write_ranges(mut writer: ImageWriter, ranges: Vec<Range>) -> Result<ImageStats, Error> {
+    let t = std::time::Instant::now();
+    for r in ranges {
+        writer.add_range(r.addr, r.len, &r.source)?;
+    }
+    let stats = writer.finish()?;
+    tracing::debug!(
+        "memory: {:.1} MiB stored, {} zero pages dropped; image written in {:.1} ms",
+        stats.raw_bytes as f64 / f64::from(1 << 20),
+        stats.zero_pages,
+        t.elapsed().as_secs_f64() * 1e3
+    );
+    Ok(stats)
 }
 
 fn header(tracee: &Tracee, state: &ProcessState) -> Result<Header, Error> {
@@ -584,7 +742,7 @@ fn pages_to_store(pagemap: &std::fs::File, r: &Region) -> Result<Vec<(u64, u64)>
     let keep = match r.kind {
         RegionKind::Vdso | RegionKind::Vvar | RegionKind::VvarVclock => return Ok(Vec::new()),
         RegionKind::File { .. } if r.shared => return Ok(Vec::new()),
-        // Read through their object (`write_memory`).
+        // Read through their object (`memory_ranges`).
         RegionKind::Shared { .. } => return Ok(Vec::new()),
         _ => true,
     };
@@ -643,27 +801,101 @@ impl PageSource for TraceeMemory {
     }
 }
 
-/// Hands every page run to store to the writer, whose workers read,
-/// zero-check and compress them in parallel.
-fn write_memory(pid: pid_t, regions: &[Region], writer: &mut ImageWriter) -> Result<(), Error> {
-    let pagemap_path = format!("/proc/{pid}/pagemap");
-    let pagemap = std::fs::File::open(&pagemap_path).map_err(|e| Error::io(&pagemap_path, e))?;
-    let mem_path = format!("/proc/{pid}/mem");
-    let mem = std::fs::File::open(&mem_path).map_err(|e| Error::io(&mem_path, e))?;
-    let source: Arc<dyn PageSource> = Arc::new(TraceeMemory { pid, mem });
+/// Memory to store, `len` bytes at `addr`, and where it is read.
+struct Range {
+    addr: u64,
+    len: u64,
+    source: Arc<dyn PageSource>,
+}
+
+/// Bytes read already (from a stopped process).
+struct Held {
+    start: u64,
+    bytes: Vec<u8>,
+}
+
+impl PageSource for Held {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        let from = usize::try_from(addr.wrapping_sub(self.start)).unwrap_or(usize::MAX);
+        let bytes = from
+            .checked_add(buf.len())
+            .and_then(|to| self.bytes.get(from..to))
+            .ok_or_else(|| std::io::Error::other(format!("{addr:#x} is not held")))?;
+        buf.copy_from_slice(bytes);
+        Ok(())
+    }
+}
+
+/// Reads `len` bytes at `addr` from `source` now.
+fn hold(source: &dyn PageSource, addr: u64, len: u64) -> Result<Range, Error> {
+    let n = usize::try_from(len)
+        .map_err(|_| Error::Tracee(format!("{len} bytes at {addr:#x} do not fit in memory")))?;
+    let mut bytes = vec![0u8; n];
+    source
+        .read(addr, &mut bytes)
+        .map_err(|e| Error::Tracee(format!("cannot read {len} bytes at {addr:#x}: {e}")))?;
+    Ok(Range {
+        addr,
+        len,
+        source: Arc::new(Held { start: addr, bytes }),
+    })
+}
+
+/// Every range of the stopped process `pid` worth storing (pagemap says
+/// which pages; shared memory objects are read through the object), read
+/// from process `from`: `pid` itself, or a copy of it. Regions for which
+/// `held` is true are read from `pid` at once.
+fn memory_ranges(
+    pid: pid_t,
+    regions: &[Region],
+    from: pid_t,
+    held: impl Fn(&Region) -> bool,
+) -> Result<Vec<Range>, Error> {
+    let open = |what: &str, of: pid_t| {
+        let path = format!("/proc/{of}/{what}");
+        std::fs::File::open(&path).map_err(|e| Error::io(&path, e))
+    };
+    let pagemap = open("pagemap", pid)?;
+    let own = TraceeMemory {
+        pid,
+        mem: open("mem", pid)?,
+    };
+    let source: Arc<dyn PageSource> = Arc::new(TraceeMemory {
+        pid: from,
+        mem: open("mem", from)?,
+    });
+    let mut out = Vec::new();
     for r in regions {
+        let now = held(r);
         if let RegionKind::Shared { offset, stored, .. } = &r.kind {
             if *stored {
                 let (object, runs) = crate::shm::data_runs(pid, r, *offset)?;
                 for (addr, len) in runs {
-                    writer.add_range(addr, len, &object)?;
+                    out.push(if now {
+                        hold(object.as_ref(), addr, len)?
+                    } else {
+                        Range {
+                            addr,
+                            len,
+                            source: Arc::clone(&object),
+                        }
+                    });
                 }
             }
             continue;
         }
         for (first, count) in pages_to_store(&pagemap, r)? {
-            writer.add_range(r.start + first * PAGE, count * PAGE, &source)?;
+            let (addr, len) = (r.start + first * PAGE, count * PAGE);
+            out.push(if now {
+                hold(&own, addr, len)?
+            } else {
+                Range {
+                    addr,
+                    len,
+                    source: Arc::clone(&source),
+                }
+            });
         }
     }
-    Ok(())
+    Ok(out)
 }

@@ -17,6 +17,7 @@ pub mod control;
 pub mod coordinator;
 pub mod environ;
 pub mod fds;
+pub mod forked;
 pub mod image;
 pub mod maps;
 pub mod plugin;

@@ -15,7 +15,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::time::TimeSpec;
 use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 
-use crate::capture::{self, CaptureEnv, Checkpoint};
+use crate::capture::{self, CaptureEnv, Checkpoint, MemoryMode, PendingImage};
 use crate::control::{self, ControlSocket, Request, Response, Status};
 use crate::plugin::{Plugin, StdioIds, SyscallAction, SyscallCtx};
 use crate::restore::{self, RestartOptions};
@@ -27,6 +27,9 @@ use crate::vids::VirtualIds;
 use crate::Error;
 
 mod coord;
+mod writing;
+
+use writing::{Waiter, Writing};
 
 /// How a session is set up (shared by launch and restart).
 #[derive(Debug, Clone, Default)]
@@ -38,6 +41,10 @@ pub struct SessionOptions {
     /// The control socket's path, if not the default one of `ckpt_dir`
     /// (sessions of one coordinator may share a checkpoint directory).
     pub control_socket: Option<PathBuf>,
+    /// Write images while the program is stopped, as `--kill` does,
+    /// instead of from a copy-on-write copy while it runs on (forked
+    /// checkpoints, `crate::forked`).
+    pub write_stopped: bool,
 }
 
 pub struct Session {
@@ -65,6 +72,17 @@ pub struct Session {
     /// their exec first.
     vforked: std::collections::HashSet<pid_t>,
     coordinator: Option<crate::coordinator::link::CoordinatorLink>,
+    /// The images of the last checkpoint, being written from copies of the
+    /// program's processes while it runs on.
+    writing: Option<Writing>,
+    /// Those copies: processes traced here that must never be resumed.
+    copies: std::collections::HashSet<pid_t>,
+    /// The outcome of a checkpoint that nobody waited for yet (the
+    /// coordinator asks for it with its resume or kill order).
+    kept: Option<Result<Checkpoint, String>>,
+    /// When the coordinator's suspend stopped the program.
+    suspended_at: Option<std::time::Instant>,
+    last_durable_ms: Option<f64>,
 }
 
 /// Find `prog` like execvp does.
@@ -206,6 +224,11 @@ impl Session {
             detached: false,
             coordinator: None,
             vforked: Default::default(),
+            writing: None,
+            copies: Default::default(),
+            kept: None,
+            suspended_at: None,
+            last_durable_ms: None,
         })
     }
 
@@ -275,6 +298,11 @@ impl Session {
             detached: false,
             coordinator: None,
             vforked: Default::default(),
+            writing: None,
+            copies: Default::default(),
+            kept: None,
+            suspended_at: None,
+            last_durable_ms: None,
         };
         // Children are followed, as at launch.
         for t in s.procs() {
@@ -336,6 +364,10 @@ impl Session {
     /// The process `tid` belongs to ([`Session::owner`]), adopting it if
     /// new; None (the stop resumed as a passenger's) if it is not ours.
     fn owner_or_adopt(&mut self, tid: pid_t, stop: Stop) -> Option<Option<usize>> {
+        if self.copies.contains(&tid) {
+            // A copy being written from: it stays stopped.
+            return None;
+        }
         let which = self.owner(tid).or_else(|| self.adopt(tid));
         if which.is_none() {
             resume_passenger(tid, stop);
@@ -394,11 +426,25 @@ impl Session {
         )
     }
 
-    /// Stop the program (every process of its tree), write its images,
-    /// then resume it (or kill it).
+    /// Checkpoint the program (every process of its tree) and wait until
+    /// its images are durable: stop it, capture it, let it run on while its
+    /// images are written from copies of its processes (or, with `kill`,
+    /// write them and kill it).
     pub fn checkpoint(&mut self, kill: bool) -> Result<Checkpoint, Error> {
+        self.checkpoint_for(kill, Waiter::Keep);
+        self.finish_writing();
+        match self.kept.take() {
+            Some(outcome) => outcome.map_err(Error::Tracee),
+            None => Err(Error::Tracee("the checkpoint has no outcome".into())),
+        }
+    }
+
+    /// [`Session::checkpoint`] whose outcome goes to `waiter` once the
+    /// images are durable; the program runs on meanwhile.
+    fn checkpoint_for(&mut self, kill: bool, waiter: Waiter) {
+        let started = std::time::Instant::now();
         if self.exit.is_some() {
-            return Err(Error::Gone("the program has already exited".into()));
+            return self.deliver(waiter, Err("the program has already exited".into()));
         }
         let stopped = self.stop_program();
         if let Err(e) = stopped {
@@ -406,22 +452,41 @@ impl Session {
             if self.exit.is_none() {
                 let _ = self.resume_tree();
             }
-            return Err(e);
+            return self.deliver(waiter, Err(e.to_string()));
         }
         tracing::debug!("all threads stopped");
-        let result = self.capture_stopped();
-        if kill {
+        // The previous checkpoint's images are finished first (nothing can
+        // wait on rewind meanwhile: the program is stopped).
+        self.finish_writing();
+        let result = self.capture_stopped(self.memory_mode(kill));
+        let released = if kill {
             self.kill();
+            Ok(())
         } else {
-            self.resume_tree()?;
+            self.resume_tree()
+        };
+        let paused = started.elapsed().as_secs_f64() * 1e3;
+        match (result, released) {
+            (Ok(images), Ok(())) => self.start_writing(images, started, Some(paused), waiter),
+            (Err(e), _) | (Ok(_), Err(e)) => self.deliver(waiter, Err(e.to_string())),
         }
-        result
     }
 
-    /// Write an image of every process of the program, whose threads are
-    /// all stopped; they stay stopped. The result is the root's, with the
-    /// other images in `also` and every warning.
-    fn capture_stopped(&mut self) -> Result<Checkpoint, Error> {
+    /// How the images of a checkpoint are written: a program killed right
+    /// after never runs on, so it stays stopped until they are durable (a
+    /// failed write then leaves it alive).
+    fn memory_mode(&self, kill: bool) -> MemoryMode {
+        if kill || self.opts.write_stopped {
+            MemoryMode::Stopped
+        } else {
+            MemoryMode::Forked
+        }
+    }
+
+    /// Capture every process of the program, whose threads are all
+    /// stopped; they stay stopped. The root's image comes first. With
+    /// [`MemoryMode::Forked`] the images are still to be written.
+    fn capture_stopped(&mut self, mode: MemoryMode) -> Result<Vec<PendingImage>, Error> {
         let path = self.image_path();
         let env = CaptureEnv {
             stdio: &self.stdio,
@@ -430,13 +495,14 @@ impl Session {
         };
         // Shared memory is stored once, by the first image that maps it.
         let mut tree = capture::TreeCapture::default();
-        let mut ckpt = capture::checkpoint_in_tree(
+        let mut images = vec![capture::capture_in_tree(
             &mut self.tracee,
             &mut self.plugins,
             &env,
             &path,
             &mut tree,
-        )?;
+            mode,
+        )?];
         for t in self.others.iter_mut() {
             let ppid = ppid_of(t.pid).unwrap_or(0);
             let env = CaptureEnv {
@@ -449,23 +515,16 @@ impl Session {
                 .unwrap_or_default();
             let p =
                 crate::tree::image_name(&self.opts.ckpt_dir, &comm, self.vids.to_virtual(t.pid));
-            let c = capture::checkpoint_in_tree(t, &mut self.plugins, &env, &p, &mut tree)?;
-            ckpt.warnings.extend(c.warnings);
-            ckpt.millis += c.millis;
-            ckpt.also.push(c.stats.path);
+            images.push(capture::capture_in_tree(
+                t,
+                &mut self.plugins,
+                &env,
+                &p,
+                &mut tree,
+                mode,
+            )?);
         }
-        tracing::info!(
-            "checkpoint {} written in {:.1} ms ({} bytes, {} more process(es))",
-            ckpt.stats.path.display(),
-            ckpt.millis,
-            ckpt.stats.file_bytes,
-            ckpt.also.len()
-        );
-        self.last_checkpoint_ms = Some(ckpt.millis);
-        if !self.images.contains(&path) {
-            self.images.push(path);
-        }
-        Ok(ckpt)
+        Ok(images)
     }
 
     /// Stop every thread of every process of the program; stops met on
@@ -551,8 +610,11 @@ impl Session {
         Ok(())
     }
 
-    /// A thread or process of the tree ended.
+    /// A thread or process of the tree ended (or a copy of one).
     fn task_gone(&mut self, tid: pid_t) {
+        if self.copies.remove(&tid) {
+            return;
+        }
         self.vforked.remove(&tid);
         if let Some(i) = self.others.iter().position(|t| t.pid == tid) {
             let t = self.others.remove(i);
@@ -665,6 +727,8 @@ impl Session {
                 .collect(),
             restarted: self.restarted,
             last_checkpoint_ms: self.last_checkpoint_ms,
+            last_durable_ms: self.last_durable_ms,
+            writing: self.writing.is_some(),
         }
     }
 
@@ -716,6 +780,10 @@ impl Session {
                 Some(t) => at(&mut fds, t.as_fd()),
                 None => None,
             };
+            let writing_at = match &self.writing {
+                Some(w) => at(&mut fds, w.as_fd()),
+                None => None,
+            };
             match nix::poll::poll(&mut fds, PollTimeout::from(1000u16)) {
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                 Err(e) => return Err(Error::Tracee(format!("poll: {e}"))),
@@ -729,6 +797,9 @@ impl Session {
             // Always look for stops: a lost SIGCHLD must not hang us.
             while let Ok(Some(_)) = sigfd.read_signal() {}
             self.drain_stops()?;
+            if ready(writing_at) {
+                self.finish_writing();
+            }
             if self.exit.is_some() {
                 break;
             }
@@ -742,14 +813,17 @@ impl Session {
             if let Some(t) = &timer {
                 if ready(timer_at) {
                     let _ = t.wait();
-                    if !held {
-                        if let Err(e) = self.checkpoint(false) {
-                            tracing::warn!("periodic checkpoint failed: {e}");
-                        }
+                    // A checkpoint whose images are still being written
+                    // is not followed by another.
+                    if !held && self.writing.is_none() {
+                        self.checkpoint_for(false, Waiter::Log);
                     }
                 }
             }
         }
+        // Images being written are finished, and whoever waits told.
+        self.finish_writing();
+        self.reap_copies();
         if self.detached {
             return Ok(0);
         }
@@ -761,6 +835,10 @@ impl Session {
         let Some((req, stream)) = control.accept() else {
             return;
         };
+        if let Ok(Request::Checkpoint { kill }) = req {
+            // Answered once the images are durable.
+            return self.checkpoint_for(kill, Waiter::Control(stream));
+        }
         let resp = match req {
             Err(e) => Response {
                 ok: false,
@@ -772,20 +850,7 @@ impl Session {
                 status: Some(self.status()),
                 ..Default::default()
             },
-            Ok(Request::Checkpoint { kill }) => match self.checkpoint(kill) {
-                Ok(c) => Response {
-                    ok: true,
-                    image: Some(c.stats.path.display().to_string()),
-                    other_images: c.also.iter().map(|p| p.display().to_string()).collect(),
-                    warnings: c.warnings,
-                    ..Default::default()
-                },
-                Err(e) => Response {
-                    ok: false,
-                    error: Some(e.to_string()),
-                    ..Default::default()
-                },
-            },
+            Ok(Request::Checkpoint { .. }) => return,
             Ok(Request::Kill) => {
                 self.kill();
                 Response {
@@ -816,6 +881,8 @@ impl Session {
             ));
         }
         self.stop_program()?;
+        self.finish_writing();
+        self.reap_copies();
         for p in self.procs() {
             for t in p.threads.values() {
                 let sig = match t.stop {

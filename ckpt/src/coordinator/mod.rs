@@ -116,11 +116,21 @@ pub enum Action {
     /// Stop every thread of the program and keep it stopped. Without news
     /// from the coordinator for `lease_ms`, the session resumes it.
     Suspend { lease_ms: u64 },
-    /// Write an image of the (suspended) program; it stays suspended.
-    Capture { lease_ms: u64 },
-    /// Let the program run on.
+    /// Capture the (suspended) program; it stays suspended. Its images
+    /// are written from copies of its processes once it is let go, and
+    /// the answer to the `Resume` or `Kill` that follows names them once
+    /// they are durable; with `kill` (a `Kill` follows: the program never
+    /// runs on), they are written before this is answered, the program
+    /// stopped.
+    Capture {
+        lease_ms: u64,
+        #[serde(default)]
+        kill: bool,
+    },
+    /// Let the program run on (answered once the images of the capture
+    /// before, if any, are durable).
     Resume,
-    /// Kill the program (the session then ends).
+    /// Kill the program (the session then ends; answered as `Resume`).
     Kill,
     /// Describe the program.
     Status,
@@ -175,11 +185,20 @@ pub struct Reply {
     /// Whether the program is suspended after the order.
     #[serde(default)]
     pub suspended: bool,
+    /// A checkpoint: how long its program was stopped (from the suspend to
+    /// the resume or kill), in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_ms: Option<f64>,
+    /// A checkpoint: from the suspend until its images were durable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub durable_ms: Option<f64>,
 }
 
 /// Messages from a session to the coordinator.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "msg", rename_all = "snake_case")]
+// One message at a time, serialized at once: boxing would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum SessionMsg {
     Register(SessionInfo),
     Reply(Reply),
@@ -242,6 +261,12 @@ pub struct SessionReport {
     /// Whether its program was suspended after its last answer.
     #[serde(default)]
     pub suspended: bool,
+    /// A checkpoint: how long its program was stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_ms: Option<f64>,
+    /// A checkpoint: from the suspend until its images were durable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub durable_ms: Option<f64>,
 }
 
 /// Round trips of no-op barriers, in microseconds.
@@ -272,6 +297,14 @@ pub struct Report {
     /// saying their program ended), as `[id] program (pid) on host`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lost: Vec<String>,
+    /// A checkpoint: the longest any program was stopped (each session's
+    /// own measure, from its suspend to its resume or kill).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_ms: Option<f64>,
+    /// A checkpoint: from the first suspend order until every image was
+    /// durable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub durable_ms: Option<f64>,
 }
 
 /// Whether a peer at `addr` may connect presenting `offered` to a

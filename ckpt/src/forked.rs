@@ -1,0 +1,316 @@
+//! Forked checkpoints (DMTCP's): the program is stopped only while its
+//! threads, descriptors, regions and plugins' state are captured and a
+//! copy-on-write copy of its memory is made; it then runs on, and the
+//! image's memory is written from the copy, which is killed after
+//! (`capture::MemoryMode::Forked`).
+//!
+//! **The copy.** Injected into the stopped program: `clone(CLONE_VM |
+//! CLONE_FILES)` makes a sibling that shares its memory (nothing is copied),
+//! and `clone(0)` injected into that sibling forks the copy: a process of its
+//! own whose private memory is the program's, copy-on-write. The sibling is
+//! then killed and reaped by the program itself (an injected `wait4`), so the
+//! program is left with no child it did not make; the copy, orphaned, is
+//! adopted by rewind (a child subreaper for that moment), which kills and
+//! reaps it once the image is written. The copy never runs a single
+//! instruction of the program: it sits in a ptrace stop, in a session of its
+//! own (no terminal signal reaches it), without descriptors (a pipe or
+//! socket the program closes meanwhile is closed) and without the program's
+//! shared mappings.
+//!
+//! **What is read at once.** The copy would share MAP_SHARED memory with the
+//! program, whose later writes would leak into the image: shared memory an
+//! image stores is read while the program is stopped, into rewind's memory
+//! (`capture`), as is memory a fork does not copy: regions marked
+//! `MADV_DONTFORK` that cannot be marked otherwise for the fork (`VM_IO`
+//! device memory). Regions marked `MADV_DONTFORK` or `MADV_WIPEONFORK`
+//! (glibc's arc4random state) are marked `MADV_DOFORK` / `MADV_KEEPONFORK`
+//! for the fork and marked back before the program runs. Memory registered
+//! with userfaultfd is not forked (a fork may wait for the monitor thread,
+//! which is stopped): such a program's image is written while it is stopped.
+//!
+//! **Cost.** Making the copy costs a fork (page tables: about 2 ms per GiB
+//! of mapped memory). While the image is written, every page the program
+//! writes is copied once, so the memory the program and its copy hold
+//! together grows by what the program writes meanwhile, up to its size.
+
+use libc::pid_t;
+
+use crate::sys::ptrace::{self, Stop};
+use crate::tracee::{Injector, Tracee};
+use crate::Error;
+
+/// A copy-on-write copy of a process's memory: a traced process that never
+/// runs. Killed when dropped; the session tracing it reaps it.
+#[derive(Debug)]
+pub struct MemoryCopy {
+    pid: pid_t,
+}
+
+impl MemoryCopy {
+    pub fn pid(&self) -> pid_t {
+        self.pid
+    }
+}
+
+impl Drop for MemoryCopy {
+    fn drop(&mut self) {
+        let _ = crate::sys::process::kill(self.pid, libc::SIGKILL);
+    }
+}
+
+/// What making a copy found besides the copy.
+#[derive(Debug)]
+pub struct Made {
+    pub copy: MemoryCopy,
+    /// Mappings (start, end) the copy does not have as the program does:
+    /// they must be read from the program itself, while it is stopped.
+    pub unforkable: Vec<(u64, u64)>,
+}
+
+/// One mapping of /proc/PID/smaps with its `VmFlags`.
+struct Vma {
+    start: u64,
+    end: u64,
+    flags: Vec<String>,
+}
+
+impl Vma {
+    fn has(&self, flag: &str) -> bool {
+        self.flags.iter().any(|f| f == flag)
+    }
+}
+
+/// The mappings of `pid` with the kernel's flags of each.
+fn vmas(pid: pid_t) -> Result<Vec<Vma>, Error> {
+    let path = format!("/proc/{pid}/smaps");
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    Ok(parse_smaps(&text))
+}
+
+fn parse_smaps(text: &str) -> Vec<Vma> {
+    let mut out: Vec<Vma> = Vec::new();
+    for line in text.lines() {
+        if let Some(flags) = line.strip_prefix("VmFlags:") {
+            if let Some(v) = out.last_mut() {
+                v.flags = flags.split_whitespace().map(str::to_string).collect();
+            }
+            continue;
+        }
+        // A mapping's first line: "start-end perms ...". Field lines are
+        // "Name:   value".
+        let first = line.split_whitespace().next().unwrap_or("");
+        if first.ends_with(':') {
+            continue;
+        }
+        let range = first.split_once('-').and_then(|(s, e)| {
+            Some((
+                u64::from_str_radix(s, 16).ok()?,
+                u64::from_str_radix(e, 16).ok()?,
+            ))
+        });
+        if let Some((start, end)) = range {
+            out.push(Vma {
+                start,
+                end,
+                flags: Vec::new(),
+            });
+        }
+    }
+    out
+}
+
+/// Makes the copy of the stopped process `tracee` (every thread stopped,
+/// `inj` installed in it). `shared`: its MAP_SHARED mappings (start, end),
+/// which the copy unmaps. Fails, leaving the program as it was, when the
+/// process cannot be forked (userfaultfd, a fork refused by a limit...).
+pub fn make(tracee: &Tracee, inj: &Injector, shared: &[(u64, u64)]) -> Result<Made, Error> {
+    let pid = tracee.pid;
+    let vmas = vmas(pid)?;
+    if let Some(v) = vmas
+        .iter()
+        .find(|v| v.has("um") || v.has("uw") || v.has("ui"))
+    {
+        return Err(Error::Tracee(format!(
+            "its memory at {:#x} is registered with userfaultfd",
+            v.start
+        )));
+    }
+    let madvise = |start: u64, end: u64, advice: i32| {
+        inj.syscall(pid, libc::SYS_madvise, &[start, end - start, advice as u64])
+    };
+    // Marks changed for the fork, with the advice that puts each back.
+    let mut marked: Vec<(u64, u64, i32)> = Vec::new();
+    let mut unforkable = Vec::new();
+    let mut result = Ok(());
+    'vmas: for v in &vmas {
+        for (flag, allow, back) in [
+            ("dc", libc::MADV_DOFORK, libc::MADV_DONTFORK),
+            ("wf", libc::MADV_KEEPONFORK, libc::MADV_WIPEONFORK),
+        ] {
+            if !v.has(flag) {
+                continue;
+            }
+            match madvise(v.start, v.end, allow) {
+                Ok(0) => marked.push((v.start, v.end, back)),
+                Ok(_) => unforkable.push((v.start, v.end)),
+                Err(e) => {
+                    result = Err(e);
+                    break 'vmas;
+                }
+            }
+        }
+    }
+    let copy = result.and_then(|()| fork_copy(tracee, inj));
+    // The program gets its marks back before it runs, whatever happened.
+    let mut restored = Ok(());
+    for (start, end, back) in marked {
+        match madvise(start, end, back) {
+            Ok(0) => {}
+            Ok(r) => {
+                restored = Err(Error::Tracee(format!(
+                    "cannot mark {start:#x}-{end:#x} again after forking: {}",
+                    crate::tracee::errno_text(r)
+                )))
+            }
+            Err(e) => restored = Err(e),
+        }
+    }
+    let copy = copy?;
+    restored?;
+    tidy(&copy, inj, shared)?;
+    Ok(Made { copy, unforkable })
+}
+
+/// This process as a child subreaper while it lives; as it was after.
+struct Subreaper {
+    was: bool,
+}
+
+impl Subreaper {
+    fn enter() -> Result<Subreaper, Error> {
+        use nix::sys::prctl;
+        let was = prctl::get_child_subreaper()
+            .map_err(|e| Error::Tracee(format!("PR_GET_CHILD_SUBREAPER: {}", e.desc())))?;
+        if !was {
+            prctl::set_child_subreaper(true)
+                .map_err(|e| Error::Tracee(format!("PR_SET_CHILD_SUBREAPER: {}", e.desc())))?;
+        }
+        Ok(Subreaper { was })
+    }
+}
+
+impl Drop for Subreaper {
+    fn drop(&mut self) {
+        if !self.was {
+            let _ = nix::sys::prctl::set_child_subreaper(false);
+        }
+    }
+}
+
+/// The sibling, the copy, and the sibling's end (see the module's doc).
+fn fork_copy(tracee: &Tracee, inj: &Injector) -> Result<MemoryCopy, Error> {
+    let pid = tracee.pid;
+    // Every process of the program is stopped: no orphan of its own can be
+    // adopted by rewind while it is a subreaper.
+    let _subreaper = Subreaper::enter()?;
+    let sibling = inj.clone_stopped(pid, (libc::CLONE_VM | libc::CLONE_FILES) as u64)?;
+    let copy = inj.clone_stopped(sibling, 0).map(|pid| MemoryCopy { pid });
+    let _ = crate::sys::process::kill(sibling, libc::SIGKILL);
+    // Its tracer sees it die first; then it is the program's zombie.
+    loop {
+        match ptrace::wait(sibling, false) {
+            Ok(Some((_, Stop::Exited(_) | Stop::Killed(_)))) | Err(_) => break,
+            _ => {}
+        }
+    }
+    let wall = (libc::__WALL | libc::WNOHANG) as u64;
+    let mut reaped = false;
+    for _ in 0..10_000 {
+        match inj.syscall(pid, libc::SYS_wait4, &[sibling as u64, 0, wall, 0])? {
+            0 => std::thread::sleep(std::time::Duration::from_micros(100)),
+            r if r == i64::from(sibling) => {
+                reaped = true;
+                break;
+            }
+            r => {
+                return Err(Error::Tracee(format!(
+                    "the program cannot reap the process {sibling} rewind made it fork: {}",
+                    crate::tracee::errno_text(r)
+                )))
+            }
+        }
+    }
+    if !reaped {
+        return Err(Error::Tracee(format!(
+            "the process {sibling} rewind made the program fork does not end"
+        )));
+    }
+    let copy = copy?;
+    if ppid_of(copy.pid) != Some(std::process::id() as pid_t) {
+        tracing::debug!(
+            "the copy {} of process {pid} was adopted by another process than rewind",
+            copy.pid
+        );
+    }
+    Ok(copy)
+}
+
+/// The copy lets go of what it must not hold: the program's shared
+/// mappings (System V segments stay attached otherwise), its descriptors,
+/// its session and process group.
+fn tidy(copy: &MemoryCopy, inj: &Injector, shared: &[(u64, u64)]) -> Result<(), Error> {
+    let pid = copy.pid;
+    for &(start, end) in shared {
+        inj.call(
+            pid,
+            "munmap (copy)",
+            libc::SYS_munmap,
+            &[start, end - start],
+        )?;
+    }
+    inj.call(
+        pid,
+        "close_range (copy)",
+        libc::SYS_close_range,
+        &[0, u64::from(u32::MAX), 0],
+    )?;
+    inj.call(pid, "setsid (copy)", libc::SYS_setsid, &[])?;
+    // What ps and top show for it.
+    let _ = std::fs::write(format!("/proc/{pid}/comm"), "rewind-copy");
+    Ok(())
+}
+
+/// The parent of process `pid` (/proc/pid/stat field 4).
+fn ppid_of(pid: pid_t) -> Option<pid_t> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.get(stat.rfind(')')? + 1..)?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn smaps_flags_belong_to_their_mapping() {
+        let text = "\
+55d0c0a00000-55d0c0a21000 rw-p 00000000 00:00 0                          [heap]
+Size:                132 kB
+VmFlags: rd wr mr mw me ac sd
+7f00aa000000-7f00aa001000 rw-p 00000000 00:00 0 
+Size:                  4 kB
+Rss:                   4 kB
+VmFlags: rd wr mr mw me dc ac wf sd
+7ffd1c3b8000-7ffd1c3d9000 rw-p 00000000 00:00 0                          [stack]
+VmFlags: rd wr mr mw me gd ac
+";
+        let v = parse_smaps(text);
+        assert_eq!(v.len(), 3);
+        assert_eq!((v[1].start, v[1].end), (0x7f00aa000000, 0x7f00aa001000));
+        assert!(v[1].has("dc") && v[1].has("wf"));
+        assert!(!v[0].has("dc") && !v[2].has("wf") && v[2].has("gd"));
+    }
+}
