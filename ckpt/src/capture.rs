@@ -260,7 +260,7 @@ fn capture_with(
     let memory = result.and_then(|()| {
         let header = header(tracee, &state)?;
         let writer = ImageWriter::create(path, &header, &state)?;
-        prepare_memory(tracee, injector, &state.regions, writer, mode)
+        prepare_memory(tracee, injector, &state.regions, writer, mode, tree)
     });
     let mut resumed = Ok(());
     for p in plugins.iter_mut().take(prepared) {
@@ -291,6 +291,7 @@ fn prepare_memory(
     regions: &[Region],
     writer: ImageWriter,
     mode: MemoryMode,
+    tree: &mut TreeCapture,
 ) -> Result<Memory, Error> {
     let pid = tracee.pid;
     if mode == MemoryMode::Forked {
@@ -300,7 +301,18 @@ fn prepare_memory(
             .filter(|r| r.shared)
             .map(|r| (r.start, r.end))
             .collect();
-        match crate::forked::make(tracee, injector, &shared) {
+        if crate::forked::is_subreaper(tracee, injector)? {
+            tree.subreapers.insert(pid);
+        }
+        let made = crate::forked::via(pid, &tree.subreapers)
+            .ok_or_else(|| {
+                Error::Tracee(
+                    "a copy of it would not be rewind's (a subreaper of the program's, or an orphan)"
+                        .into(),
+                )
+            })
+            .and_then(|via| crate::forked::make(tracee, injector, via, &shared));
+        match made {
             Ok(made) => {
                 // Shared memory and what the fork did not copy are read now.
                 let held = |r: &Region| {

@@ -4,16 +4,21 @@
 //! image's memory is written from the copy, which is killed after
 //! (`capture::MemoryMode::Forked`).
 //!
-//! **The copy.** Injected into the stopped program: `clone(CLONE_VM |
-//! CLONE_FILES)` makes a sibling that shares its memory (nothing is copied),
-//! and `clone(0)` injected into that sibling forks the copy: a process of its
-//! own whose private memory is the program's, copy-on-write. The sibling is
-//! then killed and reaped by the program itself (an injected `wait4`), so the
-//! program is left with no child it did not make; the copy, orphaned, is
-//! adopted by rewind (a child subreaper for that moment), which kills and
-//! reaps it once the image is written. The copy never runs a single
-//! instruction of the program: it sits in a ptrace stop, in a session of its
-//! own (no terminal signal reaches it), without descriptors (a pipe or
+//! **The copy** is a process of its own whose private memory is the
+//! program's, copy-on-write, and which rewind kills and reaps once the image
+//! is written; the program must never see it as a child of its own. A
+//! process whose parent is rewind (the program `launch` or `restart`
+//! started) makes it with an injected `clone(CLONE_PARENT)`: the copy is
+//! rewind's child. Any other process of a tree makes it in two steps:
+//! `clone(CLONE_VM | CLONE_FILES)` makes a sibling that shares its memory
+//! (nothing is copied), `clone(0)` injected into the sibling forks the copy,
+//! and the sibling is killed and reaped by the process itself (an injected
+//! `wait4`): the copy, orphaned, is adopted by rewind, a child subreaper for
+//! that moment. A subreaper of the program's own between them would adopt
+//! it instead: such a process (and one whose ancestors do not lead to
+//! rewind, an orphan) is written stopped. The copy never runs a single
+//! instruction of the program: it sits in a ptrace stop, in a session of
+//! its own (no terminal signal reaches it), without descriptors (a pipe or
 //! socket the program closes meanwhile is closed) and without the program's
 //! shared mappings.
 //!
@@ -119,11 +124,67 @@ fn parse_smaps(text: &str) -> Vec<Vma> {
     out
 }
 
+/// How a process is forked into its copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// Its parent is rewind: `clone(CLONE_PARENT)`.
+    Parent,
+    /// Through a sibling sharing its memory, and rewind as a subreaper.
+    Sibling,
+}
+
+/// How process `pid` can be copied: None when a copy orphaned below it
+/// would not be adopted by rewind (it, or an ancestor of it below rewind,
+/// is in `subreapers`, or rewind is not its ancestor).
+pub fn via(pid: pid_t, subreapers: &std::collections::HashSet<pid_t>) -> Option<Via> {
+    let me = std::process::id() as pid_t;
+    let mut at = ppid_of(pid)?;
+    if at == me {
+        return Some(Via::Parent);
+    }
+    // The sibling's orphan goes to the nearest subreaper above the sibling:
+    // the process itself, or one of its ancestors.
+    if subreapers.contains(&pid) {
+        return None;
+    }
+    for _ in 0..4096 {
+        if at == me {
+            return Some(Via::Sibling);
+        }
+        if at <= 1 || subreapers.contains(&at) {
+            return None;
+        }
+        at = ppid_of(at)?;
+    }
+    None
+}
+
+/// Whether the stopped process of `inj` is a child subreaper.
+pub fn is_subreaper(tracee: &Tracee, inj: &Injector) -> Result<bool, Error> {
+    let scratch = inj.scratch();
+    tracee.write_mem(scratch, &[0; 4])?;
+    inj.call(
+        tracee.pid,
+        "prctl(PR_GET_CHILD_SUBREAPER)",
+        libc::SYS_prctl,
+        &[libc::PR_GET_CHILD_SUBREAPER as u64, scratch],
+    )?;
+    let mut flag = [0u8; 4];
+    tracee.read_mem(scratch, &mut flag)?;
+    Ok(flag != [0; 4])
+}
+
 /// Makes the copy of the stopped process `tracee` (every thread stopped,
-/// `inj` installed in it). `shared`: its MAP_SHARED mappings (start, end),
-/// which the copy unmaps. Fails, leaving the program as it was, when the
-/// process cannot be forked (userfaultfd, a fork refused by a limit...).
-pub fn make(tracee: &Tracee, inj: &Injector, shared: &[(u64, u64)]) -> Result<Made, Error> {
+/// `inj` installed in it) `via` a way [`via`] said. `shared`: its
+/// MAP_SHARED mappings (start, end), which the copy unmaps. Fails, leaving
+/// the program as it was, when the process cannot be forked (userfaultfd,
+/// a fork refused by a limit...).
+pub fn make(
+    tracee: &Tracee,
+    inj: &Injector,
+    via: Via,
+    shared: &[(u64, u64)],
+) -> Result<Made, Error> {
     let pid = tracee.pid;
     let vmas = vmas(pid)?;
     if let Some(v) = vmas
@@ -160,7 +221,12 @@ pub fn make(tracee: &Tracee, inj: &Injector, shared: &[(u64, u64)]) -> Result<Ma
             }
         }
     }
-    let copy = result.and_then(|()| fork_copy(tracee, inj));
+    let copy = result.and_then(|()| match via {
+        Via::Parent => inj
+            .clone_stopped(pid, libc::CLONE_PARENT as u64)
+            .map(|pid| MemoryCopy { pid }),
+        Via::Sibling => fork_copy(tracee, inj),
+    });
     // The program gets its marks back before it runs, whatever happened.
     let mut restored = Ok(());
     for (start, end, back) in marked {
@@ -207,11 +273,13 @@ impl Drop for Subreaper {
     }
 }
 
-/// The sibling, the copy, and the sibling's end (see the module's doc).
+/// The sibling, the copy, and the sibling's end (see the module's doc):
+/// the process of `tracee` is not rewind's child.
 fn fork_copy(tracee: &Tracee, inj: &Injector) -> Result<MemoryCopy, Error> {
     let pid = tracee.pid;
     // Every process of the program is stopped: no orphan of its own can be
-    // adopted by rewind while it is a subreaper.
+    // adopted by rewind while it is a subreaper. None of the process's
+    // ancestors below rewind is one (`via`).
     let _subreaper = Subreaper::enter()?;
     let sibling = inj.clone_stopped(pid, (libc::CLONE_VM | libc::CLONE_FILES) as u64)?;
     let copy = inj.clone_stopped(sibling, 0).map(|pid| MemoryCopy { pid });

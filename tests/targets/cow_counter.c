@@ -1,6 +1,6 @@
 // Keeps rewriting a counter into every page of private and MAP_SHARED memory, checking each page still holds the previous pass's value (forked checkpoints: an image must hold memory at the checkpoint, not later writes).
 //
-// Usage: cow_counter MIB PASSES [fork]
+// Usage: cow_counter MIB PASSES [fork | fork-subreaper]
 //
 // MIB MiB of private anonymous memory and MIB/4 of MAP_SHARED anonymous memory are filled with
 // random bytes, then pass after pass every page gets the pass number in its first and last
@@ -8,13 +8,16 @@
 // whose memory is not all from one moment (pages written after the checkpoint, or shared memory
 // read later than the rest) breaks that invariant: the program prints where and exits 1. With
 // "fork", a child process does the same over the shared memory while the parent does the private
-// memory; the parent waits for it. Every 20 passes the parent prints "pass N"; at the end it
-// prints a hash of all the memory (the same in every run) and "done".
+// memory; the parent waits for it. With "fork-subreaper" the parent is a child subreaper too, and
+// reaps every child it gets, saying so of any it did not make (an orphan of its child's would be
+// adopted by it). Every 20 passes the parent prints "pass N"; at the end it prints a hash of all
+// the memory (the same in every run) and "done".
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -59,12 +62,17 @@ static uint64_t hash(const uint64_t *p, size_t bytes, uint64_t h) {
 
 int main(int argc, char **argv) {
     if (argc < 3) {
-        fprintf(stderr, "usage: cow_counter MIB PASSES [fork]\n");
+        fprintf(stderr, "usage: cow_counter MIB PASSES [fork | fork-subreaper]\n");
         return 2;
     }
     size_t bytes = strtoull(argv[1], 0, 10) << 20;
     uint64_t passes = strtoull(argv[2], 0, 10);
-    int forked = argc > 3 && strcmp(argv[3], "fork") == 0;
+    int subreaper = argc > 3 && strcmp(argv[3], "fork-subreaper") == 0;
+    int forked = subreaper || (argc > 3 && strcmp(argv[3], "fork") == 0);
+    if (subreaper && prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) {
+        perror("prctl");
+        return 2;
+    }
     size_t shared_bytes = bytes / 4;
     uint64_t *priv = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     uint64_t *shared =
@@ -95,13 +103,23 @@ int main(int argc, char **argv) {
         if (n % 20 == 0) printf("pass %llu\n", (unsigned long long)n);
     }
     if (forked) {
-        int status;
-        if (waitpid(child, &status, 0) != child) {
+        int status, child_status = -1;
+        pid_t w;
+        // Every child, including any it did not make (__WALL: whatever its exit signal).
+        while ((w = waitpid(-1, &status, subreaper ? __WALL : 0)) > 0) {
+            if (w == child)
+                child_status = status;
+            else
+                printf("reaped a child it did not make (%d)\n", (int)w);
+            if (!subreaper) break;
+        }
+        if (child_status == -1) {
             perror("waitpid");
             return 2;
         }
-        printf("child %s\n", WIFEXITED(status) && WEXITSTATUS(status) == 0 ? "ok" : "failed");
-        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) return 1;
+        printf("child %s\n",
+               WIFEXITED(child_status) && WEXITSTATUS(child_status) == 0 ? "ok" : "failed");
+        if (!WIFEXITED(child_status) || WEXITSTATUS(child_status) != 0) return 1;
     }
     printf("hash %016llx\n",
            (unsigned long long)hash(shared, shared_bytes, hash(priv, bytes, 0xcbf29ce484222325ull)));

@@ -27,6 +27,14 @@ fn counter(passes: u32, fork: bool) -> Command {
     program
 }
 
+/// `cow_counter 64 PASSES fork-subreaper`: the parent is a child subreaper, and says so of any
+/// child it reaps that it did not make.
+fn subreaper_counter(passes: u32) -> Command {
+    let mut program = fixture("cow_counter");
+    program.args(["64", &passes.to_string(), "fork-subreaper"]);
+    program
+}
+
 fn expected_output(program: &Command) -> String {
     let uninterrupted = run_uninterrupted(program);
     assert!(
@@ -214,6 +222,53 @@ fn a_process_tree_runs_on_while_its_images_are_written() {
     .wait();
     let at_checkpoint = assert_restarted_end(&expected, &after);
     assert_ran_on(seen, at_checkpoint, &expected);
+    assert_nothing_left(&program);
+}
+
+#[test]
+fn a_subreaper_program_never_gets_a_copy_as_its_child() {
+    // The child's copy would be orphaned below the parent, a subreaper, which would adopt it: the
+    // child's image is written stopped instead. The parent's own copy is rewind's child.
+    let scratch = Scratch::new("forked_subreaper");
+    let program = subreaper_counter(6008);
+    let expected = expected_output(&program);
+    assert!(!expected.contains("did not make"), "{expected}");
+    let mut running = launch(
+        &program,
+        &scratch.dir("ckpt-0"),
+        Redirect::to(scratch.join("run.out")),
+    );
+    running.wait_for(Wait::LineContaining("pass 100"));
+    let written = running.checkpoint_tree_with(&["--checkpoint"]);
+    assert_eq!(written.len(), 2, "one image per process: {written:?}");
+    // Kept aside: the next checkpoint writes over them.
+    let kept = scratch.dir("kept");
+    let images: Vec<PathBuf> = written
+        .iter()
+        .map(|i| {
+            let to = kept.join(i.file_name().expect("an image's name"));
+            std::fs::rename(i, &to).expect("move the image");
+            to
+        })
+        .collect();
+    running.wait_for(Wait::LineContaining("pass 300"));
+    running.checkpoint_tree_with(&["--checkpoint"]);
+    let finished = running.wait();
+    finished.assert_success();
+    assert_eq!(
+        finished.stdout,
+        expected,
+        "{}",
+        first_difference(&expected, &finished.stdout)
+    );
+    assert_nothing_left(&program);
+    let after = restart_tree(
+        &images,
+        &scratch.dir("ckpt-1"),
+        Redirect::to(scratch.join("after.out")),
+    )
+    .wait();
+    assert_restarted_end(&expected, &after);
     assert_nothing_left(&program);
 }
 
