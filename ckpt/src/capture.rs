@@ -82,9 +82,17 @@ enum Memory {
     /// To read from a copy of the process (and from bytes read at once).
     FromCopy {
         writer: ImageWriter,
-        ranges: Vec<Range>,
+        parts: Vec<Part>,
         copy: MemoryCopy,
     },
+}
+
+/// Part of the memory of an image written from a copy, in region order.
+enum Part {
+    /// Read at once, while the process was stopped.
+    Held(Range),
+    /// A region whose pages the copy's pagemap says, read from the copy.
+    Copied(Region),
 }
 
 impl PendingImage {
@@ -105,10 +113,10 @@ impl PendingImage {
             Memory::Written(stats) => stats,
             Memory::FromCopy {
                 writer,
-                ranges,
+                parts,
                 copy,
             } => {
-                let written = write_ranges(writer, ranges);
+                let written = write_parts(writer, parts, copy.pid());
                 drop(copy);
                 written?
             }
@@ -313,25 +321,17 @@ fn prepare_memory(
             })
             .and_then(|via| crate::forked::make(tracee, injector, via, &shared));
         match made {
-            Ok(made) => {
-                // Shared memory and what the fork did not copy are read now.
-                let held = |r: &Region| {
-                    r.shared
-                        || made
-                            .unforkable
-                            .iter()
-                            .any(|&(s, e)| s < r.end && r.start < e)
-                };
-                let ranges = memory_ranges(pid, regions, made.copy.pid(), held)?;
+            Ok(copy) => {
+                let parts = memory_parts(pid, regions, copy.pid())?;
                 tracing::debug!(
                     "process {pid} copied (copy {}) in {:.1} ms",
-                    made.copy.pid(),
+                    copy.pid(),
                     t.elapsed().as_secs_f64() * 1e3
                 );
                 return Ok(Memory::FromCopy {
                     writer,
-                    ranges,
-                    copy: made.copy,
+                    parts,
+                    copy,
                 });
             }
             Err(e) => tracing::info!(
@@ -339,8 +339,85 @@ fn prepare_memory(
             ),
         }
     }
-    let ranges = memory_ranges(pid, regions, pid, |_| false)?;
+    let ranges = memory_ranges(pid, regions)?;
     Ok(Memory::Written(write_ranges(writer, ranges)?))
+}
+
+/// The memory of the stopped process `pid` as its copy `copy`, just
+/// forked, holds it: a region whose first page to store the copy has as
+/// the process does is read from the copy later (fork copies a mapping's
+/// page table whole, or not at all); one the copy lacks (marked
+/// `MADV_DONTFORK`, wiped by `MADV_WIPEONFORK`, a private file mapping
+/// whose pages the fork did not copy) is read now, as is shared memory,
+/// which the copy would share with the running process.
+fn memory_parts(pid: pid_t, regions: &[Region], copy: pid_t) -> Result<Vec<Part>, Error> {
+    let open = |what: &str, of: pid_t| {
+        let path = format!("/proc/{of}/{what}");
+        std::fs::File::open(&path).map_err(|e| Error::io(&path, e))
+    };
+    let pagemap = open("pagemap", pid)?;
+    let copy_pagemap = open("pagemap", copy)?;
+    let own = TraceeMemory {
+        pid,
+        mem: open("mem", pid)?,
+    };
+    let mut parts = Vec::new();
+    for r in regions {
+        if let RegionKind::Shared { offset, stored, .. } = &r.kind {
+            if *stored {
+                let (object, runs) = crate::shm::data_runs(pid, r, *offset)?;
+                for (addr, len) in runs {
+                    parts.push(Part::Held(hold(object.as_ref(), addr, len)?));
+                }
+            }
+            continue;
+        }
+        let Some(first) = first_page_to_store(&pagemap, r)? else {
+            continue;
+        };
+        if !r.shared && page_stored(&copy_pagemap, r, first)? {
+            parts.push(Part::Copied(r.clone()));
+            continue;
+        }
+        for (first, count) in pages_to_store(&pagemap, r)? {
+            parts.push(Part::Held(hold(
+                &own,
+                r.start + first * PAGE,
+                count * PAGE,
+            )?));
+        }
+    }
+    Ok(parts)
+}
+
+/// Hands every part to the writer (the pages of copied regions as the
+/// copy's pagemap says) and completes the image.
+fn write_parts(writer: ImageWriter, parts: Vec<Part>, copy: pid_t) -> Result<ImageStats, Error> {
+    let open = |what: &str| {
+        let path = format!("/proc/{copy}/{what}");
+        std::fs::File::open(&path).map_err(|e| Error::io(&path, e))
+    };
+    let pagemap = open("pagemap")?;
+    let source: Arc<dyn PageSource> = Arc::new(TraceeMemory {
+        pid: copy,
+        mem: open("mem")?,
+    });
+    let mut ranges = Vec::new();
+    for part in parts {
+        match part {
+            Part::Held(range) => ranges.push(range),
+            Part::Copied(r) => {
+                for (first, count) in pages_to_store(&pagemap, &r)? {
+                    ranges.push(Range {
+                        addr: r.start + first * PAGE,
+                        len: count * PAGE,
+                        source: Arc::clone(&source),
+                    });
+                }
+            }
+        }
+    }
+    write_ranges(writer, ranges)
 }
 
 /// Hands every range to the writer, whose workers read, zero-check and
@@ -746,24 +823,45 @@ const PM_PRESENT: u64 = 1 << 63;
 const PM_SWAP: u64 = 1 << 62;
 const PM_FILE: u64 = 1 << 61;
 
-/// Which pages of a region must be stored: runs of (first page, count).
-fn pages_to_store(pagemap: &std::fs::File, r: &Region) -> Result<Vec<(u64, u64)>, Error> {
-    use std::os::unix::fs::FileExt;
-    let npages = (r.end - r.start) / PAGE;
-    let keep_private_file = matches!(r.kind, RegionKind::File { .. }) && !r.shared;
-    let keep = match r.kind {
-        RegionKind::Vdso | RegionKind::Vvar | RegionKind::VvarVclock => return Ok(Vec::new()),
-        RegionKind::File { .. } if r.shared => return Ok(Vec::new()),
+/// How pagemap says which pages of region `r` are worth storing: None
+/// when none is (read otherwise, or not at all); else whether it is a
+/// private file mapping, whose pages are stored only once written.
+fn pagemap_rule(r: &Region) -> Option<bool> {
+    match r.kind {
+        RegionKind::Vdso | RegionKind::Vvar | RegionKind::VvarVclock => None,
+        RegionKind::File { .. } if r.shared => None,
         // Read through their object (`memory_ranges`).
-        RegionKind::Shared { .. } => return Ok(Vec::new()),
-        _ => true,
-    };
-    if !keep {
-        return Ok(Vec::new());
+        RegionKind::Shared { .. } => None,
+        RegionKind::File { .. } => Some(true),
+        _ => Some(false),
     }
-    let mut runs: Vec<(u64, u64)> = Vec::new();
+}
+
+/// Whether a page with pagemap entry `e` is stored.
+fn stores(e: u64, private_file: bool) -> bool {
+    if private_file {
+        // A private file page that is not the file's own page was
+        // written (copied on write): it differs from the file.
+        (e & PM_PRESENT != 0 && e & PM_FILE == 0) || e & PM_SWAP != 0
+    } else {
+        e & (PM_PRESENT | PM_SWAP) != 0
+    }
+}
+
+/// Calls `f` with each page of `r` (its index in the region) pagemap says
+/// to store, in order, while `f` returns true.
+fn scan_pagemap(
+    pagemap: &std::fs::File,
+    r: &Region,
+    mut f: impl FnMut(u64) -> bool,
+) -> Result<(), Error> {
+    use std::os::unix::fs::FileExt;
+    let Some(private_file) = pagemap_rule(r) else {
+        return Ok(());
+    };
+    let npages = (r.end - r.start) / PAGE;
     let batch = 64 * 1024u64;
-    let mut buf = vec![0u8; (batch * 8) as usize];
+    let mut buf = vec![0u8; (batch.min(npages) * 8) as usize];
     let mut first = 0;
     while first < npages {
         let n = batch.min(npages - first);
@@ -771,27 +869,51 @@ fn pages_to_store(pagemap: &std::fs::File, r: &Region) -> Result<Vec<(u64, u64)>
         pagemap
             .read_exact_at(bytes, (r.start / PAGE + first) * 8)
             .map_err(|e| Error::io("/proc/pid/pagemap", e))?;
-        for i in 0..n {
-            let off = (i * 8) as usize;
-            let e = u64::from_le_bytes(bytes[off..off + 8].try_into().unwrap_or([0; 8]));
-            let store = if keep_private_file {
-                // A private file page that is not the file's own page was
-                // written (copied on write): it differs from the file.
-                (e & PM_PRESENT != 0 && e & PM_FILE == 0) || e & PM_SWAP != 0
-            } else {
-                e & (PM_PRESENT | PM_SWAP) != 0
-            };
-            if store {
-                let page = first + i;
-                match runs.last_mut() {
-                    Some((s, c)) if *s + *c == page => *c += 1,
-                    _ => runs.push((page, 1)),
-                }
+        for (i, e) in bytes.chunks_exact(8).enumerate() {
+            let e = u64::from_le_bytes(e.try_into().unwrap_or([0; 8]));
+            if stores(e, private_file) && !f(first + i as u64) {
+                return Ok(());
             }
         }
         first += n;
     }
+    Ok(())
+}
+
+/// Which pages of a region must be stored: runs of (first page, count).
+fn pages_to_store(pagemap: &std::fs::File, r: &Region) -> Result<Vec<(u64, u64)>, Error> {
+    let mut runs: Vec<(u64, u64)> = Vec::new();
+    scan_pagemap(pagemap, r, |page| {
+        match runs.last_mut() {
+            Some((s, c)) if *s + *c == page => *c += 1,
+            _ => runs.push((page, 1)),
+        }
+        true
+    })?;
     Ok(runs)
+}
+
+/// The first page of `r` pagemap says to store.
+fn first_page_to_store(pagemap: &std::fs::File, r: &Region) -> Result<Option<u64>, Error> {
+    let mut found = None;
+    scan_pagemap(pagemap, r, |page| {
+        found = Some(page);
+        false
+    })?;
+    Ok(found)
+}
+
+/// Whether pagemap says to store page `page` of `r`.
+fn page_stored(pagemap: &std::fs::File, r: &Region, page: u64) -> Result<bool, Error> {
+    use std::os::unix::fs::FileExt;
+    let Some(private_file) = pagemap_rule(r) else {
+        return Ok(false);
+    };
+    let mut e = [0u8; 8];
+    pagemap
+        .read_exact_at(&mut e, (r.start / PAGE + page) * 8)
+        .map_err(|e| Error::io("/proc/pid/pagemap", e))?;
+    Ok(stores(u64::from_le_bytes(e), private_file))
 }
 
 /// The tracee's memory as the image writer's workers read it, several
@@ -854,58 +976,36 @@ fn hold(source: &dyn PageSource, addr: u64, len: u64) -> Result<Range, Error> {
 }
 
 /// Every range of the stopped process `pid` worth storing (pagemap says
-/// which pages; shared memory objects are read through the object), read
-/// from process `from`: `pid` itself, or a copy of it. Regions for which
-/// `held` is true are read from `pid` at once.
-fn memory_ranges(
-    pid: pid_t,
-    regions: &[Region],
-    from: pid_t,
-    held: impl Fn(&Region) -> bool,
-) -> Result<Vec<Range>, Error> {
-    let open = |what: &str, of: pid_t| {
-        let path = format!("/proc/{of}/{what}");
+/// which pages; shared memory objects are read through the object), to read
+/// from it before it runs on.
+fn memory_ranges(pid: pid_t, regions: &[Region]) -> Result<Vec<Range>, Error> {
+    let open = |what: &str| {
+        let path = format!("/proc/{pid}/{what}");
         std::fs::File::open(&path).map_err(|e| Error::io(&path, e))
     };
-    let pagemap = open("pagemap", pid)?;
-    let own = TraceeMemory {
-        pid,
-        mem: open("mem", pid)?,
-    };
+    let pagemap = open("pagemap")?;
     let source: Arc<dyn PageSource> = Arc::new(TraceeMemory {
-        pid: from,
-        mem: open("mem", from)?,
+        pid,
+        mem: open("mem")?,
     });
     let mut out = Vec::new();
     for r in regions {
-        let now = held(r);
         if let RegionKind::Shared { offset, stored, .. } = &r.kind {
             if *stored {
                 let (object, runs) = crate::shm::data_runs(pid, r, *offset)?;
-                for (addr, len) in runs {
-                    out.push(if now {
-                        hold(object.as_ref(), addr, len)?
-                    } else {
-                        Range {
-                            addr,
-                            len,
-                            source: Arc::clone(&object),
-                        }
-                    });
-                }
+                out.extend(runs.into_iter().map(|(addr, len)| Range {
+                    addr,
+                    len,
+                    source: Arc::clone(&object),
+                }));
             }
             continue;
         }
         for (first, count) in pages_to_store(&pagemap, r)? {
-            let (addr, len) = (r.start + first * PAGE, count * PAGE);
-            out.push(if now {
-                hold(&own, addr, len)?
-            } else {
-                Range {
-                    addr,
-                    len,
-                    source: Arc::clone(&source),
-                }
+            out.push(Range {
+                addr: r.start + first * PAGE,
+                len: count * PAGE,
+                source: Arc::clone(&source),
             });
         }
     }

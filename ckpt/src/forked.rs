@@ -25,13 +25,13 @@
 //! **What is read at once.** The copy would share MAP_SHARED memory with the
 //! program, whose later writes would leak into the image: shared memory an
 //! image stores is read while the program is stopped, into rewind's memory
-//! (`capture`), as is memory a fork does not copy: regions marked
-//! `MADV_DONTFORK` that cannot be marked otherwise for the fork (`VM_IO`
-//! device memory). Regions marked `MADV_DONTFORK` or `MADV_WIPEONFORK`
-//! (glibc's arc4random state) are marked `MADV_DOFORK` / `MADV_KEEPONFORK`
-//! for the fork and marked back before the program runs. Memory registered
-//! with userfaultfd is not forked (a fork may wait for the monitor thread,
-//! which is stopped): such a program's image is written while it is stopped.
+//! (`capture`). So is a mapping the copy does not hold as the program does:
+//! one marked `MADV_DONTFORK` (not in the copy) or `MADV_WIPEONFORK` (empty
+//! in the copy), or a private file mapping whose pages the fork left to the
+//! file; a fork copies a mapping's page table whole or not at all, so the
+//! copy holding the mapping's first page worth storing tells. A process
+//! holding a userfaultfd is not forked (a fork may wait for the monitor
+//! thread, which is stopped): its image is written while it is stopped.
 //!
 //! **Cost.** Making the copy costs a fork (page tables: about 2 ms per GiB
 //! of mapped memory). While the image is written, every page the program
@@ -61,67 +61,6 @@ impl Drop for MemoryCopy {
     fn drop(&mut self) {
         let _ = crate::sys::process::kill(self.pid, libc::SIGKILL);
     }
-}
-
-/// What making a copy found besides the copy.
-#[derive(Debug)]
-pub struct Made {
-    pub copy: MemoryCopy,
-    /// Mappings (start, end) the copy does not have as the program does:
-    /// they must be read from the program itself, while it is stopped.
-    pub unforkable: Vec<(u64, u64)>,
-}
-
-/// One mapping of /proc/PID/smaps with its `VmFlags`.
-struct Vma {
-    start: u64,
-    end: u64,
-    flags: Vec<String>,
-}
-
-impl Vma {
-    fn has(&self, flag: &str) -> bool {
-        self.flags.iter().any(|f| f == flag)
-    }
-}
-
-/// The mappings of `pid` with the kernel's flags of each.
-fn vmas(pid: pid_t) -> Result<Vec<Vma>, Error> {
-    let path = format!("/proc/{pid}/smaps");
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    Ok(parse_smaps(&text))
-}
-
-fn parse_smaps(text: &str) -> Vec<Vma> {
-    let mut out: Vec<Vma> = Vec::new();
-    for line in text.lines() {
-        if let Some(flags) = line.strip_prefix("VmFlags:") {
-            if let Some(v) = out.last_mut() {
-                v.flags = flags.split_whitespace().map(str::to_string).collect();
-            }
-            continue;
-        }
-        // A mapping's first line: "start-end perms ...". Field lines are
-        // "Name:   value".
-        let first = line.split_whitespace().next().unwrap_or("");
-        if first.ends_with(':') {
-            continue;
-        }
-        let range = first.split_once('-').and_then(|(s, e)| {
-            Some((
-                u64::from_str_radix(s, 16).ok()?,
-                u64::from_str_radix(e, 16).ok()?,
-            ))
-        });
-        if let Some((start, end)) = range {
-            out.push(Vma {
-                start,
-                end,
-                flags: Vec::new(),
-            });
-        }
-    }
-    out
 }
 
 /// How a process is forked into its copy.
@@ -184,67 +123,33 @@ pub fn make(
     inj: &Injector,
     via: Via,
     shared: &[(u64, u64)],
-) -> Result<Made, Error> {
+) -> Result<MemoryCopy, Error> {
     let pid = tracee.pid;
-    let vmas = vmas(pid)?;
-    if let Some(v) = vmas
-        .iter()
-        .find(|v| v.has("um") || v.has("uw") || v.has("ui"))
-    {
-        return Err(Error::Tracee(format!(
-            "its memory at {:#x} is registered with userfaultfd",
-            v.start
-        )));
+    if has_userfaultfd(pid) {
+        return Err(Error::Tracee(
+            "it has a userfaultfd, whose monitor a fork may wait for".into(),
+        ));
     }
-    let madvise = |start: u64, end: u64, advice: i32| {
-        inj.syscall(pid, libc::SYS_madvise, &[start, end - start, advice as u64])
-    };
-    // Marks changed for the fork, with the advice that puts each back.
-    let mut marked: Vec<(u64, u64, i32)> = Vec::new();
-    let mut unforkable = Vec::new();
-    let mut result = Ok(());
-    'vmas: for v in &vmas {
-        for (flag, allow, back) in [
-            ("dc", libc::MADV_DOFORK, libc::MADV_DONTFORK),
-            ("wf", libc::MADV_KEEPONFORK, libc::MADV_WIPEONFORK),
-        ] {
-            if !v.has(flag) {
-                continue;
-            }
-            match madvise(v.start, v.end, allow) {
-                Ok(0) => marked.push((v.start, v.end, back)),
-                Ok(_) => unforkable.push((v.start, v.end)),
-                Err(e) => {
-                    result = Err(e);
-                    break 'vmas;
-                }
-            }
-        }
-    }
-    let copy = result.and_then(|()| match via {
+    let copy = match via {
         Via::Parent => inj
             .clone_stopped(pid, libc::CLONE_PARENT as u64)
-            .map(|pid| MemoryCopy { pid }),
-        Via::Sibling => fork_copy(tracee, inj),
-    });
-    // The program gets its marks back before it runs, whatever happened.
-    let mut restored = Ok(());
-    for (start, end, back) in marked {
-        match madvise(start, end, back) {
-            Ok(0) => {}
-            Ok(r) => {
-                restored = Err(Error::Tracee(format!(
-                    "cannot mark {start:#x}-{end:#x} again after forking: {}",
-                    crate::tracee::errno_text(r)
-                )))
-            }
-            Err(e) => restored = Err(e),
-        }
-    }
-    let copy = copy?;
-    restored?;
+            .map(|pid| MemoryCopy { pid })?,
+        Via::Sibling => fork_copy(tracee, inj)?,
+    };
     tidy(&copy, inj, shared)?;
-    Ok(Made { copy, unforkable })
+    Ok(copy)
+}
+
+/// Whether process `pid` holds a userfaultfd (memory registered with one
+/// lives as long as it).
+fn has_userfaultfd(pid: pid_t) -> bool {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    dir.flatten().any(|e| {
+        std::fs::read_link(e.path())
+            .is_ok_and(|l| l.as_os_str().to_string_lossy().contains("[userfaultfd]"))
+    })
 }
 
 /// This process as a child subreaper while it lives; as it was after.
@@ -356,29 +261,4 @@ fn ppid_of(pid: pid_t) -> Option<pid_t> {
         .nth(1)?
         .parse()
         .ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn smaps_flags_belong_to_their_mapping() {
-        let text = "\
-55d0c0a00000-55d0c0a21000 rw-p 00000000 00:00 0                          [heap]
-Size:                132 kB
-VmFlags: rd wr mr mw me ac sd
-7f00aa000000-7f00aa001000 rw-p 00000000 00:00 0 
-Size:                  4 kB
-Rss:                   4 kB
-VmFlags: rd wr mr mw me dc ac wf sd
-7ffd1c3b8000-7ffd1c3d9000 rw-p 00000000 00:00 0                          [stack]
-VmFlags: rd wr mr mw me gd ac
-";
-        let v = parse_smaps(text);
-        assert_eq!(v.len(), 3);
-        assert_eq!((v[1].start, v[1].end), (0x7f00aa000000, 0x7f00aa001000));
-        assert!(v[1].has("dc") && v[1].has("wf"));
-        assert!(!v[0].has("dc") && !v[2].has("wf") && v[2].has("gd"));
-    }
 }

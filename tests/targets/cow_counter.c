@@ -2,8 +2,9 @@
 //
 // Usage: cow_counter MIB PASSES [fork | fork-subreaper]
 //
-// MIB MiB of private anonymous memory and MIB/4 of MAP_SHARED anonymous memory are filled with
-// random bytes, then pass after pass every page gets the pass number in its first and last
+// MIB MiB of private anonymous memory (its first MiB marked MADV_DONTFORK, the next MADV_WIPEONFORK:
+// a fork does not copy them) and MIB/4 of MAP_SHARED anonymous memory are filled with random bytes,
+// then pass after pass every page gets the pass number in its first and last
 // words, after checking that both still hold the number of the pass before. A restored image
 // whose memory is not all from one moment (pages written after the checkpoint, or shared memory
 // read later than the rest) breaks that invariant: the program prints where and exits 1. With
@@ -83,6 +84,11 @@ int main(int argc, char **argv) {
     }
     fill(priv, bytes, 88172645463325252ull);
     fill(shared, shared_bytes, 1181783497276652981ull);
+    if (bytes >= 2 << 20 && (madvise(priv, 1 << 20, MADV_DONTFORK) != 0 ||
+                             madvise((char *)priv + (1 << 20), 1 << 20, MADV_WIPEONFORK) != 0)) {
+        perror("madvise");
+        return 2;
+    }
     setvbuf(stdout, NULL, _IOLBF, 0);
     pid_t child = -1;
     if (forked) {
