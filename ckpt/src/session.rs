@@ -780,8 +780,8 @@ impl Session {
                 Some(t) => at(&mut fds, t.as_fd()),
                 None => None,
             };
-            let writing_at = match &self.writing {
-                Some(w) => at(&mut fds, w.as_fd()),
+            let writing_at = match self.writing.as_ref().and_then(Writing::as_fd) {
+                Some(fd) => at(&mut fds, fd),
                 None => None,
             };
             match nix::poll::poll(&mut fds, PollTimeout::from(1000u16)) {

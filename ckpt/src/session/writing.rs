@@ -34,12 +34,9 @@ pub(super) enum Waiter {
     Coordinator(Reply, Instant),
 }
 
-/// The images of one checkpoint, being written.
+/// The images of one checkpoint, to write from copies.
 pub(super) struct Writing {
-    thread: Option<JoinHandle<Result<Checkpoint, Error>>>,
-    /// The read end of a pipe whose write end the thread holds: it hangs
-    /// up when the thread is done.
-    done: OwnedFd,
+    state: State,
     copies: Vec<pid_t>,
     /// When the checkpoint began (the program was stopped).
     started: Instant,
@@ -48,10 +45,66 @@ pub(super) struct Writing {
     pub(super) waiter: Waiter,
 }
 
+enum State {
+    /// Not started: the coordinator still holds the program (the other
+    /// sessions' captures would compete with the writing for the CPUs).
+    Waiting(Vec<PendingImage>),
+    Running {
+        thread: JoinHandle<Result<Checkpoint, Error>>,
+        /// The read end of a pipe whose write end the thread holds: it
+        /// hangs up when the thread is done.
+        done: OwnedFd,
+    },
+    /// The thread could not be started.
+    Failed(Error),
+    Taken,
+}
+
 impl Writing {
-    /// Readable (hung up) once the images are written.
-    pub(super) fn as_fd(&self) -> BorrowedFd<'_> {
-        self.done.as_fd()
+    /// Readable (hung up) once the images are written; None before the
+    /// writing starts.
+    pub(super) fn as_fd(&self) -> Option<BorrowedFd<'_>> {
+        match &self.state {
+            State::Running { done, .. } => Some(done.as_fd()),
+            _ => None,
+        }
+    }
+
+    /// Starts writing, on a thread of its own.
+    fn start(&mut self) {
+        if !matches!(self.state, State::Waiting(_)) {
+            return;
+        }
+        let State::Waiting(images) = std::mem::replace(&mut self.state, State::Taken) else {
+            return;
+        };
+        let spawned = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| Error::Tracee(format!("pipe: {}", e.desc())))
+            .and_then(|(done, hang_up)| {
+                std::thread::Builder::new()
+                    .name("rewind-images".into())
+                    .spawn(move || {
+                        let _hang_up: OwnedFd = hang_up;
+                        write_all(images)
+                    })
+                    .map(|thread| State::Running { thread, done })
+                    .map_err(|e| Error::Tracee(format!("cannot start a thread: {e}")))
+            });
+        self.state = spawned.unwrap_or_else(State::Failed);
+    }
+
+    /// Waits for the images (writing them here if not started).
+    fn outcome(&mut self) -> Result<Checkpoint, Error> {
+        match std::mem::replace(&mut self.state, State::Taken) {
+            State::Waiting(images) => write_all(images),
+            State::Running { thread, .. } => thread.join().unwrap_or_else(|_| {
+                Err(Error::Tracee(
+                    "the thread writing the images panicked".into(),
+                ))
+            }),
+            State::Failed(e) => Err(e),
+            State::Taken => Err(Error::Tracee("the images were written already".into())),
+        }
     }
 }
 
@@ -98,9 +151,10 @@ fn response(outcome: Result<Checkpoint, String>) -> Response {
 impl Session {
     /// The images of a checkpoint that began at `started` are written: by
     /// a thread, from the copies of the program's processes, if they come
-    /// from copies; at once otherwise (written already, stopped).
-    /// `paused_ms`: how long the program was stopped, if it was let go
-    /// already. `waiter` is told once they are durable.
+    /// from copies (once [`Session::note_released`] says the program was
+    /// let go, unless it was already: `paused_ms`, how long it was
+    /// stopped); at once otherwise (written already, stopped). `waiter` is
+    /// told once they are durable.
     pub(super) fn start_writing(
         &mut self,
         images: Vec<PendingImage>,
@@ -117,31 +171,17 @@ impl Session {
             let outcome = write_all(images);
             return self.conclude(outcome, started, paused_ms, copies, waiter);
         }
-        let spawned = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-            .map_err(|e| Error::Tracee(format!("pipe: {}", e.desc())))
-            .and_then(|(done, hang_up)| {
-                std::thread::Builder::new()
-                    .name("rewind-images".into())
-                    .spawn(move || {
-                        let _hang_up: OwnedFd = hang_up;
-                        write_all(images)
-                    })
-                    .map(|thread| (done, thread))
-                    .map_err(|e| Error::Tracee(format!("cannot start a thread: {e}")))
-            });
-        match spawned {
-            Ok((done, thread)) => {
-                self.writing = Some(Writing {
-                    thread: Some(thread),
-                    done,
-                    copies,
-                    started,
-                    paused_ms,
-                    waiter,
-                })
-            }
-            Err(e) => self.conclude(Err(e), started, paused_ms, copies, waiter),
+        let mut writing = Writing {
+            state: State::Waiting(images),
+            copies,
+            started,
+            paused_ms,
+            waiter,
+        };
+        if paused_ms.is_some() {
+            writing.start();
         }
+        self.writing = Some(writing);
     }
 
     /// Waits until the images being written (if any) are durable, and
@@ -150,12 +190,7 @@ impl Session {
         let Some(mut w) = self.writing.take() else {
             return;
         };
-        let outcome = match w.thread.take().map(JoinHandle::join) {
-            Some(Ok(outcome)) => outcome,
-            _ => Err(Error::Tracee(
-                "the thread writing the images panicked".into(),
-            )),
-        };
+        let outcome = w.outcome();
         self.conclude(outcome, w.started, w.paused_ms, w.copies, w.waiter)
     }
 
@@ -218,14 +253,14 @@ impl Session {
     /// The coordinator let the program go (resume or kill): the pause of
     /// its checkpoint ends.
     pub(super) fn note_released(&mut self) {
-        let Some(at) = self.suspended_at.take() else {
-            return;
-        };
-        let paused = ms_since(at);
-        if let Some(w) = self.writing.as_mut().filter(|w| w.paused_ms.is_none()) {
-            w.paused_ms = Some(paused);
-            self.last_checkpoint_ms = Some(paused);
-        } else if let Some(Ok(c)) = self.kept.as_mut() {
+        let paused = self.suspended_at.take().map(ms_since);
+        if let Some(w) = self.writing.as_mut() {
+            if w.paused_ms.is_none() {
+                w.paused_ms = paused;
+                self.last_checkpoint_ms = paused.or(self.last_checkpoint_ms);
+            }
+            w.start();
+        } else if let (Some(paused), Some(Ok(c))) = (paused, self.kept.as_mut()) {
             c.stopped_ms = paused;
             self.last_checkpoint_ms = Some(paused);
         }
