@@ -459,7 +459,9 @@ impl Session {
         // wait on rewind meanwhile: the program is stopped).
         self.finish_writing();
         let result = self.capture_stopped(self.memory_mode(kill));
-        let released = if kill {
+        // Killed only once its images are durable: a failed checkpoint
+        // leaves the program running.
+        let released = if kill && result.is_ok() {
             self.kill();
             Ok(())
         } else {
@@ -468,6 +470,10 @@ impl Session {
         let paused = started.elapsed().as_secs_f64() * 1e3;
         match (result, released) {
             (Ok(images), Ok(())) => self.start_writing(images, started, Some(paused), waiter),
+            (Err(e), _) if kill => self.deliver(
+                waiter,
+                Err(format!("{e} (the program was not killed: it runs on)")),
+            ),
             (Err(e), _) | (Ok(_), Err(e)) => self.deliver(waiter, Err(e.to_string())),
         }
     }

@@ -284,6 +284,35 @@ fn checkpoint_and_kill_writes_the_image_before_the_program_is_killed() {
 }
 
 #[test]
+fn a_failed_checkpoint_with_kill_leaves_the_program_running() {
+    let scratch = Scratch::new("forked_failed_kill");
+    let program = counter(3009, false);
+    let expected = expected_output(&program);
+    let mut running = launch(
+        &program,
+        &scratch.dir("ckpt-0"),
+        Redirect::to(scratch.join("run.out")),
+    );
+    running.wait_for(Wait::LineContaining("pass 100"));
+    // A directory holds the image's name: the image cannot be renamed into place.
+    let taken = running
+        .ckpt_dir()
+        .join(format!("ckpt_cow_counter_{}.rwd", real_pid(&running)));
+    std::fs::create_dir_all(taken.join("occupied")).expect("a directory at the image's name");
+    let done = running.command(&["--checkpoint", "--kill"]);
+    assert_fails_clearly(&done, &["not killed"]);
+    let finished = running.wait();
+    finished.assert_success();
+    assert_eq!(
+        finished.stdout,
+        expected,
+        "{}",
+        first_difference(&expected, &finished.stdout)
+    );
+    assert_nothing_left(&program);
+}
+
+#[test]
 fn periodic_checkpoints_while_the_program_runs_on() {
     let scratch = Scratch::new("forked_interval");
     let program = counter(9006, false);
