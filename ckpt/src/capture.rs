@@ -398,10 +398,7 @@ fn write_parts(writer: ImageWriter, parts: Vec<Part>, copy: pid_t) -> Result<Ima
         std::fs::File::open(&path).map_err(|e| Error::io(&path, e))
     };
     let pagemap = open("pagemap")?;
-    let source: Arc<dyn PageSource> = Arc::new(TraceeMemory {
-        pid: copy,
-        mem: open("mem")?,
-    });
+    let source: Arc<dyn PageSource> = Arc::new(CopyMemory { mem: open("mem")? });
     let mut ranges = Vec::new();
     for part in parts {
         match part {
@@ -914,6 +911,21 @@ fn page_stored(pagemap: &std::fs::File, r: &Region, page: u64) -> Result<bool, E
         .read_exact_at(&mut e, (r.start / PAGE + page) * 8)
         .map_err(|e| Error::io("/proc/pid/pagemap", e))?;
     Ok(stores(u64::from_le_bytes(e), private_file))
+}
+
+/// A copy's memory, read through /proc/PID/mem only: process_vm_readv pins
+/// the pages it reads, and pinning a page the copy shares with the program
+/// (copy-on-write) gives the copy a page of its own (the kernel unshares
+/// it), which would copy all its memory and take twice as long.
+struct CopyMemory {
+    mem: std::fs::File,
+}
+
+impl PageSource for CopyMemory {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        self.mem.read_exact_at(buf, addr)
+    }
 }
 
 /// The tracee's memory as the image writer's workers read it, several
