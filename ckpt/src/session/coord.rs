@@ -303,12 +303,12 @@ impl Session {
         }
         reply.also = images.iter().skip(1).map(|i| absolute(&i.path)).collect();
         self.start_writing(images, started, None, Waiter::Keep);
-        // Written already (stopped): the sizes are known.
+        // Written already (stopped): the sizes are known. (The warnings
+        // come with the answer to the kill or resume.)
         if let Some(Ok(c)) = &self.kept {
             let mut written = reply.clone();
             fill_reply(&mut written, Ok(c.clone()));
             reply.image_bytes = written.image_bytes;
-            reply.warnings = written.warnings;
         }
         Ok(())
     }
