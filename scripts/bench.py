@@ -9,7 +9,9 @@ and coordinated checkpoints and restarts of N processes; checkpoint and restart
 of a tun device program (`--plugin tun`) with packets queued in its device and
 of a KVM VMM (`--plugin kvm`); gdb's reverse commands through `rewind gdbserver`;
 a producer and a consumer sharing 64 MiB (and 256 MiB) of memory, checkpointed
-and restarted together.
+and restarted together;
+checkpoint and restart of a TCP token ring (a process tree, and three programs
+under a coordinator) with data in flight.
 
 Prints a table and writes bench-results.json: a list of
 {name, value, unit, peer, peer_value, ratio, note}. Run through scripts/bench.sh.
@@ -519,6 +521,77 @@ def bench_shm(work, quick, add):
             add(f"shm/{mode}-{mib}MiB-restart-wall", m["restart_wall_ms"], "ms")
 
 
+def bench_mpi(work, quick, add):
+    """An MPI program under MPICH's mpirun (tests/targets/mpi_ring.c, 4 ranks: one launch
+    follows mpirun, hydra_pmi_proxy and the ranks, six images): checkpoint (engine and wall,
+    the computation running on), images, then checkpoint --kill and restart of every image,
+    timed until rank 0 prints again (so it includes up to one iteration of the ring, ~10 ms
+    of sleep plus its messages). With UCX's default transports (System V and POSIX shared
+    memory, cross-memory attach) and over TCP only (UCX_TLS=tcp,self)."""
+    if not shutil.which("mpicc") or not shutil.which("mpirun"):
+        print("bench: mpi skipped: MPICH missing (scripts/setup.sh installs it)", file=sys.stderr)
+        return
+    print("bench: mpi ...", file=sys.stderr, flush=True)
+    exe = os.path.join(work, "mpi_ring")
+    subprocess.run(["mpicc", "-O2", "-o", exe, os.path.join(ROOT, "tests", "targets", "mpi_ring.c")],
+                   check=True)
+    reps = 1 if quick else 3
+    med = statistics.median
+    for label, tls in [("default", None), ("tcp", "tcp,self")]:
+        env = dict(os.environ)
+        if tls:
+            env["UCX_TLS"] = tls
+        ckpt, ckpt_wall, kill_wall, restart, sizes = [], [], [], [], []
+        for rep in range(reps):
+            d = os.path.join(work, f"mpi-{label}-{rep}")
+            d2 = d + "-restart"
+            os.makedirs(d)
+            os.makedirs(d2)
+            procs = []
+            try:
+                out = os.path.join(d, "before")
+                launch = subprocess.Popen([REWIND, "launch", "--ckpt-dir", d, "--", "mpirun", "-n", "4",
+                                           exe, "1000000", "10000"], stdout=open(out, "w"),
+                                          stderr=subprocess.DEVNULL, start_new_session=True, env=env)
+                procs.append(launch)
+                wait_for(out, r"iteration 20:", timeout=120)
+                t = time.monotonic()
+                rewind("command", "--ckpt-dir", d, "--checkpoint")
+                ckpt_wall.append((time.monotonic() - t) * 1e3)
+                st = json.loads(rewind("command", "--ckpt-dir", d, "--status", "--json").stdout)
+                ckpt.append(st["status"]["last_checkpoint_ms"])
+                wait_for(out, r"iteration 40:", timeout=120)
+                t = time.monotonic()
+                images = rewind("command", "--ckpt-dir", d, "--checkpoint", "--kill").stdout.split()
+                kill_wall.append((time.monotonic() - t) * 1e3)
+                launch.wait(timeout=60)
+                images = [os.path.join(d, os.path.basename(i)) for i in images]
+                sizes.append(sum(os.path.getsize(i) for i in images) / 2**20)
+                after = os.path.join(d2, "after")
+                t = time.monotonic()
+                p = subprocess.Popen([REWIND, "restart", "--ckpt-dir", d2] + images,
+                                     stdout=open(after, "w"), stderr=subprocess.DEVNULL,
+                                     start_new_session=True)
+                procs.append(p)
+                wait_for(after, r"iteration \d+:", timeout=120)
+                restart.append((time.monotonic() - t) * 1e3)
+                rewind("command", "--ckpt-dir", d2, "--kill")
+                p.wait(timeout=60)
+            finally:
+                for p in procs:
+                    if p.poll() is None:
+                        os.killpg(p.pid, signal.SIGKILL)
+                        p.wait()
+                shutil.rmtree(d, ignore_errors=True)
+                shutil.rmtree(d2, ignore_errors=True)
+        note = "4 ranks, 6 processes" + (f", UCX_TLS={tls}" if tls else ", UCX defaults")
+        add(f"mpi/{label}-checkpoint", med(ckpt), "ms", note=note)
+        add(f"mpi/{label}-checkpoint-wall", med(ckpt_wall), "ms")
+        add(f"mpi/{label}-checkpoint-kill-wall", med(kill_wall), "ms")
+        add(f"mpi/{label}-images", med(sizes), "MiB")
+        add(f"mpi/{label}-restart-until-running", med(restart), "ms")
+
+
 def bench_coordinator(work, quick, add, target, full):
     """`rewind coordinator` on loopback: the round trip of a no-op barrier
     across 4 sessions (median of 1000, timed by the coordinator from its first
@@ -725,6 +798,122 @@ def tun_worker(work, reps):
     print(json.dumps(results))
 
 
+def bench_sockets(work, quick, add):
+    """Checkpoint and restart of tests/targets/tcp_ring: three processes forked by one parent
+    (one `rewind launch`, four images), and three programs under a coordinator, with tokens and
+    acknowledgments in flight on every connection (TCP_REPAIR at the checkpoint, connections
+    made again at restart). Restart is timed until the ring prints again."""
+    print("bench: sockets ...", file=sys.stderr, flush=True)
+    exe = os.path.join(work, "tcp_ring")
+    subprocess.run(["gcc", "-O1", "-o", exe, os.path.join(ROOT, "tests", "targets", "tcp_ring.c")],
+                   check=True)
+    reps = 1 if quick else 3
+    med = statistics.median
+
+    def until_output(cmd, out, timeout=120):
+        t = time.monotonic()
+        p = subprocess.Popen(cmd, stdout=open(out, "w"), stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+        wait_for(out, r"got token", timeout)
+        return p, (time.monotonic() - t) * 1e3
+
+    ckpt, ckpt_wall, restart, sizes = [], [], [], []
+    for rep in range(reps):
+        d = os.path.join(work, f"ring-{rep}")
+        os.makedirs(d)
+        procs = []
+        try:
+            out = os.path.join(d, "before")
+            launch = subprocess.Popen([REWIND, "launch", "--ckpt-dir", d, "--", exe, "127.0.0.1",
+                                       "1000000", "5"], stdout=open(out, "w"),
+                                      stderr=subprocess.DEVNULL, start_new_session=True)
+            procs.append(launch)
+            wait_for(out, r"member 0 got token 20:")
+            t = time.monotonic()
+            rewind("command", "--ckpt-dir", d, "--checkpoint")
+            ckpt_wall.append((time.monotonic() - t) * 1e3)
+            st = json.loads(rewind("command", "--ckpt-dir", d, "--status", "--json").stdout)
+            ckpt.append(st["status"]["last_checkpoint_ms"])
+            images = rewind("command", "--ckpt-dir", d, "--checkpoint", "--kill").stdout.split()
+            launch.wait(timeout=60)
+            images = [os.path.join(d, os.path.basename(i)) for i in images]
+            sizes.append(sum(os.path.getsize(i) for i in images) / 2**10)
+            d2 = os.path.join(d, "restart")
+            os.makedirs(d2)
+            p, ms = until_output([REWIND, "restart", "--ckpt-dir", d2] + images,
+                                 os.path.join(d, "after"))
+            procs.append(p)
+            restart.append(ms)
+            rewind("command", "--ckpt-dir", d2, "--kill")
+            p.wait(timeout=60)
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    os.killpg(p.pid, signal.SIGKILL)
+                    p.wait()
+            shutil.rmtree(d, ignore_errors=True)
+    add("sockets/ring-tree-checkpoint", med(ckpt), "ms", note="4 processes, 3 TCP connections")
+    add("sockets/ring-tree-checkpoint-wall", med(ckpt_wall), "ms")
+    add("sockets/ring-tree-images", med(sizes), "KiB")
+    add("sockets/ring-tree-restart-until-running", med(restart), "ms")
+
+    # The same ring as three programs of a coordinator.
+    coord_ckpt, coord_restart = [], []
+    for rep in range(reps):
+        d = os.path.join(work, f"coord-ring-{rep}")
+        os.makedirs(d)
+        procs = []
+        try:
+            log = os.path.join(d, "coordinator.log")
+            c = subprocess.Popen([REWIND, "coordinator", "--listen", "127.0.0.1:0"],
+                                 stdout=open(log, "w"), stderr=subprocess.DEVNULL,
+                                 start_new_session=True)
+            procs.append(c)
+            addr = wait_for(log, r"listening on (\S+)").group(1)
+            ports = []
+            for _ in range(3):
+                import socket
+                s = socket.socket()
+                s.bind(("127.0.0.1", 0))
+                ports.append(s.getsockname()[1])
+                s.close()
+            outs = []
+            for i in range(3):
+                out = os.path.join(d, f"before-{i}")
+                outs.append(out)
+                procs.append(subprocess.Popen(
+                    [REWIND, "launch", "--coordinator", addr, "--ckpt-dir", d, "--", exe, "member",
+                     str(i), "127.0.0.1", str(ports[i]), "127.0.0.1", str(ports[(i + 1) % 3]),
+                     "1000000", "5"], stdout=open(out, "w"), stderr=subprocess.DEVNULL,
+                    start_new_session=True))
+            wait_for(outs[0], r"member 0 got token 20:")
+            t = time.monotonic()
+            r = rewind("command", "--coordinator", addr, "--checkpoint", "--kill")
+            coord_ckpt.append((time.monotonic() - t) * 1e3)
+            images = re.findall(r": (/\S+\.rwd) \(", r.stdout)
+            for p in procs[1:]:
+                p.wait(timeout=60)
+            t = time.monotonic()
+            for n, image in enumerate(images):
+                out = os.path.join(d, f"after-{n}")
+                procs.append(subprocess.Popen([REWIND, "restart", "--coordinator", addr,
+                                               "--ckpt-dir", d, image], stdout=open(out, "w"),
+                                              stderr=subprocess.DEVNULL, start_new_session=True))
+            for n in range(len(images)):
+                wait_for(os.path.join(d, f"after-{n}"), r"got token")
+            coord_restart.append((time.monotonic() - t) * 1e3)
+            rewind("command", "--coordinator", addr, "--kill")
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    os.killpg(p.pid, signal.SIGKILL)
+                    p.wait()
+            shutil.rmtree(d, ignore_errors=True)
+    add("sockets/ring-coordinated-checkpoint-kill-wall", med(coord_ckpt), "ms",
+        note="3 programs, suspend+drain+capture+kill")
+    add("sockets/ring-coordinated-restart-until-running", med(coord_restart), "ms")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smaller sizes, one repetition (a few minutes)")
@@ -738,6 +927,10 @@ def main():
     ap.add_argument("--only-tun", action="store_true", help="only the tun plugin measures")
     ap.add_argument("--only-shm", action="store_true",
                     help="only the shared memory measures (a process tree sharing 64/256 MiB)")
+    ap.add_argument("--only-sockets", action="store_true",
+                    help="only the socket measures (a TCP ring with data in flight)")
+    ap.add_argument("--only-mpi", action="store_true",
+                    help="only the MPI measures (4 ranks under MPICH's mpirun)")
     ap.add_argument("--tun-worker", metavar="DIR", help=argparse.SUPPRESS)
     ap.add_argument("--tun-reps", type=int, default=3, help=argparse.SUPPRESS)
     ap.add_argument("--only-gdbserver", action="store_true", help="only gdb's bc/bs latency through rewind gdbserver")
@@ -784,6 +977,12 @@ def main():
         if args.only_kvm:
             args.skip_checkpoint = args.skip_record = args.skip_debug = True
             bench_kvm(work, args.quick, add)
+        if args.only_sockets:
+            args.skip_checkpoint = args.skip_record = args.skip_debug = True
+            bench_sockets(work, args.quick, add)
+        if args.only_mpi:
+            args.skip_checkpoint = args.skip_record = args.skip_debug = True
+            bench_mpi(work, args.quick, add)
         if args.only_coordinator:
             args.skip_checkpoint = args.skip_record = args.skip_debug = True
             bench_coordinator(work, args.quick, add, target, args.full)
@@ -805,6 +1004,8 @@ def main():
             bench_coordinator(work, args.quick, add, target, args.full)
             bench_tun(work, args.quick, add)
             bench_shm(work, args.quick, add)
+            bench_sockets(work, args.quick, add)
+            bench_mpi(work, args.quick, add)
         if not args.skip_record and not args.only_debug:
             bench_record_replay(work, args.quick, add)
             bench_kvm(work, args.quick, add)

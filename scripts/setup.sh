@@ -5,6 +5,10 @@
 set -euo pipefail
 
 want=(gcc libc6-dev python3 make sqlite3 gdb binutils iproute2 util-linux mount)
+# Real programs of tests/tests/real_programs.rs (each test skips, saying so, without its program).
+want+=(perl nodejs tcl openjdk-17-jdk-headless)
+# MPI (tests/tests/mpi.rs: fails, never skips, without mpicc).
+want+=(mpich libmpich-dev)
 if [[ "${1:-}" == "--bench" ]]; then
     want+=(criu)
 fi

@@ -1,5 +1,6 @@
-//! Compiles every C fixture in `targets/*.c` into `$OUT_DIR/targets/<name>` with gcc, and tells the
-//! tests where they are through `REWIND_TARGETS_DIR`.
+//! Compiles every C fixture in `targets/*.c` into `$OUT_DIR/targets/<name>` with gcc (MPI programs,
+//! `targets/mpi_*.c`, with mpicc when it is installed), and tells the tests where they are through
+//! `REWIND_TARGETS_DIR`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -43,13 +44,38 @@ fn main() {
         .collect();
     sources.sort();
 
+    // MPI programs (`mpi_*.c`) need MPICH's mpicc; without it they are not built, and their tests
+    // fail saying so (scripts/setup.sh installs mpich).
+    let mpicc = find_on_path("mpicc");
+    match &mpicc {
+        Some(path) => println!("cargo:rerun-if-changed={}", path.display()),
+        None => {
+            println!("cargo:rerun-if-changed=/usr/bin");
+            if sources.iter().any(|s| is_mpi(s)) {
+                println!(
+                    "cargo:warning=mpicc not found: the MPI fixtures (tests/targets/mpi_*.c) are not built \
+                     and tests/tests/mpi.rs will fail; scripts/setup.sh installs mpich"
+                );
+            }
+        }
+    }
+
     // Start every compiler at once, then collect them: a dozen small files build in the time of one.
     let compilations: Vec<(PathBuf, std::process::Child)> = sources
         .iter()
+        .filter(|source| mpicc.is_some() || !is_mpi(source))
         .map(|source| {
             println!("cargo:rerun-if-changed={}", source.display());
-            let name = source.file_stem().expect("a .c file has a stem").to_string_lossy().into_owned();
-            let child = Command::new("gcc")
+            let name = source
+                .file_stem()
+                .expect("a .c file has a stem")
+                .to_string_lossy()
+                .into_owned();
+            let compiler = match &mpicc {
+                Some(mpicc) if is_mpi(source) => mpicc.clone(),
+                _ => PathBuf::from("gcc"),
+            };
+            let child = Command::new(&compiler)
                 .args(CFLAGS)
                 .args(extra_flags(&name))
                 .arg("-o")
@@ -60,8 +86,9 @@ fn main() {
                 .spawn()
                 .unwrap_or_else(|e| {
                     fail(&format!(
-                        "cannot run gcc ({e}): the C fixtures in tests/targets need it; install gcc \
-                         (scripts/setup.sh does)"
+                        "cannot run {} ({e}): the C fixtures in tests/targets need it; install gcc \
+                         (scripts/setup.sh does)",
+                        compiler.display()
                     ))
                 });
             (source.clone(), child)
@@ -96,6 +123,20 @@ fn main() {
     }
 
     println!("cargo:rustc-env=REWIND_TARGETS_DIR={}", out_dir.display());
+}
+
+/// Whether `source` is an MPI program, built with mpicc.
+fn is_mpi(source: &Path) -> bool {
+    source
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with("mpi_"))
+}
+
+/// The first `name` on PATH.
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    env::split_paths(&env::var_os("PATH")?)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
 }
 
 fn rel(path: &Path, base: &Path) -> String {

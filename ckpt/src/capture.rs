@@ -20,9 +20,15 @@ use crate::tracee::{Injector, ThreadStop, Tracee, PAGE, TRAMPOLINE_SIZE};
 use crate::vids::VirtualIds;
 use crate::Error;
 
-/// Everything but SIGKILL and SIGSTOP: blocked in every thread while the
-/// tracer works, so no handler runs in the middle of a capture.
-const BLOCK_ALL: u64 = !((1u64 << (libc::SIGKILL - 1)) | (1u64 << (libc::SIGSTOP - 1)));
+/// What every thread blocks while the tracer works, so that no handler runs
+/// in the middle of a capture: all but SIGKILL and SIGSTOP, which cannot be
+/// blocked, and SIGTRAP, raised by the `int3` that ends every injected
+/// syscall: a trap raised while blocked makes the kernel reset the program's
+/// SIGTRAP handler (`force_sig_info`); unblocked, it stops in the tracer,
+/// which swallows it (CRIU leaves it unblocked for the same reason).
+pub const BLOCK_ALL: u64 = !((1u64 << (libc::SIGKILL - 1))
+    | (1u64 << (libc::SIGSTOP - 1))
+    | (1u64 << (libc::SIGTRAP - 1)));
 
 /// What a capture needs besides the tracee.
 pub struct CaptureEnv<'a> {
@@ -140,36 +146,56 @@ pub fn checkpoint(
     env: &CaptureEnv,
     path: &Path,
 ) -> Result<Checkpoint, Error> {
-    checkpoint_in_tree(tracee, plugins, env, path, &mut TreeCapture::default())
+    checkpoint_in_tree(
+        tracee,
+        plugins,
+        env,
+        None,
+        path,
+        &mut TreeCapture::default(),
+    )
 }
 
 /// [`checkpoint`] of one process of a tree whose processes are captured
 /// one after the other (the root first) with the same `tree`: shared
-/// memory an earlier image stored is not stored again.
+/// memory an earlier image stored is not stored again; `sockets`, the
+/// program's sockets read for this checkpoint (shared by every process).
 pub fn checkpoint_in_tree(
     tracee: &mut Tracee,
     plugins: &mut [Box<dyn Plugin>],
     env: &CaptureEnv,
+    sockets: Option<&crate::sockets::Census>,
     path: &Path,
     tree: &mut TreeCapture,
 ) -> Result<Checkpoint, Error> {
-    capture_in_tree(tracee, plugins, env, path, tree, MemoryMode::Stopped)?.write()
+    capture_in_tree(
+        tracee,
+        plugins,
+        env,
+        sockets,
+        path,
+        tree,
+        MemoryMode::Stopped,
+    )?
+    .write()
 }
 
 /// [`checkpoint_in_tree`] whose memory is written as `mode` says: with
 /// [`MemoryMode::Forked`], the process may run on as soon as this returns,
 /// and [`PendingImage::write`] writes its image.
+#[allow(clippy::too_many_arguments)]
 pub fn capture_in_tree(
     tracee: &mut Tracee,
     plugins: &mut [Box<dyn Plugin>],
     env: &CaptureEnv,
+    sockets: Option<&crate::sockets::Census>,
     path: &Path,
     tree: &mut TreeCapture,
     mode: MemoryMode,
 ) -> Result<PendingImage, Error> {
     let t0 = std::time::Instant::now();
     block_signals(tracee)?;
-    let result = checkpoint_blocked(tracee, plugins, env, path, tree, mode);
+    let result = checkpoint_blocked(tracee, plugins, env, sockets, path, tree, mode);
     tree.index += 1;
     let unblocked = unblock_signals(tracee);
     let pending = result?;
@@ -201,10 +227,12 @@ fn unblock_signals(tracee: &mut Tracee) -> Result<(), Error> {
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn checkpoint_blocked(
     tracee: &mut Tracee,
     plugins: &mut [Box<dyn Plugin>],
     env: &CaptureEnv,
+    sockets: Option<&crate::sockets::Census>,
     path: &Path,
     tree: &mut TreeCapture,
     mode: MemoryMode,
@@ -214,8 +242,28 @@ fn checkpoint_blocked(
     let hole = maps::find_hole(&taken, TRAMPOLINE_SIZE, 0x7fff_0000_0000)
         .ok_or_else(|| Error::Tracee("no room in the address space for the trampoline".into()))?;
     let injector = Injector::install(tracee, tracee.pid, hole)?;
-    let result = capture_with(tracee, &injector, &mappings, plugins, env, path, tree, mode);
-    let removed = injector.remove(tracee.pid);
+    let result = capture_with(
+        tracee,
+        &injector,
+        &mappings,
+        plugins,
+        env,
+        path,
+        (sockets, tree),
+        mode,
+    );
+    let removed = injector.remove(tracee, tracee.pid);
+    // A SIGTRAP of the program's that an injected syscall took off a
+    // thread's queue is delivered when the thread goes on (the thread sits
+    // in the signal-delivery-stop of the injection's own trap).
+    for t in tracee.threads.values_mut() {
+        if let Some(info) = crate::tracee::take_held_trap(t.tid) {
+            if !matches!(t.stop, ThreadStop::Signal(_)) {
+                t.stop = ThreadStop::Signal(libc::SIGTRAP);
+                t.stop_siginfo = Some(info);
+            }
+        }
+    }
     let ckpt = result?;
     removed?;
     Ok(ckpt)
@@ -229,7 +277,7 @@ fn capture_with(
     plugins: &mut [Box<dyn Plugin>],
     env: &CaptureEnv,
     path: &Path,
-    tree: &mut TreeCapture,
+    (sockets, tree): (Option<&crate::sockets::Census>, &mut TreeCapture),
     mode: MemoryMode,
 ) -> Result<PendingImage, Error> {
     let pid = tracee.pid;
@@ -255,6 +303,7 @@ fn capture_with(
             stdio: env.stdio,
             vids: env.vids,
             warnings: &mut warnings,
+            sockets,
             tree_index: tree.index,
         };
         result = p.pre_checkpoint(&mut ctx);
@@ -585,6 +634,15 @@ fn process_state(tracee: &Tracee, inj: &Injector, env: &CaptureEnv) -> Result<Pr
             if let Some(ts) = threads.last_mut() {
                 ts.pending.insert(0, info.to_vec());
             }
+        }
+        if let Some(ts) = threads.last_mut() {
+            // A fault's signal is not stored: the thread is at the faulting
+            // instruction, which raises it again when it runs.
+            ts.pending.retain(|info| !is_fault(info));
+        }
+        if let (Some(info), Some(ts)) = (crate::tracee::held_trap(t.tid), threads.last_mut()) {
+            // Its own SIGTRAP, taken off its queue by an injected syscall.
+            ts.pending.insert(0, info.to_vec());
         }
         if let Some(ts) = threads.last_mut() {
             ts.sigmask = t.saved_mask.unwrap_or(ts.sigmask);
@@ -1022,4 +1080,22 @@ fn memory_ranges(pid: pid_t, regions: &[Region]) -> Result<Vec<Range>, Error> {
         }
     }
     Ok(out)
+}
+
+/// Whether a raw siginfo is a fault the kernel raised for the instruction
+/// the thread stands on (SIGSEGV, SIGBUS, SIGILL, SIGFPE with a positive
+/// si_code): running that instruction again raises it again. Queued again
+/// at restart instead, it was delivered at once although blocked ("got
+/// signal 11 during an injected syscall").
+pub(crate) fn is_fault(info: &[u8]) -> bool {
+    let word = |i: usize| {
+        info.get(i..i + 4)
+            .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .unwrap_or(0)
+    };
+    let (signo, code) = (word(0), word(8));
+    matches!(
+        signo,
+        libc::SIGSEGV | libc::SIGBUS | libc::SIGILL | libc::SIGFPE
+    ) && code > 0
 }

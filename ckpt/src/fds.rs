@@ -8,8 +8,9 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 
 use libc::pid_t;
 
-use crate::image::format::{EpollWatch, FdKind, FdState};
+use crate::image::format::{EpollWatch, FdKind, FdState, SharedObject, SocketState};
 use crate::plugin::{CaptureCtx, Plugin, RestoreCtx, StdioIds};
+use crate::sockets::{Census, Rebuilt};
 use crate::tracee::{Injector, Tracee};
 use crate::Error;
 
@@ -21,18 +22,42 @@ impl Plugin for Files {
     }
 
     fn pre_checkpoint(&mut self, ctx: &mut CaptureCtx) -> Result<(), Error> {
-        ctx.state.fds = capture(ctx.tracee.pid, ctx.stdio, ctx.claimed_fds, ctx.warnings)?;
+        ctx.state.fds = capture(
+            ctx.tracee.pid,
+            ctx.stdio,
+            ctx.claimed_fds,
+            ctx.sockets,
+            ctx.warnings,
+        )?;
         Ok(())
     }
 
     fn restart(&mut self, ctx: &mut RestoreCtx) -> Result<(), Error> {
+        // Restored alone, the process's sockets are made for it here, and
+        // its TCP connections (to itself) run again at once.
+        let mut local = None;
+        let sockets = match ctx.sockets {
+            Some(s) => s,
+            None => {
+                let mut r = Rebuilt::make(&[ctx.state])?;
+                ctx.warnings.extend(r.take_warnings());
+                &*local.insert(r)
+            }
+        };
         restore(
             ctx.tracee,
             ctx.injector,
             &ctx.state.fds,
             ctx.warnings,
             ctx.shared_pipes,
-        )
+            sockets,
+            ctx.shared_memory,
+        )?;
+        if let Some(mut r) = local {
+            r.reconnect(&HashMap::new());
+            ctx.warnings.extend(r.release());
+        }
+        Ok(())
     }
 }
 
@@ -67,6 +92,34 @@ pub fn capture(
     pid: pid_t,
     stdio: &StdioIds,
     claimed: &[(&'static str, &'static str)],
+    sockets: Option<&Census>,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<FdState>, Error> {
+    // Captured alone, the process's sockets are read here (its TCP
+    // connections to itself frozen only while they are).
+    let mut local = None;
+    let census = match sockets {
+        Some(c) => c,
+        None => {
+            let mut c = Census::take(&[pid])?;
+            c.freeze(false);
+            c.capture(&Default::default());
+            warnings.extend(c.take_warnings());
+            &*local.insert(c)
+        }
+    };
+    let fds = capture_with(pid, stdio, claimed, census, warnings);
+    if let Some(mut c) = local {
+        c.thaw();
+    }
+    fds
+}
+
+fn capture_with(
+    pid: pid_t,
+    stdio: &StdioIds,
+    claimed: &[(&'static str, &'static str)],
+    census: &Census,
     warnings: &mut Vec<String>,
 ) -> Result<Vec<FdState>, Error> {
     let dir = format!("/proc/{pid}/fd");
@@ -76,10 +129,11 @@ pub fn capture(
         .collect();
     fds.sort_unstable();
     let mut pipes_seen: HashMap<u64, ()> = HashMap::new();
-    let mut pairs = SocketPairs::new(pid, &fds);
-    let mut listening: Option<HashMap<u64, FdKind>> = None;
+    // The shared memory objects the process maps, with the parts each
+    // mapping covers, read once if needed.
+    let mut mapped: Option<Vec<(SharedObject, u64, u64)>> = None;
     let mut out = Vec::new();
-    for fd in fds {
+    for &fd in &fds {
         let link_path = format!("/proc/{pid}/fd/{fd}");
         let Ok(link) = std::fs::read_link(&link_path) else {
             continue;
@@ -119,12 +173,10 @@ pub fn capture(
                 write_end: flags & libc::O_ACCMODE as u32 == libc::O_WRONLY as u32,
                 buffered,
             }
-        } else if let Some(pair) = pairs.end(fd, &link)? {
-            pair
-        } else if let Some(listener) = socket_inode(&link)
-            .and_then(|i| listening.get_or_insert_with(|| listeners(pid)).remove(&i))
+        } else if let Some((id, socket)) =
+            socket_inode(&link).and_then(|i| Some((i, census.state(i)?.clone())))
         {
-            listener
+            FdKind::Socket { id, socket }
         } else if link == "anon_inode:[eventfd]" {
             FdKind::EventFd {
                 count: fdinfo_field(&info, "eventfd-count:")
@@ -153,13 +205,25 @@ pub fn capture(
             }
         } else if link == "anon_inode:[eventpoll]" {
             FdKind::Epoll {
-                watches: epoll_watches(&info),
+                watches: held_watches(pid, fd, epoll_watches(&info), &fds, warnings),
             }
         } else if link.starts_with("/dev/pts/")
             || link.starts_with("/dev/tty")
             || link == "/dev/console"
         {
             FdKind::Tty { path: link.clone() }
+        } else if let Some((object, covered)) = ident
+            .filter(|_| link.ends_with(" (deleted)"))
+            .and_then(|id| mapped_object(pid, id, &mut mapped))
+        {
+            // Mapped too: the same object as the mappings again, whose
+            // contents the regions store (the rest is stored here).
+            let unmapped = unmapped_data(&link_path, object.size, &covered)?;
+            FdKind::SharedMemory {
+                object,
+                pos,
+                unmapped,
+            }
         } else if let Some(path) = link.strip_suffix(" (deleted)") {
             let mut contents = Vec::new();
             std::fs::File::open(&link_path)
@@ -219,199 +283,111 @@ fn epoll_watches(info: &str) -> Vec<EpollWatch> {
         .collect()
 }
 
-/// Read the bytes buffered in a pipe and put them straight back, through a
-/// second read-write description of the same pipe.
-/// The socket pairs of a process whose two ends are both its own, found
-/// through the kernel's socket diagnostics (asked once, when the process
-/// has unix sockets at all).
-struct SocketPairs {
+/// The shared memory object with identity `ident` (device, inode) that
+/// `pid` maps, if it maps it, and the parts of it its mappings cover, as
+/// (offset, end) (`mapped` caches the process's objects).
+fn mapped_object(
     pid: pid_t,
-    fds: Vec<i32>,
-    /// Inode of every socket descriptor, and the first fd holding it (read
-    /// with the diagnostics, at the first socket).
-    inodes: HashMap<u64, i32>,
-    diag: Option<HashMap<u64, crate::unix_sockets::UnixSocket>>,
-    drained: std::collections::HashSet<u64>,
-    /// Per pair (smaller inode): whether another process holds it too.
-    shared: HashMap<u64, bool>,
+    ident: (u64, u64),
+    mapped: &mut Option<Vec<(SharedObject, u64, u64)>>,
+) -> Option<(SharedObject, Vec<(u64, u64)>)> {
+    let objects = mapped.get_or_insert_with(|| {
+        crate::maps::read(pid)
+            .map(|maps| {
+                maps.iter()
+                    .filter_map(|m| {
+                        let object = crate::shm::object_of(pid, m)?;
+                        Some((object, m.offset, m.offset + m.len()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    });
+    let mut found = None;
+    let mut covered = Vec::new();
+    for (o, start, end) in objects.iter() {
+        if (o.dev, o.ino) == ident {
+            found.get_or_insert_with(|| o.clone());
+            covered.push((*start, *end));
+        }
+    }
+    found.map(|o| (o, covered))
 }
 
-impl SocketPairs {
-    fn new(pid: pid_t, fds: &[i32]) -> SocketPairs {
-        SocketPairs {
-            pid,
-            fds: fds.to_vec(),
-            inodes: HashMap::new(),
-            diag: None,
-            drained: Default::default(),
-            shared: HashMap::new(),
+/// The data (not holes) of the file at `path` (of `size` bytes) outside
+/// the `covered` (offset, end) ranges, as (offset, bytes).
+fn unmapped_data(
+    path: &str,
+    size: u64,
+    covered: &[(u64, u64)],
+) -> Result<Vec<(u64, Vec<u8>)>, Error> {
+    use std::os::unix::fs::FileExt;
+    let mut covered = covered.to_vec();
+    covered.sort_unstable();
+    let mut gaps = Vec::new();
+    let mut at = 0;
+    for (s, e) in covered {
+        if s > at {
+            gaps.push((at, s.min(size)));
+        }
+        at = at.max(e);
+    }
+    if at < size {
+        gaps.push((at, size));
+    }
+    gaps.retain(|(s, e)| s < e);
+    if gaps.is_empty() {
+        return Ok(Vec::new());
+    }
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut out = Vec::new();
+    for (start, end) in gaps {
+        for (s, e) in crate::shm::data_ranges(&file, start, end) {
+            let mut bytes = vec![0u8; (e - s) as usize];
+            file.read_exact_at(&mut bytes, s)
+                .map_err(|e| Error::io(path, e))?;
+            out.push((s, bytes));
         }
     }
-
-    /// Ask the kernel about unix sockets, once, when the first socket
-    /// descriptor is met.
-    fn diagnose(&mut self) {
-        if self.diag.is_some() {
-            return;
-        }
-        self.diag = Some(crate::unix_sockets::all().unwrap_or_default());
-        for &fd in &self.fds {
-            let Ok(link) = std::fs::read_link(format!("/proc/{}/fd/{fd}", self.pid)) else {
-                continue;
-            };
-            if let Some(ino) = socket_inode(&link.to_string_lossy()) {
-                self.inodes.entry(ino).or_insert(fd);
-            }
-        }
-    }
-
-    /// `fd` as one end of a pair, with what waits to be read at it (the
-    /// first time its socket is seen); None for any other descriptor.
-    fn end(&mut self, fd: i32, link: &str) -> Result<Option<FdKind>, Error> {
-        let Some(ino) = socket_inode(link) else {
-            return Ok(None);
-        };
-        self.diagnose();
-        let Some(sock) = self.diag.as_ref().and_then(|d| d.get(&ino).cloned()) else {
-            return Ok(None);
-        };
-        if sock.state == crate::unix_sockets::LISTEN {
-            if let Some(name) = sock.name.clone().filter(|n| !n.is_empty()) {
-                return Ok(Some(FdKind::UnixListener {
-                    name,
-                    sock_type: sock.ty,
-                }));
-            }
-        }
-        let Some(&peer_fd) = self.inodes.get(&sock.peer) else {
-            return Ok(None);
-        };
-        // A pair another process also holds (inherited across fork) would
-        // come back private to this one: it comes back closed instead.
-        let id = ino.min(sock.peer);
-        let pid = self.pid;
-        if *self
-            .shared
-            .entry(id)
-            .or_insert_with(|| held_elsewhere(pid, &[ino, sock.peer]))
-        {
-            return Ok(None);
-        }
-        let queued = if self.drained.insert(ino) {
-            self.drain_and_refill(fd, peer_fd, sock.ty)?
-        } else {
-            Vec::new()
-        };
-        Ok(Some(FdKind::UnixPair {
-            id,
-            end: u8::from(ino > sock.peer),
-            sock_type: sock.ty,
-            queued,
-        }))
-    }
-
-    /// Read everything waiting at `fd` (through a copy of the descriptor),
-    /// then send it again from the peer so the program loses nothing.
-    fn drain_and_refill(&self, fd: i32, peer_fd: i32, ty: i32) -> Result<Vec<Vec<u8>>, Error> {
-        use nix::sys::socket::{recv, send, MsgFlags};
-        let fail = |what: &str, e: nix::errno::Errno| {
-            Error::Tracee(format!("socket pair at fd {fd}: {what}: {e}"))
-        };
-        let ours =
-            crate::sys::process::pidfd_getfd(self.pid, fd).map_err(|e| fail("pidfd_getfd", e))?;
-        let peer = crate::sys::process::pidfd_getfd(self.pid, peer_fd)
-            .map_err(|e| fail("pidfd_getfd", e))?;
-        let stream = ty == libc::SOCK_STREAM;
-        let mut queued: Vec<Vec<u8>> = Vec::new();
-        let mut buf = vec![0u8; 256 * 1024];
-        for _ in 0..100_000 {
-            match recv(ours.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
-                Ok(0) if stream => break,
-                Ok(n) => queued.push(buf[..n].to_vec()),
-                Err(nix::errno::Errno::EAGAIN) => break,
-                Err(e) => return Err(fail("recv", e)),
-            }
-        }
-        if stream && queued.len() > 1 {
-            queued = vec![queued.concat()];
-        }
-        for m in &queued {
-            // A stream may take its bytes in pieces; a message goes whole.
-            let mut sent = 0;
-            loop {
-                let n = send(peer.as_raw_fd(), &m[sent..], MsgFlags::MSG_DONTWAIT)
-                    .map_err(|e| fail("send", e))?;
-                sent += n;
-                if sent >= m.len() || n == 0 {
-                    break;
-                }
-            }
-        }
-        Ok(queued)
-    }
+    Ok(out)
 }
 
-/// The process's listening TCP sockets by inode, from /proc/PID/net/tcp
-/// and tcp6 (its network namespace's).
-fn listeners(pid: pid_t) -> HashMap<u64, FdKind> {
-    let mut out = HashMap::new();
-    for (file, v6) in [("tcp", false), ("tcp6", true)] {
-        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{file}")) else {
-            continue;
-        };
-        for line in text.lines().skip(1) {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            // sl local rem st queues tr retrnsmt uid timeout inode
-            if f.len() < 10 || f[3] != "0A" {
-                continue;
-            }
-            let (Some((addr, port)), Ok(ino)) = (f[1].split_once(':'), f[9].parse::<u64>()) else {
-                continue;
-            };
-            // Each 32-bit word is printed as the host sees the network
-            // order bytes.
-            let mut bytes = Vec::new();
-            for word in addr.as_bytes().chunks(8) {
-                let Ok(w) = u32::from_str_radix(std::str::from_utf8(word).unwrap_or(""), 16) else {
-                    continue;
-                };
-                bytes.extend_from_slice(&w.to_ne_bytes());
-            }
-            let Ok(port) = u16::from_str_radix(port, 16) else {
-                continue;
-            };
-            if bytes.len() == if v6 { 16 } else { 4 } {
-                out.insert(
-                    ino,
-                    FdKind::TcpListener {
-                        v6,
-                        addr: bytes,
-                        port,
-                    },
-                );
-            }
+/// The watches of epoll `epfd` of `pid`, each under a descriptor that
+/// holds its file now. A watch outlives the descriptor it was added through
+/// while another descriptor holds the same file (the program dup'ed it, or
+/// another process shares it): its number may be closed, or name another
+/// file, by now. Such a watch is kept under a descriptor of this process
+/// that holds its file (`kcmp`), or dropped with a warning when none does.
+fn held_watches(
+    pid: pid_t,
+    epfd: i32,
+    watches: Vec<EpollWatch>,
+    fds: &[i32],
+    warnings: &mut Vec<String>,
+) -> Vec<EpollWatch> {
+    use crate::sys::process::epoll_watches_file;
+    let mut out = Vec::with_capacity(watches.len());
+    for (i, w) in watches.iter().enumerate() {
+        // Registrations of one number are told apart by their rank among
+        // those of that number, in the order fdinfo lists them (the
+        // kernel's).
+        let toff = watches[..i].iter().filter(|o| o.fd == w.fd).count() as u32;
+        let same = |fd: i32| epoll_watches_file(pid, fd, epfd, w.fd, toff);
+        match same(w.fd) {
+            Ok(true) => out.push(*w),
+            // No kcmp here (or not allowed): as fdinfo says.
+            Err(nix::errno::Errno::ENOSYS | nix::errno::Errno::EPERM) => out.push(*w),
+            _ => match fds.iter().copied().find(|&fd| same(fd) == Ok(true)) {
+                Some(fd) => out.push(EpollWatch { fd, ..*w }),
+                None => warnings.push(format!(
+                    "epoll fd {epfd} watches a file it was given as fd {}, which this process no \
+                     longer holds: that watch is not restored",
+                    w.fd
+                )),
+            },
         }
     }
     out
-}
-
-/// Whether a process other than `pid` has a descriptor of one of these
-/// sockets.
-fn held_elsewhere(pid: pid_t, inodes: &[u64]) -> bool {
-    let wanted: Vec<String> = inodes.iter().map(|i| format!("socket:[{i}]")).collect();
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return false;
-    };
-    procs
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<pid_t>().ok())
-        .filter(|&p| p != pid)
-        .any(|p| {
-            std::fs::read_dir(format!("/proc/{p}/fd")).is_ok_and(|fds| {
-                fds.filter_map(|e| e.ok())
-                    .filter_map(|e| std::fs::read_link(e.path()).ok())
-                    .any(|l| wanted.iter().any(|w| l.as_os_str() == w.as_str()))
-            })
-        })
 }
 
 fn socket_inode(link: &str) -> Option<u64> {
@@ -421,6 +397,8 @@ fn socket_inode(link: &str) -> Option<u64> {
         .ok()
 }
 
+/// Read the bytes buffered in a pipe and put them straight back, through a
+/// second read-write description of the same pipe.
 fn drain_and_refill(link_path: &str) -> Result<Vec<u8>, Error> {
     let mut pipe = std::fs::OpenOptions::new()
         .read(true)
@@ -461,6 +439,8 @@ pub fn restore(
     fds: &[FdState],
     warnings: &mut Vec<String>,
     shared: Option<&crate::tree::SharedPipes>,
+    sockets: &Rebuilt,
+    memory: Option<&crate::shm::SharedMemory>,
 ) -> Result<(), Error> {
     let tid = tracee.pid;
     let scratch = inj.scratch();
@@ -482,6 +462,34 @@ pub fn restore(
         &[parked[2] + 1, u32::MAX as u64, 0],
     )?;
     let high = parked[2] + 1;
+    // A descriptor of rewind's (a socket it rebuilt), copied into the
+    // program through a pidfd of rewind's, kept above the target numbers.
+    let rewind_pidfd: std::cell::Cell<Option<u64>> = std::cell::Cell::new(None);
+    let take_from_rewind = |ours: i32| -> Result<u64, Error> {
+        let pidfd = match rewind_pidfd.get() {
+            Some(p) => p,
+            None => {
+                let p = call(
+                    "pidfd_open(rewind)",
+                    libc::SYS_pidfd_open,
+                    &[u64::from(std::process::id()), 0],
+                )?;
+                let high_p = call(
+                    "fcntl(F_DUPFD)",
+                    libc::SYS_fcntl,
+                    &[p, libc::F_DUPFD as u64, high],
+                )?;
+                call("close", libc::SYS_close, &[p])?;
+                rewind_pidfd.set(Some(high_p));
+                high_p
+            }
+        };
+        call(
+            "pidfd_getfd",
+            libc::SYS_pidfd_getfd,
+            &[pidfd, ours as u64, 0],
+        )
+    };
     // Put `tmp` at number `target`.
     let place = |tmp: u64, target: i32| -> Result<(), Error> {
         if tmp != target as u64 {
@@ -582,6 +590,45 @@ pub fn restore(
                     .open(&proc_path)
                     .and_then(|mut file| file.write_all(contents))
                     .map_err(|e| Error::io(&proc_path, e))?;
+                call(
+                    "lseek",
+                    libc::SYS_lseek,
+                    &[f.fd as u64, *pos, libc::SEEK_SET as u64],
+                )?;
+            }
+            FdKind::SharedMemory {
+                object,
+                pos,
+                unmapped,
+            } => {
+                // The object the restart made for the mappings (they are
+                // restored already), through rewind's descriptor of it.
+                let Some((crate::shm::Backing::Fd(ours), _)) =
+                    memory.and_then(|m| m.backing(object))
+                else {
+                    return Err(Error::Restore(format!(
+                        "fd {}: the shared memory it names was not made again",
+                        f.fd
+                    )));
+                };
+                if !unmapped.is_empty() {
+                    use std::os::unix::fs::FileExt;
+                    let own = format!("/proc/self/fd/{ours}");
+                    let file = std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(&own)
+                        .map_err(|e| Error::io(&own, e))?;
+                    for (at, bytes) in unmapped {
+                        file.write_all_at(bytes, *at)
+                            .map_err(|e| Error::io(&own, e))?;
+                    }
+                }
+                // The /proc link must be followed (shm_open's O_NOFOLLOW).
+                let tmp = open_path(
+                    &format!("/proc/{}/fd/{ours}", std::process::id()),
+                    open_flags & !(libc::O_NOFOLLOW as u64),
+                )?;
+                place(tmp, f.fd)?;
                 call(
                     "lseek",
                     libc::SYS_lseek,
@@ -885,19 +932,72 @@ pub fn restore(
                     f.fd
                 ));
             }
+            FdKind::Socket { id, socket } => {
+                let ours = sockets.fd(*id).ok_or_else(|| {
+                    Error::Restore(format!("fd {}: socket {id} was not rebuilt", f.fd))
+                })?;
+                let tmp = take_from_rewind(ours)?;
+                place(tmp, f.fd)?;
+                // pidfd_getfd's copy is close-on-exec (kept only if it was).
+                call(
+                    "fcntl(F_SETFD)",
+                    libc::SYS_fcntl,
+                    &[f.fd as u64, libc::F_SETFD as u64, 0],
+                )?;
+                call(
+                    "fcntl(F_SETFL)",
+                    libc::SYS_fcntl,
+                    &[f.fd as u64, libc::F_SETFL as u64, keep_flags],
+                )?;
+                let outside = match socket {
+                    SocketState::Closed {
+                        what,
+                        outside: true,
+                        ..
+                    } => Some(what.clone()),
+                    SocketState::Unix(u) => u
+                        .peer
+                        .as_ref()
+                        .filter(|p| {
+                            !p.held
+                                && p.alive
+                                && p.elsewhere.is_none()
+                                && u.sock_type != libc::SOCK_DGRAM
+                        })
+                        .map(|p| {
+                            format!(
+                                "unix socket connected to {}",
+                                crate::sockets::unix::show(&p.name)
+                            )
+                        }),
+                    _ => None,
+                };
+                if let Some(what) = outside {
+                    warnings.push(format!(
+                        "fd {} ({what}) led outside the checkpoint: it is a closed connection now \
+                         (reads see what had arrived, then its end; writes fail with EPIPE)",
+                        f.fd
+                    ));
+                }
+            }
             FdKind::Epoll { .. } | FdKind::Plugin { .. } => {}
+        }
+    }
+    // Every epoll instance first: one may watch another (nested epolls).
+    for f in fds {
+        if let FdKind::Epoll { .. } = &f.kind {
+            let tmp = call("epoll_create1", libc::SYS_epoll_create1, &[0])?;
+            place(tmp, f.fd)?;
         }
     }
     for f in fds {
         if let FdKind::Epoll { watches } = &f.kind {
-            let tmp = call("epoll_create1", libc::SYS_epoll_create1, &[0])?;
-            place(tmp, f.fd)?;
             for w in watches {
                 let mut ev = w.events.to_le_bytes().to_vec();
                 ev.extend_from_slice(&w.data.to_le_bytes());
                 tracee.write_mem(scratch, &ev)?;
-                call(
-                    "epoll_ctl",
+                let added = inj.syscall(
+                    tid,
                     libc::SYS_epoll_ctl,
                     &[
                         f.fd as u64,
@@ -906,6 +1006,21 @@ pub fn restore(
                         scratch,
                     ],
                 )?;
+                if added == -i64::from(libc::EEXIST) {
+                    // Two watches of one file, added through two
+                    // descriptors of which one is closed now.
+                    warnings.push(format!(
+                        "epoll fd {} watched the file of fd {} twice: it watches it once now",
+                        f.fd, w.fd
+                    ));
+                } else if added < 0 {
+                    return Err(Error::Restore(format!(
+                        "epoll fd {}: cannot watch fd {} again: {}",
+                        f.fd,
+                        w.fd,
+                        crate::tracee::errno_text(added)
+                    )));
+                }
             }
         }
     }

@@ -15,6 +15,7 @@
 pub mod capture;
 pub mod control;
 pub mod coordinator;
+pub mod creds;
 pub mod environ;
 pub mod fds;
 pub mod forked;
@@ -25,12 +26,14 @@ pub mod restore;
 pub mod seccomp;
 pub mod session;
 pub mod shm;
+pub mod sockets;
 pub mod sys;
 pub mod sysv;
 pub mod tracee;
 pub mod tree;
 pub mod unix_sockets;
 pub mod vids;
+pub mod zombies;
 
 use nix::errno::Errno;
 

@@ -46,6 +46,9 @@ pub struct CaptureCtx<'a> {
     pub warnings: &'a mut Vec<String>,
     /// Link prefixes of descriptors some plugin owns, with its name.
     pub claimed_fds: &'a [(&'static str, &'static str)],
+    /// The sockets of the whole program (its process tree), read for this
+    /// checkpoint; None when the process is captured alone.
+    pub sockets: Option<&'a crate::sockets::Census>,
     /// Which process of the checkpoint this is: 0 for the root of a tree
     /// (or a lone process), captured first; state of the whole program
     /// belongs in that image.
@@ -67,6 +70,12 @@ pub struct RestoreCtx<'a> {
     pub warnings: &'a mut Vec<String>,
     /// Pipes of a process tree, shared with other processes being restored.
     pub shared_pipes: Option<&'a crate::tree::SharedPipes>,
+    /// The sockets of every image being restored, made by rewind; None when
+    /// the process is restored alone.
+    pub sockets: Option<&'a crate::sockets::Rebuilt>,
+    /// The shared memory objects of every image being restored, made by
+    /// rewind (see `crate::shm`).
+    pub shared_memory: Option<&'a crate::shm::SharedMemory>,
 }
 
 pub struct SyscallCtx<'a> {
@@ -154,6 +163,12 @@ pub fn register(name: &'static str, make: Factory) {
 
 /// A new instance of the registered plugin `name`.
 pub fn make(name: &str) -> Option<Box<dyn Plugin>> {
+    if name == crate::zombies::PLUGIN_NAME {
+        return Some(Box::new(crate::zombies::Zombies));
+    }
+    if name == crate::creds::PLUGIN_NAME {
+        return Some(Box::new(crate::creds::Creds));
+    }
     let registry = REGISTRY.lock().ok()?;
     registry.iter().find(|(n, _)| *n == name).map(|(_, f)| f())
 }
@@ -212,6 +227,7 @@ pub fn builtin() -> Vec<Box<dyn Plugin>> {
         Box::new(crate::fds::Files),
         Box::new(crate::vids::Pids::new()),
         Box::new(crate::sysv::SysV::new()),
+        Box::new(crate::creds::Creds),
     ]
 }
 
@@ -219,6 +235,9 @@ pub fn builtin() -> Vec<Box<dyn Plugin>> {
 /// ones always come first.
 pub fn by_names(names: &[String]) -> Result<Vec<Box<dyn Plugin>>, Error> {
     let mut out = builtin();
+    // Sessions (launch, restart) bring back unreaped children too; record
+    // and replay need not (a replayed `wait` is the recorded one).
+    out.push(Box::new(crate::zombies::Zombies));
     let registry = REGISTRY.lock().map(|r| r.clone()).unwrap_or_default();
     let mut seen: Vec<&str> = Vec::new();
     for name in names
@@ -235,7 +254,7 @@ pub fn by_names(names: &[String]) -> Result<Vec<Box<dyn Plugin>>, Error> {
             return Err(Error::Usage(format!(
                 "unknown plugin {name:?} (available: {})",
                 if known.is_empty() {
-                    "none besides the built-in files, pids and sysv".to_string()
+                    "none besides the built-in files, pids, sysv, creds and zombies".to_string()
                 } else {
                     known.join(", ")
                 }

@@ -26,7 +26,7 @@ const PR_SET_MM_MAP: u64 = 14;
 const MAP_FIXED_NOREPLACE: u64 = 0x10_0000;
 const RSEQ_FLAG_UNREGISTER: u64 = 1;
 const SS_DISABLE: i32 = 2;
-const BLOCK_ALL: u64 = !((1u64 << (libc::SIGKILL - 1)) | (1u64 << (libc::SIGSTOP - 1)));
+use crate::capture::BLOCK_ALL;
 const ERESTARTSYS: i64 = -512;
 const ERESTARTNOINTR: i64 = -513;
 const ERESTARTNOHAND: i64 = -514;
@@ -47,6 +47,9 @@ pub struct RestartOptions<'a> {
     /// Pipes shared by several processes of a tree, made once by the
     /// restart (see `tree`).
     pub shared_pipes: Option<&'a crate::tree::SharedPipes>,
+    /// Sockets of every image being restored, made once by the restart
+    /// (see `sockets`); without them each process gets its own.
+    pub sockets: Option<&'a crate::sockets::Rebuilt>,
     /// Shared memory objects made once for every image of the restart (see
     /// `shm`); [`restart`] makes them itself when None.
     pub shared_memory: Option<&'a SharedMemory>,
@@ -54,7 +57,8 @@ pub struct RestartOptions<'a> {
     /// segments, semaphore sets and message queues with their ids, POSIX
     /// shm files in /dev/shm with the checkpoint's contents (`rewind
     /// restart`). When false (replay, inspection), nothing outside rewind
-    /// is touched: such memory comes back as private shared memory.
+    /// is touched: such memory comes back as private shared memory. Also
+    /// gives the program back its user and group ids (see `creds`).
     pub recreate_ipc: bool,
 }
 
@@ -284,6 +288,8 @@ impl Refill<'_> {
                 vids: &mut vids,
                 warnings: &mut self.warnings,
                 shared_pipes: opts.shared_pipes,
+                sockets: opts.sockets,
+                shared_memory: opts.shared_memory,
             };
             p.restart(&mut ctx)?;
         }
@@ -308,9 +314,30 @@ impl Refill<'_> {
         if !opts.env.is_empty() {
             crate::environ::set_vars(&self.tracee, &self.inj, state, &opts.env)?;
         }
+        // The program's user and group ids, last of what needs privileges
+        // (a restart into the machine only; see `creds`).
+        if opts.recreate_ipc {
+            if let Some(creds) = crate::creds::Credentials::in_image(state) {
+                creds?.apply(&self.tracee, &self.inj)?;
+            }
+        }
         self.queue_pending()?;
+        // The trampoline is unmapped from the leader's own code, at the
+        // instruction pointer it is about to get back (mapped by now).
+        if let Some(rip) = self
+            .state
+            .threads
+            .first()
+            .and_then(|t| regs_from_slice(&t.regs))
+            .map(|r| r.rip)
+        {
+            let mut regs =
+                ptrace::getregs(pid).map_err(|e| Error::ptrace("PTRACE_GETREGS", pid, e))?;
+            regs.rip = rip;
+            ptrace::setregs(pid, &regs).map_err(|e| Error::ptrace("PTRACE_SETREGS", pid, e))?;
+        }
         let inj = self.inj;
-        inj.remove(pid)?;
+        inj.remove(&self.tracee, pid)?;
         self.final_registers()?;
         let tracee = std::mem::replace(&mut self.tracee, Tracee::new(pid)?);
         Ok((tracee, vids, std::mem::take(&mut self.warnings)))
@@ -1053,7 +1080,7 @@ impl Refill<'_> {
         Ok(())
     }
 
-    fn queue_pending(&self) -> Result<(), Error> {
+    fn queue_pending(&mut self) -> Result<(), Error> {
         let pid = self.pid();
         let scratch = self.inj.scratch();
         let sig_of = |info: &[u8]| {
@@ -1072,8 +1099,31 @@ impl Refill<'_> {
         let tids: Vec<pid_t> = self.thread_tids();
         for (t, tid) in self.state.threads.iter().zip(tids) {
             for info in &t.pending {
+                if crate::capture::is_fault(info) {
+                    // Raised again by its instruction (older images kept it).
+                    continue;
+                }
+                tracing::debug!("thread {tid}: signal {} pending again", sig_of(info));
+                if sig_of(info) == libc::SIGTRAP as u64 {
+                    // SIGTRAP stays unblocked while the tracer works: queued
+                    // now, the next injected syscall would take it. The
+                    // thread sits in the signal-delivery-stop of an injected
+                    // syscall's trap: it gets it when it first goes on.
+                    if let (Ok(si), Some(th)) = (
+                        <[u8; ptrace::SIGINFO_SIZE]>::try_from(info.as_slice()),
+                        self.tracee.threads.get_mut(&tid),
+                    ) {
+                        th.stop = ThreadStop::Signal(libc::SIGTRAP);
+                        th.stop_siginfo = Some(si);
+                        continue;
+                    }
+                }
                 self.tracee.write_mem(scratch, info)?;
-                self.call(
+                // From the thread itself: the kernel lets a thread queue a
+                // signal with the siginfo of kill()/tgkill() or of the kernel
+                // (si_code >= 0 or SI_TKILL) only to itself (EPERM otherwise).
+                self.inj.call(
+                    tid,
                     "rt_tgsigqueueinfo",
                     libc::SYS_rt_tgsigqueueinfo,
                     &[pid as u64, tid as u64, sig_of(info), scratch],

@@ -83,6 +83,18 @@ pub struct Session {
     /// When the coordinator's suspend stopped the program.
     suspended_at: Option<std::time::Instant>,
     last_durable_ms: Option<f64>,
+    /// The sockets of the last checkpoint, TCP ends in repair mode, until
+    /// the program runs on (they leave it) or is killed (they close
+    /// silently).
+    frozen: Option<crate::sockets::Census>,
+    /// Restarted: sockets rebuilt for the program whose TCP ends wait for
+    /// other programs of a coordinator's computation (the program stays
+    /// stopped until they are connected).
+    awaiting: Option<crate::sockets::Rebuilt>,
+    /// Restarted with connections that may move to this host's addresses:
+    /// the addresses the program knows and the real ones (the address
+    /// plugin's table).
+    addresses: Option<std::sync::Arc<std::sync::Mutex<crate::sockets::addresses::AddressMap>>>,
 }
 
 /// Find `prog` like execvp does.
@@ -229,6 +241,9 @@ impl Session {
             kept: None,
             suspended_at: None,
             last_durable_ms: None,
+            frozen: None,
+            awaiting: None,
+            addresses: None,
         })
     }
 
@@ -241,20 +256,47 @@ impl Session {
     ) -> Result<(Session, Vec<String>), Error> {
         let mut plugins = crate::plugin::by_names(&opts.plugins)?;
         let control = ControlSocket::bind(&opts.control_path())?;
+        if images.is_empty() {
+            return Err(Error::Usage("give the image to restart".into()));
+        }
+        // Every socket of every image is made once, by rewind, before any
+        // process takes its descriptors.
+        let states = images
+            .iter()
+            .map(|i| crate::image::ImageReader::open(i).map(|r| r.state))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut sockets = crate::sockets::Rebuilt::make(&states.iter().collect::<Vec<_>>())?;
+        // Connections to other programs may come back between other hosts'
+        // addresses: the program keeps seeing its old ones.
+        let addresses = crate::sockets::may_move(&states).then(|| {
+            let map = std::sync::Arc::new(std::sync::Mutex::new(
+                crate::sockets::addresses::AddressMap::default(),
+            ));
+            plugins.push(Box::new(crate::sockets::addresses::Addresses::new(
+                map.clone(),
+            )));
+            map
+        });
+        let mut socket_warnings = sockets.take_warnings();
         // A restart brings back the program's System V and POSIX IPC
         // objects (see `shm` and `sysv`).
         let ropts = RestartOptions {
             recreate_ipc: true,
+            sockets: Some(&sockets),
             ..ropts.clone()
         };
         let (mut restored, mut warnings) = match images {
-            [] => return Err(Error::Usage("give the image to restart".into())),
             [image] => (
                 vec![restore::restart(image, &mut plugins, &ropts)?],
                 Vec::new(),
             ),
             _ => crate::tree::restart_tree(images, &mut plugins, &ropts)?,
         };
+        drop(ropts);
+        // Every process holds its sockets: connections inside the tree run
+        // again.
+        socket_warnings.extend(sockets.release());
+        warnings.extend(socket_warnings);
         for (r, image) in restored.iter().zip(images) {
             tracing::info!(
                 "restored {} ({} threads) in {:.1} ms",
@@ -303,6 +345,9 @@ impl Session {
             kept: None,
             suspended_at: None,
             last_durable_ms: None,
+            frozen: None,
+            awaiting: sockets.is_awaiting().then_some(sockets),
+            addresses,
         };
         // Children are followed, as at launch.
         for t in s.procs() {
@@ -311,8 +356,12 @@ impl Session {
                     .map_err(|e| Error::ptrace("PTRACE_SETOPTIONS", tid, e))?;
             }
         }
-        for t in s.procs_mut() {
-            t.resume_all()?;
+        // A program whose connections wait for other programs' restarts
+        // stays stopped until they are made (see `reconnect`).
+        if s.awaiting.is_none() {
+            for t in s.procs_mut() {
+                t.resume_all()?;
+            }
         }
         Ok((s, warnings))
     }
@@ -326,8 +375,20 @@ impl Session {
         std::iter::once(&mut self.tracee).chain(self.others.iter_mut())
     }
 
-    /// Resume every stopped thread of every process.
+    /// Resume every stopped thread of every process (its sockets leave
+    /// the repair mode a checkpoint put them in first).
     fn resume_tree(&mut self) -> Result<(), Error> {
+        if let Some(mut census) = self.frozen.take() {
+            census.thaw();
+        }
+        // Restarted, connections to other programs go now (made first if
+        // no coordinator said how).
+        if let Some(mut sockets) = self.awaiting.take() {
+            sockets.reconnect(&std::collections::HashMap::new());
+            for w in sockets.release() {
+                tracing::warn!("{w}");
+            }
+        }
         for t in self.procs_mut() {
             t.resume_all()?;
         }
@@ -458,7 +519,7 @@ impl Session {
         // The previous checkpoint's images are finished first (nothing can
         // wait on rewind meanwhile: the program is stopped).
         self.finish_writing();
-        let result = self.capture_stopped(self.memory_mode(kill));
+        let result = self.capture_stopped(self.memory_mode(kill), &Default::default());
         // Killed only once its images are durable: a failed checkpoint
         // leaves the program running.
         let released = if kill && result.is_ok() {
@@ -490,10 +551,33 @@ impl Session {
     }
 
     /// Capture every process of the program, whose threads are all
-    /// stopped; they stay stopped. The root's image comes first. With
-    /// [`MemoryMode::Forked`] the images are still to be written.
-    fn capture_stopped(&mut self, mode: MemoryMode) -> Result<Vec<PendingImage>, Error> {
+    /// stopped; they stay stopped. The root's image comes first, with the
+    /// warnings about sockets. With [`MemoryMode::Forked`] the images are
+    /// still to be written.
+    fn capture_stopped(
+        &mut self,
+        mode: MemoryMode,
+        computation: &crate::sockets::Computation,
+    ) -> Result<Vec<PendingImage>, Error> {
         let path = self.image_path();
+        // The sockets of the whole tree, read once for every image: send
+        // queues first (a coordinator's drain did it already), then the rest.
+        let mut census = match self.frozen.take() {
+            Some(c) => c,
+            None => {
+                let pids: Vec<pid_t> = self.procs().map(|t| t.pid).collect();
+                let mut c = crate::sockets::Census::take(&pids)?;
+                c.freeze(false);
+                c
+            }
+        };
+        if let Some(map) = self.addresses.as_ref().and_then(|m| m.lock().ok()) {
+            census.show_addresses(map.shown());
+        }
+        census.capture(computation);
+        let socket_warnings = census.take_warnings();
+        // Kept until the program runs on or is killed.
+        let census = &*self.frozen.insert(census);
         let env = CaptureEnv {
             stdio: &self.stdio,
             vids: &self.vids,
@@ -505,10 +589,12 @@ impl Session {
             &mut self.tracee,
             &mut self.plugins,
             &env,
+            Some(census),
             &path,
             &mut tree,
             mode,
         )?];
+        images[0].warnings.extend(socket_warnings);
         for t in self.others.iter_mut() {
             let ppid = ppid_of(t.pid).unwrap_or(0);
             let env = CaptureEnv {
@@ -525,6 +611,7 @@ impl Session {
                 t,
                 &mut self.plugins,
                 &env,
+                Some(census),
                 &p,
                 &mut tree,
                 mode,
@@ -661,6 +748,12 @@ impl Session {
 
     /// Kill the program (its whole tree) and wait until it is gone.
     pub fn kill(&mut self) {
+        // The root's children, orphaned by its death, come to rewind rather
+        // than to init, so that kill_others reaps them at once (an init may
+        // take seconds, and a restart right after wants their pids back).
+        if !self.others.is_empty() {
+            let _ = crate::sys::set_child_subreaper();
+        }
         let _ = crate::sys::process::kill(self.tracee.pid, libc::SIGKILL);
         self.kill_others();
         while self.exit.is_none() {
@@ -670,6 +763,11 @@ impl Session {
                 Err(_) => self.exit = Some(128 + libc::SIGKILL),
             }
         }
+        // The program is gone: sockets left in repair mode by a checkpoint
+        // close now without a word to their peers (restarts reuse their
+        // addresses).
+        self.frozen = None;
+        self.awaiting = None;
     }
 
     /// Kill every process of the tree but the root, and reap them.
@@ -691,13 +789,16 @@ impl Session {
                 }
             }
         }
-        // Orphans are reaped by init: wait (a little) until their pids are
-        // free, so that a restart right after can take them back.
+        // Orphans are reaped by their new parent: rewind (see `kill`), or
+        // init: wait (a little) until their pids are free, so that a restart
+        // right after can take them back.
         let deadline = std::time::Instant::now() + Duration::from_secs(2);
         for t in &others {
             while std::fs::metadata(format!("/proc/{}", t.pid)).is_ok()
                 && std::time::Instant::now() < deadline
             {
+                // Ours to reap if it was handed to us (a no-op otherwise).
+                let _ = ptrace::wait(t.pid, true);
                 std::thread::sleep(Duration::from_millis(2));
             }
         }
@@ -765,6 +866,14 @@ impl Session {
         };
         // Stops may have queued before the signalfd existed.
         self.drain_stops()?;
+        // Without a coordinator nobody says when the other programs are
+        // back: the connections are made now.
+        if self.coordinator.is_none() && self.awaiting.is_some() {
+            tracing::warn!(
+                "connections to other programs of the checkpoint are made now: restart those programs too (with a coordinator, restart waits for them)"
+            );
+            self.resume_tree()?;
+        }
         while self.exit.is_none() && !self.detached {
             // While the coordinator holds the program stopped, local
             // requests and periodic checkpoints wait.

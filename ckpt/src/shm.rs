@@ -191,20 +191,12 @@ pub fn data_runs(pid: pid_t, r: &Region, offset: u64) -> Result<DataRuns, Error>
     mapping_data_runs(pid, r.start, r.end, offset)
 }
 
-/// [`data_runs`] of the mapping `[start, end)` at `offset` in its object.
-fn mapping_data_runs(
-    pid: pid_t,
-    start: u64,
-    end_addr: u64,
-    offset: u64,
-) -> Result<DataRuns, Error> {
+/// The parts of `[offset, end)` of `file` that may hold data (whole pages,
+/// holes skipped), as (start, end) offsets.
+pub fn data_ranges(file: &File, offset: u64, end: u64) -> Vec<(u64, u64)> {
     use nix::unistd::{lseek, Whence};
-    let path = map_files_path(pid, start, end_addr);
-    let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
-    let len = end_addr - start;
-    let end = offset + len;
     let fd = file.as_raw_fd();
-    let mut runs = Vec::new();
+    let mut runs: Vec<(u64, u64)> = Vec::new();
     let mut pos = offset;
     while pos < end {
         let data = match lseek(fd, pos as i64, Whence::SeekData) {
@@ -232,6 +224,19 @@ fn mapping_data_runs(
         }
         pos = e.max(pos + PAGE);
     }
+    runs
+}
+
+/// [`data_runs`] of the mapping `[start, end)` at `offset` in its object.
+fn mapping_data_runs(
+    pid: pid_t,
+    start: u64,
+    end_addr: u64,
+    offset: u64,
+) -> Result<DataRuns, Error> {
+    let path = map_files_path(pid, start, end_addr);
+    let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
+    let runs = data_ranges(&file, offset, offset + (end_addr - start));
     let source: Arc<dyn PageSource> = Arc::new(ObjectPages {
         file,
         start,

@@ -193,10 +193,35 @@ impl Thread {
     }
 }
 
-/// Wait until thread `tid` reaches a SIGTRAP (or, with `want_segv`, SIGSEGV)
-/// signal-delivery-stop, letting clone and group-stop events pass; the
-/// child a clone event announced on the way, if any.
-fn wait_trap(tid: pid_t, want_segv: bool) -> Result<Option<pid_t>, Error> {
+/// SIGTRAPs of the program itself that stopped a thread in the middle of an
+/// injected syscall, by thread: taken off its queue then, and to be given
+/// back (see [`take_held_trap`]).
+static HELD_TRAPS: std::sync::Mutex<BTreeMap<pid_t, [u8; ptrace::SIGINFO_SIZE]>> =
+    std::sync::Mutex::new(BTreeMap::new());
+
+/// The program's own SIGTRAP that an injected syscall in thread `tid` took
+/// off its queue, if any. SIGTRAP stays unblocked while the tracer works
+/// (see `capture::BLOCK_ALL`), so one that was pending (an `int3` of the
+/// program's, raised just before the thread stopped) is delivered at the
+/// next injected syscall, before it runs: the tracer keeps its siginfo, and
+/// the capture treats it as pending (stored in the image, delivered again
+/// when the program goes on).
+pub fn take_held_trap(tid: pid_t) -> Option<[u8; ptrace::SIGINFO_SIZE]> {
+    HELD_TRAPS.lock().ok()?.remove(&tid)
+}
+
+/// [`take_held_trap`] without taking it.
+pub fn held_trap(tid: pid_t) -> Option<[u8; ptrace::SIGINFO_SIZE]> {
+    HELD_TRAPS.lock().ok()?.get(&tid).copied()
+}
+
+/// Wait until thread `tid` reaches the SIGTRAP of the `int3` that ends an
+/// injected syscall (`trap_rip`: the address after it), or, with
+/// `want_segv`, a SIGSEGV signal-delivery-stop, letting clone and
+/// group-stop events pass; the child a clone event announced on the way,
+/// if any. A SIGTRAP elsewhere is the program's own: held (see
+/// [`take_held_trap`]) and the syscall goes on.
+fn wait_trap(tid: pid_t, want_segv: bool, trap_rip: u64) -> Result<Option<pid_t>, Error> {
     let mut child = None;
     loop {
         let Some((_, stop)) =
@@ -205,7 +230,20 @@ fn wait_trap(tid: pid_t, want_segv: bool) -> Result<Option<pid_t>, Error> {
             continue;
         };
         match stop {
-            Stop::Signal(libc::SIGTRAP) => return Ok(child),
+            Stop::Signal(libc::SIGTRAP) => {
+                let at = ptrace::getregs(tid)
+                    .map_err(|e| Error::ptrace("PTRACE_GETREGS", tid, e))?
+                    .rip;
+                if at == trap_rip {
+                    return Ok(child);
+                }
+                if let Ok(info) = ptrace::getsiginfo(tid) {
+                    if let Ok(mut held) = HELD_TRAPS.lock() {
+                        held.insert(tid, info);
+                    }
+                }
+                ptrace::cont(tid, 0).map_err(|e| Error::ptrace("PTRACE_CONT", tid, e))?;
+            }
             Stop::Signal(libc::SIGSEGV) if want_segv => return Ok(child),
             Stop::Event(
                 libc::PTRACE_EVENT_CLONE | libc::PTRACE_EVENT_FORK | libc::PTRACE_EVENT_VFORK,
@@ -381,16 +419,16 @@ impl Injector {
         Ok(value)
     }
 
-    /// Unmap the trampoline itself. The thread faults on the next
-    /// instruction fetch; that SIGSEGV is swallowed.
-    pub fn remove(self, tid: pid_t) -> Result<(), Error> {
-        let saved = ptrace::getregs(tid).map_err(|e| Error::ptrace("PTRACE_GETREGS", tid, e))?;
-        let mut regs = saved;
-        regs.rip = self.addr;
-        set_syscall(&mut regs, libc::SYS_munmap, &[self.addr, TRAMPOLINE_SIZE]);
-        let result = run_to_trap(tid, &regs, true);
-        ptrace::setregs(tid, &saved).map_err(|e| Error::ptrace("PTRACE_SETREGS", tid, e))?;
-        let ret = result?;
+    /// Unmap the trampoline itself, from a `syscall; int3` briefly written
+    /// at the thread's instruction pointer (as [`Injector::install`] maps
+    /// it). Never from the trampoline: the thread would fault on the next
+    /// instruction fetch, and a fault while SIGSEGV is blocked (as it is
+    /// during a capture) makes the kernel reset the program's SIGSEGV
+    /// handler to the default (`force_sig_info`): a JVM, whose safepoints
+    /// are SIGSEGVs, then dies at the next one.
+    pub fn remove(self, tracee: &Tracee, tid: pid_t) -> Result<(), Error> {
+        let (ret, _) =
+            syscall_at_rip(tracee, tid, libc::SYS_munmap, &[self.addr, TRAMPOLINE_SIZE])?;
         if ret != 0 {
             return Err(Error::Tracee(format!(
                 "cannot unmap the trampoline: {}",
@@ -427,7 +465,8 @@ fn run_to_trap_child(
 ) -> Result<(i64, Option<pid_t>), Error> {
     ptrace::setregs(tid, regs).map_err(|e| Error::ptrace("PTRACE_SETREGS", tid, e))?;
     ptrace::cont(tid, 0).map_err(|e| Error::ptrace("PTRACE_CONT", tid, e))?;
-    let child = wait_trap(tid, want_segv)?;
+    // `syscall` (2 bytes), then `int3` (1 byte): the trap stops after it.
+    let child = wait_trap(tid, want_segv, regs.rip + 3)?;
     let after = ptrace::getregs(tid).map_err(|e| Error::ptrace("PTRACE_GETREGS", tid, e))?;
     Ok((after.rax as i64, child))
 }

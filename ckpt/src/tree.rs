@@ -291,6 +291,7 @@ pub fn restart_tree(
         },
         notsc: opts.notsc,
         shared_pipes: Some(&pipes),
+        sockets: opts.sockets,
         shared_memory: Some(&memory),
         recreate_ipc: opts.recreate_ipc,
     };

@@ -1,6 +1,7 @@
 //! Unix sockets as the kernel's socket diagnostics (`NETLINK_SOCK_DIAG`)
-//! describe them: type, state and peer, by inode. The file plugin uses it
-//! to find socket pairs whose two ends are both in the program.
+//! describe them: type, state, peer, name, backlog, by inode. The socket
+//! census (`crate::sockets`) uses it to pair the ends of connections and to
+//! find listeners and bound sockets.
 
 use std::collections::HashMap;
 use std::os::fd::AsRawFd;
@@ -19,8 +20,11 @@ const NLMSG_DONE: u16 = 3;
 const NLMSG_ERROR: u16 = 2;
 const UDIAG_SHOW_NAME: u32 = 1;
 const UDIAG_SHOW_PEER: u32 = 4;
+const UDIAG_SHOW_RQLEN: u32 = 0x10;
 const UNIX_DIAG_NAME: u16 = 0;
 const UNIX_DIAG_PEER: u16 = 2;
+const UNIX_DIAG_RQLEN: u16 = 4;
+const UNIX_DIAG_SHUTDOWN: u16 = 6;
 /// TCP_LISTEN, the state of a listening unix socket.
 pub const LISTEN: u8 = 10;
 
@@ -36,6 +40,10 @@ pub struct UnixSocket {
     /// The address it is bound to (a path, or an abstract name starting
     /// with a NUL byte), if any.
     pub name: Option<Vec<u8>>,
+    /// A listener's backlog (the most connections it queues).
+    pub backlog: u32,
+    /// sk_shutdown: 1 no more reading, 2 no more writing.
+    pub shutdown: u8,
 }
 
 /// Every unix socket of this network namespace, by inode.
@@ -78,7 +86,7 @@ fn request() -> Vec<u8> {
     req.extend_from_slice(&0u16.to_ne_bytes());
     req.extend_from_slice(&u32::MAX.to_ne_bytes());
     req.extend_from_slice(&0u32.to_ne_bytes());
-    req.extend_from_slice(&(UDIAG_SHOW_PEER | UDIAG_SHOW_NAME).to_ne_bytes());
+    req.extend_from_slice(&(UDIAG_SHOW_PEER | UDIAG_SHOW_NAME | UDIAG_SHOW_RQLEN).to_ne_bytes());
     req.extend_from_slice(&[0xff; 8]);
     req
 }
@@ -116,6 +124,8 @@ fn parse(mut b: &[u8], out: &mut HashMap<u64, UnixSocket>) -> bool {
                 state: msg[2],
                 peer: 0,
                 name: None,
+                backlog: 0,
+                shutdown: 0,
             };
             let mut attrs = &msg[16..];
             while attrs.len() >= 4 {
@@ -125,6 +135,10 @@ fn parse(mut b: &[u8], out: &mut HashMap<u64, UnixSocket>) -> bool {
                 }
                 match u16_at(attrs, 2) {
                     UNIX_DIAG_PEER => sock.peer = u64::from(u32_at(attrs, 4)),
+                    // struct unix_diag_rqlen { u32 rqueue, wqueue; }: for a
+                    // listener, queued connections and the backlog.
+                    UNIX_DIAG_RQLEN if sock.state == LISTEN => sock.backlog = u32_at(attrs, 8),
+                    UNIX_DIAG_SHUTDOWN => sock.shutdown = attrs.get(4).copied().unwrap_or(0),
                     UNIX_DIAG_NAME => {
                         let mut name = attrs[4..alen].to_vec();
                         // A path ends at its NUL; an abstract name (leading

@@ -121,6 +121,16 @@ const TRAPPED: &[i64] = &[
     libc::SYS_sched_getaffinity,
     libc::SYS_sched_setaffinity,
     libc::SYS_prlimit64,
+    libc::SYS_process_vm_readv,
+    libc::SYS_process_vm_writev,
+    libc::SYS_pidfd_open,
+    libc::SYS_kcmp,
+    libc::SYS_sched_getparam,
+    libc::SYS_sched_setparam,
+    libc::SYS_sched_getscheduler,
+    libc::SYS_sched_setscheduler,
+    libc::SYS_sched_getattr,
+    libc::SYS_sched_setattr,
     libc::SYS_open,
     libc::SYS_openat,
     libc::SYS_readlink,
@@ -234,10 +244,25 @@ impl crate::plugin::Plugin for Pids {
             | libc::SYS_getsid
             | libc::SYS_sched_getaffinity
             | libc::SYS_sched_setaffinity
-            | libc::SYS_prlimit64 => {
+            | libc::SYS_prlimit64
+            // Another process's memory (cross-memory attach: MPI's UCX).
+            | libc::SYS_process_vm_readv
+            | libc::SYS_process_vm_writev
+            | libc::SYS_pidfd_open
+            | libc::SYS_sched_getparam
+            | libc::SYS_sched_setparam
+            | libc::SYS_sched_getscheduler
+            | libc::SYS_sched_setscheduler
+            | libc::SYS_sched_getattr
+            | libc::SYS_sched_setattr => {
                 if r.rdi as i32 > 0 {
                     r.rdi = real(r.rdi);
                 }
+                Run
+            }
+            libc::SYS_kcmp => {
+                r.rdi = real(r.rdi);
+                r.rsi = real(r.rsi);
                 Run
             }
             libc::SYS_tgkill | libc::SYS_rt_tgsigqueueinfo => {

@@ -122,7 +122,7 @@ fn settle() {
 }
 
 #[test]
-fn checkpoint_runs_three_barriers_in_order() {
+fn checkpoint_runs_four_barriers_in_order() {
     let (addr, _) = start(Duration::from_secs(5));
     let fakes: Vec<Fake> = (0..3)
         .map(|i| fake(&addr, &format!("p{i}"), always(Behave::Answer)))
@@ -131,7 +131,7 @@ fn checkpoint_runs_three_barriers_in_order() {
     let r = client::request(&addr, None, &ClientRequest::Checkpoint { kill: false }).unwrap();
     assert!(r.ok, "{r:?}");
     let phases: Vec<&str> = r.phases.iter().map(|p| p.name.as_str()).collect();
-    assert_eq!(phases, ["suspend", "capture", "resume"]);
+    assert_eq!(phases, ["suspend", "drain", "capture", "resume"]);
     assert_eq!(r.sessions.len(), 3);
     assert!(
         r.sessions.iter().all(|s| s.ok && s.image.is_some()),
@@ -141,7 +141,7 @@ fn checkpoint_runs_three_barriers_in_order() {
     for f in &fakes {
         // The status polls of wait_sessions came before.
         let got: Vec<_> = f.got().into_iter().filter(|a| *a != "status").collect();
-        assert_eq!(got, ["suspend", "capture", "resume"]);
+        assert_eq!(got, ["suspend", "drain", "capture", "resume"]);
     }
     let r = client::request(&addr, None, &ClientRequest::Checkpoint { kill: true }).unwrap();
     assert!(r.ok, "{r:?}");
@@ -190,7 +190,7 @@ fn a_silent_session_times_out_and_the_others_resume() {
     );
     settle();
     let got: Vec<_> = a.got().into_iter().filter(|a| *a != "status").collect();
-    assert_eq!(got, ["suspend", "capture", "resume"]);
+    assert_eq!(got, ["suspend", "drain", "capture", "resume"]);
 }
 
 #[test]
@@ -205,7 +205,7 @@ fn a_failed_capture_with_kill_kills_nobody() {
     settle();
     for f in [&a, &b] {
         let got: Vec<_> = f.got().into_iter().filter(|a| *a != "status").collect();
-        assert_eq!(got, ["suspend", "capture", "resume"]);
+        assert_eq!(got, ["suspend", "drain", "capture", "resume"]);
     }
 }
 

@@ -45,13 +45,15 @@ enum Command {
     /// in --ckpt-dir (default: the current directory). With --coordinator
     /// HOST:PORT it talks to a `rewind coordinator` instead, which applies
     /// the command to every session registered with it: --checkpoint stops
-    /// them all (barrier), captures each (barrier), then resumes them while
-    /// their images are written or, with --kill, writes the images and kills
-    /// them; it prints every image once all are durable, how long the
-    /// programs were stopped and when the images were durable, the time of
-    /// each phase and the command that restarts them all. If one session
-    /// fails, disconnects or does not answer in time, the command fails
-    /// naming it and the others are resumed (never killed).
+    /// them all (barrier), reads what is in flight on their TCP connections
+    /// (barrier: connections between the programs are kept), captures each
+    /// (barrier), then resumes them while their images are written or, with
+    /// --kill, writes the images and kills them; it prints every image once
+    /// all are durable, how long the programs were stopped and when the
+    /// images were durable, the time of each phase and the command that
+    /// restarts them all. If one session fails, disconnects or does not
+    /// answer in time, the command fails naming it and the others are
+    /// resumed (never killed).
     #[command(
         group(clap::ArgGroup::new("action").required(true).multiple(true).args(["checkpoint", "status", "kill", "quit", "ping"])),
         after_help = "Examples:\n  rewind command --checkpoint --kill\n  rewind command --coordinator 127.0.0.1:7779 --checkpoint\n  rewind command --coordinator node1:7779 --token $TOKEN --status"
@@ -433,8 +435,11 @@ struct RestartArgs {
     /// tree is rebuilt with its parent/child links, process groups and
     /// sessions. With --coordinator, the images are split into process
     /// trees, each restarted as a session of its own (sharing this
-    /// terminal) that registers with the coordinator; rewind exits when all
-    /// have ended, with the first nonzero status.
+    /// terminal) that registers with the coordinator; a program connected
+    /// to other programs of the coordinator waits, stopped, until they are
+    /// restarted too (on any host: their connections are made again between
+    /// the new hosts' addresses). rewind exits when all have ended, with the
+    /// first nonzero status.
     #[arg(value_name = "IMAGE", required = true)]
     images: Vec<PathBuf>,
 }

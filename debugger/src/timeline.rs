@@ -808,10 +808,7 @@ impl Timeline {
         self.set_mode(BTreeSet::new(), false);
         match self.adv()? {
             Advance::Event { .. } => {
-                self.at = Moment::at_event(self.cur.event());
-                if let Some(tid) = self.cur.threads().first().map(|t| t.0) {
-                    self.thread = self.last_thread().unwrap_or(tid);
-                }
+                self.set_at_boundary();
                 self.snapshot_if_due();
                 Ok(())
             }
@@ -824,6 +821,21 @@ impl Timeline {
         let e = self.cur.event();
         let tid = self.trace.events.get(e.checked_sub(1)? as usize)?.tid();
         self.cur.threads().iter().any(|t| t.0 == tid).then_some(tid)
+    }
+
+    /// The thread a stop at an event boundary shows: the one whose event
+    /// led there or, when that event ended it, the first one left (however
+    /// the boundary was reached: one stop, one thread).
+    fn boundary_thread(&self) -> i32 {
+        self.last_thread()
+            .or_else(|| self.cur.threads().first().map(|t| t.0))
+            .unwrap_or(self.thread)
+    }
+
+    /// Replay is at an event boundary: that is where we are.
+    fn set_at_boundary(&mut self) {
+        self.at = Moment::at_event(self.cur.event());
+        self.thread = self.boundary_thread();
     }
 
     /// One more arrival at (or trigger of) `key`, counted from `start`
@@ -1078,10 +1090,7 @@ impl Timeline {
         old.kill();
         self.lost = false;
         self.at = Moment::at_event(fresh.1);
-        self.thread = self
-            .last_thread()
-            .or(self.cur.threads().first().map(|t| t.0))
-            .unwrap_or(0);
+        self.thread = self.boundary_thread();
         self.since_snapshot = Instant::now();
         Ok(())
     }
@@ -1230,10 +1239,7 @@ impl Timeline {
                 }
                 Advance::Paused(p) => return Err(other(format!("unexpected pause {p:?}"))),
                 Advance::Event { stepped } => {
-                    self.at = Moment::at_event(self.cur.event());
-                    if let Some(t) = self.last_thread() {
-                        self.thread = t;
-                    }
+                    self.set_at_boundary();
                     self.snapshot_if_due();
                     if watching {
                         // The kernel wrote a watched location.
@@ -1315,13 +1321,10 @@ impl Timeline {
                 }
                 Advance::Paused(p) => return Err(other(format!("unexpected pause {p:?}"))),
                 Advance::Event { .. } => {
-                    self.at = Moment::at_event(self.cur.event());
+                    self.set_at_boundary();
                     start = self.at.clone();
                     counts.clear();
                     wcounts.clear();
-                    if let Some(t) = self.last_thread() {
-                        self.thread = t;
-                    }
                     self.snapshot_if_due();
                     // The kernel wrote a watched location (a read into it):
                     // no debug register sees that.
@@ -1357,8 +1360,53 @@ impl Timeline {
     }
 
     /// The moment of the instruction executed last before `m` (None at the
-    /// beginning of history).
+    /// beginning of history): the stop a forward stepi from there left.
     fn previous_instruction(&mut self, m: &Moment) -> Result<Option<Moment>> {
+        match self.before_instruction(m)? {
+            Some(p) if p.path.is_empty() => Ok(Some(self.stop_at_boundary(p.event)?)),
+            other => Ok(other),
+        }
+    }
+
+    /// The stop of a forward stepi that boundary `event` stands for.
+    /// Stepi stops at an event boundary only when an instruction led to it;
+    /// one reached without any (a syscall its thread entered at an earlier
+    /// `Enter` event and waits in, an asynchronous signal, a checkpoint) is
+    /// passed on the way to the next instruction, so it stands for the
+    /// stop before it: the same next instruction, the one coordinate.
+    fn stop_at_boundary(&mut self, mut event: u64) -> Result<Moment> {
+        while event > 0 {
+            let base = Moment::at_event(event - 1);
+            self.goto_inner(&base)?;
+            self.set_mode(BTreeSet::new(), true);
+            let ran = match self.adv()? {
+                Advance::Paused(Pause::Step { tid }) => {
+                    self.thread = tid;
+                    self.at = base.then(Seg::Steps(1));
+                    true
+                }
+                Advance::Event { stepped } => {
+                    self.set_at_boundary();
+                    stepped
+                }
+                other_stop => {
+                    return Err(other(format!(
+                        "stepping to event {event}: unexpected {other_stop:?}"
+                    )))
+                }
+            };
+            if ran {
+                break;
+            }
+            event -= 1;
+        }
+        Ok(Moment::at_event(event))
+    }
+
+    /// The moment just before the instruction executed last before `m`
+    /// (None at the beginning of history); an event boundary found may be
+    /// one no instruction led to ([`Timeline::stop_at_boundary`]).
+    fn before_instruction(&mut self, m: &Moment) -> Result<Option<Moment>> {
         let mut m = m.clone();
         loop {
             let Some(last) = m.path.last().copied() else {
@@ -1473,6 +1521,14 @@ impl Timeline {
             return Ok(None);
         }
         self.goto_inner(base)?;
+        // Where the thread is at `base` (its id in this process).
+        let rip_at_base = self
+            .cur
+            .threads()
+            .iter()
+            .find(|t| t.0 == tid)
+            .and_then(|t| rewind_ckpt::sys::ptrace::getregs(t.1).ok())
+            .map(|r| r.rip);
         let mut n = 0u64;
         let mut bps = BTreeSet::new();
         bps.insert(insn);
@@ -1486,8 +1542,15 @@ impl Timeline {
         }
         self.at = base.then(Seg::ToSyscall);
         if n == 0 {
-            // It was there already at the boundary.
-            return Ok(Some(base.clone()));
+            if rip_at_base == Some(insn) {
+                // It was there already at the boundary.
+                return Ok(Some(base.clone()));
+            }
+            // Nothing ran: the thread waited in the syscall since an
+            // earlier `Enter` event (the position is still `base`'s).
+            // Stepping across the event says so, and looks before it.
+            self.at = base.clone();
+            return Ok(None);
         }
         Ok(Some(base.then(Seg::Hit(insn, n))))
     }
@@ -1579,7 +1642,7 @@ impl Timeline {
             match self.adv()? {
                 Advance::Paused(Pause::Step { .. }) => k += 1,
                 Advance::Event { stepped } => {
-                    self.at = Moment::at_event(self.cur.event());
+                    self.set_at_boundary();
                     return Ok(k + stepped as u64);
                 }
                 Advance::Paused(p) => return Err(other(format!("unexpected pause {p:?}"))),
@@ -1689,9 +1752,20 @@ impl Timeline {
                 }
                 Some((m, Found::Watch(w))) => {
                     // Backward, the stop is before the instruction that
-                    // changed (or touched) the location.
-                    self.goto_inner(&m)?;
-                    self.reverse_stepi_inner()?;
+                    // changed (or touched) the location; before the event
+                    // that did, if no instruction led to it (the end of a
+                    // syscall that blocked): the stop it stands for.
+                    let stands_for = match m.path.is_empty() {
+                        true => Some(self.stop_at_boundary(m.event)?),
+                        false => None,
+                    };
+                    match stands_for {
+                        Some(p) if p != m => self.goto_inner(&p)?,
+                        _ => {
+                            self.goto_inner(&m)?;
+                            self.reverse_stepi_inner()?;
+                        }
+                    }
                     self.take_anchor();
                     return Ok(StopReason::Watch(w));
                 }
@@ -1759,7 +1833,7 @@ impl Timeline {
                         }
                     }
                     Advance::Event { .. } => {
-                        self.at = Moment::at_event(self.cur.event());
+                        self.set_at_boundary();
                         self.snapshot_if_due();
                         if let Some(w) = self.changed_by_event(&mut values) {
                             if stop(self, Arrival::Watch(w)) {

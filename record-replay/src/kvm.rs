@@ -159,7 +159,7 @@ impl KvmRecord {
         })?;
         let inj = Injector::install(tracee, tid, hole)?;
         let result = self.dirty_with(tracee, tid, &inj);
-        let removed = inj.remove(tid);
+        let removed = inj.remove(tracee, tid);
         let ranges = result?;
         removed?;
         Ok(ranges)

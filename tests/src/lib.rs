@@ -792,6 +792,71 @@ pub fn checkpoint_chain_with(
     }
 }
 
+/// A checkpoint the program survives: it ran on to its end under `rewind launch`, and the images
+/// written at the checkpoint were restarted after that end.
+#[derive(Debug)]
+pub struct RunOn {
+    /// The launch, which ran to its end past the checkpoint.
+    pub live: Finished,
+    /// The images of the checkpoint (one per process, the root's first).
+    pub images: Vec<PathBuf>,
+    /// The restart of those images, which ran to its end.
+    pub restarted: Finished,
+}
+
+impl RunOn {
+    /// The oracle: the live run printed exactly the uninterrupted output and ended alike; the
+    /// restart printed a non-empty tail of it and ended alike too.
+    #[track_caller]
+    pub fn assert_matches(&self, uninterrupted: &Output) {
+        let expected = String::from_utf8_lossy(&uninterrupted.stdout);
+        assert!(
+            self.live.status.code() == uninterrupted.status.code()
+                && !self.live.stderr.contains("panicked")
+                && self.live.stdout == expected,
+            "the program did not run on unharmed past the checkpoint: {}\n--- expected:\n{}\n--- live: {}",
+            first_difference(&expected, &self.live.stdout),
+            quote(&expected),
+            self.live.describe()
+        );
+        assert!(
+            self.restarted.status.code() == uninterrupted.status.code()
+                && !self.restarted.stderr.contains("panicked")
+                && !self.restarted.stdout.is_empty()
+                && expected.ends_with(&self.restarted.stdout),
+            "the restart of the checkpoint did not print a tail of the uninterrupted run\n--- expected:\n{}\n--- restart: {}",
+            quote(&expected),
+            self.restarted.describe()
+        );
+    }
+}
+
+/// `rewind launch`, wait for `wait`, `rewind command --checkpoint` (the program runs on), wait for
+/// its end, then `rewind restart` of the images to their end. Uses `scratch/ckpt-0` and
+/// `scratch/ckpt-1`.
+#[track_caller]
+pub fn checkpoint_run_on(scratch: &Scratch, program: &Command, wait: Wait) -> RunOn {
+    let mut running = launch(
+        program,
+        &scratch.dir("ckpt-0"),
+        Redirect::to(scratch.join("live.out")),
+    );
+    running.wait_for(wait);
+    let images = running.checkpoint_tree_with(&["--checkpoint"]);
+    let live = running.wait();
+    let restarted = restart_tree(
+        &images,
+        &scratch.dir("ckpt-1"),
+        Redirect::to(scratch.join("restarted.out")),
+    )
+    .wait();
+    RunOn {
+        live,
+        images,
+        restarted,
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Assertions
 // ---------------------------------------------------------------------------------------------

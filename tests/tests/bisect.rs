@@ -221,6 +221,41 @@ fn another_thread_corrupting_a_value_is_named() {
 }
 
 #[test]
+fn a_value_a_blocked_syscall_wrote_is_traced_to_that_syscall() {
+    // The reader thread's read() waits while the main thread runs; the byte
+    // lands where the read ends, an event no instruction leads to (the
+    // reader waited at the syscall), not by the instruction of the step
+    // that passes it.
+    let scratch = Scratch::new("bisect-blocked");
+    let rec = record(&scratch, &fixture("dbg_blocking"), None);
+    assert!(rec.status.success(), "{}", rec.stderr);
+    let changed = bisect(&rec.dir, &["--changes", "received"]);
+    // Oracle: the trace, where the read's result and the byte it wrote are.
+    let trace = replayer::load(&rec.dir).expect("load the trace");
+    let read = (0..trace.events.len())
+        .find(|&i| {
+            matches!(
+                trace.events.get(i).as_deref(),
+                Some(rewind_rr::trace::format::Event::Syscall { nr: libc::SYS_read, ret: 1, writes, .. })
+                    if writes.iter().any(|w| w.1 == b"x")
+            )
+        })
+        .expect("the read of the byte in the trace");
+    assert_eq!(changed["cause"]["kind"], "event", "{changed:#}");
+    assert_eq!(changed["cause"]["index"], read, "{changed:#}");
+    assert!(
+        changed["cause"]["description"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("the read syscall")),
+        "{changed:#}"
+    );
+    assert!(
+        changed["new"].as_str().is_some_and(|v| v.contains("'x'")),
+        "{changed:#}"
+    );
+}
+
+#[test]
 fn python3_output_is_traced_to_the_write_that_printed_it() {
     let scratch = Scratch::new("bisect-python");
     let script = scratch.write(

@@ -6,6 +6,7 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::process::Command;
 
 use rewind_tests::*;
 
@@ -147,6 +148,15 @@ fn restart_keeps_timerfd_and_epoll() {
     let program = fixture("timerfd_epoll");
     let uninterrupted = run_uninterrupted(&program);
     checkpoint_kill_restart(&scratch, &program, Wait::Lines(6)).assert_matches(&uninterrupted);
+}
+
+#[test]
+fn restart_keeps_nested_epolls_and_watches_of_closed_descriptors() {
+    let scratch = Scratch::new("restart_keeps_nested_epolls");
+    let mut program = fixture("epoll_nested");
+    program.args(["40", "50000"]);
+    let uninterrupted = run_uninterrupted(&program);
+    checkpoint_kill_restart(&scratch, &program, Wait::Lines(8)).assert_matches(&uninterrupted);
 }
 
 #[test]
@@ -680,4 +690,43 @@ fn restart_listens_again_on_the_same_abstract_unix_name() {
             )
         },
     );
+}
+
+/// Handlers of SIGSEGV, SIGTRAP and SIGILL survive a checkpoint, in the program that runs on and in
+/// its restarted copies: the engine's injected syscalls (each ends on an `int3`) and the removal of
+/// its trampoline must not raise a fault while the program's signals are blocked, which makes the
+/// kernel reset the handler (a JVM then dies at its next safepoint, a SIGSEGV).
+#[test]
+fn restart_keeps_fault_handlers() {
+    let scratch = Scratch::new("restart_keeps_fault_handlers");
+    let program = fixture("fault_handlers");
+    let uninterrupted = run_uninterrupted(&program);
+    checkpoint_chain(
+        &scratch,
+        &program,
+        &[Wait::Lines(5), Wait::LineContaining("round 12")],
+    )
+    .assert_matches(&uninterrupted);
+    let scratch = Scratch::new("restart_keeps_fault_handlers_run_on");
+    checkpoint_run_on(&scratch, &program, Wait::Lines(5)).assert_matches(&uninterrupted);
+}
+
+/// A program running under ids of its own (here set by `setpriv`, as `runuser` or a server
+/// dropping root would) gets them back at restart, with its supplementary groups; it used to come
+/// back as root, rewind's own user (a restarted PostgreSQL then wrote its files as root).
+#[test]
+fn restart_keeps_user_and_group_ids() {
+    let scratch = Scratch::new("restart_keeps_user_and_group_ids");
+    let mut program = Command::new("/usr/bin/setpriv");
+    program
+        .args(["--reuid=65534", "--regid=65533", "--groups=65532,100", "--"])
+        .arg(target("ids_loop"));
+    let uninterrupted = run_uninterrupted(&program);
+    assert!(
+        String::from_utf8_lossy(&uninterrupted.stdout)
+            .contains("uids 65534 65534 65534 gids 65533 65533 65533 dumpable 1 groups 100 65532"),
+        "setpriv did not set the ids: {uninterrupted:?}"
+    );
+    checkpoint_chain(&scratch, &program, &[Wait::Lines(4), Wait::Lines(4)])
+        .assert_matches(&uninterrupted);
 }

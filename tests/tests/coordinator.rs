@@ -185,7 +185,7 @@ fn three_programs_checkpointed_together_and_restarted() {
     assert_eq!(report["ok"], true, "{report:#}");
     assert_eq!(
         phase_names(&report),
-        ["suspend", "capture", "kill"],
+        ["suspend", "drain", "capture", "kill"],
         "{report:#}"
     );
     for p in report["phases"].as_array().into_iter().flatten() {

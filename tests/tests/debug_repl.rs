@@ -665,11 +665,38 @@ fn ctrl_c_stops_a_long_continue_and_comes_back() {
         .spawn()
         .expect("start rewind debug");
     let mut stdin = child.stdin.take().expect("stdin");
+    // What rewind prints, read as it comes: the interrupt is sent once the first stop is shown
+    // (the continue after it then runs), however slow the machine.
+    let shown = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = {
+        let shown = shown.clone();
+        let mut out = child.stdout.take().expect("stdout");
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut chunk = [0u8; 4096];
+            while let Ok(n) = out.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                let text = String::from_utf8_lossy(&chunk[..n]).into_owned();
+                shown.lock().expect("output").push_str(&text);
+            }
+        })
+    };
     stdin
         .write_all(b"break mark\nrun\nwhen\ncontinue\n")
         .expect("commands");
     stdin.flush().expect("flush");
-    std::thread::sleep(std::time::Duration::from_millis(1200));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !shown.lock().expect("output").contains("Current event:") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no first stop: {}",
+            shown.lock().expect("output")
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(800));
     let started = std::time::Instant::now();
     rewind_ckpt::sys::process::kill(child.id() as i32, libc::SIGINT).expect("send SIGINT");
     stdin
@@ -677,7 +704,8 @@ fn ctrl_c_stops_a_long_continue_and_comes_back() {
         .expect("commands");
     drop(stdin);
     let out = child.wait_with_output().expect("wait");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    reader.join().expect("reader");
+    let stdout = shown.lock().expect("output").clone();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(stderr.contains("Quit (interrupted)"), "{stdout}\n{stderr}");

@@ -3,12 +3,14 @@
 //! exactly backwards by reverse-stepi; reverse-continue lands on the last
 //! arrival at a breakpoint the forward trace saw; going to a moment twice
 //! gives identical registers. The same with five threads, going back from
-//! in-memory snapshots of all of them.
+//! in-memory snapshots of all of them, and over syscalls that waited (their
+//! end applied later, when no instruction runs).
 
 use std::collections::BTreeSet;
 
-use rewind_debugger::timeline::{Moment, StopReason, Timeline, TimelineOptions};
+use rewind_debugger::timeline::{watch_slots, Moment, StopReason, Timeline, TimelineOptions};
 use rewind_rr::replayer::{self, Console};
+use rewind_rr::trace::format::Event;
 use rewind_tests::*;
 
 fn open(dir: &std::path::Path, opts: TimelineOptions) -> (Timeline, Sink) {
@@ -180,7 +182,9 @@ fn symbol_address(path: &std::path::Path, name: &str) -> u64 {
 }
 
 /// Every thread's registers (recorded id, registers the program sees).
-fn all_threads(t: &Timeline) -> Vec<(i32, Vec<u64>)> {
+type AllThreads = Vec<(i32, Vec<u64>)>;
+
+fn all_threads(t: &Timeline) -> AllThreads {
     t.replayer()
         .threads()
         .into_iter()
@@ -195,7 +199,7 @@ fn all_threads(t: &Timeline) -> Vec<(i32, Vec<u64>)> {
 /// registers, and the memory near every thread's stack pointer with the
 /// program's own data and heap (the moment itself may be spelled
 /// differently when reached another way).
-type ThreadedStop = (i32, Vec<(i32, Vec<u64>)>, u64);
+type ThreadedStop = (i32, AllThreads, u64);
 
 fn threaded_stop(t: &Timeline) -> ThreadedStop {
     (t.thread(), all_threads(t), program_memory(t))
@@ -235,7 +239,15 @@ fn program_memory(t: &Timeline) -> u64 {
 fn threaded_program_goes_back_through_snapshots() {
     let scratch = Scratch::new("rc-threads");
     let exe = target("rr_threads_counters");
-    let rec = record(&scratch, &fixture("rr_threads_counters"), None);
+    // Without the recorder's periodic checkpoints (every 5 s, so only when
+    // recording is slow: a loaded machine), which going back prefers to an
+    // older snapshot: the test is about snapshots.
+    let rec = record_with(
+        &scratch,
+        &fixture("rr_threads_counters"),
+        &["--checkpoint-interval", "0"],
+        None,
+    );
     assert!(rec.status.success(), "{}", rec.stderr);
     let opts = TimelineOptions {
         snapshot_interval: std::time::Duration::from_millis(5),
@@ -332,6 +344,129 @@ fn threaded_program_goes_back_through_snapshots() {
         );
     }
     assert_eq!(t.restores().images, 1, "{:?}", t.restores());
+}
+
+/// A syscall that may block is logged twice: `Enter` where its thread went
+/// into the kernel, and `Syscall` with its result where it came back (the
+/// schedule decides what runs between). Replay applies that end without
+/// running an instruction, so forward stepi passes its boundary without
+/// stopping there; reverse-stepi must land on the stops forward stepi made
+/// (the thread that executed the instruction, in the same state), never on
+/// such a boundary. In this program, whatever the schedule, the main thread
+/// sleeps while the reader waits for the pipe, and the reader waits while
+/// the main thread writes to it and joins it.
+#[test]
+fn reverse_stepi_walks_back_over_syscalls_that_waited() {
+    let scratch = Scratch::new("rsi-waited");
+    let rec = record(&scratch, &fixture("dbg_blocking"), None);
+    assert!(rec.status.success(), "{}", rec.stderr);
+    let opts = TimelineOptions {
+        snapshot_interval: std::time::Duration::from_millis(5),
+        ..TimelineOptions::default()
+    };
+    let (mut t, _) = open(&rec.dir, opts);
+    // The syscalls that waited, from the trace: (index of their Enter,
+    // index of their end, whether another thread's event came between).
+    let events: Vec<_> = (0..t.events() as usize)
+        .map(|i| t.trace().events.get(i).expect("an event of the trace"))
+        .collect();
+    let mut waited: Vec<(usize, usize, bool)> = Vec::new();
+    for (i, e) in events.iter().enumerate() {
+        let Event::Enter { tid, nr, .. } = **e else {
+            continue;
+        };
+        let end = events[i + 1..].iter().position(
+            |e| matches!(**e, Event::Syscall { tid: t, nr: n, .. } if t == tid && n == nr),
+        );
+        if let Some(k) = end {
+            let j = i + 1 + k;
+            let others = events[i + 1..j].iter().any(|e| e.tid() != tid);
+            waited.push((i, j, others));
+        }
+    }
+    // Those while another thread ran (the dynamic loader's opens, before,
+    // wait alone).
+    waited.retain(|w| w.2);
+    assert!(
+        waited.len() >= 2,
+        "syscalls that waited while another thread ran: {waited:?}"
+    );
+    let first = waited.iter().map(|w| w.0).min().unwrap_or(0) as u64;
+    let last = waited.iter().map(|w| w.1).max().unwrap_or(0) as u64;
+
+    // Forward: from just before the first of them to just after the last.
+    t.goto(&Moment {
+        event: first,
+        path: vec![],
+    })
+    .expect("goto");
+    assert_eq!(t.stepi().expect("stepi"), StopReason::Step);
+    // With the byte the reader's read() gets, at every step.
+    let exe = target("dbg_blocking");
+    let received = symbol_address(&exe, "received") + load_bias_of(&t, &exe);
+    let byte = |t: &Timeline| t.watched_bytes(&watch_slots(received, 1, false)[0]);
+    let mut forward: Vec<(Moment, i32, AllThreads)> = Vec::new();
+    let mut bytes = Vec::new();
+    while t.now().event <= last + 1 {
+        assert!(forward.len() < 200_000, "the stretch never ends");
+        forward.push((t.now().clone(), t.thread(), all_threads(&t)));
+        bytes.push(byte(&t));
+        assert_eq!(t.stepi().expect("stepi"), StopReason::Step);
+    }
+    // No instruction leads to where a waiting syscall ends: stepi goes on.
+    let stops_at: BTreeSet<u64> = forward
+        .iter()
+        .filter(|f| f.0.path.is_empty())
+        .map(|f| f.0.event)
+        .collect();
+    for &(_, j, _) in &waited {
+        let end = j as u64 + 1;
+        assert!(
+            !stops_at.contains(&end),
+            "forward stepi stopped at event {end}, where a waiting syscall ended"
+        );
+    }
+
+    // Backward, every instruction of it.
+    for (i, (m, tid, want)) in forward.iter().rev().enumerate() {
+        assert_eq!(t.reverse_stepi().expect("reverse-stepi"), StopReason::Step);
+        assert_eq!(
+            (t.thread(), all_threads(&t)),
+            (*tid, want.clone()),
+            "reverse-stepi #{} should land where forward step {} was (moment {m}), at {}",
+            i + 1,
+            forward.len() - 1 - i,
+            t.now()
+        );
+    }
+
+    // A watchpoint on the byte, going back from the end of the stretch:
+    // the kernel wrote it at the end of the read, which no instruction led
+    // to; the stop before that change is the forward step whose stepi made
+    // it.
+    let changed = bytes
+        .windows(2)
+        .position(|w| w[0] != w[1])
+        .expect("the read's byte arrives in the stretch");
+    assert_eq!(
+        bytes[changed + 1],
+        Some(b"x".to_vec()),
+        "the byte main writes"
+    );
+    t.goto(&forward[forward.len() - 1].0).expect("goto");
+    t.watches = watch_slots(received, 1, false);
+    assert_eq!(
+        t.reverse_cont_to(&mut |_, _| true)
+            .expect("reverse-continue"),
+        StopReason::Watch(t.watches[0])
+    );
+    let (m, tid, want) = &forward[changed];
+    assert_eq!(
+        (t.thread(), all_threads(&t), byte(&t)),
+        (*tid, want.clone(), bytes[changed].clone()),
+        "a reverse watchpoint should stop where forward step {changed} was (moment {m}), at {}",
+        t.now()
+    );
 }
 
 fn load_bias_of(t: &Timeline, exe: &std::path::Path) -> u64 {

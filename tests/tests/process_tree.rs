@@ -282,3 +282,107 @@ fn tree_restarted_while_the_original_runs_translates_ids() {
     );
     assert_nothing_left(&program);
 }
+
+/// Children that have ended but are not reaped yet when the checkpoint lands (a compiler driver
+/// whose cc1 just finished, a shell's command substitution) come back as zombies of the restarted
+/// parent, with their pid and status (exit codes and signals): its wait finds them. Without them
+/// `wait` failed with ECHILD (`gcc: fatal error: failed to get exit status`).
+#[test]
+fn unreaped_children_are_waited_for_after_restart() {
+    let scratch = Scratch::new("unreaped_children_are_waited_for_after_restart");
+    let mut program = fixture("tree_zombie");
+    program.arg("14");
+    let uninterrupted = run_uninterrupted(&program);
+    let chain = checkpoint_chain(
+        &scratch,
+        &program,
+        &[
+            Wait::LineContaining("round  3: child ended"),
+            // Round 5's child was killed by a signal.
+            Wait::LineContaining("round  5: child ended"),
+        ],
+    );
+    chain.assert_matches(&uninterrupted);
+    assert_nothing_left(&program);
+}
+
+fn tree_cma(steps: u32) -> Command {
+    let mut program = fixture("tree_cma");
+    program.args([steps.to_string(), "30000".to_string()]);
+    program
+}
+
+#[test]
+fn processes_reading_each_others_memory_checkpoint_kill_restart() {
+    let scratch = Scratch::new("processes_reading_each_others_memory");
+    let program = tree_cma(40);
+    let uninterrupted = run_uninterrupted(&program);
+    let mut running = launch(
+        &program,
+        &scratch.dir("ckpt-0"),
+        Redirect::to(scratch.join("before.out")),
+    );
+    running.wait_for(Wait::LineContaining("step 10:"));
+    let images = running.checkpoint_tree_and_kill();
+    assert_eq!(images.len(), 2, "{images:?}");
+    let before = running.wait_timeout(KILL_TIMEOUT);
+    assert_nothing_left(&program);
+    let after = restart_tree(
+        &images,
+        &scratch.dir("ckpt-1"),
+        Redirect::to(scratch.join("after.out")),
+    )
+    .wait();
+    assert_pieces_match(&uninterrupted, &[&before.stdout, &after.stdout], &after);
+    assert_nothing_left(&program);
+}
+
+#[test]
+fn processes_reading_each_others_memory_by_old_pids_while_the_original_runs() {
+    // The original keeps its pids: the copy's process_vm_readv/writev name them and must reach the
+    // copy's own processes, not the original's.
+    let scratch = Scratch::new("processes_reading_each_others_memory_by_old_pids");
+    let program = tree_cma(41);
+    let uninterrupted = String::from_utf8_lossy(&run_uninterrupted(&program).stdout).into_owned();
+    let mut launched = launch(
+        &program,
+        &scratch.dir("ckpt-0"),
+        Redirect::to(scratch.join("original.out")),
+    );
+    launched.wait_for(Wait::LineContaining("step 8:"));
+    let images = launched.checkpoint_tree_with(&["--checkpoint"]);
+    assert_eq!(images.len(), 2, "{images:?}");
+    let copy = restart_tree(
+        &images,
+        &scratch.dir("ckpt-1"),
+        Redirect::to(scratch.join("copy.out")),
+    )
+    .wait();
+    copy.assert_success();
+    let original = launched.wait();
+    original.assert_success();
+    assert_eq!(
+        original.stdout,
+        uninterrupted,
+        "the original must be unaffected: {}",
+        first_difference(&uninterrupted, &original.stdout)
+    );
+    let n = copy.stdout.lines().count();
+    assert!(
+        n > 1 && n < uninterrupted.lines().count(),
+        "copy printed {n} lines:\n{}",
+        copy.stdout
+    );
+    let expected: String = uninterrupted
+        .lines()
+        .skip(uninterrupted.lines().count() - n)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(
+        copy.stdout,
+        expected,
+        "{}",
+        first_difference(&expected, &copy.stdout)
+    );
+    assert_nothing_left(&program);
+}

@@ -8,6 +8,7 @@
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rewind_tests::*;
@@ -561,5 +562,24 @@ fn replay_shows_output_that_cat_copies_in_the_kernel() {
     let recorded = record(&scratch, &cat, None);
     assert_eq!(recorded.stdout, text, "{}", recorded.describe());
     std::fs::remove_file(&input).unwrap();
+    recorded.assert_replays_as_recorded(&[]);
+}
+
+/// A program that execs another (a shell script ending in `exec`, `env`, pyenv's shims): replay
+/// goes on in the exec'd program from its image, to the same end. It used to end at the exec,
+/// "with status 137" (the old image's removal was taken for the program's end).
+#[test]
+fn replay_goes_on_after_exec() {
+    let scratch = Scratch::new("replay_goes_on_after_exec");
+    let mut program = Command::new("/bin/sh");
+    program
+        .arg("-c")
+        .arg("echo before the exec; exec /usr/bin/env /bin/sh -c 'echo after two execs; exit 3'");
+    let recorded = record(&scratch, &program, None);
+    assert!(
+        recorded.stdout.contains("after two execs") && recorded.status.code() == Some(3),
+        "{}",
+        recorded.describe()
+    );
     recorded.assert_replays_as_recorded(&[]);
 }

@@ -283,6 +283,51 @@ fn unlinked_posix_shm_ring_checkpoint_kill_restart() {
     assert_nothing_left(&program);
 }
 
+/// A descriptor of shared memory the program maps too, opened by children through
+/// /proc/<parent>/fd after the restart (UCX's way): the children's writes must reach the parent's
+/// mapping, so the descriptor and the mapping must come back as one object.
+fn descriptor_and_mapping_are_one_object(test: &str, mode: &str, n: u32) {
+    let scratch = Scratch::new(test);
+    let name = format!("rewind-test-fdpeer-{}", unique(n));
+    let _cleanup = ShmFile(dev_shm(&name));
+    let mut program = fixture("shm_fd_peer");
+    program.args([mode, &name, "40", "30000"]);
+    let uninterrupted = run_uninterrupted(&program);
+    // The parent alone, or with a child of a step.
+    let mut running = launch(
+        &program,
+        &scratch.dir("ckpt-0"),
+        Redirect::to(scratch.join("before.out")),
+    );
+    running.wait_for(Wait::LineContaining("step 12:"));
+    let images = running.checkpoint_tree_and_kill();
+    let before = running.wait_timeout(KILL_TIMEOUT).stdout;
+    assert_nothing_left(&program);
+    let after = restart_tree(
+        &images,
+        &scratch.dir("ckpt-1"),
+        Redirect::to(scratch.join("after.out")),
+    )
+    .wait();
+    assert_pieces_match(&uninterrupted, &[&before, &after.stdout], &after);
+    assert!(!dev_shm(&name).exists());
+    assert_nothing_left(&program);
+}
+
+#[test]
+fn unlinked_posix_shm_descriptor_opened_by_children_after_restart() {
+    descriptor_and_mapping_are_one_object(
+        "unlinked_posix_shm_descriptor_opened_by_children",
+        "posix",
+        6,
+    );
+}
+
+#[test]
+fn memfd_descriptor_opened_by_children_after_restart() {
+    descriptor_and_mapping_are_one_object("memfd_descriptor_opened_by_children", "memfd", 7);
+}
+
 // ---------------------------------------------------------------------------------------------
 // System V IPC
 // ---------------------------------------------------------------------------------------------

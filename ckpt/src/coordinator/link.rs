@@ -22,6 +22,8 @@ pub struct CoordinatorLink {
     pub addr: String,
     /// This session's number at the coordinator.
     pub id: u64,
+    /// How long the coordinator waits for a session at each barrier.
+    pub timeout: Duration,
     /// While the coordinator holds the program suspended: when the session
     /// stops waiting for its next order and resumes the program by itself.
     pub(crate) suspended_until: Option<Instant>,
@@ -41,6 +43,7 @@ impl CoordinatorLink {
             partial: Vec::new(),
             addr: addr.to_string(),
             id: welcome.id,
+            timeout: Duration::from_millis(welcome.timeout_ms.max(1000)),
             suspended_until: None,
         })
     }

@@ -15,14 +15,23 @@
 //! TCP_NODELAY is set on both ends of every connection: a barrier is a few
 //! small messages each way, and Nagle's algorithm would hold each of them.
 //!
-//! A checkpoint is three barriers: `suspend` (each session stops every thread
-//! of its program), `capture` (each writes its image; this is where bytes in
-//! flight on sockets between the programs will be drained, which is not done
-//! yet), then `resume` or `kill`. A session that fails, disconnects or does not
+//! A checkpoint is four barriers: `suspend` (each session stops every thread
+//! of its program), `drain` (each reads the send queues of its program's TCP
+//! connections, in repair mode, and reports the ends that leave its process
+//! tree), `capture` (each writes its image, told every endpoint reported:
+//! connections between the programs are kept, the others come back closed),
+//! then `resume` or `kill`. A session that fails, disconnects or does not
 //! answer within the timeout fails the checkpoint: the coordinator names it
 //! and resumes all the others. A suspended session that hears nothing from
 //! the coordinator for its lease, or loses the connection, resumes its program
 //! by itself.
+//!
+//! Restarted sessions whose programs were connected to each other register
+//! the TCP ends they wait for ([`SessionInfo::awaiting`]) and stay held; once
+//! every end of a group has its other end registered, the coordinator sends
+//! the group `reconnect` (each makes its ends, in repair mode, with the
+//! addresses of hosts that changed, [`SessionInfo::moved`]) and then `resume`
+//! (each lets its connections and program go).
 
 pub mod client;
 pub mod link;
@@ -35,10 +44,11 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::control::Status;
+pub use crate::sockets::{Endpoint, UnixLink};
 use crate::Error;
 
 /// Version of the protocol, sent in every [`Hello`].
-pub const PROTOCOL: u32 = 1;
+pub const PROTOCOL: u32 = 2;
 /// Where `rewind coordinator` listens unless told otherwise (DMTCP's port).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7779";
 /// Environment variable holding the token, for peers given no `--token`.
@@ -100,6 +110,19 @@ pub struct SessionInfo {
     /// Its local control socket (`rewind command --ckpt-dir` still works).
     pub control_socket: String,
     pub restarted: bool,
+    /// Restarted: the TCP ends of its program whose other ends belong to
+    /// other programs of the computation; it is held until they are all
+    /// back (see [`Action::Reconnect`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub awaiting: Vec<Endpoint>,
+    /// Restarted: its program's unix connections to other programs of the
+    /// computation (made with theirs; held like `awaiting`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub awaiting_links: Vec<UnixLink>,
+    /// Restarted on another host: the addresses of the old host its
+    /// connections used, and the ones of this host that stand for them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub moved: Vec<(IpAddr, IpAddr)>,
 }
 
 impl SessionInfo {
@@ -110,22 +133,42 @@ impl SessionInfo {
 }
 
 /// What the coordinator asks of a session at one barrier.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "do", rename_all = "snake_case")]
 pub enum Action {
     /// Stop every thread of the program and keep it stopped. Without news
     /// from the coordinator for `lease_ms`, the session resumes it.
     Suspend { lease_ms: u64 },
+    /// Read the send queues of the program's TCP connections (repair
+    /// mode) and say which connections lead out of its process tree
+    /// ([`Reply::endpoints`]); every session does this before any reads a
+    /// receive queue, so no byte in flight between programs is lost.
+    Drain { lease_ms: u64 },
     /// Capture the (suspended) program; it stays suspended. Its images
     /// are written from copies of its processes once it is let go, and
     /// the answer to the `Resume` or `Kill` that follows names them once
     /// they are durable; with `kill` (a `Kill` follows: the program never
     /// runs on), they are written before this is answered, the program
-    /// stopped.
+    /// stopped. `computation`: every endpoint the sessions reported at the
+    /// drain; a connection whose other end is among them is kept, any other
+    /// comes back closed.
     Capture {
         lease_ms: u64,
         #[serde(default)]
         kill: bool,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        computation: Vec<Endpoint>,
+        /// Every unix connection the sessions reported at the drain.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        links: Vec<UnixLink>,
+    },
+    /// Restarted sessions whose connections wait for each other, all
+    /// registered now: make those connections (in repair mode), with the
+    /// addresses `moved` (old host's, new host's). A `Resume` follows once
+    /// every one of them has.
+    Reconnect {
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        moved: Vec<(IpAddr, IpAddr)>,
     },
     /// Let the program run on (answered once the images of the capture
     /// before, if any, are durable).
@@ -142,7 +185,9 @@ impl Action {
     pub fn name(&self) -> &'static str {
         match self {
             Action::Suspend { .. } => "suspend",
+            Action::Drain { .. } => "drain",
             Action::Capture { .. } => "capture",
+            Action::Reconnect { .. } => "reconnect",
             Action::Resume => "resume",
             Action::Kill => "kill",
             Action::Status => "status",
@@ -153,7 +198,7 @@ impl Action {
 
 /// One order, coordinator to session. `round` numbers barriers; answers to
 /// an older round are ignored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Order {
     pub round: u64,
     #[serde(flatten)]
@@ -192,6 +237,14 @@ pub struct Reply {
     /// A checkpoint: from the suspend until its images were durable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub durable_ms: Option<f64>,
+    /// After a drain: the program's TCP ends whose other end is outside
+    /// its process tree.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<Endpoint>,
+    /// After a drain: the program's unix connections whose other end is
+    /// alive outside its process tree.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<UnixLink>,
 }
 
 /// Messages from a session to the coordinator.

@@ -15,8 +15,9 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
 use super::{
-    authorize, read_line, send_line, Action, ClientRequest, Hello, Order, Phase, PingStats, Reply,
-    Report, Role, SessionInfo, SessionMsg, SessionReport, Welcome, HELLO_TIMEOUT, PROTOCOL,
+    authorize, read_line, send_line, Action, ClientRequest, Endpoint, Hello, Order, Phase,
+    PingStats, Reply, Report, Role, SessionInfo, SessionMsg, SessionReport, UnixLink, Welcome,
+    HELLO_TIMEOUT, PROTOCOL,
 };
 use crate::Error;
 
@@ -83,6 +84,9 @@ struct Peer {
     info: Option<SessionInfo>,
     /// Sessions: the exit code it reported.
     exited: Option<i32>,
+    /// Restarted sessions whose connections waited for others: set once
+    /// they were reconnected and resumed.
+    reconnected: bool,
 }
 
 struct State {
@@ -296,6 +300,85 @@ impl State {
                 self.note(other);
             }
         }
+        self.reconnect_ready(rx);
+    }
+
+    /// Restarted sessions waiting for each other's connections: the
+    /// registered, unreleased ones, with their endpoints.
+    fn waiting(&self) -> Vec<Waiting> {
+        self.peers
+            .iter()
+            .filter_map(|(&id, p)| {
+                let info = p.info.as_ref()?;
+                (p.role == Role::Session
+                    && p.exited.is_none()
+                    && !p.reconnected
+                    && !(info.awaiting.is_empty() && info.awaiting_links.is_empty()))
+                .then(|| Waiting {
+                    id,
+                    ends: info.awaiting.clone(),
+                    links: info.awaiting_links.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// Once every session a group of restarted sessions' connections lead
+    /// to has registered: `reconnect` (each makes its ends, in repair
+    /// mode), then `resume` (each lets its ends and its program go), so no
+    /// end talks before its peer exists.
+    fn reconnect_ready(&mut self, rx: &Receiver<Event>) {
+        loop {
+            let waiting = self.waiting();
+            if waiting.is_empty() {
+                return;
+            }
+            let Some(group) = complete_group(&waiting) else {
+                return;
+            };
+            let mut moved: Vec<(std::net::IpAddr, std::net::IpAddr)> = Vec::new();
+            for id in &group {
+                if let Some(info) = self.peers.get(id).and_then(|p| p.info.as_ref()) {
+                    for m in &info.moved {
+                        if !moved.iter().any(|(from, _)| *from == m.0) {
+                            moved.push(*m);
+                        }
+                    }
+                }
+            }
+            for id in &group {
+                if let Some(p) = self.peers.get_mut(id) {
+                    p.reconnected = true;
+                }
+            }
+            let (made, t1) = self.barrier(&group, Action::Reconnect { moved }, rx);
+            let (resumed, t2) = self.barrier(&group, Action::Resume, rx);
+            let failed: Vec<String> = made
+                .iter()
+                .chain(resumed.iter())
+                .filter_map(|(id, a)| match a {
+                    Ok(r) if r.ok => None,
+                    Ok(r) => Some(format!(
+                        "{}: {}",
+                        self.describe(*id),
+                        r.error.as_deref().unwrap_or("failed")
+                    )),
+                    Err(e) => Some(format!("{}: {e}", self.describe(*id))),
+                })
+                .collect();
+            let names: Vec<String> = group.iter().map(|id| format!("session {id}")).collect();
+            self.log(format!(
+                "connections between {} made again [reconnect {:.1} ms, resume {:.1} ms]{}",
+                names.join(", "),
+                t1.as_secs_f64() * 1e3,
+                t2.as_secs_f64() * 1e3,
+                if failed.is_empty() {
+                    String::new()
+                } else {
+                    format!(": failed for {}", failed.join("; "))
+                }
+            ));
+        }
     }
 
     fn role(&self, id: u64) -> Option<Role> {
@@ -325,6 +408,7 @@ impl State {
                         writer,
                         info: None,
                         exited: None,
+                        reconnected: false,
                     },
                 );
             }
@@ -404,6 +488,7 @@ impl State {
     ) -> (Answers, Duration) {
         self.round += 1;
         let round = self.round;
+        let name = action.name();
         let order = Order { round, action };
         let start = Instant::now();
         let mut answers = Answers::new();
@@ -450,8 +535,7 @@ impl State {
         for &id in targets {
             answers.entry(id).or_insert_with(|| {
                 Err(format!(
-                    "no answer to {} within {:.1} s",
-                    action.name(),
+                    "no answer to {name} within {:.1} s",
                     self.timeout.as_secs_f64()
                 ))
             });
@@ -624,13 +708,27 @@ impl State {
     ) {
         let lease_ms = self.lease_ms();
         let start = Instant::now();
-        let phases = [
-            ("suspend", Action::Suspend { lease_ms }),
-            ("capture", Action::Capture { lease_ms, kill }),
-        ];
-        for (name, action) in phases {
+        // Every endpoint the drain reports goes to every capture: the
+        // connections between the programs are kept, the others close.
+        let mut computation: Vec<Endpoint> = Vec::new();
+        let mut links: Vec<UnixLink> = Vec::new();
+        for name in ["suspend", "drain", "capture"] {
+            let action = match name {
+                "suspend" => Action::Suspend { lease_ms },
+                "drain" => Action::Drain { lease_ms },
+                _ => Action::Capture {
+                    lease_ms,
+                    kill,
+                    computation: std::mem::take(&mut computation),
+                    links: std::mem::take(&mut links),
+                },
+            };
             let (answers, elapsed) = self.barrier(targets, action, rx);
             self.record(report, name, &answers, elapsed);
+            for a in answers.values().flatten() {
+                computation.extend(a.endpoints.iter().cloned());
+                links.extend(a.links.iter().cloned());
+            }
             let all_ok = answers.values().all(|a| matches!(a, Ok(r) if r.ok));
             if !all_ok {
                 // The checkpoint is off: nobody may stay stopped, and nobody
@@ -692,5 +790,117 @@ impl State {
             min_us: at(0.0),
             max_us: at(1.0),
         });
+    }
+}
+
+/// A restarted session waiting for other programs' restarts: its TCP ends
+/// and unix connections.
+#[derive(Debug, Clone)]
+struct Waiting {
+    id: u64,
+    ends: Vec<Endpoint>,
+    links: Vec<UnixLink>,
+}
+
+/// A group of waiting sessions whose connections all lead to each other
+/// (the smallest such set that holds the first complete session), if any.
+fn complete_group(waiting: &[Waiting]) -> Option<Vec<u64>> {
+    // The session holding the other end of each connection of `w`.
+    let partners = |w: &Waiting| -> Vec<Option<u64>> {
+        let tcp = w.ends.iter().map(|e| {
+            waiting
+                .iter()
+                .find(|o| o.ends.iter().any(|x| x.pairs_with(e)))
+                .map(|o| o.id)
+        });
+        let unix = w.links.iter().map(|l| {
+            waiting
+                .iter()
+                .find(|o| o.links.iter().any(|x| x.pairs_with(l)))
+                .map(|o| o.id)
+        });
+        tcp.chain(unix).collect()
+    };
+    for start in waiting {
+        // Follow the connections from `start`; the group is complete when
+        // every end met has its partner among the waiting sessions.
+        let mut group = vec![start.id];
+        let mut k = 0;
+        let mut complete = true;
+        while k < group.len() {
+            let id = group[k];
+            k += 1;
+            let Some(w) = waiting.iter().find(|w| w.id == id) else {
+                continue;
+            };
+            for p in partners(w) {
+                match p {
+                    Some(p) if !group.contains(&p) => group.push(p),
+                    Some(_) => {}
+                    None => complete = false,
+                }
+            }
+        }
+        if complete {
+            group.sort_unstable();
+            return Some(group);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn end(local: &str, remote: &str) -> Endpoint {
+        Endpoint {
+            local: local.parse().unwrap(),
+            remote: remote.parse().unwrap(),
+            host: "h/1".into(),
+        }
+    }
+
+    fn tcp(id: u64, ends: Vec<Endpoint>) -> Waiting {
+        Waiting {
+            id,
+            ends,
+            links: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn groups_wait_for_every_peer() {
+        let a = tcp(1, vec![end("127.0.0.1:1000", "127.0.0.1:2000")]);
+        let b = tcp(
+            2,
+            vec![
+                end("127.0.0.1:2000", "127.0.0.1:1000"),
+                end("127.0.0.1:2001", "127.0.0.1:3000"),
+            ],
+        );
+        let c = tcp(3, vec![end("127.0.0.1:3000", "127.0.0.1:2001")]);
+        assert_eq!(complete_group(&[a.clone(), b.clone()]), None);
+        assert_eq!(
+            complete_group(&[a.clone(), b.clone(), c.clone()]),
+            Some(vec![1, 2, 3])
+        );
+        let lone = tcp(4, vec![end("127.0.0.1:4000", "127.0.0.1:4001")]);
+        assert_eq!(complete_group(&[lone, a.clone(), b.clone()]), None);
+        // A unix connection joins the groups too.
+        let link = |end, peer| UnixLink {
+            end,
+            peer,
+            host: "h/1".into(),
+        };
+        let mut c2 = c.clone();
+        c2.links.push(link(10, 11));
+        let d = Waiting {
+            id: 5,
+            ends: Vec::new(),
+            links: vec![link(11, 10)],
+        };
+        assert_eq!(complete_group(&[a.clone(), b.clone(), c2.clone()]), None);
+        assert_eq!(complete_group(&[a, b, c2, d]), Some(vec![1, 2, 3, 5]));
     }
 }

@@ -35,9 +35,9 @@ pub const MAGIC: [u8; 8] = *b"RWNDIMG\0";
 /// Current version of everything in this module.
 ///
 /// Version 2 added `RegionKind::Shared` (and `SharedObject`, `SharedKind`)
-/// at the end of its enum: a version 1 image decodes unchanged, so both are
-/// read.
-pub const FORMAT_VERSION: u32 = 2;
+/// at the end of its enum, version 3 `FdKind::SharedMemory` at the end of
+/// its: older images decode unchanged, so all three are read.
+pub const FORMAT_VERSION: u32 = 3;
 /// Oldest version this build still reads.
 pub const OLDEST_READABLE_VERSION: u32 = 1;
 /// Start of every memory chunk.
@@ -408,6 +408,164 @@ pub enum FdKind {
         plugin: String,
         what: String,
     },
+    /// A socket that rewind rebuilds itself at restart and hands to the
+    /// program (see `crate::sockets`). `id` is its inode at the checkpoint:
+    /// the descriptors of one socket, in one process or in several, share
+    /// it, and a connection's two ends name each other by it.
+    Socket {
+        id: u64,
+        socket: SocketState,
+    },
+    /// A descriptor of a shared memory object the process maps too (a file
+    /// deleted while open and mapped, such as MPICH's segments, or a
+    /// memfd): opened at restart on the object its mappings share (see
+    /// `crate::shm`), whose contents the regions store; `unmapped` holds
+    /// the data of the parts no mapping of this process covers, as
+    /// (offset, bytes), written into the object at restart.
+    SharedMemory {
+        object: SharedObject,
+        pos: u64,
+        unmapped: Vec<(u64, Vec<u8>)>,
+    },
+}
+
+/// What a socket was at the checkpoint, enough to make it again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SocketState {
+    /// A listening TCP socket (connections not accepted yet are not kept).
+    TcpListener {
+        addr: std::net::SocketAddr,
+        backlog: u32,
+        options: Vec<SockOpt>,
+    },
+    /// One end of a TCP connection whose other end is part of the
+    /// checkpoint too (same process tree, or another program of the
+    /// coordinator's computation), read with TCP_REPAIR.
+    Tcp(Box<TcpConnection>),
+    /// A unix socket: listening, bound, connected or neither.
+    Unix(Box<UnixEnd>),
+    /// A TCP socket not connected (nor connecting, nor listening): made
+    /// again, bound to `addr` when its port is not 0.
+    TcpBound {
+        addr: std::net::SocketAddr,
+        options: Vec<SockOpt>,
+    },
+    /// A connection whose other end is not part of the checkpoint: it comes
+    /// back as a closed connection that first delivers what had arrived.
+    Closed {
+        /// SOCK_STREAM, SOCK_DGRAM or SOCK_SEQPACKET (of the unix socket
+        /// standing in for it).
+        sock_type: i32,
+        /// What waited to be read.
+        queued: Vec<Vec<u8>>,
+        /// Its description (`TCP 127.0.0.1:5000 -> 10.0.0.2:80`).
+        what: String,
+        /// The other end was alive outside the checkpoint (a warning at
+        /// restart), rather than already closed.
+        outside: bool,
+    },
+}
+
+/// A socket option as `getsockopt` returned it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SockOpt {
+    pub level: i32,
+    pub name: i32,
+    pub value: Vec<u8>,
+}
+
+/// Where the other end of a connection comes back from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PeerPlace {
+    /// An image of the same process tree: the same restart rebuilds it.
+    Tree,
+    /// Another program of the coordinator's computation: its own restart
+    /// rebuilds it. `host` identifies the network namespace the connection
+    /// lived in (`hostname/netns inode`), which matters for loopback ones.
+    Computation { host: String },
+}
+
+/// One end of a TCP connection (DESIGN §3: sequence numbers and both
+/// queues, read without consuming them). Sequence numbers leave out FINs:
+/// `snd_una` is the first byte not yet acknowledged, `copied_seq` the first
+/// byte not yet read by the program.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TcpConnection {
+    pub local: std::net::SocketAddr,
+    pub remote: std::net::SocketAddr,
+    /// The kernel's TCP state number (1 = ESTABLISHED...).
+    pub state: u8,
+    pub peer: PeerPlace,
+    pub snd_una: u32,
+    /// Bytes sent but not acknowledged, then bytes not sent yet.
+    pub sent: Vec<u8>,
+    pub unsent: Vec<u8>,
+    /// The program shut its sending side down (a FIN follows the data).
+    pub fin_sent: bool,
+    pub copied_seq: u32,
+    /// Bytes received and not read yet.
+    pub received: Vec<u8>,
+    /// The peer's FIN arrived.
+    pub fin_received: bool,
+    pub mss: u32,
+    /// `tcpi_options` (TCPI_OPT_*), and window scales.
+    pub tcp_options: u8,
+    pub snd_wscale: u8,
+    pub rcv_wscale: u8,
+    /// TCP_TIMESTAMP (the timestamp clock, with its offset).
+    pub timestamp: u32,
+    /// TCP_REPAIR_WINDOW: snd_wl1, snd_wnd, max_window, rcv_wnd, rcv_wup.
+    pub window: Option<[u32; 5]>,
+    /// SO_SNDBUF, SO_RCVBUF and SO_BUF_LOCK.
+    pub sndbuf: u32,
+    pub rcvbuf: u32,
+    pub buf_lock: u32,
+    pub options: Vec<SockOpt>,
+}
+
+/// A unix socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnixEnd {
+    /// SOCK_STREAM, SOCK_DGRAM or SOCK_SEQPACKET.
+    pub sock_type: i32,
+    /// The name it is bound to: a path (relative ones are the program's
+    /// cwd's), or an abstract name starting with a NUL byte; empty if none.
+    pub name: Vec<u8>,
+    /// Listening, with this backlog.
+    pub listening: Option<u32>,
+    pub peer: Option<UnixPeer>,
+    /// What waits to be read: datagrams and records one by one with the
+    /// sender's name, a stream's bytes as one entry.
+    pub queued: Vec<Message>,
+    /// sk_shutdown (1: no more reading, 2: no more writing).
+    pub shutdown: u8,
+    pub options: Vec<SockOpt>,
+}
+
+/// The other end of a connected unix socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnixPeer {
+    /// Its inode (the `id` of its [`FdKind::Socket`] when it is part of
+    /// the checkpoint).
+    pub id: u64,
+    /// Its name (a server's path for a connection made through a listener).
+    pub name: Vec<u8>,
+    /// Whether it is part of the checkpoint; if not, whether it was alive.
+    pub held: bool,
+    pub alive: bool,
+    /// Held by another program of the coordinator's computation, on the
+    /// host (`hostname/netns inode`) both lived on: that program's restart
+    /// rebuilds the connection with this one's.
+    pub elsewhere: Option<String>,
+}
+
+/// One message waiting at a socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    /// The sender's name (raw unix address bytes after the family; empty
+    /// when unnamed).
+    pub from: Vec<u8>,
+    pub data: Vec<u8>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

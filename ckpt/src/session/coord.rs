@@ -14,6 +14,11 @@ use crate::coordinator::link::CoordinatorLink;
 use crate::coordinator::{Action, Order, Reply, SessionInfo, SessionMsg};
 use crate::Error;
 
+/// A held session waits this much longer than the coordinator's barrier
+/// timeout before it lets its program go by itself (as the coordinator's
+/// own lease does).
+const LEASE_MARGIN: Duration = Duration::from_secs(15);
+
 impl SessionOptions {
     /// Where the session's control socket goes.
     pub fn control_path(&self) -> PathBuf {
@@ -72,13 +77,20 @@ impl Session {
     /// Register with the coordinator `link` leads to; from now on the
     /// session obeys it.
     pub fn join_coordinator(&mut self, mut link: CoordinatorLink) -> Result<(), Error> {
-        link.register(&self.coordinator_info())?;
+        let info = self.coordinator_info();
+        link.register(&info)?;
         tracing::info!(
             "registered with the coordinator at {} as session {}",
             link.addr,
             link.id
         );
+        let lease = link.timeout + LEASE_MARGIN;
         self.coordinator = Some(link);
+        // A restarted program whose connections lead to other programs
+        // waits (stopped) until the coordinator has them all back.
+        if !info.awaiting.is_empty() || !info.awaiting_links.is_empty() {
+            self.hold(lease.as_millis() as u64);
+        }
         Ok(())
     }
 
@@ -103,6 +115,21 @@ impl Session {
                 .map(|c| absolute(&c.path))
                 .unwrap_or_default(),
             restarted: self.restarted,
+            awaiting: self
+                .awaiting
+                .as_ref()
+                .map(|a| a.awaiting())
+                .unwrap_or_default(),
+            awaiting_links: self
+                .awaiting
+                .as_ref()
+                .map(|a| a.links())
+                .unwrap_or_default(),
+            moved: self
+                .awaiting
+                .as_ref()
+                .map(|a| crate::sockets::moved_addresses(&a.awaiting()))
+                .unwrap_or_default(),
         }
     }
 
@@ -201,8 +228,31 @@ impl Session {
                 Ok(())
             }
             Action::Suspend { lease_ms } => self.suspend_for_coordinator(lease_ms),
-            Action::Capture { lease_ms, kill } => {
-                self.capture_for_coordinator(lease_ms, kill, &mut reply)
+            Action::Drain { lease_ms } => self.drain_for_coordinator(lease_ms, &mut reply),
+            Action::Capture {
+                lease_ms,
+                kill,
+                computation,
+                links,
+            } => {
+                let computation = crate::sockets::Computation {
+                    tcp: computation,
+                    unix: links,
+                };
+                self.capture_for_coordinator(lease_ms, kill, &computation, &mut reply)
+            }
+            Action::Reconnect { moved } => {
+                let moved: std::collections::HashMap<_, _> = moved.into_iter().collect();
+                if let Some(map) = &self.addresses {
+                    if let Ok(mut map) = map.lock() {
+                        map.set(&moved);
+                    }
+                }
+                if let Some(sockets) = self.awaiting.as_mut() {
+                    sockets.reconnect(&moved);
+                    reply.warnings = sockets.take_warnings();
+                }
+                Ok(())
             }
             Action::Resume => {
                 self.resume_from_coordinator();
@@ -271,17 +321,43 @@ impl Session {
         Ok(())
     }
 
-    /// Phase 2 of a coordinated checkpoint: capture the held program. Its
+    /// Phase 2 of a coordinated checkpoint: the send queues of the
+    /// program's TCP connections are read (their ends go into repair
+    /// mode), and the ends that lead out of its tree are reported, for the
+    /// coordinator to tell which lead to other programs of the computation.
+    fn drain_for_coordinator(&mut self, lease_ms: u64, reply: &mut Reply) -> Result<(), Error> {
+        if !self.held_by_coordinator() {
+            return Err(Error::Usage(
+                "asked to drain a program that is not suspended (its suspension expired?)".into(),
+            ));
+        }
+        let drained = (|| {
+            let pids: Vec<libc::pid_t> = self.procs().map(|t| t.pid).collect();
+            let mut census = crate::sockets::Census::take(&pids)?;
+            census.freeze(true);
+            reply.endpoints = census.endpoints();
+            reply.links = census.unix_links();
+            // Kept for the capture, thawed if the program goes on.
+            if let Some(mut old) = self.frozen.replace(census) {
+                old.thaw();
+            }
+            Ok(())
+        })();
+        self.hold(lease_ms);
+        drained
+    }
+
+    /// Phase 3 of a coordinated checkpoint: capture the held program.
+    /// Connections to the `computation`'s endpoints are kept; receive
+    /// queues are read now, after every session read its send queues. Its
     /// images are written from copies of its processes once it is let go,
-    /// and the answer to the resume that follows carries them; with
-    /// `kill` (it will not run on), they are written now, the program
-    /// stopped. This is where bytes in flight on sockets between the
-    /// coordinated programs will be drained into the image (and refilled at
-    /// restart); that is not done yet.
+    /// and the answer to the resume that follows carries them; with `kill`
+    /// (it will not run on), they are written now, the program stopped.
     fn capture_for_coordinator(
         &mut self,
         lease_ms: u64,
         kill: bool,
+        computation: &crate::sockets::Computation,
         reply: &mut Reply,
     ) -> Result<(), Error> {
         if !self.held_by_coordinator() {
@@ -293,7 +369,7 @@ impl Session {
         self.finish_writing();
         self.kept = None;
         let started = self.suspended_at.unwrap_or_else(Instant::now);
-        let images = self.capture_stopped(self.memory_mode(kill));
+        let images = self.capture_stopped(self.memory_mode(kill), computation);
         // However the capture went, the program stays suspended until the
         // coordinator's next order.
         self.hold(lease_ms);

@@ -4,6 +4,7 @@
 
 pub mod cpu;
 pub mod ipc;
+pub mod net;
 pub mod process;
 pub mod ptrace;
 

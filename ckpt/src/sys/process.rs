@@ -321,3 +321,50 @@ pub fn pidfd_getfd(pid: pid_t, fd: i32) -> Result<OwnedFd, Errno> {
     // SAFETY: copy is a descriptor we own, just returned by the kernel.
     Ok(unsafe { OwnedFd::from_raw_fd(copy as i32) })
 }
+
+/// `struct kcmp_epoll_slot` of `linux/kcmp.h`.
+#[repr(C)]
+struct KcmpEpollSlot {
+    efd: u32,
+    tfd: u32,
+    toff: u32,
+}
+
+/// `KCMP_EPOLL_TFD` of `linux/kcmp.h`.
+const KCMP_EPOLL_TFD: libc::c_int = 7;
+
+/// Whether descriptor `fd` of `pid` is the file that epoll `epfd` (of the
+/// same process) watches as its `toff`-th registration under number
+/// `tfd` (`kcmp(KCMP_EPOLL_TFD)`). A watch outlives the descriptor it was
+/// added through while another one holds the file, so `tfd` may be closed
+/// or name another file by now. `ENOENT`: no such watch; `EBADF`: `fd`
+/// is not open; `ENOSYS`: a kernel without kcmp.
+pub fn epoll_watches_file(
+    pid: pid_t,
+    fd: i32,
+    epfd: i32,
+    tfd: i32,
+    toff: u32,
+) -> Result<bool, Errno> {
+    let slot = KcmpEpollSlot {
+        efd: epfd as u32,
+        tfd: tfd as u32,
+        toff,
+    };
+    // SAFETY: kcmp reads the slot (a live, properly laid out struct of
+    // ours) and compares kernel objects; it writes no memory.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_kcmp,
+            pid,
+            pid,
+            KCMP_EPOLL_TFD,
+            fd as libc::c_ulong,
+            &slot as *const KcmpEpollSlot as libc::c_ulong,
+        )
+    };
+    if r < 0 {
+        return Err(Errno::last());
+    }
+    Ok(r == 0)
+}

@@ -275,10 +275,7 @@ impl Timeline {
                 match self.adv()? {
                     Advance::Paused(p) => Some(p),
                     Advance::Event { .. } => {
-                        self.at = Moment::at_event(self.cur.event());
-                        if let Some(t) = self.last_thread() {
-                            self.thread = t;
-                        }
+                        self.set_at_boundary();
                         None
                     }
                     Advance::End => return Err(other("history ended during the search")),
@@ -391,10 +388,7 @@ impl Timeline {
             }
             Advance::Paused(p) => Err(other(format!("unexpected pause {p:?}"))),
             Advance::Event { stepped } => {
-                self.at = Moment::at_event(self.cur.event());
-                if let Some(t) = self.last_thread() {
-                    self.thread = t;
-                }
+                self.set_at_boundary();
                 Ok(StepEnd::Boundary { stepped })
             }
             Advance::End => Ok(StepEnd::Boundary { stepped: false }),
@@ -582,10 +576,33 @@ impl Timeline {
                     self.stepi_inner(None)?;
                     let a = self.at.clone();
                     let new = self.judge_here(pred, &mut probes, &|| format!("moment {a}"))?;
+                    // A step that went past event boundaries no instruction
+                    // led to (the end of a syscall that blocked while other
+                    // threads ran) before its instruction: one of those
+                    // events may be what changed it.
+                    let mut passed = None;
+                    if old.shown != new.shown && !a.path.is_empty() {
+                        for e in b.event + 1..=a.event {
+                            let m = Moment::at_event(e);
+                            self.goto_inner(&m)?;
+                            let v =
+                                self.judge_here(pred, &mut probes, &|| format!("moment {m}"))?;
+                            if v.shown != old.shown {
+                                passed = Some(e - 1);
+                                break;
+                            }
+                        }
+                    }
                     self.goto_inner(&b)?;
                     if old.shown != new.shown {
                         let rip = self.regs()?.rip;
-                        let cause = if a.path.is_empty() && a.event > b.event {
+                        let cause = if let Some(index) = passed {
+                            // Its thread made it long before, no instruction here.
+                            Cause::Event {
+                                index,
+                                before: None,
+                            }
+                        } else if a.path.is_empty() && a.event > b.event {
                             Cause::Event {
                                 index: a.event - 1,
                                 before: Some(b.clone()),
