@@ -484,7 +484,7 @@ fn coordinated_programs_run_on_while_their_images_are_written() {
         .flatten()
         .filter_map(|p| p["name"].as_str())
         .collect();
-    assert_eq!(phases, ["suspend", "capture", "resume"], "{report:#}");
+    assert_eq!(phases, ["suspend", "drain", "capture", "resume"], "{report:#}");
     let (paused, _) = times(&report);
     let sessions = report["sessions"].as_array().cloned().unwrap_or_default();
     assert_eq!(sessions.len(), 2, "{report:#}");
