@@ -61,8 +61,10 @@ class Case:
 
 def checkpoint_and_restart(launch_args, ready, d, d2):
     """`rewind launch ARGS` into `d`, wait for `ready` in its output, checkpoint
-    (engine time, wall time, image size), kill, `rewind restart` into `d2`
-    (restore time), kill. Both directories are removed after."""
+    (time until the image is durable and time the program was stopped, as the
+    session measured them; wall time of the command; image size), kill,
+    `rewind restart` into `d2` (restore time), kill. Both directories are
+    removed after."""
     os.makedirs(d)
     os.makedirs(d2)
     out = os.path.join(d, "out")
@@ -85,8 +87,8 @@ def checkpoint_and_restart(launch_args, ready, d, d2):
         m = wait_for(err, r"restored .* in ([0-9.]+) ms")
         rewind("command", "--ckpt-dir", d2, "--kill")
         restart.wait(timeout=60)
-        return {"ckpt_ms": st["status"]["last_checkpoint_ms"], "ckpt_wall_ms": wall,
-                "image_bytes": size, "restart_ms": float(m.group(1))}
+        return {"ckpt_ms": st["status"]["last_durable_ms"], "pause_ms": st["status"]["last_checkpoint_ms"],
+                "ckpt_wall_ms": wall, "image_bytes": size, "restart_ms": float(m.group(1))}
     finally:
         for p in (launch, restart):
             if p is not None and p.poll() is None:
@@ -595,12 +597,18 @@ def bench_coordinator(work, quick, add, target, full):
     """`rewind coordinator` on loopback: the round trip of a no-op barrier
     across 4 sessions (median of 1000, timed by the coordinator from its first
     order to the last answer), then coordinated checkpoints of N sessions of
-    100 MiB of random data each (mem.c): the suspend and capture barriers as
-    the coordinator timed them, the capture barrier alone, the wall time of
-    `rewind command --checkpoint --kill`, and the restart of all N images
-    (`rewind restart --coordinator IMG...`) until every one has registered
-    again. N = 1, 4, 16 (1, 4 with --quick; 64 too with --full: 6.4 GiB of
-    memory and as much in images)."""
+    100 MiB of random data each (mem.c), the programs running on: how long the
+    programs were stopped (the longest, each session timing its own program
+    from its suspend to its resume), the suspend, drain and capture barriers as the
+    coordinator timed them, the time from the first suspend order until every
+    image was durable, and the wall time of `rewind command --checkpoint`;
+    with forked checkpoints (the default) and with the images written while
+    the programs are stopped (`--no-forked-checkpoints`, as before forked
+    checkpoints). Then the restart of all N images (`rewind restart
+    --coordinator IMG...`) until every one has registered again. N = 1, 4, 16
+    (1, 4 with --quick; 64 too with --full: 6.4 GiB of memory and as much in
+    images); medians of 3 runs of each mode, the modes taking turns (one run
+    with --quick, and at N = 64), every run printed on stderr."""
     def start_coordinator(d):
         log = os.path.join(d, "coordinator.out")
         proc = subprocess.Popen([REWIND, "coordinator", "--listen", "127.0.0.1:0", "--timeout", "600"],
@@ -626,12 +634,12 @@ def bench_coordinator(work, quick, add, target, full):
             raise RuntimeError(f"rewind command {' '.join(flags)} failed: {r.stderr[-2000:]} {report.get('error')}")
         return report
 
-    def launch_n(d, addr, n, mib):
+    def launch_n(d, addr, n, mib, flags=()):
         procs = []
         for i in range(n):
             out = os.path.join(d, f"mem-{i}.out")
             procs.append(subprocess.Popen(
-                [REWIND, "launch", "--ckpt-dir", d, "--coordinator", addr, "--", target, str(mib), "random"],
+                [REWIND, "launch", "--ckpt-dir", d, "--coordinator", addr, *flags, "--", target, str(mib), "random"],
                 stdout=open(out, "w"), stderr=subprocess.DEVNULL, start_new_session=True))
         for i in range(n):
             wait_for(os.path.join(d, f"mem-{i}.out"), r"ready", timeout=600)
@@ -661,39 +669,57 @@ def bench_coordinator(work, quick, add, target, full):
         shutil.rmtree(d, ignore_errors=True)
 
     sizes = [1, 4] if quick else [1, 4, 16] + ([64] if full else [])
+    reps = 1 if quick else 3
+    modes = (("forked", ()), ("stopped", ("--no-forked-checkpoints",)))
     for n in sizes:
-        d = os.path.join(work, f"coord-{n}")
-        os.makedirs(d)
-        coord, addr, log = start_coordinator(d)
-        procs = []
-        try:
-            print(f"bench: coordinated checkpoint of {n} x 100 MiB ...", file=sys.stderr, flush=True)
-            procs = launch_n(d, addr, n, 100)
-            joined(log, n)
-            t = time.monotonic()
-            report = command(addr, "--checkpoint", "--kill")
-            wall = (time.monotonic() - t) * 1e3
-            phases = {p["name"]: p["ms"] for p in report["phases"]}
-            images = [s["image"] for s in report["sessions"]]
-            add(f"coord/checkpoint-{n}x100MiB", phases["suspend"] + phases["capture"], "ms")
-            add(f"coord/suspend-barrier-{n}x100MiB", phases["suspend"], "ms")
-            add(f"coord/capture-barrier-{n}x100MiB", phases["capture"], "ms")
-            add(f"coord/checkpoint-kill-wall-{n}x100MiB", wall, "ms")
-            for p in procs:
-                p.wait(timeout=120)
-            d2 = os.path.join(d, "restart")
-            os.makedirs(d2)
-            t = time.monotonic()
-            procs.append(subprocess.Popen(
-                [REWIND, "restart", "--ckpt-dir", d2, "--coordinator", addr, *images],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
-            joined(log, n, restarted=True)
-            add(f"coord/restart-{n}x100MiB", (time.monotonic() - t) * 1e3, "ms")
-            command(addr, "--kill")
-            procs[-1].wait(timeout=120)
-        finally:
-            stop(procs + [coord])
-            shutil.rmtree(d, ignore_errors=True)
+        # The two modes take turns, so that both see the same load (this machine is shared).
+        got = {mode: [] for mode, _ in modes}
+        for rep in range(1 if n >= 64 else reps):
+            for mode, flags in modes:
+                d = os.path.join(work, f"coord-{n}-{mode}-{rep}")
+                os.makedirs(d)
+                coord, addr, log = start_coordinator(d)
+                procs = []
+                try:
+                    print(f"bench: coordinated checkpoint of {n} x 100 MiB ({mode}, run {rep + 1}) ...",
+                          file=sys.stderr, flush=True)
+                    procs = launch_n(d, addr, n, 100, flags)
+                    joined(log, n)
+                    t = time.monotonic()
+                    report = command(addr, "--checkpoint")
+                    wall = (time.monotonic() - t) * 1e3
+                    phases = {p["name"]: p["ms"] for p in report["phases"]}
+                    images = [s["image"] for s in report["sessions"]]
+                    got[mode].append({"pause": report["paused_ms"],
+                                      "barriers": phases["suspend"] + phases.get("drain", 0) + phases["capture"],
+                                      "durable": report["durable_ms"], "wall": wall})
+                    command(addr, "--kill")
+                    for p in procs:
+                        p.wait(timeout=120)
+                    if mode != "forked" or rep > 0:
+                        continue
+                    d2 = os.path.join(d, "restart")
+                    os.makedirs(d2)
+                    t = time.monotonic()
+                    procs.append(subprocess.Popen(
+                        [REWIND, "restart", "--ckpt-dir", d2, "--coordinator", addr, *images],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+                    joined(log, n, restarted=True)
+                    add(f"coord/restart-{n}x100MiB", (time.monotonic() - t) * 1e3, "ms")
+                    command(addr, "--kill")
+                    procs[-1].wait(timeout=120)
+                finally:
+                    stop(procs + [coord])
+                    shutil.rmtree(d, ignore_errors=True)
+        for mode, runs in got.items():
+            for key, name in (("pause", "pause"), ("barriers", "suspend+drain+capture-barriers"),
+                              ("durable", "durable"), ("wall", "checkpoint-wall")):
+                values = sorted(r[key] for r in runs)
+                label = f"coord/{mode}/{name}-{n}x100MiB"
+                if len(values) > 1:
+                    print(f"bench: {label}: " + ", ".join(f"{v:.0f}" for v in values) + " ms",
+                          file=sys.stderr, flush=True)
+                add(label, statistics.median(values), "ms")
 
 
 def bench_tun(work, quick, add):
@@ -1036,6 +1062,7 @@ def main():
             note = cr.get("error")
             add(f"checkpoint/{case.name}", rw["ckpt_ms"], "ms", cr.get("ckpt_ms"), note)
             add(f"checkpoint-wall/{case.name}", rw["ckpt_wall_ms"], "ms")
+            add(f"checkpoint-pause/{case.name}", rw["pause_ms"], "ms")
             add(f"image-size/{case.name}", rw["image_bytes"] / 2**20, "MiB",
                 cr["image_bytes"] / 2**20 if "image_bytes" in cr else None, note)
             add(f"restart/{case.name}", rw["restart_ms"], "ms", cr.get("restart_ms"), note)

@@ -1,11 +1,12 @@
 //! Capture: read the whole state of a stopped process (DESIGN §3) and stream
 //! it into an image.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use libc::pid_t;
 
+use crate::forked::MemoryCopy;
 use crate::image::format::{
     CpuSummary, FileIdentity, Header, MmFields, ProcessState, Region, RegionKind, Rlimit,
     SigAction, ThreadState,
@@ -45,9 +46,99 @@ pub struct CaptureEnv<'a> {
 pub struct Checkpoint {
     pub stats: ImageStats,
     pub warnings: Vec<String>,
+    /// Time the capture took, the program stopped (summed over the
+    /// processes of a tree).
     pub millis: f64,
     /// The images of the other processes of a tree written with this one.
     pub also: Vec<std::path::PathBuf>,
+    /// How long the program was stopped for the checkpoint, as its session
+    /// measured it (the capture alone otherwise).
+    pub stopped_ms: f64,
+    /// From the start of the checkpoint until every image was durable.
+    pub durable_ms: f64,
+}
+
+/// How a checkpoint writes the memory of an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MemoryMode {
+    /// From the stopped process, before it may run on: the image is
+    /// complete when the capture returns.
+    #[default]
+    Stopped,
+    /// From a copy-on-write copy of the process ([`crate::forked`]), made
+    /// while it is stopped: it may run on at once, while
+    /// [`PendingImage::write`] writes the image. A process that cannot be
+    /// forked is written stopped.
+    Forked,
+}
+
+/// One captured process whose image [`PendingImage::write`] completes (on
+/// any thread; at once if it was written stopped).
+pub struct PendingImage {
+    /// Where the image appears once written.
+    pub path: PathBuf,
+    pub warnings: Vec<String>,
+    /// Time the capture took, the process stopped.
+    pub millis: f64,
+    memory: Memory,
+}
+
+// One per image, moved once: boxing would buy nothing.
+#[allow(clippy::large_enum_variant)]
+enum Memory {
+    /// Written already, the process stopped.
+    Written(ImageStats),
+    /// To read from a copy of the process (and from bytes read at once).
+    FromCopy {
+        writer: ImageWriter,
+        parts: Vec<Part>,
+        copy: MemoryCopy,
+    },
+}
+
+/// Part of the memory of an image written from a copy, in region order.
+enum Part {
+    /// Read at once, while the process was stopped.
+    Held(Range),
+    /// A region whose pages the copy's pagemap says, read from the copy.
+    Copied(Region),
+}
+
+impl PendingImage {
+    /// The copy its memory is read from, a process the caller's ptrace
+    /// sees (it must never resume it); None once written.
+    pub fn copy(&self) -> Option<pid_t> {
+        match &self.memory {
+            Memory::Written(_) => None,
+            Memory::FromCopy { copy, .. } => Some(copy.pid()),
+        }
+    }
+
+    /// Writes what is left of the image and makes it durable (fsynced,
+    /// renamed); the copy is killed after (its tracer reaps it).
+    pub fn write(self) -> Result<Checkpoint, Error> {
+        let t = std::time::Instant::now();
+        let stats = match self.memory {
+            Memory::Written(stats) => stats,
+            Memory::FromCopy {
+                writer,
+                parts,
+                copy,
+            } => {
+                let written = write_parts(writer, parts, copy.pid());
+                drop(copy);
+                written?
+            }
+        };
+        Ok(Checkpoint {
+            stats,
+            warnings: self.warnings,
+            millis: self.millis,
+            also: Vec::new(),
+            stopped_ms: self.millis,
+            durable_ms: self.millis + t.elapsed().as_secs_f64() * 1e3,
+        })
+    }
 }
 
 /// Write a checkpoint image of `tracee`, whose threads must all be stopped.
@@ -80,16 +171,41 @@ pub fn checkpoint_in_tree(
     path: &Path,
     tree: &mut TreeCapture,
 ) -> Result<Checkpoint, Error> {
+    capture_in_tree(
+        tracee,
+        plugins,
+        env,
+        sockets,
+        path,
+        tree,
+        MemoryMode::Stopped,
+    )?
+    .write()
+}
+
+/// [`checkpoint_in_tree`] whose memory is written as `mode` says: with
+/// [`MemoryMode::Forked`], the process may run on as soon as this returns,
+/// and [`PendingImage::write`] writes its image.
+#[allow(clippy::too_many_arguments)]
+pub fn capture_in_tree(
+    tracee: &mut Tracee,
+    plugins: &mut [Box<dyn Plugin>],
+    env: &CaptureEnv,
+    sockets: Option<&crate::sockets::Census>,
+    path: &Path,
+    tree: &mut TreeCapture,
+    mode: MemoryMode,
+) -> Result<PendingImage, Error> {
     let t0 = std::time::Instant::now();
     block_signals(tracee)?;
-    let result = checkpoint_blocked(tracee, plugins, env, sockets, path, tree);
+    let result = checkpoint_blocked(tracee, plugins, env, sockets, path, tree, mode);
     tree.index += 1;
     let unblocked = unblock_signals(tracee);
-    let ckpt = result?;
+    let pending = result?;
     unblocked?;
-    Ok(Checkpoint {
+    Ok(PendingImage {
         millis: t0.elapsed().as_secs_f64() * 1e3,
-        ..ckpt
+        ..pending
     })
 }
 
@@ -114,6 +230,7 @@ fn unblock_signals(tracee: &mut Tracee) -> Result<(), Error> {
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn checkpoint_blocked(
     tracee: &mut Tracee,
     plugins: &mut [Box<dyn Plugin>],
@@ -121,7 +238,8 @@ fn checkpoint_blocked(
     sockets: Option<&crate::sockets::Census>,
     path: &Path,
     tree: &mut TreeCapture,
-) -> Result<Checkpoint, Error> {
+    mode: MemoryMode,
+) -> Result<PendingImage, Error> {
     let mappings = maps::read(tracee.pid)?;
     let taken: Vec<(u64, u64)> = mappings.iter().map(|m| (m.start, m.end)).collect();
     let hole = maps::find_hole(&taken, TRAMPOLINE_SIZE, 0x7fff_0000_0000)
@@ -135,6 +253,7 @@ fn checkpoint_blocked(
         env,
         path,
         (sockets, tree),
+        mode,
     );
     let removed = injector.remove(tracee, tracee.pid);
     // A SIGTRAP of the program's that an injected syscall took off a
@@ -153,6 +272,7 @@ fn checkpoint_blocked(
     Ok(ckpt)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn capture_with(
     tracee: &Tracee,
     injector: &Injector,
@@ -161,7 +281,8 @@ fn capture_with(
     env: &CaptureEnv,
     path: &Path,
     (sockets, tree): (Option<&crate::sockets::Census>, &mut TreeCapture),
-) -> Result<Checkpoint, Error> {
+    mode: MemoryMode,
+) -> Result<PendingImage, Error> {
     let pid = tracee.pid;
     let t = std::time::Instant::now();
     let mut state = process_state(tracee, injector, env)?;
@@ -195,19 +316,12 @@ fn capture_with(
         }
         prepared += 1;
     }
-    let written = result.and_then(|()| {
+    // The memory is written (or a copy of it made) between the plugins'
+    // pre_checkpoint and resume, as they left it.
+    let memory = result.and_then(|()| {
         let header = header(tracee, &state)?;
-        let t = std::time::Instant::now();
-        let mut writer = ImageWriter::create(path, &header, &state)?;
-        write_memory(pid, &state.regions, &mut writer)?;
-        let stats = writer.finish()?;
-        tracing::debug!(
-            "memory: {:.1} MiB stored, {} zero pages dropped; image written in {:.1} ms",
-            stats.raw_bytes as f64 / f64::from(1 << 20),
-            stats.zero_pages,
-            t.elapsed().as_secs_f64() * 1e3
-        );
-        Ok(stats)
+        let writer = ImageWriter::create(path, &header, &state)?;
+        prepare_memory(tracee, injector, &state.regions, writer, mode, tree)
     });
     let mut resumed = Ok(());
     for p in plugins.iter_mut().take(prepared) {
@@ -220,14 +334,157 @@ fn capture_with(
             resumed = r;
         }
     }
-    let stats = written?;
+    let memory = memory?;
     resumed?;
-    Ok(Checkpoint {
-        stats,
+    Ok(PendingImage {
+        path: path.to_path_buf(),
         warnings,
         millis: 0.0,
-        also: Vec::new(),
+        memory,
     })
+}
+
+/// The memory of an image: written now from the stopped process, or, with
+/// [`MemoryMode::Forked`], ready to be read from a copy made now.
+fn prepare_memory(
+    tracee: &Tracee,
+    injector: &Injector,
+    regions: &[Region],
+    writer: ImageWriter,
+    mode: MemoryMode,
+    tree: &mut TreeCapture,
+) -> Result<Memory, Error> {
+    let pid = tracee.pid;
+    if mode == MemoryMode::Forked {
+        let t = std::time::Instant::now();
+        let shared: Vec<(u64, u64)> = regions
+            .iter()
+            .filter(|r| r.shared)
+            .map(|r| (r.start, r.end))
+            .collect();
+        if crate::forked::is_subreaper(tracee, injector)? {
+            tree.subreapers.insert(pid);
+        }
+        let made = crate::forked::via(pid, &tree.subreapers)
+            .ok_or_else(|| {
+                Error::Tracee(
+                    "a copy of it would not be rewind's (a subreaper of the program's, or an orphan)"
+                        .into(),
+                )
+            })
+            .and_then(|via| crate::forked::make(tracee, injector, via, &shared));
+        match made {
+            Ok(copy) => {
+                let parts = memory_parts(pid, regions, copy.pid())?;
+                tracing::debug!(
+                    "process {pid} copied (copy {}) in {:.1} ms",
+                    copy.pid(),
+                    t.elapsed().as_secs_f64() * 1e3
+                );
+                return Ok(Memory::FromCopy {
+                    writer,
+                    parts,
+                    copy,
+                });
+            }
+            Err(e) => tracing::info!(
+                "process {pid} cannot be copied ({e}): its image is written while it is stopped"
+            ),
+        }
+    }
+    let ranges = memory_ranges(pid, regions)?;
+    Ok(Memory::Written(write_ranges(writer, ranges)?))
+}
+
+/// The memory of the stopped process `pid` as its copy `copy`, just
+/// forked, holds it: a region whose first page to store the copy has as
+/// the process does is read from the copy later (fork copies a mapping's
+/// page table whole, or not at all); one the copy lacks (marked
+/// `MADV_DONTFORK`, wiped by `MADV_WIPEONFORK`, a private file mapping
+/// whose pages the fork did not copy) is read now, as is shared memory,
+/// which the copy would share with the running process.
+fn memory_parts(pid: pid_t, regions: &[Region], copy: pid_t) -> Result<Vec<Part>, Error> {
+    let open = |what: &str, of: pid_t| {
+        let path = format!("/proc/{of}/{what}");
+        std::fs::File::open(&path).map_err(|e| Error::io(&path, e))
+    };
+    let pagemap = open("pagemap", pid)?;
+    let copy_pagemap = open("pagemap", copy)?;
+    let own = TraceeMemory {
+        pid,
+        mem: open("mem", pid)?,
+    };
+    let mut parts = Vec::new();
+    for r in regions {
+        if let RegionKind::Shared { offset, stored, .. } = &r.kind {
+            if *stored {
+                let (object, runs) = crate::shm::data_runs(pid, r, *offset)?;
+                for (addr, len) in runs {
+                    parts.push(Part::Held(hold(object.as_ref(), addr, len)?));
+                }
+            }
+            continue;
+        }
+        let Some(first) = first_page_to_store(&pagemap, r)? else {
+            continue;
+        };
+        if !r.shared && page_stored(&copy_pagemap, r, first)? {
+            parts.push(Part::Copied(r.clone()));
+            continue;
+        }
+        for (first, count) in pages_to_store(&pagemap, r)? {
+            parts.push(Part::Held(hold(
+                &own,
+                r.start + first * PAGE,
+                count * PAGE,
+            )?));
+        }
+    }
+    Ok(parts)
+}
+
+/// Hands every part to the writer (the pages of copied regions as the
+/// copy's pagemap says) and completes the image.
+fn write_parts(writer: ImageWriter, parts: Vec<Part>, copy: pid_t) -> Result<ImageStats, Error> {
+    let open = |what: &str| {
+        let path = format!("/proc/{copy}/{what}");
+        std::fs::File::open(&path).map_err(|e| Error::io(&path, e))
+    };
+    let pagemap = open("pagemap")?;
+    let source: Arc<dyn PageSource> = Arc::new(CopyMemory { mem: open("mem")? });
+    let mut ranges = Vec::new();
+    for part in parts {
+        match part {
+            Part::Held(range) => ranges.push(range),
+            Part::Copied(r) => {
+                for (first, count) in pages_to_store(&pagemap, &r)? {
+                    ranges.push(Range {
+                        addr: r.start + first * PAGE,
+                        len: count * PAGE,
+                        source: Arc::clone(&source),
+                    });
+                }
+            }
+        }
+    }
+    write_ranges(writer, ranges)
+}
+
+/// Hands every range to the writer, whose workers read, zero-check and
+/// compress them in parallel, and completes the image.
+fn write_ranges(mut writer: ImageWriter, ranges: Vec<Range>) -> Result<ImageStats, Error> {
+    let t = std::time::Instant::now();
+    for r in ranges {
+        writer.add_range(r.addr, r.len, &r.source)?;
+    }
+    let stats = writer.finish()?;
+    tracing::debug!(
+        "memory: {:.1} MiB stored, {} zero pages dropped; image written in {:.1} ms",
+        stats.raw_bytes as f64 / f64::from(1 << 20),
+        stats.zero_pages,
+        t.elapsed().as_secs_f64() * 1e3
+    );
+    Ok(stats)
 }
 
 fn header(tracee: &Tracee, state: &ProcessState) -> Result<Header, Error> {
@@ -625,24 +882,45 @@ const PM_PRESENT: u64 = 1 << 63;
 const PM_SWAP: u64 = 1 << 62;
 const PM_FILE: u64 = 1 << 61;
 
-/// Which pages of a region must be stored: runs of (first page, count).
-fn pages_to_store(pagemap: &std::fs::File, r: &Region) -> Result<Vec<(u64, u64)>, Error> {
-    use std::os::unix::fs::FileExt;
-    let npages = (r.end - r.start) / PAGE;
-    let keep_private_file = matches!(r.kind, RegionKind::File { .. }) && !r.shared;
-    let keep = match r.kind {
-        RegionKind::Vdso | RegionKind::Vvar | RegionKind::VvarVclock => return Ok(Vec::new()),
-        RegionKind::File { .. } if r.shared => return Ok(Vec::new()),
-        // Read through their object (`write_memory`).
-        RegionKind::Shared { .. } => return Ok(Vec::new()),
-        _ => true,
-    };
-    if !keep {
-        return Ok(Vec::new());
+/// How pagemap says which pages of region `r` are worth storing: None
+/// when none is (read otherwise, or not at all); else whether it is a
+/// private file mapping, whose pages are stored only once written.
+fn pagemap_rule(r: &Region) -> Option<bool> {
+    match r.kind {
+        RegionKind::Vdso | RegionKind::Vvar | RegionKind::VvarVclock => None,
+        RegionKind::File { .. } if r.shared => None,
+        // Read through their object (`memory_ranges`).
+        RegionKind::Shared { .. } => None,
+        RegionKind::File { .. } => Some(true),
+        _ => Some(false),
     }
-    let mut runs: Vec<(u64, u64)> = Vec::new();
+}
+
+/// Whether a page with pagemap entry `e` is stored.
+fn stores(e: u64, private_file: bool) -> bool {
+    if private_file {
+        // A private file page that is not the file's own page was
+        // written (copied on write): it differs from the file.
+        (e & PM_PRESENT != 0 && e & PM_FILE == 0) || e & PM_SWAP != 0
+    } else {
+        e & (PM_PRESENT | PM_SWAP) != 0
+    }
+}
+
+/// Calls `f` with each page of `r` (its index in the region) pagemap says
+/// to store, in order, while `f` returns true.
+fn scan_pagemap(
+    pagemap: &std::fs::File,
+    r: &Region,
+    mut f: impl FnMut(u64) -> bool,
+) -> Result<(), Error> {
+    use std::os::unix::fs::FileExt;
+    let Some(private_file) = pagemap_rule(r) else {
+        return Ok(());
+    };
+    let npages = (r.end - r.start) / PAGE;
     let batch = 64 * 1024u64;
-    let mut buf = vec![0u8; (batch * 8) as usize];
+    let mut buf = vec![0u8; (batch.min(npages) * 8) as usize];
     let mut first = 0;
     while first < npages {
         let n = batch.min(npages - first);
@@ -650,27 +928,66 @@ fn pages_to_store(pagemap: &std::fs::File, r: &Region) -> Result<Vec<(u64, u64)>
         pagemap
             .read_exact_at(bytes, (r.start / PAGE + first) * 8)
             .map_err(|e| Error::io("/proc/pid/pagemap", e))?;
-        for i in 0..n {
-            let off = (i * 8) as usize;
-            let e = u64::from_le_bytes(bytes[off..off + 8].try_into().unwrap_or([0; 8]));
-            let store = if keep_private_file {
-                // A private file page that is not the file's own page was
-                // written (copied on write): it differs from the file.
-                (e & PM_PRESENT != 0 && e & PM_FILE == 0) || e & PM_SWAP != 0
-            } else {
-                e & (PM_PRESENT | PM_SWAP) != 0
-            };
-            if store {
-                let page = first + i;
-                match runs.last_mut() {
-                    Some((s, c)) if *s + *c == page => *c += 1,
-                    _ => runs.push((page, 1)),
-                }
+        for (i, e) in bytes.chunks_exact(8).enumerate() {
+            let e = u64::from_le_bytes(e.try_into().unwrap_or([0; 8]));
+            if stores(e, private_file) && !f(first + i as u64) {
+                return Ok(());
             }
         }
         first += n;
     }
+    Ok(())
+}
+
+/// Which pages of a region must be stored: runs of (first page, count).
+fn pages_to_store(pagemap: &std::fs::File, r: &Region) -> Result<Vec<(u64, u64)>, Error> {
+    let mut runs: Vec<(u64, u64)> = Vec::new();
+    scan_pagemap(pagemap, r, |page| {
+        match runs.last_mut() {
+            Some((s, c)) if *s + *c == page => *c += 1,
+            _ => runs.push((page, 1)),
+        }
+        true
+    })?;
     Ok(runs)
+}
+
+/// The first page of `r` pagemap says to store.
+fn first_page_to_store(pagemap: &std::fs::File, r: &Region) -> Result<Option<u64>, Error> {
+    let mut found = None;
+    scan_pagemap(pagemap, r, |page| {
+        found = Some(page);
+        false
+    })?;
+    Ok(found)
+}
+
+/// Whether pagemap says to store page `page` of `r`.
+fn page_stored(pagemap: &std::fs::File, r: &Region, page: u64) -> Result<bool, Error> {
+    use std::os::unix::fs::FileExt;
+    let Some(private_file) = pagemap_rule(r) else {
+        return Ok(false);
+    };
+    let mut e = [0u8; 8];
+    pagemap
+        .read_exact_at(&mut e, (r.start / PAGE + page) * 8)
+        .map_err(|e| Error::io("/proc/pid/pagemap", e))?;
+    Ok(stores(u64::from_le_bytes(e), private_file))
+}
+
+/// A copy's memory, read through /proc/PID/mem only: process_vm_readv pins
+/// the pages it reads, and pinning a page the copy shares with the program
+/// (copy-on-write) gives the copy a page of its own (the kernel unshares
+/// it), which would copy all its memory and take twice as long.
+struct CopyMemory {
+    mem: std::fs::File,
+}
+
+impl PageSource for CopyMemory {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        self.mem.read_exact_at(buf, addr)
+    }
 }
 
 /// The tracee's memory as the image writer's workers read it, several
@@ -692,29 +1009,81 @@ impl PageSource for TraceeMemory {
     }
 }
 
-/// Hands every page run to store to the writer, whose workers read,
-/// zero-check and compress them in parallel.
-fn write_memory(pid: pid_t, regions: &[Region], writer: &mut ImageWriter) -> Result<(), Error> {
-    let pagemap_path = format!("/proc/{pid}/pagemap");
-    let pagemap = std::fs::File::open(&pagemap_path).map_err(|e| Error::io(&pagemap_path, e))?;
-    let mem_path = format!("/proc/{pid}/mem");
-    let mem = std::fs::File::open(&mem_path).map_err(|e| Error::io(&mem_path, e))?;
-    let source: Arc<dyn PageSource> = Arc::new(TraceeMemory { pid, mem });
+/// Memory to store, `len` bytes at `addr`, and where it is read.
+struct Range {
+    addr: u64,
+    len: u64,
+    source: Arc<dyn PageSource>,
+}
+
+/// Bytes read already (from a stopped process).
+struct Held {
+    start: u64,
+    bytes: Vec<u8>,
+}
+
+impl PageSource for Held {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        let from = usize::try_from(addr.wrapping_sub(self.start)).unwrap_or(usize::MAX);
+        let bytes = from
+            .checked_add(buf.len())
+            .and_then(|to| self.bytes.get(from..to))
+            .ok_or_else(|| std::io::Error::other(format!("{addr:#x} is not held")))?;
+        buf.copy_from_slice(bytes);
+        Ok(())
+    }
+}
+
+/// Reads `len` bytes at `addr` from `source` now.
+fn hold(source: &dyn PageSource, addr: u64, len: u64) -> Result<Range, Error> {
+    let n = usize::try_from(len)
+        .map_err(|_| Error::Tracee(format!("{len} bytes at {addr:#x} do not fit in memory")))?;
+    let mut bytes = vec![0u8; n];
+    source
+        .read(addr, &mut bytes)
+        .map_err(|e| Error::Tracee(format!("cannot read {len} bytes at {addr:#x}: {e}")))?;
+    Ok(Range {
+        addr,
+        len,
+        source: Arc::new(Held { start: addr, bytes }),
+    })
+}
+
+/// Every range of the stopped process `pid` worth storing (pagemap says
+/// which pages; shared memory objects are read through the object), to read
+/// from it before it runs on.
+fn memory_ranges(pid: pid_t, regions: &[Region]) -> Result<Vec<Range>, Error> {
+    let open = |what: &str| {
+        let path = format!("/proc/{pid}/{what}");
+        std::fs::File::open(&path).map_err(|e| Error::io(&path, e))
+    };
+    let pagemap = open("pagemap")?;
+    let source: Arc<dyn PageSource> = Arc::new(TraceeMemory {
+        pid,
+        mem: open("mem")?,
+    });
+    let mut out = Vec::new();
     for r in regions {
         if let RegionKind::Shared { offset, stored, .. } = &r.kind {
             if *stored {
                 let (object, runs) = crate::shm::data_runs(pid, r, *offset)?;
-                for (addr, len) in runs {
-                    writer.add_range(addr, len, &object)?;
-                }
+                out.extend(runs.into_iter().map(|(addr, len)| Range {
+                    addr,
+                    len,
+                    source: Arc::clone(&object),
+                }));
             }
             continue;
         }
         for (first, count) in pages_to_store(&pagemap, r)? {
-            writer.add_range(r.start + first * PAGE, count * PAGE, &source)?;
+            out.push(Range {
+                addr: r.start + first * PAGE,
+                len: count * PAGE,
+                source: Arc::clone(&source),
+            });
         }
     }
-    Ok(())
+    Ok(out)
 }
 
 /// Whether a raw siginfo is a fault the kernel raised for the instruction

@@ -19,8 +19,8 @@ pub const ENV_CONTROL: &str = "REWIND_CONTROL";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
-    /// Write an image; with `kill`, kill the program right after it,
-    /// without letting it run on.
+    /// Write an image (answered once it is durable); with `kill`, kill the
+    /// program right after it, without letting it run on.
     Checkpoint {
         kill: bool,
     },
@@ -46,6 +46,12 @@ pub struct Response {
     pub status: Option<Status>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// A checkpoint: how long the program was stopped, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_ms: Option<f64>,
+    /// A checkpoint: from its start until every image was durable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub durable_ms: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -62,8 +68,15 @@ pub struct Status {
     pub ckpt_dir: String,
     pub images: Vec<String>,
     pub restarted: bool,
+    /// How long the last checkpoint stopped the program.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_checkpoint_ms: Option<f64>,
+    /// How long the last checkpoint took until its images were durable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_durable_ms: Option<f64>,
+    /// The images of a checkpoint are being written (the program runs on).
+    #[serde(default)]
+    pub writing: bool,
 }
 
 /// Where the control socket of the session using `ckpt_dir` lives.

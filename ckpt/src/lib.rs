@@ -18,6 +18,7 @@ pub mod coordinator;
 pub mod creds;
 pub mod environ;
 pub mod fds;
+pub mod forked;
 pub mod image;
 pub mod jobs;
 pub mod maps;

@@ -15,7 +15,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::time::TimeSpec;
 use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 
-use crate::capture::{self, CaptureEnv, Checkpoint};
+use crate::capture::{self, CaptureEnv, Checkpoint, MemoryMode, PendingImage};
 use crate::control::{self, ControlSocket, Request, Response, Status};
 use crate::plugin::{Plugin, StdioIds, SyscallAction, SyscallCtx};
 use crate::restore::{self, RestartOptions};
@@ -27,6 +27,9 @@ use crate::vids::VirtualIds;
 use crate::Error;
 
 mod coord;
+mod writing;
+
+use writing::{Waiter, Writing};
 
 /// How a session is set up (shared by launch and restart).
 #[derive(Debug, Clone, Default)]
@@ -38,6 +41,10 @@ pub struct SessionOptions {
     /// The control socket's path, if not the default one of `ckpt_dir`
     /// (sessions of one coordinator may share a checkpoint directory).
     pub control_socket: Option<PathBuf>,
+    /// Write images while the program is stopped, as `--kill` does,
+    /// instead of from a copy-on-write copy while it runs on (forked
+    /// checkpoints, `crate::forked`).
+    pub write_stopped: bool,
 }
 
 pub struct Session {
@@ -65,6 +72,17 @@ pub struct Session {
     /// their exec first.
     vforked: std::collections::HashSet<pid_t>,
     coordinator: Option<crate::coordinator::link::CoordinatorLink>,
+    /// The images of the last checkpoint, being written from copies of the
+    /// program's processes while it runs on.
+    writing: Option<Writing>,
+    /// Those copies: processes traced here that must never be resumed.
+    copies: std::collections::HashSet<pid_t>,
+    /// The outcome of a checkpoint that nobody waited for yet (the
+    /// coordinator asks for it with its resume or kill order).
+    kept: Option<Result<Checkpoint, String>>,
+    /// When the coordinator's suspend stopped the program.
+    suspended_at: Option<std::time::Instant>,
+    last_durable_ms: Option<f64>,
     /// The sockets of the last checkpoint, TCP ends in repair mode, until
     /// the program runs on (they leave it) or is killed (they close
     /// silently).
@@ -225,6 +243,11 @@ impl Session {
             detached: false,
             coordinator: None,
             vforked: Default::default(),
+            writing: None,
+            copies: Default::default(),
+            kept: None,
+            suspended_at: None,
+            last_durable_ms: None,
             frozen: None,
             awaiting: None,
             addresses: None,
@@ -328,6 +351,11 @@ impl Session {
             detached: false,
             coordinator: None,
             vforked: Default::default(),
+            writing: None,
+            copies: Default::default(),
+            kept: None,
+            suspended_at: None,
+            last_durable_ms: None,
             frozen: None,
             awaiting: sockets.is_awaiting().then_some(sockets),
             addresses,
@@ -408,6 +436,10 @@ impl Session {
     /// The process `tid` belongs to ([`Session::owner`]), adopting it if
     /// new; None (the stop resumed as a passenger's) if it is not ours.
     fn owner_or_adopt(&mut self, tid: pid_t, stop: Stop) -> Option<Option<usize>> {
+        if self.copies.contains(&tid) {
+            // A copy being written from: it stays stopped.
+            return None;
+        }
         let which = self.owner(tid).or_else(|| self.adopt(tid));
         if which.is_none() {
             resume_passenger(tid, stop);
@@ -466,11 +498,25 @@ impl Session {
         )
     }
 
-    /// Stop the program (every process of its tree), write its images,
-    /// then resume it (or kill it).
+    /// Checkpoint the program (every process of its tree) and wait until
+    /// its images are durable: stop it, capture it, let it run on while its
+    /// images are written from copies of its processes (or, with `kill`,
+    /// write them and kill it).
     pub fn checkpoint(&mut self, kill: bool) -> Result<Checkpoint, Error> {
+        self.checkpoint_for(kill, Waiter::Keep);
+        self.finish_writing();
+        match self.kept.take() {
+            Some(outcome) => outcome.map_err(Error::Tracee),
+            None => Err(Error::Tracee("the checkpoint has no outcome".into())),
+        }
+    }
+
+    /// [`Session::checkpoint`] whose outcome goes to `waiter` once the
+    /// images are durable; the program runs on meanwhile.
+    fn checkpoint_for(&mut self, kill: bool, waiter: Waiter) {
+        let started = std::time::Instant::now();
         if self.exit.is_some() {
-            return Err(Error::Gone("the program has already exited".into()));
+            return self.deliver(waiter, Err("the program has already exited".into()));
         }
         let stopped = self.stop_program();
         if let Err(e) = stopped {
@@ -478,25 +524,52 @@ impl Session {
             if self.exit.is_none() {
                 let _ = self.resume_tree();
             }
-            return Err(e);
+            return self.deliver(waiter, Err(e.to_string()));
         }
         tracing::debug!("all threads stopped");
-        let result = self.capture_stopped(&Default::default());
-        if kill {
+        // The previous checkpoint's images are finished first (nothing can
+        // wait on rewind meanwhile: the program is stopped).
+        self.finish_writing();
+        let result = self.capture_stopped(self.memory_mode(kill), &Default::default());
+        // Killed only once its images are durable: a failed checkpoint
+        // leaves the program running.
+        let released = if kill && result.is_ok() {
             self.kill();
+            Ok(())
         } else {
-            self.resume_tree()?;
+            self.resume_tree()
+        };
+        let paused = started.elapsed().as_secs_f64() * 1e3;
+        match (result, released) {
+            (Ok(images), Ok(())) => self.start_writing(images, started, Some(paused), waiter),
+            (Err(e), _) if kill => self.deliver(
+                waiter,
+                Err(format!("{e} (the program was not killed: it runs on)")),
+            ),
+            (Err(e), _) | (Ok(_), Err(e)) => self.deliver(waiter, Err(e.to_string())),
         }
-        result
     }
 
-    /// Write an image of every process of the program, whose threads are
-    /// all stopped; they stay stopped. The result is the root's, with the
-    /// other images in `also` and every warning.
+    /// How the images of a checkpoint are written: a program killed right
+    /// after never runs on, so it stays stopped until they are durable (a
+    /// failed write then leaves it alive).
+    fn memory_mode(&self, kill: bool) -> MemoryMode {
+        if kill || self.opts.write_stopped {
+            MemoryMode::Stopped
+        } else {
+            MemoryMode::Forked
+        }
+    }
+
+    /// Capture every process of the program, whose threads are all
+    /// stopped; they stay stopped. The root's image comes first, with the
+    /// warnings about sockets. With [`MemoryMode::Forked`] the images are
+    /// still to be written.
     fn capture_stopped(
         &mut self,
+        mode: MemoryMode,
         computation: &crate::sockets::Computation,
-    ) -> Result<Checkpoint, Error> {
+    ) -> Result<Vec<PendingImage>, Error> {
         let path = self.image_path();
         // The sockets of the whole tree, read once for every image: send
         // queues first (a coordinator's drain did it already), then the rest.
@@ -529,15 +602,16 @@ impl Session {
         };
         // Shared memory is stored once, by the first image that maps it.
         let mut tree = capture::TreeCapture::default();
-        let mut ckpt = capture::checkpoint_in_tree(
+        let mut images = vec![capture::capture_in_tree(
             &mut self.tracee,
             &mut self.plugins,
             &env,
             Some(census),
             &path,
             &mut tree,
-        )?;
-        ckpt.warnings.extend(socket_warnings);
+            mode,
+        )?];
+        images[0].warnings.extend(socket_warnings);
         for t in self.others.iter_mut() {
             let ppid = ppid_of(t.pid).unwrap_or(0);
             let env = CaptureEnv {
@@ -551,30 +625,17 @@ impl Session {
                 .unwrap_or_default();
             let p =
                 crate::tree::image_name(&self.opts.ckpt_dir, &comm, self.vids.to_virtual(t.pid));
-            let c = capture::checkpoint_in_tree(
+            images.push(capture::capture_in_tree(
                 t,
                 &mut self.plugins,
                 &env,
                 Some(census),
                 &p,
                 &mut tree,
-            )?;
-            ckpt.warnings.extend(c.warnings);
-            ckpt.millis += c.millis;
-            ckpt.also.push(c.stats.path);
+                mode,
+            )?);
         }
-        tracing::info!(
-            "checkpoint {} written in {:.1} ms ({} bytes, {} more process(es))",
-            ckpt.stats.path.display(),
-            ckpt.millis,
-            ckpt.stats.file_bytes,
-            ckpt.also.len()
-        );
-        self.last_checkpoint_ms = Some(ckpt.millis);
-        if !self.images.contains(&path) {
-            self.images.push(path);
-        }
-        Ok(ckpt)
+        Ok(images)
     }
 
     /// Stop every thread of every process of the program; stops met on
@@ -681,8 +742,11 @@ impl Session {
         Ok(())
     }
 
-    /// A thread or process of the tree ended.
+    /// A thread or process of the tree ended (or a copy of one).
     fn task_gone(&mut self, tid: pid_t) {
+        if self.copies.remove(&tid) {
+            return;
+        }
         self.vforked.remove(&tid);
         if let Some(i) = self.others.iter().position(|t| t.pid == tid) {
             let t = self.others.remove(i);
@@ -809,6 +873,8 @@ impl Session {
                 .collect(),
             restarted: self.restarted,
             last_checkpoint_ms: self.last_checkpoint_ms,
+            last_durable_ms: self.last_durable_ms,
+            writing: self.writing.is_some(),
         }
     }
 
@@ -868,6 +934,10 @@ impl Session {
                 Some(t) => at(&mut fds, t.as_fd()),
                 None => None,
             };
+            let writing_at = match self.writing.as_ref().and_then(Writing::as_fd) {
+                Some(fd) => at(&mut fds, fd),
+                None => None,
+            };
             match nix::poll::poll(&mut fds, PollTimeout::from(1000u16)) {
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                 Err(e) => return Err(Error::Tracee(format!("poll: {e}"))),
@@ -881,6 +951,9 @@ impl Session {
             // Always look for stops: a lost SIGCHLD must not hang us.
             while let Ok(Some(_)) = sigfd.read_signal() {}
             self.drain_stops()?;
+            if ready(writing_at) {
+                self.finish_writing();
+            }
             if self.exit.is_some() {
                 break;
             }
@@ -894,14 +967,17 @@ impl Session {
             if let Some(t) = &timer {
                 if ready(timer_at) {
                     let _ = t.wait();
-                    if !held {
-                        if let Err(e) = self.checkpoint(false) {
-                            tracing::warn!("periodic checkpoint failed: {e}");
-                        }
+                    // A checkpoint whose images are still being written
+                    // is not followed by another.
+                    if !held && self.writing.is_none() {
+                        self.checkpoint_for(false, Waiter::Log);
                     }
                 }
             }
         }
+        // Images being written are finished, and whoever waits told.
+        self.finish_writing();
+        self.reap_copies();
         if self.detached {
             return Ok(0);
         }
@@ -913,6 +989,10 @@ impl Session {
         let Some((req, stream)) = control.accept() else {
             return;
         };
+        if let Ok(Request::Checkpoint { kill }) = req {
+            // Answered once the images are durable.
+            return self.checkpoint_for(kill, Waiter::Control(stream));
+        }
         let resp = match req {
             Err(e) => Response {
                 ok: false,
@@ -924,20 +1004,7 @@ impl Session {
                 status: Some(self.status()),
                 ..Default::default()
             },
-            Ok(Request::Checkpoint { kill }) => match self.checkpoint(kill) {
-                Ok(c) => Response {
-                    ok: true,
-                    image: Some(c.stats.path.display().to_string()),
-                    other_images: c.also.iter().map(|p| p.display().to_string()).collect(),
-                    warnings: c.warnings,
-                    ..Default::default()
-                },
-                Err(e) => Response {
-                    ok: false,
-                    error: Some(e.to_string()),
-                    ..Default::default()
-                },
-            },
+            Ok(Request::Checkpoint { .. }) => return,
             Ok(Request::Kill) => {
                 self.kill();
                 Response {
@@ -968,6 +1035,8 @@ impl Session {
             ));
         }
         self.stop_program()?;
+        self.finish_writing();
+        self.reap_copies();
         for p in self.procs() {
             for t in p.threads.values() {
                 let sig = match t.stop {

@@ -54,6 +54,9 @@ pub struct TreeCapture {
     /// Index of the process being captured (0: the root, or a lone process).
     pub index: usize,
     stored: HashMap<(u64, u64), Vec<(u64, u64)>>,
+    /// Processes captured so far that are child subreapers (forked
+    /// checkpoints: a copy orphaned below one would be adopted by it).
+    pub(crate) subreapers: std::collections::HashSet<libc::pid_t>,
 }
 
 impl TreeCapture {

@@ -371,6 +371,46 @@ impl Injector {
         Ok(ret as u64)
     }
 
+    /// Run the raw `clone(flags)` in stopped thread `tid` (exit signal 0
+    /// unless `flags` names one: the child's end is then never reported to
+    /// the program, whose injected `wait4(__WALL)` must reap it). The child
+    /// is traced (a session's ptrace options follow clones) and sits in its
+    /// attach stop at the trampoline, never having run. Returns its pid;
+    /// `tid`'s registers are unchanged.
+    pub fn clone_stopped(&self, tid: pid_t, flags: u64) -> Result<pid_t, Error> {
+        let saved = ptrace::getregs(tid).map_err(|e| Error::ptrace("PTRACE_GETREGS", tid, e))?;
+        let mut regs = saved;
+        regs.rip = self.addr;
+        set_syscall(&mut regs, libc::SYS_clone, &[flags, 0, 0, 0, 0]);
+        let result = run_to_trap_child(tid, &regs, false);
+        ptrace::setregs(tid, &saved).map_err(|e| Error::ptrace("PTRACE_SETREGS", tid, e))?;
+        let (ret, child) = result?;
+        let Some(child) = child else {
+            if ret > 0 {
+                // Not traced after all: it must not run the program's code.
+                let _ = crate::sys::process::kill(ret as pid_t, libc::SIGKILL);
+                return Err(Error::Tracee(format!(
+                    "the clone of process {tid} is not traced"
+                )));
+            }
+            return Err(Error::Injected {
+                what: "clone".into(),
+                errno: Errno::from_raw(-ret as i32),
+            });
+        };
+        loop {
+            match ptrace::wait(child, false).map_err(|e| Error::ptrace("waitpid", child, e))? {
+                Some((_, Stop::Event(PTRACE_EVENT_STOP, _))) => return Ok(child),
+                Some((_, Stop::Exited(_) | Stop::Killed(_))) => {
+                    return Err(Error::Gone(format!(
+                        "the clone of process {tid} died at birth"
+                    )))
+                }
+                _ => {}
+            }
+        }
+    }
+
     /// Map `len` bytes of private, anonymous, read-write memory in the
     /// program (room for the arguments of injected syscalls); its address.
     pub fn map_buffer(&self, tid: pid_t, what: &str, len: u64) -> Result<u64, Error> {

@@ -58,6 +58,15 @@ impl From<rewind_ckpt::Error> for CliError {
 pub type CliResult = Result<u8, CliError>;
 
 /// A spinner on stderr, only when stderr is a terminal.
+/// A duration in milliseconds as people read it: `8.2 ms`, `1.42 s`.
+pub(crate) fn millis(ms: f64) -> String {
+    if ms < 1000.0 {
+        format!("{ms:.1} ms")
+    } else {
+        format!("{:.2} s", ms / 1e3)
+    }
+}
+
 pub(crate) fn spinner(template: &str) -> Option<indicatif::ProgressBar> {
     use std::io::IsTerminal;
     if !std::io::stderr().is_terminal() {
@@ -119,6 +128,8 @@ pub struct LaunchRequest {
     /// `HOST:PORT` of a `rewind coordinator` to register with.
     pub coordinator: Option<String>,
     pub token: Option<String>,
+    /// `--no-forked-checkpoints`.
+    pub write_stopped: bool,
 }
 
 /// Connects to the coordinator, if one is given, before anything starts; and
@@ -155,6 +166,7 @@ pub fn launch(req: LaunchRequest) -> CliResult {
         interval: interval(req.interval)?,
         plugins: req.plugins,
         control_socket,
+        write_stopped: req.write_stopped,
     };
     rewind_ckpt::sys::process::ignore_terminal_signals();
     let session = Session::launch(&req.argv, opts)?;
@@ -238,6 +250,18 @@ pub fn command(req: CommandRequest) -> CliResult {
     for image in &resp.other_images {
         println!("{image}");
     }
+    if let (Some(paused), Some(durable)) = (resp.paused_ms, resp.durable_ms) {
+        eprintln!(
+            "rewind: the program was stopped {}, its image{} durable after {}",
+            millis(paused),
+            if resp.other_images.is_empty() {
+                " was"
+            } else {
+                "s were"
+            },
+            millis(durable)
+        );
+    }
     if let Some(s) = &resp.status {
         println!(
             "program:  {} (pid {}{})",
@@ -258,9 +282,15 @@ pub fn command(req: CommandRequest) -> CliResult {
         if s.restarted {
             println!("restarted from an image");
         }
-        match &s.last_checkpoint_ms {
-            Some(ms) => println!("last checkpoint took {ms:.1} ms"),
-            None => println!("no checkpoint yet"),
+        match (&s.last_checkpoint_ms, &s.last_durable_ms) {
+            (Some(ms), Some(durable)) => println!(
+                "last checkpoint stopped the program {ms:.1} ms, its images durable after {durable:.1} ms"
+            ),
+            (Some(ms), None) => println!("last checkpoint stopped the program {ms:.1} ms"),
+            _ => println!("no checkpoint yet"),
+        }
+        if s.writing {
+            println!("a checkpoint's images are being written");
         }
         for i in &s.images {
             println!("image:    {i}");
@@ -278,6 +308,8 @@ pub struct RestartRequest {
     /// `HOST:PORT` of a `rewind coordinator` to register with.
     pub coordinator: Option<String>,
     pub token: Option<String>,
+    /// `--no-forked-checkpoints`.
+    pub write_stopped: bool,
 }
 
 pub fn restart(mut req: RestartRequest) -> CliResult {
@@ -327,6 +359,7 @@ pub fn restart(mut req: RestartRequest) -> CliResult {
         interval: interval(req.interval)?,
         plugins: req.plugins,
         control_socket,
+        write_stopped: req.write_stopped,
     };
     rewind_ckpt::sys::process::ignore_terminal_signals();
     let bar = spinner("{spinner} restoring {msg} {elapsed}");

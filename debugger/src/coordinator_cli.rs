@@ -148,21 +148,36 @@ fn phases(report: &Report) -> String {
 }
 
 fn print_checkpoint(addr: &str, report: &Report) {
+    let times = match (report.paused_ms, report.durable_ms) {
+        (Some(p), Some(d)) => format!(
+            "programs stopped up to {}, images durable after {} ({})",
+            crate::cli::millis(p),
+            crate::cli::millis(d),
+            phases(report)
+        ),
+        _ => phases(report),
+    };
     println!(
-        "checkpoint of {} session(s): {}",
-        report.sessions.len(),
-        phases(report)
+        "checkpoint of {} session(s): {times}",
+        report.sessions.len()
     );
     // One restart command per host, images in session order.
     let mut hosts: Vec<(String, Vec<String>)> = Vec::new();
     for s in &report.sessions {
         let image = s.image.clone().unwrap_or_default();
-        let capture = s
-            .phases
-            .iter()
-            .find(|p| p.name == "capture")
-            .map(|p| format!(", captured in {:.1} ms", p.ms))
-            .unwrap_or_default();
+        let capture = match (s.paused_ms, s.durable_ms) {
+            (Some(p), Some(d)) => format!(
+                ", stopped {}, durable after {}",
+                crate::cli::millis(p),
+                crate::cli::millis(d)
+            ),
+            _ => s
+                .phases
+                .iter()
+                .find(|p| p.name == "capture")
+                .map(|p| format!(", captured in {:.1} ms", p.ms))
+                .unwrap_or_default(),
+        };
         let size = s
             .image_bytes
             .map(|b| indicatif::HumanBytes(b).to_string())
@@ -226,7 +241,7 @@ fn print_status(addr: &str, report: &Report) {
         if let Some(st) = &s.status {
             println!("    threads:  {}", st.threads.len());
             match st.last_checkpoint_ms {
-                Some(ms) => println!("    last checkpoint took {ms:.1} ms"),
+                Some(ms) => println!("    last checkpoint stopped the program {ms:.1} ms"),
                 None => println!("    no checkpoint yet"),
             }
         }
@@ -266,6 +281,9 @@ pub fn restart_all(
         }
         if !req.plugins.is_empty() {
             cmd.arg("--plugin").arg(req.plugins.join(","));
+        }
+        if req.write_stopped {
+            cmd.arg("--no-forked-checkpoints");
         }
         // The token goes through the environment, not the command line (ps).
         if let Some(t) = token {

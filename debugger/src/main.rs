@@ -33,6 +33,10 @@ enum Command {
     /// (mode 0600) in the checkpoint directory, or at $REWIND_CONTROL. With
     /// --coordinator it also registers with a `rewind coordinator`, which
     /// checkpoints it together with every other program registered there.
+    /// A checkpoint stops the program only while it is captured and a
+    /// copy-on-write copy of its memory is made; its images are written from
+    /// that copy while it runs on (--no-forked-checkpoints: while it is
+    /// stopped).
     Launch(LaunchArgs),
     /// Talk to a running `rewind launch` or `rewind restart`, or to a
     /// coordinator.
@@ -42,12 +46,14 @@ enum Command {
     /// HOST:PORT it talks to a `rewind coordinator` instead, which applies
     /// the command to every session registered with it: --checkpoint stops
     /// them all (barrier), reads what is in flight on their TCP connections
-    /// (barrier: connections between the programs are kept), writes every
-    /// image (barrier), then resumes them or, with --kill, kills them; it
-    /// prints every image, the time of each phase and the command that
-    /// restarts them all. If one session fails,
-    /// disconnects or does not answer in time, the command fails naming it
-    /// and the others are resumed (never killed).
+    /// (barrier: connections between the programs are kept), captures each
+    /// (barrier), then resumes them while their images are written or, with
+    /// --kill, writes the images and kills them; it prints every image once
+    /// all are durable, how long the programs were stopped and when the
+    /// images were durable, the time of each phase and the command that
+    /// restarts them all. If one session fails, disconnects or does not
+    /// answer in time, the command fails naming it and the others are
+    /// resumed (never killed).
     #[command(
         group(clap::ArgGroup::new("action").required(true).multiple(true).args(["checkpoint", "status", "kill", "quit", "ping"])),
         after_help = "Examples:\n  rewind command --checkpoint --kill\n  rewind command --coordinator 127.0.0.1:7779 --checkpoint\n  rewind command --coordinator node1:7779 --token $TOKEN --status"
@@ -348,6 +354,11 @@ struct LaunchArgs {
     /// over loopback); default $REWIND_TOKEN.
     #[arg(long, value_name = "T", requires = "coordinator")]
     token: Option<String>,
+    /// Write every image while the program is stopped, instead of from a
+    /// copy-on-write copy of its memory while it runs on: longer pauses, no
+    /// extra memory.
+    #[arg(long)]
+    no_forked_checkpoints: bool,
     /// The program and its arguments.
     #[arg(required = true, last = true, value_name = "PROG ARGS")]
     argv: Vec<String>,
@@ -358,11 +369,13 @@ struct CommandArgs {
     /// Directory of the session to talk to (where its control socket is).
     #[arg(long, value_name = "D", default_value = ".")]
     ckpt_dir: PathBuf,
-    /// Write a checkpoint image now; prints its path when it is complete.
+    /// Write a checkpoint image now; prints its path once it is durable (the
+    /// program runs on meanwhile), and on stderr how long the program was
+    /// stopped and when the image was durable.
     #[arg(long)]
     checkpoint: bool,
     /// Kill the program (with --checkpoint: right after the image is written,
-    /// before the program runs on).
+    /// the program stopped until then: it never runs on).
     #[arg(long)]
     kill: bool,
     /// Print the program, its pids and its images.
@@ -412,6 +425,10 @@ struct RestartArgs {
     /// over loopback); default $REWIND_TOKEN.
     #[arg(long, value_name = "T", requires = "coordinator")]
     token: Option<String>,
+    /// Write the images of later checkpoints while the program is stopped,
+    /// instead of from a copy-on-write copy of its memory while it runs on.
+    #[arg(long)]
+    no_forked_checkpoints: bool,
     /// The image(s) to restart (ckpt_<prog>_<pid>.rwd). Several images are
     /// the processes of one tree, as the checkpoint of a program that forked
     /// printed them (any order: the root is found by parent links): the
@@ -442,6 +459,7 @@ fn main() -> ExitCode {
             plugins: a.plugin,
             coordinator: a.coordinator,
             token: a.token,
+            write_stopped: a.no_forked_checkpoints,
         }),
         Command::Command(a) => cli::command(cli::CommandRequest {
             coordinator: a.coordinator,
@@ -462,6 +480,7 @@ fn main() -> ExitCode {
             plugins: a.plugin,
             coordinator: a.coordinator,
             token: a.token,
+            write_stopped: a.no_forked_checkpoints,
         }),
         Command::Coordinator(a) => rewind_debugger::coordinator_cli::coordinator(
             rewind_debugger::coordinator_cli::CoordinatorRequest {

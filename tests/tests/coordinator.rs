@@ -272,8 +272,10 @@ fn the_printed_restart_command_restarts_every_image() {
     let done = coord.command(scratch.path(), &["--checkpoint", "--kill"]);
     done.assert_success();
     assert!(
-        done.stdout
-            .starts_with("checkpoint of 3 session(s): suspend "),
+        done.stdout.lines().next().is_some_and(|l| l
+            .starts_with("checkpoint of 3 session(s): programs stopped up to ")
+            && l.contains(", images durable after ")
+            && l.contains("(suspend ")),
         "{}",
         done.describe()
     );

@@ -572,6 +572,61 @@ fn sysv_objects_removed_after_the_checkpoint_come_back_with_their_ids() {
 }
 
 #[test]
+fn sysv_segment_of_a_program_running_on_after_a_checkpoint() {
+    // A forked checkpoint: the segment is read while the program is stopped, its copy lets go of it
+    // (a segment marked removed goes with the program's last detach), and the images restart into
+    // the rest of the run after the program removed its objects.
+    let _turn = sysv_turn();
+    let scratch = Scratch::new("sysv_segment_running_on");
+    let program = sysv_ipc(69, 0, true, 20);
+    let uninterrupted = run_uninterrupted(&program);
+    let expected = String::from_utf8_lossy(&uninterrupted.stdout).into_owned();
+    let mut running = launch(
+        &program,
+        &scratch.dir("ckpt-0"),
+        Redirect::to(scratch.join("run.out")),
+    );
+    running.wait_for(Wait::LineContaining("item 15 "));
+    let images = running.checkpoint_tree_with(&["--checkpoint"]);
+    assert_eq!(images.len(), 2, "one image per process: {images:?}");
+    let done = running.wait();
+    done.assert_success();
+    assert_eq!(done.stdout, expected, "{}", done.describe());
+    let ids = fixture_ids(&done.stderr);
+    let _cleanup = IpcCleanup {
+        keys: Vec::new(),
+        ids: ids.clone(),
+    };
+    assert!(
+        objects_of(&[], &ids).is_empty(),
+        "the program removed its objects, and nothing keeps them: {:?}",
+        objects_of(&[], &ids)
+    );
+    assert_nothing_left(&program);
+    let after = restart_tree(
+        &images,
+        &scratch.dir("ckpt-1"),
+        Redirect::to(scratch.join("after.out")),
+    )
+    .wait();
+    after.assert_success();
+    assert!(
+        !after.stdout.is_empty() && expected.ends_with(&after.stdout),
+        "the restarted run must print the end of the uninterrupted run:\n{}",
+        first_difference(
+            &expected[expected.len().saturating_sub(after.stdout.len())..],
+            &after.stdout
+        )
+    );
+    assert!(
+        objects_of(&[], &ids).is_empty(),
+        "objects left: {:?}",
+        objects_of(&[], &ids)
+    );
+    assert_nothing_left(&program);
+}
+
+#[test]
 fn sysv_id_taken_by_another_object_is_refused_clearly() {
     let _turn = sysv_turn();
     let scratch = Scratch::new("sysv_id_taken_by_another_object_is_refused_clearly");

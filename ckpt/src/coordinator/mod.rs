@@ -144,12 +144,18 @@ pub enum Action {
     /// ([`Reply::endpoints`]); every session does this before any reads a
     /// receive queue, so no byte in flight between programs is lost.
     Drain { lease_ms: u64 },
-    /// Write an image of the (suspended) program; it stays suspended.
-    /// `computation`: every endpoint the sessions reported at the drain; a
-    /// connection whose other end is among them is kept, any other comes
-    /// back closed.
+    /// Capture the (suspended) program; it stays suspended. Its images
+    /// are written from copies of its processes once it is let go, and
+    /// the answer to the `Resume` or `Kill` that follows names them once
+    /// they are durable; with `kill` (a `Kill` follows: the program never
+    /// runs on), they are written before this is answered, the program
+    /// stopped. `computation`: every endpoint the sessions reported at the
+    /// drain; a connection whose other end is among them is kept, any other
+    /// comes back closed.
     Capture {
         lease_ms: u64,
+        #[serde(default)]
+        kill: bool,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         computation: Vec<Endpoint>,
         /// Every unix connection the sessions reported at the drain.
@@ -164,9 +170,10 @@ pub enum Action {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         moved: Vec<(IpAddr, IpAddr)>,
     },
-    /// Let the program run on.
+    /// Let the program run on (answered once the images of the capture
+    /// before, if any, are durable).
     Resume,
-    /// Kill the program (the session then ends).
+    /// Kill the program (the session then ends; answered as `Resume`).
     Kill,
     /// Describe the program.
     Status,
@@ -223,6 +230,13 @@ pub struct Reply {
     /// Whether the program is suspended after the order.
     #[serde(default)]
     pub suspended: bool,
+    /// A checkpoint: how long its program was stopped (from the suspend to
+    /// the resume or kill), in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_ms: Option<f64>,
+    /// A checkpoint: from the suspend until its images were durable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub durable_ms: Option<f64>,
     /// After a drain: the program's TCP ends whose other end is outside
     /// its process tree.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -236,6 +250,8 @@ pub struct Reply {
 /// Messages from a session to the coordinator.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "msg", rename_all = "snake_case")]
+// One message at a time, serialized at once: boxing would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum SessionMsg {
     Register(SessionInfo),
     Reply(Reply),
@@ -298,6 +314,12 @@ pub struct SessionReport {
     /// Whether its program was suspended after its last answer.
     #[serde(default)]
     pub suspended: bool,
+    /// A checkpoint: how long its program was stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_ms: Option<f64>,
+    /// A checkpoint: from the suspend until its images were durable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub durable_ms: Option<f64>,
 }
 
 /// Round trips of no-op barriers, in microseconds.
@@ -328,6 +350,14 @@ pub struct Report {
     /// saying their program ended), as `[id] program (pid) on host`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lost: Vec<String>,
+    /// A checkpoint: the longest any program was stopped (each session's
+    /// own measure, from its suspend to its resume or kill).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_ms: Option<f64>,
+    /// A checkpoint: from the first suspend order until every image was
+    /// durable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub durable_ms: Option<f64>,
 }
 
 /// Whether a peer at `addr` may connect presenting `offered` to a

@@ -593,8 +593,14 @@ impl State {
         } else {
             format!(" [{}]", phases.join(", "))
         };
+        let times = match (report.paused_ms, report.durable_ms) {
+            (Some(p), Some(d)) => {
+                format!(" (programs stopped up to {p:.1} ms, images durable after {d:.1} ms)")
+            }
+            _ => String::new(),
+        };
         self.log(format!(
-            "{what} of {} session(s){phases}: {outcome}",
+            "{what} of {} session(s){phases}: {outcome}{times}",
             targets.len()
         ));
         report.ok = report.error.is_none();
@@ -629,8 +635,12 @@ impl State {
                     });
                     if r.image.is_some() {
                         s.image = r.image.clone();
-                        s.image_bytes = r.image_bytes;
+                        s.image_bytes = r.image_bytes.or(s.image_bytes);
                         s.also = r.also.clone();
+                    }
+                    if r.paused_ms.is_some() {
+                        s.paused_ms = r.paused_ms;
+                        s.durable_ms = r.durable_ms;
                     }
                     s.warnings.extend(r.warnings.iter().cloned());
                     if r.status.is_some() {
@@ -697,6 +707,7 @@ impl State {
         rx: &Receiver<Event>,
     ) {
         let lease_ms = self.lease_ms();
+        let start = Instant::now();
         // Every endpoint the drain reports goes to every capture: the
         // connections between the programs are kept, the others close.
         let mut computation: Vec<Endpoint> = Vec::new();
@@ -707,6 +718,7 @@ impl State {
                 "drain" => Action::Drain { lease_ms },
                 _ => Action::Capture {
                     lease_ms,
+                    kill,
                     computation: std::mem::take(&mut computation),
                     links: std::mem::take(&mut links),
                 },
@@ -737,9 +749,21 @@ impl State {
         } else {
             ("resume", Action::Resume)
         };
+        // Answered once each session's images are durable.
         let (answers, elapsed) = self.barrier(targets, action, rx);
         self.record(report, name, &answers, elapsed);
-        self.finish(report, name, &answers, "; every image was written");
+        report.durable_ms = Some(start.elapsed().as_secs_f64() * 1e3);
+        report.paused_ms = report
+            .sessions
+            .iter()
+            .filter_map(|s| s.paused_ms)
+            .reduce(f64::max);
+        let then = if kill {
+            "; the programs were killed"
+        } else {
+            "; the programs run on"
+        };
+        self.finish(report, name, &answers, then);
     }
 
     fn ping(&mut self, targets: &[u64], rounds: u32, report: &mut Report, rx: &Receiver<Event>) {

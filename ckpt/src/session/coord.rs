@@ -6,7 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use super::writing::Waiter;
 use super::{Session, SessionOptions};
+use crate::capture::Checkpoint;
 use crate::control;
 use crate::coordinator::link::CoordinatorLink;
 use crate::coordinator::{Action, Order, Reply, SessionInfo, SessionMsg};
@@ -26,11 +28,49 @@ impl SessionOptions {
     }
 }
 
+/// `p` made absolute, through its directory when it does not exist yet
+/// (an image still being written).
 fn absolute(p: &Path) -> String {
     std::fs::canonicalize(p)
+        .or_else(|e| match (p.parent(), p.file_name()) {
+            (Some(dir), Some(name)) => {
+                let dir = if dir.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    dir
+                };
+                std::fs::canonicalize(dir).map(|d| d.join(name))
+            }
+            _ => Err(e),
+        })
         .unwrap_or_else(|_| p.to_path_buf())
         .display()
         .to_string()
+}
+
+/// A checkpoint's images and times in a reply to the coordinator, or why
+/// they could not be written.
+pub(super) fn fill_reply(reply: &mut Reply, outcome: Result<Checkpoint, String>) {
+    match outcome {
+        Ok(c) => {
+            reply.image = Some(absolute(&c.stats.path));
+            reply.also = c.also.iter().map(|p| absolute(p)).collect();
+            let others: u64 = c
+                .also
+                .iter()
+                .filter_map(|p| std::fs::metadata(p).ok())
+                .map(|m| m.len())
+                .sum();
+            reply.image_bytes = Some(c.stats.file_bytes + others);
+            reply.warnings.extend(c.warnings);
+            reply.paused_ms = Some(c.stopped_ms);
+            reply.durable_ms = Some(c.durable_ms);
+        }
+        Err(e) => {
+            reply.ok = false;
+            reply.error = Some(format!("its images could not be written: {e}"));
+        }
+    }
 }
 
 impl Session {
@@ -110,13 +150,23 @@ impl Session {
             Err(why) => return self.lose_coordinator(&why),
         };
         for order in orders {
-            let reply = self.obey(order);
-            let Some(link) = self.coordinator.as_mut() else {
-                return;
-            };
-            if let Err(e) = link.send(&SessionMsg::Reply(reply)) {
-                return self.lose_coordinator(&format!("cannot answer it: {e}"));
+            // A resume or kill is answered once the images are durable.
+            if let Some(reply) = self.obey(order) {
+                self.send_reply(reply);
             }
+            if self.coordinator.is_none() {
+                return;
+            }
+        }
+    }
+
+    /// Answer the coordinator.
+    pub(super) fn send_reply(&mut self, reply: Reply) {
+        let Some(link) = self.coordinator.as_mut() else {
+            return;
+        };
+        if let Err(e) = link.send(&SessionMsg::Reply(reply)) {
+            self.lose_coordinator(&format!("cannot answer it: {e}"));
         }
     }
 
@@ -141,6 +191,7 @@ impl Session {
                 if let Err(e) = self.resume_tree() {
                     tracing::warn!("cannot resume the program: {e}");
                 }
+                self.note_released();
             }
         }
     }
@@ -156,7 +207,9 @@ impl Session {
         self.coordinator = None;
     }
 
-    fn obey(&mut self, order: Order) -> Reply {
+    /// Carry out `order`; its answer, unless it waits for images being
+    /// written (a resume or kill after a capture: see `writing`).
+    fn obey(&mut self, order: Order) -> Option<Reply> {
         let start = Instant::now();
         tracing::debug!(
             "coordinator: {} (round {})",
@@ -178,6 +231,7 @@ impl Session {
             Action::Drain { lease_ms } => self.drain_for_coordinator(lease_ms, &mut reply),
             Action::Capture {
                 lease_ms,
+                kill,
                 computation,
                 links,
             } => {
@@ -185,7 +239,7 @@ impl Session {
                     tcp: computation,
                     unix: links,
                 };
-                self.capture_for_coordinator(lease_ms, &computation, &mut reply)
+                self.capture_for_coordinator(lease_ms, kill, &computation, &mut reply)
             }
             Action::Reconnect { moved } => {
                 let moved: std::collections::HashMap<_, _> = moved.into_iter().collect();
@@ -202,14 +256,15 @@ impl Session {
             }
             Action::Resume => {
                 self.resume_from_coordinator();
-                Ok(())
+                return self.answer_with_images(reply, start);
             }
             Action::Kill => {
                 if let Some(link) = self.coordinator.as_mut() {
                     link.suspended_until = None;
                 }
                 self.kill();
-                Ok(())
+                self.note_released();
+                return self.answer_with_images(reply, start);
             }
         };
         if let Err(e) = result {
@@ -218,7 +273,24 @@ impl Session {
         }
         reply.ms = start.elapsed().as_secs_f64() * 1e3;
         reply.suspended = self.held_by_coordinator();
-        reply
+        Some(reply)
+    }
+
+    /// The answer to a resume or kill: with the images of the capture
+    /// before it, once they are durable (None: answered later).
+    fn answer_with_images(&mut self, mut reply: Reply, start: Instant) -> Option<Reply> {
+        reply.suspended = self.held_by_coordinator();
+        if self.writing_kept() {
+            if let Some(w) = self.writing.as_mut() {
+                w.waiter = Waiter::Coordinator(reply, start);
+                return None;
+            }
+        }
+        if let Some(outcome) = self.kept.take() {
+            fill_reply(&mut reply, outcome);
+        }
+        reply.ms = start.elapsed().as_secs_f64() * 1e3;
+        Some(reply)
     }
 
     fn hold(&mut self, lease_ms: u64) {
@@ -235,7 +307,9 @@ impl Session {
             self.hold(lease_ms);
             return Ok(());
         }
+        self.suspended_at = Some(Instant::now());
         if let Err(e) = self.stop_program() {
+            self.suspended_at = None;
             self.reap_if_gone();
             // Threads stopped before the failure must not stay stopped.
             if self.exit.is_none() {
@@ -273,12 +347,16 @@ impl Session {
         drained
     }
 
-    /// Phase 3 of a coordinated checkpoint: the images. Connections to the
-    /// `computation`'s endpoints are kept; receive queues are read now,
-    /// after every session read its send queues.
+    /// Phase 3 of a coordinated checkpoint: capture the held program.
+    /// Connections to the `computation`'s endpoints are kept; receive
+    /// queues are read now, after every session read its send queues. Its
+    /// images are written from copies of its processes once it is let go,
+    /// and the answer to the resume that follows carries them; with `kill`
+    /// (it will not run on), they are written now, the program stopped.
     fn capture_for_coordinator(
         &mut self,
         lease_ms: u64,
+        kill: bool,
         computation: &crate::sockets::Computation,
         reply: &mut Reply,
     ) -> Result<(), Error> {
@@ -287,21 +365,27 @@ impl Session {
                 "asked to capture a program that is not suspended (its suspension expired?)".into(),
             ));
         }
-        let ckpt = self.capture_stopped(computation);
+        // A previous checkpoint's images first (the program is stopped).
+        self.finish_writing();
+        self.kept = None;
+        let started = self.suspended_at.unwrap_or_else(Instant::now);
+        let images = self.capture_stopped(self.memory_mode(kill), computation);
         // However the capture went, the program stays suspended until the
         // coordinator's next order.
         self.hold(lease_ms);
-        let ckpt = ckpt?;
-        reply.image = Some(absolute(&ckpt.stats.path));
-        reply.also = ckpt.also.iter().map(|p| absolute(p)).collect();
-        let others: u64 = ckpt
-            .also
-            .iter()
-            .filter_map(|p| std::fs::metadata(p).ok())
-            .map(|m| m.len())
-            .sum();
-        reply.image_bytes = Some(ckpt.stats.file_bytes + others);
-        reply.warnings = ckpt.warnings;
+        let images = images?;
+        if let Some(root) = images.first() {
+            reply.image = Some(absolute(&root.path));
+        }
+        reply.also = images.iter().skip(1).map(|i| absolute(&i.path)).collect();
+        self.start_writing(images, started, None, Waiter::Keep);
+        // Written already (stopped): the sizes are known. (The warnings
+        // come with the answer to the kill or resume.)
+        if let Some(Ok(c)) = &self.kept {
+            let mut written = reply.clone();
+            fill_reply(&mut written, Ok(c.clone()));
+            reply.image_bytes = written.image_bytes;
+        }
         Ok(())
     }
 }
