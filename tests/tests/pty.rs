@@ -204,7 +204,9 @@ fn pty_session_restarts_twice_in_a_chain() {
 fn pty_session_runs_on_after_checkpoints() {
     let _one = serial();
     let scratch = Scratch::new("pty_session_runs_on_after_checkpoints");
-    let program = shell(50);
+    // Reps enough past the last checkpoint's line (~20 ms each) that the
+    // program is still running when that checkpoint comes, under load too.
+    let program = shell(120);
     let uninterrupted = run_uninterrupted(&program);
     let mut running = launch(
         &program,
