@@ -551,6 +551,24 @@ pub fn restore(
         }
         Ok(())
     };
+    // Take rewind's descriptor `ours` into the program at number `fd`, its
+    // file status flags `flags`; pidfd_getfd's copy is close-on-exec, so
+    // that is cleared (set again at the end for the ones that were).
+    let adopt = |ours: i32, fd: i32, flags: u64| -> Result<(), Error> {
+        let tmp = take_from_rewind(ours)?;
+        place(tmp, fd)?;
+        call(
+            "fcntl(F_SETFD)",
+            libc::SYS_fcntl,
+            &[fd as u64, libc::F_SETFD as u64, 0],
+        )?;
+        call(
+            "fcntl(F_SETFL)",
+            libc::SYS_fcntl,
+            &[fd as u64, libc::F_SETFL as u64, flags],
+        )
+        .map(drop)
+    };
     // Bind socket `tmp` to `sockaddr`, listen, and put it at `fd`.
     let listen_again =
         |tmp: u64, sockaddr: &[u8], shown: &str, fd: i32, flags: u64| -> Result<(), Error> {
@@ -615,19 +633,7 @@ pub fn restore(
                 let ours = terminals.fd(pty.index, *master, *file).ok_or_else(|| {
                     Error::Restore(format!("fd {}: pty {} was not made again", f.fd, pty.index))
                 })?;
-                let tmp = take_from_rewind(ours)?;
-                place(tmp, f.fd)?;
-                // pidfd_getfd's copy is close-on-exec (kept only if it was).
-                call(
-                    "fcntl(F_SETFD)",
-                    libc::SYS_fcntl,
-                    &[f.fd as u64, libc::F_SETFD as u64, 0],
-                )?;
-                call(
-                    "fcntl(F_SETFL)",
-                    libc::SYS_fcntl,
-                    &[f.fd as u64, libc::F_SETFL as u64, keep_flags],
-                )?;
+                adopt(ours, f.fd, keep_flags)?;
             }
             FdKind::Tty { path } => {
                 // Re-bound to the terminal of `rewind restart`.
@@ -1013,19 +1019,7 @@ pub fn restore(
                 let ours = sockets.fd(*id).ok_or_else(|| {
                     Error::Restore(format!("fd {}: socket {id} was not rebuilt", f.fd))
                 })?;
-                let tmp = take_from_rewind(ours)?;
-                place(tmp, f.fd)?;
-                // pidfd_getfd's copy is close-on-exec (kept only if it was).
-                call(
-                    "fcntl(F_SETFD)",
-                    libc::SYS_fcntl,
-                    &[f.fd as u64, libc::F_SETFD as u64, 0],
-                )?;
-                call(
-                    "fcntl(F_SETFL)",
-                    libc::SYS_fcntl,
-                    &[f.fd as u64, libc::F_SETFL as u64, keep_flags],
-                )?;
+                adopt(ours, f.fd, keep_flags)?;
                 let outside = match socket {
                     SocketState::Closed {
                         what,
