@@ -868,3 +868,65 @@ fn bad_usage_exits_with_2() {
     assert_eq!(done.status.code(), Some(1), "{}", done.describe());
     let _ = PathBuf::new();
 }
+
+/// gdb knows the program by its own pid (what `getpid()` returned while it
+/// was recorded) and reads its files and its `/proc` entries through the
+/// remote target: those of the replayed process at the moment it looks at.
+#[test]
+fn gdb_sees_the_recorded_pid_and_reads_files_through_the_target() {
+    let scratch = Scratch::new("gds-pid");
+    let prog = fixture("rr_time_random");
+    let rec = record(&scratch, &prog, None);
+    let pid: u32 = rec
+        .stdout
+        .lines()
+        .find_map(|l| l.split_once(" getpid: ")?.1.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no pid printed: {}", rec.what));
+    let got = gdb_on(
+        &rec.dir,
+        &[
+            "break usleep",
+            "continue",
+            "info inferiors",
+            "info proc",
+            "info proc mappings",
+            "info sharedlibrary",
+            "echo END\\n",
+        ],
+    );
+    let out = &got.stdout;
+    let all = format!("{}{}", got.stdout, got.stderr);
+    assert!(out.contains("END"), "{}", got.describe());
+    assert!(
+        out.contains(&format!("process {pid} ")),
+        "gdb should know pid {pid}: {}",
+        got.describe()
+    );
+    for warning in [
+        "does not support file transfer",
+        "unable to open /proc file",
+        "process 1 ",
+    ] {
+        assert!(!all.contains(warning), "{warning}: {}", got.describe());
+    }
+    // /proc/PID/{cmdline,exe} and maps came from the replayed process.
+    let exe = prog.get_program().to_string_lossy().into_owned();
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("cmdline = ") && l.contains(&exe)),
+        "{}",
+        got.describe()
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.contains(" r-xp ") && l.trim_end().ends_with(&exe)),
+        "the executable's text in info proc mappings: {}",
+        got.describe()
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.contains("Yes") && l.contains("target:") && l.contains("libc.so.6")),
+        "libc read through the target: {}",
+        got.describe()
+    );
+}

@@ -9,6 +9,7 @@
 //! records the program to its end first, then serves the recording.
 
 mod conn;
+mod hostio;
 mod regs;
 mod target;
 

@@ -67,6 +67,10 @@ pub struct Server {
     checkpoints: Vec<(u32, Moment)>,
     /// The dynamic linker's `r_debug`, once found.
     r_debug: Option<u64>,
+    /// The process id gdb sees: the recorded one (the program's `getpid()`).
+    pub(super) vpid: i32,
+    /// Files gdb opened through `vFile:open`.
+    pub(super) files: super::hostio::OpenFiles,
 }
 
 /// Most single steps taken to move a given thread by one instruction when
@@ -113,6 +117,13 @@ impl Server {
             xs.len(),
             Layout::of_machine(xs.len())
         );
+        let real = tl.replayer().tracee().pid;
+        let vpid = tl
+            .replayer()
+            .threads()
+            .iter()
+            .find(|t| t.1 == real)
+            .map_or(real, |t| t.0);
         let mut s = Server {
             tl,
             exe,
@@ -124,6 +135,8 @@ impl Server {
             signals,
             checkpoints: Vec::new(),
             r_debug: None,
+            vpid,
+            files: Default::default(),
         };
         s.find_r_debug();
         s.tl.predecessors = Some(crate::repl::predecessor_hook(s.exe.clone()));
@@ -431,6 +444,16 @@ impl Target for Server {
             Self,
         >,
     > {
+        Some(self)
+    }
+
+    fn support_host_io(&mut self) -> Option<gdbstub::target::ext::host_io::HostIoOps<'_, Self>> {
+        Some(self)
+    }
+
+    fn support_extended_mode(
+        &mut self,
+    ) -> Option<gdbstub::target::ext::extended_mode::ExtendedModeOps<'_, Self>> {
         Some(self)
     }
 
