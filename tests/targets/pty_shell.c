@@ -319,6 +319,16 @@ int main(int argc, char **argv) {
         close(master);
         shell(slave);
     }
+    /* Type nothing before the shell has set the terminal up: echo of a
+     * newline under the default settings (output processing on) would be
+     * "\r\n". The master's settings calls reach the slave's termios. */
+    for (;;) {
+        struct termios t;
+        if (tcgetattr(master, &t) == 0 && !(t.c_oflag & OPOST) && (t.c_lflag & ECHO) &&
+            !(t.c_lflag & ECHOCTL))
+            break;
+        sleep_ms(2);
+    }
     char line[64];
     dprintf(1, "driver: started\n");
     for (int k = 0; k < n; k++) {
