@@ -61,9 +61,11 @@ fn in_flight(images: &[PathBuf]) -> InFlight {
                     f.tcp_ends += 1;
                     f.tcp_bytes += c.sent.len() + c.unsent.len() + c.received.len();
                 }
-                SocketState::Unix(u) => {
-                    f.unix_sockets += 1;
-                    f.unix_messages += u.queued.len();
+                SocketState::Unix(_) | SocketState::UnixLinked { .. } => {
+                    if let Some(u) = socket.unix() {
+                        f.unix_sockets += 1;
+                        f.unix_messages += u.queued.len();
+                    }
                 }
                 _ => {}
             }
@@ -728,7 +730,111 @@ fn unix_connection_between_two_coordinated_programs_restarts() {
         ("stream", None),
         ("seqpacket", Some("@rewind-test-coord-chat")),
     ] {
-        let scratch = Scratch::new(&format!("unix_coordinated_{kind}"));
+        coordinated_chat_restarts(kind, name);
+    }
+}
+
+/// Datagrams between two programs of one coordinator (issue 7): the unix client and server over
+/// datagram sockets (over a path, then an abstract name), the server bound to the name and
+/// answering each request with `sendto` to the client's name (`NAME.c`, the client connected to
+/// the server's), requests queued at the server and replies queued at the client when the
+/// checkpoint is taken. Checkpointed and killed together, each restarted by its own `rewind
+/// restart --coordinator`: every datagram arrives once, in order, from the same sender name (the
+/// server prints the name each request came from, the client its socket's names), so the
+/// client's output is the uninterrupted one; the images hold the datagrams that were queued.
+#[test]
+fn unix_datagrams_between_two_coordinated_programs_restart() {
+    for name in [None, Some("@rewind-test-coord-dgram")] {
+        coordinated_chat_restarts("dgram", name);
+    }
+}
+
+/// The same two programs over datagrams checkpointed twice, left running: nothing is lost or
+/// received twice (the client's output is the uninterrupted one) and the images of both
+/// checkpoints hold datagrams in flight.
+#[test]
+fn unix_datagrams_between_two_coordinated_programs_run_on_after_checkpoints() {
+    let scratch = Scratch::new("unix_coordinated_dgram_run_on");
+    let name = socket_path(&scratch);
+    let coordinator = Coordinator::start(&scratch);
+    let role = |r: &str| {
+        let mut cmd = chat("dgram", &name, 70);
+        cmd.arg(r);
+        cmd
+    };
+    let uninterrupted = thread::scope(|s| {
+        let server = role("server");
+        let srv = s.spawn(move || run_uninterrupted(&server));
+        let client = run_uninterrupted(&role("client"));
+        let server = srv.join().expect("the server");
+        assert!(server.status.success(), "{server:?}");
+        client
+    });
+    let flags = ["--coordinator", coordinator.addr.as_str()];
+    let dir = scratch.dir("ckpt");
+    let server = launch_with(
+        &flags,
+        &role("server"),
+        &dir,
+        Redirect::to(scratch.join("server.out")),
+    );
+    let mut client = launch_with(
+        &flags,
+        &role("client"),
+        &dir,
+        Redirect::to(scratch.join("client.out")),
+    );
+    for line in ["reply 13 ", "reply 37 "] {
+        client.wait_for(Wait::LineContaining(line));
+        let done = rewind_in(
+            &dir,
+            [
+                "command",
+                "--coordinator",
+                &coordinator.addr,
+                "--checkpoint",
+            ],
+        );
+        done.assert_success();
+        let images: Vec<PathBuf> = done
+            .stdout
+            .lines()
+            .filter(|l| l.starts_with('['))
+            .filter_map(|l| l.split(": ").nth(1)?.split(" (").next().map(PathBuf::from))
+            .collect();
+        assert_eq!(images.len(), 2, "{}", done.describe());
+        let held = in_flight(&images);
+        assert!(
+            held.unix_messages > 0,
+            "no datagram in flight between the programs: {held:?}"
+        );
+    }
+    let done = client.wait();
+    done.assert_success();
+    assert_eq!(
+        done.stdout,
+        String::from_utf8_lossy(&uninterrupted.stdout),
+        "{}",
+        done.describe()
+    );
+    assert!(!done.stderr.contains("warning"), "{}", done.describe());
+    let served = server.wait();
+    served.assert_success();
+    assert!(!served.stderr.contains("warning"), "{}", served.describe());
+    assert_nothing_left(&role("client"));
+    assert_nothing_left(&role("server"));
+}
+
+/// A unix client and server of `kind` over `name` (a path in the scratch directory when None)
+/// as two programs of one coordinator, requests and replies in flight: checkpointed and killed
+/// together, each restarted by its own `rewind restart --coordinator`; the client's output is
+/// the uninterrupted one.
+fn coordinated_chat_restarts(kind: &str, name: Option<&str>) {
+    {
+        let scratch = Scratch::new(&format!(
+            "unix_coordinated_{kind}_{}",
+            if name.is_some() { "abstract" } else { "path" }
+        ));
         let name = name
             .map(|n| format!("{n}-{}", std::process::id()))
             .unwrap_or_else(|| socket_path(&scratch));

@@ -43,7 +43,7 @@ use nix::errno::Errno;
 use serde::{Deserialize, Serialize};
 
 use crate::image::format::{
-    FdKind, PeerPlace, ProcessState, SockOpt, SocketState, TcpConnection, UnixEnd,
+    DgramLink, FdKind, PeerPlace, ProcessState, SockOpt, SocketState, TcpConnection, UnixEnd,
 };
 use crate::sys::net;
 use crate::unix_sockets::UnixSocket;
@@ -93,14 +93,35 @@ impl UnixLink {
     }
 }
 
+/// A unix datagram socket of a program of a coordinator, as its drain
+/// reports it: the other programs find in these the sockets they
+/// exchanged datagrams with.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct DgramSocket {
+    pub ino: u64,
+    /// Its name (empty if unnamed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub name: Vec<u8>,
+    pub host: String,
+    /// The socket it is connected to (0: none).
+    #[serde(default)]
+    pub peer: u64,
+    /// The names of the senders of the datagrams waiting at it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub from: Vec<Vec<u8>>,
+}
+
 /// What the programs of a coordinator's computation reported at its drain:
-/// the connections between them are kept, the others close.
+/// the connections between them are kept, the others close; datagram
+/// sockets that exchanged datagrams are linked.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Computation {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tcp: Vec<Endpoint>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unix: Vec<UnixLink>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dgram: Vec<DgramSocket>,
 }
 
 /// This network namespace, as `hostname/inode of its netns`.
@@ -497,6 +518,62 @@ impl Census {
             .collect()
     }
 
+    /// The unix datagram sockets that are named, connected or have
+    /// datagrams waiting (with their senders' names), for a coordinator
+    /// to tell the other programs.
+    pub fn dgram_sockets(&self) -> Vec<DgramSocket> {
+        self.socks
+            .iter()
+            .filter(|(_, s)| s.domain == libc::AF_UNIX && s.ty == libc::SOCK_DGRAM)
+            .filter_map(|(&ino, s)| {
+                let d = self.diag.get(&ino)?;
+                let mut from: Vec<Vec<u8>> = Vec::new();
+                if let Ok((queued, _)) = unix::peek_all(s.fd.as_raw_fd(), libc::SOCK_DGRAM) {
+                    for m in queued {
+                        if !m.from.is_empty() && !from.contains(&m.from) {
+                            from.push(m.from);
+                        }
+                    }
+                }
+                let name = d.name.clone().unwrap_or_default();
+                (!name.is_empty() || d.peer != 0 || !from.is_empty()).then(|| DgramSocket {
+                    ino,
+                    name,
+                    host: self.host.clone(),
+                    peer: d.peer,
+                    from,
+                })
+            })
+            .collect()
+    }
+
+    /// The datagram sockets of other programs of the computation that the
+    /// datagram socket `ino` (`end`) exchanged datagrams with: it has
+    /// datagrams from them or is connected to them (it takes them at
+    /// restart), or they have datagrams from it or are connected to it (it
+    /// gives itself).
+    fn dgram_links(&self, ino: u64, end: &UnixEnd, computation: &Computation) -> Vec<DgramLink> {
+        let mut links: Vec<DgramLink> = Vec::new();
+        for o in &computation.dgram {
+            if o.host != self.host || self.socks.contains_key(&o.ino) {
+                continue;
+            }
+            let takes = end.peer.as_ref().is_some_and(|p| p.id == o.ino)
+                || (!o.name.is_empty() && end.queued.iter().any(|m| m.from == o.name));
+            let gives = o.peer == ino || (!end.name.is_empty() && o.from.contains(&end.name));
+            if (takes || gives) && !links.iter().any(|l| l.id == o.ino) {
+                links.push(DgramLink {
+                    id: o.ino,
+                    name: o.name.clone(),
+                    host: self.host.clone(),
+                    takes,
+                    gives,
+                });
+            }
+        }
+        links
+    }
+
     /// Phase 2: everything else. `computation`: the endpoints of the other
     /// programs checkpointed with this one (a coordinator's); a TCP end
     /// whose other end is neither in the census nor among them leads
@@ -554,7 +631,19 @@ impl Census {
                             ));
                         }
                     }
-                    Some(SocketState::Unix(Box::new(end)))
+                    let links = if end.sock_type == libc::SOCK_DGRAM {
+                        self.dgram_links(ino, &end, computation)
+                    } else {
+                        Vec::new()
+                    };
+                    if links.is_empty() {
+                        Some(SocketState::Unix(Box::new(end)))
+                    } else {
+                        Some(SocketState::UnixLinked {
+                            end: Box::new(end),
+                            links,
+                        })
+                    }
                 }
                 Err(e) => {
                     self.warnings.push(format!(
@@ -679,9 +768,13 @@ pub struct Rebuilt {
     stand_ins: HashMap<u64, OwnedFd>,
     /// What to write back through a stand-in's other end.
     stand_in_data: HashMap<u64, Vec<Vec<u8>>>,
-    /// Unix connections to other programs of a coordinator, made with them:
-    /// their programs must not run before every one is back.
+    /// Unix connections to other programs of a coordinator, made with them,
+    /// and datagram sockets linked to theirs: their programs must not run
+    /// before every one is back.
     links: Vec<UnixLink>,
+    /// Copies of other programs' datagram sockets, handed over by their
+    /// restarts, by name: datagrams from them are sent again from them.
+    taken: HashMap<Vec<u8>, OwnedFd>,
     warnings: Vec<String>,
 }
 
@@ -715,9 +808,12 @@ impl Rebuilt {
         r.unix_connections(&wanted);
         r.unix_between_programs(&wanted);
         r.unix_unconnected(&wanted);
+        r.dgram_between_programs(&wanted);
         r.tcp_connections(&wanted);
         r.closed(&wanted);
         r.unix_refill(&wanted);
+        // The other programs' sockets were needed only for the refill.
+        r.taken.clear();
         Ok(r)
     }
 
@@ -780,7 +876,9 @@ impl Rebuilt {
                     SockOpts::apply(raw, options, false);
                     self.add(id, s);
                 }
-                SocketState::Unix(u) if u.listening.is_some() => {
+                SocketState::Unix(u) | SocketState::UnixLinked { end: u, .. }
+                    if u.listening.is_some() =>
+                {
                     let shown = unix::show(&u.name);
                     let fail = |e: Errno| {
                         Error::Restore(format!(
@@ -806,7 +904,7 @@ impl Rebuilt {
     /// datagram receivers, sockets bound before anything else.
     fn unix_bound(&mut self, wanted: &BTreeMap<u64, Wanted>) {
         for (&id, w) in wanted {
-            let SocketState::Unix(u) = w.state else {
+            let Some(u) = w.state.unix() else {
                 continue;
             };
             let stream_connected = u.peer.is_some() && u.sock_type != libc::SOCK_DGRAM;
@@ -843,7 +941,7 @@ impl Rebuilt {
     /// Unix sockets neither bound, listening nor connected.
     fn unix_unconnected(&mut self, wanted: &BTreeMap<u64, Wanted>) {
         for (&id, w) in wanted {
-            let SocketState::Unix(u) = w.state else {
+            let Some(u) = w.state.unix() else {
                 continue;
             };
             if self.fds.contains_key(&id) {
@@ -860,8 +958,8 @@ impl Rebuilt {
 
     /// The listener rebuilt for `name`, if any.
     fn listener_named(&self, wanted: &BTreeMap<u64, Wanted>, name: &[u8]) -> Option<RawFd> {
-        wanted.iter().find_map(|(id, w)| match w.state {
-            SocketState::Unix(u) if u.listening.is_some() && u.name == name => self.fd(*id),
+        wanted.iter().find_map(|(id, w)| match w.state.unix() {
+            Some(u) if u.listening.is_some() && u.name == name => self.fd(*id),
             _ => None,
         })
     }
@@ -871,19 +969,26 @@ impl Rebuilt {
     /// to a name) of the others.
     fn unix_connections(&mut self, wanted: &BTreeMap<u64, Wanted>) {
         for (&id, w) in wanted {
-            let SocketState::Unix(u) = w.state else {
+            let Some(u) = w.state.unix() else {
                 continue;
             };
             let Some(p) = &u.peer else { continue };
             if u.listening.is_some() || p.elsewhere.is_some() && u.sock_type != libc::SOCK_DGRAM {
                 continue;
             }
-            let other = wanted.get(&p.id).and_then(|pw| match pw.state {
-                SocketState::Unix(pu) if pu.sock_type == u.sock_type => Some((pu.as_ref(), pw.cwd)),
+            let other = wanted.get(&p.id).and_then(|pw| match pw.state.unix() {
+                Some(pu) if pu.sock_type == u.sock_type => Some((pu, pw.cwd)),
                 _ => None,
             });
             if u.sock_type == libc::SOCK_DGRAM {
-                self.dgram_connect(id, u, w.cwd, other.map(|(pu, _)| (p.id, pu)));
+                // Connected to another program's socket: once that program's
+                // restart has made it (`dgram_between_programs`).
+                let later = w
+                    .state
+                    .dgram_links()
+                    .iter()
+                    .any(|l| l.id == p.id && l.takes);
+                self.dgram_connect(id, u, w.cwd, other.map(|(pu, _)| (p.id, pu)), later);
                 continue;
             }
             if self.fds.contains_key(&id) {
@@ -1018,12 +1123,12 @@ impl Rebuilt {
     fn unix_between_programs(&mut self, wanted: &BTreeMap<u64, Wanted>) {
         let ends: Vec<(u64, &UnixEnd, &str)> = wanted
             .iter()
-            .filter_map(|(&id, w)| match w.state {
-                SocketState::Unix(u)
+            .filter_map(|(&id, w)| match w.state.unix() {
+                Some(u)
                     if u.sock_type != libc::SOCK_DGRAM
                         && u.peer.as_ref().is_some_and(|p| p.elsewhere.is_some()) =>
                 {
-                    Some((id, u.as_ref(), w.cwd))
+                    Some((id, u, w.cwd))
                 }
                 _ => None,
             })
@@ -1051,7 +1156,7 @@ impl Rebuilt {
                         Self::write_all(theirs.as_raw_fd(), &msgs, None)
                             .map_err(|e| format!("refill: {}", e.desc()))?;
                         let ours = mine.try_clone().map_err(|e| format!("dup: {e}"))?;
-                        offer(&rendezvous(id, p.id), theirs, ours)?;
+                        offer(&rendezvous(id, p.id), vec![theirs, ours])?;
                         Ok(mine)
                     })
             } else {
@@ -1061,7 +1166,11 @@ impl Rebuilt {
         }
         for &(id, u, _) in ends.iter().filter(|(id, u, _)| !makes(*id, u)) {
             let Some(p) = &u.peer else { continue };
-            let taken = take(&rendezvous(id, p.id)).and_then(|(mine, theirs)| {
+            let taken = take(&rendezvous(id, p.id)).and_then(|fds| {
+                let mut fds = fds.into_iter();
+                let (Some(mine), Some(theirs)) = (fds.next(), fds.next()) else {
+                    return Err("the other program's restart handed over nothing".to_string());
+                };
                 let msgs: Vec<Vec<u8>> = u.queued.iter().map(|m| m.data.clone()).collect();
                 Self::write_all(theirs.as_raw_fd(), &msgs, None)
                     .map_err(|e| format!("refill: {}", e.desc()))?;
@@ -1095,10 +1204,104 @@ impl Rebuilt {
         }
     }
 
+    /// Datagram sockets linked to other programs' (`UnixLinked`): each one
+    /// another program has datagrams from (or is connected to) is handed
+    /// to that program's restart through a short-lived abstract socket
+    /// (`@rewind-dgram-G-T`, the giver's and the taker's inodes), and each
+    /// one of another program this one's sockets have datagrams from (or
+    /// are connected to) is taken from it. All are offered before any is
+    /// awaited. A socket connected to another program's is connected once
+    /// that one is taken (it exists then); the datagrams are sent again
+    /// from the taken sockets by [`Rebuilt::unix_refill`], so the receiver
+    /// sees their senders' names. The programs are held until every one
+    /// is back (the links go to the coordinator).
+    fn dgram_between_programs(&mut self, wanted: &BTreeMap<u64, Wanted>) {
+        let rendezvous = |giver: u64, taker: u64| {
+            let mut name = vec![0u8];
+            name.extend_from_slice(format!("rewind-dgram-{giver}-{taker}").as_bytes());
+            name
+        };
+        let linked: Vec<(u64, &UnixEnd, &str, &[DgramLink])> = wanted
+            .iter()
+            .filter_map(|(&id, w)| {
+                let links = w.state.dgram_links();
+                let u = w.state.unix()?;
+                (!links.is_empty()).then_some((id, u, w.cwd, links))
+            })
+            .collect();
+        for &(id, u, _, links) in &linked {
+            for l in links.iter().filter(|l| l.gives) {
+                let offered = match self.fds.get(&id).map(|f| f.try_clone()) {
+                    Some(Ok(copy)) => offer(&rendezvous(id, l.id), vec![copy]),
+                    Some(Err(e)) => Err(format!("dup: {e}")),
+                    None => Err("it was not made".to_string()),
+                };
+                if let Err(e) = offered {
+                    self.warnings.push(format!(
+                        "datagram socket {}: cannot hand it to the restart of the program of {}: {e}",
+                        unix::show(&u.name),
+                        unix::show(&l.name)
+                    ));
+                }
+            }
+        }
+        for &(id, u, cwd, links) in &linked {
+            for l in links {
+                let link = UnixLink {
+                    end: id,
+                    peer: l.id,
+                    host: l.host.clone(),
+                };
+                if !self.links.contains(&link) {
+                    self.links.push(link);
+                }
+                if !l.takes {
+                    continue;
+                }
+                match take(&rendezvous(l.id, id)).map(|fds| fds.into_iter().next()) {
+                    Ok(Some(theirs)) => {
+                        if !l.name.is_empty() {
+                            self.taken.entry(l.name.clone()).or_insert(theirs);
+                        }
+                    }
+                    Ok(None) => self.warnings.push(format!(
+                        "datagram socket {}: the restart of the program of {} handed over nothing",
+                        unix::show(&u.name),
+                        unix::show(&l.name)
+                    )),
+                    Err(e) => self.warnings.push(format!(
+                        "datagram socket {}: the socket {} of another program: {e}; datagrams from it are sent again from an unnamed socket",
+                        unix::show(&u.name),
+                        unix::show(&l.name)
+                    )),
+                }
+            }
+            // Connected to one of them: now that it exists.
+            if let Some(p) = u
+                .peer
+                .as_ref()
+                .filter(|p| links.iter().any(|l| l.id == p.id))
+            {
+                if p.held {
+                    continue;
+                }
+                self.dgram_connect(id, u, cwd, None, false);
+            }
+        }
+    }
+
     /// A datagram socket connected to `p`: a pair of unnamed sockets is
     /// made by socketpair; any other is connected to its peer's name
-    /// (rebuilt here, or outside, like /dev/log).
-    fn dgram_connect(&mut self, id: u64, u: &UnixEnd, cwd: &str, other: Option<(u64, &UnixEnd)>) {
+    /// (rebuilt here, or outside, like /dev/log), or only made when `later`
+    /// (the peer is another program's, not made yet).
+    fn dgram_connect(
+        &mut self,
+        id: u64,
+        u: &UnixEnd,
+        cwd: &str,
+        other: Option<(u64, &UnixEnd)>,
+        later: bool,
+    ) {
         let Some(p) = &u.peer else { return };
         if let Some((pid, pu)) = other {
             let mutual = pu.peer.as_ref().is_some_and(|q| q.id == id);
@@ -1126,6 +1329,9 @@ impl Rebuilt {
             }
         }
         let Some(fd) = self.fd(id) else { return };
+        if later {
+            return;
+        }
         if p.name.is_empty() {
             self.warnings.push(
                 "a datagram socket was connected to an unnamed socket outside the checkpoint: it is not connected now"
@@ -1268,7 +1474,7 @@ impl Rebuilt {
             }
         }
         for (&id, w) in wanted {
-            let SocketState::Unix(u) = w.state else {
+            let Some(u) = w.state.unix() else {
                 continue;
             };
             let elsewhere = u.peer.as_ref().is_some_and(|p| p.elsewhere.is_some())
@@ -1304,7 +1510,7 @@ impl Rebuilt {
             }
         }
         for (&id, w) in wanted {
-            let (SocketState::Unix(u), Some(fd)) = (w.state, self.fd(id)) else {
+            let (Some(u), Some(fd)) = (w.state.unix(), self.fd(id)) else {
                 continue;
             };
             if u.peer.is_some()
@@ -1335,10 +1541,8 @@ impl Rebuilt {
         cwd: &str,
     ) -> Result<(), Errno> {
         let named = |name: &[u8]| {
-            wanted.iter().find_map(|(oid, ow)| match ow.state {
-                SocketState::Unix(o)
-                    if *oid != id && o.sock_type == libc::SOCK_DGRAM && o.name == name =>
-                {
+            wanted.iter().find_map(|(oid, ow)| match ow.state.unix() {
+                Some(o) if *oid != id && o.sock_type == libc::SOCK_DGRAM && o.name == name => {
                     self.fd(*oid).map(|fd| (fd, o))
                 }
                 _ => None,
@@ -1346,9 +1550,9 @@ impl Rebuilt {
         };
         let partner = u.peer.as_ref().and_then(|p| {
             let pw = wanted.get(&p.id)?;
-            match pw.state {
-                SocketState::Unix(o) if o.peer.as_ref().is_some_and(|q| q.id == id) => {
-                    self.fd(p.id).map(|fd| (fd, o.as_ref()))
+            match pw.state.unix() {
+                Some(o) if o.peer.as_ref().is_some_and(|q| q.id == id) => {
+                    self.fd(p.id).map(|fd| (fd, o))
                 }
                 _ => None,
             }
@@ -1359,8 +1563,12 @@ impl Rebuilt {
                 // The connected partner sends it (no address needed).
                 Some((fd, o)) if o.name == m.from => Self::write_all(fd, one, None)?,
                 _ if u.name.is_empty() => return Err(Errno::EDESTADDRREQ),
-                _ => match named(&m.from).filter(|_| !m.from.is_empty()) {
-                    Some((fd, _)) => Self::write_all(fd, one, Some((&u.name, cwd)))?,
+                _ => match named(&m.from)
+                    .map(|(fd, _)| fd)
+                    .or_else(|| self.taken.get(&m.from).map(|f| f.as_raw_fd()))
+                    .filter(|_| !m.from.is_empty())
+                {
+                    Some(fd) => Self::write_all(fd, one, Some((&u.name, cwd)))?,
                     None => {
                         let t = net::socket(libc::AF_UNIX, libc::SOCK_DGRAM, 0)?;
                         if m.from.first() == Some(&0) {
@@ -1441,11 +1649,11 @@ impl Rebuilt {
 /// to hand it over.
 const HANDOVER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Offer `theirs` (the other program's end) and `ours` (a copy of this
-/// end, for the other to write back what waited at its end) at the
-/// abstract name `name`, on a thread of its own, until taken or twice the
-/// timeout.
-fn offer(name: &[u8], theirs: OwnedFd, ours: OwnedFd) -> Result<(), String> {
+/// Offer `fds` (for a unix connection: the other program's end and a copy
+/// of this end, for the other to write back what waited at its end; for a
+/// datagram socket: a copy of it) at the abstract name `name`, on a thread
+/// of its own, until taken or twice the timeout.
+fn offer(name: &[u8], offered: Vec<OwnedFd>) -> Result<(), String> {
     let l = net::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0).map_err(|e| e.desc().to_string())?;
     net::bind(l.as_raw_fd(), &unix::sockaddr_un(name))
         .and_then(|()| net::listen(l.as_raw_fd(), 1))
@@ -1462,8 +1670,8 @@ fn offer(name: &[u8], theirs: OwnedFd, ours: OwnedFd) -> Result<(), String> {
                     continue;
                 }
                 if let Ok(c) = net::accept_now(l.as_raw_fd()) {
-                    let fds = [theirs.as_raw_fd(), ours.as_raw_fd()];
-                    if net::send_fds(c.as_raw_fd(), &fds).is_ok() {
+                    let raw: Vec<RawFd> = offered.iter().map(|f| f.as_raw_fd()).collect();
+                    if net::send_fds(c.as_raw_fd(), &raw).is_ok() {
                         return;
                     }
                 }
@@ -1473,21 +1681,16 @@ fn offer(name: &[u8], theirs: OwnedFd, ours: OwnedFd) -> Result<(), String> {
         .map_err(|e| format!("cannot start a thread: {e}"))
 }
 
-/// Take this end and a copy of the other one from the other program's
-/// restart ([`offer`]), waiting for it at most [`HANDOVER_TIMEOUT`].
-fn take(name: &[u8]) -> Result<(OwnedFd, OwnedFd), String> {
+/// Take what the other program's restart offers at `name` ([`offer`]),
+/// waiting for it at most [`HANDOVER_TIMEOUT`].
+fn take(name: &[u8]) -> Result<Vec<OwnedFd>, String> {
     let deadline = std::time::Instant::now() + HANDOVER_TIMEOUT;
     loop {
         let s =
             net::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0).map_err(|e| e.desc().to_string())?;
         if net::connect(s.as_raw_fd(), &unix::sockaddr_un(name)).is_ok() {
-            let mut fds = net::recv_fds(s.as_raw_fd())
-                .map_err(|e| format!("receiving it from the other program: {}", e.desc()))?
-                .into_iter();
-            return match (fds.next(), fds.next()) {
-                (Some(mine), Some(theirs)) => Ok((mine, theirs)),
-                _ => Err("the other program's restart handed over nothing".into()),
-            };
+            return net::recv_fds(s.as_raw_fd())
+                .map_err(|e| format!("receiving it from the other program: {}", e.desc()));
         }
         if std::time::Instant::now() > deadline {
             return Err(format!(
