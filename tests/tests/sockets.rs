@@ -926,3 +926,180 @@ fn coordinated_chat_restarts(kind: &str, name: Option<&str>) {
         assert_nothing_left(&role("server"));
     }
 }
+
+/// Three programs of one coordinator over unix datagram sockets (issue 7): two senders, each bound
+/// to a name of its own, send windows of datagrams to a hub (`sendto`, not connected) that reads
+/// slowly and acknowledges each to its sender's name, so datagrams from both senders wait,
+/// interleaved, at the hub, and acknowledgments at the senders. Checkpointed and killed together,
+/// each restarted by its own `rewind restart --coordinator`: each sender's output is the
+/// uninterrupted one (every acknowledgment once, in order, from the hub's name), and the hub
+/// prints, for each sender, the same datagrams in the same order from the same sender name as
+/// in the uninterrupted run (the order between the two senders depends on scheduling). The
+/// images link the hub's socket to both senders'.
+#[test]
+fn datagrams_from_two_coordinated_programs_to_a_hub_restart() {
+    let scratch = Scratch::new("dgram_fanin_coordinated");
+    let name = socket_path(&scratch);
+    let coordinator = Coordinator::start(&scratch);
+    let hub = || {
+        let mut cmd = fixture("dgram_fanin");
+        cmd.args(["hub", &name, "2"]);
+        cmd
+    };
+    let sender = |i: usize| {
+        let mut cmd = fixture("dgram_fanin");
+        cmd.args(["sender", &name, &i.to_string(), "60"]);
+        cmd
+    };
+    let (hub_alone, senders_alone) = thread::scope(|s| {
+        let h = hub();
+        let h = s.spawn(move || run_uninterrupted(&h));
+        let runs: Vec<_> = (1..=2)
+            .map(|i| {
+                let cmd = sender(i);
+                s.spawn(move || run_uninterrupted(&cmd))
+            })
+            .collect();
+        let senders: Vec<_> = runs
+            .into_iter()
+            .map(|r| r.join().expect("an uninterrupted sender"))
+            .collect();
+        (h.join().expect("the uninterrupted hub"), senders)
+    });
+    let flags = ["--coordinator", coordinator.addr.as_str()];
+    let dir = scratch.dir("ckpt-0");
+    let hub_run = launch_with(
+        &flags,
+        &hub(),
+        &dir,
+        Redirect::to(scratch.join("hub-before.out")),
+    );
+    let mut launched: Vec<Running> = (1..=2)
+        .map(|i| {
+            launch_with(
+                &flags,
+                &sender(i),
+                &dir,
+                Redirect::to(scratch.join(format!("sender-{i}-before.out"))),
+            )
+        })
+        .collect();
+    launched[0].wait_for(Wait::LineContaining("sender 1: ack 22 "));
+    let done = rewind_in(
+        &dir,
+        [
+            "command",
+            "--coordinator",
+            &coordinator.addr,
+            "--checkpoint",
+            "--kill",
+        ],
+    );
+    done.assert_success();
+    let images: Vec<PathBuf> = done
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with('['))
+        .filter_map(|l| l.split(": ").nth(1)?.split(" (").next().map(PathBuf::from))
+        .collect();
+    assert_eq!(images.len(), 3, "{}", done.describe());
+    let held = in_flight(&images);
+    assert!(
+        held.unix_messages > 0,
+        "no datagram in flight between the programs: {held:?}"
+    );
+    // Which image is whose, and the hub's links to the senders' sockets.
+    let mut hub_image = None;
+    let mut sender_images: Vec<Option<PathBuf>> = vec![None, None];
+    for image in &images {
+        let state = ImageReader::open(image)
+            .unwrap_or_else(|e| panic!("{}: {e}", image.display()))
+            .state;
+        if state.cmdline[1] == "hub" {
+            let links: usize = state
+                .fds
+                .iter()
+                .filter_map(|f| match &f.kind {
+                    FdKind::Socket { socket, .. } => Some(socket.dgram_links().len()),
+                    _ => None,
+                })
+                .sum();
+            assert_eq!(
+                links, 2,
+                "the hub's socket should be linked to both senders'"
+            );
+            hub_image = Some(image.clone());
+        } else {
+            let i: usize = state.cmdline[3].parse().expect("the sender's number");
+            sender_images[i - 1] = Some(image.clone());
+        }
+    }
+    let hub_before = hub_run.wait_timeout(KILL_TIMEOUT);
+    let senders_before: Vec<Finished> = launched
+        .drain(..)
+        .map(|r| r.wait_timeout(KILL_TIMEOUT))
+        .collect();
+    let restart_dir = scratch.dir("ckpt-1");
+    let hub_after = restart_with(
+        &hub_image.expect("the hub's image"),
+        &restart_dir,
+        &flags,
+        Redirect::to(scratch.join("hub-after.out")),
+    );
+    let senders_after: Vec<Running> = sender_images
+        .into_iter()
+        .enumerate()
+        .map(|(i, image)| {
+            restart_with(
+                &image.expect("an image per sender"),
+                &restart_dir,
+                &flags,
+                Redirect::to(scratch.join(format!("sender-{}-after.out", i + 1))),
+            )
+        })
+        .collect();
+    for (i, running) in senders_after.into_iter().enumerate() {
+        let after = running.wait();
+        assert!(!after.stderr.contains("warning"), "{}", after.describe());
+        assert_pieces_match(
+            &senders_alone[i],
+            &[&senders_before[i].stdout, &after.stdout],
+            &after,
+        );
+    }
+    let hub_after = hub_after.wait();
+    hub_after.assert_success();
+    assert!(
+        !hub_after.stderr.contains("warning"),
+        "{}",
+        hub_after.describe()
+    );
+    let expected = String::from_utf8_lossy(&hub_alone.stdout).into_owned();
+    let got = format!("{}{}", hub_before.stdout, hub_after.stdout);
+    for i in 1..=2 {
+        let of = |text: &str| -> Vec<String> {
+            let prefix = format!("from {name}.{i}: ");
+            text.lines()
+                .filter(|l| l.starts_with(&prefix))
+                .map(str::to_string)
+                .collect()
+        };
+        assert!(!of(&expected).is_empty(), "{expected}");
+        assert_eq!(
+            of(&got),
+            of(&expected),
+            "what the hub received from sender {i}:\n--- uninterrupted:\n{expected}\n--- before and after the restart:\n{got}"
+        );
+    }
+    assert_eq!(got.lines().count(), expected.lines().count(), "{got}");
+    assert!(got.ends_with("hub done\n"), "{got}");
+    assert!(
+        coordinator.running.output().contains("made again"),
+        "{}",
+        coordinator.running.output()
+    );
+    assert_nothing_left(&hub());
+    for i in 1..=2 {
+        assert_nothing_left(&sender(i));
+    }
+}
