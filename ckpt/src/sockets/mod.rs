@@ -111,6 +111,19 @@ pub struct DgramSocket {
     pub from: Vec<Vec<u8>>,
 }
 
+impl DgramSocket {
+    /// Whether this socket takes `other` at restart (it has datagrams from
+    /// it, or is connected to it), and whether it gives itself to it (the
+    /// other way round): `a.roles(b)` is `b.roles(a)` swapped.
+    pub fn roles(&self, other: &DgramSocket) -> (bool, bool) {
+        let takes = (self.peer != 0 && self.peer == other.ino)
+            || (!other.name.is_empty() && self.from.contains(&other.name));
+        let gives = (other.peer != 0 && other.peer == self.ino)
+            || (!self.name.is_empty() && other.from.contains(&self.name));
+        (takes, gives)
+    }
+}
+
 /// What the programs of a coordinator's computation reported at its drain:
 /// the connections between them are kept, the others close; datagram
 /// sockets that exchanged datagrams are linked.
@@ -553,14 +566,19 @@ impl Census {
     /// restart), or they have datagrams from it or are connected to it (it
     /// gives itself).
     fn dgram_links(&self, ino: u64, end: &UnixEnd, computation: &Computation) -> Vec<DgramLink> {
+        let me = DgramSocket {
+            ino,
+            name: end.name.clone(),
+            host: self.host.clone(),
+            peer: end.peer.as_ref().map_or(0, |p| p.id),
+            from: end.queued.iter().map(|m| m.from.clone()).collect(),
+        };
         let mut links: Vec<DgramLink> = Vec::new();
         for o in &computation.dgram {
             if o.host != self.host || self.socks.contains_key(&o.ino) {
                 continue;
             }
-            let takes = end.peer.as_ref().is_some_and(|p| p.id == o.ino)
-                || (!o.name.is_empty() && end.queued.iter().any(|m| m.from == o.name));
-            let gives = o.peer == ino || (!end.name.is_empty() && o.from.contains(&end.name));
+            let (takes, gives) = me.roles(o);
             if (takes || gives) && !links.iter().any(|l| l.id == o.ino) {
                 links.push(DgramLink {
                     id: o.ino,
@@ -1699,5 +1717,47 @@ fn take(name: &[u8]) -> Result<Vec<OwnedFd>, String> {
             ));
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dgram(ino: u64, name: &str, peer: u64, from: &[&str]) -> DgramSocket {
+        DgramSocket {
+            ino,
+            name: name.as_bytes().to_vec(),
+            host: "h/1".into(),
+            peer,
+            from: from.iter().map(|f| f.as_bytes().to_vec()).collect(),
+        }
+    }
+
+    #[test]
+    fn datagram_roles_are_symmetric() {
+        // A server with requests from a client, which is connected to it and
+        // has replies from it; a hub with datagrams from one sender only; a
+        // stranger; an unnamed socket connected to the hub.
+        let server = dgram(1, "/s", 0, &["/s.c"]);
+        let client = dgram(2, "/s.c", 1, &["/s"]);
+        let hub = dgram(3, "@hub", 0, &["@hub.1", ""]);
+        let sender = dgram(4, "@hub.1", 0, &[]);
+        let stranger = dgram(5, "/x", 0, &[]);
+        let unnamed = dgram(6, "", 3, &[]);
+        assert_eq!(server.roles(&client), (true, true));
+        assert_eq!(client.roles(&server), (true, true));
+        assert_eq!(hub.roles(&sender), (true, false));
+        assert_eq!(sender.roles(&hub), (false, true));
+        assert_eq!(unnamed.roles(&hub), (true, false));
+        assert_eq!(hub.roles(&unnamed), (false, true));
+        let all = [server, client, hub, sender, stranger, unnamed];
+        for a in &all {
+            for b in &all {
+                let (t, g) = a.roles(b);
+                assert_eq!(b.roles(a), (g, t), "{a:?} / {b:?}");
+            }
+        }
+        assert_eq!(all[4].roles(&all[0]), (false, false));
     }
 }
