@@ -890,6 +890,36 @@ fn coordinated_chat_restarts(kind: &str, name: Option<&str>) {
             held.unix_messages > 0,
             "no message in flight between the programs: {held:?}"
         );
+        if kind == "dgram" {
+            // Each program's socket is linked to the other's: the client, connected to the
+            // server's socket, takes it at restart; the server gives it (and takes the client's
+            // when requests wait at the server).
+            for image in &images {
+                let state = ImageReader::open(image)
+                    .unwrap_or_else(|e| panic!("{}: {e}", image.display()))
+                    .state;
+                let links: Vec<_> = state
+                    .fds
+                    .iter()
+                    .filter_map(|f| match &f.kind {
+                        FdKind::Socket { socket, .. } => Some(socket.dgram_links()),
+                        _ => None,
+                    })
+                    .flatten()
+                    .collect();
+                let is_client = state.cmdline.last().map(String::as_str) == Some("client");
+                assert!(
+                    links.len() == 1
+                        && (if is_client {
+                            links[0].takes
+                        } else {
+                            links[0].gives
+                        }),
+                    "{}: {links:?}",
+                    image.display()
+                );
+            }
+        }
         let before = client.wait_timeout(KILL_TIMEOUT);
         drop(server.wait_timeout(KILL_TIMEOUT));
         let restart_dir = scratch.dir("ckpt-1");

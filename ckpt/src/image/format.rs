@@ -583,7 +583,8 @@ pub struct DgramLink {
     /// send them again from it, to connect to it).
     pub takes: bool,
     /// The other way round: the restart hands this socket to the other
-    /// program's.
+    /// program's. Neither: the two could exchange datagrams (one is named),
+    /// so their programs are only held until both are back.
     pub gives: bool,
 }
 

@@ -531,9 +531,9 @@ impl Census {
             .collect()
     }
 
-    /// The unix datagram sockets that are named, connected or have
-    /// datagrams waiting (with their senders' names), for a coordinator
-    /// to tell the other programs.
+    /// The unix datagram sockets (names, peers, the senders' names of the
+    /// datagrams waiting at them), for a coordinator to tell the other
+    /// programs.
     pub fn dgram_sockets(&self) -> Vec<DgramSocket> {
         self.socks
             .iter()
@@ -548,10 +548,9 @@ impl Census {
                         }
                     }
                 }
-                let name = d.name.clone().unwrap_or_default();
-                (!name.is_empty() || d.peer != 0 || !from.is_empty()).then(|| DgramSocket {
+                Some(DgramSocket {
                     ino,
-                    name,
+                    name: d.name.clone().unwrap_or_default(),
                     host: self.host.clone(),
                     peer: d.peer,
                     from,
@@ -564,7 +563,8 @@ impl Census {
     /// datagram socket `ino` (`end`) exchanged datagrams with: it has
     /// datagrams from them or is connected to them (it takes them at
     /// restart), or they have datagrams from it or are connected to it (it
-    /// gives itself).
+    /// gives itself); and those it could exchange datagrams with (one of
+    /// the two is named), which are only held together at restart.
     fn dgram_links(&self, ino: u64, end: &UnixEnd, computation: &Computation) -> Vec<DgramLink> {
         let me = DgramSocket {
             ino,
@@ -579,7 +579,10 @@ impl Census {
                 continue;
             }
             let (takes, gives) = me.roles(o);
-            if (takes || gives) && !links.iter().any(|l| l.id == o.ino) {
+            // Either could send to the other by name: neither program may
+            // run again before the other is back (no handover needed).
+            let reachable = !me.name.is_empty() || !o.name.is_empty();
+            if (takes || gives || reachable) && !links.iter().any(|l| l.id == o.ino) {
                 links.push(DgramLink {
                     id: o.ino,
                     name: o.name.clone(),
