@@ -1133,3 +1133,62 @@ fn datagrams_from_two_coordinated_programs_to_a_hub_restart() {
         assert_nothing_left(&sender(i));
     }
 }
+
+/// How many unix connections not accepted yet the images hold.
+fn pending_connections(images: &[PathBuf]) -> usize {
+    images
+        .iter()
+        .map(|image| {
+            ImageReader::open(image)
+                .unwrap_or_else(|e| panic!("{}: {e}", image.display()))
+                .state
+                .fds
+                .iter()
+                .filter(|f| {
+                    matches!(
+                        &f.kind,
+                        FdKind::Socket {
+                            socket: SocketState::UnixPending { .. },
+                            ..
+                        }
+                    )
+                })
+                .count()
+        })
+        .sum()
+}
+
+/// Connections a unix listener had not accepted yet (the client connected 4 times and sent
+/// nothing on the last 3, the server accepting one every 250 ms): killed and restarted, they are
+/// still waiting at the listener, in order, and the client's output (greetings with both ends'
+/// names) is the uninterrupted one.
+#[test]
+fn unix_connections_not_yet_accepted_restart() {
+    let scratch = Scratch::new("unix_backlog");
+    let mut program = fixture("unix_backlog");
+    program.args([socket_path(&scratch).as_str(), "4"]);
+    let uninterrupted = run_uninterrupted(&program);
+    let mut running = launch(
+        &program,
+        &scratch.dir("ckpt-0"),
+        Redirect::to(scratch.join("before.out")),
+    );
+    running.wait_for(Wait::LineContaining("connection 0: bye"));
+    let images = running.checkpoint_tree_and_kill();
+    let before = running.wait_timeout(KILL_TIMEOUT);
+    assert_nothing_left(&program);
+    assert_eq!(
+        pending_connections(&images),
+        3,
+        "the images should hold the 3 connections not accepted yet"
+    );
+    let after = restart_tree(
+        &images,
+        &scratch.dir("ckpt-1"),
+        Redirect::to(scratch.join("after.out")),
+    )
+    .wait();
+    assert_pieces_match(&uninterrupted, &[&before.stdout, &after.stdout], &after);
+    assert!(!after.stderr.contains("warning"), "{}", after.describe());
+    assert_nothing_left(&program);
+}

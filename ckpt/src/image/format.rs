@@ -37,7 +37,7 @@ pub const MAGIC: [u8; 8] = *b"RWNDIMG\0";
 /// Version 2 added `RegionKind::Shared` (and `SharedObject`, `SharedKind`)
 /// at the end of its enum, version 3 `FdKind::SharedMemory` at the end of
 /// its, version 4 `FdKind::Pty` after it, version 5
-/// `SocketState::UnixLinked` at the end of its: older images decode
+/// `SocketState::UnixLinked` and `UnixPending` at the end of its: older images decode
 /// unchanged, so all five are read.
 pub const FORMAT_VERSION: u32 = 5;
 /// Oldest version this build still reads.
@@ -548,13 +548,25 @@ pub enum SocketState {
         end: Box<UnixEnd>,
         links: Vec<DgramLink>,
     },
+    /// The client end of a unix connection that the listener `listener`
+    /// (part of the checkpoint) had not accepted yet, `position`th in its
+    /// queue, the client having sent nothing yet (version 5): connected to
+    /// the rebuilt listener again, in queue order, for the program to
+    /// accept.
+    UnixPending {
+        end: Box<UnixEnd>,
+        listener: u64,
+        position: u32,
+    },
 }
 
 impl SocketState {
     /// The unix socket this is, if it is one.
     pub fn unix(&self) -> Option<&UnixEnd> {
         match self {
-            SocketState::Unix(u) | SocketState::UnixLinked { end: u, .. } => Some(u),
+            SocketState::Unix(u)
+            | SocketState::UnixLinked { end: u, .. }
+            | SocketState::UnixPending { end: u, .. } => Some(u),
             _ => None,
         }
     }

@@ -640,6 +640,36 @@ impl Census {
                             unix::show(&end.name)
                         ));
                     }
+                    // A connection the listener has not accepted yet.
+                    let pending = self.diag.iter().find_map(|(&l, d)| {
+                        let at = d.pending.iter().position(|&c| c == ino)?;
+                        Some((l, at, d.name.clone().unwrap_or_default()))
+                    });
+                    if let Some((listener, position, lname)) = pending {
+                        let sent = self.diag.get(&ino).map_or(0, |d| d.unread_sent);
+                        if held.contains(&listener) && sent == 0 {
+                            return Some(SocketState::UnixPending {
+                                end: Box::new(end),
+                                listener,
+                                position: position as u32,
+                            });
+                        }
+                        let why = if sent == 0 {
+                            "its listener is outside the checkpoint"
+                        } else {
+                            "what it sent cannot be read before the program accepts it"
+                        };
+                        self.warnings.push(format!(
+                            "fd {fd} of process {pid} (unix socket connected to {}, not accepted yet): {why}; it will be a closed connection after restart",
+                            unix::show(&lname)
+                        ));
+                        return Some(SocketState::Closed {
+                            sock_type: end.sock_type,
+                            queued: Vec::new(),
+                            what: format!("unix connection to {}", unix::show(&lname)),
+                            outside: false,
+                        });
+                    }
                     if let Some(p) = &end.peer {
                         if !p.held
                             && p.alive
@@ -825,6 +855,7 @@ impl Rebuilt {
             return Ok(r);
         }
         r.listeners(&wanted)?;
+        r.unix_pending(&wanted);
         r.unix_bound(&wanted);
         r.unix_connections(&wanted);
         r.unix_between_programs(&wanted);
@@ -955,6 +986,50 @@ impl Rebuilt {
                 Err(e) => self
                     .warnings
                     .push(format!("cannot make a unix socket: {}", e.desc())),
+            }
+        }
+    }
+
+    /// Connections the listeners had not accepted yet: each client end
+    /// connected to its rebuilt listener again (bound to its name first),
+    /// in the order the listener had them, for the program to accept.
+    fn unix_pending(&mut self, wanted: &BTreeMap<u64, Wanted>) {
+        let mut pending: Vec<(u64, u32, u64, &UnixEnd, &str)> = wanted
+            .iter()
+            .filter_map(|(&id, w)| match w.state {
+                SocketState::UnixPending {
+                    end,
+                    listener,
+                    position,
+                } => Some((*listener, *position, id, end.as_ref(), w.cwd)),
+                _ => None,
+            })
+            .collect();
+        pending.sort_by_key(|&(l, at, ..)| (l, at));
+        for (listener, _, id, u, cwd) in pending {
+            let target = wanted
+                .get(&listener)
+                .and_then(|lw| Some((lw.state.unix()?.name.clone(), lw.cwd)))
+                .filter(|_| self.fds.contains_key(&listener));
+            let made = (|| {
+                let (name, lcwd) = target.ok_or(Errno::ENOENT)?;
+                let s = net::socket(libc::AF_UNIX, u.sock_type, 0)?;
+                if !u.name.is_empty() {
+                    unix::remove_stale(&u.name, cwd);
+                    unix::at_name(&u.name, cwd, |a| net::bind(s.as_raw_fd(), a))?;
+                }
+                unix::at_name(&name, lcwd, |a| net::connect(s.as_raw_fd(), a))?;
+                Ok::<_, Errno>(s)
+            })();
+            match made {
+                Ok(s) => self.add(id, s),
+                Err(e) => {
+                    self.warnings.push(format!(
+                        "a unix connection not accepted yet: cannot connect it to its listener again ({}); it comes back closed",
+                        e.desc()
+                    ));
+                    self.closed_stand_in(id, u.sock_type);
+                }
             }
         }
     }
