@@ -914,6 +914,72 @@ def bench_sockets(work, quick, add):
         note="3 programs, suspend+drain+capture+kill")
     add("sockets/ring-coordinated-restart-until-running", med(coord_restart), "ms")
 
+    # Datagrams between two programs of a coordinator: tests/targets/unix_chat over datagrams, the
+    # server and the client each under its own `rewind launch --coordinator`, requests queued at
+    # the server and replies at the client; checkpointed (run on), then checkpointed and killed,
+    # restarted (the sockets handed from one restart to the other, the datagrams sent again from
+    # their senders) until the client prints a reply again.
+    chat = os.path.join(work, "unix_chat")
+    subprocess.run(["gcc", "-O1", "-o", chat, os.path.join(ROOT, "tests", "targets", "unix_chat.c")],
+                   check=True)
+    dg_ckpt, dg_kill, dg_restart = [], [], []
+    for rep in range(reps):
+        d = os.path.join(work, f"coord-dgram-{rep}")
+        os.makedirs(d)
+        procs = []
+        try:
+            log = os.path.join(d, "coordinator.log")
+            c = subprocess.Popen([REWIND, "coordinator", "--listen", "127.0.0.1:0"],
+                                 stdout=open(log, "w"), stderr=subprocess.DEVNULL,
+                                 start_new_session=True)
+            procs.append(c)
+            addr = wait_for(log, r"listening on (\S+)").group(1)
+            name = os.path.join(d, "s.sock")
+            for role in ("server", "client"):
+                procs.append(subprocess.Popen(
+                    [REWIND, "launch", "--coordinator", addr, "--ckpt-dir", d, "--", chat, "dgram",
+                     name, "1000000", role], stdout=open(os.path.join(d, f"{role}.out"), "w"),
+                    stderr=subprocess.DEVNULL, start_new_session=True))
+            wait_for(os.path.join(d, "client.out"), r"reply 20 ")
+            t = time.monotonic()
+            rewind("command", "--coordinator", addr, "--checkpoint")
+            dg_ckpt.append((time.monotonic() - t) * 1e3)
+            wait_for(os.path.join(d, "client.out"), r"reply 40 ")
+            t = time.monotonic()
+            r = rewind("command", "--coordinator", addr, "--checkpoint", "--kill")
+            dg_kill.append((time.monotonic() - t) * 1e3)
+            images = re.findall(r": (/\S+\.rwd) \(", r.stdout)
+            for p in procs[1:]:
+                p.wait(timeout=60)
+            before = open(os.path.join(d, "client.out")).read()
+            t = time.monotonic()
+            for n, image in enumerate(images):
+                out = os.path.join(d, f"after-{n}")
+                procs.append(subprocess.Popen([REWIND, "restart", "--coordinator", addr,
+                                               "--ckpt-dir", d, image], stdout=open(out, "w"),
+                                              stderr=subprocess.DEVNULL, start_new_session=True))
+            outs = [os.path.join(d, f"after-{n}") for n in range(len(images))]
+            deadline = time.monotonic() + 120
+            while not any("reply" in open(o).read() for o in outs if os.path.exists(o)):
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the restarted client printed nothing")
+                time.sleep(0.005)
+            dg_restart.append((time.monotonic() - t) * 1e3)
+            if "reply" not in before:
+                raise RuntimeError("the client printed nothing before the checkpoint")
+            rewind("command", "--coordinator", addr, "--kill")
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    os.killpg(p.pid, signal.SIGKILL)
+                    p.wait()
+            shutil.rmtree(d, ignore_errors=True)
+    add("sockets/dgram-coordinated-checkpoint-wall", med(dg_ckpt), "ms",
+        note="2 programs, unix datagrams queued both ways, run on")
+    add("sockets/dgram-coordinated-checkpoint-kill-wall", med(dg_kill), "ms")
+    add("sockets/dgram-coordinated-restart-until-running", med(dg_restart), "ms",
+        note="sockets handed over, datagrams sent again from their senders")
+
 
 def bench_pty(work, quick, add):
     """Checkpoint and restart of programs that made pseudo-terminals: tests/targets/pty_queues (one

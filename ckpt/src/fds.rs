@@ -1026,7 +1026,7 @@ pub fn restore(
                         outside: true,
                         ..
                     } => Some(what.clone()),
-                    SocketState::Unix(u) => u
+                    SocketState::Unix(u) | SocketState::UnixLinked { end: u, .. } => u
                         .peer
                         .as_ref()
                         .filter(|p| {

@@ -20,9 +20,11 @@ const NLMSG_DONE: u16 = 3;
 const NLMSG_ERROR: u16 = 2;
 const UDIAG_SHOW_NAME: u32 = 1;
 const UDIAG_SHOW_PEER: u32 = 4;
+const UDIAG_SHOW_ICONS: u32 = 8;
 const UDIAG_SHOW_RQLEN: u32 = 0x10;
 const UNIX_DIAG_NAME: u16 = 0;
 const UNIX_DIAG_PEER: u16 = 2;
+const UNIX_DIAG_ICONS: u16 = 3;
 const UNIX_DIAG_RQLEN: u16 = 4;
 const UNIX_DIAG_SHUTDOWN: u16 = 6;
 /// TCP_LISTEN, the state of a listening unix socket.
@@ -44,6 +46,13 @@ pub struct UnixSocket {
     pub backlog: u32,
     /// sk_shutdown: 1 no more reading, 2 no more writing.
     pub shutdown: u8,
+    /// A listener's connections not accepted yet: their clients' inodes,
+    /// in the order `accept` returns them (a client of such a connection
+    /// has no peer here: the other end has no inode until accepted).
+    pub pending: Vec<u64>,
+    /// Bytes this socket sent that its peer has not read yet (not for a
+    /// listener).
+    pub unread_sent: u32,
 }
 
 /// Every unix socket of this network namespace, by inode.
@@ -86,7 +95,9 @@ fn request() -> Vec<u8> {
     req.extend_from_slice(&0u16.to_ne_bytes());
     req.extend_from_slice(&u32::MAX.to_ne_bytes());
     req.extend_from_slice(&0u32.to_ne_bytes());
-    req.extend_from_slice(&(UDIAG_SHOW_PEER | UDIAG_SHOW_NAME | UDIAG_SHOW_RQLEN).to_ne_bytes());
+    req.extend_from_slice(
+        &(UDIAG_SHOW_PEER | UDIAG_SHOW_NAME | UDIAG_SHOW_RQLEN | UDIAG_SHOW_ICONS).to_ne_bytes(),
+    );
     req.extend_from_slice(&[0xff; 8]);
     req
 }
@@ -126,6 +137,8 @@ fn parse(mut b: &[u8], out: &mut HashMap<u64, UnixSocket>) -> bool {
                 name: None,
                 backlog: 0,
                 shutdown: 0,
+                pending: Vec::new(),
+                unread_sent: 0,
             };
             let mut attrs = &msg[16..];
             while attrs.len() >= 4 {
@@ -138,6 +151,15 @@ fn parse(mut b: &[u8], out: &mut HashMap<u64, UnixSocket>) -> bool {
                     // struct unix_diag_rqlen { u32 rqueue, wqueue; }: for a
                     // listener, queued connections and the backlog.
                     UNIX_DIAG_RQLEN if sock.state == LISTEN => sock.backlog = u32_at(attrs, 8),
+                    UNIX_DIAG_RQLEN => sock.unread_sent = u32_at(attrs, 8),
+                    // An array of u32 inodes.
+                    UNIX_DIAG_ICONS => {
+                        sock.pending = (4..alen)
+                            .step_by(4)
+                            .map(|o| u64::from(u32_at(attrs, o)))
+                            .filter(|&i| i != 0)
+                            .collect();
+                    }
                     UNIX_DIAG_SHUTDOWN => sock.shutdown = attrs.get(4).copied().unwrap_or(0),
                     UNIX_DIAG_NAME => {
                         let mut name = attrs[4..alen].to_vec();
@@ -196,5 +218,30 @@ mod tests {
         let _ = std::fs::remove_file(&path);
         assert_eq!(s.state, LISTEN);
         assert_eq!(s.name, Some(path.as_os_str().as_encoded_bytes().to_vec()));
+    }
+
+    #[test]
+    fn lists_connections_not_accepted_yet() {
+        use std::io::Write;
+        let path =
+            std::env::temp_dir().join(format!("rewind-diag-pending-{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let l = std::os::unix::net::UnixListener::bind(&path).expect("bind");
+        let c1 = std::os::unix::net::UnixStream::connect(&path).expect("connect");
+        let mut c2 = std::os::unix::net::UnixStream::connect(&path).expect("connect");
+        c2.write_all(b"hello").expect("write");
+        let ino = |fd: i32| {
+            std::fs::metadata(format!("/proc/self/fd/{fd}"))
+                .map(|m| m.ino())
+                .expect("fd metadata")
+        };
+        let all = all().expect("sock_diag");
+        let _ = std::fs::remove_file(&path);
+        let listener = all.get(&ino(l.as_raw_fd())).expect("the listener");
+        let clients = [ino(c1.as_raw_fd()), ino(c2.as_raw_fd())];
+        assert_eq!(listener.pending, clients, "{listener:?}");
+        let sent = |i: u64| all.get(&i).map(|c| c.unread_sent > 0);
+        assert_eq!(sent(clients[0]), Some(false));
+        assert_eq!(sent(clients[1]), Some(true));
     }
 }

@@ -61,9 +61,11 @@ fn in_flight(images: &[PathBuf]) -> InFlight {
                     f.tcp_ends += 1;
                     f.tcp_bytes += c.sent.len() + c.unsent.len() + c.received.len();
                 }
-                SocketState::Unix(u) => {
-                    f.unix_sockets += 1;
-                    f.unix_messages += u.queued.len();
+                SocketState::Unix(_) | SocketState::UnixLinked { .. } => {
+                    if let Some(u) = socket.unix() {
+                        f.unix_sockets += 1;
+                        f.unix_messages += u.queued.len();
+                    }
                 }
                 _ => {}
             }
@@ -728,7 +730,111 @@ fn unix_connection_between_two_coordinated_programs_restarts() {
         ("stream", None),
         ("seqpacket", Some("@rewind-test-coord-chat")),
     ] {
-        let scratch = Scratch::new(&format!("unix_coordinated_{kind}"));
+        coordinated_chat_restarts(kind, name);
+    }
+}
+
+/// Datagrams between two programs of one coordinator (issue 7): the unix client and server over
+/// datagram sockets (over a path, then an abstract name), the server bound to the name and
+/// answering each request with `sendto` to the client's name (`NAME.c`, the client connected to
+/// the server's), requests queued at the server and replies queued at the client when the
+/// checkpoint is taken. Checkpointed and killed together, each restarted by its own `rewind
+/// restart --coordinator`: every datagram arrives once, in order, from the same sender name (the
+/// server prints the name each request came from, the client its socket's names), so the
+/// client's output is the uninterrupted one; the images hold the datagrams that were queued.
+#[test]
+fn unix_datagrams_between_two_coordinated_programs_restart() {
+    for name in [None, Some("@rewind-test-coord-dgram")] {
+        coordinated_chat_restarts("dgram", name);
+    }
+}
+
+/// The same two programs over datagrams checkpointed twice, left running: nothing is lost or
+/// received twice (the client's output is the uninterrupted one) and the images of both
+/// checkpoints hold datagrams in flight.
+#[test]
+fn unix_datagrams_between_two_coordinated_programs_run_on_after_checkpoints() {
+    let scratch = Scratch::new("unix_coordinated_dgram_run_on");
+    let name = socket_path(&scratch);
+    let coordinator = Coordinator::start(&scratch);
+    let role = |r: &str| {
+        let mut cmd = chat("dgram", &name, 70);
+        cmd.arg(r);
+        cmd
+    };
+    let uninterrupted = thread::scope(|s| {
+        let server = role("server");
+        let srv = s.spawn(move || run_uninterrupted(&server));
+        let client = run_uninterrupted(&role("client"));
+        let server = srv.join().expect("the server");
+        assert!(server.status.success(), "{server:?}");
+        client
+    });
+    let flags = ["--coordinator", coordinator.addr.as_str()];
+    let dir = scratch.dir("ckpt");
+    let server = launch_with(
+        &flags,
+        &role("server"),
+        &dir,
+        Redirect::to(scratch.join("server.out")),
+    );
+    let mut client = launch_with(
+        &flags,
+        &role("client"),
+        &dir,
+        Redirect::to(scratch.join("client.out")),
+    );
+    for line in ["reply 13 ", "reply 37 "] {
+        client.wait_for(Wait::LineContaining(line));
+        let done = rewind_in(
+            &dir,
+            [
+                "command",
+                "--coordinator",
+                &coordinator.addr,
+                "--checkpoint",
+            ],
+        );
+        done.assert_success();
+        let images: Vec<PathBuf> = done
+            .stdout
+            .lines()
+            .filter(|l| l.starts_with('['))
+            .filter_map(|l| l.split(": ").nth(1)?.split(" (").next().map(PathBuf::from))
+            .collect();
+        assert_eq!(images.len(), 2, "{}", done.describe());
+        let held = in_flight(&images);
+        assert!(
+            held.unix_messages > 0,
+            "no datagram in flight between the programs: {held:?}"
+        );
+    }
+    let done = client.wait();
+    done.assert_success();
+    assert_eq!(
+        done.stdout,
+        String::from_utf8_lossy(&uninterrupted.stdout),
+        "{}",
+        done.describe()
+    );
+    assert!(!done.stderr.contains("warning"), "{}", done.describe());
+    let served = server.wait();
+    served.assert_success();
+    assert!(!served.stderr.contains("warning"), "{}", served.describe());
+    assert_nothing_left(&role("client"));
+    assert_nothing_left(&role("server"));
+}
+
+/// A unix client and server of `kind` over `name` (a path in the scratch directory when None)
+/// as two programs of one coordinator, requests and replies in flight: checkpointed and killed
+/// together, each restarted by its own `rewind restart --coordinator`; the client's output is
+/// the uninterrupted one.
+fn coordinated_chat_restarts(kind: &str, name: Option<&str>) {
+    {
+        let scratch = Scratch::new(&format!(
+            "unix_coordinated_{kind}_{}",
+            if name.is_some() { "abstract" } else { "path" }
+        ));
         let name = name
             .map(|n| format!("{n}-{}", std::process::id()))
             .unwrap_or_else(|| socket_path(&scratch));
@@ -784,6 +890,36 @@ fn unix_connection_between_two_coordinated_programs_restarts() {
             held.unix_messages > 0,
             "no message in flight between the programs: {held:?}"
         );
+        if kind == "dgram" {
+            // Each program's socket is linked to the other's: the client, connected to the
+            // server's socket, takes it at restart; the server gives it (and takes the client's
+            // when requests wait at the server).
+            for image in &images {
+                let state = ImageReader::open(image)
+                    .unwrap_or_else(|e| panic!("{}: {e}", image.display()))
+                    .state;
+                let links: Vec<_> = state
+                    .fds
+                    .iter()
+                    .filter_map(|f| match &f.kind {
+                        FdKind::Socket { socket, .. } => Some(socket.dgram_links()),
+                        _ => None,
+                    })
+                    .flatten()
+                    .collect();
+                let is_client = state.cmdline.last().map(String::as_str) == Some("client");
+                assert!(
+                    links.len() == 1
+                        && (if is_client {
+                            links[0].takes
+                        } else {
+                            links[0].gives
+                        }),
+                    "{}: {links:?}",
+                    image.display()
+                );
+            }
+        }
         let before = client.wait_timeout(KILL_TIMEOUT);
         drop(server.wait_timeout(KILL_TIMEOUT));
         let restart_dir = scratch.dir("ckpt-1");
@@ -819,4 +955,240 @@ fn unix_connection_between_two_coordinated_programs_restarts() {
         assert_nothing_left(&role("client"));
         assert_nothing_left(&role("server"));
     }
+}
+
+/// Three programs of one coordinator over unix datagram sockets (issue 7): two senders, each bound
+/// to a name of its own, send windows of datagrams to a hub (`sendto`, not connected) that reads
+/// slowly and acknowledges each to its sender's name, so datagrams from both senders wait,
+/// interleaved, at the hub, and acknowledgments at the senders. Checkpointed and killed together,
+/// each restarted by its own `rewind restart --coordinator`: each sender's output is the
+/// uninterrupted one (every acknowledgment once, in order, from the hub's name), and the hub
+/// prints, for each sender, the same datagrams in the same order from the same sender name as
+/// in the uninterrupted run (the order between the two senders depends on scheduling). The
+/// images link the hub's socket to both senders'.
+#[test]
+fn datagrams_from_two_coordinated_programs_to_a_hub_restart() {
+    let scratch = Scratch::new("dgram_fanin_coordinated");
+    let name = socket_path(&scratch);
+    let coordinator = Coordinator::start(&scratch);
+    let hub = || {
+        let mut cmd = fixture("dgram_fanin");
+        cmd.args(["hub", &name, "2"]);
+        cmd
+    };
+    let sender = |i: usize| {
+        let mut cmd = fixture("dgram_fanin");
+        cmd.args(["sender", &name, &i.to_string(), "60"]);
+        cmd
+    };
+    let (hub_alone, senders_alone) = thread::scope(|s| {
+        let h = hub();
+        let h = s.spawn(move || run_uninterrupted(&h));
+        let runs: Vec<_> = (1..=2)
+            .map(|i| {
+                let cmd = sender(i);
+                s.spawn(move || run_uninterrupted(&cmd))
+            })
+            .collect();
+        let senders: Vec<_> = runs
+            .into_iter()
+            .map(|r| r.join().expect("an uninterrupted sender"))
+            .collect();
+        (h.join().expect("the uninterrupted hub"), senders)
+    });
+    let flags = ["--coordinator", coordinator.addr.as_str()];
+    let dir = scratch.dir("ckpt-0");
+    let hub_run = launch_with(
+        &flags,
+        &hub(),
+        &dir,
+        Redirect::to(scratch.join("hub-before.out")),
+    );
+    let mut launched: Vec<Running> = (1..=2)
+        .map(|i| {
+            launch_with(
+                &flags,
+                &sender(i),
+                &dir,
+                Redirect::to(scratch.join(format!("sender-{i}-before.out"))),
+            )
+        })
+        .collect();
+    launched[0].wait_for(Wait::LineContaining("sender 1: ack 22 "));
+    let done = rewind_in(
+        &dir,
+        [
+            "command",
+            "--coordinator",
+            &coordinator.addr,
+            "--checkpoint",
+            "--kill",
+        ],
+    );
+    done.assert_success();
+    let images: Vec<PathBuf> = done
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with('['))
+        .filter_map(|l| l.split(": ").nth(1)?.split(" (").next().map(PathBuf::from))
+        .collect();
+    assert_eq!(images.len(), 3, "{}", done.describe());
+    let held = in_flight(&images);
+    assert!(
+        held.unix_messages > 0,
+        "no datagram in flight between the programs: {held:?}"
+    );
+    // Which image is whose, and the hub's links to the senders' sockets.
+    let mut hub_image = None;
+    let mut sender_images: Vec<Option<PathBuf>> = vec![None, None];
+    for image in &images {
+        let state = ImageReader::open(image)
+            .unwrap_or_else(|e| panic!("{}: {e}", image.display()))
+            .state;
+        if state.cmdline[1] == "hub" {
+            let links: usize = state
+                .fds
+                .iter()
+                .filter_map(|f| match &f.kind {
+                    FdKind::Socket { socket, .. } => Some(socket.dgram_links().len()),
+                    _ => None,
+                })
+                .sum();
+            assert_eq!(
+                links, 2,
+                "the hub's socket should be linked to both senders'"
+            );
+            hub_image = Some(image.clone());
+        } else {
+            let i: usize = state.cmdline[3].parse().expect("the sender's number");
+            sender_images[i - 1] = Some(image.clone());
+        }
+    }
+    let hub_before = hub_run.wait_timeout(KILL_TIMEOUT);
+    let senders_before: Vec<Finished> = launched
+        .drain(..)
+        .map(|r| r.wait_timeout(KILL_TIMEOUT))
+        .collect();
+    let restart_dir = scratch.dir("ckpt-1");
+    let hub_after = restart_with(
+        &hub_image.expect("the hub's image"),
+        &restart_dir,
+        &flags,
+        Redirect::to(scratch.join("hub-after.out")),
+    );
+    let senders_after: Vec<Running> = sender_images
+        .into_iter()
+        .enumerate()
+        .map(|(i, image)| {
+            restart_with(
+                &image.expect("an image per sender"),
+                &restart_dir,
+                &flags,
+                Redirect::to(scratch.join(format!("sender-{}-after.out", i + 1))),
+            )
+        })
+        .collect();
+    for (i, running) in senders_after.into_iter().enumerate() {
+        let after = running.wait();
+        assert!(!after.stderr.contains("warning"), "{}", after.describe());
+        assert_pieces_match(
+            &senders_alone[i],
+            &[&senders_before[i].stdout, &after.stdout],
+            &after,
+        );
+    }
+    let hub_after = hub_after.wait();
+    hub_after.assert_success();
+    assert!(
+        !hub_after.stderr.contains("warning"),
+        "{}",
+        hub_after.describe()
+    );
+    let expected = String::from_utf8_lossy(&hub_alone.stdout).into_owned();
+    let got = format!("{}{}", hub_before.stdout, hub_after.stdout);
+    for i in 1..=2 {
+        let of = |text: &str| -> Vec<String> {
+            let prefix = format!("from {name}.{i}: ");
+            text.lines()
+                .filter(|l| l.starts_with(&prefix))
+                .map(str::to_string)
+                .collect()
+        };
+        assert!(!of(&expected).is_empty(), "{expected}");
+        assert_eq!(
+            of(&got),
+            of(&expected),
+            "what the hub received from sender {i}:\n--- uninterrupted:\n{expected}\n--- before and after the restart:\n{got}"
+        );
+    }
+    assert_eq!(got.lines().count(), expected.lines().count(), "{got}");
+    assert!(got.ends_with("hub done\n"), "{got}");
+    assert!(
+        coordinator.running.output().contains("made again"),
+        "{}",
+        coordinator.running.output()
+    );
+    assert_nothing_left(&hub());
+    for i in 1..=2 {
+        assert_nothing_left(&sender(i));
+    }
+}
+
+/// How many unix connections not accepted yet the images hold.
+fn pending_connections(images: &[PathBuf]) -> usize {
+    images
+        .iter()
+        .map(|image| {
+            ImageReader::open(image)
+                .unwrap_or_else(|e| panic!("{}: {e}", image.display()))
+                .state
+                .fds
+                .iter()
+                .filter(|f| {
+                    matches!(
+                        &f.kind,
+                        FdKind::Socket {
+                            socket: SocketState::UnixPending { .. },
+                            ..
+                        }
+                    )
+                })
+                .count()
+        })
+        .sum()
+}
+
+/// Connections a unix listener had not accepted yet (the client connected 4 times and sent
+/// nothing on the last 3, the server accepting one every 250 ms): killed and restarted, they are
+/// still waiting at the listener, in order, and the client's output (greetings with both ends'
+/// names) is the uninterrupted one.
+#[test]
+fn unix_connections_not_yet_accepted_restart() {
+    let scratch = Scratch::new("unix_backlog");
+    let mut program = fixture("unix_backlog");
+    program.args([socket_path(&scratch).as_str(), "4"]);
+    let uninterrupted = run_uninterrupted(&program);
+    let mut running = launch(
+        &program,
+        &scratch.dir("ckpt-0"),
+        Redirect::to(scratch.join("before.out")),
+    );
+    running.wait_for(Wait::LineContaining("connection 0: bye"));
+    let images = running.checkpoint_tree_and_kill();
+    let before = running.wait_timeout(KILL_TIMEOUT);
+    assert_nothing_left(&program);
+    assert_eq!(
+        pending_connections(&images),
+        3,
+        "the images should hold the 3 connections not accepted yet"
+    );
+    let after = restart_tree(
+        &images,
+        &scratch.dir("ckpt-1"),
+        Redirect::to(scratch.join("after.out")),
+    )
+    .wait();
+    assert_pieces_match(&uninterrupted, &[&before.stdout, &after.stdout], &after);
+    assert!(!after.stderr.contains("warning"), "{}", after.describe());
+    assert_nothing_left(&program);
 }

@@ -44,7 +44,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::control::Status;
-pub use crate::sockets::{Endpoint, UnixLink};
+pub use crate::sockets::{DgramSocket, Endpoint, UnixLink};
 use crate::Error;
 
 /// Version of the protocol, sent in every [`Hello`].
@@ -161,6 +161,11 @@ pub enum Action {
         /// Every unix connection the sessions reported at the drain.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         links: Vec<UnixLink>,
+        /// Every unix datagram socket the sessions reported at the drain:
+        /// the sockets of different programs that exchanged datagrams are
+        /// linked, so that their restarts put the datagrams back.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        dgram: Vec<DgramSocket>,
     },
     /// Restarted sessions whose connections wait for each other, all
     /// registered now: make those connections (in repair mode), with the
@@ -245,6 +250,10 @@ pub struct Reply {
     /// alive outside its process tree.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub links: Vec<UnixLink>,
+    /// After a drain: the program's unix datagram sockets (named,
+    /// connected or with datagrams waiting, and from whom).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dgram: Vec<DgramSocket>,
 }
 
 /// Messages from a session to the coordinator.

@@ -15,9 +15,9 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
 use super::{
-    authorize, read_line, send_line, Action, ClientRequest, Endpoint, Hello, Order, Phase,
-    PingStats, Reply, Report, Role, SessionInfo, SessionMsg, SessionReport, UnixLink, Welcome,
-    HELLO_TIMEOUT, PROTOCOL,
+    authorize, read_line, send_line, Action, ClientRequest, DgramSocket, Endpoint, Hello, Order,
+    Phase, PingStats, Reply, Report, Role, SessionInfo, SessionMsg, SessionReport, UnixLink,
+    Welcome, HELLO_TIMEOUT, PROTOCOL,
 };
 use crate::Error;
 
@@ -712,6 +712,7 @@ impl State {
         // connections between the programs are kept, the others close.
         let mut computation: Vec<Endpoint> = Vec::new();
         let mut links: Vec<UnixLink> = Vec::new();
+        let mut dgram: Vec<DgramSocket> = Vec::new();
         for name in ["suspend", "drain", "capture"] {
             let action = match name {
                 "suspend" => Action::Suspend { lease_ms },
@@ -721,6 +722,7 @@ impl State {
                     kill,
                     computation: std::mem::take(&mut computation),
                     links: std::mem::take(&mut links),
+                    dgram: std::mem::take(&mut dgram),
                 },
             };
             let (answers, elapsed) = self.barrier(targets, action, rx);
@@ -728,6 +730,7 @@ impl State {
             for a in answers.values().flatten() {
                 computation.extend(a.endpoints.iter().cloned());
                 links.extend(a.links.iter().cloned());
+                dgram.extend(a.dgram.iter().cloned());
             }
             let all_ok = answers.values().all(|a| matches!(a, Ok(r) if r.ok));
             if !all_ok {

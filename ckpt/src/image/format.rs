@@ -36,9 +36,10 @@ pub const MAGIC: [u8; 8] = *b"RWNDIMG\0";
 ///
 /// Version 2 added `RegionKind::Shared` (and `SharedObject`, `SharedKind`)
 /// at the end of its enum, version 3 `FdKind::SharedMemory` at the end of
-/// its, version 4 `FdKind::Pty` after it: older images decode unchanged, so
-/// all four are read.
-pub const FORMAT_VERSION: u32 = 4;
+/// its, version 4 `FdKind::Pty` after it, version 5
+/// `SocketState::UnixLinked` and `UnixPending` at the end of its: older images decode
+/// unchanged, so all five are read.
+pub const FORMAT_VERSION: u32 = 5;
 /// Oldest version this build still reads.
 pub const OLDEST_READABLE_VERSION: u32 = 1;
 /// Start of every memory chunk.
@@ -539,6 +540,64 @@ pub enum SocketState {
         /// restart), rather than already closed.
         outside: bool,
     },
+    /// A unix datagram socket that exchanged datagrams with sockets of
+    /// other programs of the coordinator's computation (version 5): the
+    /// restarts of those programs hand their sockets to each other, so
+    /// that datagrams in flight are sent again from their senders.
+    UnixLinked {
+        end: Box<UnixEnd>,
+        links: Vec<DgramLink>,
+    },
+    /// The client end of a unix connection that the listener `listener`
+    /// (part of the checkpoint) had not accepted yet, `position`th in its
+    /// queue, the client having sent nothing yet (version 5): connected to
+    /// the rebuilt listener again, in queue order, for the program to
+    /// accept.
+    UnixPending {
+        end: Box<UnixEnd>,
+        listener: u64,
+        position: u32,
+    },
+}
+
+impl SocketState {
+    /// The unix socket this is, if it is one.
+    pub fn unix(&self) -> Option<&UnixEnd> {
+        match self {
+            SocketState::Unix(u)
+            | SocketState::UnixLinked { end: u, .. }
+            | SocketState::UnixPending { end: u, .. } => Some(u),
+            _ => None,
+        }
+    }
+
+    /// Its links to datagram sockets of other programs.
+    pub fn dgram_links(&self) -> &[DgramLink] {
+        match self {
+            SocketState::UnixLinked { links, .. } => links,
+            _ => &[],
+        }
+    }
+}
+
+/// A datagram socket of another program of the coordinator's computation
+/// that a unix datagram socket of this one exchanged datagrams with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DgramLink {
+    /// Its inode at the checkpoint.
+    pub id: u64,
+    /// Its name (empty if unnamed).
+    pub name: Vec<u8>,
+    /// The host (`hostname/netns inode`) both lived on.
+    pub host: String,
+    /// Datagrams from it wait at this socket, or this socket is connected
+    /// to it: the restart takes it from the other program's restart (to
+    /// send them again from it, to connect to it).
+    pub takes: bool,
+    /// The other way round: the restart hands this socket to the other
+    /// program's. Neither: the two could exchange datagrams (one is named),
+    /// so their programs are only held until both are back.
+    pub gives: bool,
 }
 
 /// A socket option as `getsockopt` returned it.

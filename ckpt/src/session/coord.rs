@@ -234,10 +234,12 @@ impl Session {
                 kill,
                 computation,
                 links,
+                dgram,
             } => {
                 let computation = crate::sockets::Computation {
                     tcp: computation,
                     unix: links,
+                    dgram,
                 };
                 self.capture_for_coordinator(lease_ms, kill, &computation, &mut reply)
             }
@@ -337,6 +339,7 @@ impl Session {
             census.freeze(true);
             reply.endpoints = census.endpoints();
             reply.links = census.unix_links();
+            reply.dgram = census.dgram_sockets();
             // Kept for the capture, thawed if the program goes on.
             if let Some(mut old) = self.frozen.replace(census) {
                 old.thaw();

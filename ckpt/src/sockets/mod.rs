@@ -43,7 +43,7 @@ use nix::errno::Errno;
 use serde::{Deserialize, Serialize};
 
 use crate::image::format::{
-    FdKind, PeerPlace, ProcessState, SockOpt, SocketState, TcpConnection, UnixEnd,
+    DgramLink, FdKind, PeerPlace, ProcessState, SockOpt, SocketState, TcpConnection, UnixEnd,
 };
 use crate::sys::net;
 use crate::unix_sockets::UnixSocket;
@@ -93,14 +93,48 @@ impl UnixLink {
     }
 }
 
+/// A unix datagram socket of a program of a coordinator, as its drain
+/// reports it: the other programs find in these the sockets they
+/// exchanged datagrams with.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct DgramSocket {
+    pub ino: u64,
+    /// Its name (empty if unnamed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub name: Vec<u8>,
+    pub host: String,
+    /// The socket it is connected to (0: none).
+    #[serde(default)]
+    pub peer: u64,
+    /// The names of the senders of the datagrams waiting at it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub from: Vec<Vec<u8>>,
+}
+
+impl DgramSocket {
+    /// Whether this socket takes `other` at restart (it has datagrams from
+    /// it, or is connected to it), and whether it gives itself to it (the
+    /// other way round): `a.roles(b)` is `b.roles(a)` swapped.
+    pub fn roles(&self, other: &DgramSocket) -> (bool, bool) {
+        let takes = (self.peer != 0 && self.peer == other.ino)
+            || (!other.name.is_empty() && self.from.contains(&other.name));
+        let gives = (other.peer != 0 && other.peer == self.ino)
+            || (!self.name.is_empty() && other.from.contains(&self.name));
+        (takes, gives)
+    }
+}
+
 /// What the programs of a coordinator's computation reported at its drain:
-/// the connections between them are kept, the others close.
+/// the connections between them are kept, the others close; datagram
+/// sockets that exchanged datagrams are linked.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Computation {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tcp: Vec<Endpoint>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unix: Vec<UnixLink>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dgram: Vec<DgramSocket>,
 }
 
 /// This network namespace, as `hostname/inode of its netns`.
@@ -497,6 +531,70 @@ impl Census {
             .collect()
     }
 
+    /// The unix datagram sockets (names, peers, the senders' names of the
+    /// datagrams waiting at them), for a coordinator to tell the other
+    /// programs.
+    pub fn dgram_sockets(&self) -> Vec<DgramSocket> {
+        self.socks
+            .iter()
+            .filter(|(_, s)| s.domain == libc::AF_UNIX && s.ty == libc::SOCK_DGRAM)
+            .filter_map(|(&ino, s)| {
+                let d = self.diag.get(&ino)?;
+                let mut from: Vec<Vec<u8>> = Vec::new();
+                if let Ok((queued, _)) = unix::peek_all(s.fd.as_raw_fd(), libc::SOCK_DGRAM) {
+                    for m in queued {
+                        if !m.from.is_empty() && !from.contains(&m.from) {
+                            from.push(m.from);
+                        }
+                    }
+                }
+                Some(DgramSocket {
+                    ino,
+                    name: d.name.clone().unwrap_or_default(),
+                    host: self.host.clone(),
+                    peer: d.peer,
+                    from,
+                })
+            })
+            .collect()
+    }
+
+    /// The datagram sockets of other programs of the computation that the
+    /// datagram socket `ino` (`end`) exchanged datagrams with: it has
+    /// datagrams from them or is connected to them (it takes them at
+    /// restart), or they have datagrams from it or are connected to it (it
+    /// gives itself); and those it could exchange datagrams with (one of
+    /// the two is named), which are only held together at restart.
+    fn dgram_links(&self, ino: u64, end: &UnixEnd, computation: &Computation) -> Vec<DgramLink> {
+        let me = DgramSocket {
+            ino,
+            name: end.name.clone(),
+            host: self.host.clone(),
+            peer: end.peer.as_ref().map_or(0, |p| p.id),
+            from: end.queued.iter().map(|m| m.from.clone()).collect(),
+        };
+        let mut links: Vec<DgramLink> = Vec::new();
+        for o in &computation.dgram {
+            if o.host != self.host || self.socks.contains_key(&o.ino) {
+                continue;
+            }
+            let (takes, gives) = me.roles(o);
+            // Either could send to the other by name: neither program may
+            // run again before the other is back (no handover needed).
+            let reachable = !me.name.is_empty() || !o.name.is_empty();
+            if (takes || gives || reachable) && !links.iter().any(|l| l.id == o.ino) {
+                links.push(DgramLink {
+                    id: o.ino,
+                    name: o.name.clone(),
+                    host: self.host.clone(),
+                    takes,
+                    gives,
+                });
+            }
+        }
+        links
+    }
+
     /// Phase 2: everything else. `computation`: the endpoints of the other
     /// programs checkpointed with this one (a coordinator's); a TCP end
     /// whose other end is neither in the census nor among them leads
@@ -542,6 +640,36 @@ impl Census {
                             unix::show(&end.name)
                         ));
                     }
+                    // A connection the listener has not accepted yet.
+                    let pending = self.diag.iter().find_map(|(&l, d)| {
+                        let at = d.pending.iter().position(|&c| c == ino)?;
+                        Some((l, at, d.name.clone().unwrap_or_default()))
+                    });
+                    if let Some((listener, position, lname)) = pending {
+                        let sent = self.diag.get(&ino).map_or(0, |d| d.unread_sent);
+                        if held.contains(&listener) && sent == 0 {
+                            return Some(SocketState::UnixPending {
+                                end: Box::new(end),
+                                listener,
+                                position: position as u32,
+                            });
+                        }
+                        let why = if sent == 0 {
+                            "its listener is outside the checkpoint"
+                        } else {
+                            "what it sent cannot be read before the program accepts it"
+                        };
+                        self.warnings.push(format!(
+                            "fd {fd} of process {pid} (unix socket connected to {}, not accepted yet): {why}; it will be a closed connection after restart",
+                            unix::show(&lname)
+                        ));
+                        return Some(SocketState::Closed {
+                            sock_type: end.sock_type,
+                            queued: Vec::new(),
+                            what: format!("unix connection to {}", unix::show(&lname)),
+                            outside: false,
+                        });
+                    }
                     if let Some(p) = &end.peer {
                         if !p.held
                             && p.alive
@@ -554,7 +682,19 @@ impl Census {
                             ));
                         }
                     }
-                    Some(SocketState::Unix(Box::new(end)))
+                    let links = if end.sock_type == libc::SOCK_DGRAM {
+                        self.dgram_links(ino, &end, computation)
+                    } else {
+                        Vec::new()
+                    };
+                    if links.is_empty() {
+                        Some(SocketState::Unix(Box::new(end)))
+                    } else {
+                        Some(SocketState::UnixLinked {
+                            end: Box::new(end),
+                            links,
+                        })
+                    }
                 }
                 Err(e) => {
                     self.warnings.push(format!(
@@ -679,9 +819,13 @@ pub struct Rebuilt {
     stand_ins: HashMap<u64, OwnedFd>,
     /// What to write back through a stand-in's other end.
     stand_in_data: HashMap<u64, Vec<Vec<u8>>>,
-    /// Unix connections to other programs of a coordinator, made with them:
-    /// their programs must not run before every one is back.
+    /// Unix connections to other programs of a coordinator, made with them,
+    /// and datagram sockets linked to theirs: their programs must not run
+    /// before every one is back.
     links: Vec<UnixLink>,
+    /// Copies of other programs' datagram sockets, handed over by their
+    /// restarts, by name: datagrams from them are sent again from them.
+    taken: HashMap<Vec<u8>, OwnedFd>,
     warnings: Vec<String>,
 }
 
@@ -711,13 +855,17 @@ impl Rebuilt {
             return Ok(r);
         }
         r.listeners(&wanted)?;
+        r.unix_pending(&wanted);
         r.unix_bound(&wanted);
         r.unix_connections(&wanted);
         r.unix_between_programs(&wanted);
         r.unix_unconnected(&wanted);
+        r.dgram_between_programs(&wanted);
         r.tcp_connections(&wanted);
         r.closed(&wanted);
         r.unix_refill(&wanted);
+        // The other programs' sockets were needed only for the refill.
+        r.taken.clear();
         Ok(r)
     }
 
@@ -780,7 +928,9 @@ impl Rebuilt {
                     SockOpts::apply(raw, options, false);
                     self.add(id, s);
                 }
-                SocketState::Unix(u) if u.listening.is_some() => {
+                SocketState::Unix(u) | SocketState::UnixLinked { end: u, .. }
+                    if u.listening.is_some() =>
+                {
                     let shown = unix::show(&u.name);
                     let fail = |e: Errno| {
                         Error::Restore(format!(
@@ -806,7 +956,7 @@ impl Rebuilt {
     /// datagram receivers, sockets bound before anything else.
     fn unix_bound(&mut self, wanted: &BTreeMap<u64, Wanted>) {
         for (&id, w) in wanted {
-            let SocketState::Unix(u) = w.state else {
+            let Some(u) = w.state.unix() else {
                 continue;
             };
             let stream_connected = u.peer.is_some() && u.sock_type != libc::SOCK_DGRAM;
@@ -840,10 +990,54 @@ impl Rebuilt {
         }
     }
 
+    /// Connections the listeners had not accepted yet: each client end
+    /// connected to its rebuilt listener again (bound to its name first),
+    /// in the order the listener had them, for the program to accept.
+    fn unix_pending(&mut self, wanted: &BTreeMap<u64, Wanted>) {
+        let mut pending: Vec<(u64, u32, u64, &UnixEnd, &str)> = wanted
+            .iter()
+            .filter_map(|(&id, w)| match w.state {
+                SocketState::UnixPending {
+                    end,
+                    listener,
+                    position,
+                } => Some((*listener, *position, id, end.as_ref(), w.cwd)),
+                _ => None,
+            })
+            .collect();
+        pending.sort_by_key(|&(l, at, ..)| (l, at));
+        for (listener, _, id, u, cwd) in pending {
+            let target = wanted
+                .get(&listener)
+                .and_then(|lw| Some((lw.state.unix()?.name.clone(), lw.cwd)))
+                .filter(|_| self.fds.contains_key(&listener));
+            let made = (|| {
+                let (name, lcwd) = target.ok_or(Errno::ENOENT)?;
+                let s = net::socket(libc::AF_UNIX, u.sock_type, 0)?;
+                if !u.name.is_empty() {
+                    unix::remove_stale(&u.name, cwd);
+                    unix::at_name(&u.name, cwd, |a| net::bind(s.as_raw_fd(), a))?;
+                }
+                unix::at_name(&name, lcwd, |a| net::connect(s.as_raw_fd(), a))?;
+                Ok::<_, Errno>(s)
+            })();
+            match made {
+                Ok(s) => self.add(id, s),
+                Err(e) => {
+                    self.warnings.push(format!(
+                        "a unix connection not accepted yet: cannot connect it to its listener again ({}); it comes back closed",
+                        e.desc()
+                    ));
+                    self.closed_stand_in(id, u.sock_type);
+                }
+            }
+        }
+    }
+
     /// Unix sockets neither bound, listening nor connected.
     fn unix_unconnected(&mut self, wanted: &BTreeMap<u64, Wanted>) {
         for (&id, w) in wanted {
-            let SocketState::Unix(u) = w.state else {
+            let Some(u) = w.state.unix() else {
                 continue;
             };
             if self.fds.contains_key(&id) {
@@ -860,8 +1054,8 @@ impl Rebuilt {
 
     /// The listener rebuilt for `name`, if any.
     fn listener_named(&self, wanted: &BTreeMap<u64, Wanted>, name: &[u8]) -> Option<RawFd> {
-        wanted.iter().find_map(|(id, w)| match w.state {
-            SocketState::Unix(u) if u.listening.is_some() && u.name == name => self.fd(*id),
+        wanted.iter().find_map(|(id, w)| match w.state.unix() {
+            Some(u) if u.listening.is_some() && u.name == name => self.fd(*id),
             _ => None,
         })
     }
@@ -871,19 +1065,26 @@ impl Rebuilt {
     /// to a name) of the others.
     fn unix_connections(&mut self, wanted: &BTreeMap<u64, Wanted>) {
         for (&id, w) in wanted {
-            let SocketState::Unix(u) = w.state else {
+            let Some(u) = w.state.unix() else {
                 continue;
             };
             let Some(p) = &u.peer else { continue };
             if u.listening.is_some() || p.elsewhere.is_some() && u.sock_type != libc::SOCK_DGRAM {
                 continue;
             }
-            let other = wanted.get(&p.id).and_then(|pw| match pw.state {
-                SocketState::Unix(pu) if pu.sock_type == u.sock_type => Some((pu.as_ref(), pw.cwd)),
+            let other = wanted.get(&p.id).and_then(|pw| match pw.state.unix() {
+                Some(pu) if pu.sock_type == u.sock_type => Some((pu, pw.cwd)),
                 _ => None,
             });
             if u.sock_type == libc::SOCK_DGRAM {
-                self.dgram_connect(id, u, w.cwd, other.map(|(pu, _)| (p.id, pu)));
+                // Connected to another program's socket: once that program's
+                // restart has made it (`dgram_between_programs`).
+                let later = w
+                    .state
+                    .dgram_links()
+                    .iter()
+                    .any(|l| l.id == p.id && l.takes);
+                self.dgram_connect(id, u, w.cwd, other.map(|(pu, _)| (p.id, pu)), later);
                 continue;
             }
             if self.fds.contains_key(&id) {
@@ -1018,12 +1219,12 @@ impl Rebuilt {
     fn unix_between_programs(&mut self, wanted: &BTreeMap<u64, Wanted>) {
         let ends: Vec<(u64, &UnixEnd, &str)> = wanted
             .iter()
-            .filter_map(|(&id, w)| match w.state {
-                SocketState::Unix(u)
+            .filter_map(|(&id, w)| match w.state.unix() {
+                Some(u)
                     if u.sock_type != libc::SOCK_DGRAM
                         && u.peer.as_ref().is_some_and(|p| p.elsewhere.is_some()) =>
                 {
-                    Some((id, u.as_ref(), w.cwd))
+                    Some((id, u, w.cwd))
                 }
                 _ => None,
             })
@@ -1051,7 +1252,7 @@ impl Rebuilt {
                         Self::write_all(theirs.as_raw_fd(), &msgs, None)
                             .map_err(|e| format!("refill: {}", e.desc()))?;
                         let ours = mine.try_clone().map_err(|e| format!("dup: {e}"))?;
-                        offer(&rendezvous(id, p.id), theirs, ours)?;
+                        offer(&rendezvous(id, p.id), vec![theirs, ours])?;
                         Ok(mine)
                     })
             } else {
@@ -1061,7 +1262,11 @@ impl Rebuilt {
         }
         for &(id, u, _) in ends.iter().filter(|(id, u, _)| !makes(*id, u)) {
             let Some(p) = &u.peer else { continue };
-            let taken = take(&rendezvous(id, p.id)).and_then(|(mine, theirs)| {
+            let taken = take(&rendezvous(id, p.id)).and_then(|fds| {
+                let mut fds = fds.into_iter();
+                let (Some(mine), Some(theirs)) = (fds.next(), fds.next()) else {
+                    return Err("the other program's restart handed over nothing".to_string());
+                };
                 let msgs: Vec<Vec<u8>> = u.queued.iter().map(|m| m.data.clone()).collect();
                 Self::write_all(theirs.as_raw_fd(), &msgs, None)
                     .map_err(|e| format!("refill: {}", e.desc()))?;
@@ -1095,10 +1300,104 @@ impl Rebuilt {
         }
     }
 
+    /// Datagram sockets linked to other programs' (`UnixLinked`): each one
+    /// another program has datagrams from (or is connected to) is handed
+    /// to that program's restart through a short-lived abstract socket
+    /// (`@rewind-dgram-G-T`, the giver's and the taker's inodes), and each
+    /// one of another program this one's sockets have datagrams from (or
+    /// are connected to) is taken from it. All are offered before any is
+    /// awaited. A socket connected to another program's is connected once
+    /// that one is taken (it exists then); the datagrams are sent again
+    /// from the taken sockets by [`Rebuilt::unix_refill`], so the receiver
+    /// sees their senders' names. The programs are held until every one
+    /// is back (the links go to the coordinator).
+    fn dgram_between_programs(&mut self, wanted: &BTreeMap<u64, Wanted>) {
+        let rendezvous = |giver: u64, taker: u64| {
+            let mut name = vec![0u8];
+            name.extend_from_slice(format!("rewind-dgram-{giver}-{taker}").as_bytes());
+            name
+        };
+        let linked: Vec<(u64, &UnixEnd, &str, &[DgramLink])> = wanted
+            .iter()
+            .filter_map(|(&id, w)| {
+                let links = w.state.dgram_links();
+                let u = w.state.unix()?;
+                (!links.is_empty()).then_some((id, u, w.cwd, links))
+            })
+            .collect();
+        for &(id, u, _, links) in &linked {
+            for l in links.iter().filter(|l| l.gives) {
+                let offered = match self.fds.get(&id).map(|f| f.try_clone()) {
+                    Some(Ok(copy)) => offer(&rendezvous(id, l.id), vec![copy]),
+                    Some(Err(e)) => Err(format!("dup: {e}")),
+                    None => Err("it was not made".to_string()),
+                };
+                if let Err(e) = offered {
+                    self.warnings.push(format!(
+                        "datagram socket {}: cannot hand it to the restart of the program of {}: {e}",
+                        unix::show(&u.name),
+                        unix::show(&l.name)
+                    ));
+                }
+            }
+        }
+        for &(id, u, cwd, links) in &linked {
+            for l in links {
+                let link = UnixLink {
+                    end: id,
+                    peer: l.id,
+                    host: l.host.clone(),
+                };
+                if !self.links.contains(&link) {
+                    self.links.push(link);
+                }
+                if !l.takes {
+                    continue;
+                }
+                match take(&rendezvous(l.id, id)).map(|fds| fds.into_iter().next()) {
+                    Ok(Some(theirs)) => {
+                        if !l.name.is_empty() {
+                            self.taken.entry(l.name.clone()).or_insert(theirs);
+                        }
+                    }
+                    Ok(None) => self.warnings.push(format!(
+                        "datagram socket {}: the restart of the program of {} handed over nothing",
+                        unix::show(&u.name),
+                        unix::show(&l.name)
+                    )),
+                    Err(e) => self.warnings.push(format!(
+                        "datagram socket {}: the socket {} of another program: {e}; datagrams from it are sent again from an unnamed socket",
+                        unix::show(&u.name),
+                        unix::show(&l.name)
+                    )),
+                }
+            }
+            // Connected to one of them: now that it exists.
+            if let Some(p) = u
+                .peer
+                .as_ref()
+                .filter(|p| links.iter().any(|l| l.id == p.id))
+            {
+                if p.held {
+                    continue;
+                }
+                self.dgram_connect(id, u, cwd, None, false);
+            }
+        }
+    }
+
     /// A datagram socket connected to `p`: a pair of unnamed sockets is
     /// made by socketpair; any other is connected to its peer's name
-    /// (rebuilt here, or outside, like /dev/log).
-    fn dgram_connect(&mut self, id: u64, u: &UnixEnd, cwd: &str, other: Option<(u64, &UnixEnd)>) {
+    /// (rebuilt here, or outside, like /dev/log), or only made when `later`
+    /// (the peer is another program's, not made yet).
+    fn dgram_connect(
+        &mut self,
+        id: u64,
+        u: &UnixEnd,
+        cwd: &str,
+        other: Option<(u64, &UnixEnd)>,
+        later: bool,
+    ) {
         let Some(p) = &u.peer else { return };
         if let Some((pid, pu)) = other {
             let mutual = pu.peer.as_ref().is_some_and(|q| q.id == id);
@@ -1126,6 +1425,9 @@ impl Rebuilt {
             }
         }
         let Some(fd) = self.fd(id) else { return };
+        if later {
+            return;
+        }
         if p.name.is_empty() {
             self.warnings.push(
                 "a datagram socket was connected to an unnamed socket outside the checkpoint: it is not connected now"
@@ -1268,7 +1570,7 @@ impl Rebuilt {
             }
         }
         for (&id, w) in wanted {
-            let SocketState::Unix(u) = w.state else {
+            let Some(u) = w.state.unix() else {
                 continue;
             };
             let elsewhere = u.peer.as_ref().is_some_and(|p| p.elsewhere.is_some())
@@ -1304,7 +1606,7 @@ impl Rebuilt {
             }
         }
         for (&id, w) in wanted {
-            let (SocketState::Unix(u), Some(fd)) = (w.state, self.fd(id)) else {
+            let (Some(u), Some(fd)) = (w.state.unix(), self.fd(id)) else {
                 continue;
             };
             if u.peer.is_some()
@@ -1335,10 +1637,8 @@ impl Rebuilt {
         cwd: &str,
     ) -> Result<(), Errno> {
         let named = |name: &[u8]| {
-            wanted.iter().find_map(|(oid, ow)| match ow.state {
-                SocketState::Unix(o)
-                    if *oid != id && o.sock_type == libc::SOCK_DGRAM && o.name == name =>
-                {
+            wanted.iter().find_map(|(oid, ow)| match ow.state.unix() {
+                Some(o) if *oid != id && o.sock_type == libc::SOCK_DGRAM && o.name == name => {
                     self.fd(*oid).map(|fd| (fd, o))
                 }
                 _ => None,
@@ -1346,9 +1646,9 @@ impl Rebuilt {
         };
         let partner = u.peer.as_ref().and_then(|p| {
             let pw = wanted.get(&p.id)?;
-            match pw.state {
-                SocketState::Unix(o) if o.peer.as_ref().is_some_and(|q| q.id == id) => {
-                    self.fd(p.id).map(|fd| (fd, o.as_ref()))
+            match pw.state.unix() {
+                Some(o) if o.peer.as_ref().is_some_and(|q| q.id == id) => {
+                    self.fd(p.id).map(|fd| (fd, o))
                 }
                 _ => None,
             }
@@ -1359,8 +1659,12 @@ impl Rebuilt {
                 // The connected partner sends it (no address needed).
                 Some((fd, o)) if o.name == m.from => Self::write_all(fd, one, None)?,
                 _ if u.name.is_empty() => return Err(Errno::EDESTADDRREQ),
-                _ => match named(&m.from).filter(|_| !m.from.is_empty()) {
-                    Some((fd, _)) => Self::write_all(fd, one, Some((&u.name, cwd)))?,
+                _ => match named(&m.from)
+                    .map(|(fd, _)| fd)
+                    .or_else(|| self.taken.get(&m.from).map(|f| f.as_raw_fd()))
+                    .filter(|_| !m.from.is_empty())
+                {
+                    Some(fd) => Self::write_all(fd, one, Some((&u.name, cwd)))?,
                     None => {
                         let t = net::socket(libc::AF_UNIX, libc::SOCK_DGRAM, 0)?;
                         if m.from.first() == Some(&0) {
@@ -1441,11 +1745,11 @@ impl Rebuilt {
 /// to hand it over.
 const HANDOVER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Offer `theirs` (the other program's end) and `ours` (a copy of this
-/// end, for the other to write back what waited at its end) at the
-/// abstract name `name`, on a thread of its own, until taken or twice the
-/// timeout.
-fn offer(name: &[u8], theirs: OwnedFd, ours: OwnedFd) -> Result<(), String> {
+/// Offer `fds` (for a unix connection: the other program's end and a copy
+/// of this end, for the other to write back what waited at its end; for a
+/// datagram socket: a copy of it) at the abstract name `name`, on a thread
+/// of its own, until taken or twice the timeout.
+fn offer(name: &[u8], offered: Vec<OwnedFd>) -> Result<(), String> {
     let l = net::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0).map_err(|e| e.desc().to_string())?;
     net::bind(l.as_raw_fd(), &unix::sockaddr_un(name))
         .and_then(|()| net::listen(l.as_raw_fd(), 1))
@@ -1462,8 +1766,8 @@ fn offer(name: &[u8], theirs: OwnedFd, ours: OwnedFd) -> Result<(), String> {
                     continue;
                 }
                 if let Ok(c) = net::accept_now(l.as_raw_fd()) {
-                    let fds = [theirs.as_raw_fd(), ours.as_raw_fd()];
-                    if net::send_fds(c.as_raw_fd(), &fds).is_ok() {
+                    let raw: Vec<RawFd> = offered.iter().map(|f| f.as_raw_fd()).collect();
+                    if net::send_fds(c.as_raw_fd(), &raw).is_ok() {
                         return;
                     }
                 }
@@ -1473,21 +1777,16 @@ fn offer(name: &[u8], theirs: OwnedFd, ours: OwnedFd) -> Result<(), String> {
         .map_err(|e| format!("cannot start a thread: {e}"))
 }
 
-/// Take this end and a copy of the other one from the other program's
-/// restart ([`offer`]), waiting for it at most [`HANDOVER_TIMEOUT`].
-fn take(name: &[u8]) -> Result<(OwnedFd, OwnedFd), String> {
+/// Take what the other program's restart offers at `name` ([`offer`]),
+/// waiting for it at most [`HANDOVER_TIMEOUT`].
+fn take(name: &[u8]) -> Result<Vec<OwnedFd>, String> {
     let deadline = std::time::Instant::now() + HANDOVER_TIMEOUT;
     loop {
         let s =
             net::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0).map_err(|e| e.desc().to_string())?;
         if net::connect(s.as_raw_fd(), &unix::sockaddr_un(name)).is_ok() {
-            let mut fds = net::recv_fds(s.as_raw_fd())
-                .map_err(|e| format!("receiving it from the other program: {}", e.desc()))?
-                .into_iter();
-            return match (fds.next(), fds.next()) {
-                (Some(mine), Some(theirs)) => Ok((mine, theirs)),
-                _ => Err("the other program's restart handed over nothing".into()),
-            };
+            return net::recv_fds(s.as_raw_fd())
+                .map_err(|e| format!("receiving it from the other program: {}", e.desc()));
         }
         if std::time::Instant::now() > deadline {
             return Err(format!(
@@ -1496,5 +1795,47 @@ fn take(name: &[u8]) -> Result<(OwnedFd, OwnedFd), String> {
             ));
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dgram(ino: u64, name: &str, peer: u64, from: &[&str]) -> DgramSocket {
+        DgramSocket {
+            ino,
+            name: name.as_bytes().to_vec(),
+            host: "h/1".into(),
+            peer,
+            from: from.iter().map(|f| f.as_bytes().to_vec()).collect(),
+        }
+    }
+
+    #[test]
+    fn datagram_roles_are_symmetric() {
+        // A server with requests from a client, which is connected to it and
+        // has replies from it; a hub with datagrams from one sender only; a
+        // stranger; an unnamed socket connected to the hub.
+        let server = dgram(1, "/s", 0, &["/s.c"]);
+        let client = dgram(2, "/s.c", 1, &["/s"]);
+        let hub = dgram(3, "@hub", 0, &["@hub.1", ""]);
+        let sender = dgram(4, "@hub.1", 0, &[]);
+        let stranger = dgram(5, "/x", 0, &[]);
+        let unnamed = dgram(6, "", 3, &[]);
+        assert_eq!(server.roles(&client), (true, true));
+        assert_eq!(client.roles(&server), (true, true));
+        assert_eq!(hub.roles(&sender), (true, false));
+        assert_eq!(sender.roles(&hub), (false, true));
+        assert_eq!(unnamed.roles(&hub), (true, false));
+        assert_eq!(hub.roles(&unnamed), (false, true));
+        let all = [server, client, hub, sender, stranger, unnamed];
+        for a in &all {
+            for b in &all {
+                let (t, g) = a.roles(b);
+                assert_eq!(b.roles(a), (g, t), "{a:?} / {b:?}");
+            }
+        }
+        assert_eq!(all[4].roles(&all[0]), (false, false));
     }
 }
