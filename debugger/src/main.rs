@@ -297,6 +297,13 @@ struct RecordArgs {
     /// `replay --from` starts from them.
     #[arg(long, value_name = "S", default_value = "5")]
     checkpoint_interval: f64,
+    /// Trace every syscall with ptrace stops. By default common syscalls
+    /// (reads and writes of regular files, lseek, fstat/newfstatat,
+    /// clock_gettime, gettimeofday, getpid) go through an in-process buffer
+    /// at 0x200000000000 after their first traced call at each site, with
+    /// no stop; the trace stays exact and replay feeds them back the same way.
+    #[arg(long)]
+    no_syscallbuf: bool,
     /// The program and its arguments.
     #[arg(required = true, last = true, value_name = "PROG ARGS")]
     argv: Vec<String>,
@@ -493,6 +500,7 @@ fn main() -> ExitCode {
             output: a.output,
             verify: a.verify,
             checkpoint_interval: a.checkpoint_interval,
+            syscallbuf: !a.no_syscallbuf,
         }),
         Command::Replay(a) => cli::replay(cli::ReplayRequest {
             trace: a.trace,

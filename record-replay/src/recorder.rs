@@ -42,6 +42,8 @@ pub struct RecordOptions {
     /// Write a durable checkpoint into the trace this often (at the next
     /// safe point); None for none.
     pub checkpoint_interval: Option<std::time::Duration>,
+    /// Take common syscalls through the in-process buffer (`sbuf`).
+    pub syscallbuf: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -255,6 +257,34 @@ struct Recorder {
     kvm: crate::kvm::KvmRecord,
     /// Driven step by step by a debugger (`live`), not run to the end.
     live: Option<live::LiveState>,
+    /// The in-process syscall buffer, when on.
+    sbuf: Option<SbufState>,
+}
+
+/// The recorder's side of the syscall buffer (`crate::sbuf`).
+struct SbufState {
+    /// The blob is mapped in the current image.
+    active: bool,
+    /// Descriptors whose reads / writes the blob takes (mirrors the
+    /// control page).
+    read_ok: [u8; 128],
+    write_ok: [u8; 128],
+    /// Stub areas and how many slots each has used (slot 0: the header).
+    areas: Vec<(u64, u64)>,
+    /// Sites already looked at.
+    tried: std::collections::HashSet<u64>,
+}
+
+impl Default for SbufState {
+    fn default() -> SbufState {
+        SbufState {
+            active: false,
+            read_ok: [0; 128],
+            write_ok: [0; 128],
+            areas: Vec::new(),
+            tried: Default::default(),
+        }
+    }
 }
 
 mod live;
@@ -283,10 +313,14 @@ impl Recorder {
         prepare_dir(&opts.dir)?;
         let header = trace_header(argv, opts.verify_memory);
         trace::write_header(&opts.dir, &header)?;
+        let code = opts
+            .syscallbuf
+            .then_some((crate::sbuf::BASE, crate::sbuf::CODE_LEN));
         let pre = PreExec {
-            seccomp: Some(rewind_ckpt::seccomp::filter_all_but(
+            seccomp: Some(rewind_ckpt::seccomp::filter_all_but_ranges(
                 &native_syscalls(),
                 None,
+                code,
             )),
             notsc: true,
             cpu: Some(header.cpu as usize),
@@ -313,6 +347,7 @@ impl Recorder {
             preempting: None,
             kvm: Default::default(),
             live: None,
+            sbuf: opts.syscallbuf.then(SbufState::default),
         };
         if let Err(e) = rec.start(pid) {
             rec.kill_program();
@@ -408,6 +443,7 @@ impl Recorder {
     fn start(&mut self, pid: pid_t) -> Result<(), Error> {
         self.threads.insert(pid, Thread::new(State::Running));
         self.run_to_exec_exit(pid)?;
+        self.install_sbuf(pid)?;
         self.snapshot_exec(pid, "initial.rwd")?;
         ptrace::cont(pid, 0).map_err(perr("PTRACE_CONT", pid))?;
         Ok(())
@@ -629,6 +665,17 @@ impl Recorder {
     }
 
     fn handle(&mut self, tid: pid_t, stop: Stop) -> Result<(), Error> {
+        if self.current == Some(tid)
+            && !matches!(
+                stop,
+                Stop::Exited(_) | Stop::Killed(_) | Stop::Event(libc::PTRACE_EVENT_EXEC, _)
+            )
+        {
+            // The thread that ran user code stopped: what it buffered
+            // comes before whatever this stop logs (an exec's was logged
+            // at its execve, the buffer is gone with the old image).
+            self.flush_sbuf(tid)?;
+        }
         match stop {
             Stop::Exited(_) | Stop::Killed(_) => {
                 self.threads.remove(&tid);
@@ -825,8 +872,12 @@ impl Recorder {
             mem,
             console,
         };
+        self.sbuf_fds(tid, nr, &args, ret, console)?;
         if self.current == Some(tid) {
             self.push(event)?;
+            if crate::sbuf::buffered(nr) && self.threads.len() == 1 {
+                self.patch_site(tid, regs.rip.wrapping_sub(2), nr)?;
+            }
             self.maybe_checkpoint(tid)?;
             if self.ready.is_empty() {
                 self.resume_after_syscall(tid)?;
@@ -1065,9 +1116,13 @@ impl Recorder {
             })?;
             return self.resume(tid, sig);
         }
-        // Elsewhere: hold it for the thread's next syscall exit.
+        // Elsewhere: hold it for the thread's next syscall exit (one the
+        // buffer must then leave traced).
         if let Some(t) = self.threads.get_mut(&tid) {
             t.held.push_back(info);
+        }
+        if self.current == Some(tid) && self.sbuf.as_ref().is_some_and(|s| s.active) {
+            crate::sbuf::force_slow(&self.tracee)?;
         }
         self.resume(tid, 0)
     }
@@ -1085,6 +1140,7 @@ impl Recorder {
         self.tracee.reopen_mem()?;
         self.ready.clear();
         self.run_to_exec_exit(pid)?;
+        self.install_sbuf(pid)?;
         self.execs += 1;
         let name = format!("exec-{}.rwd", self.execs);
         self.snapshot_exec(pid, &name)?;
@@ -1131,4 +1187,163 @@ fn emulate_tsc_live(tid: pid_t) -> bool {
     r.rdx = value >> 32;
     r.rip += len;
     ptrace::setregs(tid, &r).is_ok()
+}
+
+/// The syscall buffer (`crate::sbuf`).
+impl Recorder {
+    /// Map the buffer into the program stopped after its exec.
+    fn install_sbuf(&mut self, pid: pid_t) -> Result<(), Error> {
+        let Some(state) = self.sbuf.as_mut() else {
+            return Ok(());
+        };
+        *state = SbufState::default();
+        state.active = crate::sbuf::install(&self.tracee, pid)?;
+        if !state.active {
+            tracing::warn!("syscall buffer: its address is taken; every syscall is traced");
+        }
+        Ok(())
+    }
+
+    /// Log what `tid` buffered since its last stop.
+    fn flush_sbuf(&mut self, tid: pid_t) -> Result<(), Error> {
+        if !self.sbuf.as_ref().is_some_and(|s| s.active) {
+            return Ok(());
+        }
+        let data = crate::sbuf::take(&self.tracee)?;
+        if !data.is_empty() {
+            self.push(Event::Buffered { tid, data })?;
+        }
+        Ok(())
+    }
+
+    /// After a traced syscall: which descriptors the blob may take.
+    fn sbuf_fds(
+        &mut self,
+        tid: pid_t,
+        nr: i64,
+        args: &[u64; 6],
+        ret: i64,
+        console: u8,
+    ) -> Result<(), Error> {
+        let Some(state) = self.sbuf.as_mut().filter(|s| s.active) else {
+            return Ok(());
+        };
+        let tracee = &self.tracee;
+        match nr {
+            libc::SYS_read | libc::SYS_pread64 if ret >= 0 && never_blocks(tid, args[0], false) => {
+                crate::sbuf::mark_fd(tracee, &mut state.read_ok, false, args[0], true)?;
+            }
+            libc::SYS_write | libc::SYS_pwrite64
+                if ret >= 0 && console == 0 && never_blocks(tid, args[0], true) =>
+            {
+                crate::sbuf::mark_fd(tracee, &mut state.write_ok, true, args[0], true)?;
+            }
+            libc::SYS_close => {
+                crate::sbuf::mark_fd(tracee, &mut state.read_ok, false, args[0], false)?;
+                crate::sbuf::mark_fd(tracee, &mut state.write_ok, true, args[0], false)?;
+            }
+            libc::SYS_dup2 | libc::SYS_dup3 => {
+                crate::sbuf::mark_fd(tracee, &mut state.read_ok, false, args[1], false)?;
+                crate::sbuf::mark_fd(tracee, &mut state.write_ok, true, args[1], false)?;
+            }
+            libc::SYS_close_range => {
+                crate::sbuf::clear_fds(tracee, &mut state.read_ok, &mut state.write_ok)?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Patch the syscall instruction at `site` (its call to `nr` was just
+    /// logged) to go through the buffer, if its code is a known pattern;
+    /// the patch is logged for replay.
+    fn patch_site(&mut self, tid: pid_t, site: u64, nr: i64) -> Result<(), Error> {
+        use crate::sbuf;
+        let Some(state) = self.sbuf.as_mut().filter(|s| s.active) else {
+            return Ok(());
+        };
+        if !state.tried.insert(site) || site < 8 {
+            return Ok(());
+        }
+        if state
+            .areas
+            .iter()
+            .any(|&(a, _)| (a..a + sbuf::AREA_LEN).contains(&site))
+        {
+            return Ok(());
+        }
+        let mut code = [0u8; 16];
+        if self.tracee.read_mem(site - 6, &mut code).is_err() {
+            return Ok(());
+        }
+        let Some(p) = sbuf::pattern(&code, nr) else {
+            return Ok(());
+        };
+        let (lo, hi) = sbuf::stub_window(site, p);
+        let mut chosen = None;
+        for (i, (area, used)) in state.areas.iter().enumerate() {
+            let at = sbuf::slot(*area, *used);
+            if *used < sbuf::SLOTS && (lo..=hi).contains(&at) {
+                chosen = Some((i, at));
+                break;
+            }
+        }
+        let mut new_area = 0;
+        let (index, at) = match chosen {
+            Some(c) => c,
+            None => {
+                let area = sbuf::new_area(site, p);
+                let ret = rewind_ckpt::tracee::syscall_in_place(
+                    &self.tracee,
+                    tid,
+                    libc::SYS_mmap,
+                    &[
+                        area,
+                        sbuf::AREA_LEN,
+                        (libc::PROT_READ | libc::PROT_EXEC) as u64,
+                        (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE)
+                            as u64,
+                        u64::MAX,
+                        0,
+                    ],
+                )?;
+                if ret as u64 != area {
+                    return Ok(());
+                }
+                new_area = area;
+                state.areas.push((area, 1));
+                (state.areas.len() - 1, sbuf::slot(area, 1))
+            }
+        };
+        let area = state.areas[index].0;
+        let Some(jump) = sbuf::site_patch(site, p, at) else {
+            return Ok(());
+        };
+        state.areas[index].1 += 1;
+        let mut writes = Vec::new();
+        if new_area != 0 {
+            writes.push((new_area, sbuf::area_header()));
+        }
+        writes.push((at, sbuf::stub(at, area, nr, site, p)));
+        writes.push(jump);
+        for (addr, bytes) in &writes {
+            self.tracee.write_mem(*addr, bytes)?;
+        }
+        self.push(Event::Patch {
+            tid,
+            area: new_area,
+            writes,
+        })
+    }
+}
+
+/// Whether calls on descriptor `fd` of `tid` never wait: regular files,
+/// and (for reads) the memory devices (/dev/null, zero, urandom...).
+fn never_blocks(tid: pid_t, fd: u64, write: bool) -> bool {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let Ok(md) = std::fs::metadata(format!("/proc/{tid}/fd/{fd}")) else {
+        return false;
+    };
+    let ft = md.file_type();
+    ft.is_file() || (!write && ft.is_char_device() && libc::major(md.rdev()) == 1)
 }

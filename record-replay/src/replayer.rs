@@ -208,6 +208,9 @@ fn start(image: &Path, cpu: usize) -> Result<(Tracee, Threads), Error> {
         ..Default::default()
     };
     let restored = restore::restart(image, &mut plugins, &opts)?;
+    if crate::sbuf::present(&restored.tracee) {
+        crate::sbuf::start_replay(&restored.tracee)?;
+    }
     let mut threads = HashMap::new();
     for t in &restored.state.threads {
         let real = restored.vids.to_real(t.vtid);
@@ -1194,7 +1197,20 @@ impl Replayer<'_> {
                 regs,
             } => {
                 self.run_to_entry(tid, nr, &args, regs)?;
+                self.check_buffer_consumed(tid, nr, &args)?;
             }
+            Event::Buffered { tid, data } => {
+                if let Err(why) = crate::sbuf::check_records(&data) {
+                    return Err(TraceError::Corrupt {
+                        path: self.dir.join("events"),
+                        what: format!("buffered syscalls of event {}", self.event),
+                        why,
+                    }
+                    .into());
+                }
+                crate::sbuf::load(&self.tracee, &data).map_err(|e| self.diverge(tid, e))?;
+            }
+            Event::Patch { tid, area, writes } => self.patch(tid, area, &writes)?,
             Event::Syscall {
                 tid,
                 nr,
@@ -1206,6 +1222,7 @@ impl Replayer<'_> {
                 mem,
             } => {
                 let entry = self.run_to_entry(tid, nr, &args, regs)?;
+                self.check_buffer_consumed(tid, nr, &args)?;
                 if let (true, Some(want)) = (self.opts.verify_memory, mem) {
                     if crate::memory_checksum(&self.tracee) != want {
                         return Err(self.diverge(
@@ -1318,6 +1335,55 @@ impl Replayer<'_> {
                 self.tracee = tracee;
                 self.threads = threads;
             }
+        }
+        Ok(())
+    }
+
+    /// Every buffered syscall loaded for the thread was made before it
+    /// reached this traced one.
+    fn check_buffer_consumed(&self, tid: i32, nr: i64, args: &[u64; 6]) -> Result<(), Error> {
+        let left = crate::sbuf::unconsumed(&self.tracee);
+        if left > 0 {
+            return Err(self.diverge(
+                tid,
+                format!(
+                    "{} with {left} bytes of buffered syscalls not made before it",
+                    describe(nr, args)
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Apply a syscall-site patch of the syscall buffer, as recorded.
+    fn patch(&mut self, tid: i32, area: u64, writes: &[(u64, Vec<u8>)]) -> Result<(), Error> {
+        let (real, _) = self.thread(tid)?;
+        if area != 0 {
+            let ret = rewind_ckpt::tracee::syscall_in_place(
+                &self.tracee,
+                real,
+                libc::SYS_mmap,
+                &[
+                    area,
+                    crate::sbuf::AREA_LEN,
+                    (libc::PROT_READ | libc::PROT_EXEC) as u64,
+                    (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE) as u64,
+                    u64::MAX,
+                    0,
+                ],
+            )?;
+            if ret as u64 != area {
+                return Err(self.diverge(
+                    tid,
+                    format!(
+                        "cannot map the syscall buffer's stubs at {area:#x}: {}",
+                        rewind_ckpt::tracee::errno_text(ret)
+                    ),
+                ));
+            }
+        }
+        for (addr, bytes) in writes {
+            self.tracee.write_mem(*addr, bytes)?;
         }
         Ok(())
     }
