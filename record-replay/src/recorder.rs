@@ -217,6 +217,10 @@ struct Thread {
     state: State,
     /// The last stop was a syscall exit and no user code ran since.
     at_boundary: bool,
+    /// rip and rsp at the thread's last syscall exit: with the syscall
+    /// buffer, user code runs long after it without a stop, so a signal
+    /// is at the boundary only if the thread is still there.
+    boundary: (u64, u64),
     /// Async signals held for the next boundary.
     held: VecDeque<[u8; SIGINFO_SIZE]>,
     /// A held signal re-sent with tgkill, expected at the next stop.
@@ -228,6 +232,7 @@ impl Thread {
         Thread {
             state,
             at_boundary: false,
+            boundary: (0, 0),
             held: VecDeque::new(),
             resent: None,
         }
@@ -579,6 +584,13 @@ impl Recorder {
     fn preempted(&mut self, tid: pid_t) -> Result<(), Error> {
         self.preempting = None;
         let regs = ptrace::getregs(tid).map_err(perr("PTRACE_GETREGS", tid))?;
+        if self.sbuf.as_ref().is_some_and(|s| s.active)
+            && (crate::sbuf::BASE..crate::sbuf::BASE + crate::sbuf::CODE_LEN).contains(&regs.rip)
+        {
+            // Inside the buffer's code, which replay runs differently:
+            // not a point replay can reach. Preempted later.
+            return self.go(tid, 0);
+        }
         self.push(Event::Preempt {
             tid,
             regs: capture::regs_to_vec(&regs),
@@ -673,8 +685,13 @@ impl Recorder {
         {
             // The thread that ran user code stopped: what it buffered
             // comes before whatever this stop logs (an exec's was logged
-            // at its execve, the buffer is gone with the old image).
-            self.flush_sbuf(tid)?;
+            // at its execve, the buffer is gone with the old image). Not
+            // while it is inside the buffer's code (a signal or an
+            // interrupt stops it anywhere): the buffer is half-written.
+            let anywhere = matches!(stop, Stop::Signal(_) | Stop::Event(PTRACE_EVENT_STOP, _));
+            if !(anywhere && self.in_sbuf_code(tid)) {
+                self.flush_sbuf(tid)?;
+            }
         }
         match stop {
             Stop::Exited(_) | Stop::Killed(_) => {
@@ -860,6 +877,9 @@ impl Recorder {
         };
         let regs = ptrace::getregs(tid).map_err(perr("PTRACE_GETREGS", tid))?;
         let ret = regs.rax as i64;
+        if let Some(t) = self.threads.get_mut(&tid) {
+            t.boundary = (regs.rip, regs.rsp);
+        }
         let extra = self.kvm.exit(&self.tracee, tid, nr, &args, ret)?;
         let writes = self.writes(tid, nr, &args, ret, extra);
         let event = Event::Syscall {
@@ -875,7 +895,7 @@ impl Recorder {
         self.sbuf_fds(tid, nr, &args, ret, console)?;
         if self.current == Some(tid) {
             self.push(event)?;
-            if crate::sbuf::buffered(nr) && self.threads.len() == 1 {
+            if crate::sbuf::buffered(nr) {
                 self.patch_site(tid, regs.rip.wrapping_sub(2), nr)?;
             }
             self.maybe_checkpoint(tid)?;
@@ -891,6 +911,9 @@ impl Recorder {
             }
         } else if self.current.is_none() {
             self.push(event)?;
+            if crate::sbuf::buffered(nr) {
+                self.patch_site(tid, regs.rip.wrapping_sub(2), nr)?;
+            }
             self.current = Some(tid);
             self.resume_after_syscall(tid)?;
         } else {
@@ -1081,8 +1104,12 @@ impl Recorder {
             }
         }
         let sum = regs_checksum(&regs);
+        let sbuf = self.sbuf.as_ref().is_some_and(|s| s.active);
         let (at_boundary, resent) = match self.threads.get_mut(&tid) {
-            Some(t) => (t.at_boundary, t.resent.take()),
+            Some(t) => (
+                t.at_boundary && (!sbuf || t.boundary == (regs.rip, regs.rsp)),
+                t.resent.take(),
+            ),
             None => (false, None),
         };
         if is_sync_signal(sig, &info) {
@@ -1204,6 +1231,14 @@ impl Recorder {
         Ok(())
     }
 
+    /// Whether the stopped thread `tid` is inside the buffer's code.
+    fn in_sbuf_code(&self, tid: pid_t) -> bool {
+        self.sbuf.as_ref().is_some_and(|s| s.active)
+            && ptrace::getregs(tid).is_ok_and(|r| {
+                (crate::sbuf::BASE..crate::sbuf::BASE + crate::sbuf::CODE_LEN).contains(&r.rip)
+            })
+    }
+
     /// Log what `tid` buffered since its last stop.
     fn flush_sbuf(&mut self, tid: pid_t) -> Result<(), Error> {
         if !self.sbuf.as_ref().is_some_and(|s| s.active) {
@@ -1277,6 +1312,23 @@ impl Recorder {
             return Ok(());
         }
         let Some(p) = sbuf::pattern(&code, nr) else {
+            return Ok(());
+        };
+        // Only this thread runs user code; the others are in or at
+        // syscalls (rip after one), or preempted anywhere. The Xor patch
+        // overwrites the syscall instruction itself: not under a thread
+        // stopped right on it.
+        if p == sbuf::Pattern::Xor {
+            for (&other, t) in &self.threads {
+                if other != tid
+                    && matches!(t.state, State::Waiting { .. })
+                    && ptrace::getregs(other).map_or(true, |r| r.rip == site)
+                {
+                    return Ok(());
+                }
+            }
+        }
+        let Some(state) = self.sbuf.as_mut() else {
             return Ok(());
         };
         let (lo, hi) = sbuf::stub_window(site, p);
