@@ -345,13 +345,24 @@ pub fn stub(at: u64, area: u64, nr: i64, site: u64, p: Pattern) -> Vec<u8> {
     s.extend(nr32);
     s.extend([0xff, 0x15]); // call *area(%rip)
     s.extend(rel32(at + 16, area));
-    // Slow point (at+16): the call made here, traced.
+    // Slow point (at+16): the call is made traced: at the site's own
+    // syscall instruction when the patch left it (Mov: the program is
+    // where it would be without the buffer, for debuggers and
+    // backtraces), else here.
     s.extend([0x48, 0x8d, 0xa4, 0x24, 0x88, 0, 0, 0]); // lea 0x88(%rsp),%rsp
     s.push(0xb8); // mov $nr,%eax
     s.extend(nr32);
-    s.extend([0x0f, 0x05]); // syscall
-    s.extend([0xeb, 0x09, 0x90]); // jmp tail; nop
-                                  // Done point (at+34): the blob took it.
+    match p {
+        Pattern::Mov => {
+            s.push(0xe9); // jmp site
+            s.extend(rel32(at + 34, site));
+        }
+        Pattern::Xor => {
+            s.extend([0x0f, 0x05]); // syscall
+            s.extend([0xeb, 0x09, 0x90]); // jmp tail; nop
+        }
+    }
+    // Done point (at+34): the blob took it.
     s.extend([0x48, 0x8d, 0xa4, 0x24, 0x88, 0, 0, 0]); // lea 0x88(%rsp),%rsp
                                                        // Tail (at+42): what followed the syscall, then back.
     let back = match p {
@@ -428,6 +439,13 @@ mod tests {
         assert!(s.len() as u64 <= SLOT);
         assert_eq!(&s[34..42], &[0x48, 0x8d, 0xa4, 0x24, 0x88, 0, 0, 0]);
         assert_eq!(&s[16..24], &[0x48, 0x8d, 0xa4, 0x24, 0x88, 0, 0, 0]);
+        // The Mov pattern's slow point jumps back to the site's syscall.
+        let site = 0x7f12_3456_8000u64;
+        let s = stub(at, area, 1, site, Pattern::Mov);
+        assert_eq!(s[29], 0xe9);
+        let rel = i32::from_le_bytes([s[30], s[31], s[32], s[33]]) as i64;
+        assert_eq!((at as i64 + 34 + rel) as u64, site);
+        assert_eq!(&s[34..42], &[0x48, 0x8d, 0xa4, 0x24, 0x88, 0, 0, 0]);
     }
 
     #[test]

@@ -1,9 +1,10 @@
-//! The in-process syscall buffer of `rewind record` (issue 3): common syscalls (reads and writes of
-//! regular files, lseek, fstat/newfstatat, clock_gettime, gettimeofday, getpid, reads of
-//! /dev/urandom) made without a ptrace stop, logged in chunks, fed back by replay. Oracles: the
-//! native run (deterministic lines), the recorded run itself (replay prints exactly what it
-//! printed, twice, with `--verify` register checksums at every event), and `--no-syscallbuf`
-//! (the same program recorded with every syscall stopped: the buffer must cut the event count).
+//! The in-process syscall buffer of `rewind record --syscallbuf` (issue 3): common syscalls
+//! (reads and writes of regular files, lseek, fstat/newfstatat, clock_gettime, gettimeofday,
+//! getpid, reads of /dev/urandom) made without a ptrace stop, logged in chunks, fed back by replay.
+//! Oracles: the native run (deterministic lines), the recorded run itself (replay prints exactly
+//! what it printed, twice, with `--verify` register checksums at every event), and the same
+//! program recorded without the buffer, every syscall stopped (the buffer must cut the event
+//! count).
 
 use std::fs;
 use std::path::Path;
@@ -44,7 +45,7 @@ fn buffered_io_replays_as_recorded_with_far_fewer_events() {
     let program = sbuf_io(scratch.path(), "io", 20000);
     let native = run_natively(&scratch, &program, None);
     native.assert_success();
-    let recorded = record(&scratch, &program, None);
+    let recorded = record_with(&scratch, &program, &["--syscallbuf"], None);
     assert!(recorded.status.success(), "{}", recorded.describe());
     // The computed sum is deterministic: the recording did not change what the program read.
     assert_eq!(
@@ -53,13 +54,13 @@ fn buffered_io_replays_as_recorded_with_far_fewer_events() {
         "{}",
         recorded.describe()
     );
-    let unbuffered = record_with(&scratch, &program, &["--no-syscallbuf"], None);
+    let unbuffered = record(&scratch, &program, None);
     assert!(unbuffered.status.success(), "{}", unbuffered.describe());
     let (with, without) = (events(&recorded), events(&unbuffered));
     // 20000 preads, 4096 writes, ~300 each of lseek+read, clock_gettime, gettimeofday, getpid.
     assert!(
         without > 20000 && with * 10 < without,
-        "buffered: {with} events, --no-syscallbuf: {without}: the buffer took too few calls"
+        "buffered: {with} events, without --syscallbuf: {without}: the buffer took too few calls"
     );
     recorded.assert_replays_as_recorded(&["--verify"]);
     recorded.assert_replays_as_recorded(&["--verify"]);
@@ -70,7 +71,12 @@ fn buffered_io_replays_as_recorded_with_far_fewer_events() {
 fn buffered_io_replays_with_memory_checksums() {
     let scratch = Scratch::new("buffered_io_replays_with_memory_checksums");
     let program = sbuf_io(scratch.path(), "io", 3000);
-    let recorded = record_with(&scratch, &program, &["--verify=memory"], None);
+    let recorded = record_with(
+        &scratch,
+        &program,
+        &["--syscallbuf", "--verify=memory"],
+        None,
+    );
     assert!(recorded.status.success(), "{}", recorded.describe());
     recorded.assert_replays_as_recorded(&["--verify=memory"]);
     recorded.assert_replays_as_recorded(&["--verify=memory"]);
@@ -82,7 +88,7 @@ fn buffered_io_under_a_sigalrm_storm_replays_as_recorded() {
     let program = sbuf_io(scratch.path(), "alarm", 20000);
     let native = run_natively(&scratch, &program, None);
     native.assert_success();
-    let recorded = record(&scratch, &program, None);
+    let recorded = record_with(&scratch, &program, &["--syscallbuf"], None);
     assert!(recorded.status.success(), "{}", recorded.describe());
     let alarms: u64 = lines(&recorded.stdout, "alarms: ")
         .first()
@@ -108,7 +114,7 @@ fn buffered_io_in_four_threads_replays_as_recorded() {
     let program = sbuf_io(scratch.path(), "threads", 10000);
     let native = run_natively(&scratch, &program, None);
     native.assert_success();
-    let recorded = record(&scratch, &program, None);
+    let recorded = record_with(&scratch, &program, &["--syscallbuf"], None);
     assert!(recorded.status.success(), "{}", recorded.describe());
     for prefix in ["all: ", "thread "] {
         assert_eq!(
@@ -131,7 +137,7 @@ fn buffered_io_after_an_exec_replays_as_recorded() {
         target("sbuf_io").display(),
         scratch.path().display()
     ));
-    let recorded = record(&scratch, &program, None);
+    let recorded = record_with(&scratch, &program, &["--syscallbuf"], None);
     assert!(
         recorded.status.success() && recorded.stdout.contains("sum "),
         "{}",
@@ -145,7 +151,12 @@ fn buffered_io_after_an_exec_replays_as_recorded() {
 fn replay_from_a_checkpoint_taken_between_buffered_calls() {
     let scratch = Scratch::new("replay_from_a_checkpoint_taken_between_buffered_calls");
     let program = sbuf_io(scratch.path(), "alarm", 400000);
-    let recorded = record_with(&scratch, &program, &["--checkpoint-interval", "0.1"], None);
+    let recorded = record_with(
+        &scratch,
+        &program,
+        &["--syscallbuf", "--checkpoint-interval", "0.1"],
+        None,
+    );
     assert!(recorded.status.success(), "{}", recorded.describe());
     let checkpoints = fs::read_dir(&recorded.dir)
         .unwrap()
@@ -183,7 +194,7 @@ fn replay_from_a_checkpoint_taken_between_buffered_calls() {
 fn corrupt_buffered_chunk_fails_clearly() {
     let scratch = Scratch::new("corrupt_buffered_chunk_fails_clearly");
     let program = sbuf_io(scratch.path(), "io", 20000);
-    let recorded = record(&scratch, &program, None);
+    let recorded = record_with(&scratch, &program, &["--syscallbuf"], None);
     recorded.assert_replays_as_recorded(&[]);
     let log = recorded.dir.join("events");
     let mut bytes = fs::read(&log).unwrap();
@@ -219,16 +230,16 @@ print("time:", time.time(), "pid:", os.getpid())
     let scratch = Scratch::new("python3_small_reads_and_stats_replay_with_the_buffer");
     let mut program = python3_interpreter();
     program.arg("-c").arg(SCRIPT).arg(scratch.join("data.bin"));
-    let recorded = record(&scratch, &program, None);
+    let recorded = record_with(&scratch, &program, &["--syscallbuf"], None);
     assert!(
         recorded.status.success() && recorded.stdout.contains("total: 250008 sizes: 64000000"),
         "{}",
         recorded.describe()
     );
-    let unbuffered = record_with(&scratch, &program, &["--no-syscallbuf"], None);
+    let unbuffered = record(&scratch, &program, None);
     assert!(
         events(&recorded) * 2 < events(&unbuffered),
-        "python3: {} events buffered, {} with --no-syscallbuf",
+        "python3: {} events buffered, {} without --syscallbuf",
         events(&recorded),
         events(&unbuffered)
     );
