@@ -727,7 +727,13 @@ impl Recorder {
                 // Still inside clone: on to its exit stop.
                 ptrace::syscall(tid, 0).map_err(perr("PTRACE_SYSCALL", tid))?;
             }
-            Stop::Event(libc::PTRACE_EVENT_FORK | libc::PTRACE_EVENT_VFORK, _) => {
+            Stop::Event(ev @ (libc::PTRACE_EVENT_FORK | libc::PTRACE_EVENT_VFORK), _) => {
+                if ev == libc::PTRACE_EVENT_VFORK && self.sbuf.as_ref().is_some_and(|s| s.active) {
+                    // The child runs in our memory until it execs or
+                    // exits, while we wait: its calls must not land in
+                    // our buffer (cleared at our vfork's exit stop).
+                    crate::sbuf::force_slow(&self.tracee)?;
+                }
                 ptrace::syscall(tid, 0).map_err(perr("PTRACE_SYSCALL", tid))?;
             }
             Stop::Event(libc::PTRACE_EVENT_EXEC, _) => self.exec(tid)?,

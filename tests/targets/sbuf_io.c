@@ -4,6 +4,7 @@
 //   sbuf_io DIR io N        one thread
 //   sbuf_io DIR alarm N     the same under a SIGALRM every 200 us whose handler reads and writes
 //   sbuf_io DIR threads N   4 threads doing it at once (a mutex around a shared sum)
+//   sbuf_io DIR vfork N     N vfork children that make buffered calls in the parent's memory
 // Prints checksums (deterministic) and clock, random and alarm-count lines (not deterministic).
 #include <fcntl.h>
 #include <pthread.h>
@@ -12,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
@@ -117,6 +119,27 @@ int main(int argc, char **argv) {
         return 12;
     printf("random: %02x%02x%02x%02x%02x%02x%02x%02x\n", r[0], r[1], r[2], r[3], r[4], r[5], r[6],
            r[7]);
+    if (strcmp(argv[2], "vfork") == 0) {
+        long parent_sum = 0;
+        for (long i = 0; i < n; i++) {
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            parent_sum += getpid() > 0;
+            pid_t pid = vfork();
+            if (pid == 0) {
+                // In the parent's memory: buffered calls, then gone.
+                clock_gettime(CLOCK_MONOTONIC, &ts);
+                if (getpid() <= 0)
+                    _exit(1);
+                _exit(0);
+            }
+            int status = 0;
+            if (pid < 0 || waitpid(pid, &status, 0) != pid || status != 0)
+                return 13;
+        }
+        printf("vfork children: %ld\n", parent_sum);
+        return 0;
+    }
     if (strcmp(argv[2], "threads") == 0) {
         pthread_t t[4];
         for (long i = 0; i < 4; i++)

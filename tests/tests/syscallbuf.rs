@@ -246,3 +246,44 @@ print("time:", time.time(), "pid:", os.getpid())
     recorded.assert_replays_as_recorded(&["--verify"]);
     recorded.assert_replays_as_recorded(&["--verify"]);
 }
+
+#[test]
+fn vfork_children_making_buffered_calls_replay_as_recorded() {
+    // A vfork child runs in the parent's memory, where the buffer is, until it exits: its calls
+    // must not land in the parent's buffer (replay would find records the parent never made).
+    let scratch = Scratch::new("vfork_children_making_buffered_calls_replay_as_recorded");
+    let program = sbuf_io(scratch.path(), "vfork", 50);
+    let recorded = record_with(&scratch, &program, &["--syscallbuf"], None);
+    assert!(
+        recorded.status.success() && recorded.stdout.contains("vfork children: 50"),
+        "{}",
+        recorded.describe()
+    );
+    recorded.assert_replays_as_recorded(&["--verify"]);
+    recorded.assert_replays_as_recorded(&["--verify"]);
+}
+
+#[test]
+fn python3_spawning_children_with_vfork_replays_with_the_buffer() {
+    // subprocess spawns with vfork, the child running in the parent's memory until it execs.
+    const SCRIPT: &str = r#"
+import os, subprocess, sys
+path = sys.argv[1]
+for i in range(5):
+    with open(path, "wb") as f:
+        f.write(os.urandom(64))
+    out = subprocess.run(["cat", path], capture_output=True, check=True).stdout
+    print(i, len(out), out[:8].hex(), os.stat(path).st_size)
+"#;
+    let scratch = Scratch::new("python3_spawning_children_with_vfork_replays_with_the_buffer");
+    let mut program = python3_interpreter();
+    program.arg("-c").arg(SCRIPT).arg(scratch.join("data.bin"));
+    let recorded = record_with(&scratch, &program, &["--syscallbuf"], None);
+    assert!(
+        recorded.status.success() && recorded.stdout.lines().count() == 5,
+        "{}",
+        recorded.describe()
+    );
+    recorded.assert_replays_as_recorded(&["--verify"]);
+    recorded.assert_replays_as_recorded(&["--verify"]);
+}
