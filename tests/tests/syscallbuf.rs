@@ -287,3 +287,44 @@ for i in range(5):
     recorded.assert_replays_as_recorded(&["--verify"]);
     recorded.assert_replays_as_recorded(&["--verify"]);
 }
+
+#[test]
+fn debugging_backwards_through_buffered_syscalls_stops_where_the_unbuffered_trace_does() {
+    // dbg_syscalls: 3000 preads and clock reads, hit() every 500 iterations. The same debugger
+    // session (breakpoints forward, reverse-continue back, a reverse watchpoint) on a trace made
+    // with the buffer and one made without must print the same values: the oracle is the
+    // unbuffered trace, where every syscall is an event.
+    let scratch = Scratch::new("debugging_backwards_through_buffered_syscalls");
+    let buffered = record_with(&scratch, &fixture("dbg_syscalls"), &["--syscallbuf"], None);
+    let plain = record(&scratch, &fixture("dbg_syscalls"), None);
+    assert!(
+        events(&buffered) * 10 < events(&plain),
+        "buffered: {} events, without the buffer: {}",
+        events(&buffered),
+        events(&plain)
+    );
+    let mut cmds = vec!["break hit", "run", "p i"];
+    for _ in 0..5 {
+        cmds.extend(["continue", "p i", "p total"]);
+    }
+    for _ in 0..5 {
+        cmds.extend(["reverse-continue", "p i", "p total"]);
+    }
+    cmds.extend(["delete", "watch last_hit", "reverse-continue", "p last_hit"]);
+    let with = debug(&buffered.dir, &cmds);
+    let without = debug(&plain.dir, &cmds);
+    assert!(with.status.success(), "{}", with.describe());
+    assert!(without.status.success(), "{}", without.describe());
+    let (a, b) = (
+        printed_values(&with.stdout),
+        printed_values(&without.stdout),
+    );
+    assert_eq!(a.len(), 1 + 10 + 10 + 1, "{}", with.describe());
+    assert_eq!(
+        a, b,
+        "buffered:\n{}\nunbuffered:\n{}",
+        with.stdout, without.stdout
+    );
+    assert_eq!(a[0], "500");
+    assert_eq!(a[9], "3000", "{}", with.describe());
+}
