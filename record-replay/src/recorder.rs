@@ -1329,6 +1329,19 @@ impl Recorder {
         let Some(p) = sbuf::pattern(&code, nr) else {
             return Ok(());
         };
+        // Private code only (writing into a shared mapping would change
+        // its file or other processes), the patched bytes in one mapping.
+        let private = rewind_ckpt::maps::read(self.tracee.pid).is_ok_and(|maps| {
+            maps.iter().any(|m| {
+                m.contains(site - 6)
+                    && m.contains(site + 9)
+                    && !m.shared
+                    && m.prot & libc::PROT_EXEC as u32 != 0
+            })
+        });
+        if !private {
+            return Ok(());
+        }
         // Only this thread runs user code; the others are in or at
         // syscalls (rip after one), or preempted anywhere. The Xor patch
         // overwrites the syscall instruction itself: not under a thread

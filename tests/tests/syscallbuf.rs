@@ -150,7 +150,7 @@ fn buffered_io_after_an_exec_replays_as_recorded() {
 #[test]
 fn replay_from_a_checkpoint_taken_between_buffered_calls() {
     let scratch = Scratch::new("replay_from_a_checkpoint_taken_between_buffered_calls");
-    let program = sbuf_io(scratch.path(), "alarm", 400000);
+    let program = sbuf_io(scratch.path(), "io", 400000);
     let recorded = record_with(
         &scratch,
         &program,
