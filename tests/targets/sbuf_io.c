@@ -90,7 +90,6 @@ static unsigned long work(int id, char *clock_line, size_t len) {
     close(p[0]);
     close(p[1]);
     close(fd);
-    unlink(path);
     snprintf(clock_line, len, "clock %d: %ld.%09ld", id, (long)last.tv_sec, last.tv_nsec);
     return sum;
 }
