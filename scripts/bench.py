@@ -203,21 +203,33 @@ def bench_record_replay(work, quick, add):
     ]
     # Every workload natively, recorded with every syscall stopped, and
     # recorded with the in-process syscall buffer (`record --syscallbuf`,
-    # rows "...-syscallbuf/"), side by side.
+    # rows "...-syscallbuf/"), side by side; medians of 3 (1 with --quick):
+    # the shortest workloads run 20-30 ms natively.
+    reps = 1 if quick else 3
+
+    def median_of(run):
+        return statistics.median(run() for _ in range(reps))
+
     slowdowns = {"": [], "-syscallbuf": []}
     replays = {"": [], "-syscallbuf": []}
     for name, cmd, stdin, remove in workloads:
         print(f"bench: record/replay {name} ...", file=sys.stderr, flush=True)
-        if remove and os.path.exists(remove):
-            os.remove(remove)
-        native = timed(cmd, stdin)
-        add(f"native/{name}", native, "s")
-        for suffix, flags in (("", []), ("-syscallbuf", ["--syscallbuf"])):
+        def run_native():
             if remove and os.path.exists(remove):
                 os.remove(remove)
+            return timed(cmd, stdin)
+        native = median_of(run_native)
+        add(f"native/{name}", native, "s")
+        for suffix, flags in (("", []), ("-syscallbuf", ["--syscallbuf"])):
             trace = os.path.join(work, f"trace-{name}")
-            rec = timed([REWIND, "record", *flags, "-o", trace, "--", *cmd], stdin)
-            rep = timed([REWIND, "replay", "--quiet", trace])
+
+            def run_record():
+                if remove and os.path.exists(remove):
+                    os.remove(remove)
+                shutil.rmtree(trace, ignore_errors=True)
+                return timed([REWIND, "record", *flags, "-o", trace, "--", *cmd], stdin)
+            rec = median_of(run_record)
+            rep = median_of(lambda: timed([REWIND, "replay", "--quiet", trace]))
             size = sum(os.path.getsize(os.path.join(trace, f)) for f in os.listdir(trace))
             shutil.rmtree(trace, ignore_errors=True)
             add(f"record-slowdown{suffix}/{name}", rec / native, "x")
