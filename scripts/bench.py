@@ -201,28 +201,48 @@ def bench_record_replay(work, quick, add):
         (f"sqlite3-{n_rows}-inserts", ["sqlite3", db], sql, db),
         ("4-threads-mutex", [threads], None, None),
     ]
-    slowdowns = []
+    # Every workload natively, recorded with every syscall stopped, and
+    # recorded with the in-process syscall buffer (`record --syscallbuf`,
+    # rows "...-syscallbuf/"), side by side; medians of 3 (1 with --quick):
+    # the shortest workloads run 20-30 ms natively.
+    reps = 1 if quick else 3
+
+    def median_of(run):
+        return statistics.median(run() for _ in range(reps))
+
+    slowdowns = {"": [], "-syscallbuf": []}
+    replays = {"": [], "-syscallbuf": []}
     for name, cmd, stdin, remove in workloads:
         print(f"bench: record/replay {name} ...", file=sys.stderr, flush=True)
-        if remove and os.path.exists(remove):
-            os.remove(remove)
-        native = timed(cmd, stdin)
-        if remove and os.path.exists(remove):
-            os.remove(remove)
-        trace = os.path.join(work, f"trace-{name}")
-        rec = timed([REWIND, "record", "-o", trace, "--", *cmd], stdin)
-        rep = timed([REWIND, "replay", "--quiet", trace])
-        size = sum(os.path.getsize(os.path.join(trace, f)) for f in os.listdir(trace))
-        shutil.rmtree(trace, ignore_errors=True)
+        def run_native():
+            if remove and os.path.exists(remove):
+                os.remove(remove)
+            return timed(cmd, stdin)
+        native = median_of(run_native)
         add(f"native/{name}", native, "s")
-        add(f"record-slowdown/{name}", rec / native, "x")
-        add(f"replay-slowdown/{name}", rep / native, "x")
-        add(f"trace-MB-per-s/{name}", size / 1e6 / native, "MB/s")
-        slowdowns.append(rec / native)
-    geo = 1.0
-    for x in slowdowns:
-        geo *= x
-    add("record-slowdown/geometric-mean", geo ** (1 / len(slowdowns)), "x")
+        for suffix, flags in (("", []), ("-syscallbuf", ["--syscallbuf"])):
+            trace = os.path.join(work, f"trace-{name}")
+
+            def run_record():
+                if remove and os.path.exists(remove):
+                    os.remove(remove)
+                shutil.rmtree(trace, ignore_errors=True)
+                return timed([REWIND, "record", *flags, "-o", trace, "--", *cmd], stdin)
+            rec = median_of(run_record)
+            rep = median_of(lambda: timed([REWIND, "replay", "--quiet", trace]))
+            size = sum(os.path.getsize(os.path.join(trace, f)) for f in os.listdir(trace))
+            shutil.rmtree(trace, ignore_errors=True)
+            add(f"record-slowdown{suffix}/{name}", rec / native, "x")
+            add(f"replay-slowdown{suffix}/{name}", rep / native, "x")
+            add(f"trace-MB-per-s{suffix}/{name}", size / 1e6 / native, "MB/s")
+            slowdowns[suffix].append(rec / native)
+            replays[suffix].append(rep / native)
+    for suffix in slowdowns:
+        for what, values in (("record", slowdowns[suffix]), ("replay", replays[suffix])):
+            geo = 1.0
+            for x in values:
+                geo *= x
+            add(f"{what}-slowdown{suffix}/geometric-mean", geo ** (1 / len(values)), "x")
 
     # gdb's record full, on a loop small enough for it (it single-steps).
     if shutil.which("gdb"):
@@ -1051,6 +1071,8 @@ def main():
     ap.add_argument("--skip-checkpoint", action="store_true", help="only the record/replay measures")
     ap.add_argument("--skip-record", action="store_true", help="only the checkpoint/restart measures")
     ap.add_argument("--skip-debug", action="store_true", help="no reverse-execution measures")
+    ap.add_argument("--only-record", action="store_true",
+                    help="only the record/replay slowdowns (with and without --syscallbuf)")
     ap.add_argument("--only-debug", action="store_true", help="only the reverse-execution measures")
     ap.add_argument("--only-bisect", action="store_true", help="only the bisect measures")
     ap.add_argument("--only-kvm", action="store_true", help="only the KVM plugin measures")
@@ -1094,6 +1116,9 @@ def main():
                         "ratio": None if ratio is None else round(ratio, 3), "note": note})
 
     try:
+        if args.only_record:
+            args.skip_checkpoint = args.skip_record = args.skip_debug = True
+            bench_record_replay(work, args.quick, add)
         if args.only_bisect:
             args.skip_checkpoint = args.skip_record = args.skip_debug = True
             bench_bisect(work, args.quick, add)

@@ -98,6 +98,17 @@ pub fn filter(traced: &[i64], ioctls: &[IoctlTrap], trampoline_ip: u64) -> Vec<u
 /// the tracer except those in `allowed` (and those made from
 /// `trampoline_ip`, when given).
 pub fn filter_all_but(allowed: &[i64], trampoline_ip: Option<u64>) -> Vec<u8> {
+    filter_all_but_ranges(allowed, trampoline_ip, None)
+}
+
+/// `filter_all_but`, also letting through every syscall made from
+/// `[base, base + len)` (`base` 4 GiB-aligned, `len` below 4 GiB): the
+/// syscall buffer's code.
+pub fn filter_all_but_ranges(
+    allowed: &[i64],
+    trampoline_ip: Option<u64>,
+    code: Option<(u64, u64)>,
+) -> Vec<u8> {
     let mut prog: Vec<[u8; 8]> = vec![
         insn(LD_W_ABS, 0, 0, ARCH),
         insn(JEQ_K, 1, 0, AUDIT_ARCH_X86_64),
@@ -109,6 +120,15 @@ pub fn filter_all_but(allowed: &[i64], trampoline_ip: Option<u64>) -> Vec<u8> {
             insn(JEQ_K, 0, 3, (ip >> 32) as u32),
             insn(LD_W_ABS, 0, 0, IP_LO),
             insn(JEQ_K, 0, 1, ip as u32),
+            insn(RET_K, 0, 0, RET_ALLOW),
+        ]);
+    }
+    if let Some((base, len)) = code {
+        prog.extend([
+            insn(LD_W_ABS, 0, 0, IP_HI),
+            insn(JEQ_K, 0, 3, (base >> 32) as u32),
+            insn(LD_W_ABS, 0, 0, IP_LO),
+            insn(JGE_K, 1, 0, len as u32),
             insn(RET_K, 0, 0, RET_ALLOW),
         ]);
     }
@@ -175,6 +195,19 @@ mod tests {
         assert_eq!(run(&prog, 1, 0x7f00_0000_1002), RET_ALLOW);
         let prog = filter_all_but(&[], None);
         assert_eq!(run(&prog, 0, 0x401000), RET_TRACE);
+    }
+
+    #[test]
+    fn lets_the_buffer_code_through() {
+        let base = 0x2000_0000_0000;
+        let prog = filter_all_but_ranges(&[39], Some(0x7f00_0000_1002), Some((base, 0x10000)));
+        assert_eq!(run(&prog, 0, base + 0x100), RET_ALLOW);
+        assert_eq!(run(&prog, 0, base + 0xffff), RET_ALLOW);
+        assert_eq!(run(&prog, 0, base + 0x10000), RET_TRACE);
+        assert_eq!(run(&prog, 0, 0x2001_0000_0100), RET_TRACE);
+        assert_eq!(run(&prog, 0, 0x401000), RET_TRACE);
+        assert_eq!(run(&prog, 39, 0x401000), RET_ALLOW);
+        assert_eq!(run(&prog, 1, 0x7f00_0000_1002), RET_ALLOW);
     }
 
     #[test]

@@ -401,6 +401,8 @@ pub struct RecordRequest {
     pub output: Option<PathBuf>,
     pub verify: Option<String>,
     pub checkpoint_interval: f64,
+    /// Use the in-process syscall buffer (`record --no-syscallbuf` off).
+    pub syscallbuf: bool,
 }
 
 fn verify_memory(v: &Option<String>) -> Result<bool, CliError> {
@@ -438,6 +440,7 @@ pub fn record(req: RecordRequest) -> CliResult {
             dir,
             verify_memory,
             checkpoint_interval,
+            syscallbuf: req.syscallbuf,
         },
     )?;
     eprintln!(

@@ -133,6 +133,7 @@ pub(crate) fn prepare_trace(
                     dir: dir.clone(),
                     verify_memory: false,
                     checkpoint_interval: Some(Duration::from_secs(5)),
+                    syscallbuf: false,
                 },
             )
             .map_err(|e| err(e.to_string()))?;

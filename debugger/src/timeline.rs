@@ -423,6 +423,7 @@ impl Timeline {
                 dir: dir.to_path_buf(),
                 verify_memory: false,
                 checkpoint_interval: Some(Duration::from_secs(5)),
+                syscallbuf: false,
             },
             events.clone(),
         )?;

@@ -13,6 +13,7 @@
 mod kvm;
 pub mod recorder;
 pub mod replayer;
+pub mod sbuf;
 pub mod syscalls;
 pub mod trace;
 
@@ -66,7 +67,7 @@ pub fn memory_checksum(tracee: &rewind_ckpt::tracee::Tracee) -> u64 {
     let mut ranges: Vec<(u64, u64)> = Vec::new();
     for m in maps
         .iter()
-        .filter(|m| m.prot & libc::PROT_WRITE as u32 != 0)
+        .filter(|m| m.prot & libc::PROT_WRITE as u32 != 0 && !sbuf::contains(m.start))
     {
         match ranges.last_mut() {
             Some(last) if last.1 == m.start => last.1 = m.end,

@@ -42,6 +42,8 @@ pub struct RecordOptions {
     /// Write a durable checkpoint into the trace this often (at the next
     /// safe point); None for none.
     pub checkpoint_interval: Option<std::time::Duration>,
+    /// Take common syscalls through the in-process buffer (`sbuf`).
+    pub syscallbuf: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -215,6 +217,10 @@ struct Thread {
     state: State,
     /// The last stop was a syscall exit and no user code ran since.
     at_boundary: bool,
+    /// rip and rsp at the thread's last syscall exit: with the syscall
+    /// buffer, user code runs long after it without a stop, so a signal
+    /// is at the boundary only if the thread is still there.
+    boundary: (u64, u64),
     /// Async signals held for the next boundary.
     held: VecDeque<[u8; SIGINFO_SIZE]>,
     /// A held signal re-sent with tgkill, expected at the next stop.
@@ -226,6 +232,7 @@ impl Thread {
         Thread {
             state,
             at_boundary: false,
+            boundary: (0, 0),
             held: VecDeque::new(),
             resent: None,
         }
@@ -255,6 +262,34 @@ struct Recorder {
     kvm: crate::kvm::KvmRecord,
     /// Driven step by step by a debugger (`live`), not run to the end.
     live: Option<live::LiveState>,
+    /// The in-process syscall buffer, when on.
+    sbuf: Option<SbufState>,
+}
+
+/// The recorder's side of the syscall buffer (`crate::sbuf`).
+struct SbufState {
+    /// The blob is mapped in the current image.
+    active: bool,
+    /// Descriptors whose reads / writes the blob takes (mirrors the
+    /// control page).
+    read_ok: [u8; 128],
+    write_ok: [u8; 128],
+    /// Stub areas and how many slots each has used (slot 0: the header).
+    areas: Vec<(u64, u64)>,
+    /// Sites already looked at.
+    tried: std::collections::HashSet<u64>,
+}
+
+impl Default for SbufState {
+    fn default() -> SbufState {
+        SbufState {
+            active: false,
+            read_ok: [0; 128],
+            write_ok: [0; 128],
+            areas: Vec::new(),
+            tried: Default::default(),
+        }
+    }
 }
 
 mod live;
@@ -283,10 +318,14 @@ impl Recorder {
         prepare_dir(&opts.dir)?;
         let header = trace_header(argv, opts.verify_memory);
         trace::write_header(&opts.dir, &header)?;
+        let code = opts
+            .syscallbuf
+            .then_some((crate::sbuf::BASE, crate::sbuf::CODE_LEN));
         let pre = PreExec {
-            seccomp: Some(rewind_ckpt::seccomp::filter_all_but(
+            seccomp: Some(rewind_ckpt::seccomp::filter_all_but_ranges(
                 &native_syscalls(),
                 None,
+                code,
             )),
             notsc: true,
             cpu: Some(header.cpu as usize),
@@ -313,6 +352,7 @@ impl Recorder {
             preempting: None,
             kvm: Default::default(),
             live: None,
+            sbuf: opts.syscallbuf.then(SbufState::default),
         };
         if let Err(e) = rec.start(pid) {
             rec.kill_program();
@@ -408,6 +448,7 @@ impl Recorder {
     fn start(&mut self, pid: pid_t) -> Result<(), Error> {
         self.threads.insert(pid, Thread::new(State::Running));
         self.run_to_exec_exit(pid)?;
+        self.install_sbuf(pid)?;
         self.snapshot_exec(pid, "initial.rwd")?;
         ptrace::cont(pid, 0).map_err(perr("PTRACE_CONT", pid))?;
         Ok(())
@@ -543,6 +584,13 @@ impl Recorder {
     fn preempted(&mut self, tid: pid_t) -> Result<(), Error> {
         self.preempting = None;
         let regs = ptrace::getregs(tid).map_err(perr("PTRACE_GETREGS", tid))?;
+        if self.sbuf.as_ref().is_some_and(|s| s.active)
+            && (crate::sbuf::BASE..crate::sbuf::BASE + crate::sbuf::CODE_LEN).contains(&regs.rip)
+        {
+            // Inside the buffer's code, which replay runs differently:
+            // not a point replay can reach. Preempted later.
+            return self.go(tid, 0);
+        }
         self.push(Event::Preempt {
             tid,
             regs: capture::regs_to_vec(&regs),
@@ -629,6 +677,22 @@ impl Recorder {
     }
 
     fn handle(&mut self, tid: pid_t, stop: Stop) -> Result<(), Error> {
+        if self.current == Some(tid)
+            && !matches!(
+                stop,
+                Stop::Exited(_) | Stop::Killed(_) | Stop::Event(libc::PTRACE_EVENT_EXEC, _)
+            )
+        {
+            // The thread that ran user code stopped: what it buffered
+            // comes before whatever this stop logs (an exec's was logged
+            // at its execve, the buffer is gone with the old image). Not
+            // while it is inside the buffer's code (a signal or an
+            // interrupt stops it anywhere): the buffer is half-written.
+            let anywhere = matches!(stop, Stop::Signal(_) | Stop::Event(PTRACE_EVENT_STOP, _));
+            if !(anywhere && self.in_sbuf_code(tid)) {
+                self.flush_sbuf(tid)?;
+            }
+        }
         match stop {
             Stop::Exited(_) | Stop::Killed(_) => {
                 self.threads.remove(&tid);
@@ -663,7 +727,13 @@ impl Recorder {
                 // Still inside clone: on to its exit stop.
                 ptrace::syscall(tid, 0).map_err(perr("PTRACE_SYSCALL", tid))?;
             }
-            Stop::Event(libc::PTRACE_EVENT_FORK | libc::PTRACE_EVENT_VFORK, _) => {
+            Stop::Event(ev @ (libc::PTRACE_EVENT_FORK | libc::PTRACE_EVENT_VFORK), _) => {
+                if ev == libc::PTRACE_EVENT_VFORK && self.sbuf.as_ref().is_some_and(|s| s.active) {
+                    // The child runs in our memory until it execs or
+                    // exits, while we wait: its calls must not land in
+                    // our buffer (cleared at our vfork's exit stop).
+                    crate::sbuf::force_slow(&self.tracee)?;
+                }
                 ptrace::syscall(tid, 0).map_err(perr("PTRACE_SYSCALL", tid))?;
             }
             Stop::Event(libc::PTRACE_EVENT_EXEC, _) => self.exec(tid)?,
@@ -813,6 +883,9 @@ impl Recorder {
         };
         let regs = ptrace::getregs(tid).map_err(perr("PTRACE_GETREGS", tid))?;
         let ret = regs.rax as i64;
+        if let Some(t) = self.threads.get_mut(&tid) {
+            t.boundary = (regs.rip, regs.rsp);
+        }
         let extra = self.kvm.exit(&self.tracee, tid, nr, &args, ret)?;
         let writes = self.writes(tid, nr, &args, ret, extra);
         let event = Event::Syscall {
@@ -825,8 +898,12 @@ impl Recorder {
             mem,
             console,
         };
+        self.sbuf_fds(tid, nr, &args, ret, console)?;
         if self.current == Some(tid) {
             self.push(event)?;
+            if crate::sbuf::buffered(nr) {
+                self.patch_site(tid, regs.rip.wrapping_sub(2), nr, &args)?;
+            }
             self.maybe_checkpoint(tid)?;
             if self.ready.is_empty() {
                 self.resume_after_syscall(tid)?;
@@ -840,6 +917,9 @@ impl Recorder {
             }
         } else if self.current.is_none() {
             self.push(event)?;
+            if crate::sbuf::buffered(nr) {
+                self.patch_site(tid, regs.rip.wrapping_sub(2), nr, &args)?;
+            }
             self.current = Some(tid);
             self.resume_after_syscall(tid)?;
         } else {
@@ -1030,8 +1110,12 @@ impl Recorder {
             }
         }
         let sum = regs_checksum(&regs);
+        let sbuf = self.sbuf.as_ref().is_some_and(|s| s.active);
         let (at_boundary, resent) = match self.threads.get_mut(&tid) {
-            Some(t) => (t.at_boundary, t.resent.take()),
+            Some(t) => (
+                t.at_boundary && (!sbuf || t.boundary == (regs.rip, regs.rsp)),
+                t.resent.take(),
+            ),
             None => (false, None),
         };
         if is_sync_signal(sig, &info) {
@@ -1065,9 +1149,13 @@ impl Recorder {
             })?;
             return self.resume(tid, sig);
         }
-        // Elsewhere: hold it for the thread's next syscall exit.
+        // Elsewhere: hold it for the thread's next syscall exit (one the
+        // buffer must then leave traced).
         if let Some(t) = self.threads.get_mut(&tid) {
             t.held.push_back(info);
+        }
+        if self.current == Some(tid) && self.sbuf.as_ref().is_some_and(|s| s.active) {
+            crate::sbuf::force_slow(&self.tracee)?;
         }
         self.resume(tid, 0)
     }
@@ -1085,6 +1173,7 @@ impl Recorder {
         self.tracee.reopen_mem()?;
         self.ready.clear();
         self.run_to_exec_exit(pid)?;
+        self.install_sbuf(pid)?;
         self.execs += 1;
         let name = format!("exec-{}.rwd", self.execs);
         self.snapshot_exec(pid, &name)?;
@@ -1131,4 +1220,210 @@ fn emulate_tsc_live(tid: pid_t) -> bool {
     r.rdx = value >> 32;
     r.rip += len;
     ptrace::setregs(tid, &r).is_ok()
+}
+
+/// The syscall buffer (`crate::sbuf`).
+impl Recorder {
+    /// Map the buffer into the program stopped after its exec.
+    fn install_sbuf(&mut self, pid: pid_t) -> Result<(), Error> {
+        let Some(state) = self.sbuf.as_mut() else {
+            return Ok(());
+        };
+        *state = SbufState::default();
+        state.active = crate::sbuf::install(&self.tracee, pid)?;
+        if !state.active {
+            tracing::warn!("syscall buffer: its address is taken; every syscall is traced");
+        }
+        Ok(())
+    }
+
+    /// Whether the stopped thread `tid` is inside the buffer's code.
+    fn in_sbuf_code(&self, tid: pid_t) -> bool {
+        self.sbuf.as_ref().is_some_and(|s| s.active)
+            && ptrace::getregs(tid).is_ok_and(|r| {
+                (crate::sbuf::BASE..crate::sbuf::BASE + crate::sbuf::CODE_LEN).contains(&r.rip)
+            })
+    }
+
+    /// Log what `tid` buffered since its last stop.
+    fn flush_sbuf(&mut self, tid: pid_t) -> Result<(), Error> {
+        if !self.sbuf.as_ref().is_some_and(|s| s.active) {
+            return Ok(());
+        }
+        let data = crate::sbuf::take(&self.tracee)?;
+        if !data.is_empty() {
+            self.push(Event::Buffered { tid, data })?;
+        }
+        Ok(())
+    }
+
+    /// After a traced syscall: which descriptors the blob may take.
+    fn sbuf_fds(
+        &mut self,
+        tid: pid_t,
+        nr: i64,
+        args: &[u64; 6],
+        ret: i64,
+        console: u8,
+    ) -> Result<(), Error> {
+        let Some(state) = self.sbuf.as_mut().filter(|s| s.active) else {
+            return Ok(());
+        };
+        let tracee = &self.tracee;
+        match nr {
+            libc::SYS_read | libc::SYS_pread64 if ret >= 0 && never_blocks(tid, args[0], false) => {
+                crate::sbuf::mark_fd(tracee, &mut state.read_ok, false, args[0], true)?;
+            }
+            libc::SYS_write | libc::SYS_pwrite64
+                if ret >= 0 && console == 0 && never_blocks(tid, args[0], true) =>
+            {
+                crate::sbuf::mark_fd(tracee, &mut state.write_ok, true, args[0], true)?;
+            }
+            libc::SYS_close => {
+                crate::sbuf::mark_fd(tracee, &mut state.read_ok, false, args[0], false)?;
+                crate::sbuf::mark_fd(tracee, &mut state.write_ok, true, args[0], false)?;
+            }
+            libc::SYS_dup2 | libc::SYS_dup3 => {
+                crate::sbuf::mark_fd(tracee, &mut state.read_ok, false, args[1], false)?;
+                crate::sbuf::mark_fd(tracee, &mut state.write_ok, true, args[1], false)?;
+            }
+            libc::SYS_close_range => {
+                crate::sbuf::clear_fds(tracee, &mut state.read_ok, &mut state.write_ok)?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Patch the syscall instruction at `site` (its call to `nr` was just
+    /// logged) to go through the buffer, if its code is a known pattern;
+    /// the patch is logged for replay.
+    fn patch_site(&mut self, tid: pid_t, site: u64, nr: i64, args: &[u64; 6]) -> Result<(), Error> {
+        use crate::sbuf;
+        let Some(state) = self.sbuf.as_mut().filter(|s| s.active) else {
+            return Ok(());
+        };
+        // A site is patched when a call the blob would take is made there
+        // (a console write or a pipe read leaves it alone until then).
+        let bit = |set: &[u8; 128], fd: u64| fd < 1024 && set[fd as usize / 8] >> (fd % 8) & 1 != 0;
+        let takes = match nr {
+            libc::SYS_read | libc::SYS_pread64 => bit(&state.read_ok, args[0]),
+            libc::SYS_write | libc::SYS_pwrite64 => bit(&state.write_ok, args[0]),
+            libc::SYS_gettimeofday => args[1] == 0,
+            _ => true,
+        };
+        if !takes || !state.tried.insert(site) || site < 8 {
+            return Ok(());
+        }
+        if state
+            .areas
+            .iter()
+            .any(|&(a, _)| (a..a + sbuf::AREA_LEN).contains(&site))
+        {
+            return Ok(());
+        }
+        let mut code = [0u8; 16];
+        if self.tracee.read_mem(site - 6, &mut code).is_err() {
+            return Ok(());
+        }
+        let Some(p) = sbuf::pattern(&code, nr) else {
+            return Ok(());
+        };
+        // Private code only (writing into a shared mapping would change
+        // its file or other processes), the patched bytes in one mapping.
+        let private = rewind_ckpt::maps::read(self.tracee.pid).is_ok_and(|maps| {
+            maps.iter().any(|m| {
+                m.contains(site - 6)
+                    && m.contains(site + 9)
+                    && !m.shared
+                    && m.prot & libc::PROT_EXEC as u32 != 0
+            })
+        });
+        if !private {
+            return Ok(());
+        }
+        // Only this thread runs user code; the others are in or at
+        // syscalls (rip after one), or preempted anywhere. The Xor patch
+        // overwrites the syscall instruction itself: not under a thread
+        // stopped right on it.
+        if p == sbuf::Pattern::Xor {
+            for (&other, t) in &self.threads {
+                if other != tid
+                    && matches!(t.state, State::Waiting { .. })
+                    && ptrace::getregs(other).map_or(true, |r| r.rip == site)
+                {
+                    return Ok(());
+                }
+            }
+        }
+        let Some(state) = self.sbuf.as_mut() else {
+            return Ok(());
+        };
+        let (lo, hi) = sbuf::stub_window(site, p);
+        let mut chosen = None;
+        for (i, (area, used)) in state.areas.iter().enumerate() {
+            let at = sbuf::slot(*area, *used);
+            if *used < sbuf::SLOTS && (lo..=hi).contains(&at) {
+                chosen = Some((i, at));
+                break;
+            }
+        }
+        let mut new_area = 0;
+        let (index, at) = match chosen {
+            Some(c) => c,
+            None => {
+                let area = sbuf::new_area(site, p);
+                let ret = rewind_ckpt::tracee::syscall_in_place(
+                    &self.tracee,
+                    tid,
+                    libc::SYS_mmap,
+                    &[
+                        area,
+                        sbuf::AREA_LEN,
+                        (libc::PROT_READ | libc::PROT_EXEC) as u64,
+                        (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE)
+                            as u64,
+                        u64::MAX,
+                        0,
+                    ],
+                )?;
+                if ret as u64 != area {
+                    return Ok(());
+                }
+                new_area = area;
+                state.areas.push((area, 1));
+                (state.areas.len() - 1, sbuf::slot(area, 1))
+            }
+        };
+        let area = state.areas[index].0;
+        let Some(jump) = sbuf::site_patch(site, p, at) else {
+            return Ok(());
+        };
+        state.areas[index].1 += 1;
+        let mut writes = Vec::new();
+        if new_area != 0 {
+            writes.push((new_area, sbuf::area_header()));
+        }
+        writes.push((at, sbuf::stub(at, area, nr, site, p)));
+        writes.push(jump);
+        for (addr, bytes) in &writes {
+            self.tracee.write_mem(*addr, bytes)?;
+        }
+        self.push(Event::Patch {
+            tid,
+            area: new_area,
+            writes,
+        })
+    }
+}
+
+/// Whether calls on descriptor `fd` of `tid` never wait: regular files,
+/// and (for reads) the memory devices (/dev/null, zero, urandom...).
+fn never_blocks(tid: pid_t, fd: u64, write: bool) -> bool {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let Ok(md) = std::fs::metadata(format!("/proc/{tid}/fd/{fd}")) else {
+        return false;
+    };
+    let ft = md.file_type();
+    ft.is_file() || (!write && ft.is_char_device() && libc::major(md.rdev()) == 1)
 }

@@ -173,6 +173,8 @@ pub struct Replayer<'a> {
     /// The `Mark` event of this index was reached and reported as a pause:
     /// applying it runs nothing.
     mark_reached: Option<u64>,
+    /// The process has the syscall buffer (`crate::sbuf`).
+    sbuf: bool,
 }
 
 /// Check that this machine can replay a trace made with `header`.
@@ -208,6 +210,9 @@ fn start(image: &Path, cpu: usize) -> Result<(Tracee, Threads), Error> {
         ..Default::default()
     };
     let restored = restore::restart(image, &mut plugins, &opts)?;
+    if crate::sbuf::present(&restored.tracee) {
+        crate::sbuf::start_replay(&restored.tracee)?;
+    }
     let mut threads = HashMap::new();
     for t in &restored.state.threads {
         let real = restored.vids.to_real(t.vtid);
@@ -284,7 +289,9 @@ pub fn replay(
         known: RefCell::default(),
         pending: None,
         mark_reached: None,
+        sbuf: false,
     };
+    r.sbuf = crate::sbuf::present(&r.tracee);
     let result = r.run();
     if r.exit.is_none() {
         r.kill();
@@ -354,6 +361,7 @@ impl<'a> Replayer<'a> {
     ) -> Result<Replayer<'a>, Error> {
         let cpu = trace.header.cpu as usize;
         let (tracee, threads) = start(&trace.dir.join(image), cpu)?;
+        let sbuf = crate::sbuf::present(&tracee);
         Ok(Replayer {
             dir: trace.dir.clone(),
             opts: ReplayOptions {
@@ -377,6 +385,7 @@ impl<'a> Replayer<'a> {
             known: RefCell::default(),
             pending: None,
             mark_reached: None,
+            sbuf,
         })
     }
 
@@ -565,6 +574,7 @@ impl<'a> Replayer<'a> {
             pending: None,
             // A copy made at a mark's reported arrival is there too.
             mark_reached: self.mark_reached,
+            sbuf: self.sbuf,
         };
         Ok((copy, held))
     }
@@ -1194,7 +1204,20 @@ impl Replayer<'_> {
                 regs,
             } => {
                 self.run_to_entry(tid, nr, &args, regs)?;
+                self.check_buffer_consumed(tid, nr, &args)?;
             }
+            Event::Buffered { tid, data } => {
+                if let Err(why) = crate::sbuf::check_records(&data) {
+                    return Err(TraceError::Corrupt {
+                        path: self.dir.join("events"),
+                        what: format!("buffered syscalls of event {}", self.event),
+                        why,
+                    }
+                    .into());
+                }
+                crate::sbuf::load(&self.tracee, &data).map_err(|e| self.diverge(tid, e))?;
+            }
+            Event::Patch { tid, area, writes } => self.patch(tid, area, &writes)?,
             Event::Syscall {
                 tid,
                 nr,
@@ -1206,6 +1229,7 @@ impl Replayer<'_> {
                 mem,
             } => {
                 let entry = self.run_to_entry(tid, nr, &args, regs)?;
+                self.check_buffer_consumed(tid, nr, &args)?;
                 if let (true, Some(want)) = (self.opts.verify_memory, mem) {
                     if crate::memory_checksum(&self.tracee) != want {
                         return Err(self.diverge(
@@ -1315,9 +1339,62 @@ impl Replayer<'_> {
                 // The program goes on in the new image: it has not ended.
                 self.exit = None;
                 let (tracee, threads) = start(&self.dir.join(&image), self.cpu)?;
+                self.sbuf = crate::sbuf::present(&tracee);
                 self.tracee = tracee;
                 self.threads = threads;
             }
+        }
+        Ok(())
+    }
+
+    /// Every buffered syscall loaded for the thread was made before it
+    /// reached this traced one.
+    fn check_buffer_consumed(&self, tid: i32, nr: i64, args: &[u64; 6]) -> Result<(), Error> {
+        if !self.sbuf {
+            return Ok(());
+        }
+        let left = crate::sbuf::unconsumed(&self.tracee);
+        if left > 0 {
+            return Err(self.diverge(
+                tid,
+                format!(
+                    "{} with {left} bytes of buffered syscalls not made before it",
+                    describe(nr, args)
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Apply a syscall-site patch of the syscall buffer, as recorded.
+    fn patch(&mut self, tid: i32, area: u64, writes: &[(u64, Vec<u8>)]) -> Result<(), Error> {
+        let (real, _) = self.thread(tid)?;
+        if area != 0 {
+            let ret = rewind_ckpt::tracee::syscall_in_place(
+                &self.tracee,
+                real,
+                libc::SYS_mmap,
+                &[
+                    area,
+                    crate::sbuf::AREA_LEN,
+                    (libc::PROT_READ | libc::PROT_EXEC) as u64,
+                    (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE) as u64,
+                    u64::MAX,
+                    0,
+                ],
+            )?;
+            if ret as u64 != area {
+                return Err(self.diverge(
+                    tid,
+                    format!(
+                        "cannot map the syscall buffer's stubs at {area:#x}: {}",
+                        rewind_ckpt::tracee::errno_text(ret)
+                    ),
+                ));
+            }
+        }
+        for (addr, bytes) in writes {
+            self.tracee.write_mem(*addr, bytes)?;
         }
         Ok(())
     }

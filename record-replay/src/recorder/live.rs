@@ -437,7 +437,13 @@ impl Live {
             .map_err(|e| rewind_ckpt::Error::Tracee(format!("sigprocmask: {e}")))?;
         let (req_tx, req_rx) = mpsc::channel::<Request>();
         let (rep_tx, rep_rx) = mpsc::channel::<Result<Extension, Error>>();
-        let (argv, opts) = (argv.to_vec(), opts.clone());
+        // The debugger steps and stops the program anywhere: no syscall
+        // buffer in live recordings.
+        let opts = RecordOptions {
+            syscallbuf: false,
+            ..opts.clone()
+        };
+        let argv = argv.to_vec();
         let (pid_tx, pid_rx) = mpsc::channel::<Result<pid_t, Error>>();
         let thread = std::thread::Builder::new()
             .name("rewind-live".into())

@@ -15,8 +15,9 @@
 use serde::{Deserialize, Serialize};
 
 pub const TRACE_MAGIC: [u8; 8] = *b"RWNDTRC\0";
-/// Version 2 added `Event::Mark`; version 1 traces are read as well.
-pub const TRACE_VERSION: u32 = 2;
+/// Version 2 added `Event::Mark`, version 3 `Event::Buffered` and
+/// `Event::Patch` (the syscall buffer); versions 1 and 2 are read as well.
+pub const TRACE_VERSION: u32 = 3;
 pub const TRACE_VERSION_MIN: u32 = 1;
 pub const CHUNK_MAGIC: u32 = 0x5645_4e54; // "TNEV"
 
@@ -95,6 +96,20 @@ pub enum Event {
     /// breakpoint at `addr`, with this register file (27 words, checked in
     /// replay). Replay runs the thread there.
     Mark { tid: i32, addr: u64, regs: Vec<u64> },
+    /// Syscalls `tid` made through the in-process buffer since its last
+    /// stop (record/replay `sbuf`): records of `sbuf::REC_HEADER` bytes
+    /// (size, nr, args, result, written address and length) followed by
+    /// the written bytes. Replay loads them into the buffer; the thread
+    /// consumes them before its next event.
+    Buffered { tid: i32, data: Vec<u8> },
+    /// A syscall site patched to jump to the buffer's code, after the
+    /// syscall event of `tid` there: `area` (if not 0) is a new stub area
+    /// of `sbuf::AREA_LEN` bytes mapped first (r-x), then `writes`.
+    Patch {
+        tid: i32,
+        area: u64,
+        writes: Vec<(u64, Vec<u8>)>,
+    },
 }
 
 impl Event {
@@ -106,7 +121,9 @@ impl Event {
             | Event::Signal { tid, .. }
             | Event::Exec { tid, .. }
             | Event::Preempt { tid, .. }
-            | Event::Mark { tid, .. } => *tid,
+            | Event::Mark { tid, .. }
+            | Event::Buffered { tid, .. }
+            | Event::Patch { tid, .. } => *tid,
             Event::Checkpoint { .. } => 0,
         }
     }

@@ -169,29 +169,102 @@ impl EventList {
     }
 }
 
-/// Appends events to `events`, a chunk at a time.
+/// Appends events to `events`, a chunk at a time. Chunks are compressed
+/// and written by a thread of their own, so the recorder goes on serving
+/// the program meanwhile (the order of chunks is kept).
 pub struct EventLog {
     path: PathBuf,
-    out: BufWriter<File>,
     pending: Vec<u8>,
     pending_count: u32,
     pub events: u64,
     pub chunks: u64,
     pub bytes: u64,
+    writer: Option<Writer>,
+}
+
+/// The writer thread: its queue and its handle.
+type Writer = (
+    std::sync::mpsc::SyncSender<Chunk>,
+    std::thread::JoinHandle<Result<(), TraceError>>,
+);
+
+enum Chunk {
+    Data(Vec<u8>, u32),
+    /// Write everything before this, fsync, answer (chunks, bytes).
+    Sync(std::sync::mpsc::Sender<Result<(u64, u64), TraceError>>),
+}
+
+/// The writer thread: compress and append each chunk in order.
+fn write_chunks(
+    path: PathBuf,
+    file: File,
+    chunks: std::sync::mpsc::Receiver<Chunk>,
+) -> Result<(), TraceError> {
+    // Signals are for the recorder's thread (its SIGCHLD signalfd).
+    let _ = nix::sys::signal::SigSet::all().thread_block();
+    let mut out = BufWriter::new(file);
+    let (mut count, mut bytes) = (0u64, 0u64);
+    let mut failed: Option<TraceError> = None;
+    let mut c = zstd::bulk::Compressor::new(3).map_err(|e| io(&path, e))?;
+    c.include_checksum(true).map_err(|e| io(&path, e))?;
+    for chunk in chunks {
+        match chunk {
+            Chunk::Data(raw, n) => {
+                if failed.is_some() {
+                    continue;
+                }
+                let written = c.compress(&raw).and_then(|comp| {
+                    let mut head = Vec::with_capacity(16);
+                    head.extend_from_slice(&CHUNK_MAGIC.to_le_bytes());
+                    head.extend_from_slice(&n.to_le_bytes());
+                    head.extend_from_slice(&(raw.len() as u32).to_le_bytes());
+                    head.extend_from_slice(&(comp.len() as u32).to_le_bytes());
+                    out.write_all(&head)?;
+                    out.write_all(&comp)?;
+                    Ok((head.len() + comp.len()) as u64)
+                });
+                match written {
+                    Ok(b) => {
+                        bytes += b;
+                        count += 1;
+                    }
+                    Err(e) => failed = Some(io(&path, e)),
+                }
+            }
+            Chunk::Sync(answer) => {
+                let result = match failed.take() {
+                    Some(e) => Err(e),
+                    None => out
+                        .flush()
+                        .and_then(|_| out.get_ref().sync_all())
+                        .map(|_| (count, bytes))
+                        .map_err(|e| io(&path, e)),
+                };
+                let _ = answer.send(result);
+            }
+        }
+    }
+    Ok(())
 }
 
 impl EventLog {
     pub fn create(dir: &Path) -> Result<EventLog, TraceError> {
         let path = dir.join("events");
         let file = File::create(&path).map_err(|e| io(&path, e))?;
+        let (tx, rx) = std::sync::mpsc::sync_channel(4);
+        let p = path.clone();
+        let handle = std::thread::Builder::new()
+            .name("rewind-trace".into())
+            .spawn(move || write_chunks(p, file, rx))
+            .map_err(|e| io(&path, e))?;
         Ok(EventLog {
             path,
-            out: BufWriter::new(file),
             pending: Vec::new(),
             pending_count: 0,
             events: 0,
             chunks: 0,
             bytes: 0,
+            writer: Some((tx, handle)),
         })
     }
 
@@ -211,43 +284,50 @@ impl EventLog {
         Ok(())
     }
 
+    fn gone(&self) -> TraceError {
+        io(
+            &self.path,
+            std::io::Error::other("the trace writer thread stopped"),
+        )
+    }
+
     fn flush_chunk(&mut self) -> Result<(), TraceError> {
         if self.pending_count == 0 {
             return Ok(());
         }
-        let mut c = zstd::bulk::Compressor::new(3).map_err(|e| io(&self.path, e))?;
-        c.include_checksum(true).map_err(|e| io(&self.path, e))?;
-        let comp = c.compress(&self.pending).map_err(|e| io(&self.path, e))?;
-        let mut head = Vec::with_capacity(16);
-        head.extend_from_slice(&CHUNK_MAGIC.to_le_bytes());
-        head.extend_from_slice(&self.pending_count.to_le_bytes());
-        head.extend_from_slice(&(self.pending.len() as u32).to_le_bytes());
-        head.extend_from_slice(&(comp.len() as u32).to_le_bytes());
-        self.out
-            .write_all(&head)
-            .and_then(|_| self.out.write_all(&comp))
-            .map_err(|e| io(&self.path, e))?;
-        self.bytes += (head.len() + comp.len()) as u64;
-        self.chunks += 1;
-        self.pending.clear();
-        self.pending_count = 0;
-        Ok(())
+        let raw = std::mem::replace(&mut self.pending, Vec::with_capacity(CHUNK_TARGET + 4096));
+        let n = std::mem::take(&mut self.pending_count);
+        let Some((tx, _)) = &self.writer else {
+            return Err(self.gone());
+        };
+        tx.send(Chunk::Data(raw, n)).map_err(|_| self.gone())
     }
 
     /// Write what is pending and make it durable.
     pub fn finish(mut self) -> Result<(u64, u64, u64), TraceError> {
-        self.sync()
+        let result = self.sync();
+        if let Some((tx, handle)) = self.writer.take() {
+            drop(tx);
+            match handle.join() {
+                Ok(r) => r?,
+                Err(_) => return Err(self.gone()),
+            }
+        }
+        result
     }
 
     /// Write what is pending and make it durable, keeping the log open:
     /// (events, chunks, bytes) so far.
     pub fn sync(&mut self) -> Result<(u64, u64, u64), TraceError> {
         self.flush_chunk()?;
-        self.out.flush().map_err(|e| io(&self.path, e))?;
-        self.out
-            .get_ref()
-            .sync_all()
-            .map_err(|e| io(&self.path, e))?;
+        let (answer, result) = std::sync::mpsc::channel();
+        let Some((tx, _)) = &self.writer else {
+            return Err(self.gone());
+        };
+        tx.send(Chunk::Sync(answer)).map_err(|_| self.gone())?;
+        let (chunks, bytes) = result.recv().map_err(|_| self.gone())??;
+        self.chunks = chunks;
+        self.bytes = bytes;
         Ok((self.events, self.chunks, self.bytes))
     }
 }
