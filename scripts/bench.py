@@ -201,9 +201,9 @@ def bench_record_replay(work, quick, add):
         (f"sqlite3-{n_rows}-inserts", ["sqlite3", db], sql, db),
         ("4-threads-mutex", [threads], None, None),
     ]
-    # Every workload natively, recorded with every syscall stopped, and
-    # recorded with the in-process syscall buffer (`record --syscallbuf`,
-    # rows "...-syscallbuf/"), side by side; medians of 3 (1 with --quick):
+    # Every workload natively, recorded with every syscall stopped
+    # (`record --no-syscallbuf`), and recorded with the in-process syscall
+    # buffer (the default; rows "...-syscallbuf/"), side by side; medians of 3 (1 with --quick):
     # the shortest workloads run 20-30 ms natively.
     reps = 1 if quick else 3
 
@@ -220,7 +220,7 @@ def bench_record_replay(work, quick, add):
             return timed(cmd, stdin)
         native = median_of(run_native)
         add(f"native/{name}", native, "s")
-        for suffix, flags in (("", []), ("-syscallbuf", ["--syscallbuf"])):
+        for suffix, flags in (("", ["--no-syscallbuf"]), ("-syscallbuf", [])):
             trace = os.path.join(work, f"trace-{name}")
 
             def run_record():

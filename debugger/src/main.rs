@@ -304,9 +304,15 @@ struct RecordArgs {
     /// first traced call to jump to code rewind maps at 0x200000000000; the
     /// trace stays exact and replay feeds the results back the same way
     /// (no IO). Much faster for syscall-heavy programs; there are fewer
-    /// events to step between in `rewind debug`. Off by default.
-    #[arg(long)]
+    /// events to step between in `rewind debug`. On by default (this flag
+    /// is accepted for scripts written when it was not).
+    #[arg(long, conflicts_with = "no_syscallbuf")]
     syscallbuf: bool,
+    /// Trace every nondeterministic syscall with ptrace stops, one event
+    /// each, without the in-process buffer (slower for syscall-heavy
+    /// programs).
+    #[arg(long)]
+    no_syscallbuf: bool,
     /// The program and its arguments.
     #[arg(required = true, last = true, value_name = "PROG ARGS")]
     argv: Vec<String>,
@@ -503,7 +509,7 @@ fn main() -> ExitCode {
             output: a.output,
             verify: a.verify,
             checkpoint_interval: a.checkpoint_interval,
-            syscallbuf: a.syscallbuf,
+            syscallbuf: a.syscallbuf || !a.no_syscallbuf,
         }),
         Command::Replay(a) => cli::replay(cli::ReplayRequest {
             trace: a.trace,

@@ -723,7 +723,13 @@ fn ctrl_c_stops_a_long_continue_and_comes_back() {
 #[test]
 fn a_syscall_heavy_recording_goes_back_across_thousands_of_events() {
     let scratch = Scratch::new("debug-syscalls");
-    let rec = record(&scratch, &fixture("dbg_syscalls"), None);
+    // One event per syscall (no in-process buffer): thousands of them.
+    let rec = record_with(
+        &scratch,
+        &fixture("dbg_syscalls"),
+        &["--no-syscallbuf"],
+        None,
+    );
     let mut cmds = vec!["break hit", "run", "p i"];
     for _ in 0..5 {
         cmds.extend(["continue", "p i", "p total"]);

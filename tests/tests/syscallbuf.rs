@@ -54,7 +54,7 @@ fn buffered_io_replays_as_recorded_with_far_fewer_events() {
         "{}",
         recorded.describe()
     );
-    let unbuffered = record(&scratch, &program, None);
+    let unbuffered = record_with(&scratch, &program, &["--no-syscallbuf"], None);
     assert!(unbuffered.status.success(), "{}", unbuffered.describe());
     let (with, without) = (events(&recorded), events(&unbuffered));
     // 20000 preads, 4096 writes, ~300 each of lseek+read, clock_gettime, gettimeofday, getpid.
@@ -236,7 +236,7 @@ print("time:", time.time(), "pid:", os.getpid())
         "{}",
         recorded.describe()
     );
-    let unbuffered = record(&scratch, &program, None);
+    let unbuffered = record_with(&scratch, &program, &["--no-syscallbuf"], None);
     assert!(
         events(&recorded) * 2 < events(&unbuffered),
         "python3: {} events buffered, {} without --syscallbuf",
@@ -296,7 +296,12 @@ fn debugging_backwards_through_buffered_syscalls_stops_where_the_unbuffered_trac
     // unbuffered trace, where every syscall is an event.
     let scratch = Scratch::new("debugging_backwards_through_buffered_syscalls");
     let buffered = record_with(&scratch, &fixture("dbg_syscalls"), &["--syscallbuf"], None);
-    let plain = record(&scratch, &fixture("dbg_syscalls"), None);
+    let plain = record_with(
+        &scratch,
+        &fixture("dbg_syscalls"),
+        &["--no-syscallbuf"],
+        None,
+    );
     assert!(
         events(&buffered) * 10 < events(&plain),
         "buffered: {} events, without the buffer: {}",
