@@ -34,6 +34,46 @@ fn chat(kind: &str, name: &str, n: u32) -> Command {
     cmd
 }
 
+/// The server and client of `chat(kind, name, 70)`: their uninterrupted run (the client's
+/// output), then both launched as programs of the coordinator at `coordinator`, in `dir`, the
+/// client's output to `client_out`. Returns (uninterrupted client, server, client).
+fn coordinated_chat_pair(
+    scratch: &Scratch,
+    kind: &str,
+    name: &str,
+    coordinator: &str,
+    dir: &Path,
+    client_out: &str,
+) -> (std::process::Output, Running, Running) {
+    let role = |r: &str| {
+        let mut cmd = chat(kind, name, 70);
+        cmd.arg(r);
+        cmd
+    };
+    let uninterrupted = thread::scope(|s| {
+        let server = role("server");
+        let srv = s.spawn(move || run_uninterrupted(&server));
+        let client = run_uninterrupted(&role("client"));
+        let server = srv.join().expect("the server");
+        assert!(server.status.success(), "{server:?}");
+        client
+    });
+    let flags = ["--coordinator", coordinator];
+    let server = launch_with(
+        &flags,
+        &role("server"),
+        dir,
+        Redirect::to(scratch.join("server.out")),
+    );
+    let client = launch_with(
+        &flags,
+        &role("client"),
+        dir,
+        Redirect::to(scratch.join(client_out)),
+    );
+    (uninterrupted, server, client)
+}
+
 /// What the images of a checkpoint hold in their sockets (each socket counted once).
 #[derive(Debug, Default)]
 struct InFlight {
@@ -762,27 +802,14 @@ fn unix_datagrams_between_two_coordinated_programs_run_on_after_checkpoints() {
         cmd.arg(r);
         cmd
     };
-    let uninterrupted = thread::scope(|s| {
-        let server = role("server");
-        let srv = s.spawn(move || run_uninterrupted(&server));
-        let client = run_uninterrupted(&role("client"));
-        let server = srv.join().expect("the server");
-        assert!(server.status.success(), "{server:?}");
-        client
-    });
-    let flags = ["--coordinator", coordinator.addr.as_str()];
     let dir = scratch.dir("ckpt");
-    let server = launch_with(
-        &flags,
-        &role("server"),
+    let (uninterrupted, server, mut client) = coordinated_chat_pair(
+        &scratch,
+        "dgram",
+        &name,
+        &coordinator.addr,
         &dir,
-        Redirect::to(scratch.join("server.out")),
-    );
-    let mut client = launch_with(
-        &flags,
-        &role("client"),
-        &dir,
-        Redirect::to(scratch.join("client.out")),
+        "client.out",
     );
     for line in ["reply 13 ", "reply 37 "] {
         client.wait_for(Wait::LineContaining(line));
@@ -844,28 +871,10 @@ fn coordinated_chat_restarts(kind: &str, name: Option<&str>) {
             cmd.arg(r);
             cmd
         };
-        let uninterrupted = thread::scope(|s| {
-            let server = role("server");
-            let srv = s.spawn(move || run_uninterrupted(&server));
-            let client = run_uninterrupted(&role("client"));
-            let server = srv.join().expect("the server");
-            assert!(server.status.success(), "{server:?}");
-            client
-        });
-        let flags = ["--coordinator", coordinator.addr.as_str()];
         let dir = scratch.dir("ckpt-0");
-        let server = launch_with(
-            &flags,
-            &role("server"),
-            &dir,
-            Redirect::to(scratch.join("server.out")),
-        );
-        let mut client = launch_with(
-            &flags,
-            &role("client"),
-            &dir,
-            Redirect::to(scratch.join("before.out")),
-        );
+        let (uninterrupted, server, mut client) =
+            coordinated_chat_pair(&scratch, kind, &name, &coordinator.addr, &dir, "before.out");
+        let flags = ["--coordinator", coordinator.addr.as_str()];
         client.wait_for(Wait::LineContaining("reply 23 "));
         let done = rewind_in(
             &dir,
