@@ -278,6 +278,9 @@ struct SbufState {
     areas: Vec<(u64, u64)>,
     /// Sites already looked at.
     tried: std::collections::HashSet<u64>,
+    /// (descriptor, for writes) whose kind was looked at since it was
+    /// last opened: a traced call on it does not stat it again.
+    checked: std::collections::HashSet<(u64, bool)>,
 }
 
 impl Default for SbufState {
@@ -288,6 +291,7 @@ impl Default for SbufState {
             write_ok: [0; 128],
             areas: Vec::new(),
             tried: Default::default(),
+            checked: Default::default(),
         }
     }
 }
@@ -584,9 +588,7 @@ impl Recorder {
     fn preempted(&mut self, tid: pid_t) -> Result<(), Error> {
         self.preempting = None;
         let regs = ptrace::getregs(tid).map_err(perr("PTRACE_GETREGS", tid))?;
-        if self.sbuf.as_ref().is_some_and(|s| s.active)
-            && (crate::sbuf::BASE..crate::sbuf::BASE + crate::sbuf::CODE_LEN).contains(&regs.rip)
-        {
+        if self.sbuf_active() && crate::sbuf::in_code(regs.rip) {
             // Inside the buffer's code, which replay runs differently:
             // not a point replay can reach. Preempted later.
             return self.go(tid, 0);
@@ -728,7 +730,7 @@ impl Recorder {
                 ptrace::syscall(tid, 0).map_err(perr("PTRACE_SYSCALL", tid))?;
             }
             Stop::Event(ev @ (libc::PTRACE_EVENT_FORK | libc::PTRACE_EVENT_VFORK), _) => {
-                if ev == libc::PTRACE_EVENT_VFORK && self.sbuf.as_ref().is_some_and(|s| s.active) {
+                if ev == libc::PTRACE_EVENT_VFORK && self.sbuf_active() {
                     // The child runs in our memory until it execs or
                     // exits, while we wait: its calls must not land in
                     // our buffer (cleared at our vfork's exit stop).
@@ -1110,7 +1112,7 @@ impl Recorder {
             }
         }
         let sum = regs_checksum(&regs);
-        let sbuf = self.sbuf.as_ref().is_some_and(|s| s.active);
+        let sbuf = self.sbuf_active();
         let (at_boundary, resent) = match self.threads.get_mut(&tid) {
             Some(t) => (
                 t.at_boundary && (!sbuf || t.boundary == (regs.rip, regs.rsp)),
@@ -1154,7 +1156,7 @@ impl Recorder {
         if let Some(t) = self.threads.get_mut(&tid) {
             t.held.push_back(info);
         }
-        if self.current == Some(tid) && self.sbuf.as_ref().is_some_and(|s| s.active) {
+        if self.current == Some(tid) && self.sbuf_active() {
             crate::sbuf::force_slow(&self.tracee)?;
         }
         self.resume(tid, 0)
@@ -1237,17 +1239,19 @@ impl Recorder {
         Ok(())
     }
 
+    /// The buffer is mapped in the current image.
+    fn sbuf_active(&self) -> bool {
+        self.sbuf.as_ref().is_some_and(|s| s.active)
+    }
+
     /// Whether the stopped thread `tid` is inside the buffer's code.
     fn in_sbuf_code(&self, tid: pid_t) -> bool {
-        self.sbuf.as_ref().is_some_and(|s| s.active)
-            && ptrace::getregs(tid).is_ok_and(|r| {
-                (crate::sbuf::BASE..crate::sbuf::BASE + crate::sbuf::CODE_LEN).contains(&r.rip)
-            })
+        self.sbuf_active() && ptrace::getregs(tid).is_ok_and(|r| crate::sbuf::in_code(r.rip))
     }
 
     /// Log what `tid` buffered since its last stop.
     fn flush_sbuf(&mut self, tid: pid_t) -> Result<(), Error> {
-        if !self.sbuf.as_ref().is_some_and(|s| s.active) {
+        if !self.sbuf_active() {
             return Ok(());
         }
         let data = crate::sbuf::take(&self.tracee)?;
@@ -1270,25 +1274,36 @@ impl Recorder {
             return Ok(());
         };
         let tracee = &self.tracee;
+        let mut forget = |fd: u64| {
+            state.checked.remove(&(fd, false));
+            state.checked.remove(&(fd, true));
+            crate::sbuf::mark_fd(tracee, &mut state.read_ok, false, fd, false)?;
+            crate::sbuf::mark_fd(tracee, &mut state.write_ok, true, fd, false)
+        };
         match nr {
-            libc::SYS_read | libc::SYS_pread64 if ret >= 0 && never_blocks(tid, args[0], false) => {
-                crate::sbuf::mark_fd(tracee, &mut state.read_ok, false, args[0], true)?;
-            }
-            libc::SYS_write | libc::SYS_pwrite64
-                if ret >= 0 && console == 0 && never_blocks(tid, args[0], true) =>
-            {
-                crate::sbuf::mark_fd(tracee, &mut state.write_ok, true, args[0], true)?;
-            }
-            libc::SYS_close => {
-                crate::sbuf::mark_fd(tracee, &mut state.read_ok, false, args[0], false)?;
-                crate::sbuf::mark_fd(tracee, &mut state.write_ok, true, args[0], false)?;
-            }
-            libc::SYS_dup2 | libc::SYS_dup3 => {
-                crate::sbuf::mark_fd(tracee, &mut state.read_ok, false, args[1], false)?;
-                crate::sbuf::mark_fd(tracee, &mut state.write_ok, true, args[1], false)?;
-            }
+            libc::SYS_close => forget(args[0])?,
+            libc::SYS_dup2 | libc::SYS_dup3 => forget(args[1])?,
             libc::SYS_close_range => {
+                state.checked.clear();
                 crate::sbuf::clear_fds(tracee, &mut state.read_ok, &mut state.write_ok)?;
+            }
+            libc::SYS_read | libc::SYS_pread64 | libc::SYS_write | libc::SYS_pwrite64
+                if ret >= 0 =>
+            {
+                let write = matches!(nr, libc::SYS_write | libc::SYS_pwrite64);
+                // The recording's console stays traced (replay shows it);
+                // any other descriptor is looked at once.
+                if (write && console != 0) || !state.checked.insert((args[0], write)) {
+                    return Ok(());
+                }
+                if never_blocks(tid, args[0], write) {
+                    let bits = if write {
+                        &mut state.write_ok
+                    } else {
+                        &mut state.read_ok
+                    };
+                    crate::sbuf::mark_fd(tracee, bits, write, args[0], true)?;
+                }
             }
             _ => {}
         }
@@ -1305,10 +1320,9 @@ impl Recorder {
         };
         // A site is patched when a call the blob would take is made there
         // (a console write or a pipe read leaves it alone until then).
-        let bit = |set: &[u8; 128], fd: u64| fd < 1024 && set[fd as usize / 8] >> (fd % 8) & 1 != 0;
         let takes = match nr {
-            libc::SYS_read | libc::SYS_pread64 => bit(&state.read_ok, args[0]),
-            libc::SYS_write | libc::SYS_pwrite64 => bit(&state.write_ok, args[0]),
+            libc::SYS_read | libc::SYS_pread64 => sbuf::is_marked(&state.read_ok, args[0]),
+            libc::SYS_write | libc::SYS_pwrite64 => sbuf::is_marked(&state.write_ok, args[0]),
             libc::SYS_gettimeofday => args[1] == 0,
             _ => true,
         };
@@ -1373,21 +1387,7 @@ impl Recorder {
             Some(c) => c,
             None => {
                 let area = sbuf::new_area(site, p);
-                let ret = rewind_ckpt::tracee::syscall_in_place(
-                    &self.tracee,
-                    tid,
-                    libc::SYS_mmap,
-                    &[
-                        area,
-                        sbuf::AREA_LEN,
-                        (libc::PROT_READ | libc::PROT_EXEC) as u64,
-                        (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE)
-                            as u64,
-                        u64::MAX,
-                        0,
-                    ],
-                )?;
-                if ret as u64 != area {
+                if sbuf::map_area(&self.tracee, tid, area)? as u64 != area {
                     return Ok(());
                 }
                 new_area = area;

@@ -1370,19 +1370,7 @@ impl Replayer<'_> {
     fn patch(&mut self, tid: i32, area: u64, writes: &[(u64, Vec<u8>)]) -> Result<(), Error> {
         let (real, _) = self.thread(tid)?;
         if area != 0 {
-            let ret = rewind_ckpt::tracee::syscall_in_place(
-                &self.tracee,
-                real,
-                libc::SYS_mmap,
-                &[
-                    area,
-                    crate::sbuf::AREA_LEN,
-                    (libc::PROT_READ | libc::PROT_EXEC) as u64,
-                    (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE) as u64,
-                    u64::MAX,
-                    0,
-                ],
-            )?;
+            let ret = crate::sbuf::map_area(&self.tracee, real, area)?;
             if ret as u64 != area {
                 return Err(self.diverge(
                     tid,

@@ -76,6 +76,29 @@ pub fn contains(addr: u64) -> bool {
     (BASE..BASE + LEN).contains(&addr)
 }
 
+/// Whether `rip` is in the blob's code.
+pub fn in_code(rip: u64) -> bool {
+    (BASE..BASE + CODE_LEN).contains(&rip)
+}
+
+/// Map a stub area at `area` in the stopped thread `tid` (record and
+/// replay alike): the kernel's answer, `area` when it worked.
+pub fn map_area(tracee: &Tracee, tid: pid_t, area: u64) -> Result<i64, Error> {
+    Ok(rewind_ckpt::tracee::syscall_in_place(
+        tracee,
+        tid,
+        libc::SYS_mmap,
+        &[
+            area,
+            AREA_LEN,
+            (libc::PROT_READ | libc::PROT_EXEC) as u64,
+            (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE) as u64,
+            u64::MAX,
+            0,
+        ],
+    )?)
+}
+
 fn ctl_page(mode: u32) -> Vec<u8> {
     let mut c = vec![0u8; 4096];
     c[0..8].copy_from_slice(&MAGIC.to_le_bytes());
@@ -177,18 +200,23 @@ pub fn mark_fd(
     if fd >= 1024 {
         return Ok(());
     }
+    if is_marked(bits, fd) == on {
+        return Ok(());
+    }
     let (i, b) = ((fd / 8) as usize, 1u8 << (fd % 8));
-    let old = bits[i];
     if on {
         bits[i] |= b;
     } else {
         bits[i] &= !b;
     }
-    if bits[i] != old {
-        let off = if write { OFF_WRITE_OK } else { OFF_READ_OK };
-        tracee.write_mem(CTL + off + i as u64, &bits[i..=i])?;
-    }
+    let off = if write { OFF_WRITE_OK } else { OFF_READ_OK };
+    tracee.write_mem(CTL + off + i as u64, &bits[i..=i])?;
     Ok(())
+}
+
+/// Whether descriptor `fd` is marked in `bits` (see [`mark_fd`]).
+pub fn is_marked(bits: &[u8; 128], fd: u64) -> bool {
+    fd < 1024 && bits[fd as usize / 8] >> (fd % 8) & 1 != 0
 }
 
 /// Record mode: forget every marked descriptor.
@@ -229,15 +257,19 @@ pub fn check_records(data: &[u8]) -> Result<usize, String> {
     Ok(n)
 }
 
+/// Replay mode: where the blob is in the records loaded, and their end.
+fn cursor(tracee: &Tracee) -> Result<(u64, u64), rewind_ckpt::Error> {
+    let mut head = [0u8; 16];
+    tracee.read_mem(CTL + OFF_POS, &mut head)?;
+    let pos = u64::from_le_bytes(head[0..8].try_into().unwrap_or_default());
+    let end = u64::from_le_bytes(head[8..16].try_into().unwrap_or_default());
+    Ok((pos, end))
+}
+
 /// Replay mode: append `data` (records) to what the thread has not
 /// consumed yet of the buffer.
 pub fn load(tracee: &Tracee, data: &[u8]) -> Result<(), String> {
-    let mut head = [0u8; 16];
-    tracee
-        .read_mem(CTL + OFF_POS, &mut head)
-        .map_err(|e| e.to_string())?;
-    let pos = u64::from_le_bytes(head[0..8].try_into().unwrap_or_default());
-    let end = u64::from_le_bytes(head[8..16].try_into().unwrap_or_default());
+    let (pos, end) = cursor(tracee).map_err(|e| e.to_string())?;
     let mut all = Vec::new();
     if end > pos && end <= DATA_LEN {
         all = vec![0u8; (end - pos) as usize];
@@ -263,13 +295,7 @@ pub fn load(tracee: &Tracee, data: &[u8]) -> Result<(), String> {
 
 /// Replay mode: bytes of records loaded and not yet consumed.
 pub fn unconsumed(tracee: &Tracee) -> u64 {
-    let mut head = [0u8; 16];
-    if tracee.read_mem(CTL + OFF_POS, &mut head).is_err() {
-        return 0;
-    }
-    let pos = u64::from_le_bytes(head[0..8].try_into().unwrap_or_default());
-    let end = u64::from_le_bytes(head[8..16].try_into().unwrap_or_default());
-    end.saturating_sub(pos)
+    cursor(tracee).map_or(0, |(pos, end)| end.saturating_sub(pos))
 }
 
 /// How a syscall site is patched.
