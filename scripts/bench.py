@@ -97,6 +97,32 @@ def checkpoint_and_restart(launch_args, ready, d, d2):
         shutil.rmtree(d2, ignore_errors=True)
 
 
+def start_coordinator(d, timeout=None):
+    """A `rewind coordinator` on a free loopback port, its log in d: (process, address, log)."""
+    log = os.path.join(d, "coordinator.out")
+    extra = ["--timeout", str(timeout)] if timeout else []
+    proc = subprocess.Popen([REWIND, "coordinator", "--listen", "127.0.0.1:0", *extra],
+                            stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
+    addr = wait_for(log, r"listening on (\S+)").group(1)
+    return proc, addr, log
+
+
+def restart_under(addr, d, images):
+    """`rewind restart --coordinator` of each image, its output in d/after-N: the processes."""
+    return [subprocess.Popen([REWIND, "restart", "--coordinator", addr, "--ckpt-dir", d, image],
+                             stdout=open(os.path.join(d, f"after-{n}"), "w"),
+                             stderr=subprocess.DEVNULL, start_new_session=True)
+            for n, image in enumerate(images)]
+
+
+def stop(procs):
+    """Kill what is left of each process's group."""
+    for p in procs:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+
+
 def median_of(runs):
     """Field-wise medians of checkpoint_and_restart results."""
     return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
@@ -629,13 +655,6 @@ def bench_coordinator(work, quick, add, target, full):
     (1, 4 with --quick; 64 too with --full: 6.4 GiB of memory and as much in
     images); medians of 3 runs of each mode, the modes taking turns (one run
     with --quick, and at N = 64), every run printed on stderr."""
-    def start_coordinator(d):
-        log = os.path.join(d, "coordinator.out")
-        proc = subprocess.Popen([REWIND, "coordinator", "--listen", "127.0.0.1:0", "--timeout", "600"],
-                                stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
-        addr = wait_for(log, r"listening on (\S+)").group(1)
-        return proc, addr, log
-
     def joined(log, n, restarted=False, timeout=600):
         pat = r"joined: .*, restarted" if restarted else r"joined: "
         deadline = time.monotonic() + timeout
@@ -665,16 +684,10 @@ def bench_coordinator(work, quick, add, target, full):
             wait_for(os.path.join(d, f"mem-{i}.out"), r"ready", timeout=600)
         return procs
 
-    def stop(procs):
-        for p in procs:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
-
     # Barrier round trip.
     d = os.path.join(work, "coord-ping")
     os.makedirs(d)
-    coord, addr, log = start_coordinator(d)
+    coord, addr, log = start_coordinator(d, timeout=600)
     procs = []
     try:
         print("bench: coordinator barrier round trip ...", file=sys.stderr, flush=True)
@@ -698,7 +711,7 @@ def bench_coordinator(work, quick, add, target, full):
             for mode, flags in modes:
                 d = os.path.join(work, f"coord-{n}-{mode}-{rep}")
                 os.makedirs(d)
-                coord, addr, log = start_coordinator(d)
+                coord, addr, log = start_coordinator(d, timeout=600)
                 procs = []
                 try:
                     print(f"bench: coordinated checkpoint of {n} x 100 MiB ({mode}, run {rep + 1}) ...",
@@ -868,10 +881,7 @@ def bench_sockets(work, quick, add):
             rewind("command", "--ckpt-dir", d2, "--kill")
             p.wait(timeout=60)
         finally:
-            for p in procs:
-                if p.poll() is None:
-                    os.killpg(p.pid, signal.SIGKILL)
-                    p.wait()
+            stop(procs)
             shutil.rmtree(d, ignore_errors=True)
     add("sockets/ring-tree-checkpoint", med(ckpt), "ms", note="4 processes, 3 TCP connections")
     add("sockets/ring-tree-checkpoint-wall", med(ckpt_wall), "ms")
@@ -885,12 +895,8 @@ def bench_sockets(work, quick, add):
         os.makedirs(d)
         procs = []
         try:
-            log = os.path.join(d, "coordinator.log")
-            c = subprocess.Popen([REWIND, "coordinator", "--listen", "127.0.0.1:0"],
-                                 stdout=open(log, "w"), stderr=subprocess.DEVNULL,
-                                 start_new_session=True)
+            c, addr, _ = start_coordinator(d)
             procs.append(c)
-            addr = wait_for(log, r"listening on (\S+)").group(1)
             ports = []
             for _ in range(3):
                 import socket
@@ -915,20 +921,13 @@ def bench_sockets(work, quick, add):
             for p in procs[1:]:
                 p.wait(timeout=60)
             t = time.monotonic()
-            for n, image in enumerate(images):
-                out = os.path.join(d, f"after-{n}")
-                procs.append(subprocess.Popen([REWIND, "restart", "--coordinator", addr,
-                                               "--ckpt-dir", d, image], stdout=open(out, "w"),
-                                              stderr=subprocess.DEVNULL, start_new_session=True))
+            procs.extend(restart_under(addr, d, images))
             for n in range(len(images)):
                 wait_for(os.path.join(d, f"after-{n}"), r"got token")
             coord_restart.append((time.monotonic() - t) * 1e3)
             rewind("command", "--coordinator", addr, "--kill")
         finally:
-            for p in procs:
-                if p.poll() is None:
-                    os.killpg(p.pid, signal.SIGKILL)
-                    p.wait()
+            stop(procs)
             shutil.rmtree(d, ignore_errors=True)
     add("sockets/ring-coordinated-checkpoint-kill-wall", med(coord_ckpt), "ms",
         note="3 programs, suspend+drain+capture+kill")
@@ -948,12 +947,8 @@ def bench_sockets(work, quick, add):
         os.makedirs(d)
         procs = []
         try:
-            log = os.path.join(d, "coordinator.log")
-            c = subprocess.Popen([REWIND, "coordinator", "--listen", "127.0.0.1:0"],
-                                 stdout=open(log, "w"), stderr=subprocess.DEVNULL,
-                                 start_new_session=True)
+            c, addr, _ = start_coordinator(d)
             procs.append(c)
-            addr = wait_for(log, r"listening on (\S+)").group(1)
             name = os.path.join(d, "s.sock")
             for role in ("server", "client"):
                 procs.append(subprocess.Popen(
@@ -973,11 +968,7 @@ def bench_sockets(work, quick, add):
                 p.wait(timeout=60)
             before = open(os.path.join(d, "client.out")).read()
             t = time.monotonic()
-            for n, image in enumerate(images):
-                out = os.path.join(d, f"after-{n}")
-                procs.append(subprocess.Popen([REWIND, "restart", "--coordinator", addr,
-                                               "--ckpt-dir", d, image], stdout=open(out, "w"),
-                                              stderr=subprocess.DEVNULL, start_new_session=True))
+            procs.extend(restart_under(addr, d, images))
             outs = [os.path.join(d, f"after-{n}") for n in range(len(images))]
             deadline = time.monotonic() + 120
             while not any("reply" in open(o).read() for o in outs if os.path.exists(o)):
@@ -989,10 +980,7 @@ def bench_sockets(work, quick, add):
                 raise RuntimeError("the client printed nothing before the checkpoint")
             rewind("command", "--coordinator", addr, "--kill")
         finally:
-            for p in procs:
-                if p.poll() is None:
-                    os.killpg(p.pid, signal.SIGKILL)
-                    p.wait()
+            stop(procs)
             shutil.rmtree(d, ignore_errors=True)
     add("sockets/dgram-coordinated-checkpoint-wall", med(dg_ckpt), "ms",
         note="2 programs, unix datagrams queued both ways, run on")

@@ -389,6 +389,24 @@ impl Coordinator {
             .unwrap_or_else(|| panic!("no address in {}", running.output()));
         Coordinator { running, addr }
     }
+
+    /// `rewind command --coordinator ... --checkpoint` (then `extra`, e.g. `--kill`) run in
+    /// `dir`: it must succeed with `n` images, which are returned.
+    #[track_caller]
+    fn checkpoint(&self, dir: &Path, extra: &[&str], n: usize) -> Vec<PathBuf> {
+        let mut args = vec!["command", "--coordinator", &self.addr, "--checkpoint"];
+        args.extend_from_slice(extra);
+        let done = rewind_in(dir, args);
+        done.assert_success();
+        let images: Vec<PathBuf> = done
+            .stdout
+            .lines()
+            .filter(|l| l.starts_with('['))
+            .filter_map(|l| l.split(": ").nth(1)?.split(" (").next().map(PathBuf::from))
+            .collect();
+        assert_eq!(images.len(), n, "{}", done.describe());
+        images
+    }
 }
 
 /// Ports nobody listens on now.
@@ -813,23 +831,7 @@ fn unix_datagrams_between_two_coordinated_programs_run_on_after_checkpoints() {
     );
     for line in ["reply 13 ", "reply 37 "] {
         client.wait_for(Wait::LineContaining(line));
-        let done = rewind_in(
-            &dir,
-            [
-                "command",
-                "--coordinator",
-                &coordinator.addr,
-                "--checkpoint",
-            ],
-        );
-        done.assert_success();
-        let images: Vec<PathBuf> = done
-            .stdout
-            .lines()
-            .filter(|l| l.starts_with('['))
-            .filter_map(|l| l.split(": ").nth(1)?.split(" (").next().map(PathBuf::from))
-            .collect();
-        assert_eq!(images.len(), 2, "{}", done.describe());
+        let images = coordinator.checkpoint(&dir, &[], 2);
         let held = in_flight(&images);
         assert!(
             held.unix_messages > 0,
@@ -876,24 +878,7 @@ fn coordinated_chat_restarts(kind: &str, name: Option<&str>) {
             coordinated_chat_pair(&scratch, kind, &name, &coordinator.addr, &dir, "before.out");
         let flags = ["--coordinator", coordinator.addr.as_str()];
         client.wait_for(Wait::LineContaining("reply 23 "));
-        let done = rewind_in(
-            &dir,
-            [
-                "command",
-                "--coordinator",
-                &coordinator.addr,
-                "--checkpoint",
-                "--kill",
-            ],
-        );
-        done.assert_success();
-        let images: Vec<PathBuf> = done
-            .stdout
-            .lines()
-            .filter(|l| l.starts_with('['))
-            .filter_map(|l| l.split(": ").nth(1)?.split(" (").next().map(PathBuf::from))
-            .collect();
-        assert_eq!(images.len(), 2, "{}", done.describe());
+        let images = coordinator.checkpoint(&dir, &["--kill"], 2);
         let held = in_flight(&images);
         assert!(
             held.unix_messages > 0,
@@ -1024,24 +1009,7 @@ fn datagrams_from_two_coordinated_programs_to_a_hub_restart() {
         })
         .collect();
     launched[0].wait_for(Wait::LineContaining("sender 1: ack 22 "));
-    let done = rewind_in(
-        &dir,
-        [
-            "command",
-            "--coordinator",
-            &coordinator.addr,
-            "--checkpoint",
-            "--kill",
-        ],
-    );
-    done.assert_success();
-    let images: Vec<PathBuf> = done
-        .stdout
-        .lines()
-        .filter(|l| l.starts_with('['))
-        .filter_map(|l| l.split(": ").nth(1)?.split(" (").next().map(PathBuf::from))
-        .collect();
-    assert_eq!(images.len(), 3, "{}", done.describe());
+    let images = coordinator.checkpoint(&dir, &["--kill"], 3);
     let held = in_flight(&images);
     assert!(
         held.unix_messages > 0,

@@ -1235,13 +1235,7 @@ impl Rebuilt {
             Some(p) => id < p.id,
             None => true,
         };
-        let rendezvous = |id: u64, peer: u64| {
-            let mut name = vec![0u8];
-            name.extend_from_slice(
-                format!("rewind-unix-{}-{}", id.min(peer), id.max(peer)).as_bytes(),
-            );
-            name
-        };
+        let meeting = |id: u64, peer: u64| rendezvous("unix", id.min(peer), id.max(peer));
         for &(id, u, cwd) in &ends {
             let Some(p) = &u.peer else { continue };
             let made = if makes(id, u) {
@@ -1252,7 +1246,7 @@ impl Rebuilt {
                         Self::write_all(theirs.as_raw_fd(), &msgs, None)
                             .map_err(|e| format!("refill: {}", e.desc()))?;
                         let ours = mine.try_clone().map_err(|e| format!("dup: {e}"))?;
-                        offer(&rendezvous(id, p.id), vec![theirs, ours])?;
+                        offer(&meeting(id, p.id), vec![theirs, ours])?;
                         Ok(mine)
                     })
             } else {
@@ -1262,7 +1256,7 @@ impl Rebuilt {
         }
         for &(id, u, _) in ends.iter().filter(|(id, u, _)| !makes(*id, u)) {
             let Some(p) = &u.peer else { continue };
-            let taken = take(&rendezvous(id, p.id)).and_then(|fds| {
+            let taken = take(&meeting(id, p.id)).and_then(|fds| {
                 let mut fds = fds.into_iter();
                 let (Some(mine), Some(theirs)) = (fds.next(), fds.next()) else {
                     return Err("the other program's restart handed over nothing".to_string());
@@ -1312,11 +1306,7 @@ impl Rebuilt {
     /// sees their senders' names. The programs are held until every one
     /// is back (the links go to the coordinator).
     fn dgram_between_programs(&mut self, wanted: &BTreeMap<u64, Wanted>) {
-        let rendezvous = |giver: u64, taker: u64| {
-            let mut name = vec![0u8];
-            name.extend_from_slice(format!("rewind-dgram-{giver}-{taker}").as_bytes());
-            name
-        };
+        let meeting = |giver: u64, taker: u64| rendezvous("dgram", giver, taker);
         let linked: Vec<(u64, &UnixEnd, &str, &[DgramLink])> = wanted
             .iter()
             .filter_map(|(&id, w)| {
@@ -1328,7 +1318,7 @@ impl Rebuilt {
         for &(id, u, _, links) in &linked {
             for l in links.iter().filter(|l| l.gives) {
                 let offered = match self.fds.get(&id).map(|f| f.try_clone()) {
-                    Some(Ok(copy)) => offer(&rendezvous(id, l.id), vec![copy]),
+                    Some(Ok(copy)) => offer(&meeting(id, l.id), vec![copy]),
                     Some(Err(e)) => Err(format!("dup: {e}")),
                     None => Err("it was not made".to_string()),
                 };
@@ -1354,7 +1344,7 @@ impl Rebuilt {
                 if !l.takes {
                     continue;
                 }
-                match take(&rendezvous(l.id, id)).map(|fds| fds.into_iter().next()) {
+                match take(&meeting(l.id, id)).map(|fds| fds.into_iter().next()) {
                     Ok(Some(theirs)) => {
                         if !l.name.is_empty() {
                             self.taken.entry(l.name.clone()).or_insert(theirs);
@@ -1744,6 +1734,14 @@ impl Rebuilt {
 /// How long a unix connection's end waits for the other program's restart
 /// to hand it over.
 const HANDOVER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The abstract name (`@rewind-KIND-A-B`) under which two programs'
+/// restarts hand sockets over, for sockets `a` and `b` (their inodes).
+fn rendezvous(kind: &str, a: u64, b: u64) -> Vec<u8> {
+    let mut name = vec![0u8];
+    name.extend_from_slice(format!("rewind-{kind}-{a}-{b}").as_bytes());
+    name
+}
 
 /// Offer `fds` (for a unix connection: the other program's end and a copy
 /// of this end, for the other to write back what waited at its end; for a
