@@ -240,9 +240,15 @@ impl Thread {
 }
 
 struct Recorder {
+    /// The process being handled; with a tree, the others wait in
+    /// `others` (see `activate`).
     tracee: Tracee,
+    /// Its trace directory (`proc-PID/` for a process the program made).
     dir: PathBuf,
-    log: EventLog,
+    /// Its event log; None once it ended.
+    log: Option<EventLog>,
+    /// Events in its log.
+    pushed: u64,
     threads: HashMap<pid_t, Thread>,
     current: Option<pid_t>,
     ready: VecDeque<pid_t>,
@@ -264,9 +270,41 @@ struct Recorder {
     live: Option<live::LiveState>,
     /// The in-process syscall buffer, when on.
     sbuf: Option<SbufState>,
+    /// The trace directory.
+    trace_dir: PathBuf,
+    /// Events logged, every process together.
+    total: u64,
+    /// The other processes of a recorded tree.
+    others: HashMap<pid_t, Proc>,
+    /// Recording the processes the program makes (`rewind record`); a live
+    /// recording lets them run unrecorded.
+    tree: Option<TreeRec>,
+}
+
+/// A recorded process other than the one being handled: the recorder's
+/// per-process fields, swapped in by `activate`.
+struct Proc {
+    tracee: Tracee,
+    dir: PathBuf,
+    log: Option<EventLog>,
+    pushed: u64,
+    execs: u32,
+    sbuf: Option<SbufState>,
+    kvm: crate::kvm::KvmRecord,
+}
+
+/// What a recording of a process tree keeps besides each process's log.
+#[derive(Default)]
+struct TreeRec {
+    root: pid_t,
+    schedule: crate::trace::format::Schedule,
+    /// Processes stopped at their first stop before their parent's fork
+    /// event was seen.
+    early: std::collections::HashSet<pid_t>,
 }
 
 /// The recorder's side of the syscall buffer (`crate::sbuf`).
+#[derive(Clone)]
 struct SbufState {
     /// The blob is mapped in the current image.
     active: bool,
@@ -302,6 +340,13 @@ pub use live::{Extension, Live};
 /// Record `argv` into `opts.dir`.
 pub fn record(argv: &[String], opts: &RecordOptions) -> Result<Recording, Error> {
     let mut rec = Recorder::launch(argv, opts)?;
+    let root = rec.tracee.pid;
+    let mut tree = TreeRec {
+        root,
+        ..Default::default()
+    };
+    tree.schedule.root = root;
+    rec.tree = Some(tree);
     let result = rec.run();
     if result.is_err() {
         rec.kill_program();
@@ -341,7 +386,8 @@ impl Recorder {
         let mut rec = Recorder {
             tracee,
             dir: opts.dir.clone(),
-            log: EventLog::create(&opts.dir)?,
+            log: Some(EventLog::create(&opts.dir)?),
+            pushed: 0,
             threads: HashMap::new(),
             current: Some(pid),
             ready: VecDeque::new(),
@@ -357,6 +403,10 @@ impl Recorder {
             kvm: Default::default(),
             live: None,
             sbuf: opts.syscallbuf.then(SbufState::default),
+            trace_dir: opts.dir.clone(),
+            total: 0,
+            others: HashMap::new(),
+            tree: None,
         };
         if let Err(e) = rec.start(pid) {
             rec.kill_program();
@@ -367,7 +417,10 @@ impl Recorder {
 
     /// Kill the program and reap it.
     fn kill_program(&mut self) {
-        let pid = self.tracee.pid;
+        for &other in self.others.keys() {
+            let _ = rewind_ckpt::sys::process::kill(other, libc::SIGKILL);
+        }
+        let pid = self.tree.as_ref().map_or(self.tracee.pid, |t| t.root);
         let _ = rewind_ckpt::sys::process::kill(pid, libc::SIGKILL);
         while let Ok(Some((tid, stop))) = ptrace::wait(-1, false) {
             if tid == pid && matches!(stop, Stop::Exited(_) | Stop::Killed(_)) {
@@ -377,23 +430,31 @@ impl Recorder {
     }
 
     /// The program ended: write what is pending and the end record.
-    fn finish(self) -> Result<Recording, Error> {
+    fn finish(mut self) -> Result<Recording, Error> {
         let exit_code = self.exit_code.unwrap_or(0);
-        let Recorder { log, dir, .. } = self;
-        let (events, chunks, bytes) = log.finish()?;
-        trace::write_end(
-            &dir,
-            &TraceEnd {
-                events,
-                chunks,
-                exit_code,
-            },
-        )?;
-        let total = dir_size(&dir);
+        if let Some(log) = self.log.take() {
+            let (events, chunks, _) = log.finish()?;
+            trace::write_end(
+                &self.dir,
+                &TraceEnd {
+                    events,
+                    chunks,
+                    exit_code,
+                },
+            )?;
+        }
+        if let Some(tree) = self
+            .tree
+            .as_ref()
+            .filter(|t| !t.schedule.children.is_empty())
+        {
+            trace::write_schedule(&self.trace_dir, &tree.schedule)?;
+        }
+        let dir = self.trace_dir.clone();
         Ok(Recording {
+            bytes: dir_size(&dir),
             dir,
-            events,
-            bytes: total.max(bytes),
+            events: self.total,
             exit_code,
         })
     }
@@ -414,12 +475,20 @@ fn sigchld_fd() -> Result<nix::sys::signalfd::SignalFd, Error> {
     .map_err(|e| rewind_ckpt::Error::Tracee(format!("signalfd: {e}")).into())
 }
 
+/// Bytes of the files in `dir` and its subdirectories (processes' logs).
 fn dir_size(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
         .map(|rd| {
-            rd.filter_map(|e| e.ok()?.metadata().ok())
-                .map(|m| m.len())
-                .sum()
+            rd.filter_map(|e| {
+                let e = e.ok()?;
+                let md = e.metadata().ok()?;
+                Some(if md.is_dir() {
+                    dir_size(&e.path())
+                } else {
+                    md.len()
+                })
+            })
+            .sum()
         })
         .unwrap_or(0)
 }
@@ -495,7 +564,23 @@ impl Recorder {
     }
 
     fn push(&mut self, event: Event) -> Result<(), Error> {
-        self.log.push(&event)?;
+        let Some(log) = self.log.as_mut() else {
+            return Err(rewind_ckpt::Error::Tracee(format!(
+                "an event of process {} after its end",
+                self.tracee.pid
+            ))
+            .into());
+        };
+        log.push(&event)?;
+        self.pushed += 1;
+        self.total += 1;
+        if let Some(tree) = self.tree.as_mut() {
+            let pid = self.tracee.pid;
+            match tree.schedule.runs.last_mut() {
+                Some(last) if last.0 == pid => last.1 = self.pushed,
+                _ => tree.schedule.runs.push((pid, self.pushed)),
+            }
+        }
         if let Some(live) = self.live.as_mut() {
             live.pushed(event);
         }
@@ -534,22 +619,168 @@ impl Recorder {
                 live.forget_skip(tid);
             }
         }
-        if tid == pid {
-            if let Stop::Exited(c) = stop {
-                self.exit_code = Some(c);
-                return Ok(false);
+        let code = match stop {
+            Stop::Exited(c) => Some(c),
+            Stop::Killed(s) => Some(128 + s),
+            _ => None,
+        };
+        if let Some(code) = code {
+            if self.tree.is_some() && self.is_process(tid) {
+                return self.process_ended(tid, code);
             }
-            if let Stop::Killed(s) = stop {
-                self.exit_code = Some(128 + s);
+            if self.tree.is_none() && tid == pid {
+                self.exit_code = Some(code);
                 return Ok(false);
             }
         }
-        if !self.threads.contains_key(&tid) && !self.tracee.owns(tid) {
-            passenger(tid, stop);
-            return Ok(true);
+        match self.owner(tid) {
+            Some(owner) => self.activate(owner),
+            None => {
+                let first_stop = matches!(stop, Stop::Event(PTRACE_EVENT_STOP, _));
+                if let Some(tree) = self.tree.as_mut().filter(|_| first_stop) {
+                    if rewind_ckpt::tracee::tgid_of(tid) == Some(tid) {
+                        // A new process, before its parent's fork event:
+                        // it waits there until that is seen.
+                        tree.early.insert(tid);
+                        return Ok(true);
+                    }
+                }
+                passenger(tid, stop);
+                return Ok(true);
+            }
         }
         self.handle(tid, stop)?;
         Ok(true)
+    }
+
+    /// The recorded process that thread `tid` belongs to.
+    fn owner(&self, tid: pid_t) -> Option<pid_t> {
+        if self.log.is_some() && self.tracee.threads.contains_key(&tid) {
+            return Some(self.tracee.pid);
+        }
+        if let Some((&pid, _)) = self
+            .others
+            .iter()
+            .find(|(_, p)| p.tracee.threads.contains_key(&tid))
+        {
+            return Some(pid);
+        }
+        // A new thread, before its clone event was seen.
+        let tgid = rewind_ckpt::tracee::tgid_of(tid)?;
+        self.is_process(tgid).then_some(tgid)
+    }
+
+    /// Whether `pid` is a recorded process that has not ended.
+    fn is_process(&self, pid: pid_t) -> bool {
+        (pid == self.tracee.pid && self.log.is_some()) || self.others.contains_key(&pid)
+    }
+
+    /// Make `pid` the process being handled: its fields are swapped in.
+    /// An ended process swapped out is forgotten.
+    fn activate(&mut self, pid: pid_t) {
+        if pid == self.tracee.pid {
+            return;
+        }
+        let Some(mut p) = self.others.remove(&pid) else {
+            return;
+        };
+        std::mem::swap(&mut self.tracee, &mut p.tracee);
+        std::mem::swap(&mut self.dir, &mut p.dir);
+        std::mem::swap(&mut self.log, &mut p.log);
+        std::mem::swap(&mut self.pushed, &mut p.pushed);
+        std::mem::swap(&mut self.execs, &mut p.execs);
+        std::mem::swap(&mut self.sbuf, &mut p.sbuf);
+        std::mem::swap(&mut self.kvm, &mut p.kvm);
+        if p.log.is_some() {
+            self.others.insert(p.tracee.pid, p);
+        }
+    }
+
+    /// Process `pid` of a recorded tree ended with `code`: its log is
+    /// closed with its end record. False once no recorded process is left.
+    fn process_ended(&mut self, pid: pid_t, code: i32) -> Result<bool, Error> {
+        self.activate(pid);
+        let mine: Vec<pid_t> = self.tracee.threads.keys().copied().chain([pid]).collect();
+        for t in &mine {
+            self.threads.remove(t);
+        }
+        self.ready.retain(|t| !mine.contains(t));
+        if self.current.is_some_and(|c| mine.contains(&c)) {
+            self.current = None;
+        }
+        self.tracee.threads.clear();
+        if let Some(log) = self.log.take() {
+            let (events, chunks, _) = log.finish()?;
+            trace::write_end(
+                &self.dir,
+                &TraceEnd {
+                    events,
+                    chunks,
+                    exit_code: code,
+                },
+            )?;
+        }
+        if self.tree.as_ref().is_some_and(|t| t.root == pid) {
+            self.exit_code = Some(code);
+        }
+        Ok(!self.others.is_empty())
+    }
+
+    /// Thread `tid`, inside fork, vfork or clone, made a process (event
+    /// `ev`): with a tree, it is recorded from here in its own log.
+    fn forked(&mut self, tid: pid_t, ev: i32) -> Result<(), Error> {
+        let child = ptrace::geteventmsg(tid).map_err(perr("PTRACE_GETEVENTMSG", tid))? as pid_t;
+        let (nr, args) = match self.threads.get(&tid).map(|t| &t.state) {
+            Some(State::InSyscall { nr, args, .. }) => (*nr, *args),
+            _ => (libc::SYS_fork, [0; 6]),
+        };
+        let flags = match nr {
+            libc::SYS_clone => args[0],
+            libc::SYS_clone3 => clone3_flags(&self.tracee, &args),
+            libc::SYS_vfork => (libc::CLONE_VM | libc::CLONE_VFORK) as u64,
+            _ => 0,
+        };
+        let shares_memory = ev == libc::PTRACE_EVENT_VFORK || flags & libc::CLONE_VM as u64 != 0;
+        if shares_memory && self.sbuf_active() {
+            // The child runs in our memory: its calls must not land in
+            // our buffer (cleared at the next flush of ours).
+            crate::sbuf::force_slow(&self.tracee)?;
+        }
+        if self.tree.is_some() {
+            let dir = self.trace_dir.join(format!("proc-{child}"));
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| rewind_ckpt::Error::io(dir.display().to_string(), e))?;
+            let sbuf = self.sbuf.as_ref().map(|s| SbufState {
+                active: s.active && !shares_memory,
+                ..s.clone()
+            });
+            let proc = Proc {
+                tracee: Tracee::new(child)?,
+                log: Some(EventLog::create(&dir)?),
+                dir,
+                pushed: 0,
+                execs: 0,
+                sbuf,
+                kvm: Default::default(),
+            };
+            self.others.insert(child, proc);
+            self.threads
+                .insert(child, Thread::new(State::Waiting { sig: 0 }));
+            let pid = self.tracee.pid;
+            if let Some(tree) = self.tree.as_mut() {
+                tree.schedule.children.push((child, pid));
+                if tree.early.remove(&child) {
+                    self.ready.push_back(child);
+                }
+            }
+            self.push(Event::Fork { tid, child })?;
+            if flags & libc::CLONE_VFORK as u64 != 0 && self.current == Some(tid) {
+                // The parent waits for the child's exec or exit.
+                self.current = None;
+            }
+        }
+        ptrace::syscall(tid, 0).map_err(perr("PTRACE_SYSCALL", tid))?;
+        Ok(())
     }
 
     /// Nothing to handle: wait for the next stop, preempting the current
@@ -611,6 +842,9 @@ impl Recorder {
     /// Pick the next thread to run: the first waiting one.
     fn schedule(&mut self) -> Result<(), Error> {
         while let Some(tid) = self.ready.pop_front() {
+            if let Some(owner) = self.owner(tid) {
+                self.activate(owner);
+            }
             let Some(t) = self.threads.get_mut(&tid) else {
                 continue;
             };
@@ -716,6 +950,9 @@ impl Recorder {
             Stop::Signal(libc::SIGINT) if self.live_interrupt(tid)? => {}
             Stop::Signal(libc::SIGTRAP) if self.live_trap(tid)? => {}
             Stop::Signal(sig) => self.signal(tid, sig)?,
+            Stop::Event(libc::PTRACE_EVENT_CLONE, _) if !self.clones_thread(tid) => {
+                self.forked(tid, libc::PTRACE_EVENT_CLONE)?
+            }
             Stop::Event(libc::PTRACE_EVENT_CLONE, _) => {
                 let new =
                     ptrace::geteventmsg(tid).map_err(perr("PTRACE_GETEVENTMSG", tid))? as pid_t;
@@ -730,13 +967,7 @@ impl Recorder {
                 ptrace::syscall(tid, 0).map_err(perr("PTRACE_SYSCALL", tid))?;
             }
             Stop::Event(ev @ (libc::PTRACE_EVENT_FORK | libc::PTRACE_EVENT_VFORK), _) => {
-                if ev == libc::PTRACE_EVENT_VFORK && self.sbuf_active() {
-                    // The child runs in our memory until it execs or
-                    // exits, while we wait: its calls must not land in
-                    // our buffer (cleared at our vfork's exit stop).
-                    crate::sbuf::force_slow(&self.tracee)?;
-                }
-                ptrace::syscall(tid, 0).map_err(perr("PTRACE_SYSCALL", tid))?;
+                self.forked(tid, ev)?
             }
             Stop::Event(libc::PTRACE_EVENT_EXEC, _) => self.exec(tid)?,
             Stop::Event(PTRACE_EVENT_STOP, sig) => {
@@ -780,6 +1011,27 @@ impl Recorder {
         Ok(())
     }
 
+    /// Whether `tid`, stopped at a clone event, is making a thread.
+    fn clones_thread(&self, tid: pid_t) -> bool {
+        match self.threads.get(&tid).map(|t| &t.state) {
+            Some(State::InSyscall { nr, args, .. }) => {
+                call_disposition(&self.tracee, *nr, args) == Disposition::Shape
+            }
+            _ => true,
+        }
+    }
+
+    /// Whether syscall `nr(args)` is a vfork: its thread waits in it for
+    /// the child's exec or exit.
+    fn is_vfork(&self, nr: i64, args: &[u64; 6]) -> bool {
+        match nr {
+            libc::SYS_vfork => true,
+            libc::SYS_clone => args[0] & libc::CLONE_VFORK as u64 != 0,
+            libc::SYS_clone3 => clone3_flags(&self.tracee, args) & libc::CLONE_VFORK as u64 != 0,
+            _ => false,
+        }
+    }
+
     fn syscall_entry(&mut self, tid: pid_t) -> Result<(), Error> {
         let regs = ptrace::getregs(tid).map_err(perr("PTRACE_GETREGS", tid))?;
         let nr = regs.orig_rax as i64;
@@ -805,7 +1057,8 @@ impl Recorder {
             })?;
             if nr == libc::SYS_exit_group {
                 // The other threads die with it: nothing of theirs follows.
-                self.ready.clear();
+                let mine = &self.tracee.threads;
+                self.ready.retain(|t| !mine.contains_key(t));
                 if let Some(t) = self.threads.get_mut(&tid) {
                     t.state = State::Running;
                 }
@@ -838,7 +1091,11 @@ impl Recorder {
         // of the program: it stays with the current thread, so its output
         // keeps its place in the log.
         let console = self.console(tid, nr, &args);
-        let blocking = console == 0 && syscalls::may_block_call(nr, &args);
+        // A vfork's parent waits for its child, which must be let run;
+        // it stays the current thread until the child exists (its fork
+        // event), so the copy is made at a fixed point of the log.
+        let vfork = self.tree.is_some() && self.is_vfork(nr, &args);
+        let blocking = console == 0 && (vfork || syscalls::may_block_call(nr, &args));
         if blocking {
             self.push(Event::Enter {
                 tid,
@@ -858,7 +1115,7 @@ impl Recorder {
         }
         self.kvm.entry(&self.tracee, tid, nr, &args);
         ptrace::syscall(tid, 0).map_err(perr("PTRACE_SYSCALL", tid))?;
-        if blocking && self.current == Some(tid) {
+        if blocking && !vfork && self.current == Some(tid) {
             // Others may run while this one waits in the kernel.
             self.current = None;
         }
@@ -940,6 +1197,14 @@ impl Recorder {
         let Some(every) = self.checkpoint_interval else {
             return Ok(());
         };
+        if self
+            .tree
+            .as_ref()
+            .is_some_and(|t| !t.schedule.children.is_empty())
+        {
+            // An image holds one process: not once the program made others.
+            return Ok(());
+        }
         if self.last_checkpoint.elapsed() < every {
             return Ok(());
         }
@@ -1166,14 +1431,16 @@ impl Recorder {
     fn exec(&mut self, tid: pid_t) -> Result<(), Error> {
         let pid = self.tracee.pid;
         // Every other thread is gone; the leader runs the new program.
-        self.threads.retain(|&t, _| t == pid || t == tid);
+        let mine = &self.tracee.threads;
+        self.threads
+            .retain(|&t, _| t == pid || t == tid || !mine.contains_key(&t));
+        self.ready.retain(|t| !mine.contains_key(t));
         self.tracee.threads.retain(|&t, _| t == pid);
         self.tracee
             .threads
             .entry(pid)
             .or_insert_with(|| rewind_ckpt::tracee::Thread::new(pid));
         self.tracee.reopen_mem()?;
-        self.ready.clear();
         self.run_to_exec_exit(pid)?;
         self.install_sbuf(pid)?;
         self.execs += 1;

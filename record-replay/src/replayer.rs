@@ -61,6 +61,28 @@ enum At {
     /// At the seccomp stop of a syscall skipped with its result in place:
     /// a boundary too (it returns before any instruction runs).
     Skipped,
+    /// Inside fork, vfork or clone, past its event stop: the child exists
+    /// (replaying a tree).
+    InFork,
+}
+
+/// Stops of threads caught while waiting for another, by thread; shared
+/// by the replayers of a tree's processes.
+type Queue = Rc<RefCell<HashMap<pid_t, std::collections::VecDeque<Stop>>>>;
+
+/// A process made by a `Fork` event while replaying a tree, for the
+/// driver to replay from its own log.
+#[derive(Debug, Clone, Copy)]
+pub struct Forked {
+    /// Its recorded pid.
+    pub recorded: i32,
+    /// The process made in replay, at its first stop.
+    pub real: pid_t,
+    /// Where the kernel stored its (real) pid in its memory
+    /// (CLONE_CHILD_SETTID): the recorded pid goes there.
+    pub settid: Option<u64>,
+    /// It runs in its parent's memory (vfork, CLONE_VM).
+    pub shares_memory: bool,
 }
 
 /// Where the program's writes to its stdout and stderr go, shared by every
@@ -154,7 +176,19 @@ pub struct Replayer<'a> {
     exit: Option<i32>,
     cpu: usize,
     /// Stops of other threads seen while waiting for one.
-    queued: HashMap<pid_t, std::collections::VecDeque<Stop>>,
+    queued: Queue,
+    /// Replaying one process of a tree: fork-like calls run for real.
+    tree: bool,
+    /// Processes made since the driver last looked.
+    forked: Vec<Forked>,
+    /// With `verify_memory`: the memory checksum when a thread reached a
+    /// blocking syscall (its `Enter`), where the recorder took the one its
+    /// `Syscall` event holds (others may run before that is applied).
+    entry_mem: HashMap<i32, u64>,
+    /// Threads whose last syscall returned a restart code (it was
+    /// interrupted by a signal): the kernel restarts it only if a signal
+    /// comes; if none is sent to the thread, replay restarts it.
+    restart: std::collections::HashSet<i32>,
     debug: Option<DebugCtl>,
     pause: Option<Pause>,
     stepped: bool,
@@ -242,6 +276,15 @@ pub fn replay(
         )));
     }
     let end = trace::read_end(&opts.dir)?;
+    if let Some(schedule) = trace::read_schedule(&opts.dir)? {
+        if opts.from.is_some() {
+            return Err(Error::Usage(format!(
+                "{} holds a process tree (the program made processes): --from is for a trace of one process; replay it whole",
+                opts.dir.display()
+            )));
+        }
+        return tree::replay(opts, &header, end, &schedule, out, err);
+    }
     // Where to start: the initial image, or the last checkpoint at or
     // before `from` (its events up to there are skipped).
     let (image, skip) = match opts.from {
@@ -269,29 +312,7 @@ pub fn replay(
     let cpu = header.cpu as usize;
     let (tracee, threads) = start(&opts.dir.join(&image), cpu)?;
     let console = Console::new(Box::new(out), Box::new(err));
-    let mut r = Replayer {
-        dir: opts.dir.clone(),
-        opts: opts.clone(),
-        tracee,
-        threads,
-        event: skip,
-        source: Source::Stream(Box::new(events)),
-        console,
-        exit: None,
-        cpu,
-        queued: HashMap::new(),
-        debug: None,
-        pause: None,
-        stepped: false,
-        internal_bp: None,
-        dr_state: HashMap::new(),
-        held: None,
-        known: RefCell::default(),
-        pending: None,
-        mark_reached: None,
-        sbuf: false,
-    };
-    r.sbuf = crate::sbuf::present(&r.tracee);
+    let mut r = Replayer::streamed(opts, tracee, threads, events, skip, console, cpu);
     let result = r.run();
     if r.exit.is_none() {
         r.kill();
@@ -322,6 +343,8 @@ pub fn replay(
     }
 }
 
+mod tree;
+
 /// A trace loaded for a debugger: its header, every event, and how the
 /// recording ended (None if it was cut short).
 pub struct LoadedTrace {
@@ -351,6 +374,46 @@ pub fn load(dir: &Path) -> Result<LoadedTrace, Error> {
 }
 
 impl<'a> Replayer<'a> {
+    /// A plain replay of the process `tracee` (with `threads`) from the
+    /// log `events`, `skip` events of which are applied already.
+    fn streamed(
+        opts: &ReplayOptions,
+        tracee: Tracee,
+        threads: Threads,
+        events: EventReader,
+        skip: u64,
+        console: Rc<RefCell<Console<'a>>>,
+        cpu: usize,
+    ) -> Replayer<'a> {
+        let sbuf = crate::sbuf::present(&tracee);
+        Replayer {
+            dir: opts.dir.clone(),
+            opts: opts.clone(),
+            tracee,
+            threads,
+            event: skip,
+            source: Source::Stream(Box::new(events)),
+            console,
+            exit: None,
+            cpu,
+            queued: Queue::default(),
+            tree: false,
+            forked: Vec::new(),
+            entry_mem: HashMap::new(),
+            restart: Default::default(),
+            debug: None,
+            pause: None,
+            stepped: false,
+            internal_bp: None,
+            dr_state: HashMap::new(),
+            held: None,
+            known: RefCell::default(),
+            pending: None,
+            mark_reached: None,
+            sbuf,
+        }
+    }
+
     /// Start replaying `trace` from one of its images (`initial.rwd`, or a
     /// periodic checkpoint taken after `at_event` events), for a debugger.
     pub fn open(
@@ -375,7 +438,11 @@ impl<'a> Replayer<'a> {
             console,
             exit: None,
             cpu,
-            queued: HashMap::new(),
+            queued: Queue::default(),
+            tree: false,
+            forked: Vec::new(),
+            entry_mem: HashMap::new(),
+            restart: Default::default(),
             debug: Some(DebugCtl::default()),
             pause: None,
             stepped: false,
@@ -472,7 +539,7 @@ impl<'a> Replayer<'a> {
     /// least one at a plain stop), no signal to deliver, no stop pending.
     pub fn can_fork(&self) -> bool {
         self.exit.is_none()
-            && self.queued.values().all(|q| q.is_empty())
+            && self.queued.borrow().values().all(|q| q.is_empty())
             && self.threads.values().all(|&(_, at)| {
                 matches!(
                     at,
@@ -563,7 +630,11 @@ impl<'a> Replayer<'a> {
             console: self.console.clone(),
             exit: None,
             cpu: self.cpu,
-            queued: HashMap::new(),
+            queued: Queue::default(),
+            tree: false,
+            forked: Vec::new(),
+            entry_mem: HashMap::new(),
+            restart: Default::default(),
             debug: self.debug.clone(),
             pause: None,
             stepped: false,
@@ -669,28 +740,75 @@ impl Replayer<'_> {
     /// the others' stops for later. The program's end is returned to
     /// whoever waits: nothing of it will stop again.
     fn wait_for(&mut self, real: pid_t) -> Result<Stop, Error> {
-        if let Some(stop) = self.queued.get_mut(&real).and_then(|q| q.pop_front()) {
+        let pid = self.tracee.pid;
+        let popped = self
+            .queued
+            .borrow_mut()
+            .get_mut(&real)
+            .and_then(|q| q.pop_front());
+        if let Some(stop) = popped {
+            if real == pid {
+                self.note_exit(stop);
+            }
             return Ok(stop);
         }
-        let pid = self.tracee.pid;
         loop {
             let Some((tid, stop)) = ptrace::wait(-1, false).map_err(perr("waitpid", real))? else {
                 continue;
             };
-            if tid == pid && matches!(stop, Stop::Exited(_) | Stop::Killed(_)) {
-                self.exit = Some(match stop {
-                    Stop::Exited(c) => c,
-                    Stop::Killed(s) => 128 + s,
-                    _ => 0,
-                });
+            let ended = matches!(stop, Stop::Exited(_) | Stop::Killed(_));
+            if tid == pid && ended {
+                self.note_exit(stop);
                 return Ok(stop);
             }
             if tid == real {
                 return Ok(stop);
             }
-            if !matches!(stop, Stop::Exited(_) | Stop::Killed(_)) {
-                self.queued.entry(tid).or_default().push_back(stop);
+            // Another process's end is its replayer's to see.
+            if !ended || self.tree {
+                self.queued
+                    .borrow_mut()
+                    .entry(tid)
+                    .or_default()
+                    .push_back(stop);
             }
+        }
+    }
+
+    fn note_exit(&mut self, stop: Stop) {
+        match stop {
+            Stop::Exited(c) => self.exit = Some(c),
+            Stop::Killed(s) => self.exit = Some(128 + s),
+            _ => {}
+        }
+    }
+
+    /// The next stop of any thread of this process. Replaying a tree, the
+    /// stops of other processes are kept for their replayers.
+    fn wait_own(&mut self) -> Result<(pid_t, Stop), Error> {
+        let pid = self.tracee.pid;
+        let own: Vec<pid_t> = self.threads.values().map(|t| t.0).chain([pid]).collect();
+        {
+            let mut queued = self.queued.borrow_mut();
+            for &t in &own {
+                if let Some(stop) = queued.get_mut(&t).and_then(|q| q.pop_front()) {
+                    return Ok((t, stop));
+                }
+            }
+        }
+        loop {
+            let Some((tid, stop)) = ptrace::wait(-1, false).map_err(perr("waitpid", pid))? else {
+                continue;
+            };
+            if self.tree && !own.contains(&tid) && rewind_ckpt::tracee::tgid_of(tid) != Some(pid) {
+                self.queued
+                    .borrow_mut()
+                    .entry(tid)
+                    .or_default()
+                    .push_back(stop);
+                continue;
+            }
+            return Ok((tid, stop));
         }
     }
 
@@ -710,7 +828,13 @@ impl Replayer<'_> {
                 }
             }
         }
-        self.queued.clear();
+        {
+            let mut queued = self.queued.borrow_mut();
+            queued.remove(&pid);
+            for (real, _) in self.threads.values() {
+                queued.remove(real);
+            }
+        }
         self.exit.get_or_insert(128 + libc::SIGKILL);
     }
 
@@ -805,9 +929,7 @@ impl Replayer<'_> {
         }
         let pid = self.tracee.pid;
         loop {
-            let Some((tid, stop)) = ptrace::wait(-1, false).map_err(perr("waitpid", pid))? else {
-                continue;
-            };
+            let (tid, stop) = self.wait_own()?;
             match stop {
                 Stop::Exited(c) if tid == pid => {
                     self.exit = Some(c);
@@ -849,6 +971,9 @@ impl Replayer<'_> {
             _ => 0,
         };
         let mut from_syscall_stop = matches!(at, At::Skipped | At::Exit | At::Entry);
+        if self.restart.remove(&vtid) && at == At::Exit {
+            self.restart_syscall(real)?;
+        }
         self.set_at(vtid, At::Stopped { sig: 0 });
         loop {
             let stepping = self.debug.as_ref().is_some_and(|d| d.step);
@@ -1002,6 +1127,27 @@ impl Replayer<'_> {
                 _ => {}
             }
         }
+    }
+
+    /// Restart the interrupted syscall `real` stopped at the exit of, as
+    /// the kernel does when no handler runs: when recording, the signal
+    /// that interrupted it went to another thread (or was ignored), and
+    /// none comes to this one in replay to make the kernel do it.
+    fn restart_syscall(&mut self, real: pid_t) -> Result<(), Error> {
+        let mut r = ptrace::getregs(real).map_err(perr("PTRACE_GETREGS", real))?;
+        let code = r.rax as i64;
+        if !(ERESTART_RESTARTBLOCK..=ERESTARTSYS).contains(&code) || (r.orig_rax as i64) < 0 {
+            return Ok(());
+        }
+        r.rax = if code == ERESTART_RESTARTBLOCK {
+            libc::SYS_restart_syscall as u64
+        } else {
+            r.orig_rax
+        };
+        r.rip -= 2;
+        // Not again by the kernel, should a signal come now.
+        r.orig_rax = u64::MAX;
+        ptrace::setregs(real, &r).map_err(perr("PTRACE_SETREGS", real))
     }
 
     /// Program `real`'s debug registers with the watchpoints (none while
@@ -1205,6 +1351,10 @@ impl Replayer<'_> {
             } => {
                 self.run_to_entry(tid, nr, &args, regs)?;
                 self.check_buffer_consumed(tid, nr, &args)?;
+                if self.opts.verify_memory {
+                    self.entry_mem
+                        .insert(tid, crate::memory_checksum(&self.tracee));
+                }
             }
             Event::Buffered { tid, data } => {
                 if let Err(why) = crate::sbuf::check_records(&data) {
@@ -1218,6 +1368,31 @@ impl Replayer<'_> {
                 crate::sbuf::load(&self.tracee, &data).map_err(|e| self.diverge(tid, e))?;
             }
             Event::Patch { tid, area, writes } => self.patch(tid, area, &writes)?,
+            // Replaying one process, its children are not made.
+            Event::Fork { .. } if !self.tree => {}
+            Event::Fork { tid, child } => self.fork_child(tid, child)?,
+            Event::Syscall {
+                tid,
+                nr,
+                args,
+                ret,
+                writes,
+                mem,
+                ..
+            } if self.threads.get(&tid).is_some_and(|t| t.1 == At::InFork) => {
+                // Memory as it was at the call's entry, which the fork
+                // event passed (`fork_child`).
+                let have = self.entry_mem.remove(&tid);
+                if let (true, Some(want), Some(have)) = (self.opts.verify_memory, mem, have) {
+                    if have != want {
+                        return Err(self.diverge(
+                            tid,
+                            format!("memory checksum mismatch at {}", describe(nr, &args)),
+                        ));
+                    }
+                }
+                self.finish_fork(tid, nr, &args, ret, &writes)?
+            }
             Event::Syscall {
                 tid,
                 nr,
@@ -1231,7 +1406,11 @@ impl Replayer<'_> {
                 let entry = self.run_to_entry(tid, nr, &args, regs)?;
                 self.check_buffer_consumed(tid, nr, &args)?;
                 if let (true, Some(want)) = (self.opts.verify_memory, mem) {
-                    if crate::memory_checksum(&self.tracee) != want {
+                    let have = match self.entry_mem.remove(&tid) {
+                        Some(at_entry) => at_entry,
+                        None => crate::memory_checksum(&self.tracee),
+                    };
+                    if have != want {
                         return Err(self.diverge(
                             tid,
                             format!("memory checksum mismatch at {}", describe(nr, &args)),
@@ -1344,6 +1523,151 @@ impl Replayer<'_> {
                 self.threads = threads;
             }
         }
+        Ok(())
+    }
+
+    /// A `Fork` event, replaying a tree: run thread `vtid` into its fork,
+    /// vfork or clone until the process `child` (recorded pid) exists; the
+    /// call's result is its next event (`finish_fork`).
+    fn fork_child(&mut self, vtid: i32, child: i32) -> Result<(), Error> {
+        let (real, at) = self.thread(vtid)?;
+        let makes_process = |nr: i64| {
+            matches!(
+                nr,
+                libc::SYS_fork | libc::SYS_vfork | libc::SYS_clone | libc::SYS_clone3
+            )
+        };
+        let regs = if at == At::Entry {
+            ptrace::getregs(real).map_err(perr("PTRACE_GETREGS", real))?
+        } else {
+            match self.run_to_stop(vtid)? {
+                (Stop::Event(libc::PTRACE_EVENT_SECCOMP, _), Some(r))
+                    if makes_process(r.orig_rax as i64) =>
+                {
+                    r
+                }
+                (stop, regs) => {
+                    return Err(self.diverge(
+                        vtid,
+                        format!(
+                            "expected the fork that made process {child}, got {}",
+                            describe_stop(stop, regs.as_ref())
+                        ),
+                    ))
+                }
+            }
+        };
+        let nr = regs.orig_rax as i64;
+        let args = regs_args(&regs);
+        self.set_at(vtid, At::Entry);
+        self.check_buffer_consumed(vtid, nr, &args)?;
+        if self.opts.verify_memory {
+            // (A vfork's was taken at its `Enter`.)
+            if let std::collections::hash_map::Entry::Vacant(e) = self.entry_mem.entry(vtid) {
+                e.insert(crate::memory_checksum(&self.tracee));
+            }
+        }
+        let (flags, settid) = match nr {
+            libc::SYS_clone => (args[0], args[3]),
+            libc::SYS_clone3 => (
+                self.tracee.read_u64(args[0]).unwrap_or(0),
+                self.tracee.read_u64(args[0] + 16).unwrap_or(0),
+            ),
+            libc::SYS_vfork => ((libc::CLONE_VM | libc::CLONE_VFORK) as u64, 0),
+            _ => (0, 0),
+        };
+        let options =
+            ptrace::default_options() | libc::PTRACE_O_TRACEFORK | libc::PTRACE_O_TRACEVFORK;
+        ptrace::setoptions(real, options).map_err(perr("PTRACE_SETOPTIONS", real))?;
+        ptrace::syscall(real, 0).map_err(perr("PTRACE_SYSCALL", real))?;
+        let new = loop {
+            match self.wait_for(real)? {
+                Stop::Event(
+                    libc::PTRACE_EVENT_FORK | libc::PTRACE_EVENT_VFORK | libc::PTRACE_EVENT_CLONE,
+                    _,
+                ) => {
+                    break ptrace::geteventmsg(real).map_err(perr("PTRACE_GETEVENTMSG", real))?
+                        as pid_t
+                }
+                Stop::Signal(_) => {
+                    ptrace::syscall(real, 0).map_err(perr("PTRACE_SYSCALL", real))?
+                }
+                other => {
+                    return Err(self.diverge(
+                        vtid,
+                        format!(
+                            "{} made process {child} when recorded, not in replay: {}",
+                            describe(nr, &args),
+                            describe_stop(other, None)
+                        ),
+                    ))
+                }
+            }
+        };
+        match self.wait_for(new)? {
+            Stop::Event(PTRACE_EVENT_STOP, _) => {}
+            other => {
+                return Err(self.diverge(
+                    vtid,
+                    format!(
+                        "process {child} did not start in replay: {}",
+                        describe_stop(other, None)
+                    ),
+                ))
+            }
+        }
+        self.set_at(vtid, At::InFork);
+        self.forked.push(Forked {
+            recorded: child,
+            real: new,
+            settid: (flags & libc::CLONE_CHILD_SETTID as u64 != 0 && settid != 0).then_some(settid),
+            shares_memory: flags & libc::CLONE_VM as u64 != 0,
+        });
+        Ok(())
+    }
+
+    /// The result of a fork-like call whose child `fork_child` made: the
+    /// thread runs to the call's end (a vfork's, once its child exec'd or
+    /// ended), which returns the recorded value.
+    fn finish_fork(
+        &mut self,
+        tid: i32,
+        nr: i64,
+        args: &[u64; 6],
+        ret: i64,
+        writes: &[(u64, Vec<u8>)],
+    ) -> Result<(), Error> {
+        let (real, _) = self.thread(tid)?;
+        ptrace::syscall(real, 0).map_err(perr("PTRACE_SYSCALL", real))?;
+        loop {
+            match self.wait_for(real)? {
+                Stop::Syscall => break,
+                Stop::Exited(_) | Stop::Killed(_) => {
+                    return Err(
+                        self.diverge(tid, format!("the thread died in {}", describe(nr, args)))
+                    )
+                }
+                _ => ptrace::syscall(real, 0).map_err(perr("PTRACE_SYSCALL", real))?,
+            }
+        }
+        let mut after = ptrace::getregs(real).map_err(perr("PTRACE_GETREGS", real))?;
+        let got = regs_args(&after);
+        if after.orig_rax as i64 != nr || &got != args {
+            return Err(self.diverge(
+                tid,
+                format!(
+                    "expected the end of {}, got that of {}",
+                    describe(nr, args),
+                    describe(after.orig_rax as i64, &got)
+                ),
+            ));
+        }
+        after.rax = ret as u64;
+        ptrace::setregs(real, &after).map_err(perr("PTRACE_SETREGS", real))?;
+        for (addr, data) in writes {
+            self.tracee.write_mem(*addr, data)?;
+        }
+        self.set_at(tid, At::Exit);
         Ok(())
     }
 
@@ -1522,6 +1846,9 @@ impl Replayer<'_> {
                 format!("signal {sig} was delivered after a syscall, but the thread is elsewhere"),
             ));
         }
+        // An interrupted syscall is restarted (or fails) by the kernel as
+        // the signal is delivered.
+        self.restart.remove(&tid);
         rewind_ckpt::sys::process::tgkill(self.tracee.pid, real, sig)
             .map_err(|e| rewind_ckpt::Error::Tracee(format!("tgkill: {e}")))?;
         ptrace::cont(real, 0).map_err(perr("PTRACE_CONT", real))?;
@@ -1586,10 +1913,14 @@ impl Replayer<'_> {
             _ => return,
         }
         let mut c = self.console.borrow_mut();
-        if c.shown_through >= self.event {
-            return;
+        if matches!(self.source, Source::Loaded(_)) {
+            // (A plain replay passes each event once; a tree's processes
+            // count their events each on their own.)
+            if c.shown_through >= self.event {
+                return;
+            }
+            c.shown_through = self.event;
         }
-        c.shown_through = self.event;
         let sink: &mut dyn Write = if console == 1 { &mut c.out } else { &mut c.err };
         let _ = sink.write_all(&data);
         let _ = sink.flush();
@@ -1615,7 +1946,7 @@ impl Replayer<'_> {
             // recording, nothing runs until it is gone.
             ptrace::cont(real, 0).map_err(perr("PTRACE_CONT", real))?;
             self.threads.remove(&tid);
-            if let Some(q) = self.queued.get_mut(&real) {
+            if let Some(q) = self.queued.borrow_mut().get_mut(&real) {
                 q.clear();
             }
             rewind_ckpt::tracee::wait_thread_gone(self.tracee.pid, real);
@@ -1625,10 +1956,7 @@ impl Replayer<'_> {
             ptrace::cont(real, 0).map_err(perr("PTRACE_CONT", real))?;
             let pid = self.tracee.pid;
             loop {
-                let Some((t, stop)) = ptrace::wait(-1, false).map_err(perr("waitpid", real))?
-                else {
-                    continue;
-                };
+                let (t, stop) = self.wait_own()?;
                 match stop {
                     Stop::Exited(c) if t == pid => {
                         self.exit = Some(c);
@@ -1675,8 +2003,20 @@ impl Replayer<'_> {
                     };
                     regs.rdi = ret as u64;
                     if args[3] & libc::MAP_ANONYMOUS as u64 == 0 {
-                        // The file's bytes come from the trace.
-                        regs.r10 = libc::MAP_PRIVATE as u64 | libc::MAP_ANONYMOUS as u64 | fixed;
+                        // The file's bytes come from the trace. Replaying a
+                        // tree, a shared one stays shared with the processes
+                        // forked later (a semaphore in a file of /dev/shm).
+                        // (Not a read-only one: the trace's bytes are
+                        // written into it through /proc/PID/mem.)
+                        let shared = self.tree
+                            && args[3] & libc::MAP_SHARED as u64 != 0
+                            && args[2] & libc::PROT_WRITE as u64 != 0;
+                        let kind = if shared {
+                            libc::MAP_SHARED
+                        } else {
+                            libc::MAP_PRIVATE
+                        };
+                        regs.r10 = kind as u64 | libc::MAP_ANONYMOUS as u64 | fixed;
                         regs.r8 = u64::MAX;
                         regs.r9 = 0;
                     } else {
@@ -1752,6 +2092,7 @@ impl Replayer<'_> {
         if (ERESTART_RESTARTBLOCK..=ERESTARTSYS).contains(&ret) {
             // Let the kernel's restart logic see the interrupted syscall.
             after.orig_rax = nr as u64;
+            self.restart.insert(tid);
         }
         ptrace::setregs(real, &after).map_err(perr("PTRACE_SETREGS", real))?;
         for (addr, data) in writes {

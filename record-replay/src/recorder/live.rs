@@ -639,7 +639,10 @@ impl Recorder {
 
     /// Write the events still pending; with `ended`, the end record.
     fn finish_log(&mut self, ended: bool) -> Result<(), Error> {
-        let (events, chunks, _) = self.log.sync()?;
+        let Some(log) = self.log.as_mut() else {
+            return Ok(());
+        };
+        let (events, chunks, _) = log.sync()?;
         if ended {
             trace::write_end(
                 &self.dir,

@@ -10,16 +10,24 @@
 //!               length, u32 LE compressed length, zstd frame (checksummed)
 //!               of the bincode events, one after another
 //! end           bincode TraceEnd, written when the recording finished
+//! proc-PID/     a process the program made (fork, vfork, clone without
+//!               CLONE_THREAD), recorded too: its own `events`, `exec-N.rwd`
+//!               and `end`; it starts as a copy of its parent at the
+//!               parent's `Event::Fork`
+//! schedule      with such processes: SCHEDULE_MAGIC, then a zstd frame of
+//!               the bincode `Schedule` (the order across processes)
 //! ```
 
 use serde::{Deserialize, Serialize};
 
 pub const TRACE_MAGIC: [u8; 8] = *b"RWNDTRC\0";
 /// Version 2 added `Event::Mark`, version 3 `Event::Buffered` and
-/// `Event::Patch` (the syscall buffer); versions 1 and 2 are read as well.
-pub const TRACE_VERSION: u32 = 3;
+/// `Event::Patch` (the syscall buffer), version 4 `Event::Fork` and the
+/// processes of a tree; versions 1 to 3 are read as well.
+pub const TRACE_VERSION: u32 = 4;
 pub const TRACE_VERSION_MIN: u32 = 1;
 pub const CHUNK_MAGIC: u32 = 0x5645_4e54; // "TNEV"
+pub const SCHEDULE_MAGIC: [u8; 8] = *b"RWNDSCH\0";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TraceHeader {
@@ -110,6 +118,11 @@ pub enum Event {
         area: u64,
         writes: Vec<(u64, Vec<u8>)>,
     },
+    /// `tid`, inside fork, vfork or a clone without CLONE_THREAD, made the
+    /// process `child` (recorded in `proc-<child>/`). The call's result is
+    /// its later `Syscall` event. Replaying the whole tree, the call runs
+    /// for real here; replaying one process, nothing happens.
+    Fork { tid: i32, child: i32 },
 }
 
 impl Event {
@@ -123,10 +136,26 @@ impl Event {
             | Event::Preempt { tid, .. }
             | Event::Mark { tid, .. }
             | Event::Buffered { tid, .. }
-            | Event::Patch { tid, .. } => *tid,
+            | Event::Patch { tid, .. }
+            | Event::Fork { tid, .. } => *tid,
             Event::Checkpoint { .. } => 0,
         }
     }
+}
+
+/// The order of events across the processes of a recorded tree: replay
+/// applies the events of `runs[0].0` until it has applied `runs[0].1` of
+/// them, then goes on with `runs[1]`, and so on. Only one thread of the
+/// whole tree ran user code at a time while recording, so this order also
+/// fixes what processes sharing memory saw of each other.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Schedule {
+    /// The program's process (its log is the trace directory's).
+    pub root: i32,
+    /// (process, events of it applied at the end of this run).
+    pub runs: Vec<(i32, u64)>,
+    /// Every process made, in order: (child, parent process).
+    pub children: Vec<(i32, i32)>,
 }
 
 /// How the recording ended.

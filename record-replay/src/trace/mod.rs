@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use format::{
-    Event, TraceEnd, TraceHeader, CHUNK_MAGIC, TRACE_MAGIC, TRACE_VERSION, TRACE_VERSION_MIN,
+    Event, Schedule, TraceEnd, TraceHeader, CHUNK_MAGIC, SCHEDULE_MAGIC, TRACE_MAGIC,
+    TRACE_VERSION, TRACE_VERSION_MIN,
 };
 
 /// Raw bytes of events gathered before a chunk is compressed and written.
@@ -127,6 +128,57 @@ pub fn read_end(dir: &Path) -> Result<Option<TraceEnd>, TraceError> {
             }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io(&path, e)),
+    }
+}
+
+/// Write the order of events across the processes of a tree.
+pub fn write_schedule(dir: &Path, schedule: &Schedule) -> Result<(), TraceError> {
+    let path = dir.join("schedule");
+    let corrupt = |why: String| TraceError::Corrupt {
+        path: path.clone(),
+        what: "schedule".into(),
+        why,
+    };
+    let body =
+        bincode::serde::encode_to_vec(schedule, cfg()).map_err(|e| corrupt(e.to_string()))?;
+    let mut bytes = SCHEDULE_MAGIC.to_vec();
+    bytes.extend(zstd::bulk::compress(&body, 3).map_err(|e| io(&path, e))?);
+    std::fs::write(&path, bytes).map_err(|e| io(&path, e))
+}
+
+/// The order of events across processes; None for a trace of one
+/// process.
+pub fn read_schedule(dir: &Path) -> Result<Option<Schedule>, TraceError> {
+    let path = dir.join("schedule");
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io(&path, e)),
+    };
+    let corrupt = |why: String| TraceError::Corrupt {
+        path: path.clone(),
+        what: "schedule".into(),
+        why,
+    };
+    let Some(frame) = bytes.strip_prefix(&SCHEDULE_MAGIC[..]) else {
+        return Err(corrupt("no schedule magic".into()));
+    };
+    let mut body = Vec::new();
+    zstd::stream::read::Decoder::new(frame)
+        .and_then(|mut d| d.read_to_end(&mut body))
+        .map_err(|e| corrupt(format!("zstd: {e}")))?;
+    let (schedule, _) =
+        bincode::serde::decode_from_slice(&body, cfg()).map_err(|e| corrupt(e.to_string()))?;
+    Ok(Some(schedule))
+}
+
+/// The directory of process `pid`'s log in a trace of a tree (the root's
+/// is the trace directory itself).
+pub fn process_dir(trace: &Path, pid: i32, root: i32) -> PathBuf {
+    if pid == root {
+        trace.to_path_buf()
+    } else {
+        trace.join(format!("proc-{pid}"))
     }
 }
 

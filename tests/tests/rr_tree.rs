@@ -1,0 +1,186 @@
+//! Record and replay of process trees (issue 7, item 4): `rewind record` follows every process the
+//! program makes (fork, vfork, posix_spawn, clone), each into its own log in the trace
+//! (`proc-PID/`), with the order across processes in `schedule`; `rewind replay` makes the
+//! processes again where they were made and replays them all in that order. The oracle is the
+//! recorded run's output (DESIGN §9 (b)): what every process printed, including values a second
+//! run would not reproduce (pids, time, random bytes, which worker took a shared lock first), and
+//! the exit status, with `--verify` register checks at every event of every process.
+
+use std::fs;
+use std::path::Path;
+
+use rewind_tests::*;
+
+/// The `proc-*` directories of a trace: one per process the program made.
+fn process_logs(trace: &Path) -> Vec<String> {
+    let mut dirs: Vec<String> = fs::read_dir(trace)
+        .unwrap_or_else(|e| panic!("cannot list {}: {e}", trace.display()))
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("proc-"))
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+#[test]
+fn replay_reproduces_a_tree_with_shared_memory_spawn_and_exec() {
+    let scratch = Scratch::new("replay_reproduces_a_tree_with_shared_memory_spawn_and_exec");
+    let mut program = fixture("rr_tree");
+    program.args(["3", "20000"]);
+    let recorded = record(&scratch, &program, None);
+    for line in [
+        "spawned echo",
+        "forked shell 42",
+        "worker 0 exit 10",
+        "worker 2 exit 12",
+        "total 121000",
+    ] {
+        assert!(
+            recorded.stdout.contains(line),
+            "the recorded run did not print {line:?}:\n{}",
+            recorded.describe()
+        );
+    }
+    // Three workers, a grandchild, the posix_spawn child and the forked shell.
+    let logs = process_logs(&recorded.dir);
+    assert_eq!(
+        logs.len(),
+        6,
+        "expected a log for each of the 6 processes the program made, found {logs:?}"
+    );
+    assert!(
+        recorded.dir.join("schedule").is_file(),
+        "a trace of a process tree has no schedule"
+    );
+    // The workers' pids, random bytes and clock, and the order they took the lock in, come back.
+    recorded.assert_replays_as_recorded(&[]);
+    recorded.assert_replays_as_recorded(&["--verify"]);
+}
+
+#[test]
+fn replay_of_a_tree_checks_every_process_memory() {
+    let scratch = Scratch::new("replay_of_a_tree_checks_every_process_memory");
+    let mut program = fixture("rr_tree");
+    program.args(["2", "3000"]);
+    let recorded = record_with(&scratch, &program, &["--verify=memory"], None);
+    recorded.assert_replays_as_recorded(&["--verify=memory"]);
+}
+
+#[test]
+fn replay_reproduces_a_shell_pipeline() {
+    let scratch = Scratch::new("replay_reproduces_a_shell_pipeline");
+    let mut program = system_program("bash");
+    program.arg("-c").arg(
+        "for i in 1 2 3; do echo $i | sed s/1/one/; done | sort -r; \
+         (date +%N; echo sub $BASHPID) | cat; head -c 8 /dev/urandom | od -An -tx1; exit 5",
+    );
+    let recorded = record(&scratch, &program, None);
+    assert_eq!(
+        recorded.status.code(),
+        Some(5),
+        "bash did not exit with 5 while recorded:\n{}",
+        recorded.describe()
+    );
+    assert!(
+        recorded.stdout.starts_with("one\n3\n2\n") && recorded.stdout.contains("sub "),
+        "the pipeline printed something else:\n{}",
+        recorded.describe()
+    );
+    assert!(
+        process_logs(&recorded.dir).len() >= 8,
+        "bash's subshells and commands were not recorded: {:?}",
+        process_logs(&recorded.dir)
+    );
+    // The nanoseconds, the subshell's pid and the random bytes come back.
+    recorded.assert_replays_as_recorded(&["--verify"]);
+}
+
+#[test]
+fn replay_reproduces_python_multiprocessing() {
+    const SCRIPT: &str = r#"
+import multiprocessing as mp, os, random
+def work(x):
+    return (os.getpid() % 7, sum(i * i for i in range(x)) % 1000003, random.random())
+def bump(v):
+    with v.get_lock():
+        v.value += 5
+if __name__ == "__main__":
+    mp.set_start_method("fork")
+    with mp.Pool(2) as pool:
+        print(pool.map(work, [20000, 30000, 40000]))
+    v = mp.Value("i", 0)
+    ps = [mp.Process(target=bump, args=(v,)) for _ in range(2)]
+    for p in ps: p.start()
+    for p in ps: p.join()
+    print("value", v.value, [p.exitcode for p in ps])
+"#;
+    let scratch = Scratch::new("replay_reproduces_python_multiprocessing");
+    let mut program = python3();
+    program.arg("-c").arg(SCRIPT);
+    let recorded = record(&scratch, &program, None);
+    assert!(
+        recorded.stdout.contains("value 10 [0, 0]"),
+        "the recorded run did not print the shared value:\n{}",
+        recorded.describe()
+    );
+    recorded.assert_replays_as_recorded(&["--verify"]);
+}
+
+#[test]
+fn the_debugger_replays_the_root_of_a_tree() {
+    // `rewind debug --trace` follows the program's own process; what its children send it through
+    // pipes is in its log.
+    let scratch = Scratch::new("the_debugger_replays_the_root_of_a_tree");
+    let mut program = system_program("bash");
+    program
+        .arg("-c")
+        .arg("x=$(date +%N | tr 0-9 a-j); echo got $x; ls / | wc -l >/dev/null; echo done");
+    let recorded = record(&scratch, &program, None);
+    assert!(
+        recorded.stdout.starts_with("got ") && process_logs(&recorded.dir).len() >= 3,
+        "bash did not run its pipeline while recorded:\n{}",
+        recorded.describe()
+    );
+    let script = scratch.write(
+        "cmds",
+        "break read\ncontinue\ncontinue\nreverse-continue\ndelete\ncontinue\n",
+    );
+    let done = rewind_in(
+        scratch.path(),
+        [
+            "debug".as_ref(),
+            "--batch".as_ref(),
+            "-x".as_ref(),
+            script.as_os_str(),
+            "--trace".as_ref(),
+            recorded.dir.as_os_str(),
+        ],
+    );
+    assert!(
+        done.stdout.matches("Breakpoint 1,").count() >= 3
+            && done.stdout.contains(recorded.stdout.lines().next().unwrap_or("got"))
+            && done.stdout.contains("done\n")
+            && done.stdout.contains("No more reverse-execution history"),
+        "the debugger did not stop at read, show the recorded output and replay bash to the end of \
+         its history:\n{}",
+        done.describe()
+    );
+    assert!(!done.stderr.contains("divergence"), "{}", done.describe());
+}
+
+#[test]
+fn a_tree_with_a_missing_process_log_fails_clearly() {
+    let scratch = Scratch::new("a_tree_with_a_missing_process_log_fails_clearly");
+    let mut program = fixture("rr_tree");
+    program.args(["1", "100"]);
+    let recorded = record(&scratch, &program, None);
+    let logs = process_logs(&recorded.dir);
+    let victim = recorded.dir.join(&logs[0]);
+    fs::remove_dir_all(&victim).unwrap();
+    let done = recorded.replay(&[]);
+    assert_fails_clearly(&done, &[logs[0].as_str()]);
+
+    let from = recorded.replay(&["--from", "10"]);
+    assert_fails_clearly(&from, &["process tree"]);
+}
