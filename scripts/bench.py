@@ -285,6 +285,65 @@ def bench_record_replay(work, quick, add):
         add(f"record-time/loop-{n}-iterations", t_rw, "s", t_gdb, None, results_peer["peer"])
 
 
+def tree_size(path):
+    """Bytes of every file under `path` (a trace of a tree has a directory per process)."""
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
+
+
+def bench_record_tree(work, quick, add):
+    """Record and replay of process trees (issue 7, item 4): every process recorded in its own log,
+    replayed as a tree, against native runs; medians of 3 (1 with --quick)."""
+    src = os.path.join(work, "tree-make")
+    os.makedirs(src, exist_ok=True)
+    for i in range(4):
+        with open(os.path.join(src, f"f{i}.c"), "w") as f:
+            f.write(f"int f{i}(int n) {{ return n < 2 ? n : f{i}(n - 1) + f{i}(n - 2); }}\n")
+    with open(os.path.join(src, "main.c"), "w") as f:
+        f.write("#include <stdio.h>\n" + "".join(f"int f{i}(int);\n" for i in range(4))
+                + "int main(void) { printf(\"%d\\n\", f0(20) + f1(19) + f2(18) + f3(17)); return 0; }\n")
+    with open(os.path.join(src, "Makefile"), "w") as f:
+        f.write("objs = main.o f0.o f1.o f2.o f3.o\nprog: $(objs)\n\tgcc -o prog $(objs)\n"
+                "%.o: %.c\n\tgcc -O2 -c $<\nclean:\n\trm -f prog $(objs)\n")
+    rounds = "10" if quick else "40"
+    pool = ("import multiprocessing as mp\n"
+            "def w(n): return sum(i * i for i in range(n))\n"
+            "if __name__ == '__main__':\n"
+            "    mp.set_start_method('fork')\n"
+            "    with mp.Pool(2) as p: print(sum(p.map(w, [300000] * 8)))\n")
+    workloads = [
+        ("shell-pipelines", ["bash", "-c", f"for i in $(seq {rounds}); do seq 2000 | sort -rn | head -1; done"
+                                           " | wc -l"], None),
+        ("make-j2-gcc-5-files", ["make", "-s", "-j2", "-C", src], ["make", "-s", "-C", src, "clean"]),
+        ("python3-multiprocessing-pool", ["python3", "-c", pool], None),
+    ]
+    reps = 1 if quick else 3
+    for name, cmd, before in workloads:
+        print(f"bench: record/replay tree {name} ...", file=sys.stderr, flush=True)
+        trace = os.path.join(work, f"trace-tree-{name}")
+
+        def prepared(run):
+            def go():
+                if before:
+                    subprocess.run(before, check=True, stdout=subprocess.DEVNULL)
+                return run()
+            return go
+        native = statistics.median(prepared(lambda: timed(cmd))() for _ in range(reps))
+
+        def run_record():
+            shutil.rmtree(trace, ignore_errors=True)
+            return timed([REWIND, "record", "-o", trace, "--", *cmd])
+        rec = statistics.median(prepared(run_record)() for _ in range(reps))
+        rep = statistics.median(timed([REWIND, "replay", "--quiet", trace]) for _ in range(reps))
+        procs = 1 + len([d for d in os.listdir(trace) if d.startswith("proc-")])
+        size = tree_size(trace)
+        shutil.rmtree(trace, ignore_errors=True)
+        add(f"native/tree-{name}", native, "s")
+        add(f"record-slowdown/tree-{name}", rec / native, "x")
+        add(f"replay-slowdown/tree-{name}", rep / native, "x")
+        add(f"processes/tree-{name}", procs, "")
+        add(f"trace-MB/tree-{name}", size / 1e6, "MB")
+
+
 def debug_times(trace, cmds):
     """Run `rewind debug --batch` with REWIND_TIME_COMMANDS=1: [(command, seconds)]."""
     args = [REWIND, "debug", "--trace", trace, "--batch"]
@@ -1061,6 +1120,8 @@ def main():
     ap.add_argument("--skip-debug", action="store_true", help="no reverse-execution measures")
     ap.add_argument("--only-record", action="store_true",
                     help="only the record/replay slowdowns (with and without --syscallbuf)")
+    ap.add_argument("--only-record-tree", action="store_true",
+                    help="only the record/replay measures of process trees (shell, make, multiprocessing)")
     ap.add_argument("--only-debug", action="store_true", help="only the reverse-execution measures")
     ap.add_argument("--only-bisect", action="store_true", help="only the bisect measures")
     ap.add_argument("--only-kvm", action="store_true", help="only the KVM plugin measures")
@@ -1107,6 +1168,9 @@ def main():
         if args.only_record:
             args.skip_checkpoint = args.skip_record = args.skip_debug = True
             bench_record_replay(work, args.quick, add)
+        if args.only_record_tree:
+            args.skip_checkpoint = args.skip_record = args.skip_debug = True
+            bench_record_tree(work, args.quick, add)
         if args.only_bisect:
             args.skip_checkpoint = args.skip_record = args.skip_debug = True
             bench_bisect(work, args.quick, add)
@@ -1157,6 +1221,7 @@ def main():
             bench_pty(work, args.quick, add)
         if not args.skip_record and not args.only_debug:
             bench_record_replay(work, args.quick, add)
+            bench_record_tree(work, args.quick, add)
             bench_kvm(work, args.quick, add)
         if not args.skip_debug:
             bench_debug(work, args.quick, add)

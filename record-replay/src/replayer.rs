@@ -189,6 +189,14 @@ pub struct Replayer<'a> {
     /// interrupted by a signal): the kernel restarts it only if a signal
     /// comes; if none is sent to the thread, replay restarts it.
     restart: std::collections::HashSet<i32>,
+    /// The last syscall event applied to each thread (number, arguments).
+    last_call: HashMap<i32, (i64, [u64; 6])>,
+    /// A signal that interrupted a call with a temporary mask (pselect6,
+    /// ppoll, epoll_pwait, rt_sigsuspend) is delivered in replay under that
+    /// mask, set with ptrace as the emulated call never did; the handler's
+    /// frame must then hold the thread's own mask, this one, for sigreturn
+    /// to restore (as the kernel's saved mask did when recording).
+    frame_mask: HashMap<i32, u64>,
     debug: Option<DebugCtl>,
     pause: Option<Pause>,
     stepped: bool,
@@ -401,6 +409,8 @@ impl<'a> Replayer<'a> {
             forked: Vec::new(),
             entry_mem: HashMap::new(),
             restart: Default::default(),
+            last_call: HashMap::new(),
+            frame_mask: HashMap::new(),
             debug: None,
             pause: None,
             stepped: false,
@@ -443,6 +453,8 @@ impl<'a> Replayer<'a> {
             forked: Vec::new(),
             entry_mem: HashMap::new(),
             restart: Default::default(),
+            last_call: HashMap::new(),
+            frame_mask: HashMap::new(),
             debug: Some(DebugCtl::default()),
             pause: None,
             stepped: false,
@@ -635,6 +647,8 @@ impl<'a> Replayer<'a> {
             forked: Vec::new(),
             entry_mem: HashMap::new(),
             restart: Default::default(),
+            last_call: HashMap::new(),
+            frame_mask: HashMap::new(),
             debug: self.debug.clone(),
             pause: None,
             stepped: false,
@@ -970,6 +984,10 @@ impl Replayer<'_> {
             At::Stopped { sig } => sig,
             _ => 0,
         };
+        if let (Some(own), true) = (self.frame_mask.remove(&vtid), sig != 0) {
+            self.deliver_under_mask(vtid, real, sig, own)?;
+            sig = 0;
+        }
         let mut from_syscall_stop = matches!(at, At::Skipped | At::Exit | At::Entry);
         if self.restart.remove(&vtid) && at == At::Exit {
             self.restart_syscall(real)?;
@@ -1849,6 +1867,14 @@ impl Replayer<'_> {
         // An interrupted syscall is restarted (or fails) by the kernel as
         // the signal is delivered.
         self.restart.remove(&tid);
+        if let Some(temp) = self.temporary_mask(tid) {
+            let own = ptrace::getsigmask(real).map_err(perr("PTRACE_GETSIGMASK", real))?;
+            let bit = 1u64 << (sig - 1);
+            if own & bit != 0 && temp & bit == 0 {
+                ptrace::setsigmask(real, temp).map_err(perr("PTRACE_SETSIGMASK", real))?;
+                self.frame_mask.insert(tid, own);
+            }
+        }
         rewind_ckpt::sys::process::tgkill(self.tracee.pid, real, sig)
             .map_err(|e| rewind_ckpt::Error::Tracee(format!("tgkill: {e}")))?;
         ptrace::cont(real, 0).map_err(perr("PTRACE_CONT", real))?;
@@ -1874,6 +1900,61 @@ impl Replayer<'_> {
         ptrace::setsiginfo(real, &raw).map_err(perr("PTRACE_SETSIGINFO", real))?;
         self.set_at(tid, At::Stopped { sig });
         Ok(())
+    }
+
+    /// The mask thread `tid`'s last syscall put in place while it waited,
+    /// if it is one that does and was given one.
+    fn temporary_mask(&self, tid: i32) -> Option<u64> {
+        let &(nr, args) = self.last_call.get(&tid)?;
+        let (at, size) = match nr {
+            libc::SYS_rt_sigsuspend => (args[0], args[1]),
+            libc::SYS_ppoll => (args[3], args[4]),
+            libc::SYS_epoll_pwait | libc::SYS_epoll_pwait2 => (args[4], args[5]),
+            libc::SYS_pselect6 if args[5] != 0 => (
+                self.tracee.read_u64(args[5]).ok()?,
+                self.tracee.read_u64(args[5] + 8).ok()?,
+            ),
+            _ => return None,
+        };
+        if at == 0 || size != 8 {
+            return None;
+        }
+        self.tracee.read_u64(at).ok()
+    }
+
+    /// Deliver the pending signal `sig` of `real` (thread `vtid`) under the
+    /// temporary mask `async_signal` set, stopping at its handler's first
+    /// instruction to put the thread's own mask in the frame (see
+    /// `frame_mask`).
+    fn deliver_under_mask(
+        &mut self,
+        vtid: i32,
+        real: pid_t,
+        sig: i32,
+        own: u64,
+    ) -> Result<(), Error> {
+        ptrace::singlestep(real, sig).map_err(perr("PTRACE_SINGLESTEP", real))?;
+        match self.wait_for(real)? {
+            Stop::Signal(libc::SIGTRAP) => {
+                let rsp = ptrace::getregs(real)
+                    .map_err(perr("PTRACE_GETREGS", real))?
+                    .rsp;
+                // rt_sigframe: the return address, then the ucontext:
+                // flags, link, stack (24 bytes), sigcontext (256 bytes,
+                // `oldmask` at 168), then uc_sigmask.
+                let uc = rsp + 8;
+                self.tracee.write_mem(uc + 40 + 168, &own.to_le_bytes())?;
+                self.tracee.write_mem(uc + 40 + 256, &own.to_le_bytes())?;
+                Ok(())
+            }
+            other => Err(self.diverge(
+                vtid,
+                format!(
+                    "expected signal {sig}'s handler to start, got {}",
+                    describe_stop(other, None)
+                ),
+            )),
+        }
     }
 
     /// Show what the program wrote to its stdout or stderr.
@@ -1936,6 +2017,7 @@ impl Replayer<'_> {
         writes: &[(u64, Vec<u8>)],
     ) -> Result<(), Error> {
         let (real, _) = self.thread(tid)?;
+        self.last_call.insert(tid, (nr, *args));
         let mut disp = call_disposition(&self.tracee, nr, args);
         // A failed exec is only an error code.
         if matches!(nr, libc::SYS_execve | libc::SYS_execveat) {

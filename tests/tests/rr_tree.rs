@@ -184,3 +184,52 @@ fn a_tree_with_a_missing_process_log_fails_clearly() {
     let from = recorded.replay(&["--from", "10"]);
     assert_fails_clearly(&from, &["process tree"]);
 }
+
+#[test]
+fn replay_delivers_a_signal_under_the_mask_of_ppoll_pselect_and_sigsuspend() {
+    // SIGCHLD is blocked except while the program waits in ppoll, pselect or sigsuspend (make's job
+    // loop does this): replay, which does not make those calls, must deliver the recorded signal
+    // under the call's mask and restore the program's own after the handler.
+    let scratch =
+        Scratch::new("replay_delivers_a_signal_under_the_mask_of_ppoll_pselect_and_sigsuspend");
+    let recorded = record(&scratch, &fixture("rr_sigmask"), None);
+    for call in ["ppoll", "pselect", "sigsuspend"] {
+        assert!(
+            recorded.stdout.lines().any(|l| l.starts_with(call)
+                && l.contains("usr1 blocked in handler 1, chld blocked after 1")),
+            "no round of {call} ran as expected while recorded:\n{}",
+            recorded.describe()
+        );
+    }
+    recorded.assert_replays_as_recorded(&["--verify"]);
+}
+
+#[test]
+fn replay_reproduces_make_running_gcc_in_parallel() {
+    let scratch = Scratch::new("replay_reproduces_make_running_gcc_in_parallel");
+    for i in 0..3 {
+        scratch.write(
+            &format!("f{i}.c"),
+            format!("int f{i}(int n) {{ return n < 2 ? n : f{i}(n - 1) + f{i}(n - 2); }}\n"),
+        );
+    }
+    scratch.write(
+        "main.c",
+        "#include <stdio.h>\nint f0(int); int f1(int); int f2(int);\n\
+         int main(void) { printf(\"%d\\n\", f0(15) + f1(14) + f2(13)); return 0; }\n",
+    );
+    scratch.write(
+        "Makefile",
+        "objs = main.o f0.o f1.o f2.o\nall: prog\n\t./prog\nprog: $(objs)\n\tgcc -o prog $(objs)\n\
+         %.o: %.c\n\tgcc -O2 -c $<\n",
+    );
+    let mut program = system_program("make");
+    program.args(["-j2", "-C"]).arg(scratch.path());
+    let recorded = record(&scratch, &program, None);
+    assert!(
+        recorded.stdout.contains("1220\n"),
+        "make did not build and run the program while recorded:\n{}",
+        recorded.describe()
+    );
+    recorded.assert_replays_as_recorded(&["--verify"]);
+}
