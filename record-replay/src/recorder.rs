@@ -208,7 +208,7 @@ enum State {
     },
     /// Its syscall completed while another thread ran: the event is logged
     /// when it is scheduled.
-    Completed { event: Event },
+    Completed { events: Vec<Event> },
     /// Stopped at a syscall exit whose event is logged, waiting its turn.
     AtBoundary,
 }
@@ -272,6 +272,8 @@ struct Recorder {
     sbuf: Option<SbufState>,
     /// The trace directory.
     trace_dir: PathBuf,
+    /// The files in its `blobs/`.
+    blobs: std::collections::HashSet<String>,
     /// Events logged, every process together.
     total: u64,
     /// The other processes of a recorded tree.
@@ -404,6 +406,7 @@ impl Recorder {
             live: None,
             sbuf: opts.syscallbuf.then(SbufState::default),
             trace_dir: opts.dir.clone(),
+            blobs: Default::default(),
             total: 0,
             others: HashMap::new(),
             tree: None,
@@ -849,8 +852,10 @@ impl Recorder {
                 continue;
             };
             match std::mem::replace(&mut t.state, State::Running) {
-                State::Completed { event } => {
-                    self.push(event)?;
+                State::Completed { events } => {
+                    for event in events {
+                        self.push(event)?;
+                    }
                     self.resume_after_syscall(tid)?;
                 }
                 State::Waiting { sig } => {
@@ -1146,7 +1151,8 @@ impl Recorder {
             t.boundary = (regs.rip, regs.rsp);
         }
         let extra = self.kvm.exit(&self.tracee, tid, nr, &args, ret)?;
-        let writes = self.writes(tid, nr, &args, ret, extra);
+        let writes = self.writes(nr, &args, ret, extra);
+        let mapped = self.mapped_file(tid, nr, &args, ret)?;
         let event = Event::Syscall {
             tid,
             nr,
@@ -1160,6 +1166,9 @@ impl Recorder {
         self.sbuf_fds(tid, nr, &args, ret, console)?;
         if self.current == Some(tid) {
             self.push(event)?;
+            if let Some(m) = mapped {
+                self.push(m)?;
+            }
             if crate::sbuf::buffered(nr) {
                 self.patch_site(tid, regs.rip.wrapping_sub(2), nr, &args)?;
             }
@@ -1176,6 +1185,9 @@ impl Recorder {
             }
         } else if self.current.is_none() {
             self.push(event)?;
+            if let Some(m) = mapped {
+                self.push(m)?;
+            }
             if crate::sbuf::buffered(nr) {
                 self.patch_site(tid, regs.rip.wrapping_sub(2), nr, &args)?;
             }
@@ -1183,7 +1195,9 @@ impl Recorder {
             self.resume_after_syscall(tid)?;
         } else {
             if let Some(t) = self.threads.get_mut(&tid) {
-                t.state = State::Completed { event };
+                t.state = State::Completed {
+                    events: [event].into_iter().chain(mapped).collect(),
+                };
             }
             self.ready.push_back(tid);
         }
@@ -1289,7 +1303,6 @@ impl Recorder {
     /// `extra` ranges come from the recorder's own knowledge (KVM).
     fn writes(
         &self,
-        tid: pid_t,
         nr: i64,
         args: &[u64; 6],
         ret: i64,
@@ -1300,17 +1313,6 @@ impl Recorder {
             tracee.read_mem(addr, buf).is_ok()
         });
         ranges.extend(extra);
-        // A file mapping: its bytes, so replay never needs the file.
-        if nr == libc::SYS_mmap && ret >= 0 && args[3] & libc::MAP_ANONYMOUS as u64 == 0 {
-            let size = std::fs::metadata(format!("/proc/{tid}/fd/{}", args[4] as i32))
-                .map(|m| m.len())
-                .unwrap_or(0);
-            let avail = size.saturating_sub(args[5]).min(args[1]);
-            let len = avail.div_ceil(4096) * 4096;
-            if len > 0 {
-                ranges.push((ret as u64, len.min(args[1])));
-            }
-        }
         // Thread ids the kernel stores for a new thread.
         if (nr == libc::SYS_clone || nr == libc::SYS_clone3) && ret > 0 {
             let (flags, ptid, ctid) = if nr == libc::SYS_clone {
@@ -1331,19 +1333,60 @@ impl Recorder {
         }
         ranges
             .into_iter()
-            .filter_map(|(addr, len)| {
-                let mut buf = vec![0u8; len as usize];
-                if tracee.read_mem(addr, &mut buf).is_ok() {
-                    return Some((addr, buf));
-                }
-                // Past the end of a file mapping: page by page.
-                let mut ok = false;
-                for (i, page) in buf.chunks_mut(4096).enumerate() {
-                    ok |= tracee.read_mem(addr + i as u64 * 4096, page).is_ok();
-                }
-                ok.then_some((addr, buf))
-            })
+            .filter_map(|(addr, len)| read_range(tracee, addr, len))
             .collect()
+    }
+
+    /// A file mapping: its bytes, so replay never needs the file, kept in
+    /// the trace's `blobs/` once per file version and range (every process
+    /// of a tree maps libc).
+    fn mapped_file(
+        &mut self,
+        tid: pid_t,
+        nr: i64,
+        args: &[u64; 6],
+        ret: i64,
+    ) -> Result<Option<Event>, Error> {
+        use std::os::unix::fs::MetadataExt;
+        if nr != libc::SYS_mmap || ret < 0 || args[3] & libc::MAP_ANONYMOUS as u64 != 0 {
+            return Ok(None);
+        }
+        let Ok(md) = std::fs::metadata(format!("/proc/{tid}/fd/{}", args[4] as i32)) else {
+            return Ok(None);
+        };
+        let avail = md.len().saturating_sub(args[5]).min(args[1]);
+        let len = (avail.div_ceil(4096) * 4096).min(args[1]);
+        if len == 0 {
+            return Ok(None);
+        }
+        // Same file, unchanged since (ctime moves on any write), same range.
+        let key = format!(
+            "{:x}-{:x}-{}.{}-{:x}-{:x}-{:x}",
+            md.dev(),
+            md.ino(),
+            md.ctime(),
+            md.ctime_nsec(),
+            md.len(),
+            args[5],
+            len
+        );
+        if !self.blobs.contains(&key) {
+            let Some((_, bytes)) = read_range(&self.tracee, ret as u64, len) else {
+                return Ok(None);
+            };
+            let dir = self.trace_dir.join("blobs");
+            let path = dir.join(&key);
+            let io = |e: std::io::Error| rewind_ckpt::Error::io(path.display().to_string(), e);
+            std::fs::create_dir_all(&dir).map_err(io)?;
+            let packed = zstd::bulk::compress(&bytes, 3).map_err(io)?;
+            std::fs::write(&path, packed).map_err(io)?;
+            self.blobs.insert(key.clone());
+        }
+        Ok(Some(Event::Mapped {
+            tid,
+            addr: ret as u64,
+            blob: key,
+        }))
     }
 
     fn signal(&mut self, tid: pid_t, sig: i32) -> Result<(), Error> {
@@ -1452,6 +1495,20 @@ impl Recorder {
         self.resume_after_syscall(pid)?;
         Ok(())
     }
+}
+
+/// `len` bytes of `tracee` at `addr`; past the end of a file mapping, the
+/// pages that can be read.
+fn read_range(tracee: &Tracee, addr: u64, len: u64) -> Option<(u64, Vec<u8>)> {
+    let mut buf = vec![0u8; len as usize];
+    if tracee.read_mem(addr, &mut buf).is_ok() {
+        return Some((addr, buf));
+    }
+    let mut ok = false;
+    for (i, page) in buf.chunks_mut(4096).enumerate() {
+        ok |= tracee.read_mem(addr + i as u64 * 4096, page).is_ok();
+    }
+    ok.then_some((addr, buf))
 }
 
 /// A process the program forked: runs live, unrecorded. It inherited the

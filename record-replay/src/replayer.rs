@@ -66,6 +66,8 @@ enum At {
     InFork,
 }
 
+type BlobCache = Rc<RefCell<HashMap<String, Rc<Vec<u8>>>>>;
+
 /// Stops of threads caught while waiting for another, by thread; shared
 /// by the replayers of a tree's processes.
 type Queue = Rc<RefCell<HashMap<pid_t, std::collections::VecDeque<Stop>>>>;
@@ -189,6 +191,11 @@ pub struct Replayer<'a> {
     /// interrupted by a signal): the kernel restarts it only if a signal
     /// comes; if none is sent to the thread, replay restarts it.
     restart: std::collections::HashSet<i32>,
+    /// The trace's `blobs/` (a tree's processes share the root's).
+    blobs: PathBuf,
+    /// Blobs read so far, shared by the replayers of a tree and the
+    /// copies of a replay.
+    blob_cache: BlobCache,
     /// The last syscall event applied to each thread (number, arguments).
     last_call: HashMap<i32, (i64, [u64; 6])>,
     /// A signal that interrupted a call with a temporary mask (pselect6,
@@ -395,6 +402,7 @@ impl<'a> Replayer<'a> {
     ) -> Replayer<'a> {
         let sbuf = crate::sbuf::present(&tracee);
         Replayer {
+            blobs: opts.dir.join("blobs"),
             dir: opts.dir.clone(),
             opts: opts.clone(),
             tracee,
@@ -411,6 +419,7 @@ impl<'a> Replayer<'a> {
             restart: Default::default(),
             last_call: HashMap::new(),
             frame_mask: HashMap::new(),
+            blob_cache: BlobCache::default(),
             debug: None,
             pause: None,
             stepped: false,
@@ -436,6 +445,7 @@ impl<'a> Replayer<'a> {
         let (tracee, threads) = start(&trace.dir.join(image), cpu)?;
         let sbuf = crate::sbuf::present(&tracee);
         Ok(Replayer {
+            blobs: trace.dir.join("blobs"),
             dir: trace.dir.clone(),
             opts: ReplayOptions {
                 dir: trace.dir.clone(),
@@ -455,6 +465,7 @@ impl<'a> Replayer<'a> {
             restart: Default::default(),
             last_call: HashMap::new(),
             frame_mask: HashMap::new(),
+            blob_cache: BlobCache::default(),
             debug: Some(DebugCtl::default()),
             pause: None,
             stepped: false,
@@ -626,6 +637,8 @@ impl<'a> Replayer<'a> {
         let mut threads = HashMap::new();
         threads.insert(main_vtid, (child, main_at));
         let copy = Replayer {
+            blobs: self.blobs.clone(),
+            blob_cache: self.blob_cache.clone(),
             dir: self.dir.clone(),
             opts: self.opts.clone(),
             tracee,
@@ -1386,6 +1399,10 @@ impl Replayer<'_> {
                 crate::sbuf::load(&self.tracee, &data).map_err(|e| self.diverge(tid, e))?;
             }
             Event::Patch { tid, area, writes } => self.patch(tid, area, &writes)?,
+            Event::Mapped { addr, blob, .. } => {
+                let bytes = self.blob(&blob)?;
+                self.tracee.write_mem(addr, &bytes)?;
+            }
             // Replaying one process, its children are not made.
             Event::Fork { .. } if !self.tree => {}
             Event::Fork { tid, child } => self.fork_child(tid, child)?,
@@ -1687,6 +1704,28 @@ impl Replayer<'_> {
         }
         self.set_at(tid, At::Exit);
         Ok(())
+    }
+
+    /// The bytes of blob `name` of the trace.
+    fn blob(&self, name: &str) -> Result<Rc<Vec<u8>>, Error> {
+        if let Some(bytes) = self.blob_cache.borrow().get(name) {
+            return Ok(bytes.clone());
+        }
+        let path = self.blobs.join(name);
+        let packed = std::fs::read(&path).map_err(|e| TraceError::Io {
+            path: path.clone(),
+            source: e,
+        })?;
+        let bytes = zstd::stream::decode_all(&packed[..]).map_err(|e| TraceError::Corrupt {
+            path: path.clone(),
+            what: "mapped file bytes".into(),
+            why: e.to_string(),
+        })?;
+        let bytes = Rc::new(bytes);
+        self.blob_cache
+            .borrow_mut()
+            .insert(name.to_string(), bytes.clone());
+        Ok(bytes)
     }
 
     /// Every buffered syscall loaded for the thread was made before it

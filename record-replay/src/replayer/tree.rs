@@ -111,10 +111,11 @@ fn run(
             }
             made.append(&mut r.forked);
         }
-        let (sbuf, queued, console, cpu) = (r.sbuf, r.queued.clone(), r.console.clone(), r.cpu);
+        let (sbuf, cpu) = (r.sbuf, r.cpu);
+        let shared = (r.queued.clone(), r.console.clone(), r.blob_cache.clone());
         for f in made {
             let dir = trace::process_dir(&opts.dir, f.recorded, schedule.root);
-            let child = adopt(opts, &dir, f, sbuf, queued.clone(), console.clone(), cpu)?;
+            let child = adopt(opts, &dir, f, sbuf, shared.clone(), cpu)?;
             procs.insert(f.recorded, child);
         }
     }
@@ -132,8 +133,7 @@ fn adopt<'a>(
     dir: &Path,
     f: Forked,
     parent_sbuf: bool,
-    queued: Queue,
-    console: Rc<RefCell<Console<'a>>>,
+    (queued, console, blob_cache): (Queue, Rc<RefCell<Console<'a>>>, BlobCache),
     cpu: usize,
 ) -> Result<Replayer<'a>, Error> {
     let tracee = Tracee::new(f.real)?;
@@ -144,14 +144,17 @@ fn adopt<'a>(
     }
     let mut threads = HashMap::new();
     threads.insert(f.recorded, (f.real, At::Stopped { sig: 0 }));
-    let opts = ReplayOptions {
+    let own = ReplayOptions {
         dir: dir.to_path_buf(),
         ..opts.clone()
     };
     let events = EventReader::open(dir)?;
-    let mut r = Replayer::streamed(&opts, tracee, threads, events, 0, console, cpu);
+    let mut r = Replayer::streamed(&own, tracee, threads, events, 0, console, cpu);
     r.tree = true;
     r.queued = queued;
+    r.blob_cache = blob_cache;
+    // One store for the whole trace.
+    r.blobs = opts.dir.join("blobs");
     // A child in its parent's memory uses no buffer of its own (the
     // recorder left the parent's to the parent).
     r.sbuf = parent_sbuf && !f.shares_memory;

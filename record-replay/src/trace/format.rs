@@ -14,6 +14,8 @@
 //!               CLONE_THREAD), recorded too: its own `events`, `exec-N.rwd`
 //!               and `end`; it starts as a copy of its parent at the
 //!               parent's `Event::Fork`
+//! blobs/KEY     the bytes of a file the program mapped, zstd, one per file
+//!               version and range however many processes map it (`Mapped`)
 //! schedule      with such processes: SCHEDULE_MAGIC, then a zstd frame of
 //!               the bincode `Schedule` (the order across processes)
 //! ```
@@ -22,8 +24,9 @@ use serde::{Deserialize, Serialize};
 
 pub const TRACE_MAGIC: [u8; 8] = *b"RWNDTRC\0";
 /// Version 2 added `Event::Mark`, version 3 `Event::Buffered` and
-/// `Event::Patch` (the syscall buffer), version 4 `Event::Fork` and the
-/// processes of a tree; versions 1 to 3 are read as well.
+/// `Event::Patch` (the syscall buffer), version 4 `Event::Fork`, the
+/// processes of a tree and `Event::Mapped`; versions 1 to 3 are read as
+/// well.
 pub const TRACE_VERSION: u32 = 4;
 pub const TRACE_VERSION_MIN: u32 = 1;
 pub const CHUNK_MAGIC: u32 = 0x5645_4e54; // "TNEV"
@@ -123,6 +126,11 @@ pub enum Event {
     /// its later `Syscall` event. Replaying the whole tree, the call runs
     /// for real here; replaying one process, nothing happens.
     Fork { tid: i32, child: i32 },
+    /// The bytes of a file `tid` just mapped privately (the `Syscall` event
+    /// of the mmap comes right before): file `blobs/<blob>` of the trace
+    /// (zstd), stored once however many processes map the same file, is
+    /// written at `addr`.
+    Mapped { tid: i32, addr: u64, blob: String },
 }
 
 impl Event {
@@ -137,7 +145,8 @@ impl Event {
             | Event::Mark { tid, .. }
             | Event::Buffered { tid, .. }
             | Event::Patch { tid, .. }
-            | Event::Fork { tid, .. } => *tid,
+            | Event::Fork { tid, .. }
+            | Event::Mapped { tid, .. } => *tid,
             Event::Checkpoint { .. } => 0,
         }
     }
