@@ -93,15 +93,18 @@ enum Command {
     /// Syscall results and the memory they wrote, signals and where they
     /// arrived, rdtsc values and the thread schedule go into a trace
     /// directory, next to an image of the program at its first instruction.
-    /// No hardware performance counters are needed. Children the program
-    /// forks run live but are not recorded.
+    /// No hardware performance counters are needed. Every process the
+    /// program makes (fork, vfork, posix_spawn) is recorded too, in its own
+    /// log (`proc-PID/`), with the order of events across processes.
     Record(RecordArgs),
     /// Re-execute a recorded program deterministically.
     ///
     /// The program runs again natively and is fed the recorded events; it
     /// never touches the outside world (its writes to stdout and stderr are
-    /// shown from the trace, not performed). Ends with the recorded exit
-    /// status, or with a divergence report if the program does something else.
+    /// shown from the trace, not performed). A recorded process tree is
+    /// replayed whole: each process is made again where it was, and they
+    /// run in the recorded order. Ends with the recorded exit status, or
+    /// with a divergence report if a process does something else.
     Replay(ReplayArgs),
     /// Debug a program forward and backward, with gdb's commands.
     ///
@@ -331,7 +334,7 @@ struct ReplayArgs {
     #[arg(long, value_name = "WHAT", num_args = 0..=1, require_equals = true, default_missing_value = "registers")]
     verify: Option<String>,
     /// Start from the trace's last checkpoint at or before event N (the
-    /// output shown begins there).
+    /// output shown begins there). Not for a trace of a process tree.
     #[arg(long, value_name = "N")]
     from: Option<u64>,
 }
