@@ -137,7 +137,13 @@ pub fn spawn_traced(
         .map(|a| cstring(a))
         .collect::<Result<Vec<_>, _>>()?;
     let c_env = std::env::vars_os()
-        .map(|(k, v)| {
+        .filter(|(k, _)| {
+            !pre.env
+                .iter()
+                .any(|(name, _)| k.as_os_str() == name.as_str())
+        })
+        .chain(pre.env.iter().map(|(k, v)| (k.into(), v.into())))
+        .map(|(k, v): (std::ffi::OsString, std::ffi::OsString)| {
             let mut kv = k.into_encoded_bytes();
             kv.push(b'=');
             kv.extend(v.into_encoded_bytes());

@@ -36,6 +36,43 @@ pub enum Error {
     Paused,
 }
 
+/// Whether thread `tid`'s process has a handler for `sig` (SigCgt of
+/// /proc/TID/status).
+pub fn has_handler(tid: libc::pid_t, sig: i32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{tid}/status")) else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .is_some_and(|mask| (1..=64).contains(&sig) && mask >> (sig - 1) & 1 != 0)
+}
+
+/// Offsets in a signal frame, from the stack pointer at the handler's
+/// first instruction (x86-64 `rt_sigframe`: the return address, then the
+/// ucontext: flags, link, stack (24 bytes), sigcontext (256 bytes), mask).
+pub mod frame {
+    const SIGCONTEXT: u64 = 8 + 40;
+    pub const ERR: u64 = SIGCONTEXT + 152;
+    pub const TRAPNO: u64 = SIGCONTEXT + 160;
+    pub const OLDMASK: u64 = SIGCONTEXT + 168;
+    pub const CR2: u64 = SIGCONTEXT + 176;
+    pub const MASK: u64 = SIGCONTEXT + 256;
+}
+
+/// An asynchronous signal's frame records the thread's last hardware
+/// exception (`err`, `trapno`, `cr2`: a page fault's address...), which
+/// differs between a recording and its replay (their memory is populated
+/// differently): record and replay both clear them in the frame of the
+/// thread `tid` of `tracee`, stopped at its handler's first instruction.
+pub fn clear_frame_fault(tracee: &rewind_ckpt::tracee::Tracee, rsp: u64) -> Result<(), Error> {
+    for field in [frame::ERR, frame::TRAPNO, frame::CR2] {
+        tracee.write_mem(rsp + field, &0u64.to_le_bytes())?;
+    }
+    Ok(())
+}
+
 /// A checksum of a thread's registers (FNV-1a over the 27 words), the same
 /// in record and replay when execution is the same.
 pub fn regs_checksum(r: &libc::user_regs_struct) -> u64 {

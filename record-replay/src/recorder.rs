@@ -380,6 +380,16 @@ impl Recorder {
             )),
             notsc: true,
             cpu: Some(header.cpu as usize),
+            // glibc's lazy binding saves the registers with XSAVEC on the
+            // stack, whose output depends on the CPU's tracking of unused
+            // register state, not on the program: with memory checksums,
+            // symbols are bound at start-up instead, so that the stack
+            // holds the same bytes in record and replay.
+            env: if opts.verify_memory {
+                vec![("LD_BIND_NOW".into(), "1".into())]
+            } else {
+                Vec::new()
+            },
         };
         let options =
             ptrace::default_options() | libc::PTRACE_O_TRACEFORK | libc::PTRACE_O_TRACEVFORK;
@@ -1447,7 +1457,7 @@ impl Recorder {
                 sync: false,
                 regs: sum,
             })?;
-            return self.resume(tid, sig);
+            return self.deliver_async(tid, sig);
         }
         if at_boundary {
             self.push(Event::Signal {
@@ -1457,7 +1467,7 @@ impl Recorder {
                 sync: false,
                 regs: sum,
             })?;
-            return self.resume(tid, sig);
+            return self.deliver_async(tid, sig);
         }
         // Elsewhere: hold it for the thread's next syscall exit (one the
         // buffer must then leave traced).
@@ -1468,6 +1478,34 @@ impl Recorder {
             crate::sbuf::force_slow(&self.tracee)?;
         }
         self.resume(tid, 0)
+    }
+
+    /// Deliver the logged asynchronous signal `sig` to `tid`: into its
+    /// handler, if it has one, where the frame is fixed
+    /// (`crate::clear_frame_fault`) as replay fixes it.
+    fn deliver_async(&mut self, tid: pid_t, sig: i32) -> Result<(), Error> {
+        if !crate::has_handler(tid, sig) {
+            return self.resume(tid, sig);
+        }
+        if let Some(t) = self.threads.get_mut(&tid) {
+            t.at_boundary = false;
+            t.state = State::Running;
+        }
+        ptrace::singlestep(tid, sig).map_err(perr("PTRACE_SINGLESTEP", tid))?;
+        let stop = loop {
+            if let Some((_, stop)) = ptrace::wait(tid, false).map_err(perr("waitpid", tid))? {
+                break stop;
+            }
+        };
+        if stop != Stop::Signal(libc::SIGTRAP) {
+            // (Killed, or stopped for something else on the way.)
+            return self.handle(tid, stop);
+        }
+        let rsp = ptrace::getregs(tid)
+            .map_err(perr("PTRACE_GETREGS", tid))?
+            .rsp;
+        crate::clear_frame_fault(&self.tracee, rsp)?;
+        self.go(tid, 0)
     }
 
     /// The program exec'd: a new image replaces it in replay.

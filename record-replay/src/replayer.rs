@@ -198,12 +198,14 @@ pub struct Replayer<'a> {
     blob_cache: BlobCache,
     /// The last syscall event applied to each thread (number, arguments).
     last_call: HashMap<i32, (i64, [u64; 6])>,
-    /// A signal that interrupted a call with a temporary mask (pselect6,
-    /// ppoll, epoll_pwait, rt_sigsuspend) is delivered in replay under that
-    /// mask, set with ptrace as the emulated call never did; the handler's
-    /// frame must then hold the thread's own mask, this one, for sigreturn
-    /// to restore (as the kernel's saved mask did when recording).
-    frame_mask: HashMap<i32, u64>,
+    /// Asynchronous signals re-sent to a thread, to be delivered at its
+    /// next run: the handler's frame is fixed as the recorder fixed it
+    /// (`clear_frame_fault`). A signal that interrupted a call with a
+    /// temporary mask (pselect6, ppoll, epoll_pwait, rt_sigsuspend) is
+    /// delivered under that mask, set with ptrace as the emulated call never
+    /// did; the frame then holds the thread's own mask (Some), for sigreturn
+    /// to restore, as the kernel's saved mask did when recording.
+    frame_fix: HashMap<i32, Option<u64>>,
     debug: Option<DebugCtl>,
     pause: Option<Pause>,
     stepped: bool,
@@ -418,7 +420,7 @@ impl<'a> Replayer<'a> {
             entry_mem: HashMap::new(),
             restart: Default::default(),
             last_call: HashMap::new(),
-            frame_mask: HashMap::new(),
+            frame_fix: HashMap::new(),
             blob_cache: BlobCache::default(),
             debug: None,
             pause: None,
@@ -464,7 +466,7 @@ impl<'a> Replayer<'a> {
             entry_mem: HashMap::new(),
             restart: Default::default(),
             last_call: HashMap::new(),
-            frame_mask: HashMap::new(),
+            frame_fix: HashMap::new(),
             blob_cache: BlobCache::default(),
             debug: Some(DebugCtl::default()),
             pause: None,
@@ -661,7 +663,7 @@ impl<'a> Replayer<'a> {
             entry_mem: HashMap::new(),
             restart: Default::default(),
             last_call: HashMap::new(),
-            frame_mask: HashMap::new(),
+            frame_fix: HashMap::new(),
             debug: self.debug.clone(),
             pause: None,
             stepped: false,
@@ -997,9 +999,11 @@ impl Replayer<'_> {
             At::Stopped { sig } => sig,
             _ => 0,
         };
-        if let (Some(own), true) = (self.frame_mask.remove(&vtid), sig != 0) {
-            self.deliver_under_mask(vtid, real, sig, own)?;
-            sig = 0;
+        if let (Some(own), true) = (self.frame_fix.remove(&vtid), sig != 0) {
+            if own.is_some() || crate::has_handler(real, sig) {
+                self.enter_handler(vtid, real, sig, own)?;
+                sig = 0;
+            }
         }
         let mut from_syscall_stop = matches!(at, At::Skipped | At::Exit | At::Entry);
         if self.restart.remove(&vtid) && at == At::Exit {
@@ -1906,14 +1910,16 @@ impl Replayer<'_> {
         // An interrupted syscall is restarted (or fails) by the kernel as
         // the signal is delivered.
         self.restart.remove(&tid);
+        let mut own_mask = None;
         if let Some(temp) = self.temporary_mask(tid) {
             let own = ptrace::getsigmask(real).map_err(perr("PTRACE_GETSIGMASK", real))?;
             let bit = 1u64 << (sig - 1);
             if own & bit != 0 && temp & bit == 0 {
                 ptrace::setsigmask(real, temp).map_err(perr("PTRACE_SETSIGMASK", real))?;
-                self.frame_mask.insert(tid, own);
+                own_mask = Some(own);
             }
         }
+        self.frame_fix.insert(tid, own_mask);
         rewind_ckpt::sys::process::tgkill(self.tracee.pid, real, sig)
             .map_err(|e| rewind_ckpt::Error::Tracee(format!("tgkill: {e}")))?;
         ptrace::cont(real, 0).map_err(perr("PTRACE_CONT", real))?;
@@ -1961,16 +1967,16 @@ impl Replayer<'_> {
         self.tracee.read_u64(at).ok()
     }
 
-    /// Deliver the pending signal `sig` of `real` (thread `vtid`) under the
-    /// temporary mask `async_signal` set, stopping at its handler's first
-    /// instruction to put the thread's own mask in the frame (see
-    /// `frame_mask`).
-    fn deliver_under_mask(
+    /// Deliver the asynchronous signal `sig` of `real` (thread `vtid`),
+    /// stopping at its handler's first instruction to fix the frame as
+    /// the recorder did, and to put the thread's own mask `own` in it when
+    /// the signal came under a temporary one (see `frame_fix`).
+    fn enter_handler(
         &mut self,
         vtid: i32,
         real: pid_t,
         sig: i32,
-        own: u64,
+        own: Option<u64>,
     ) -> Result<(), Error> {
         ptrace::singlestep(real, sig).map_err(perr("PTRACE_SINGLESTEP", real))?;
         match self.wait_for(real)? {
@@ -1978,12 +1984,13 @@ impl Replayer<'_> {
                 let rsp = ptrace::getregs(real)
                     .map_err(perr("PTRACE_GETREGS", real))?
                     .rsp;
-                // rt_sigframe: the return address, then the ucontext:
-                // flags, link, stack (24 bytes), sigcontext (256 bytes,
-                // `oldmask` at 168), then uc_sigmask.
-                let uc = rsp + 8;
-                self.tracee.write_mem(uc + 40 + 168, &own.to_le_bytes())?;
-                self.tracee.write_mem(uc + 40 + 256, &own.to_le_bytes())?;
+                crate::clear_frame_fault(&self.tracee, rsp)?;
+                if let Some(own) = own {
+                    self.tracee
+                        .write_mem(rsp + crate::frame::OLDMASK, &own.to_le_bytes())?;
+                    self.tracee
+                        .write_mem(rsp + crate::frame::MASK, &own.to_le_bytes())?;
+                }
                 Ok(())
             }
             other => Err(self.diverge(

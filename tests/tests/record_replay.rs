@@ -105,6 +105,17 @@ fn replay_reproduces_alarm_segv_sigchld_and_raise() {
 }
 
 #[test]
+fn replay_verify_memory_passes_through_signal_handlers() {
+    // A handler's frame is memory the program owns: it must hold the same bytes in record and replay
+    // (the last fault's address and the alternate stack's flags used to differ, and glibc's lazy
+    // binding left XSAVEC output on the stack that depends on the CPU, not the program).
+    let scratch = Scratch::new("replay_verify_memory_passes_through_signal_handlers");
+    let recorded = record_with(&scratch, &fixture("rr_signals"), &["--verify=memory"], None);
+    recorded.assert_replays_as_recorded(&["--verify=memory"]);
+    recorded.assert_replays_as_recorded(&["--verify=memory"]);
+}
+
+#[test]
 fn replay_reproduces_private_file_mapping_after_the_file_changes() {
     let scratch = Scratch::new("replay_reproduces_private_file_mapping_after_the_file_changes");
     let file = scratch.write("mapped.txt", random_text_lines(4000));

@@ -202,6 +202,8 @@ fn replay_delivers_a_signal_under_the_mask_of_ppoll_pselect_and_sigsuspend() {
         );
     }
     recorded.assert_replays_as_recorded(&["--verify"]);
+    let checked = record_with(&scratch, &fixture("rr_sigmask"), &["--verify=memory"], None);
+    checked.assert_replays_as_recorded(&["--verify=memory"]);
 }
 
 #[test]

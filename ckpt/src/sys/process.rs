@@ -51,6 +51,8 @@ pub struct PreExec {
     pub notsc: bool,
     /// Run only on this CPU (what CPUID reports depends on the CPU).
     pub cpu: Option<usize>,
+    /// Variables set in the program's environment (over rewind's own).
+    pub env: Vec<(String, String)>,
 }
 
 /// Fork a child that waits until released, then execs `path` with `argv`
@@ -102,7 +104,7 @@ pub fn spawn_waiting_with(
         err_w.as_raw_fd(),
     );
     // SAFETY: the child only makes raw syscalls (close, sigaction,
-    // sigprocmask, read, prctl, seccomp, execve, write, _exit) on data prepared before fork, so it never touches a lock another
+    // sigprocmask, sigaltstack, read, prctl, seccomp, execve, write, _exit) on data prepared before fork, so it never touches a lock another
     // thread of the parent may hold.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
@@ -121,6 +123,16 @@ pub fn spawn_waiting_with(
             let mut empty: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut empty);
             libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+            // Nor with rewind's alternate signal stack (Rust's runtime
+            // gives threads one): disabled, as a restored process has it,
+            // so signal frames of a recording and its replay agree
+            // (uc_stack.ss_flags).
+            let off = libc::stack_t {
+                ss_sp: std::ptr::null_mut(),
+                ss_flags: libc::SS_DISABLE,
+                ss_size: 0,
+            };
+            libc::sigaltstack(&off, std::ptr::null_mut());
             let mut b = 0u8;
             while libc::read(go_r_fd, &mut b as *mut u8 as *mut libc::c_void, 1) != 0 {
                 if *libc::__errno_location() != libc::EINTR {
