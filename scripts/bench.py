@@ -698,7 +698,7 @@ def bench_mpi(work, quick, add):
         add(f"mpi/{label}-restart-until-running", med(restart), "ms")
 
 
-def bench_coordinator(work, quick, add, target, full):
+def bench_coordinator(work, quick, add, target, full, only_sizes=None):
     """`rewind coordinator` on loopback: the round trip of a no-op barrier
     across 4 sessions (median of 1000, timed by the coordinator from its first
     order to the last answer), then coordinated checkpoints of N sessions of
@@ -761,6 +761,8 @@ def bench_coordinator(work, quick, add, target, full):
         shutil.rmtree(d, ignore_errors=True)
 
     sizes = [1, 4] if quick else [1, 4, 16] + ([64] if full else [])
+    if only_sizes:
+        sizes = only_sizes
     reps = 1 if quick else 3
     modes = (("forked", ()), ("stopped", ("--no-forked-checkpoints",)))
     for n in sizes:
@@ -1140,6 +1142,8 @@ def main():
     ap.add_argument("--only-coordinator", action="store_true",
                     help="only the coordinator measures (barrier round trip, checkpoints of N processes)")
     ap.add_argument("--full", action="store_true", help="also the slowest sizes (64 coordinated processes)")
+    ap.add_argument("--coordinator-sizes", metavar="N,N...",
+                    help="with --only-coordinator: only these numbers of coordinated processes (e.g. 64)")
     args = ap.parse_args()
     if args.tun_worker:
         return tun_worker(args.tun_worker, args.tun_reps)
@@ -1197,7 +1201,8 @@ def main():
             bench_pty(work, args.quick, add)
         if args.only_coordinator:
             args.skip_checkpoint = args.skip_record = args.skip_debug = True
-            bench_coordinator(work, args.quick, add, target, args.full)
+            sizes = [int(n) for n in args.coordinator_sizes.split(",")] if args.coordinator_sizes else None
+            bench_coordinator(work, args.quick, add, target, args.full, sizes)
         for case in [] if args.skip_checkpoint or args.only_debug else cases:
             print(f"bench: {case.name} ...", file=sys.stderr, flush=True)
             rw = bench_rewind(case, target, work, reps)

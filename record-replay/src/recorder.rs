@@ -442,9 +442,9 @@ impl Recorder {
         }
     }
 
-    /// The program ended: write what is pending and the end record.
-    fn finish(mut self) -> Result<Recording, Error> {
-        let exit_code = self.exit_code.unwrap_or(0);
+    /// The process being handled ended with `exit_code`: write what is
+    /// pending of its log and its end record.
+    fn close_log(&mut self, exit_code: i32) -> Result<(), Error> {
         if let Some(log) = self.log.take() {
             let (events, chunks, _) = log.finish()?;
             trace::write_end(
@@ -456,6 +456,13 @@ impl Recorder {
                 },
             )?;
         }
+        Ok(())
+    }
+
+    /// The program ended: write what is pending and the end record.
+    fn finish(mut self) -> Result<Recording, Error> {
+        let exit_code = self.exit_code.unwrap_or(0);
+        self.close_log(exit_code)?;
         if let Some(tree) = self
             .tree
             .as_ref()
@@ -722,17 +729,7 @@ impl Recorder {
             self.current = None;
         }
         self.tracee.threads.clear();
-        if let Some(log) = self.log.take() {
-            let (events, chunks, _) = log.finish()?;
-            trace::write_end(
-                &self.dir,
-                &TraceEnd {
-                    events,
-                    chunks,
-                    exit_code: code,
-                },
-            )?;
-        }
+        self.close_log(code)?;
         if self.tree.as_ref().is_some_and(|t| t.root == pid) {
             self.exit_code = Some(code);
         }

@@ -391,14 +391,15 @@ pub fn load(dir: &Path) -> Result<LoadedTrace, Error> {
 }
 
 impl<'a> Replayer<'a> {
-    /// A plain replay of the process `tracee` (with `threads`) from the
-    /// log `events`, `skip` events of which are applied already.
-    fn streamed(
+    /// A replay of the process `tracee` (with `threads`) from `source`,
+    /// `event` events of which are applied already; everything else at
+    /// its start.
+    fn new(
         opts: &ReplayOptions,
         tracee: Tracee,
         threads: Threads,
-        events: EventReader,
-        skip: u64,
+        event: u64,
+        source: Source,
         console: Rc<RefCell<Console<'a>>>,
         cpu: usize,
     ) -> Replayer<'a> {
@@ -409,8 +410,8 @@ impl<'a> Replayer<'a> {
             opts: opts.clone(),
             tracee,
             threads,
-            event: skip,
-            source: Source::Stream(Box::new(events)),
+            event,
+            source,
             console,
             exit: None,
             cpu,
@@ -435,6 +436,21 @@ impl<'a> Replayer<'a> {
         }
     }
 
+    /// A plain replay of the process `tracee` (with `threads`) from the
+    /// log `events`, `skip` events of which are applied already.
+    fn streamed(
+        opts: &ReplayOptions,
+        tracee: Tracee,
+        threads: Threads,
+        events: EventReader,
+        skip: u64,
+        console: Rc<RefCell<Console<'a>>>,
+        cpu: usize,
+    ) -> Replayer<'a> {
+        let source = Source::Stream(Box::new(events));
+        Replayer::new(opts, tracee, threads, skip, source, console, cpu)
+    }
+
     /// Start replaying `trace` from one of its images (`initial.rwd`, or a
     /// periodic checkpoint taken after `at_event` events), for a debugger.
     pub fn open(
@@ -445,40 +461,14 @@ impl<'a> Replayer<'a> {
     ) -> Result<Replayer<'a>, Error> {
         let cpu = trace.header.cpu as usize;
         let (tracee, threads) = start(&trace.dir.join(image), cpu)?;
-        let sbuf = crate::sbuf::present(&tracee);
-        Ok(Replayer {
-            blobs: trace.dir.join("blobs"),
+        let opts = ReplayOptions {
             dir: trace.dir.clone(),
-            opts: ReplayOptions {
-                dir: trace.dir.clone(),
-                ..Default::default()
-            },
-            tracee,
-            threads,
-            event: at_event,
-            source: Source::Loaded(trace.events.clone()),
-            console,
-            exit: None,
-            cpu,
-            queued: Queue::default(),
-            tree: false,
-            forked: Vec::new(),
-            entry_mem: HashMap::new(),
-            restart: Default::default(),
-            last_call: HashMap::new(),
-            frame_fix: HashMap::new(),
-            blob_cache: BlobCache::default(),
-            debug: Some(DebugCtl::default()),
-            pause: None,
-            stepped: false,
-            internal_bp: None,
-            dr_state: HashMap::new(),
-            held: None,
-            known: RefCell::default(),
-            pending: None,
-            mark_reached: None,
-            sbuf,
-        })
+            ..Default::default()
+        };
+        let source = Source::Loaded(trace.events.clone());
+        let mut r = Replayer::new(&opts, tracee, threads, at_event, source, console, cpu);
+        r.debug = Some(DebugCtl::default());
+        Ok(r)
     }
 
     /// Events applied so far.
@@ -638,44 +628,24 @@ impl<'a> Replayer<'a> {
         let tracee = Tracee::new(child)?;
         let mut threads = HashMap::new();
         threads.insert(main_vtid, (child, main_at));
-        let copy = Replayer {
-            blobs: self.blobs.clone(),
-            blob_cache: self.blob_cache.clone(),
-            dir: self.dir.clone(),
-            opts: self.opts.clone(),
-            tracee,
-            threads,
-            event: self.event,
-            source: match &self.source {
-                Source::Loaded(ev) => Source::Loaded(ev.clone()),
-                Source::Stream(_) => {
-                    return Err(Error::Unsupported(
-                        "a streamed replay cannot be forked".into(),
-                    ))
-                }
-            },
-            console: self.console.clone(),
-            exit: None,
-            cpu: self.cpu,
-            queued: Queue::default(),
-            tree: false,
-            forked: Vec::new(),
-            entry_mem: HashMap::new(),
-            restart: Default::default(),
-            last_call: HashMap::new(),
-            frame_fix: HashMap::new(),
-            debug: self.debug.clone(),
-            pause: None,
-            stepped: false,
-            internal_bp: None,
-            dr_state: HashMap::new(),
-            held: None,
-            known: RefCell::default(),
-            pending: None,
-            // A copy made at a mark's reported arrival is there too.
-            mark_reached: self.mark_reached,
-            sbuf: self.sbuf,
+        let source = match &self.source {
+            Source::Loaded(ev) => Source::Loaded(ev.clone()),
+            Source::Stream(_) => {
+                return Err(Error::Unsupported(
+                    "a streamed replay cannot be forked".into(),
+                ))
+            }
         };
+        let console = self.console.clone();
+        let mut copy = Replayer::new(
+            &self.opts, tracee, threads, self.event, source, console, self.cpu,
+        );
+        copy.blobs = self.blobs.clone();
+        copy.blob_cache = self.blob_cache.clone();
+        copy.debug = self.debug.clone();
+        // A copy made at a mark's reported arrival is there too.
+        copy.mark_reached = self.mark_reached;
+        copy.sbuf = self.sbuf;
         Ok((copy, held))
     }
 
