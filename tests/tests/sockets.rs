@@ -81,6 +81,8 @@ struct InFlight {
     tcp_bytes: usize,
     unix_sockets: usize,
     unix_messages: usize,
+    udp_sockets: usize,
+    udp_datagrams: usize,
 }
 
 fn in_flight(images: &[PathBuf]) -> InFlight {
@@ -100,6 +102,10 @@ fn in_flight(images: &[PathBuf]) -> InFlight {
                 SocketState::Tcp(c) => {
                     f.tcp_ends += 1;
                     f.tcp_bytes += c.sent.len() + c.unsent.len() + c.received.len();
+                }
+                SocketState::Udp(u) => {
+                    f.udp_sockets += 1;
+                    f.udp_datagrams += u.queued.len();
                 }
                 SocketState::Unix(_) | SocketState::UnixLinked { .. } => {
                     if let Some(u) = socket.unix() {
@@ -365,6 +371,47 @@ fn unix_chat_runs_on_after_checkpoints() {
     let program = chat("stream", &socket_path(&scratch), 70);
     let held = checkpoints_leave_it_running(&scratch, &program, &["reply 9 ", "reply 30 "]);
     assert_unix_in_flight(&held);
+}
+
+/// The UDP client and server: over `addr` (127.0.0.1, ::1), `n` requests, with `extra`
+/// arguments (`connected`).
+fn pingpong(addr: &str, n: u32, extra: &[&str]) -> Command {
+    let mut cmd = fixture("udp_pingpong");
+    cmd.args([addr, &n.to_string()]);
+    cmd.args(extra);
+    cmd
+}
+
+#[track_caller]
+fn assert_udp_in_flight(held: &InFlight, sockets: usize) {
+    assert!(
+        held.udp_sockets >= sockets && held.udp_datagrams > 0,
+        "the images should hold {sockets} UDP sockets and datagrams waiting at them: {held:?}"
+    );
+}
+
+#[test]
+fn udp_datagrams_restart_with_datagrams_in_flight() {
+    let scratch = Scratch::new("udp_pingpong_restart");
+    let program = pingpong("127.0.0.1", 60, &[]);
+    let held = checkpoint_kill_restart_tree(&scratch, &program, "reply 17:");
+    assert_udp_in_flight(&held, 2);
+}
+
+#[test]
+fn udp_connected_over_ipv6_restarts_with_datagrams_in_flight() {
+    let scratch = Scratch::new("udp_pingpong_ipv6_connected");
+    let program = pingpong("::1", 60, &["connected"]);
+    let held = checkpoint_kill_restart_tree(&scratch, &program, "reply 23:");
+    assert_udp_in_flight(&held, 2);
+}
+
+#[test]
+fn udp_pingpong_runs_on_after_checkpoints() {
+    let scratch = Scratch::new("udp_pingpong_runs_on");
+    let program = pingpong("127.0.0.1", 60, &[]);
+    let held = checkpoints_leave_it_running(&scratch, &program, &["reply 9:", "reply 31:"]);
+    assert_udp_in_flight(&held, 2);
 }
 
 /// A `rewind coordinator` on a free loopback port, killed when dropped.

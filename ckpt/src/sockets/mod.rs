@@ -32,6 +32,7 @@
 
 pub mod addresses;
 pub mod tcp;
+pub mod udp;
 pub mod unix;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -249,7 +250,7 @@ fn family(addr: &SocketAddr) -> i32 {
 pub(crate) struct SockOpts;
 
 /// (level, option, size of its value, set before bind).
-type OptSpec = (i32, i32, usize, bool);
+pub(crate) type OptSpec = (i32, i32, usize, bool);
 
 impl SockOpts {
     const COMMON: &'static [OptSpec] = &[
@@ -704,6 +705,18 @@ impl Census {
                 }
             };
         }
+        if udp::is_udp(s.domain, s.ty, s.protocol) {
+            return match udp::capture(raw, s.domain) {
+                Ok(u) => Some(SocketState::Udp(Box::new(u))),
+                Err(e) => {
+                    self.warnings.push(format!(
+                        "fd {fd} of process {pid} (UDP socket): cannot read it ({}); it will be a closed connection after restart",
+                        e.desc()
+                    ));
+                    None
+                }
+            };
+        }
         let t = s.tcp.as_ref()?;
         if t.state == tcp::LISTEN {
             return Some(SocketState::TcpListener {
@@ -826,6 +839,10 @@ pub struct Rebuilt {
     /// Copies of other programs' datagram sockets, handed over by their
     /// restarts, by name: datagrams from them are sent again from them.
     taken: HashMap<Vec<u8>, OwnedFd>,
+    /// Copies of other programs' UDP sockets, handed over by their
+    /// restarts, by address, with their families: datagrams from them are
+    /// sent again from them.
+    udp_taken: HashMap<SocketAddr, (OwnedFd, i32)>,
     warnings: Vec<String>,
 }
 
@@ -864,6 +881,8 @@ impl Rebuilt {
         r.tcp_connections(&wanted);
         r.closed(&wanted);
         r.unix_refill(&wanted);
+        r.udp(&wanted);
+        r.udp_taken.clear();
         // The other programs' sockets were needed only for the refill.
         r.taken.clear();
         Ok(r)
