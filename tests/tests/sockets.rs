@@ -1216,3 +1216,101 @@ fn unix_connections_not_yet_accepted_restart() {
     assert!(!after.stderr.contains("warning"), "{}", after.describe());
     assert_nothing_left(&program);
 }
+
+/// Two UDP ports nobody is bound to now.
+fn free_udp_ports() -> (u16, u16) {
+    let a = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a free UDP port");
+    let b = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a free UDP port");
+    let port = |s: &std::net::UdpSocket| s.local_addr().expect("its address").port();
+    (port(&a), port(&b))
+}
+
+/// The UDP client and server as two programs of one coordinator over 127.0.0.1 (issue 7), with
+/// requests waiting at the server and replies at the client: checkpointed and killed together,
+/// each restarted by its own `rewind restart --coordinator`. The client's output is the
+/// uninterrupted one (every reply once, in order, from the server's address, and the server saw
+/// every request once, in order, from the client's address); the images link each program's
+/// socket to the other's, and the datagrams waiting at one are sent again from the other's
+/// restarted socket.
+#[test]
+fn udp_between_two_coordinated_programs_restarts() {
+    let scratch = Scratch::new("udp_coordinated");
+    let coordinator = Coordinator::start(&scratch);
+    let (sport, cport) = free_udp_ports();
+    let (sport, cport) = (sport.to_string(), cport.to_string());
+    let role = |r: &str| pingpong("127.0.0.1", 70, &[r, &sport, &cport]);
+    let uninterrupted = thread::scope(|s| {
+        let server = role("server");
+        let srv = s.spawn(move || run_uninterrupted(&server));
+        let client = run_uninterrupted(&role("client"));
+        let server = srv.join().expect("the server");
+        assert!(server.status.success(), "{server:?}");
+        client
+    });
+    let flags = ["--coordinator", coordinator.addr.as_str()];
+    let dir = scratch.dir("ckpt-0");
+    let server = launch_with(
+        &flags,
+        &role("server"),
+        &dir,
+        Redirect::to(scratch.join("server.out")),
+    );
+    let mut client = launch_with(
+        &flags,
+        &role("client"),
+        &dir,
+        Redirect::to(scratch.join("before.out")),
+    );
+    client.wait_for(Wait::LineContaining("reply 23:"));
+    let images = coordinator.checkpoint(&dir, &["--kill"], 2);
+    let held = in_flight(&images);
+    assert_udp_in_flight(&held, 2);
+    let mut takes = 0;
+    for image in &images {
+        let state = ImageReader::open(image)
+            .unwrap_or_else(|e| panic!("{}: {e}", image.display()))
+            .state;
+        let links: Vec<_> = state
+            .fds
+            .iter()
+            .filter_map(|f| match &f.kind {
+                FdKind::Socket { socket, .. } => Some(socket.dgram_links()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        assert_eq!(links.len(), 1, "{}: {links:?}", image.display());
+        takes += usize::from(links[0].takes);
+    }
+    assert!(takes > 0, "no image takes the other program's socket");
+    let before = client.wait_timeout(KILL_TIMEOUT);
+    drop(server.wait_timeout(KILL_TIMEOUT));
+    assert_nothing_left(&role("client"));
+    let restart_dir = scratch.dir("ckpt-1");
+    let restarted: Vec<(bool, Running)> = images
+        .iter()
+        .enumerate()
+        .map(|(i, image)| {
+            let state = ImageReader::open(image)
+                .unwrap_or_else(|e| panic!("{}: {e}", image.display()))
+                .state;
+            let is_client = state.cmdline.iter().any(|a| a == "client");
+            let out = scratch.join(format!("after-{i}.out"));
+            (
+                is_client,
+                restart_with(image, &restart_dir, &flags, Redirect::to(out)),
+            )
+        })
+        .collect();
+    for (is_client, running) in restarted {
+        let after = running.wait();
+        assert!(!after.stderr.contains("warning"), "{}", after.describe());
+        if is_client {
+            assert_pieces_match(&uninterrupted, &[&before.stdout, &after.stdout], &after);
+        } else {
+            after.assert_success();
+        }
+    }
+    assert_nothing_left(&role("client"));
+    assert_nothing_left(&role("server"));
+}

@@ -110,6 +110,19 @@ pub struct DgramSocket {
     /// The names of the senders of the datagrams waiting at it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub from: Vec<Vec<u8>>,
+    /// A UDP socket rather than a unix one: its address and the senders'.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub udp: Option<UdpSeen>,
+}
+
+/// A UDP socket of a program of a coordinator, as its drain reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct UdpSeen {
+    /// The address it is bound to (None: no port yet).
+    pub local: Option<SocketAddr>,
+    /// The senders of the datagrams waiting at it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub from: Vec<SocketAddr>,
 }
 
 impl DgramSocket {
@@ -555,8 +568,32 @@ impl Census {
                     host: self.host.clone(),
                     peer: d.peer,
                     from,
+                    udp: None,
                 })
             })
+            .chain(self.socks.iter().filter_map(|(&ino, s)| {
+                if !udp::is_udp(s.domain, s.ty, s.protocol) {
+                    return None;
+                }
+                let raw = s.fd.as_raw_fd();
+                let mut from: Vec<SocketAddr> = Vec::new();
+                for d in udp::peek_all(raw).unwrap_or_default() {
+                    if let Some(f) = d.from.filter(|f| !from.contains(f)) {
+                        from.push(f);
+                    }
+                }
+                Some(DgramSocket {
+                    ino,
+                    name: Vec::new(),
+                    host: self.host.clone(),
+                    peer: 0,
+                    from: Vec::new(),
+                    udp: Some(UdpSeen {
+                        local: udp::bound(raw),
+                        from,
+                    }),
+                })
+            }))
             .collect()
     }
 
@@ -573,10 +610,11 @@ impl Census {
             host: self.host.clone(),
             peer: end.peer.as_ref().map_or(0, |p| p.id),
             from: end.queued.iter().map(|m| m.from.clone()).collect(),
+            udp: None,
         };
         let mut links: Vec<DgramLink> = Vec::new();
         for o in &computation.dgram {
-            if o.host != self.host || self.socks.contains_key(&o.ino) {
+            if o.host != self.host || self.socks.contains_key(&o.ino) || o.udp.is_some() {
                 continue;
             }
             let (takes, gives) = me.roles(o);
@@ -707,7 +745,10 @@ impl Census {
         }
         if udp::is_udp(s.domain, s.ty, s.protocol) {
             return match udp::capture(raw, s.domain) {
-                Ok(u) => Some(SocketState::Udp(Box::new(u))),
+                Ok(mut u) => {
+                    u.links = udp::links(ino, &u, &self.host, computation, |i| held.contains(&i));
+                    Some(SocketState::Udp(Box::new(u)))
+                }
                 Err(e) => {
                     self.warnings.push(format!(
                         "fd {fd} of process {pid} (UDP socket): cannot read it ({}); it will be a closed connection after restart",
@@ -1826,6 +1867,7 @@ mod tests {
             host: "h/1".into(),
             peer,
             from: from.iter().map(|f| f.as_bytes().to_vec()).collect(),
+            udp: None,
         }
     }
 

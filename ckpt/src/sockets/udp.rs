@@ -20,7 +20,7 @@ use nix::errno::Errno;
 
 use super::tcp::SO_PEEK_OFF;
 use super::{sockaddr, socket_addr, OptSpec, Rebuilt, SockOpts, Wanted};
-use crate::image::format::{Datagram, SocketState, UdpEnd};
+use crate::image::format::{Datagram, DgramLink, SocketState, UdpEnd};
 use crate::sys::net;
 
 /// Options kept for UDP sockets (with [`SockOpts`]' common ones).
@@ -159,8 +159,47 @@ pub fn describe(local: Option<&SocketAddr>) -> String {
     }
 }
 
+/// The UDP sockets of other programs of the coordinator's computation
+/// (`computation`, on this `host`) that UDP socket `ino` (`end`) has
+/// datagrams from (it takes them at restart), that have datagrams from it
+/// (it gives itself), or that could exchange datagrams with it (one of the
+/// two has a port): their programs are held together at restart.
+pub fn links(
+    ino: u64,
+    end: &UdpEnd,
+    host: &str,
+    computation: &super::Computation,
+    held: impl Fn(u64) -> bool,
+) -> Vec<DgramLink> {
+    let mut links: Vec<DgramLink> = Vec::new();
+    for o in &computation.dgram {
+        let Some(theirs) = &o.udp else { continue };
+        if o.host != host || o.ino == ino || held(o.ino) || links.iter().any(|l| l.id == o.ino) {
+            continue;
+        }
+        let takes = theirs.local.is_some_and(|l| {
+            end.queued
+                .iter()
+                .any(|d| d.from.is_some_and(|f| sent_by(&l, &f)))
+        });
+        let gives = end
+            .local
+            .is_some_and(|l| theirs.from.iter().any(|f| sent_by(&l, f)));
+        if takes || gives || end.local.is_some() || theirs.local.is_some() {
+            links.push(DgramLink {
+                id: o.ino,
+                name: theirs.local.as_ref().map(sockaddr).unwrap_or_default(),
+                host: host.to_string(),
+                takes,
+                gives,
+            });
+        }
+    }
+    links
+}
+
 /// The address a socket is bound to, if it has a port.
-fn bound(fd: RawFd) -> Option<SocketAddr> {
+pub(super) fn bound(fd: RawFd) -> Option<SocketAddr> {
     net::sockname(fd)
         .ok()
         .and_then(|a| socket_addr(&a))
@@ -217,6 +256,7 @@ impl Rebuilt {
                     .push(format!("cannot make a UDP socket: {}", e.desc())),
             }
         }
+        self.udp_between_programs(&ends);
         let mut stand: Stand = HashMap::new();
         for &(id, u) in &ends {
             self.udp_refill(id, u, &ends, &mut stand);
@@ -235,6 +275,71 @@ impl Rebuilt {
                 }
             }
             SockOpts::apply(fd, &u.options, false);
+        }
+    }
+
+    /// UDP sockets linked to other programs' (a coordinator's): each one
+    /// another program has datagrams from is handed to that program's
+    /// restart through a short-lived abstract socket (`@rewind-udp-G-T`,
+    /// the giver's and the taker's inodes), and each one of another program
+    /// this one's sockets have datagrams from is taken from it, for
+    /// [`Rebuilt::udp_refill`] to send them again from it. All are offered
+    /// before any is awaited. The links go to the coordinator, which holds
+    /// the programs until every one is back.
+    fn udp_between_programs(&mut self, ends: &[(u64, &UdpEnd)]) {
+        let meeting = |giver: u64, taker: u64| super::rendezvous("udp", giver, taker);
+        for &(id, u) in ends {
+            for l in u.links.iter().filter(|l| l.gives) {
+                let offered = match self.fds.get(&id).map(|f| f.try_clone()) {
+                    Some(Ok(copy)) => super::offer(&meeting(id, l.id), vec![copy]),
+                    Some(Err(e)) => Err(format!("dup: {e}")),
+                    None => Err("it was not made".to_string()),
+                };
+                if let Err(e) = offered {
+                    self.warnings.push(format!(
+                        "{}: cannot hand it to the restart of another program: {e}",
+                        describe(u.local.as_ref())
+                    ));
+                }
+            }
+        }
+        for &(id, u) in ends {
+            for l in &u.links {
+                let link = super::UnixLink {
+                    end: id,
+                    peer: l.id,
+                    host: l.host.clone(),
+                };
+                if !self.links.contains(&link) {
+                    self.links.push(link);
+                }
+                if !l.takes {
+                    continue;
+                }
+                let theirs = socket_addr(&l.name);
+                match super::take(&meeting(l.id, id)).map(|fds| fds.into_iter().next()) {
+                    Ok(Some(fd)) => match theirs {
+                        Some(a) => {
+                            let family = match a {
+                                SocketAddr::V4(_) => libc::AF_INET,
+                                SocketAddr::V6(_) => libc::AF_INET6,
+                            };
+                            self.udp_taken.entry(a).or_insert((fd, family));
+                        }
+                        None => tracing::debug!("a UDP link without an address"),
+                    },
+                    Ok(None) => self.warnings.push(format!(
+                        "{}: the restart of the program of {} handed over nothing",
+                        describe(u.local.as_ref()),
+                        describe(theirs.as_ref())
+                    )),
+                    Err(e) => self.warnings.push(format!(
+                        "{}: the socket {} of another program: {e}; datagrams from it are sent again from a socket of rewind's bound to its address",
+                        describe(u.local.as_ref()),
+                        describe(theirs.as_ref())
+                    )),
+                }
+            }
         }
     }
 
