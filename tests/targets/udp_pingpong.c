@@ -13,7 +13,9 @@
 //
 // usage: udp_pingpong ADDR N server SPORT CPORT | client SPORT CPORT: the server alone (bound to
 // ADDR:SPORT, expecting its client at ADDR:CPORT; it exits at the client's "bye"), or the client
-// alone (bound to ADDR:CPORT; it says hello until the server answers, then runs as above).
+// alone (bound to ADDR:CPORT; it says hello until the server answers, then runs as above). After
+// the client's ports, `connected` connects it to the server, `pause` makes it stop for 1.5 s
+// after reply 19, with nothing in flight (it prints "client pauses" first).
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -30,6 +32,7 @@
 #define WINDOW 8
 
 static int family;
+static int pause_at = -1;
 
 static void die(const char *what) {
     dprintf(1, "error: %s: %s\n", what, strerror(errno));
@@ -223,7 +226,13 @@ static void client(int fd, const struct sockaddr_storage *me, const struct socka
             names(fd, me, connected, srv);
             fflush(stdout);
         }
-        if (sent < n) {
+        if (got == pause_at && sent == got) {
+            printf("client pauses\n");
+            fflush(stdout);
+            sleep_ms(1500);
+        }
+        // Keep WINDOW requests outstanding, but none past the pause until it.
+        while (sent < n && sent - got < WINDOW && (got >= pause_at || sent < pause_at)) {
             send_to(fd, req, fill(req, "req", sent, "c"), srv, connected);
             sent++;
         }
@@ -254,7 +263,14 @@ int main(int argc, char **argv) {
     if (argc >= 6 && strcmp(argv[3], "client") == 0) {
         int fd = bound_socket(ip, atoi(argv[5]), &me);
         make_addr(ip, atoi(argv[4]), &srv);
-        client(fd, &me, &srv, n, 0, 1);
+        int connected = 0;
+        for (int i = 6; i < argc; i++) {
+            if (strcmp(argv[i], "connected") == 0)
+                connected = 1;
+            else if (strcmp(argv[i], "pause") == 0)
+                pause_at = 20;
+        }
+        client(fd, &me, &srv, n, connected, 1);
         return 0;
     }
     int connected = argc >= 4 && strcmp(argv[3], "connected") == 0;

@@ -1314,3 +1314,87 @@ fn udp_between_two_coordinated_programs_restarts() {
     assert_nothing_left(&role("client"));
     assert_nothing_left(&role("server"));
 }
+
+/// A UDP client connected to a server outside the checkpoint (a plain process the test runs):
+/// checkpointed and killed while nothing is in flight, restarted, it is connected to the same
+/// server from the same address (UDP has no connection state to lose), with no warning; the
+/// server, which checks every request's sender and sequence, sees no change, and the client's
+/// output is the uninterrupted one.
+#[test]
+fn udp_connected_to_a_server_outside_restarts_connected() {
+    let scratch = Scratch::new("udp_outside");
+    let (sport, cport) = free_udp_ports();
+    let (sport, cport) = (sport.to_string(), cport.to_string());
+    let server = || pingpong("127.0.0.1", 50, &["server", &sport, &cport]);
+    let client = pingpong(
+        "127.0.0.1",
+        50,
+        &["client", &sport, &cport, "connected", "pause"],
+    );
+    let uninterrupted = thread::scope(|s| {
+        let srv = s.spawn(|| run_uninterrupted(&server()));
+        let client = run_uninterrupted(&client);
+        let server = srv.join().expect("the server");
+        assert!(server.status.success(), "{server:?}");
+        client
+    });
+    /// The server outside, killed if the test fails before it ends.
+    struct Outside(std::process::Child);
+    impl Drop for Outside {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut outside = Outside(
+        server()
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start the server outside the checkpoint"),
+    );
+    let mut running = launch(
+        &client,
+        &scratch.dir("ckpt-0"),
+        Redirect::to(scratch.join("before.out")),
+    );
+    running.wait_for(Wait::LineContaining("client pauses"));
+    let images = running.checkpoint_tree_and_kill();
+    let before = running.wait_timeout(KILL_TIMEOUT);
+    assert!(
+        !before.stderr.contains("outside the checkpoint"),
+        "{}",
+        before.describe()
+    );
+    let state = ImageReader::open(&images[0])
+        .unwrap_or_else(|e| panic!("{}: {e}", images[0].display()))
+        .state;
+    let peers: Vec<_> = state
+        .fds
+        .iter()
+        .filter_map(|f| match &f.kind {
+            FdKind::Socket {
+                socket: SocketState::Udp(u),
+                ..
+            } => Some(u.remote),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        peers,
+        [Some(
+            format!("127.0.0.1:{sport}").parse().expect("an address")
+        )],
+        "the client's socket should be held connected to the server"
+    );
+    let after = restart_tree(
+        &images,
+        &scratch.dir("ckpt-1"),
+        Redirect::to(scratch.join("after.out")),
+    )
+    .wait();
+    assert_pieces_match(&uninterrupted, &[&before.stdout, &after.stdout], &after);
+    assert!(!after.stderr.contains("warning"), "{}", after.describe());
+    let served = outside.0.wait().expect("the server outside");
+    assert!(served.success(), "the server outside failed: {served:?}");
+    assert_nothing_left(&client);
+}
