@@ -144,7 +144,7 @@ static void send_to(int fd, const char *buf, int len, const struct sockaddr_stor
 }
 
 static void server(int fd, const struct sockaddr_storage *client) {
-    static char buf[2048], reply[2048];
+    static char buf[2048], reply[2048], bad[48];
     int expected = 0;
     for (;;) {
         sleep_ms(25);
@@ -156,13 +156,13 @@ static void server(int fd, const struct sockaddr_storage *client) {
             send_to(fd, "hi", 2, &from, 0);
             continue;
         }
+        // The first thing wrong is reported in every reply after it.
         char extra[64];
-        const char *verdict = "ok";
-        if (!check(buf, (int)r, "req", expected, extra, sizeof extra))
-            verdict = "bad-request";
-        else if (!same_addr(&from, client))
-            verdict = "bad-sender";
-        int n = fill(reply, "rep", expected, verdict);
+        if (!bad[0] && !check(buf, (int)r, "req", expected, extra, sizeof extra))
+            snprintf(bad, sizeof bad, "bad-request-at-%d", expected);
+        else if (!bad[0] && !same_addr(&from, client))
+            snprintf(bad, sizeof bad, "bad-sender-at-%d", expected);
+        int n = fill(reply, "rep", expected, bad[0] ? bad : "ok");
         send_to(fd, reply, n, &from, 0);
         expected++;
     }

@@ -1398,3 +1398,101 @@ fn udp_connected_to_a_server_outside_restarts_connected() {
     assert!(served.success(), "the server outside failed: {served:?}");
     assert_nothing_left(&client);
 }
+
+/// A request of `udp_pingpong`'s, as its client makes it.
+fn pingpong_request(seq: usize) -> Vec<u8> {
+    let mut d = format!("req {seq} c|").into_bytes();
+    d.extend((0..(seq * 37) % 900).map(|i| b'a' + ((seq + i) % 26) as u8));
+    d
+}
+
+/// Datagrams from a sender outside the checkpoint (the test) wait at the UDP server when it is
+/// checkpointed and killed; the sender's socket is closed by then, so at restart rewind sends
+/// them again from a short-lived socket of its own bound to the sender's address. The server,
+/// which checks every request's sequence number, payload and sender, answers the next request
+/// (from the same address, bound again) with "ok": it got every one once, in order, from that
+/// address.
+#[test]
+fn udp_datagrams_from_a_sender_outside_restart() {
+    let scratch = Scratch::new("udp_sender_outside");
+    let (sport, cport) = free_udp_ports();
+    let server = pingpong(
+        "127.0.0.1",
+        50,
+        &["server", &sport.to_string(), &cport.to_string()],
+    );
+    let to = format!("127.0.0.1:{sport}");
+    let me = format!("127.0.0.1:{cport}");
+    let running = launch(
+        &server,
+        &scratch.dir("ckpt-0"),
+        Redirect::to(scratch.join("before.out")),
+    );
+    let sock = std::net::UdpSocket::bind(&me).expect("bind the client's port");
+    sock.set_read_timeout(Some(std::time::Duration::from_millis(100)))
+        .expect("a timeout");
+    let mut buf = vec![0u8; 2048];
+    loop {
+        sock.send_to(b"hello", &to).expect("send hello");
+        if matches!(sock.recv_from(&mut buf), Ok((2, _))) {
+            break;
+        }
+    }
+    const QUEUED: usize = 40;
+    for seq in 0..QUEUED {
+        sock.send_to(&pingpong_request(seq), &to).expect("send");
+    }
+    let images = running.checkpoint_tree_and_kill();
+    drop(running.wait_timeout(KILL_TIMEOUT));
+    drop(sock);
+    assert_nothing_left(&server);
+    let held = in_flight(&images);
+    assert!(
+        held.udp_datagrams > 0,
+        "no request waited at the server: {held:?}"
+    );
+    let restarted = restart_tree(
+        &images,
+        &scratch.dir("ckpt-1"),
+        Redirect::to(scratch.join("after.out")),
+    );
+    // The client's address again, once the server runs (rewind's short-lived socket is gone
+    // by then).
+    for _ in 0..1000 {
+        if !processes_running(&server).is_empty() {
+            break;
+        }
+        thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let sock = (0..500)
+        .find_map(|_| {
+            std::net::UdpSocket::bind(&me).ok().or_else(|| {
+                thread::sleep(std::time::Duration::from_millis(10));
+                None
+            })
+        })
+        .expect("bind the client's port again");
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("a timeout");
+    sock.send_to(&pingpong_request(QUEUED), &to).expect("send");
+    let want = format!("rep {QUEUED} ");
+    let verdict = loop {
+        let (n, from) = sock
+            .recv_from(&mut buf)
+            .expect("a reply to the request sent after the restart");
+        assert_eq!(from.to_string(), to, "a reply from elsewhere");
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if let Some(rest) = text.strip_prefix(&want) {
+            break rest.split('|').next().unwrap_or_default().to_string();
+        }
+    };
+    assert_eq!(
+        verdict, "ok",
+        "the server did not get every request once, in order, from the client's address"
+    );
+    sock.send_to(b"bye", &to).expect("send bye");
+    let after = restarted.wait();
+    after.assert_success();
+    assert!(!after.stderr.contains("warning"), "{}", after.describe());
+    assert_nothing_left(&server);
+}
