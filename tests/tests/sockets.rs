@@ -1158,7 +1158,7 @@ fn datagrams_from_two_coordinated_programs_to_a_hub_restart() {
     }
 }
 
-/// How many unix connections not accepted yet the images hold.
+/// How many unix and TCP connections not accepted yet the images hold.
 fn pending_connections(images: &[PathBuf]) -> usize {
     images
         .iter()
@@ -1172,7 +1172,8 @@ fn pending_connections(images: &[PathBuf]) -> usize {
                     matches!(
                         &f.kind,
                         FdKind::Socket {
-                            socket: SocketState::UnixPending { .. },
+                            socket: SocketState::UnixPending { .. }
+                                | SocketState::TcpPending { .. },
                             ..
                         }
                     )
@@ -1215,6 +1216,44 @@ fn unix_connections_not_yet_accepted_restart() {
     assert_pieces_match(&uninterrupted, &[&before.stdout, &after.stdout], &after);
     assert!(!after.stderr.contains("warning"), "{}", after.describe());
     assert_nothing_left(&program);
+}
+
+/// TCP connections a listener had not accepted yet (`tcp_backlog.c`: the client connected 4
+/// times and sent nothing on the last 3, the server accepting one every 250 ms), over 127.0.0.1
+/// and `::1`: killed and restarted, they are still waiting at the listener, in order, from the
+/// same client addresses (the client checks what accept() reported and its peer), and the
+/// client's output is the uninterrupted one.
+#[test]
+fn tcp_connections_not_yet_accepted_restart() {
+    for addr in ["127.0.0.1", "::1"] {
+        let scratch = Scratch::new(&format!("tcp_backlog_{}", addr.replace(':', "")));
+        let mut program = fixture("tcp_backlog");
+        program.args([addr, "4"]);
+        let uninterrupted = run_uninterrupted(&program);
+        let mut running = launch(
+            &program,
+            &scratch.dir("ckpt-0"),
+            Redirect::to(scratch.join("before.out")),
+        );
+        running.wait_for(Wait::LineContaining("connection 0: bye"));
+        let images = running.checkpoint_tree_and_kill();
+        let before = running.wait_timeout(KILL_TIMEOUT);
+        assert_nothing_left(&program);
+        assert_eq!(
+            pending_connections(&images),
+            3,
+            "the images should hold the 3 connections not accepted yet"
+        );
+        let after = restart_tree(
+            &images,
+            &scratch.dir("ckpt-1"),
+            Redirect::to(scratch.join("after.out")),
+        )
+        .wait();
+        assert_pieces_match(&uninterrupted, &[&before.stdout, &after.stdout], &after);
+        assert!(!after.stderr.contains("warning"), "{}", after.describe());
+        assert_nothing_left(&program);
+    }
 }
 
 /// Two UDP ports nobody is bound to now.

@@ -38,7 +38,7 @@ pub const MAGIC: [u8; 8] = *b"RWNDIMG\0";
 /// at the end of its enum, version 3 `FdKind::SharedMemory` at the end of
 /// its, version 4 `FdKind::Pty` after it, version 5
 /// `SocketState::UnixLinked` and `UnixPending` at the end of its, version 6
-/// `SocketState::Udp` after them: older images decode unchanged, so all six
+/// `SocketState::Udp` and `TcpPending` after them: older images decode unchanged, so all six
 /// are read.
 pub const FORMAT_VERSION: u32 = 6;
 /// Oldest version this build still reads.
@@ -563,6 +563,18 @@ pub enum SocketState {
     /// address, its peer and options, the datagrams waiting at it sent to
     /// it again from their senders' addresses.
     Udp(Box<UdpEnd>),
+    /// The client end of a TCP connection that the listener `listener`
+    /// (part of the checkpoint) had not accepted yet, nothing sent on it
+    /// either way (version 6): connected to the rebuilt listener again
+    /// from the same address, `position`th in the order of the listener's
+    /// queue, for the program to accept.
+    TcpPending {
+        local: std::net::SocketAddr,
+        remote: std::net::SocketAddr,
+        listener: u64,
+        position: u32,
+        options: Vec<SockOpt>,
+    },
 }
 
 impl SocketState {

@@ -376,6 +376,9 @@ pub struct Census {
     /// Real addresses and the ones the program sees, for a program
     /// restarted on another host ([`addresses`]).
     shown: HashMap<IpAddr, IpAddr>,
+    /// TCP client ends whose connection a listener of the census has not
+    /// accepted yet, nothing sent on it: (listener, position in its queue).
+    pending: HashMap<u64, (u64, u32)>,
     warnings: Vec<String>,
 }
 
@@ -451,8 +454,65 @@ impl Census {
             diag,
             host: host_id(),
             shown: HashMap::new(),
+            pending: HashMap::new(),
             warnings,
         })
+    }
+
+    /// Find the TCP client ends whose connection waits in the accept queue
+    /// of a listener of the census (the kernel lists the other end with no
+    /// inode: no process holds it), with nothing sent either way; ordered
+    /// per listener by the time since their handshake (oldest first, to the
+    /// millisecond), then by socket inode (creation order).
+    fn find_pending(&mut self) {
+        let listeners: Vec<(u64, SocketAddr)> = self
+            .socks
+            .iter()
+            .filter_map(|(&ino, s)| {
+                let t = s.tcp.as_ref()?;
+                (t.state == tcp::LISTEN).then_some((ino, t.local))
+            })
+            .collect();
+        let Some(pid) = self.socks.values().map(|s| s.first.0).next() else {
+            return;
+        };
+        if listeners.is_empty() {
+            return;
+        }
+        let listed = tcp::listed(pid);
+        let mut found: Vec<(u64, u32, u64)> = Vec::new();
+        for (&ino, s) in &self.socks {
+            let Some(t) = s.tcp.as_ref() else { continue };
+            let Some(remote) = t.remote else { continue };
+            if t.state != tcp::ESTABLISHED || self.tcp_peer(t).is_some() {
+                continue;
+            }
+            let Some(&(listener, _)) = listeners.iter().find(|(_, l)| {
+                l.port() == remote.port()
+                    && (l.ip().is_unspecified()
+                        || l.ip().to_canonical() == remote.ip().to_canonical())
+            }) else {
+                continue;
+            };
+            let waiting = listed.iter().any(|e| {
+                same(&e.local, &remote)
+                    && same(&e.remote, &t.local)
+                    && e.inode == 0
+                    && e.state == tcp::ESTABLISHED
+                    && e.rx_queue == 0
+                    && e.tx_queue == 0
+            });
+            if waiting && tcp::quiet(s.fd.as_raw_fd()) {
+                found.push((listener, tcp::last_ack_recv(s.fd.as_raw_fd()), ino));
+            }
+        }
+        found.sort_by_key(|&(l, age, ino)| (l, std::cmp::Reverse(age), ino));
+        let mut at: HashMap<u64, u32> = HashMap::new();
+        for (listener, _, ino) in found {
+            let n = at.entry(listener).or_insert(0);
+            self.pending.insert(ino, (listener, *n));
+            *n += 1;
+        }
     }
 
     /// Record connections with the addresses the program sees (real ones
@@ -480,6 +540,7 @@ impl Census {
     /// later which of those belong to its computation) in repair mode and
     /// read their send queues.
     pub fn freeze(&mut self, external: bool) {
+        self.find_pending();
         let chosen: Vec<u64> = self
             .socks
             .iter()
@@ -487,7 +548,7 @@ impl Census {
                 let t = s.tcp.as_ref()?;
                 (tcp::restorable(t.state)
                     && t.remote.is_some()
-                    && (external || self.tcp_peer(t).is_some()))
+                    && (external || self.tcp_peer(t).is_some() || self.pending.contains_key(&ino)))
                 .then_some(ino)
             })
             .collect();
@@ -513,10 +574,13 @@ impl Census {
     /// coordinator to match with other programs'.
     pub fn endpoints(&self) -> Vec<Endpoint> {
         self.socks
-            .values()
-            .filter_map(|s| {
+            .iter()
+            .filter_map(|(ino, s)| {
                 let t = s.tcp.as_ref()?;
-                (t.frozen.is_some() && self.tcp_peer(t).is_none()).then(|| Endpoint {
+                (t.frozen.is_some()
+                    && self.tcp_peer(t).is_none()
+                    && !self.pending.contains_key(ino))
+                .then(|| Endpoint {
                     local: t.local,
                     remote: t.remote.unwrap_or(t.local),
                     host: self.host.clone(),
@@ -766,6 +830,15 @@ impl Census {
                 options: SockOpts::read(raw, SockOpts::TCP),
             });
         }
+        if let (Some(&(listener, position)), Some(remote)) = (self.pending.get(&ino), t.remote) {
+            return Some(SocketState::TcpPending {
+                local: t.local,
+                remote,
+                listener,
+                position,
+                options: SockOpts::read(raw, SockOpts::TCP),
+            });
+        }
         let Some(remote) = t.remote else {
             // Not connected (made, maybe bound, connection not started):
             // made again as it was.
@@ -913,6 +986,7 @@ impl Rebuilt {
             return Ok(r);
         }
         r.listeners(&wanted)?;
+        r.tcp_pending(&wanted);
         r.unix_pending(&wanted);
         r.unix_bound(&wanted);
         r.unix_connections(&wanted);
@@ -961,13 +1035,8 @@ impl Rebuilt {
                     SockOpts::apply(raw, options, true);
                     // A listener just killed leaves connections behind in
                     // TIME_WAIT on its port.
-                    let reuse = net::getsockopt_int(raw, libc::SOL_SOCKET, libc::SO_REUSEADDR);
-                    let _ = net::setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1);
-                    net::bind(raw, &sockaddr(addr)).map_err(fail)?;
+                    tcp::bind_again(raw, addr).map_err(fail)?;
                     net::listen(raw, (*backlog).min(i32::MAX as u32) as i32).map_err(fail)?;
-                    if let Ok(v) = reuse {
-                        let _ = net::setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_REUSEADDR, v);
-                    }
                     SockOpts::apply(raw, options, false);
                     self.add(id, s);
                 }
@@ -1010,6 +1079,51 @@ impl Rebuilt {
             }
         }
         Ok(())
+    }
+
+    /// TCP connections the listeners had not accepted yet: each client end
+    /// bound to its address again and connected to its rebuilt listener, in
+    /// the order the listener had them, for the program to accept.
+    fn tcp_pending(&mut self, wanted: &BTreeMap<u64, Wanted>) {
+        let mut pending: Vec<_> = wanted
+            .iter()
+            .filter_map(|(&id, w)| match w.state {
+                SocketState::TcpPending {
+                    local,
+                    remote,
+                    listener,
+                    position,
+                    options,
+                } => Some((*listener, *position, id, local, remote, options)),
+                _ => None,
+            })
+            .collect();
+        pending.sort_by_key(|&(l, at, ..)| (l, at));
+        for (listener, _, id, local, remote, options) in pending {
+            let made = (|| {
+                if !self.fds.contains_key(&listener) {
+                    return Err(Errno::ENOENT);
+                }
+                let s = net::socket(family(local), libc::SOCK_STREAM, libc::IPPROTO_TCP)?;
+                let raw = s.as_raw_fd();
+                SockOpts::apply(raw, options, true);
+                tcp::bind_again(raw, local)?;
+                net::connect(raw, &sockaddr(remote))?;
+                SockOpts::apply(raw, options, false);
+                Ok::<_, Errno>(s)
+            })();
+            match made {
+                Ok(s) => self.add(id, s),
+                Err(e) => {
+                    self.warnings.push(format!(
+                        "{} (not accepted yet): cannot connect it to its listener again ({}); it comes back closed",
+                        tcp::describe(local, remote),
+                        e.desc()
+                    ));
+                    self.closed_stand_in(id, libc::SOCK_STREAM);
+                }
+            }
+        }
     }
 
     /// Unix sockets bound to a name and not connected through a listener:
