@@ -1256,6 +1256,20 @@ fn tcp_connections_not_yet_accepted_restart() {
     }
 }
 
+/// The same client and listener checkpointed twice while connections wait to be accepted, and
+/// left running: the connections frozen for the checkpoint go on as if nothing happened.
+#[test]
+fn tcp_connections_not_yet_accepted_run_on_after_checkpoints() {
+    let scratch = Scratch::new("tcp_backlog_runs_on");
+    let mut program = fixture("tcp_backlog");
+    program.args(["127.0.0.1", "5"]);
+    checkpoints_leave_it_running(
+        &scratch,
+        &program,
+        &["connection 0: bye", "connection 2: bye"],
+    );
+}
+
 /// Two UDP ports nobody is bound to now.
 fn free_udp_ports() -> (u16, u16) {
     let a = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a free UDP port");
