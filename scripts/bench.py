@@ -1049,6 +1049,55 @@ def bench_sockets(work, quick, add):
     add("sockets/dgram-coordinated-restart-until-running", med(dg_restart), "ms",
         note="sockets handed over, datagrams sent again from their senders")
 
+    # UDP: tests/targets/udp_pingpong forked by one `rewind launch` (client and server, 8 requests
+    # outstanding, datagrams waiting at both sockets); checkpointed (run on), then checkpointed and
+    # killed, restarted (sockets bound again, the datagrams sent again from their senders) until
+    # the client prints a reply again.
+    pp = os.path.join(work, "udp_pingpong")
+    subprocess.run(["gcc", "-O1", "-o", pp, os.path.join(ROOT, "tests", "targets",
+                                                         "udp_pingpong.c")], check=True)
+    udp_ckpt, udp_wall, udp_restart = [], [], []
+    for rep in range(reps):
+        d = os.path.join(work, f"udp-{rep}")
+        os.makedirs(d)
+        procs = []
+        try:
+            out = os.path.join(d, "before")
+            launch = subprocess.Popen([REWIND, "launch", "--ckpt-dir", d, "--", pp, "127.0.0.1",
+                                       "1000000"], stdout=open(out, "w"),
+                                      stderr=subprocess.DEVNULL, start_new_session=True)
+            procs.append(launch)
+            wait_for(out, r"reply 20:")
+            t = time.monotonic()
+            rewind("command", "--ckpt-dir", d, "--checkpoint")
+            udp_wall.append((time.monotonic() - t) * 1e3)
+            st = json.loads(rewind("command", "--ckpt-dir", d, "--status", "--json").stdout)
+            udp_ckpt.append(st["status"]["last_checkpoint_ms"])
+            wait_for(out, r"reply 40:")
+            images = rewind("command", "--ckpt-dir", d, "--checkpoint", "--kill").stdout.split()
+            launch.wait(timeout=60)
+            images = [os.path.join(d, os.path.basename(i)) for i in images]
+            d2 = os.path.join(d, "restart")
+            os.makedirs(d2)
+            after = os.path.join(d, "after")
+            t = time.monotonic()
+            p = subprocess.Popen([REWIND, "restart", "--ckpt-dir", d2] + images,
+                                 stdout=open(after, "w"), stderr=subprocess.DEVNULL,
+                                 start_new_session=True)
+            procs.append(p)
+            wait_for(after, r"reply \d+:")
+            udp_restart.append((time.monotonic() - t) * 1e3)
+            rewind("command", "--ckpt-dir", d2, "--kill")
+            p.wait(timeout=60)
+        finally:
+            stop(procs)
+            shutil.rmtree(d, ignore_errors=True)
+    add("sockets/udp-tree-checkpoint", med(udp_ckpt), "ms",
+        note="2 processes, 2 UDP sockets with datagrams waiting, run on")
+    add("sockets/udp-tree-checkpoint-wall", med(udp_wall), "ms")
+    add("sockets/udp-tree-restart-until-running", med(udp_restart), "ms",
+        note="bound again, datagrams sent again from their senders")
+
 
 def bench_pty(work, quick, add):
     """Checkpoint and restart of programs that made pseudo-terminals: tests/targets/pty_queues (one

@@ -81,6 +81,8 @@ struct InFlight {
     tcp_bytes: usize,
     unix_sockets: usize,
     unix_messages: usize,
+    udp_sockets: usize,
+    udp_datagrams: usize,
 }
 
 fn in_flight(images: &[PathBuf]) -> InFlight {
@@ -100,6 +102,10 @@ fn in_flight(images: &[PathBuf]) -> InFlight {
                 SocketState::Tcp(c) => {
                     f.tcp_ends += 1;
                     f.tcp_bytes += c.sent.len() + c.unsent.len() + c.received.len();
+                }
+                SocketState::Udp(u) => {
+                    f.udp_sockets += 1;
+                    f.udp_datagrams += u.queued.len();
                 }
                 SocketState::Unix(_) | SocketState::UnixLinked { .. } => {
                     if let Some(u) = socket.unix() {
@@ -365,6 +371,47 @@ fn unix_chat_runs_on_after_checkpoints() {
     let program = chat("stream", &socket_path(&scratch), 70);
     let held = checkpoints_leave_it_running(&scratch, &program, &["reply 9 ", "reply 30 "]);
     assert_unix_in_flight(&held);
+}
+
+/// The UDP client and server: over `addr` (127.0.0.1, ::1), `n` requests, with `extra`
+/// arguments (`connected`).
+fn pingpong(addr: &str, n: u32, extra: &[&str]) -> Command {
+    let mut cmd = fixture("udp_pingpong");
+    cmd.args([addr, &n.to_string()]);
+    cmd.args(extra);
+    cmd
+}
+
+#[track_caller]
+fn assert_udp_in_flight(held: &InFlight, sockets: usize) {
+    assert!(
+        held.udp_sockets >= sockets && held.udp_datagrams > 0,
+        "the images should hold {sockets} UDP sockets and datagrams waiting at them: {held:?}"
+    );
+}
+
+#[test]
+fn udp_datagrams_restart_with_datagrams_in_flight() {
+    let scratch = Scratch::new("udp_pingpong_restart");
+    let program = pingpong("127.0.0.1", 60, &[]);
+    let held = checkpoint_kill_restart_tree(&scratch, &program, "reply 17:");
+    assert_udp_in_flight(&held, 2);
+}
+
+#[test]
+fn udp_connected_over_ipv6_restarts_with_datagrams_in_flight() {
+    let scratch = Scratch::new("udp_pingpong_ipv6_connected");
+    let program = pingpong("::1", 60, &["connected"]);
+    let held = checkpoint_kill_restart_tree(&scratch, &program, "reply 23:");
+    assert_udp_in_flight(&held, 2);
+}
+
+#[test]
+fn udp_pingpong_runs_on_after_checkpoints() {
+    let scratch = Scratch::new("udp_pingpong_runs_on");
+    let program = pingpong("127.0.0.1", 60, &[]);
+    let held = checkpoints_leave_it_running(&scratch, &program, &["reply 9:", "reply 31:"]);
+    assert_udp_in_flight(&held, 2);
 }
 
 /// A `rewind coordinator` on a free loopback port, killed when dropped.
@@ -1111,7 +1158,7 @@ fn datagrams_from_two_coordinated_programs_to_a_hub_restart() {
     }
 }
 
-/// How many unix connections not accepted yet the images hold.
+/// How many unix and TCP connections not accepted yet the images hold.
 fn pending_connections(images: &[PathBuf]) -> usize {
     images
         .iter()
@@ -1125,7 +1172,8 @@ fn pending_connections(images: &[PathBuf]) -> usize {
                     matches!(
                         &f.kind,
                         FdKind::Socket {
-                            socket: SocketState::UnixPending { .. },
+                            socket: SocketState::UnixPending { .. }
+                                | SocketState::TcpPending { .. },
                             ..
                         }
                     )
@@ -1168,4 +1216,336 @@ fn unix_connections_not_yet_accepted_restart() {
     assert_pieces_match(&uninterrupted, &[&before.stdout, &after.stdout], &after);
     assert!(!after.stderr.contains("warning"), "{}", after.describe());
     assert_nothing_left(&program);
+}
+
+/// TCP connections a listener had not accepted yet (`tcp_backlog.c`: the client connected 4
+/// times and sent nothing on the last 3, the server accepting one every 250 ms), over 127.0.0.1
+/// and `::1`: killed and restarted, they are still waiting at the listener, in order, from the
+/// same client addresses (the client checks what accept() reported and its peer), and the
+/// client's output is the uninterrupted one.
+#[test]
+fn tcp_connections_not_yet_accepted_restart() {
+    for addr in ["127.0.0.1", "::1"] {
+        let scratch = Scratch::new(&format!("tcp_backlog_{}", addr.replace(':', "")));
+        let mut program = fixture("tcp_backlog");
+        program.args([addr, "4"]);
+        let uninterrupted = run_uninterrupted(&program);
+        let mut running = launch(
+            &program,
+            &scratch.dir("ckpt-0"),
+            Redirect::to(scratch.join("before.out")),
+        );
+        running.wait_for(Wait::LineContaining("connection 0: bye"));
+        let images = running.checkpoint_tree_and_kill();
+        let before = running.wait_timeout(KILL_TIMEOUT);
+        assert_nothing_left(&program);
+        assert_eq!(
+            pending_connections(&images),
+            3,
+            "the images should hold the 3 connections not accepted yet"
+        );
+        let after = restart_tree(
+            &images,
+            &scratch.dir("ckpt-1"),
+            Redirect::to(scratch.join("after.out")),
+        )
+        .wait();
+        assert_pieces_match(&uninterrupted, &[&before.stdout, &after.stdout], &after);
+        assert!(!after.stderr.contains("warning"), "{}", after.describe());
+        assert_nothing_left(&program);
+    }
+}
+
+/// The same client and listener checkpointed twice while connections wait to be accepted, and
+/// left running: the connections frozen for the checkpoint go on as if nothing happened.
+#[test]
+fn tcp_connections_not_yet_accepted_run_on_after_checkpoints() {
+    let scratch = Scratch::new("tcp_backlog_runs_on");
+    let mut program = fixture("tcp_backlog");
+    program.args(["127.0.0.1", "5"]);
+    checkpoints_leave_it_running(
+        &scratch,
+        &program,
+        &["connection 0: bye", "connection 2: bye"],
+    );
+}
+
+/// Two UDP ports nobody is bound to now.
+fn free_udp_ports() -> (u16, u16) {
+    let a = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a free UDP port");
+    let b = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a free UDP port");
+    let port = |s: &std::net::UdpSocket| s.local_addr().expect("its address").port();
+    (port(&a), port(&b))
+}
+
+/// The UDP client and server as two programs of one coordinator over 127.0.0.1 (issue 7), with
+/// requests waiting at the server and replies at the client: checkpointed and killed together,
+/// each restarted by its own `rewind restart --coordinator`. The client's output is the
+/// uninterrupted one (every reply once, in order, from the server's address, and the server saw
+/// every request once, in order, from the client's address); the images link each program's
+/// socket to the other's, and the datagrams waiting at one are sent again from the other's
+/// restarted socket.
+#[test]
+fn udp_between_two_coordinated_programs_restarts() {
+    let scratch = Scratch::new("udp_coordinated");
+    let coordinator = Coordinator::start(&scratch);
+    let (sport, cport) = free_udp_ports();
+    let (sport, cport) = (sport.to_string(), cport.to_string());
+    let role = |r: &str| pingpong("127.0.0.1", 70, &[r, &sport, &cport]);
+    let uninterrupted = thread::scope(|s| {
+        let server = role("server");
+        let srv = s.spawn(move || run_uninterrupted(&server));
+        let client = run_uninterrupted(&role("client"));
+        let server = srv.join().expect("the server");
+        assert!(server.status.success(), "{server:?}");
+        client
+    });
+    let flags = ["--coordinator", coordinator.addr.as_str()];
+    let dir = scratch.dir("ckpt-0");
+    let server = launch_with(
+        &flags,
+        &role("server"),
+        &dir,
+        Redirect::to(scratch.join("server.out")),
+    );
+    let mut client = launch_with(
+        &flags,
+        &role("client"),
+        &dir,
+        Redirect::to(scratch.join("before.out")),
+    );
+    client.wait_for(Wait::LineContaining("reply 23:"));
+    let images = coordinator.checkpoint(&dir, &["--kill"], 2);
+    let held = in_flight(&images);
+    assert_udp_in_flight(&held, 2);
+    let mut takes = 0;
+    for image in &images {
+        let state = ImageReader::open(image)
+            .unwrap_or_else(|e| panic!("{}: {e}", image.display()))
+            .state;
+        let links: Vec<_> = state
+            .fds
+            .iter()
+            .filter_map(|f| match &f.kind {
+                FdKind::Socket { socket, .. } => Some(socket.dgram_links()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        assert_eq!(links.len(), 1, "{}: {links:?}", image.display());
+        takes += usize::from(links[0].takes);
+    }
+    assert!(takes > 0, "no image takes the other program's socket");
+    let before = client.wait_timeout(KILL_TIMEOUT);
+    drop(server.wait_timeout(KILL_TIMEOUT));
+    assert_nothing_left(&role("client"));
+    let restart_dir = scratch.dir("ckpt-1");
+    let restarted: Vec<(bool, Running)> = images
+        .iter()
+        .enumerate()
+        .map(|(i, image)| {
+            let state = ImageReader::open(image)
+                .unwrap_or_else(|e| panic!("{}: {e}", image.display()))
+                .state;
+            let is_client = state.cmdline.iter().any(|a| a == "client");
+            let out = scratch.join(format!("after-{i}.out"));
+            (
+                is_client,
+                restart_with(image, &restart_dir, &flags, Redirect::to(out)),
+            )
+        })
+        .collect();
+    for (is_client, running) in restarted {
+        let after = running.wait();
+        assert!(!after.stderr.contains("warning"), "{}", after.describe());
+        if is_client {
+            assert_pieces_match(&uninterrupted, &[&before.stdout, &after.stdout], &after);
+        } else {
+            after.assert_success();
+        }
+    }
+    assert_nothing_left(&role("client"));
+    assert_nothing_left(&role("server"));
+}
+
+/// A UDP client connected to a server outside the checkpoint (a plain process the test runs):
+/// checkpointed and killed while nothing is in flight, restarted, it is connected to the same
+/// server from the same address (UDP has no connection state to lose), with no warning; the
+/// server, which checks every request's sender and sequence, sees no change, and the client's
+/// output is the uninterrupted one.
+#[test]
+fn udp_connected_to_a_server_outside_restarts_connected() {
+    let scratch = Scratch::new("udp_outside");
+    let (sport, cport) = free_udp_ports();
+    let (sport, cport) = (sport.to_string(), cport.to_string());
+    let server = || pingpong("127.0.0.1", 50, &["server", &sport, &cport]);
+    let client = pingpong(
+        "127.0.0.1",
+        50,
+        &["client", &sport, &cport, "connected", "pause"],
+    );
+    let uninterrupted = thread::scope(|s| {
+        let srv = s.spawn(|| run_uninterrupted(&server()));
+        let client = run_uninterrupted(&client);
+        let server = srv.join().expect("the server");
+        assert!(server.status.success(), "{server:?}");
+        client
+    });
+    /// The server outside, killed if the test fails before it ends.
+    struct Outside(std::process::Child);
+    impl Drop for Outside {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut outside = Outside(
+        server()
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start the server outside the checkpoint"),
+    );
+    let mut running = launch(
+        &client,
+        &scratch.dir("ckpt-0"),
+        Redirect::to(scratch.join("before.out")),
+    );
+    running.wait_for(Wait::LineContaining("client pauses"));
+    let images = running.checkpoint_tree_and_kill();
+    let before = running.wait_timeout(KILL_TIMEOUT);
+    assert!(
+        !before.stderr.contains("outside the checkpoint"),
+        "{}",
+        before.describe()
+    );
+    let state = ImageReader::open(&images[0])
+        .unwrap_or_else(|e| panic!("{}: {e}", images[0].display()))
+        .state;
+    let peers: Vec<_> = state
+        .fds
+        .iter()
+        .filter_map(|f| match &f.kind {
+            FdKind::Socket {
+                socket: SocketState::Udp(u),
+                ..
+            } => Some(u.remote),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        peers,
+        [Some(
+            format!("127.0.0.1:{sport}").parse().expect("an address")
+        )],
+        "the client's socket should be held connected to the server"
+    );
+    let after = restart_tree(
+        &images,
+        &scratch.dir("ckpt-1"),
+        Redirect::to(scratch.join("after.out")),
+    )
+    .wait();
+    assert_pieces_match(&uninterrupted, &[&before.stdout, &after.stdout], &after);
+    assert!(!after.stderr.contains("warning"), "{}", after.describe());
+    let served = outside.0.wait().expect("the server outside");
+    assert!(served.success(), "the server outside failed: {served:?}");
+    assert_nothing_left(&client);
+}
+
+/// A request of `udp_pingpong`'s, as its client makes it.
+fn pingpong_request(seq: usize) -> Vec<u8> {
+    let mut d = format!("req {seq} c|").into_bytes();
+    d.extend((0..(seq * 37) % 900).map(|i| b'a' + ((seq + i) % 26) as u8));
+    d
+}
+
+/// Datagrams from a sender outside the checkpoint (the test) wait at the UDP server when it is
+/// checkpointed and killed; the sender's socket is closed by then, so at restart rewind sends
+/// them again from a short-lived socket of its own bound to the sender's address. The server,
+/// which checks every request's sequence number, payload and sender, answers the next request
+/// (from the same address, bound again) with "ok": it got every one once, in order, from that
+/// address.
+#[test]
+fn udp_datagrams_from_a_sender_outside_restart() {
+    let scratch = Scratch::new("udp_sender_outside");
+    let (sport, cport) = free_udp_ports();
+    let server = pingpong(
+        "127.0.0.1",
+        50,
+        &["server", &sport.to_string(), &cport.to_string()],
+    );
+    let to = format!("127.0.0.1:{sport}");
+    let me = format!("127.0.0.1:{cport}");
+    let running = launch(
+        &server,
+        &scratch.dir("ckpt-0"),
+        Redirect::to(scratch.join("before.out")),
+    );
+    let sock = std::net::UdpSocket::bind(&me).expect("bind the client's port");
+    sock.set_read_timeout(Some(std::time::Duration::from_millis(100)))
+        .expect("a timeout");
+    let mut buf = vec![0u8; 2048];
+    loop {
+        sock.send_to(b"hello", &to).expect("send hello");
+        if matches!(sock.recv_from(&mut buf), Ok((2, _))) {
+            break;
+        }
+    }
+    const QUEUED: usize = 40;
+    for seq in 0..QUEUED {
+        sock.send_to(&pingpong_request(seq), &to).expect("send");
+    }
+    let images = running.checkpoint_tree_and_kill();
+    drop(running.wait_timeout(KILL_TIMEOUT));
+    drop(sock);
+    assert_nothing_left(&server);
+    let held = in_flight(&images);
+    assert!(
+        held.udp_datagrams > 0,
+        "no request waited at the server: {held:?}"
+    );
+    let restarted = restart_tree(
+        &images,
+        &scratch.dir("ckpt-1"),
+        Redirect::to(scratch.join("after.out")),
+    );
+    // The client's address again, once the server runs (rewind's short-lived socket is gone
+    // by then).
+    for _ in 0..1000 {
+        if !processes_running(&server).is_empty() {
+            break;
+        }
+        thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let sock = (0..500)
+        .find_map(|_| {
+            std::net::UdpSocket::bind(&me).ok().or_else(|| {
+                thread::sleep(std::time::Duration::from_millis(10));
+                None
+            })
+        })
+        .expect("bind the client's port again");
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("a timeout");
+    sock.send_to(&pingpong_request(QUEUED), &to).expect("send");
+    let want = format!("rep {QUEUED} ");
+    let verdict = loop {
+        let (n, from) = sock
+            .recv_from(&mut buf)
+            .expect("a reply to the request sent after the restart");
+        assert_eq!(from.to_string(), to, "a reply from elsewhere");
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if let Some(rest) = text.strip_prefix(&want) {
+            break rest.split('|').next().unwrap_or_default().to_string();
+        }
+    };
+    assert_eq!(
+        verdict, "ok",
+        "the server did not get every request once, in order, from the client's address"
+    );
+    sock.send_to(b"bye", &to).expect("send bye");
+    let after = restarted.wait();
+    after.assert_success();
+    assert!(!after.stderr.contains("warning"), "{}", after.describe());
+    assert_nothing_left(&server);
 }

@@ -37,9 +37,10 @@ pub const MAGIC: [u8; 8] = *b"RWNDIMG\0";
 /// Version 2 added `RegionKind::Shared` (and `SharedObject`, `SharedKind`)
 /// at the end of its enum, version 3 `FdKind::SharedMemory` at the end of
 /// its, version 4 `FdKind::Pty` after it, version 5
-/// `SocketState::UnixLinked` and `UnixPending` at the end of its: older images decode
-/// unchanged, so all five are read.
-pub const FORMAT_VERSION: u32 = 5;
+/// `SocketState::UnixLinked` and `UnixPending` at the end of its, version 6
+/// `SocketState::Udp` and `TcpPending` after them: older images decode unchanged, so all six
+/// are read.
+pub const FORMAT_VERSION: u32 = 6;
 /// Oldest version this build still reads.
 pub const OLDEST_READABLE_VERSION: u32 = 1;
 /// Start of every memory chunk.
@@ -558,6 +559,22 @@ pub enum SocketState {
         listener: u64,
         position: u32,
     },
+    /// A UDP socket (IPv4 or IPv6, version 6): made again with its
+    /// address, its peer and options, the datagrams waiting at it sent to
+    /// it again from their senders' addresses.
+    Udp(Box<UdpEnd>),
+    /// The client end of a TCP connection that the listener `listener`
+    /// (part of the checkpoint) had not accepted yet, nothing sent on it
+    /// either way (version 6): connected to the rebuilt listener again
+    /// from the same address, `position`th in the order of the listener's
+    /// queue, for the program to accept.
+    TcpPending {
+        local: std::net::SocketAddr,
+        remote: std::net::SocketAddr,
+        listener: u64,
+        position: u32,
+        options: Vec<SockOpt>,
+    },
 }
 
 impl SocketState {
@@ -575,6 +592,7 @@ impl SocketState {
     pub fn dgram_links(&self) -> &[DgramLink] {
         match self {
             SocketState::UnixLinked { links, .. } => links,
+            SocketState::Udp(u) => &u.links,
             _ => &[],
         }
     }
@@ -598,6 +616,35 @@ pub struct DgramLink {
     /// program's. Neither: the two could exchange datagrams (one is named),
     /// so their programs are only held until both are back.
     pub gives: bool,
+}
+
+/// A UDP socket as the checkpoint found it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UdpEnd {
+    /// AF_INET or AF_INET6.
+    pub family: i32,
+    /// The address it is bound to (None: no port yet).
+    pub local: Option<std::net::SocketAddr>,
+    /// The address it is connected to.
+    pub remote: Option<std::net::SocketAddr>,
+    /// The datagrams waiting to be read, in order, with their senders.
+    pub queued: Vec<Datagram>,
+    pub options: Vec<SockOpt>,
+    /// UDP sockets of other programs of the coordinator's computation it
+    /// has datagrams from (`takes`: their restarts hand them over, and the
+    /// datagrams are sent again from them), or that have datagrams from it
+    /// (`gives`), or that could exchange datagrams with it (neither: the
+    /// programs are only held until both are back). `name` is the other
+    /// socket's address as [`crate::sockets::sockaddr`] makes it.
+    pub links: Vec<DgramLink>,
+}
+
+/// A datagram waiting at a UDP socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Datagram {
+    /// The sender's address, as `recvfrom` reported it.
+    pub from: Option<std::net::SocketAddr>,
+    pub data: Vec<u8>,
 }
 
 /// A socket option as `getsockopt` returned it.

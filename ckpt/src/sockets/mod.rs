@@ -32,6 +32,7 @@
 
 pub mod addresses;
 pub mod tcp;
+pub mod udp;
 pub mod unix;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -109,6 +110,19 @@ pub struct DgramSocket {
     /// The names of the senders of the datagrams waiting at it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub from: Vec<Vec<u8>>,
+    /// A UDP socket rather than a unix one: its address and the senders'.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub udp: Option<UdpSeen>,
+}
+
+/// A UDP socket of a program of a coordinator, as its drain reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct UdpSeen {
+    /// The address it is bound to (None: no port yet).
+    pub local: Option<SocketAddr>,
+    /// The senders of the datagrams waiting at it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub from: Vec<SocketAddr>,
 }
 
 impl DgramSocket {
@@ -249,7 +263,7 @@ fn family(addr: &SocketAddr) -> i32 {
 pub(crate) struct SockOpts;
 
 /// (level, option, size of its value, set before bind).
-type OptSpec = (i32, i32, usize, bool);
+pub(crate) type OptSpec = (i32, i32, usize, bool);
 
 impl SockOpts {
     const COMMON: &'static [OptSpec] = &[
@@ -362,6 +376,9 @@ pub struct Census {
     /// Real addresses and the ones the program sees, for a program
     /// restarted on another host ([`addresses`]).
     shown: HashMap<IpAddr, IpAddr>,
+    /// TCP client ends whose connection a listener of the census has not
+    /// accepted yet, nothing sent on it: (listener, position in its queue).
+    pending: HashMap<u64, (u64, u32)>,
     warnings: Vec<String>,
 }
 
@@ -437,8 +454,65 @@ impl Census {
             diag,
             host: host_id(),
             shown: HashMap::new(),
+            pending: HashMap::new(),
             warnings,
         })
+    }
+
+    /// Find the TCP client ends whose connection waits in the accept queue
+    /// of a listener of the census (the kernel lists the other end with no
+    /// inode: no process holds it), with nothing sent either way; ordered
+    /// per listener by the time since their handshake (oldest first, to the
+    /// millisecond), then by socket inode (creation order).
+    fn find_pending(&mut self) {
+        let listeners: Vec<(u64, SocketAddr)> = self
+            .socks
+            .iter()
+            .filter_map(|(&ino, s)| {
+                let t = s.tcp.as_ref()?;
+                (t.state == tcp::LISTEN).then_some((ino, t.local))
+            })
+            .collect();
+        let Some(pid) = self.socks.values().map(|s| s.first.0).next() else {
+            return;
+        };
+        if listeners.is_empty() {
+            return;
+        }
+        let listed = tcp::listed(pid);
+        let mut found: Vec<(u64, u32, u64)> = Vec::new();
+        for (&ino, s) in &self.socks {
+            let Some(t) = s.tcp.as_ref() else { continue };
+            let Some(remote) = t.remote else { continue };
+            if t.state != tcp::ESTABLISHED || self.tcp_peer(t).is_some() {
+                continue;
+            }
+            let Some(&(listener, _)) = listeners.iter().find(|(_, l)| {
+                l.port() == remote.port()
+                    && (l.ip().is_unspecified()
+                        || l.ip().to_canonical() == remote.ip().to_canonical())
+            }) else {
+                continue;
+            };
+            let waiting = listed.iter().any(|e| {
+                same(&e.local, &remote)
+                    && same(&e.remote, &t.local)
+                    && e.inode == 0
+                    && e.state == tcp::ESTABLISHED
+                    && e.rx_queue == 0
+                    && e.tx_queue == 0
+            });
+            if waiting && tcp::quiet(s.fd.as_raw_fd()) {
+                found.push((listener, tcp::last_ack_recv(s.fd.as_raw_fd()), ino));
+            }
+        }
+        found.sort_by_key(|&(l, age, ino)| (l, std::cmp::Reverse(age), ino));
+        let mut at: HashMap<u64, u32> = HashMap::new();
+        for (listener, _, ino) in found {
+            let n = at.entry(listener).or_insert(0);
+            self.pending.insert(ino, (listener, *n));
+            *n += 1;
+        }
     }
 
     /// Record connections with the addresses the program sees (real ones
@@ -466,6 +540,7 @@ impl Census {
     /// later which of those belong to its computation) in repair mode and
     /// read their send queues.
     pub fn freeze(&mut self, external: bool) {
+        self.find_pending();
         let chosen: Vec<u64> = self
             .socks
             .iter()
@@ -473,7 +548,7 @@ impl Census {
                 let t = s.tcp.as_ref()?;
                 (tcp::restorable(t.state)
                     && t.remote.is_some()
-                    && (external || self.tcp_peer(t).is_some()))
+                    && (external || self.tcp_peer(t).is_some() || self.pending.contains_key(&ino)))
                 .then_some(ino)
             })
             .collect();
@@ -499,10 +574,13 @@ impl Census {
     /// coordinator to match with other programs'.
     pub fn endpoints(&self) -> Vec<Endpoint> {
         self.socks
-            .values()
-            .filter_map(|s| {
+            .iter()
+            .filter_map(|(ino, s)| {
                 let t = s.tcp.as_ref()?;
-                (t.frozen.is_some() && self.tcp_peer(t).is_none()).then(|| Endpoint {
+                (t.frozen.is_some()
+                    && self.tcp_peer(t).is_none()
+                    && !self.pending.contains_key(ino))
+                .then(|| Endpoint {
                     local: t.local,
                     remote: t.remote.unwrap_or(t.local),
                     host: self.host.clone(),
@@ -554,8 +632,32 @@ impl Census {
                     host: self.host.clone(),
                     peer: d.peer,
                     from,
+                    udp: None,
                 })
             })
+            .chain(self.socks.iter().filter_map(|(&ino, s)| {
+                if !udp::is_udp(s.domain, s.ty, s.protocol) {
+                    return None;
+                }
+                let raw = s.fd.as_raw_fd();
+                let mut from: Vec<SocketAddr> = Vec::new();
+                for d in udp::peek_all(raw).unwrap_or_default() {
+                    if let Some(f) = d.from.filter(|f| !from.contains(f)) {
+                        from.push(f);
+                    }
+                }
+                Some(DgramSocket {
+                    ino,
+                    name: Vec::new(),
+                    host: self.host.clone(),
+                    peer: 0,
+                    from: Vec::new(),
+                    udp: Some(UdpSeen {
+                        local: udp::bound(raw),
+                        from,
+                    }),
+                })
+            }))
             .collect()
     }
 
@@ -572,10 +674,11 @@ impl Census {
             host: self.host.clone(),
             peer: end.peer.as_ref().map_or(0, |p| p.id),
             from: end.queued.iter().map(|m| m.from.clone()).collect(),
+            udp: None,
         };
         let mut links: Vec<DgramLink> = Vec::new();
         for o in &computation.dgram {
-            if o.host != self.host || self.socks.contains_key(&o.ino) {
+            if o.host != self.host || self.socks.contains_key(&o.ino) || o.udp.is_some() {
                 continue;
             }
             let (takes, gives) = me.roles(o);
@@ -704,11 +807,35 @@ impl Census {
                 }
             };
         }
+        if udp::is_udp(s.domain, s.ty, s.protocol) {
+            return match udp::capture(raw, s.domain) {
+                Ok(mut u) => {
+                    u.links = udp::links(ino, &u, &self.host, computation, |i| held.contains(&i));
+                    Some(SocketState::Udp(Box::new(u)))
+                }
+                Err(e) => {
+                    self.warnings.push(format!(
+                        "fd {fd} of process {pid} (UDP socket): cannot read it ({}); it will be a closed connection after restart",
+                        e.desc()
+                    ));
+                    None
+                }
+            };
+        }
         let t = s.tcp.as_ref()?;
         if t.state == tcp::LISTEN {
             return Some(SocketState::TcpListener {
                 addr: t.local,
                 backlog: tcp::backlog(raw),
+                options: SockOpts::read(raw, SockOpts::TCP),
+            });
+        }
+        if let (Some(&(listener, position)), Some(remote)) = (self.pending.get(&ino), t.remote) {
+            return Some(SocketState::TcpPending {
+                local: t.local,
+                remote,
+                listener,
+                position,
                 options: SockOpts::read(raw, SockOpts::TCP),
             });
         }
@@ -826,6 +953,10 @@ pub struct Rebuilt {
     /// Copies of other programs' datagram sockets, handed over by their
     /// restarts, by name: datagrams from them are sent again from them.
     taken: HashMap<Vec<u8>, OwnedFd>,
+    /// Copies of other programs' UDP sockets, handed over by their
+    /// restarts, by address, with their families: datagrams from them are
+    /// sent again from them.
+    udp_taken: HashMap<SocketAddr, (OwnedFd, i32)>,
     warnings: Vec<String>,
 }
 
@@ -855,6 +986,7 @@ impl Rebuilt {
             return Ok(r);
         }
         r.listeners(&wanted)?;
+        r.tcp_pending(&wanted);
         r.unix_pending(&wanted);
         r.unix_bound(&wanted);
         r.unix_connections(&wanted);
@@ -864,6 +996,8 @@ impl Rebuilt {
         r.tcp_connections(&wanted);
         r.closed(&wanted);
         r.unix_refill(&wanted);
+        r.udp(&wanted);
+        r.udp_taken.clear();
         // The other programs' sockets were needed only for the refill.
         r.taken.clear();
         Ok(r)
@@ -901,13 +1035,8 @@ impl Rebuilt {
                     SockOpts::apply(raw, options, true);
                     // A listener just killed leaves connections behind in
                     // TIME_WAIT on its port.
-                    let reuse = net::getsockopt_int(raw, libc::SOL_SOCKET, libc::SO_REUSEADDR);
-                    let _ = net::setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1);
-                    net::bind(raw, &sockaddr(addr)).map_err(fail)?;
+                    tcp::bind_again(raw, addr).map_err(fail)?;
                     net::listen(raw, (*backlog).min(i32::MAX as u32) as i32).map_err(fail)?;
-                    if let Ok(v) = reuse {
-                        let _ = net::setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_REUSEADDR, v);
-                    }
                     SockOpts::apply(raw, options, false);
                     self.add(id, s);
                 }
@@ -950,6 +1079,51 @@ impl Rebuilt {
             }
         }
         Ok(())
+    }
+
+    /// TCP connections the listeners had not accepted yet: each client end
+    /// bound to its address again and connected to its rebuilt listener, in
+    /// the order the listener had them, for the program to accept.
+    fn tcp_pending(&mut self, wanted: &BTreeMap<u64, Wanted>) {
+        let mut pending: Vec<_> = wanted
+            .iter()
+            .filter_map(|(&id, w)| match w.state {
+                SocketState::TcpPending {
+                    local,
+                    remote,
+                    listener,
+                    position,
+                    options,
+                } => Some((*listener, *position, id, local, remote, options)),
+                _ => None,
+            })
+            .collect();
+        pending.sort_by_key(|&(l, at, ..)| (l, at));
+        for (listener, _, id, local, remote, options) in pending {
+            let made = (|| {
+                if !self.fds.contains_key(&listener) {
+                    return Err(Errno::ENOENT);
+                }
+                let s = net::socket(family(local), libc::SOCK_STREAM, libc::IPPROTO_TCP)?;
+                let raw = s.as_raw_fd();
+                SockOpts::apply(raw, options, true);
+                tcp::bind_again(raw, local)?;
+                net::connect(raw, &sockaddr(remote))?;
+                SockOpts::apply(raw, options, false);
+                Ok::<_, Errno>(s)
+            })();
+            match made {
+                Ok(s) => self.add(id, s),
+                Err(e) => {
+                    self.warnings.push(format!(
+                        "{} (not accepted yet): cannot connect it to its listener again ({}); it comes back closed",
+                        tcp::describe(local, remote),
+                        e.desc()
+                    ));
+                    self.closed_stand_in(id, libc::SOCK_STREAM);
+                }
+            }
+        }
     }
 
     /// Unix sockets bound to a name and not connected through a listener:
@@ -1807,6 +1981,7 @@ mod tests {
             host: "h/1".into(),
             peer,
             from: from.iter().map(|f| f.as_bytes().to_vec()).collect(),
+            udp: None,
         }
     }
 

@@ -429,3 +429,216 @@ pub fn release(fd: RawFd, c: &TcpConnection) -> Result<(), String> {
 pub fn describe(local: &SocketAddr, remote: &SocketAddr) -> String {
     format!("TCP {local} -> {remote}")
 }
+
+/// One line of `/proc/PID/net/tcp` or `tcp6`: a TCP socket of the
+/// process's network namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub state: u8,
+    /// Bytes not acknowledged yet (sending), not read yet (receiving).
+    pub tx_queue: u32,
+    pub rx_queue: u32,
+    /// 0 for a connection in a listener's accept queue (no file yet).
+    pub inode: u64,
+}
+
+/// An address of `/proc/net/tcp*`: the address's bytes as host-order
+/// 32-bit words in hex, then the port in hex.
+fn listed_addr(field: &str) -> Option<SocketAddr> {
+    let (ip, port) = field.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let mut bytes: Vec<u8> = Vec::with_capacity(16);
+    for i in (0..ip.len()).step_by(8) {
+        let word = u32::from_str_radix(ip.get(i..i + 8)?, 16).ok()?;
+        bytes.extend_from_slice(&word.to_ne_bytes());
+    }
+    let ip = match bytes.len() {
+        4 => std::net::IpAddr::from(<[u8; 4]>::try_from(bytes.as_slice()).ok()?),
+        16 => std::net::IpAddr::from(<[u8; 16]>::try_from(bytes.as_slice()).ok()?),
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+/// Every TCP socket of the network namespace of process `pid`.
+pub fn listed(pid: libc::pid_t) -> Vec<Listed> {
+    let mut out = Vec::new();
+    for file in ["tcp", "tcp6"] {
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{file}")) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let parsed = (|| {
+                let (tx, rx) = f.get(4)?.split_once(':')?;
+                Some(Listed {
+                    local: listed_addr(f.get(1)?)?,
+                    remote: listed_addr(f.get(2)?)?,
+                    state: u8::from_str_radix(f.get(3)?, 16).ok()?,
+                    tx_queue: u32::from_str_radix(tx, 16).ok()?,
+                    rx_queue: u32::from_str_radix(rx, 16).ok()?,
+                    inode: f.get(9)?.parse().ok()?,
+                })
+            })();
+            out.extend(parsed);
+        }
+    }
+    out
+}
+
+/// Whether nothing waits in either queue of the TCP socket `fd`.
+pub fn quiet(fd: RawFd) -> bool {
+    matches!(net::ioctl_int(fd, SIOCINQ), Ok(0)) && matches!(net::ioctl_int(fd, SIOCOUTQ), Ok(0))
+}
+
+/// TCP_INFO's `tcpi_last_ack_recv`: milliseconds since the socket last
+/// received an acknowledgment (for a connection that exchanged nothing,
+/// since its handshake).
+pub fn last_ack_recv(fd: RawFd) -> u32 {
+    net::getsockopt(fd, libc::IPPROTO_TCP, libc::TCP_INFO, 60)
+        .ok()
+        .and_then(|i| {
+            i.get(56..60)
+                .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+        })
+        .unwrap_or(0)
+}
+
+/// Bind the fresh TCP socket `fd` to `addr` even where connections of
+/// the killed program linger on that port in TIME_WAIT (a listener that
+/// closed connections itself): SO_REUSEADDR does not pass those when the
+/// program's sockets lacked it, so they are dropped first (socket
+/// diagnostics' SOCK_DESTROY, as root; `ss -K` does the same). The
+/// program's SO_REUSEADDR is put back.
+pub fn bind_again(fd: RawFd, addr: &SocketAddr) -> Result<(), Errno> {
+    let reuse = net::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR).unwrap_or(0);
+    let _ = net::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1);
+    let mut bound = net::bind(fd, &sockaddr(addr));
+    if bound == Err(Errno::EADDRINUSE) && forget_time_wait(addr).unwrap_or(0) > 0 {
+        bound = net::bind(fd, &sockaddr(addr));
+    }
+    let _ = net::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, reuse);
+    bound
+}
+
+const SOCK_DIAG_BY_FAMILY: u16 = 20;
+const SOCK_DESTROY: u16 = 21;
+const NLM_F_REQUEST: u16 = 1;
+const NLM_F_ACK: u16 = 4;
+const NLM_F_DUMP: u16 = 0x300;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const TIME_WAIT: u32 = 6;
+
+/// nlmsghdr + inet_diag_req_v2 for TCP sockets of `family` in TIME_WAIT,
+/// `id` (struct inet_diag_sockid, 48 bytes) naming one socket or zeros.
+fn diag_request(ty: u16, flags: u16, family: i32, id: &[u8]) -> Vec<u8> {
+    let mut req = Vec::with_capacity(72);
+    req.extend_from_slice(&72u32.to_ne_bytes());
+    req.extend_from_slice(&ty.to_ne_bytes());
+    req.extend_from_slice(&flags.to_ne_bytes());
+    req.extend_from_slice(&1u32.to_ne_bytes());
+    req.extend_from_slice(&0u32.to_ne_bytes());
+    req.push(family as u8);
+    req.push(libc::IPPROTO_TCP as u8);
+    req.push(0);
+    req.push(0);
+    req.extend_from_slice(&(1u32 << TIME_WAIT).to_ne_bytes());
+    let mut sockid = id.to_vec();
+    sockid.resize(48, 0);
+    req.extend_from_slice(&sockid);
+    req
+}
+
+/// Drop the TCP connections in TIME_WAIT whose local address is `addr`
+/// (any address of the port when it is unspecified); how many went.
+pub fn forget_time_wait(addr: &SocketAddr) -> Result<usize, Errno> {
+    use nix::sys::socket::{
+        bind, recv, send, socket, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol,
+        SockType,
+    };
+    use std::os::fd::AsRawFd;
+    let family = match addr {
+        SocketAddr::V4(_) => libc::AF_INET,
+        SocketAddr::V6(_) => libc::AF_INET6,
+    };
+    let nl = socket(
+        AddressFamily::Netlink,
+        SockType::Raw,
+        SockFlag::SOCK_CLOEXEC,
+        SockProtocol::NetlinkSockDiag,
+    )?;
+    bind(nl.as_raw_fd(), &NetlinkAddr::new(0, 0))?;
+    send(
+        nl.as_raw_fd(),
+        &diag_request(SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, family, &[]),
+        MsgFlags::empty(),
+    )?;
+    let port = addr.port().to_be_bytes();
+    let ip: Vec<u8> = match addr.ip() {
+        std::net::IpAddr::V4(a) => a.octets().to_vec(),
+        std::net::IpAddr::V6(a) => a.octets().to_vec(),
+    };
+    let mut ids: Vec<Vec<u8>> = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    'dump: loop {
+        let n = recv(nl.as_raw_fd(), &mut buf, MsgFlags::empty())?;
+        let mut b = &buf[..n];
+        if n == 0 {
+            break;
+        }
+        while b.len() >= 16 {
+            let len = u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize;
+            let ty = u16::from_ne_bytes([b[4], b[5]]);
+            if len < 16 || len > b.len() || ty == NLMSG_DONE || ty == NLMSG_ERROR {
+                break 'dump;
+            }
+            // struct inet_diag_msg: family, state, timer, retrans, then the
+            // sockid: sport, dport, src[16], dst[16], if, cookie[2].
+            if let Some(id) = b.get(20..68) {
+                let src = &id[4..4 + ip.len()];
+                if id[0..2] == port && (addr.ip().is_unspecified() || src == ip.as_slice()) {
+                    ids.push(id.to_vec());
+                }
+            }
+            b = &b[len..];
+        }
+    }
+    let mut gone = 0;
+    for id in ids {
+        let req = diag_request(SOCK_DESTROY, NLM_F_REQUEST | NLM_F_ACK, family, &id);
+        if send(nl.as_raw_fd(), &req, MsgFlags::empty()).is_err() {
+            continue;
+        }
+        let n = recv(nl.as_raw_fd(), &mut buf, MsgFlags::empty())?;
+        // An NLMSG_ERROR whose error is 0 acknowledges it.
+        if n >= 20 && u16::from_ne_bytes([buf[4], buf[5]]) == NLMSG_ERROR && buf[16..20] == [0; 4] {
+            gone += 1;
+        }
+    }
+    Ok(gone)
+}
+
+#[cfg(test)]
+mod listed_tests {
+    use super::*;
+
+    #[test]
+    fn proc_net_tcp_addresses() {
+        assert_eq!(
+            listed_addr("0100007F:1F90"),
+            Some("127.0.0.1:8080".parse().unwrap())
+        );
+        assert_eq!(
+            listed_addr("00000000000000000000000001000000:0016"),
+            Some("[::1]:22".parse().unwrap())
+        );
+        assert_eq!(
+            listed_addr("0000000000000000FFFF00000100007F:0050"),
+            Some("[::ffff:127.0.0.1]:80".parse().unwrap())
+        );
+        assert_eq!(listed_addr("zz:1"), None);
+    }
+}
