@@ -1897,7 +1897,11 @@ impl Replayer<'_> {
             let stop = self.wait_for(real)?;
             match stop {
                 Stop::Signal(s) if s == sig => break,
-                Stop::Signal(_) => ptrace::cont(real, 0).map_err(perr("PTRACE_CONT", real))?,
+                // A SIGCONT sent to a seized process first notifies its
+                // tracer with a PTRACE_EVENT_STOP of every thread.
+                Stop::Signal(_) | Stop::Event(PTRACE_EVENT_STOP, _) => {
+                    ptrace::cont(real, 0).map_err(perr("PTRACE_CONT", real))?
+                }
                 other => {
                     return Err(self.diverge(
                         tid,

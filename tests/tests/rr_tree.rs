@@ -73,7 +73,8 @@ fn replay_reproduces_a_shell_pipeline() {
     let mut program = system_program("bash");
     program.arg("-c").arg(
         "for i in 1 2 3; do echo $i | sed s/1/one/; done | sort -r; \
-         (date +%N; echo sub $BASHPID) | cat; head -c 8 /dev/urandom | od -An -tx1; exit 5",
+         (date +%N; echo sub $BASHPID) | cat; head -c 8 /dev/urandom | od -An -tx1; \
+         timeout 0.2 sleep 5; echo timeout $?; exit 5",
     );
     let recorded = record(&scratch, &program, None);
     assert_eq!(
@@ -83,7 +84,9 @@ fn replay_reproduces_a_shell_pipeline() {
         recorded.describe()
     );
     assert!(
-        recorded.stdout.starts_with("one\n3\n2\n") && recorded.stdout.contains("sub "),
+        recorded.stdout.starts_with("one\n3\n2\n")
+            && recorded.stdout.contains("sub ")
+            && recorded.stdout.contains("timeout 124"),
         "the pipeline printed something else:\n{}",
         recorded.describe()
     );
@@ -92,7 +95,9 @@ fn replay_reproduces_a_shell_pipeline() {
         "bash's subshells and commands were not recorded: {:?}",
         process_logs(&recorded.dir)
     );
-    // The nanoseconds, the subshell's pid and the random bytes come back.
+    // The nanoseconds, the subshell's pid and the random bytes come back; timeout's SIGTERM and
+    // SIGCONT to its child are delivered again (a SIGCONT first makes every thread of a traced
+    // process report a PTRACE_EVENT_STOP).
     recorded.assert_replays_as_recorded(&["--verify"]);
 }
 
