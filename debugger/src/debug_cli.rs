@@ -20,6 +20,9 @@ use crate::timeline::{self, TimelineOptions};
 pub struct DebugRequest {
     /// A trace written by `rewind record`.
     pub trace: Option<PathBuf>,
+    /// With `trace`: the process of a recorded tree to debug (its recorded
+    /// pid), from its first exec.
+    pub process: Option<i32>,
     /// Or a checkpoint image, to look at (no history).
     pub image: Option<PathBuf>,
     /// Or a program to record first.
@@ -77,6 +80,7 @@ fn image_timeline(image: &Path, opts: TimelineOptions) -> Result<timeline::Timel
         .map(|n| n.to_string_lossy().into_owned())
         .ok_or_else(|| err(format!("{}: not an image file", image.display())))?;
     let trace = rewind_rr::replayer::LoadedTrace {
+        blobs: dir.join("blobs"),
         dir,
         header: rewind_rr::trace::format::TraceHeader {
             kernel: String::new(),
@@ -177,6 +181,12 @@ pub fn debug(req: DebugRequest) -> CliResult {
         memory_budget: req.snapshot_memory << 20,
         ..Default::default()
     };
+    if req.process.is_some() && req.trace.is_none() {
+        return Err(CliError {
+            message: "--process picks a process of a recording: give it with --trace DIR".into(),
+            usage: true,
+        });
+    }
     if let Some(image) = &req.image {
         let _ = rewind_ckpt::sys::set_child_subreaper();
         let tl = image_timeline(image, opts)?;
@@ -188,7 +198,11 @@ pub fn debug(req: DebugRequest) -> CliResult {
     }
     let (dir, _temp) = prepare_trace(req.trace.as_deref(), &req.argv, req.output.as_deref())?;
     let _ = rewind_ckpt::sys::set_child_subreaper();
-    let tl = timeline::open_trace(&dir, opts).map_err(|e| err(e.to_string()))?;
+    let tl = match req.process {
+        Some(pid) => timeline::open_trace_process(&dir, pid, opts),
+        None => timeline::open_trace(&dir, opts),
+    }
+    .map_err(|e| err(e.to_string()))?;
     session(tl, &req)
 }
 

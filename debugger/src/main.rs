@@ -261,6 +261,11 @@ struct DebugArgs {
     /// A trace directory written by `rewind record`.
     #[arg(long, value_name = "DIR")]
     trace: Option<PathBuf>,
+    /// With --trace of a program that made processes: debug process PID
+    /// (its recorded pid; `proc-PID/` in the trace) instead of the
+    /// program's own. Its history starts at its first exec.
+    #[arg(long, value_name = "PID")]
+    process: Option<i32>,
     /// A checkpoint image (`rewind command --checkpoint`) to look at: its
     /// registers, memory, threads, backtraces and variables. An image has
     /// no history, so nothing runs forward or backward from it.
@@ -523,6 +528,7 @@ fn main() -> ExitCode {
         Command::Debug(a) => {
             rewind_debugger::debug_cli::debug(rewind_debugger::debug_cli::DebugRequest {
                 trace: a.trace,
+                process: a.process,
                 image: a.image,
                 argv: a.argv,
                 output: a.output,

@@ -432,6 +432,7 @@ impl Timeline {
             header: rewind_rr::trace::read_header(dir).map_err(rewind_rr::Error::from)?,
             events,
             end: None,
+            blobs: dir.join("blobs"),
         };
         let mut t = Self::open(trace, console, opts)?;
         t.live = Some(LiveEnd {
@@ -1987,4 +1988,16 @@ pub fn open_trace(dir: &std::path::Path, opts: TimelineOptions) -> Result<Timeli
     let trace = replayer::load(dir)?;
     let console = Console::new(Box::new(std::io::stdout()), Box::new(std::io::stderr()));
     Timeline::open(trace, console, opts)
+}
+
+/// Load process `pid` of the tree recorded in `dir` and open a timeline on
+/// it, from its first exec (see `replayer::load_process`).
+pub fn open_trace_process(
+    dir: &std::path::Path,
+    pid: i32,
+    opts: TimelineOptions,
+) -> Result<Timeline> {
+    let (trace, image) = replayer::load_process(dir, pid)?;
+    let console = Console::new(Box::new(std::io::stdout()), Box::new(std::io::stderr()));
+    Timeline::open_image(trace, &image, console, opts)
 }

@@ -365,10 +365,14 @@ mod tree;
 /// A trace loaded for a debugger: its header, every event, and how the
 /// recording ended (None if it was cut short).
 pub struct LoadedTrace {
+    /// The directory of the process's log and images (a process of a
+    /// tree: `proc-PID/` of the trace).
     pub dir: PathBuf,
     pub header: TraceHeader,
     pub events: EventList,
     pub end: Option<crate::trace::format::TraceEnd>,
+    /// The trace's store of mapped files (`blobs/`).
+    pub blobs: PathBuf,
 }
 
 /// Read a whole trace into memory, checking first that this machine can
@@ -387,7 +391,69 @@ pub fn load(dir: &Path) -> Result<LoadedTrace, Error> {
         header,
         events: EventList::new(events),
         end,
+        blobs: dir.join("blobs"),
     })
+}
+
+/// Read process `pid` of a recorded tree into memory, for a debugger: its
+/// history starts at its first exec (before, it was a copy of its parent,
+/// which only a replay of the tree makes), so its events are those after
+/// that exec; also the image to start from. The program's own process is
+/// read whole, from its initial image.
+pub fn load_process(dir: &Path, pid: i32) -> Result<(LoadedTrace, String), Error> {
+    let Some(schedule) = trace::read_schedule(dir)? else {
+        return Err(Error::Usage(format!(
+            "{} is a recording of one process: --process is for a recording of a process tree",
+            dir.display()
+        )));
+    };
+    if pid == schedule.root {
+        return Ok((load(dir)?, "initial.rwd".into()));
+    }
+    if !schedule.children.iter().any(|&(child, _)| child == pid) {
+        let mut known: Vec<String> = std::iter::once(schedule.root)
+            .chain(schedule.children.iter().map(|c| c.0))
+            .map(|p| p.to_string())
+            .collect();
+        known.truncate(20);
+        return Err(Error::Usage(format!(
+            "process {pid} is not in {} (its processes: {}{})",
+            dir.display(),
+            known.join(" "),
+            if schedule.children.len() + 1 > 20 {
+                " ..."
+            } else {
+                ""
+            }
+        )));
+    }
+    let header = trace::read_header(dir)?;
+    check_machine(&header)?;
+    let pdir = trace::process_dir(dir, pid, schedule.root);
+    let end = trace::read_end(&pdir)?;
+    let mut reader = EventReader::open(&pdir)?;
+    let mut events = Vec::new();
+    let mut image = None;
+    while let Some(ev) = reader.next_event()? {
+        match (&image, ev) {
+            (None, Event::Exec { image: first, .. }) => image = Some(first),
+            (None, _) => {}
+            (Some(_), ev) => events.push(ev),
+        }
+    }
+    let Some(image) = image else {
+        return Err(Error::Unsupported(format!(
+            "process {pid} never exec'd: its history begins as a copy of its parent, which only `rewind replay` of the whole tree makes (debug the parent, or record the program it runs by itself)"
+        )));
+    };
+    let trace = LoadedTrace {
+        dir: pdir,
+        header,
+        events: EventList::new(events),
+        end,
+        blobs: dir.join("blobs"),
+    };
+    Ok((trace, image))
 }
 
 impl<'a> Replayer<'a> {
@@ -468,6 +534,7 @@ impl<'a> Replayer<'a> {
         let source = Source::Loaded(trace.events.clone());
         let mut r = Replayer::new(&opts, tracee, threads, at_event, source, console, cpu);
         r.debug = Some(DebugCtl::default());
+        r.blobs = trace.blobs.clone();
         Ok(r)
     }
 

@@ -240,3 +240,55 @@ fn replay_reproduces_make_running_gcc_in_parallel() {
     );
     recorded.assert_replays_as_recorded(&["--verify"]);
 }
+
+#[test]
+fn the_debugger_replays_a_child_from_its_exec() {
+    // `rewind debug --trace DIR --process PID`: a process the program made and that exec'd is
+    // debugged from its exec image with its own log; one that never exec'd is refused clearly.
+    let scratch = Scratch::new("the_debugger_replays_a_child_from_its_exec");
+    let mut program = fixture("rr_tree");
+    program.args(["1", "100"]);
+    let recorded = record(&scratch, &program, None);
+    let script = scratch.write(
+        "cmds",
+        "break write\ncontinue\nbt\ncontinue\nreverse-continue\ncontinue\ncontinue\n",
+    );
+    let mut shown = String::new();
+    let mut refused = 0;
+    for dir in process_logs(&recorded.dir) {
+        let pid = dir.trim_start_matches("proc-");
+        let exec_d = recorded.dir.join(&dir).join("exec-1.rwd").exists();
+        let done = rewind_in(
+            scratch.path(),
+            [
+                "debug".as_ref(),
+                "--batch".as_ref(),
+                "-x".as_ref(),
+                script.as_os_str(),
+                "--trace".as_ref(),
+                recorded.dir.as_os_str(),
+                "--process".as_ref(),
+                pid.as_ref(),
+            ],
+        );
+        if !exec_d {
+            assert_fails_clearly(&done, &["never exec'd"]);
+            refused += 1;
+            continue;
+        }
+        assert!(
+            done.status.success()
+                && done.stdout.matches("Breakpoint 1,").count() >= 2
+                && done.stdout.contains("in write ()")
+                && !done.stderr.contains("divergence"),
+            "debugging process {pid} from its exec did not stop at write, back and forth:\n{}",
+            done.describe()
+        );
+        shown.push_str(&done.stdout);
+    }
+    assert!(
+        shown.contains("spawned echo") && shown.contains("forked shell 42"),
+        "the posix_spawn'd echo and the forked shell did not print while debugged:\n{shown}"
+    );
+    assert!(refused >= 1, "no process that never exec'd was tried");
+}
