@@ -13,6 +13,8 @@ use crate::timeline::{self, SearchOptions, StopReason, TimelineOptions};
 
 pub struct BisectRequest {
     pub trace: Option<PathBuf>,
+    /// With `trace`: a process of a recorded tree (see `debug --process`).
+    pub process: Option<i32>,
     pub argv: Vec<String>,
     pub output: Option<PathBuf>,
     pub search: Search,
@@ -25,7 +27,7 @@ pub struct BisectRequest {
 pub fn bisect(req: BisectRequest) -> CliResult {
     let (dir, _temp) = prepare_trace(req.trace.as_deref(), &req.argv, req.output.as_deref())?;
     let _ = rewind_ckpt::sys::set_child_subreaper();
-    let trace = rewind_rr::replayer::load(&dir).map_err(|e| err(e.to_string()))?;
+    let (trace, image) = crate::debug_cli::load_trace(&dir, req.process)?;
     // The program's output is not shown again (an output search reads it).
     let console =
         rewind_rr::replayer::Console::new(Box::new(std::io::sink()), Box::new(std::io::sink()));
@@ -33,7 +35,8 @@ pub fn bisect(req: BisectRequest) -> CliResult {
         max_snapshots: req.max_snapshots,
         ..Default::default()
     };
-    let mut tl = timeline::Timeline::open(trace, console, opts).map_err(|e| err(e.to_string()))?;
+    let mut tl = timeline::Timeline::open_image(trace, &image, console, opts)
+        .map_err(|e| err(e.to_string()))?;
     let started = Instant::now();
     let tty = std::io::stderr().is_terminal();
     let shown = Rc::new(std::cell::Cell::new(false));

@@ -100,6 +100,20 @@ fn image_timeline(image: &Path, opts: TimelineOptions) -> Result<timeline::Timel
     timeline::Timeline::open_image(trace, &name, console, opts).map_err(|e| err(e.to_string()))
 }
 
+/// The recording in `dir` for a debugger and the image it starts from: the
+/// program's own process, or `process` of a recorded tree from its first
+/// exec.
+pub(crate) fn load_trace(
+    dir: &Path,
+    process: Option<i32>,
+) -> Result<(rewind_rr::replayer::LoadedTrace, String), CliError> {
+    match process {
+        Some(pid) => rewind_rr::replayer::load_process(dir, pid),
+        None => rewind_rr::replayer::load(dir).map(|t| (t, "initial.rwd".to_string())),
+    }
+    .map_err(|e| err(e.to_string()))
+}
+
 /// The trace to work on: `trace` itself, or a recording of `argv` made
 /// now (into `output`, else a temporary directory removed when the
 /// returned guard drops).
@@ -198,11 +212,11 @@ pub fn debug(req: DebugRequest) -> CliResult {
     }
     let (dir, _temp) = prepare_trace(req.trace.as_deref(), &req.argv, req.output.as_deref())?;
     let _ = rewind_ckpt::sys::set_child_subreaper();
-    let tl = match req.process {
-        Some(pid) => timeline::open_trace_process(&dir, pid, opts),
-        None => timeline::open_trace(&dir, opts),
-    }
-    .map_err(|e| err(e.to_string()))?;
+    let (trace, image) = load_trace(&dir, req.process)?;
+    let console =
+        rewind_rr::replayer::Console::new(Box::new(std::io::stdout()), Box::new(std::io::stderr()));
+    let tl = timeline::Timeline::open_image(trace, &image, console, opts)
+        .map_err(|e| err(e.to_string()))?;
     session(tl, &req)
 }
 

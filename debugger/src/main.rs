@@ -171,6 +171,10 @@ struct BisectArgs {
     /// A trace directory written by `rewind record`.
     #[arg(long, value_name = "DIR")]
     trace: Option<PathBuf>,
+    /// With --trace of a program that made processes: process PID (its
+    /// recorded pid) instead of the program's own, from its first exec.
+    #[arg(long, value_name = "PID", requires = "trace")]
+    process: Option<i32>,
     /// Keep the recording of PROG in DIR (default: a temporary directory,
     /// removed on exit).
     #[arg(short = 'o', long = "keep-trace", value_name = "DIR")]
@@ -219,6 +223,10 @@ struct GdbserverArgs {
     /// A trace directory written by `rewind record`.
     #[arg(long, value_name = "DIR")]
     trace: Option<PathBuf>,
+    /// With --trace of a program that made processes: process PID (its
+    /// recorded pid) instead of the program's own, from its first exec.
+    #[arg(long, value_name = "PID", requires = "trace")]
+    process: Option<i32>,
     /// Listen for gdb on ADDR:PORT (default 127.0.0.1:2345; use
     /// 0.0.0.0:PORT to accept connections from other machines).
     #[arg(long, value_name = "ADDR:PORT", conflicts_with = "stdio")]
@@ -550,6 +558,7 @@ fn main() -> ExitCode {
             };
             rewind_debugger::bisect_cli::bisect(rewind_debugger::bisect_cli::BisectRequest {
                 trace: a.trace,
+                process: a.process,
                 argv: a.argv,
                 output: a.keep_trace,
                 search,
@@ -563,6 +572,7 @@ fn main() -> ExitCode {
             use rewind_debugger::gdbserver::{self, OnDisconnect};
             gdbserver::gdbserver(gdbserver::GdbserverRequest {
                 trace: a.trace,
+                process: a.process,
                 argv: a.argv,
                 output: a.output,
                 listen: a.listen,

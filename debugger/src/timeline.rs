@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use libc::user_regs_struct;
 pub use rewind_rr::replayer::Watch;
-use rewind_rr::replayer::{self, Advance, Console, LoadedTrace, Pause, Replayer};
+use rewind_rr::replayer::{Advance, Console, LoadedTrace, Pause, Replayer};
 use rewind_rr::trace::format::Event;
 
 mod search;
@@ -1980,24 +1980,4 @@ fn breakpoints_only<'a>(
         Arrival::Breakpoint(addr) => stop(t, addr),
         Arrival::Watch(_) => true,
     }
-}
-
-/// Load `dir` and open a timeline on it with the program's output on our
-/// stdout and stderr.
-pub fn open_trace(dir: &std::path::Path, opts: TimelineOptions) -> Result<Timeline> {
-    let trace = replayer::load(dir)?;
-    let console = Console::new(Box::new(std::io::stdout()), Box::new(std::io::stderr()));
-    Timeline::open(trace, console, opts)
-}
-
-/// Load process `pid` of the tree recorded in `dir` and open a timeline on
-/// it, from its first exec (see `replayer::load_process`).
-pub fn open_trace_process(
-    dir: &std::path::Path,
-    pid: i32,
-    opts: TimelineOptions,
-) -> Result<Timeline> {
-    let (trace, image) = replayer::load_process(dir, pid)?;
-    let console = Console::new(Box::new(std::io::stdout()), Box::new(std::io::stderr()));
-    Timeline::open_image(trace, &image, console, opts)
 }

@@ -285,6 +285,26 @@ fn the_debugger_replays_a_child_from_its_exec() {
             done.describe()
         );
         shown.push_str(&done.stdout);
+        if done.stdout.contains("forked shell 42") {
+            // bisect finds the write that printed it, in that process's history.
+            let found = rewind_in(
+                scratch.path(),
+                [
+                    "bisect".as_ref(),
+                    "--trace".as_ref(),
+                    recorded.dir.as_os_str(),
+                    "--process".as_ref(),
+                    pid.as_ref(),
+                    "--output".as_ref(),
+                    "forked shell 42".as_ref(),
+                ],
+            );
+            assert!(
+                found.status.success() && found.stdout.contains("write"),
+                "bisect --process {pid} did not find the shell's write:\n{}",
+                found.describe()
+            );
+        }
     }
     assert!(
         shown.contains("spawned echo") && shown.contains("forked shell 42"),

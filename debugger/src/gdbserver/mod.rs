@@ -41,6 +41,8 @@ pub enum OnDisconnect {
 
 pub struct GdbserverRequest {
     pub trace: Option<PathBuf>,
+    /// With `trace`: a process of a recorded tree (see `debug --process`).
+    pub process: Option<i32>,
     pub argv: Vec<String>,
     /// Keep the recording of PROG here (default: a temporary directory).
     pub output: Option<PathBuf>,
@@ -127,7 +129,7 @@ pub fn gdbserver(req: GdbserverRequest) -> CliResult {
     // its stdout is our stderr and it reads /dev/null, set above).
     let (tl, _temp) = if let Some(dir) = &req.trace {
         let _ = rewind_ckpt::sys::set_child_subreaper();
-        let trace = rewind_rr::replayer::load(dir).map_err(|e| err(e.to_string()))?;
+        let (trace, image) = crate::debug_cli::load_trace(dir, req.process)?;
         // The program's replayed output goes to stderr: with --stdio,
         // stdout is gdb's.
         let console = rewind_rr::replayer::Console::new(
@@ -138,7 +140,8 @@ pub fn gdbserver(req: GdbserverRequest) -> CliResult {
             },
             Box::new(std::io::stderr()),
         );
-        let tl = timeline::Timeline::open(trace, console, opts).map_err(|e| err(e.to_string()))?;
+        let tl = timeline::Timeline::open_image(trace, &image, console, opts)
+            .map_err(|e| err(e.to_string()))?;
         (tl, None)
     } else {
         let (tl, temp) =
