@@ -81,6 +81,7 @@ fn image_timeline(image: &Path, opts: TimelineOptions) -> Result<timeline::Timel
         .ok_or_else(|| err(format!("{}: not an image file", image.display())))?;
     let trace = rewind_rr::replayer::LoadedTrace {
         blobs: dir.join("blobs"),
+        renamed: None,
         dir,
         header: rewind_rr::trace::format::TraceHeader {
             kernel: String::new(),
@@ -107,6 +108,15 @@ pub(crate) fn load_trace(
     dir: &Path,
     process: Option<i32>,
 ) -> Result<(rewind_rr::replayer::LoadedTrace, String), CliError> {
+    if let Some(pid) = process {
+        let pdir = dir.join(format!("proc-{pid}"));
+        if pdir.is_dir() && !pdir.join("exec-1.rwd").exists() && !pdir.join("forked.rwd").exists() {
+            eprintln!(
+                "rewind: replaying the tree up to where process {pid} was made (once: kept in {})",
+                pdir.join("forked.rwd").display()
+            );
+        }
+    }
     match process {
         Some(pid) => rewind_rr::replayer::load_process(dir, pid),
         None => rewind_rr::replayer::load(dir).map(|t| (t, "initial.rwd".to_string())),

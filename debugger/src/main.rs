@@ -172,7 +172,8 @@ struct BisectArgs {
     #[arg(long, value_name = "DIR")]
     trace: Option<PathBuf>,
     /// With --trace of a program that made processes: process PID (its
-    /// recorded pid) instead of the program's own, from its first exec.
+    /// recorded pid) instead of the program's own, from its first exec or
+    /// where it was made.
     #[arg(long, value_name = "PID", requires = "trace")]
     process: Option<i32>,
     /// Keep the recording of PROG in DIR (default: a temporary directory,
@@ -224,7 +225,8 @@ struct GdbserverArgs {
     #[arg(long, value_name = "DIR")]
     trace: Option<PathBuf>,
     /// With --trace of a program that made processes: process PID (its
-    /// recorded pid) instead of the program's own, from its first exec.
+    /// recorded pid) instead of the program's own, from its first exec or
+    /// where it was made.
     #[arg(long, value_name = "PID", requires = "trace")]
     process: Option<i32>,
     /// Listen for gdb on ADDR:PORT (default 127.0.0.1:2345; use
@@ -271,7 +273,8 @@ struct DebugArgs {
     trace: Option<PathBuf>,
     /// With --trace of a program that made processes: debug process PID
     /// (its recorded pid; `proc-PID/` in the trace) instead of the
-    /// program's own. Its history starts at its first exec.
+    /// program's own. Its history starts at its first exec, or, if it never
+    /// exec'd, where it was made (the tree is replayed up to there once).
     #[arg(long, value_name = "PID")]
     process: Option<i32>,
     /// A checkpoint image (`rewind command --checkpoint`) to look at: its

@@ -433,6 +433,7 @@ impl Timeline {
             events,
             end: None,
             blobs: dir.join("blobs"),
+            renamed: None,
         };
         let mut t = Self::open(trace, console, opts)?;
         t.live = Some(LiveEnd {

@@ -373,6 +373,10 @@ pub struct LoadedTrace {
     pub end: Option<crate::trace::format::TraceEnd>,
     /// The trace's store of mapped files (`blobs/`).
     pub blobs: PathBuf,
+    /// The thread id the starting image gives the process's thread, and the
+    /// recorded one the events name it by (a process of a tree started from
+    /// an image made in a replay, see `load_process`).
+    pub renamed: Option<(i32, i32)>,
 }
 
 /// Read a whole trace into memory, checking first that this machine can
@@ -392,14 +396,18 @@ pub fn load(dir: &Path) -> Result<LoadedTrace, Error> {
         events: EventList::new(events),
         end,
         blobs: dir.join("blobs"),
+        renamed: None,
     })
 }
 
-/// Read process `pid` of a recorded tree into memory, for a debugger: its
-/// history starts at its first exec (before, it was a copy of its parent,
-/// which only a replay of the tree makes), so its events are those after
-/// that exec; also the image to start from. The program's own process is
-/// read whole, from its initial image.
+/// Read process `pid` of a recorded tree into memory, for a debugger, and
+/// name the image it starts from. A process that exec'd starts at its
+/// first exec (its events after it, its exec image); one that never did
+/// starts where it was made: the tree is replayed to that point once and
+/// an image of the new process written into its directory (`forked.rwd`,
+/// kept for the next time; in the temporary directory if the trace cannot
+/// be written). The program's own process is read whole, from its initial
+/// image.
 pub fn load_process(dir: &Path, pid: i32) -> Result<(LoadedTrace, String), Error> {
     let Some(schedule) = trace::read_schedule(dir)? else {
         return Err(Error::Usage(format!(
@@ -432,19 +440,23 @@ pub fn load_process(dir: &Path, pid: i32) -> Result<(LoadedTrace, String), Error
     let pdir = trace::process_dir(dir, pid, schedule.root);
     let end = trace::read_end(&pdir)?;
     let mut reader = EventReader::open(&pdir)?;
-    let mut events = Vec::new();
-    let mut image = None;
+    let mut all = Vec::new();
     while let Some(ev) = reader.next_event()? {
-        match (&image, ev) {
-            (None, Event::Exec { image: first, .. }) => image = Some(first),
-            (None, _) => {}
-            (Some(_), ev) => events.push(ev),
-        }
+        all.push(ev);
     }
-    let Some(image) = image else {
-        return Err(Error::Unsupported(format!(
-            "process {pid} never exec'd: its history begins as a copy of its parent, which only `rewind replay` of the whole tree makes (debug the parent, or record the program it runs by itself)"
-        )));
+    let first_exec = all.iter().position(|e| matches!(e, Event::Exec { .. }));
+    let (events, image, renamed) = match first_exec {
+        Some(i) => {
+            let Event::Exec { image, .. } = &all[i] else {
+                unreachable!("position found an Exec");
+            };
+            let image = image.clone();
+            (all.split_off(i + 1), image, None)
+        }
+        None => {
+            let (image, real) = forked_image(dir, &pdir, pid)?;
+            (all, image, Some((real, pid)))
+        }
     };
     let trace = LoadedTrace {
         dir: pdir,
@@ -452,8 +464,40 @@ pub fn load_process(dir: &Path, pid: i32) -> Result<(LoadedTrace, String), Error
         events: EventList::new(events),
         end,
         blobs: dir.join("blobs"),
+        renamed,
     };
     Ok((trace, image))
+}
+
+/// The image of process `pid` (never exec'd) of the tree in `dir` where it
+/// was made, and the pid it names the process by: `forked.rwd` of its
+/// directory `pdir`, made by a replay of the tree the first time.
+fn forked_image(dir: &Path, pdir: &Path, pid: i32) -> Result<(String, i32), Error> {
+    let kept = pdir.join("forked.rwd");
+    let real_file = pdir.join("forked.pid");
+    if let (true, Ok(text)) = (kept.is_file(), std::fs::read_to_string(&real_file)) {
+        if let Ok(real) = text.trim().parse() {
+            return Ok(("forked.rwd".into(), real));
+        }
+    }
+    let writable = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(&real_file)
+        .is_ok();
+    let out = if writable {
+        kept
+    } else {
+        std::env::temp_dir().join(format!("rewind-forked-{pid}-{}.rwd", std::process::id()))
+    };
+    let real = tree::image_of_forked(dir, pid, &out)?;
+    if writable {
+        let _ = std::fs::write(&real_file, real.to_string());
+        return Ok(("forked.rwd".into(), real));
+    }
+    // (Absolute: the debugger opens images relative to `pdir`.)
+    Ok((out.display().to_string(), real))
 }
 
 impl<'a> Replayer<'a> {
@@ -531,6 +575,12 @@ impl<'a> Replayer<'a> {
             dir: trace.dir.clone(),
             ..Default::default()
         };
+        let mut threads = threads;
+        if let Some((image_tid, recorded)) = trace.renamed {
+            if let Some(t) = threads.remove(&image_tid) {
+                threads.insert(recorded, t);
+            }
+        }
         let source = Source::Loaded(trace.events.clone());
         let mut r = Replayer::new(&opts, tracee, threads, at_event, source, console, cpu);
         r.debug = Some(DebugCtl::default());

@@ -242,19 +242,20 @@ fn replay_reproduces_make_running_gcc_in_parallel() {
 }
 
 #[test]
-fn the_debugger_replays_a_child_from_its_exec() {
+fn the_debugger_replays_a_child_from_its_exec_or_its_fork() {
     // `rewind debug --trace DIR --process PID`: a process the program made and that exec'd is
-    // debugged from its exec image with its own log; one that never exec'd is refused clearly.
+    // debugged from its exec image with its own log; one that never exec'd from an image of it
+    // where it was made, written by a replay of the tree up to there.
     let scratch = Scratch::new("the_debugger_replays_a_child_from_its_exec");
     let mut program = fixture("rr_tree");
     program.args(["1", "100"]);
     let recorded = record(&scratch, &program, None);
     let script = scratch.write(
         "cmds",
-        "break write\ncontinue\nbt\ncontinue\nreverse-continue\ncontinue\ncontinue\n",
+        "continue\nbt\nreverse-stepi\nstepi\nreverse-continue\ncontinue\n",
     );
     let mut shown = String::new();
-    let mut refused = 0;
+    let mut forked = 0;
     for dir in process_logs(&recorded.dir) {
         let pid = dir.trim_start_matches("proc-");
         let exec_d = recorded.dir.join(&dir).join("exec-1.rwd").exists();
@@ -271,19 +272,26 @@ fn the_debugger_replays_a_child_from_its_exec() {
                 pid.as_ref(),
             ],
         );
-        if !exec_d {
-            assert_fails_clearly(&done, &["never exec'd"]);
-            refused += 1;
-            continue;
-        }
         assert!(
             done.status.success()
-                && done.stdout.matches("Breakpoint 1,").count() >= 2
-                && done.stdout.contains("in write ()")
+                && done
+                    .stdout
+                    .matches("No more reverse-execution history")
+                    .count()
+                    >= 3
+                && done.stdout.contains("in _exit ()")
                 && !done.stderr.contains("divergence"),
-            "debugging process {pid} from its exec did not stop at write, back and forth:\n{}",
+            "debugging process {pid} (exec'd: {exec_d}) did not run to its end (_exit), back to \
+             its start and to its end again:\n{}",
             done.describe()
         );
+        if !exec_d {
+            assert!(
+                recorded.dir.join(&dir).join("forked.rwd").is_file(),
+                "no image of process {pid} where it was made was kept"
+            );
+            forked += 1;
+        }
         shown.push_str(&done.stdout);
         if done.stdout.contains("forked shell 42") {
             // bisect finds the write that printed it, in that process's history.
@@ -310,5 +318,8 @@ fn the_debugger_replays_a_child_from_its_exec() {
         shown.contains("spawned echo") && shown.contains("forked shell 42"),
         "the posix_spawn'd echo and the forked shell did not print while debugged:\n{shown}"
     );
-    assert!(refused >= 1, "no process that never exec'd was tried");
+    assert!(
+        forked >= 2,
+        "the worker and grandchild (never exec'd) were not both debugged"
+    );
 }

@@ -67,12 +67,69 @@ pub(super) fn replay(
     })
 }
 
+/// Replay the tree of `dir` until process `pid` is made, and write an
+/// image of it as it starts (its first instruction after the fork) to
+/// `out`: where a debugger starts a process that never exec'd. The image
+/// names it by its pid in this replay (returned), not by its recorded one.
+pub(super) fn image_of_forked(dir: &Path, pid: i32, out: &Path) -> Result<i32, Error> {
+    let header = trace::read_header(dir)?;
+    check_machine(&header)?;
+    let Some(schedule) = trace::read_schedule(dir)? else {
+        return Err(Error::Usage(format!("{} holds one process", dir.display())));
+    };
+    let opts = ReplayOptions {
+        dir: dir.to_path_buf(),
+        quiet: true,
+        ..Default::default()
+    };
+    let cpu = header.cpu as usize;
+    let (tracee, threads) = start(&dir.join("initial.rwd"), cpu)?;
+    let (mut sink_out, mut sink_err) = (std::io::sink(), std::io::sink());
+    let console = Console::new(Box::new(&mut sink_out), Box::new(&mut sink_err));
+    let events = EventReader::open(dir)?;
+    let mut root = Replayer::streamed(&opts, tracee, threads, events, 0, console, cpu);
+    root.tree = true;
+    let mut procs: HashMap<i32, Replayer> = HashMap::new();
+    procs.insert(schedule.root, root);
+    run_until(&opts, &schedule, &mut procs, Some(pid))?;
+    let Some(child) = procs.get_mut(&pid) else {
+        return Err(Error::Unsupported(format!(
+            "process {pid} was not made in the replay of {}",
+            dir.display()
+        )));
+    };
+    let real = child.tracee.pid;
+    for t in child.tracee.threads.values_mut() {
+        t.stop = rewind_ckpt::tracee::ThreadStop::Interrupted;
+    }
+    let env = rewind_ckpt::capture::CaptureEnv {
+        stdio: &rewind_ckpt::fds::own_stdio(),
+        vids: &rewind_ckpt::vids::VirtualIds::default(),
+        vppid: std::process::id() as i32,
+        terminals: None,
+    };
+    let mut plugins = rewind_ckpt::plugin::builtin();
+    rewind_ckpt::capture::checkpoint(&mut child.tracee, &mut plugins, &env, out)?;
+    // Every replayer is dropped: its process is killed.
+    Ok(real)
+}
+
 /// Apply every event in the schedule's order, making processes as the
 /// events say; then every process ends, without another event.
 fn run(
     opts: &ReplayOptions,
     schedule: &Schedule,
     procs: &mut HashMap<i32, Replayer<'_>>,
+) -> Result<(), Error> {
+    run_until(opts, schedule, procs, None)
+}
+
+/// `run`, or only until process `until` exists.
+fn run_until(
+    opts: &ReplayOptions,
+    schedule: &Schedule,
+    procs: &mut HashMap<i32, Replayer<'_>>,
+    until: Option<i32>,
 ) -> Result<(), Error> {
     let corrupt = |why: String| TraceError::Corrupt {
         path: opts.dir.join("schedule"),
@@ -118,6 +175,12 @@ fn run(
             let child = adopt(opts, &dir, f, sbuf, shared.clone(), cpu)?;
             procs.insert(f.recorded, child);
         }
+        if until.is_some_and(|pid| procs.contains_key(&pid)) {
+            return Ok(());
+        }
+    }
+    if until.is_some() {
+        return Ok(());
     }
     for r in procs.values_mut() {
         if r.exit.is_none() {
