@@ -1190,8 +1190,31 @@ fn pending_connections(images: &[PathBuf]) -> usize {
 #[test]
 fn unix_connections_not_yet_accepted_restart() {
     let scratch = Scratch::new("unix_backlog");
-    let mut program = fixture("unix_backlog");
-    program.args([socket_path(&scratch).as_str(), "4"]);
+    let path = socket_path(&scratch);
+    backlog_restarts(&scratch, "unix_backlog", &[path.as_str(), "4"]);
+}
+
+/// TCP connections a listener had not accepted yet (`tcp_backlog.c`: the client connected 4
+/// times and sent nothing on the last 3, the server accepting one every 250 ms), over 127.0.0.1
+/// and `::1`: killed and restarted, they are still waiting at the listener, in order, from the
+/// same client addresses (the client checks what accept() reported and its peer), and the
+/// client's output is the uninterrupted one.
+#[test]
+fn tcp_connections_not_yet_accepted_restart() {
+    for addr in ["127.0.0.1", "::1"] {
+        let scratch = Scratch::new(&format!("tcp_backlog_{}", addr.replace(':', "")));
+        backlog_restarts(&scratch, "tcp_backlog", &[addr, "4"]);
+    }
+}
+
+/// `fixture` with `args` (a client that connected 4 times and sent nothing on the last 3, a
+/// server accepting one at a time), checkpointed after the first connection ended and killed:
+/// the images hold the 3 connections not accepted yet, and the restart goes on as the
+/// uninterrupted run does, without a warning.
+#[track_caller]
+fn backlog_restarts(scratch: &Scratch, fixture_name: &str, args: &[&str]) {
+    let mut program = fixture(fixture_name);
+    program.args(args);
     let uninterrupted = run_uninterrupted(&program);
     let mut running = launch(
         &program,
@@ -1216,44 +1239,6 @@ fn unix_connections_not_yet_accepted_restart() {
     assert_pieces_match(&uninterrupted, &[&before.stdout, &after.stdout], &after);
     assert!(!after.stderr.contains("warning"), "{}", after.describe());
     assert_nothing_left(&program);
-}
-
-/// TCP connections a listener had not accepted yet (`tcp_backlog.c`: the client connected 4
-/// times and sent nothing on the last 3, the server accepting one every 250 ms), over 127.0.0.1
-/// and `::1`: killed and restarted, they are still waiting at the listener, in order, from the
-/// same client addresses (the client checks what accept() reported and its peer), and the
-/// client's output is the uninterrupted one.
-#[test]
-fn tcp_connections_not_yet_accepted_restart() {
-    for addr in ["127.0.0.1", "::1"] {
-        let scratch = Scratch::new(&format!("tcp_backlog_{}", addr.replace(':', "")));
-        let mut program = fixture("tcp_backlog");
-        program.args([addr, "4"]);
-        let uninterrupted = run_uninterrupted(&program);
-        let mut running = launch(
-            &program,
-            &scratch.dir("ckpt-0"),
-            Redirect::to(scratch.join("before.out")),
-        );
-        running.wait_for(Wait::LineContaining("connection 0: bye"));
-        let images = running.checkpoint_tree_and_kill();
-        let before = running.wait_timeout(KILL_TIMEOUT);
-        assert_nothing_left(&program);
-        assert_eq!(
-            pending_connections(&images),
-            3,
-            "the images should hold the 3 connections not accepted yet"
-        );
-        let after = restart_tree(
-            &images,
-            &scratch.dir("ckpt-1"),
-            Redirect::to(scratch.join("after.out")),
-        )
-        .wait();
-        assert_pieces_match(&uninterrupted, &[&before.stdout, &after.stdout], &after);
-        assert!(!after.stderr.contains("warning"), "{}", after.describe());
-        assert_nothing_left(&program);
-    }
 }
 
 /// The same client and listener checkpointed twice while connections wait to be accepted, and
