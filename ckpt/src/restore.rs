@@ -95,8 +95,14 @@ pub fn restart(
             &*local_ptys.insert(t)
         }
     };
+    // A replay or an inspection emulates the program's socket calls and
+    // touches nothing outside: its sockets come back as stand-ins, bound
+    // nowhere (a listener's path or port may be gone or taken by now).
+    let stand_ins = (!opts.recreate_ipc && opts.sockets.is_none())
+        .then(|| crate::sockets::Rebuilt::stand_ins(&[&reader.state]));
     let opts = RestartOptions {
         terminals: Some(terminals),
+        sockets: opts.sockets.or(stand_ins.as_ref()),
         ..opts.clone()
     };
     let opts = &opts;

@@ -594,3 +594,35 @@ fn replay_goes_on_after_exec() {
     );
     recorded.assert_replays_as_recorded(&[]);
 }
+
+#[test]
+fn replay_after_an_exec_binds_no_socket_again() {
+    // A program execs with a listening unix socket open: the exec's image holds it. Replay emulates
+    // the program's socket calls, so the socket is a stand-in bound nowhere: the replay neither
+    // needs the socket's directory (gone here) nor creates anything in the world.
+    const SCRIPT: &str = r#"
+import os, socket, sys
+d = sys.argv[1]
+s = socket.socket(socket.AF_UNIX)
+s.bind(os.path.join(d, "listener.sock"))
+s.listen()
+os.set_inheritable(s.fileno(), True)
+os.execv("/bin/sh", ["sh", "-c", "echo exec with the listener at fd %d; ls /proc/self/fd | wc -l" % s.fileno()])
+"#;
+    let scratch = Scratch::new("replay_after_an_exec_binds_no_socket_again");
+    let dir = scratch.dir("sockdir");
+    let mut program = python3();
+    program.arg("-c").arg(SCRIPT).arg(&dir);
+    let recorded = record(&scratch, &program, None);
+    assert!(
+        recorded.stdout.contains("exec with the listener at fd"),
+        "the program did not exec with its listener:\n{}",
+        recorded.describe()
+    );
+    fs::remove_dir_all(&dir).unwrap();
+    recorded.assert_replays_as_recorded(&["--verify"]);
+    assert!(
+        !dir.exists(),
+        "the replay made the socket's directory again"
+    );
+}

@@ -1017,6 +1017,24 @@ impl Rebuilt {
         self.fds.insert(id, fd);
     }
 
+    /// For a replay or an inspection, where the program's socket calls are
+    /// emulated and nothing outside may be touched: every socket of the
+    /// images a stand-in (one end of a stream socket pair whose other end
+    /// is closed), bound to no address, connected to nothing.
+    pub fn stand_ins(states: &[&ProcessState]) -> Rebuilt {
+        let mut r = Rebuilt::default();
+        for st in states {
+            for f in &st.fds {
+                if let FdKind::Socket { id, .. } = &f.kind {
+                    if !r.fds.contains_key(id) {
+                        r.closed_stand_in(*id, libc::SOCK_STREAM);
+                    }
+                }
+            }
+        }
+        r
+    }
+
     /// TCP and unix listeners, bound and listening again (failing the
     /// restart when the address is taken, as it would fail the program).
     fn listeners(&mut self, wanted: &BTreeMap<u64, Wanted>) -> Result<(), Error> {
