@@ -26,45 +26,64 @@ pub(super) fn replay(
     root.tree = true;
     let mut procs: HashMap<i32, Replayer> = HashMap::new();
     procs.insert(schedule.root, root);
+    let mut ended = Vec::new();
     // On an error every replayer is dropped, which kills its process.
-    run(opts, schedule, &mut procs)?;
+    run(opts, schedule, &mut procs, &mut ended)?;
     let mut events = 0;
-    for (&pid, r) in &procs {
-        events += r.event;
-        let end = if pid == schedule.root {
+    let mut exit_code = 0;
+    for e in &ended {
+        events += e.events;
+        let end = if e.pid == schedule.root {
+            exit_code = e.exit;
             end.clone()
         } else {
-            trace::read_end(&r.dir)?
+            trace::read_end(&e.dir)?
         };
-        let exit_code = r.exit.unwrap_or(0);
         match end {
             None => {
                 return Err(TraceError::Truncated {
-                    path: r.dir.join("events"),
+                    path: e.dir.join("events"),
                     what: format!(
-                        "trace: no end record of process {pid} after {} events (replayed that far)",
-                        r.event
+                        "trace: no end record of process {} after {} events (replayed that far)",
+                        e.pid, e.events
                     ),
                 }
                 .into())
             }
-            Some(end) if end.exit_code != exit_code => {
+            Some(end) if end.exit_code != e.exit => {
                 return Err(Error::Divergence {
-                    event: r.event,
-                    tid: pid,
+                    event: e.events,
+                    tid: e.pid,
                     what: format!(
-                        "process {pid} ended with status {exit_code}, the recording with {}",
-                        end.exit_code
+                        "process {} ended with status {}, the recording with {}",
+                        e.pid, e.exit, end.exit_code
                     ),
                 })
             }
             Some(_) => {}
         }
     }
-    Ok(Replayed {
-        events,
-        exit_code: procs.get(&schedule.root).and_then(|r| r.exit).unwrap_or(0),
-    })
+    Ok(Replayed { events, exit_code })
+}
+
+/// A replayed process that ended: what is checked against its end record
+/// (its replayer is dropped, with its descriptors, as soon as it ends).
+struct Ended {
+    pid: i32,
+    events: u64,
+    exit: i32,
+    dir: PathBuf,
+}
+
+impl Ended {
+    fn of(pid: i32, r: &Replayer) -> Ended {
+        Ended {
+            pid,
+            events: r.event,
+            exit: r.exit.unwrap_or(0),
+            dir: r.dir.clone(),
+        }
+    }
 }
 
 /// Replay the tree of `dir` until process `pid` is made, and write an
@@ -91,7 +110,7 @@ pub(super) fn image_of_forked(dir: &Path, pid: i32, out: &Path) -> Result<i32, E
     root.tree = true;
     let mut procs: HashMap<i32, Replayer> = HashMap::new();
     procs.insert(schedule.root, root);
-    run_until(&opts, &schedule, &mut procs, Some(pid))?;
+    run_until(&opts, &schedule, &mut procs, &mut Vec::new(), Some(pid))?;
     let Some(child) = procs.get_mut(&pid) else {
         return Err(Error::Unsupported(format!(
             "process {pid} was not made in the replay of {}",
@@ -120,8 +139,9 @@ fn run(
     opts: &ReplayOptions,
     schedule: &Schedule,
     procs: &mut HashMap<i32, Replayer<'_>>,
+    ended: &mut Vec<Ended>,
 ) -> Result<(), Error> {
-    run_until(opts, schedule, procs, None)
+    run_until(opts, schedule, procs, ended, None)
 }
 
 /// `run`, or only until process `until` exists.
@@ -129,6 +149,7 @@ fn run_until(
     opts: &ReplayOptions,
     schedule: &Schedule,
     procs: &mut HashMap<i32, Replayer<'_>>,
+    ended: &mut Vec<Ended>,
     until: Option<i32>,
 ) -> Result<(), Error> {
     let corrupt = |why: String| TraceError::Corrupt {
@@ -138,9 +159,13 @@ fn run_until(
     };
     for &(pid, upto) in &schedule.runs {
         let r = procs.get_mut(&pid).ok_or_else(|| {
-            corrupt(format!(
-                "process {pid} runs before it was made (no fork event made it)"
-            ))
+            if ended.iter().any(|e| e.pid == pid) {
+                corrupt(format!("process {pid} runs again after it ended"))
+            } else {
+                corrupt(format!(
+                    "process {pid} runs before it was made (no fork event made it)"
+                ))
+            }
         })?;
         let mut made = Vec::new();
         while r.event < upto {
@@ -170,6 +195,11 @@ fn run_until(
         }
         let (sbuf, cpu) = (r.sbuf, r.cpu);
         let shared = (r.queued.clone(), r.console.clone(), r.blob_cache.clone());
+        if r.exit.is_some() {
+            // Done: its descriptors go now (a tree may have thousands).
+            ended.push(Ended::of(pid, r));
+            procs.remove(&pid);
+        }
         for f in made {
             let dir = trace::process_dir(&opts.dir, f.recorded, schedule.root);
             let child = adopt(opts, &dir, f, sbuf, shared.clone(), cpu)?;
@@ -182,10 +212,11 @@ fn run_until(
     if until.is_some() {
         return Ok(());
     }
-    for r in procs.values_mut() {
+    for (&pid, r) in procs.iter_mut() {
         if r.exit.is_none() {
             r.finish()?;
         }
+        ended.push(Ended::of(pid, r));
     }
     Ok(())
 }
