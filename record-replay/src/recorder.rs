@@ -732,6 +732,13 @@ impl Recorder {
         self.close_log(code)?;
         if self.tree.as_ref().is_some_and(|t| t.root == pid) {
             self.exit_code = Some(code);
+            if !self.others.is_empty() {
+                let mut left: Vec<pid_t> = self.others.keys().copied().collect();
+                left.sort();
+                tracing::warn!(
+                    "the program exited; the recording goes on until what it left running ends (processes {left:?})"
+                );
+            }
         }
         Ok(!self.others.is_empty())
     }
