@@ -104,6 +104,38 @@ pub fn clone3_flags(tracee: &Tracee, args: &[u64; 6]) -> u64 {
     tracee.read_u64(args[0]).unwrap_or(0)
 }
 
+/// What a fork, vfork, clone or clone3 call `nr(args)` of `tracee` asks:
+/// its flags (vfork's as clone's), and where the kernel stores the new
+/// task's id in the parent (CLONE_PARENT_SETTID) and in the child
+/// (CLONE_CHILD_SETTID); zeros for any other call.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CloneArgs {
+    pub flags: u64,
+    pub parent_tid: u64,
+    pub child_tid: u64,
+}
+
+pub fn clone_args(tracee: &Tracee, nr: i64, args: &[u64; 6]) -> CloneArgs {
+    match nr {
+        libc::SYS_clone => CloneArgs {
+            flags: args[0],
+            parent_tid: args[2],
+            child_tid: args[3],
+        },
+        // struct clone_args: flags, pidfd, child_tid, parent_tid...
+        libc::SYS_clone3 => CloneArgs {
+            flags: clone3_flags(tracee, args),
+            parent_tid: tracee.read_u64(args[0] + 24).unwrap_or(0),
+            child_tid: tracee.read_u64(args[0] + 16).unwrap_or(0),
+        },
+        libc::SYS_vfork => CloneArgs {
+            flags: (libc::CLONE_VM | libc::CLONE_VFORK) as u64,
+            ..CloneArgs::default()
+        },
+        _ => CloneArgs::default(),
+    }
+}
+
 pub fn regs_args(r: &user_regs_struct) -> [u64; 6] {
     [r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9]
 }
@@ -751,12 +783,7 @@ impl Recorder {
             Some(State::InSyscall { nr, args, .. }) => (*nr, *args),
             _ => (libc::SYS_fork, [0; 6]),
         };
-        let flags = match nr {
-            libc::SYS_clone => args[0],
-            libc::SYS_clone3 => clone3_flags(&self.tracee, &args),
-            libc::SYS_vfork => (libc::CLONE_VM | libc::CLONE_VFORK) as u64,
-            _ => 0,
-        };
+        let flags = clone_args(&self.tracee, nr, &args).flags;
         let shares_memory = ev == libc::PTRACE_EVENT_VFORK || flags & libc::CLONE_VM as u64 != 0;
         if shares_memory && self.sbuf_active() {
             // The child runs in our memory: its calls must not land in
@@ -1043,12 +1070,7 @@ impl Recorder {
     /// Whether syscall `nr(args)` is a vfork: its thread waits in it for
     /// the child's exec or exit.
     fn is_vfork(&self, nr: i64, args: &[u64; 6]) -> bool {
-        match nr {
-            libc::SYS_vfork => true,
-            libc::SYS_clone => args[0] & libc::CLONE_VFORK as u64 != 0,
-            libc::SYS_clone3 => clone3_flags(&self.tracee, args) & libc::CLONE_VFORK as u64 != 0,
-            _ => false,
-        }
+        clone_args(&self.tracee, nr, args).flags & libc::CLONE_VFORK as u64 != 0
     }
 
     fn syscall_entry(&mut self, tid: pid_t) -> Result<(), Error> {
@@ -1329,20 +1351,12 @@ impl Recorder {
         ranges.extend(extra);
         // Thread ids the kernel stores for a new thread.
         if (nr == libc::SYS_clone || nr == libc::SYS_clone3) && ret > 0 {
-            let (flags, ptid, ctid) = if nr == libc::SYS_clone {
-                (args[0], args[2], args[3])
-            } else {
-                (
-                    clone3_flags(tracee, args),
-                    tracee.read_u64(args[0] + 24).unwrap_or(0),
-                    tracee.read_u64(args[0] + 16).unwrap_or(0),
-                )
-            };
-            if flags & libc::CLONE_PARENT_SETTID as u64 != 0 && ptid != 0 {
-                ranges.push((ptid, 4));
+            let c = clone_args(tracee, nr, args);
+            if c.flags & libc::CLONE_PARENT_SETTID as u64 != 0 && c.parent_tid != 0 {
+                ranges.push((c.parent_tid, 4));
             }
-            if flags & libc::CLONE_CHILD_SETTID as u64 != 0 && ctid != 0 {
-                ranges.push((ctid, 4));
+            if c.flags & libc::CLONE_CHILD_SETTID as u64 != 0 && c.child_tid != 0 {
+                ranges.push((c.child_tid, 4));
             }
         }
         ranges

@@ -379,21 +379,26 @@ pub struct LoadedTrace {
     pub renamed: Option<(i32, i32)>,
 }
 
+/// Every event of the log in `dir`.
+fn read_events(dir: &Path) -> Result<Vec<Event>, Error> {
+    let mut reader = EventReader::open(dir)?;
+    let mut events = Vec::new();
+    while let Some(ev) = reader.next_event()? {
+        events.push(ev);
+    }
+    Ok(events)
+}
+
 /// Read a whole trace into memory, checking first that this machine can
 /// replay it.
 pub fn load(dir: &Path) -> Result<LoadedTrace, Error> {
     let header = trace::read_header(dir)?;
     check_machine(&header)?;
     let end = trace::read_end(dir)?;
-    let mut reader = EventReader::open(dir)?;
-    let mut events = Vec::new();
-    while let Some(ev) = reader.next_event()? {
-        events.push(ev);
-    }
     Ok(LoadedTrace {
         dir: dir.to_path_buf(),
         header,
-        events: EventList::new(events),
+        events: EventList::new(read_events(dir)?),
         end,
         blobs: dir.join("blobs"),
         renamed: None,
@@ -439,20 +444,13 @@ pub fn load_process(dir: &Path, pid: i32) -> Result<(LoadedTrace, String), Error
     check_machine(&header)?;
     let pdir = trace::process_dir(dir, pid, schedule.root);
     let end = trace::read_end(&pdir)?;
-    let mut reader = EventReader::open(&pdir)?;
-    let mut all = Vec::new();
-    while let Some(ev) = reader.next_event()? {
-        all.push(ev);
-    }
-    let first_exec = all.iter().position(|e| matches!(e, Event::Exec { .. }));
+    let mut all = read_events(&pdir)?;
+    let first_exec = all.iter().enumerate().find_map(|(i, e)| match e {
+        Event::Exec { image, .. } => Some((i, image.clone())),
+        _ => None,
+    });
     let (events, image, renamed) = match first_exec {
-        Some(i) => {
-            let Event::Exec { image, .. } = &all[i] else {
-                unreachable!("position found an Exec");
-            };
-            let image = image.clone();
-            (all.split_off(i + 1), image, None)
-        }
+        Some((i, image)) => (all.split_off(i + 1), image, None),
         None => {
             let (image, real) = forked_image(dir, &pdir, pid)?;
             (all, image, Some((real, pid)))
@@ -1693,15 +1691,11 @@ impl Replayer<'_> {
                 e.insert(crate::memory_checksum(&self.tracee));
             }
         }
-        let (flags, settid) = match nr {
-            libc::SYS_clone => (args[0], args[3]),
-            libc::SYS_clone3 => (
-                self.tracee.read_u64(args[0]).unwrap_or(0),
-                self.tracee.read_u64(args[0] + 16).unwrap_or(0),
-            ),
-            libc::SYS_vfork => ((libc::CLONE_VM | libc::CLONE_VFORK) as u64, 0),
-            _ => (0, 0),
-        };
+        let crate::recorder::CloneArgs {
+            flags,
+            child_tid: settid,
+            ..
+        } = crate::recorder::clone_args(&self.tracee, nr, &args);
         let options =
             ptrace::default_options() | libc::PTRACE_O_TRACEFORK | libc::PTRACE_O_TRACEVFORK;
         ptrace::setoptions(real, options).map_err(perr("PTRACE_SETOPTIONS", real))?;

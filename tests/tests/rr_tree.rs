@@ -11,6 +11,20 @@ use std::path::Path;
 
 use rewind_tests::*;
 
+/// `rewind COMMAND... --trace DIR ARGS...` on `recorded`, run in the scratch directory.
+fn on_trace(
+    scratch: &Scratch,
+    recorded: &Recorded,
+    command: &[&str],
+    args: &[&std::ffi::OsStr],
+) -> Finished {
+    let mut all: Vec<&std::ffi::OsStr> = command.iter().map(|c| c.as_ref()).collect();
+    all.extend(args);
+    all.push("--trace".as_ref());
+    all.push(recorded.dir.as_os_str());
+    rewind_in(scratch.path(), all)
+}
+
 /// The `proc-*` directories of a trace: one per process the program made.
 fn process_logs(trace: &Path) -> Vec<String> {
     let mut dirs: Vec<String> = fs::read_dir(trace)
@@ -151,16 +165,11 @@ fn the_debugger_replays_the_root_of_a_tree() {
         "cmds",
         "break read\ncontinue\ncontinue\nreverse-continue\ndelete\ncontinue\n",
     );
-    let done = rewind_in(
-        scratch.path(),
-        [
-            "debug".as_ref(),
-            "--batch".as_ref(),
-            "-x".as_ref(),
-            script.as_os_str(),
-            "--trace".as_ref(),
-            recorded.dir.as_os_str(),
-        ],
+    let done = on_trace(
+        &scratch,
+        &recorded,
+        &["debug", "--batch", "-x"],
+        &[script.as_os_str()],
     );
     assert!(
         done.stdout.matches("Breakpoint 1,").count() >= 3
@@ -259,18 +268,11 @@ fn the_debugger_replays_a_child_from_its_exec_or_its_fork() {
     for dir in process_logs(&recorded.dir) {
         let pid = dir.trim_start_matches("proc-");
         let exec_d = recorded.dir.join(&dir).join("exec-1.rwd").exists();
-        let done = rewind_in(
-            scratch.path(),
-            [
-                "debug".as_ref(),
-                "--batch".as_ref(),
-                "-x".as_ref(),
-                script.as_os_str(),
-                "--trace".as_ref(),
-                recorded.dir.as_os_str(),
-                "--process".as_ref(),
-                pid.as_ref(),
-            ],
+        let done = on_trace(
+            &scratch,
+            &recorded,
+            &["debug", "--batch", "-x"],
+            &[script.as_os_str(), "--process".as_ref(), pid.as_ref()],
         );
         assert!(
             done.status.success()
@@ -295,12 +297,11 @@ fn the_debugger_replays_a_child_from_its_exec_or_its_fork() {
         shown.push_str(&done.stdout);
         if done.stdout.contains("forked shell 42") {
             // bisect finds the write that printed it, in that process's history.
-            let found = rewind_in(
-                scratch.path(),
-                [
-                    "bisect".as_ref(),
-                    "--trace".as_ref(),
-                    recorded.dir.as_os_str(),
+            let found = on_trace(
+                &scratch,
+                &recorded,
+                &["bisect"],
+                &[
                     "--process".as_ref(),
                     pid.as_ref(),
                     "--output".as_ref(),

@@ -414,6 +414,44 @@ fn udp_pingpong_runs_on_after_checkpoints() {
     assert_udp_in_flight(&held, 2);
 }
 
+/// Restarts every image (`rewind restart FLAGS`, output in `after-<i>.out`) and waits for each:
+/// none warns; the client (its image's command line says so) goes on as the uninterrupted run did
+/// after `before`, the others end well.
+#[track_caller]
+fn restart_each(
+    scratch: &Scratch,
+    images: &[PathBuf],
+    restart_dir: &Path,
+    flags: &[&str],
+    uninterrupted: &std::process::Output,
+    before: &Finished,
+    is_client: impl Fn(&[String]) -> bool,
+) {
+    let restarted: Vec<(bool, Running)> = images
+        .iter()
+        .enumerate()
+        .map(|(i, image)| {
+            let state = ImageReader::open(image)
+                .unwrap_or_else(|e| panic!("{}: {e}", image.display()))
+                .state;
+            let out = scratch.join(format!("after-{i}.out"));
+            (
+                is_client(&state.cmdline),
+                restart_with(image, restart_dir, flags, Redirect::to(out)),
+            )
+        })
+        .collect();
+    for (client, running) in restarted {
+        let after = running.wait();
+        assert!(!after.stderr.contains("warning"), "{}", after.describe());
+        if client {
+            assert_pieces_match(uninterrupted, &[&before.stdout, &after.stdout], &after);
+        } else {
+            after.assert_success();
+        }
+    }
+}
+
 /// A `rewind coordinator` on a free loopback port, killed when dropped.
 struct Coordinator {
     running: Running,
@@ -964,30 +1002,15 @@ fn coordinated_chat_restarts(kind: &str, name: Option<&str>) {
         let before = client.wait_timeout(KILL_TIMEOUT);
         drop(server.wait_timeout(KILL_TIMEOUT));
         let restart_dir = scratch.dir("ckpt-1");
-        let restarted: Vec<(bool, Running)> = images
-            .iter()
-            .enumerate()
-            .map(|(i, image)| {
-                let state = ImageReader::open(image)
-                    .unwrap_or_else(|e| panic!("{}: {e}", image.display()))
-                    .state;
-                let is_client = state.cmdline.last().map(String::as_str) == Some("client");
-                let out = scratch.join(format!("after-{i}.out"));
-                (
-                    is_client,
-                    restart_with(image, &restart_dir, &flags, Redirect::to(out)),
-                )
-            })
-            .collect();
-        for (is_client, running) in restarted {
-            let after = running.wait();
-            assert!(!after.stderr.contains("warning"), "{}", after.describe());
-            if is_client {
-                assert_pieces_match(&uninterrupted, &[&before.stdout, &after.stdout], &after);
-            } else {
-                after.assert_success();
-            }
-        }
+        restart_each(
+            &scratch,
+            &images,
+            &restart_dir,
+            &flags,
+            &uninterrupted,
+            &before,
+            |cmdline| cmdline.last().map(String::as_str) == Some("client"),
+        );
         assert!(
             coordinator.running.output().contains("made again"),
             "{}",
@@ -1325,30 +1348,15 @@ fn udp_between_two_coordinated_programs_restarts() {
     drop(server.wait_timeout(KILL_TIMEOUT));
     assert_nothing_left(&role("client"));
     let restart_dir = scratch.dir("ckpt-1");
-    let restarted: Vec<(bool, Running)> = images
-        .iter()
-        .enumerate()
-        .map(|(i, image)| {
-            let state = ImageReader::open(image)
-                .unwrap_or_else(|e| panic!("{}: {e}", image.display()))
-                .state;
-            let is_client = state.cmdline.iter().any(|a| a == "client");
-            let out = scratch.join(format!("after-{i}.out"));
-            (
-                is_client,
-                restart_with(image, &restart_dir, &flags, Redirect::to(out)),
-            )
-        })
-        .collect();
-    for (is_client, running) in restarted {
-        let after = running.wait();
-        assert!(!after.stderr.contains("warning"), "{}", after.describe());
-        if is_client {
-            assert_pieces_match(&uninterrupted, &[&before.stdout, &after.stdout], &after);
-        } else {
-            after.assert_success();
-        }
-    }
+    restart_each(
+        &scratch,
+        &images,
+        &restart_dir,
+        &flags,
+        &uninterrupted,
+        &before,
+        |cmdline| cmdline.iter().any(|a| a == "client"),
+    );
     assert_nothing_left(&role("client"));
     assert_nothing_left(&role("server"));
 }

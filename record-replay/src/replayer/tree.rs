@@ -18,14 +18,8 @@ pub(super) fn replay(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<Replayed, Error> {
-    let cpu = header.cpu as usize;
-    let (tracee, threads) = start(&opts.dir.join("initial.rwd"), cpu)?;
     let console = Console::new(Box::new(out), Box::new(err));
-    let events = EventReader::open(&opts.dir)?;
-    let mut root = Replayer::streamed(opts, tracee, threads, events, 0, console, cpu);
-    root.tree = true;
-    let mut procs: HashMap<i32, Replayer> = HashMap::new();
-    procs.insert(schedule.root, root);
+    let mut procs = start_tree(opts, header, schedule, console)?;
     let mut ended = Vec::new();
     // On an error every replayer is dropped, which kills its process.
     run(opts, schedule, &mut procs, &mut ended)?;
@@ -66,6 +60,24 @@ pub(super) fn replay(
     Ok(Replayed { events, exit_code })
 }
 
+/// The replayers of a tree's replay at its start: the program's process,
+/// restored from the initial image of `opts.dir`.
+fn start_tree<'a>(
+    opts: &ReplayOptions,
+    header: &TraceHeader,
+    schedule: &Schedule,
+    console: Rc<RefCell<Console<'a>>>,
+) -> Result<HashMap<i32, Replayer<'a>>, Error> {
+    let cpu = header.cpu as usize;
+    let (tracee, threads) = start(&opts.dir.join("initial.rwd"), cpu)?;
+    let events = EventReader::open(&opts.dir)?;
+    let mut root = Replayer::streamed(opts, tracee, threads, events, 0, console, cpu);
+    root.tree = true;
+    let mut procs = HashMap::new();
+    procs.insert(schedule.root, root);
+    Ok(procs)
+}
+
 /// A replayed process that ended: what is checked against its end record
 /// (its replayer is dropped, with its descriptors, as soon as it ends).
 struct Ended {
@@ -101,15 +113,8 @@ pub(super) fn image_of_forked(dir: &Path, pid: i32, out: &Path) -> Result<i32, E
         quiet: true,
         ..Default::default()
     };
-    let cpu = header.cpu as usize;
-    let (tracee, threads) = start(&dir.join("initial.rwd"), cpu)?;
-    let (mut sink_out, mut sink_err) = (std::io::sink(), std::io::sink());
-    let console = Console::new(Box::new(&mut sink_out), Box::new(&mut sink_err));
-    let events = EventReader::open(dir)?;
-    let mut root = Replayer::streamed(&opts, tracee, threads, events, 0, console, cpu);
-    root.tree = true;
-    let mut procs: HashMap<i32, Replayer> = HashMap::new();
-    procs.insert(schedule.root, root);
+    let console = Console::new(Box::new(std::io::sink()), Box::new(std::io::sink()));
+    let mut procs = start_tree(&opts, &header, &schedule, console)?;
     run_until(&opts, &schedule, &mut procs, &mut Vec::new(), Some(pid))?;
     let Some(child) = procs.get_mut(&pid) else {
         return Err(Error::Unsupported(format!(
